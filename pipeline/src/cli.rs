@@ -1,0 +1,141 @@
+//! The `pipeline` command line: every stage on its own, and `run` for all of them.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::config::{HubConfig, LoadedConfig};
+use crate::shard::Shard;
+use crate::stages::fetch::{FetchRequest, fetch};
+use crate::stages::plan::{human_bytes, plan, render};
+use crate::stages::sample::{SampleOptions, SampleOutcome, run_sample};
+
+#[derive(Debug, Parser)]
+#[command(name = "pipeline", version, about = "habits: build behavior-enriched pretraining corpora", long_about = None)]
+pub struct Cli {
+    /// More log lines (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every stage of a config in order (resumes finished work).
+    Run(StageArgs),
+    /// Dry run: files, bytes, rows, sample size and LLM cost, before any download.
+    Plan {
+        #[command(flatten)]
+        stage: StageArgs,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a dataset repo from the hub (honours HF_ENDPOINT, HF_TOKEN, HF_HOME).
+    Fetch(FetchArgs),
+    /// The sample stage alone: write runs/<name>/docs/.
+    Sample(StageArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StageArgs {
+    /// The run config (TOML), e.g. configs/demo.toml.
+    #[arg(short, long)]
+    pub config: PathBuf,
+    /// Work on shard i of n (0-based), e.g. 0/4; the last shard to finish merges.
+    #[arg(long, default_value = "0/1")]
+    pub shard: Shard,
+    /// Hub cache folder (default: $HF_HUB_CACHE, else $HF_HOME/hub).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FetchArgs {
+    /// The dataset repo, `owner/name`.
+    pub repo: String,
+    /// Branch, tag or commit.
+    #[arg(long, default_value = "main")]
+    pub revision: String,
+    /// Only files matching this glob (repeatable; `*` also crosses `/`).
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Write plain files into this folder instead of the hub cache.
+    #[arg(long)]
+    pub local_dir: Option<PathBuf>,
+    /// Hub cache folder (default: $HF_HUB_CACHE, else $HF_HOME/hub).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Files downloaded at the same time.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Only datasets are supported; the flag exists for symmetry with the hub's CLI.
+    #[arg(long, default_value = "dataset", value_parser = ["dataset"])]
+    pub repo_type: String,
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(args) => run_all(&args).await,
+        Command::Sample(args) => sample(&args).await,
+        Command::Plan { stage, json } => {
+            let cfg = LoadedConfig::load(&stage.config)?;
+            let p = plan(&cfg, stage.cache_dir.clone()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                print!("{}", render(&p));
+            }
+            Ok(())
+        }
+        Command::Fetch(a) => {
+            let req = FetchRequest {
+                repo: a.repo,
+                revision: a.revision,
+                include: a.include,
+                local_dir: a.local_dir,
+                cache_dir: a.cache_dir,
+                hub: HubConfig { concurrency: a.concurrency.max(1), ..HubConfig::default() },
+            };
+            let done = fetch(&req).await?;
+            eprintln!("fetched {} files ({}) at commit {}", done.files.len(), human_bytes(done.bytes), done.commit);
+            println!("{}", done.folder.display());
+            Ok(())
+        }
+    }
+}
+
+async fn sample(args: &StageArgs) -> Result<()> {
+    let cfg = LoadedConfig::load(&args.config)?;
+    let opts = SampleOptions { shard: args.shard, cache_dir: args.cache_dir.clone() };
+    let docs = cfg.run_path().join(crate::stages::sample::TABLE);
+    match run_sample(&cfg, &opts).await? {
+        SampleOutcome::UpToDate(m) => eprintln!("docs: up to date, {} documents in {}", m.rows, docs.display()),
+        SampleOutcome::Written(m) => {
+            eprintln!("docs: {} documents ({} parts) in {}", m.rows, m.parts.len(), docs.display());
+            for s in &m.sources {
+                eprintln!(
+                    "  {:<16} sampled {:>8} of {:>10} rows scanned (quota {}, {} repeated texts dropped)",
+                    s.name, s.counts.sampled, s.counts.rows_scanned, s.quota, s.counts.duplicates_removed
+                );
+            }
+        }
+        SampleOutcome::ShardDone { scanned, missing } => eprintln!(
+            "shard {} done: {scanned} files scanned, {missing} still to scan by other shards; the last shard to finish writes docs/",
+            args.shard
+        ),
+    }
+    Ok(())
+}
+
+async fn run_all(args: &StageArgs) -> Result<()> {
+    sample(args).await?;
+    eprintln!("run: all implemented stages are done (classify, select, rewrite and build come next)");
+    Ok(())
+}

@@ -1,0 +1,409 @@
+//! The run configuration: one TOML file (`configs/*.toml`), every key documented in the
+//! README. Unknown keys and bad values are rejected with the file, the key and the fix.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub run: RunConfig,
+    #[serde(default)]
+    pub hub: HubConfig,
+    #[serde(default, rename = "sources")]
+    pub sources: Vec<SourceConfig>,
+    #[serde(default)]
+    pub sample: SampleConfig,
+    #[serde(default)]
+    pub plan: PlanConfig,
+}
+
+/// `[run]`: where the run's tables live.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// The run's name: its directory is `<dir>/<name>`.
+    pub name: String,
+    /// The parent folder of run directories, relative to the config file's folder's parent
+    /// when relative (so `configs/x.toml` with `dir = "runs"` means `./runs`).
+    #[serde(default = "default_runs_dir")]
+    pub dir: PathBuf,
+}
+
+fn default_runs_dir() -> PathBuf {
+    PathBuf::from("runs")
+}
+
+/// `[hub]`: how files are fetched from the Hugging Face hub (or a mirror).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// The hub's address; `HF_ENDPOINT` overrides it, as in the hub's own tools.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The hub cache; default `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// Files downloaded at the same time.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Attempts per request before giving up on retryable failures (429, 5xx, timeouts).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// First backoff delay in milliseconds; doubles per attempt, with full jitter.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+    /// Ceiling of one backoff delay (and of an honoured `Retry-After`), in seconds.
+    #[serde(default = "default_backoff_max_s")]
+    pub backoff_max_s: u64,
+    /// Seconds without a byte before a request counts as timed out.
+    #[serde(default = "default_read_timeout_s")]
+    pub read_timeout_s: u64,
+    /// Keep downloaded shards in the cache after sampling (false frees disk as it goes).
+    #[serde(default = "default_true")]
+    pub keep_downloads: bool,
+}
+
+fn default_concurrency() -> usize {
+    4
+}
+fn default_attempts() -> u32 {
+    8
+}
+fn default_backoff_ms() -> u64 {
+    1000
+}
+fn default_backoff_max_s() -> u64 {
+    120
+}
+fn default_read_timeout_s() -> u64 {
+    60
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            endpoint: None,
+            cache_dir: None,
+            concurrency: default_concurrency(),
+            max_attempts: default_attempts(),
+            backoff_ms: default_backoff_ms(),
+            backoff_max_s: default_backoff_max_s(),
+            read_timeout_s: default_read_timeout_s(),
+            keep_downloads: true,
+        }
+    }
+}
+
+/// One `[[sources]]` entry as written; [`crate::sources::Source`] is the checked form.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Short name, unique in the file; it is the `source` column of the docs table.
+    pub name: String,
+    /// `hub` (a dataset repo on the hub) or `local` (a folder of parquet or JSONL files).
+    pub kind: String,
+    /// hub: `owner/name` of the dataset repo.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// hub: branch, tag or commit; pinned to its commit sha when the run starts.
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// hub and local: glob patterns of files to read (`*` also crosses `/`, as in the hub's tools).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// local: the folder (relative paths are taken from the config file's folder's parent).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Share of the sample; quotas are proportional to the weights of all sources.
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    /// Column holding the document text.
+    #[serde(default = "default_text_column")]
+    pub text_column: String,
+    /// Column holding the document URL (optional in the data: missing values are null).
+    #[serde(default = "default_url_column")]
+    pub url_column: String,
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+fn default_text_column() -> String {
+    "text".into()
+}
+fn default_url_column() -> String {
+    "url".into()
+}
+
+/// `[sample]`: the deterministic sample of documents.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleConfig {
+    /// Documents in the sample, over all sources.
+    #[serde(default = "default_sample_size")]
+    pub size: u64,
+    /// Seed of the sample keys: another seed, another sample.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Rows decoded at a time from an input file.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+    /// Rows per output part file of the docs table.
+    #[serde(default = "default_part_rows")]
+    pub part_rows: usize,
+    /// Input files scanned at the same time (0 = one per CPU core).
+    #[serde(default)]
+    pub threads: usize,
+    /// Documents shorter than this many characters are skipped (0 keeps all, empty texts never count).
+    #[serde(default)]
+    pub min_chars: u64,
+}
+
+fn default_sample_size() -> u64 {
+    200_000
+}
+fn default_seed() -> u64 {
+    20250304
+}
+fn default_batch_rows() -> usize {
+    4096
+}
+fn default_part_rows() -> usize {
+    50_000
+}
+
+impl Default for SampleConfig {
+    fn default() -> Self {
+        SampleConfig {
+            size: default_sample_size(),
+            seed: default_seed(),
+            batch_rows: default_batch_rows(),
+            part_rows: default_part_rows(),
+            threads: 0,
+            min_chars: 0,
+        }
+    }
+}
+
+/// `[plan]`: assumptions of the dry run's cost estimate for the LLM stages.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanConfig {
+    /// Bytes of UTF-8 text per model token, for estimates before a tokenizer has run.
+    #[serde(default = "default_bytes_per_token")]
+    pub bytes_per_token: f64,
+    /// Documents are cut to this many model tokens before classification (the study: 3072).
+    #[serde(default = "default_max_doc_tokens")]
+    pub max_doc_tokens: u64,
+    /// Classification requests per document (the study: 4 behaviors + 1 problem/solution).
+    #[serde(default = "default_requests_per_doc")]
+    pub requests_per_doc: u64,
+    /// Prompt tokens of one classification template without the document.
+    #[serde(default = "default_template_tokens")]
+    pub template_tokens: u64,
+    /// Share of sampled documents expected to reach the rewrite stage.
+    #[serde(default = "default_rewrite_share")]
+    pub rewrite_share: f64,
+}
+
+fn default_bytes_per_token() -> f64 {
+    3.6
+}
+fn default_max_doc_tokens() -> u64 {
+    3072
+}
+fn default_requests_per_doc() -> u64 {
+    5
+}
+fn default_template_tokens() -> u64 {
+    700
+}
+fn default_rewrite_share() -> f64 {
+    0.35
+}
+
+impl Default for PlanConfig {
+    fn default() -> Self {
+        PlanConfig {
+            bytes_per_token: default_bytes_per_token(),
+            max_doc_tokens: default_max_doc_tokens(),
+            requests_per_doc: default_requests_per_doc(),
+            template_tokens: default_template_tokens(),
+            rewrite_share: default_rewrite_share(),
+        }
+    }
+}
+
+/// A loaded config with the folder its relative paths are taken from.
+#[derive(Clone, Debug)]
+pub struct LoadedConfig {
+    pub config: Config,
+    pub path: PathBuf,
+    pub base_dir: PathBuf,
+}
+
+impl LoadedConfig {
+    /// Reads, parses and checks a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!("cannot read config {}: check the path (configs/ holds the shipped profiles)", path.display())
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "config {} is invalid: {}\nfix: correct the key or value above; every key is listed in the README under \"Configuration\"",
+                path.display(),
+                e.to_string().trim_end()
+            )
+        })?;
+        config
+            .validate()
+            .with_context(|| format!("config {} is invalid", path.display()))?;
+        let base_dir = base_dir_of(path);
+        Ok(LoadedConfig { config, path: path.to_path_buf(), base_dir })
+    }
+
+    /// Resolves a path from the config against the base folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
+    }
+
+    /// The run directory `<run.dir>/<run.name>`.
+    pub fn run_path(&self) -> PathBuf {
+        self.resolve(&self.config.run.dir).join(&self.config.run.name)
+    }
+}
+
+/// Relative paths in `configs/foo.toml` are relative to the project root (the folder
+/// above `configs/`); elsewhere, to the config file's own folder.
+fn base_dir_of(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let dir = abs.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.file_name().is_some_and(|n| n == "configs") {
+        dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+    } else {
+        dir
+    }
+}
+
+impl Config {
+    /// Checks what serde cannot: value ranges, required keys per source kind, uniqueness.
+    pub fn validate(&self) -> Result<()> {
+        let name = &self.run.name;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || name.starts_with('.') {
+            bail!("run.name `{name}` must be non-empty and use only letters, digits, `-`, `_`, `.` (it names a folder)");
+        }
+        if self.hub.concurrency == 0 {
+            bail!("hub.concurrency must be at least 1");
+        }
+        if self.hub.max_attempts == 0 {
+            bail!("hub.max_attempts must be at least 1");
+        }
+        if self.sample.size == 0 {
+            bail!("sample.size must be at least 1");
+        }
+        if self.sample.batch_rows == 0 || self.sample.part_rows == 0 {
+            bail!("sample.batch_rows and sample.part_rows must be at least 1");
+        }
+        if !(self.plan.bytes_per_token > 0.0) || !(0.0..=1.0).contains(&self.plan.rewrite_share) {
+            bail!("plan.bytes_per_token must be > 0 and plan.rewrite_share within 0..=1");
+        }
+        if self.sources.is_empty() {
+            bail!("no [[sources]]: add at least one hub or local source (see configs/demo.toml)");
+        }
+        let mut names = BTreeSet::new();
+        for s in &self.sources {
+            s.validate()?;
+            if !names.insert(&s.name) {
+                bail!("source name `{}` appears twice: names must be unique", s.name);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SourceConfig {
+    fn validate(&self) -> Result<()> {
+        let n = &self.name;
+        if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            bail!("source name `{n}` must use only letters, digits, `-`, `_`, `.`");
+        }
+        if !(self.weight > 0.0) || !self.weight.is_finite() {
+            bail!("source `{n}`: weight must be a positive number, got {}", self.weight);
+        }
+        match self.kind.as_str() {
+            "hub" => {
+                let repo = self.repo.as_deref().unwrap_or("");
+                if repo.split('/').count() != 2 || repo.split('/').any(str::is_empty) {
+                    bail!("source `{n}`: kind = \"hub\" needs repo = \"owner/name\", got `{repo}`");
+                }
+                if self.path.is_some() {
+                    bail!("source `{n}`: `path` is for kind = \"local\"; a hub source uses repo/revision/include");
+                }
+                if self.include.is_empty() {
+                    bail!("source `{n}`: a hub source needs include = [\"glob\", ...], e.g. [\"data/train-*.parquet\"]");
+                }
+            }
+            "local" => {
+                if self.path.is_none() {
+                    bail!("source `{n}`: kind = \"local\" needs path = \"folder of parquet or jsonl files\"");
+                }
+                if self.repo.is_some() || self.revision.is_some() {
+                    bail!("source `{n}`: repo/revision are for kind = \"hub\"");
+                }
+            }
+            other => bail!("source `{n}`: unknown kind `{other}`; use \"hub\" or \"local\""),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config> {
+        let c: Config = toml::from_str(s).map_err(|e| anyhow::anyhow!("{e}"))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    const OK: &str = r#"
+        [run]
+        name = "t"
+        [[sources]]
+        name = "owm"
+        kind = "hub"
+        repo = "open-web-math/open-web-math"
+        include = ["data/*.parquet"]
+    "#;
+
+    #[test]
+    fn defaults_follow_the_study() {
+        let c = parse(OK).unwrap();
+        assert_eq!(c.sample.size, 200_000);
+        assert_eq!(c.plan.max_doc_tokens, 3072);
+        assert_eq!(c.sources[0].text_column, "text");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = parse(&OK.replace("[run]", "[run]\nnmae = 1")).unwrap_err().to_string();
+        assert!(err.contains("nmae"), "{err}");
+    }
+
+    #[test]
+    fn bad_sources_are_explained() {
+        let err = parse(&OK.replace("kind = \"hub\"", "kind = \"ftp\"")).unwrap_err().to_string();
+        assert!(err.contains("unknown kind `ftp`"), "{err}");
+        let err = parse(&OK.replace("open-web-math/open-web-math", "owm")).unwrap_err().to_string();
+        assert!(err.contains("owner/name"), "{err}");
+    }
+}

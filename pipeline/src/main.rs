@@ -1,0 +1,23 @@
+//! The `pipeline` binary: parses the command line, sets up logging, runs, and turns an
+//! error into one message and exit code 1.
+
+use clap::Parser;
+use pipeline::cli::{Cli, run};
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("HABITS_LOG").unwrap_or_else(|_| EnvFilter::new(format!("pipeline={level},warn")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,8 @@
+//! The pipeline's stages. Each reads Arrow batches and writes parquet part files with a
+//! manifest under the run directory; `inputs` holds what several stages share.
+
+pub mod fetch;
+pub mod inputs;
+pub mod plan;
+pub mod sample;
+pub mod tables;
