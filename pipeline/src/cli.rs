@@ -74,6 +74,12 @@ pub struct FetchArgs {
     /// Files downloaded at the same time.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// Attempts per request for retryable failures (429, 5xx, timeouts, broken bodies).
+    #[arg(long, default_value_t = 8)]
+    pub max_attempts: u32,
+    /// First retry delay in milliseconds (doubles per attempt, with jitter).
+    #[arg(long, default_value_t = 1000)]
+    pub backoff_ms: u64,
     /// Only datasets are supported; the flag exists for symmetry with the hub's CLI.
     #[arg(long, default_value = "dataset", value_parser = ["dataset"])]
     pub repo_type: String,
@@ -101,7 +107,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                 include: a.include,
                 local_dir: a.local_dir,
                 cache_dir: a.cache_dir,
-                hub: HubConfig { concurrency: a.concurrency.max(1), ..HubConfig::default() },
+                hub: HubConfig {
+                    concurrency: a.concurrency.max(1),
+                    max_attempts: a.max_attempts.max(1),
+                    backoff_ms: a.backoff_ms,
+                    ..HubConfig::default()
+                },
             };
             let done = fetch(&req).await?;
             eprintln!("fetched {} files ({}) at commit {}", done.files.len(), human_bytes(done.bytes), done.commit);
