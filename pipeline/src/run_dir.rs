@@ -19,7 +19,7 @@ impl RunDir {
         RunDir { root: root.into() }
     }
 
-    /// `runs/<name>/<stage>/`: the stage's output table and its `manifest.json`.
+    /// `runs/<name>/<stage>/`: the stage's output table and its `_manifest.json`.
     pub fn stage(&self, stage: &str) -> PathBuf {
         self.root.join(stage)
     }

@@ -6,3 +6,4 @@ pub mod fixtures;
 pub mod hub_server;
 pub mod http;
 pub mod procs;
+pub mod run_config;

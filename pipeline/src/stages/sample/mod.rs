@@ -42,7 +42,7 @@ pub struct SampleOptions {
     pub cache_dir: Option<PathBuf>,
 }
 
-/// `docs/manifest.json`.
+/// `docs/_manifest.json` (the leading `_` keeps parquet readers such as pyarrow from taking it for data).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DocsManifest {
     pub stage: String,
@@ -100,7 +100,7 @@ pub async fn run_sample(cfg: &LoadedConfig, opts: &SampleOptions) -> Result<Samp
     let quotas = quotas(sc.size, &weights);
     let key = config_key(cfg, &inputs);
     let docs_dir = run.stage(TABLE);
-    if let Some(m) = read_json::<DocsManifest>(&docs_dir.join("manifest.json"))? {
+    if let Some(m) = read_json::<DocsManifest>(&docs_dir.join("_manifest.json"))? {
         if m.state == "complete" && m.config_key == key {
             tracing::info!("docs: up to date ({} documents in {})", m.rows, docs_dir.display());
             return Ok(SampleOutcome::UpToDate(m));
@@ -129,7 +129,7 @@ pub async fn run_sample(cfg: &LoadedConfig, opts: &SampleOptions) -> Result<Samp
         return Ok(SampleOutcome::ShardDone { scanned: files.len() - missing, missing });
     }
     let _lock = lock_merge(&work)?;
-    if let Some(m) = read_json::<DocsManifest>(&docs_dir.join("manifest.json"))? {
+    if let Some(m) = read_json::<DocsManifest>(&docs_dir.join("_manifest.json"))? {
         if m.state == "complete" && m.config_key == key {
             return Ok(SampleOutcome::UpToDate(m));
         }
@@ -342,7 +342,7 @@ fn write_docs(cfg: &LoadedConfig, inputs: &Inputs, files: &[&InputFile], quotas:
             .collect(),
         parts: result.parts,
     };
-    write_json(&staging.join("manifest.json"), &manifest)?;
+    write_json(&staging.join("_manifest.json"), &manifest)?;
     if docs_dir.exists() {
         std::fs::remove_dir_all(docs_dir).with_context(|| format!("cannot replace {}", docs_dir.display()))?;
     }
