@@ -95,7 +95,7 @@ fn read_parquet(path: &Path, spec: &ReadSpec, each: &mut dyn FnMut(DocBatch) -> 
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
         anyhow!(
-            "{} is not a readable parquet file ({e}); delete it so that it is fetched again, or remove it from source `{}`",
+            "{} is not a readable parquet file ({e}); delete it (a hub file is then fetched again) or fix or remove it in source `{}`",
             path.display(),
             spec.source_name
         )
@@ -133,7 +133,7 @@ fn read_parquet(path: &Path, spec: &ReadSpec, each: &mut dyn FnMut(DocBatch) -> 
     let mut row = 0u64;
     for batch in reader {
         let batch = batch.map_err(|e| {
-            anyhow!("{} is corrupt near row {row} ({e}); delete it so that it is fetched again", path.display())
+            anyhow!("{} is corrupt near row {row} ({e}); delete it (a hub file is then fetched again) or fix it", path.display())
         })?;
         let text = batch.column_by_name(spec.text_column).cloned().context("projected text column missing")?;
         let url = url_idx.and_then(|_| batch.column_by_name(spec.url_column).cloned());

@@ -1,0 +1,51 @@
+# habits: `make corpus` builds the demo corpus offline; `make test` runs every test.
+# See README.md for the commands behind each target.
+
+CARGO        ?= cargo
+PYTHON       ?= python3
+HABITS_CACHE ?= $(HOME)/.cache/habits
+ASSETS       := $(HABITS_CACHE)/assets
+CONFIG       ?= configs/demo.toml
+DEMO_SOURCE  := data/demo-source
+PIPELINE     := $(or $(CARGO_TARGET_DIR),target)/debug/pipeline
+
+export HABITS_CACHE
+
+.PHONY: corpus demo-source plan test python-deps bench build fmt clean help
+
+help:
+	@echo "make corpus       build the demo corpus (offline demo profile, configs/demo.toml)"
+	@echo "make test         run every test (Rust + the Python readers they call)"
+	@echo "make bench        read + sample throughput vs pyarrow (writes numbers to stdout)"
+	@echo "make plan         dry run of CONFIG (default configs/demo.toml)"
+	@echo "make demo-source  fetch the registry assets and build data/demo-source"
+
+build:
+	$(CARGO) build -p pipeline
+
+corpus: demo-source build
+	$(PIPELINE) run --config $(CONFIG)
+
+plan: build
+	$(PIPELINE) plan --config $(CONFIG)
+
+demo-source: $(DEMO_SOURCE)/README.md
+
+$(DEMO_SOURCE)/README.md: scripts/demo_source.py scripts/assets.lock scripts/fetch_assets.sh
+	scripts/fetch_assets.sh champ-dataset sagemath-doc >/dev/null
+	$(PYTHON) scripts/demo_source.py --assets $(ASSETS) --out $(DEMO_SOURCE)
+
+python-deps:
+	@$(PYTHON) -c "import pyarrow, huggingface_hub" 2>/dev/null || $(PYTHON) -m pip install --quiet -r tests/requirements.txt
+
+test: python-deps
+	$(CARGO) test --workspace
+
+bench: python-deps
+	$(CARGO) bench -p pipeline --bench sample_throughput
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	rm -rf runs $(DEMO_SOURCE)
