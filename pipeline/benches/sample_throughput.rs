@@ -3,7 +3,10 @@
 //!
 //! Shards are generated once in the OpenWebMath schema at a realistic size (~55k documents,
 //! ~240 MB each, snappy) under `$HABITS_BENCH_DIR` (default `target/bench-data`).
-//! Knobs: `HABITS_BENCH_SHARDS` (default 2), `HABITS_BENCH_ROWS` (default 55000).
+//! Knobs: `HABITS_BENCH_SHARDS` (default 2), `HABITS_BENCH_ROWS` (default 55000),
+//! `HABITS_BENCH_QUOTA` (default: 1/55 of the rows, so that ~9% of the rows become
+//! candidates, as over a whole paper run: 100k per source of 6.3M rows gives
+//! k(1 + ln(M/k))/M = 8%).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,6 +17,10 @@ use habits_tests::fixtures::{ShardSpec, owm_shard, write_file};
 use pipeline::sources::{Format, InputFile, Location};
 use pipeline::stages::sample::scan::{ScanParams, scan_file};
 use pipeline::stages::sample::selector::Selector;
+
+/// The same allocator as the `pipeline` binary.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn env_usize(key: &str, default: usize) -> usize {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -49,9 +56,9 @@ fn input(path: &Path, ordinal: usize) -> InputFile {
 }
 
 /// Scans the files on `threads` threads (one file per thread at a time); returns seconds and docs.
-fn ours(files: &[PathBuf], threads: usize) -> (f64, u64) {
+fn ours(files: &[PathBuf], threads: usize, quota: u64) -> (f64, u64) {
     let work = tempfile::tempdir().unwrap();
-    let selector = Arc::new(Selector::new(vec![200_000]));
+    let selector = Arc::new(Selector::new(vec![quota]));
     let t = Instant::now();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let docs = std::sync::atomic::AtomicU64::new(0);
@@ -98,23 +105,27 @@ fn main() {
     let dir = std::env::var("HABITS_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|_| {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data")
     });
-    let files = shards(&dir, env_usize("HABITS_BENCH_SHARDS", 2), env_usize("HABITS_BENCH_ROWS", 55_000));
+    let rows = env_usize("HABITS_BENCH_ROWS", 55_000);
+    let n_files = env_usize("HABITS_BENCH_SHARDS", 2);
+    let files = shards(&dir, n_files, rows);
+    let quota = env_usize("HABITS_BENCH_QUOTA", (rows * n_files / 55).max(1)) as u64;
     let bytes: u64 = files.iter().map(|f| std::fs::metadata(f).unwrap().len()).sum();
     let mb = bytes as f64 / 1e6;
     // Warm the page cache so both sides read from memory.
     pyarrow(&files, true);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    println!("{} files, {:.0} MB, {} cores", files.len(), mb, cores);
+    println!("{} files, {:.0} MB, {} cores, sample quota {}", files.len(), mb, cores, quota);
     println!("{:<34} {:>9} {:>10} {:>12} {:>8}", "reader", "seconds", "MB/s", "docs/s", "vs limit");
     for (label, threads) in [("1 thread", 1usize), ("all cores", cores)] {
         let best = |f: &dyn Fn() -> f64| (0..3).map(|_| f()).fold(f64::INFINITY, f64::min);
         let py = best(&|| pyarrow(&files, threads > 1));
-        let mut docs = 0;
+        let docs = std::cell::Cell::new(0u64);
         let our = best(&|| {
-            let (s, d) = ours(&files, threads.min(files.len()));
-            docs = d;
+            let (s, d) = ours(&files, threads.min(files.len()), quota);
+            docs.set(d);
             s
         });
+        let docs = docs.get();
         println!("{:<34} {:>9.3} {:>10.1} {:>12} {:>8}", format!("pyarrow read url+text, {label}"), py, mb / py, "", "1.00x");
         println!(
             "{:<34} {:>9.3} {:>10.1} {:>12.0} {:>7.2}x",
