@@ -201,6 +201,22 @@ fn status_fault(f: &Fault) -> Option<Response> {
     }
 }
 
+/// The repo `owner/name` if `rev` (percent-encoded) names its branch or commit; else the hub's 404.
+fn repo_at(st: &State, owner: &str, name: &str, rev: &str) -> Result<(ServedRepo, String), Response> {
+    let id = format!("{owner}/{name}");
+    let repo = st.repos.iter().find(|x| x.id == id).cloned().ok_or_else(|| error(404, "RepoNotFound", "Repository not found"))?;
+    let rev = percent_decode(rev);
+    if rev != "main" && rev != repo.commit {
+        return Err(error(404, "RevisionNotFound", &format!("Invalid rev id: {rev}")));
+    }
+    Ok((repo, rev))
+}
+
+/// The injected answer for the next API request to `target`, if a fault is queued.
+fn api_fault(st: &mut State, target: &Target) -> Option<Response> {
+    next_fault(st, target).and_then(|f| status_fault(&f))
+}
+
 fn handle_api(state: &Arc<Mutex<State>>, r: &Request) -> Response {
     let mut st = state.lock().unwrap();
     log(&mut st, "api", r, None);
@@ -213,29 +229,21 @@ fn handle_api(state: &Arc<Mutex<State>>, r: &Request) -> Response {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     // /api/datasets/{o}/{n}/revision/{rev}  |  /api/datasets/{o}/{n}/tree/{rev}[/path]
     if segs.len() >= 6 && segs[0] == "api" && segs[1] == "datasets" {
-        let repo_id = format!("{}/{}", segs[2], segs[3]);
-        let Some(repo) = st.repos.iter().find(|x| x.id == repo_id).cloned() else {
-            return error(404, "RepoNotFound", "Repository not found");
+        let (repo, rev) = match repo_at(&st, segs[2], segs[3], segs[5]) {
+            Ok(found) => found,
+            Err(resp) => return resp,
         };
-        let rev = percent_decode(segs[5]);
-        if rev != "main" && rev != repo.commit {
-            return error(404, "RevisionNotFound", &format!("Invalid rev id: {rev}"));
-        }
         match segs[4] {
             "revision" => {
-                if let Some(f) = next_fault(&mut st, &Target::Revision) {
-                    if let Some(resp) = status_fault(&f) {
-                        return resp;
-                    }
+                if let Some(resp) = api_fault(&mut st, &Target::Revision) {
+                    return resp;
                 }
                 let siblings: Vec<_> = repo.files.iter().map(|f| serde_json::json!({ "rfilename": f.path })).collect();
                 return Response::json(200, &serde_json::json!({ "id": repo.id, "sha": repo.commit, "private": false, "siblings": siblings }));
             }
             "tree" => {
-                if let Some(f) = next_fault(&mut st, &Target::Tree) {
-                    if let Some(resp) = status_fault(&f) {
-                        return resp;
-                    }
+                if let Some(resp) = api_fault(&mut st, &Target::Tree) {
+                    return resp;
                 }
                 let prefix = segs[6..].iter().map(|s| percent_decode(s)).collect::<Vec<_>>().join("/");
                 let entries = tree_entries(&repo, &prefix);
@@ -256,14 +264,10 @@ fn handle_api(state: &Arc<Mutex<State>>, r: &Request) -> Response {
     }
     // /datasets/{o}/{n}/resolve/{rev}/{path...}
     if segs.len() >= 6 && segs[0] == "datasets" && segs[3] == "resolve" {
-        let repo_id = format!("{}/{}", segs[1], segs[2]);
-        let Some(repo) = st.repos.iter().find(|x| x.id == repo_id).cloned() else {
-            return error(404, "RepoNotFound", "Repository not found");
+        let (repo, rev) = match repo_at(&st, segs[1], segs[2], segs[4]) {
+            Ok(found) => found,
+            Err(resp) => return resp,
         };
-        let rev = percent_decode(segs[4]);
-        if rev != "main" && rev != repo.commit {
-            return error(404, "RevisionNotFound", &format!("Invalid rev id: {rev}"));
-        }
         let file_path = segs[5..].iter().map(|s| percent_decode(s)).collect::<Vec<_>>().join("/");
         let Some(file) = repo.files.iter().find(|f| f.path == file_path) else {
             return error(404, "EntryNotFound", &format!("{file_path} does not exist on \"{rev}\""));
