@@ -1,0 +1,11 @@
+//! The LLM client: OpenAI-compatible chat completions (vLLM, SGLang, llama.cpp
+//! `llama-server`, hosted APIs) over several load-balanced endpoints, with concurrency
+//! that adapts to overload, retries for what can heal, and a reason for what cannot.
+
+pub mod client;
+pub mod error;
+pub mod limiter;
+pub mod protocol;
+
+pub use client::{Completion, LlmClient, LlmSettings};
+pub use error::{FailureClass, LlmError};
