@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{HubConfig, LoadedConfig};
 use crate::shard::Shard;
+use crate::stages::classify::{ClassifyOptions, run_classify};
 use crate::stages::fetch::{FetchRequest, fetch};
 use crate::stages::plan::{human_bytes, plan, render};
 use crate::stages::sample::{SampleOptions, SampleOutcome, run_sample};
@@ -40,6 +41,23 @@ pub enum Command {
     Fetch(FetchArgs),
     /// The sample stage alone: write runs/<name>/docs/.
     Sample(StageArgs),
+    /// The classify stage alone: ask the LLM about every document, write runs/<name>/labels/.
+    Classify(ClassifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClassifyArgs {
+    #[command(flatten)]
+    pub stage: StageArgs,
+    /// OpenAI-compatible base URL ending in /v1 (repeatable; replaces llm.endpoints).
+    #[arg(long = "endpoint")]
+    pub endpoints: Vec<String>,
+    /// The served model's name (replaces llm.model).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// A parquet file or folder with `doc_id` and `text` (default: the run's docs table).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,7 +107,12 @@ pub struct FetchArgs {
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => run_all(&args).await,
-        Command::Sample(args) => sample(&args).await,
+        Command::Sample(args) => sample(&args).await.map(|_| ()),
+        Command::Classify(a) => {
+            let cfg = LoadedConfig::load(&a.stage.config)?;
+            let opts = ClassifyOptions { endpoints: a.endpoints, model: a.model, input: a.input };
+            classify(&cfg, &opts).await
+        }
         Command::Plan { stage, json } => {
             let cfg = LoadedConfig::load(&stage.config)?;
             let p = plan(&cfg, stage.cache_dir.clone()).await?;
@@ -122,7 +145,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-async fn sample(args: &StageArgs) -> Result<()> {
+/// Runs the sample stage; whether `docs/` is complete (false: other shards still scan).
+async fn sample(args: &StageArgs) -> Result<bool> {
     let cfg = LoadedConfig::load(&args.config)?;
     let opts = SampleOptions { shard: args.shard, cache_dir: args.cache_dir.clone() };
     let docs = cfg.run_path().join(crate::stages::sample::TABLE);
@@ -137,16 +161,35 @@ async fn sample(args: &StageArgs) -> Result<()> {
                 );
             }
         }
-        SampleOutcome::ShardDone { scanned, missing } => eprintln!(
-            "shard {} done: {scanned} files scanned, {missing} still to scan by other shards; the last shard to finish writes docs/",
-            args.shard
-        ),
+        SampleOutcome::ShardDone { scanned, missing } => {
+            eprintln!(
+                "shard {} done: {scanned} files scanned, {missing} still to scan by other shards; the last shard to finish writes docs/",
+                args.shard
+            );
+            return Ok(false);
+        }
     }
+    Ok(true)
+}
+
+async fn classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<()> {
+    let m = run_classify(cfg, opts).await?;
+    let dir = cfg.run_path().join(crate::stages::classify::TABLE);
+    eprint!("{}", crate::stages::classify::labels::render(&m.stats));
+    eprintln!("labels: {} documents ({} requests sent now) in {}", m.rows, m.requests_sent, dir.display());
     Ok(())
 }
 
 async fn run_all(args: &StageArgs) -> Result<()> {
-    sample(args).await?;
-    eprintln!("run: all implemented stages are done (classify, select, rewrite and build come next)");
+    if !sample(args).await? {
+        return Ok(());
+    }
+    let cfg = LoadedConfig::load(&args.config)?;
+    if cfg.config.llm.endpoints.is_empty() {
+        eprintln!("classify: skipped (no llm.endpoints in {}; or run `pipeline classify --endpoint URL --model NAME`)", args.config.display());
+    } else {
+        classify(&cfg, &ClassifyOptions::default()).await?;
+    }
+    eprintln!("run: all implemented stages are done (select, rewrite and build come next)");
     Ok(())
 }

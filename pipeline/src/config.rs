@@ -20,6 +20,131 @@ pub struct Config {
     pub sample: SampleConfig,
     #[serde(default)]
     pub plan: PlanConfig,
+    #[serde(default)]
+    pub llm: LlmConfig,
+    #[serde(default)]
+    pub classify: ClassifyConfig,
+}
+
+/// `[llm]`: the served model and how hard to push it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    /// OpenAI-compatible base URLs ending in `/v1`; requests are spread over all of them.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// The model name the servers expect (vLLM: the served model name).
+    #[serde(default)]
+    pub model: String,
+    /// The environment variable holding the API key (never written in the config itself).
+    #[serde(default = "default_api_key_env")]
+    pub api_key_env: String,
+    /// Requests in flight per endpoint at the start; adapts between min and max.
+    #[serde(default = "default_llm_concurrency")]
+    pub concurrency: usize,
+    #[serde(default = "default_one")]
+    pub min_concurrency: usize,
+    #[serde(default = "default_llm_max_concurrency")]
+    pub max_concurrency: usize,
+    /// Seconds one request may take.
+    #[serde(default = "default_llm_timeout_s")]
+    pub timeout_s: u64,
+    /// Attempts per request for retryable failures.
+    #[serde(default = "default_llm_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+    #[serde(default = "default_llm_backoff_max_s")]
+    pub backoff_max_s: u64,
+}
+
+fn default_api_key_env() -> String {
+    "OPENAI_API_KEY".into()
+}
+fn default_llm_concurrency() -> usize {
+    32
+}
+fn default_one() -> usize {
+    1
+}
+fn default_llm_max_concurrency() -> usize {
+    256
+}
+fn default_llm_timeout_s() -> u64 {
+    600
+}
+fn default_llm_attempts() -> u32 {
+    6
+}
+fn default_llm_backoff_max_s() -> u64 {
+    60
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+/// `[classify]`: the behavior classification stage.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyConfig {
+    /// Folder of the prompt templates (`<task>.md`).
+    #[serde(default = "default_prompts_dir")]
+    pub prompts_dir: PathBuf,
+    /// Tasks to run: any of backtracking, verification, subgoal_setting, backward_chaining, problem_solution.
+    #[serde(default = "default_tasks")]
+    pub tasks: Vec<String>,
+    /// Longest answer, in tokens (the study: 1024).
+    #[serde(default = "default_classify_max_tokens")]
+    pub max_tokens: u32,
+    /// Sampling temperature (the study: 0, greedy).
+    #[serde(default)]
+    pub temperature: f64,
+    /// Documents are cut to this many tokens, then back to the last newline (the study: 3072).
+    #[serde(default = "default_max_doc_tokens_usize")]
+    pub max_doc_tokens: usize,
+    /// The served model's `tokenizer.json`; without it documents are cut at
+    /// `max_doc_tokens * chars_per_token` characters.
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
+    #[serde(default = "default_chars_per_token")]
+    pub chars_per_token: usize,
+    /// Counts above this are recorded as out of range, not believed.
+    #[serde(default = "default_max_count")]
+    pub max_count: u32,
+    /// Times an unparseable answer is asked again before it is recorded as such.
+    #[serde(default = "default_one_u32")]
+    pub reasks: u32,
+}
+
+fn default_prompts_dir() -> PathBuf {
+    PathBuf::from("configs/prompts/classify")
+}
+fn default_tasks() -> Vec<String> {
+    ["backtracking", "verification", "subgoal_setting", "backward_chaining", "problem_solution"].map(String::from).to_vec()
+}
+fn default_classify_max_tokens() -> u32 {
+    1024
+}
+fn default_max_doc_tokens_usize() -> usize {
+    3072
+}
+fn default_chars_per_token() -> usize {
+    4
+}
+fn default_max_count() -> u32 {
+    100
+}
+fn default_one_u32() -> u32 {
+    1
+}
+
+impl Default for ClassifyConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
 }
 
 /// `[run]`: where the run's tables live.
@@ -200,12 +325,6 @@ pub struct PlanConfig {
     /// Bytes of UTF-8 text per model token, for estimates before a tokenizer has run.
     #[serde(default = "default_bytes_per_token")]
     pub bytes_per_token: f64,
-    /// Documents are cut to this many model tokens before classification (the study: 3072).
-    #[serde(default = "default_max_doc_tokens")]
-    pub max_doc_tokens: u64,
-    /// Classification requests per document (the study: 4 behaviors + 1 problem/solution).
-    #[serde(default = "default_requests_per_doc")]
-    pub requests_per_doc: u64,
     /// Prompt tokens of one classification template without the document.
     #[serde(default = "default_template_tokens")]
     pub template_tokens: u64,
@@ -216,12 +335,6 @@ pub struct PlanConfig {
 
 fn default_bytes_per_token() -> f64 {
     3.6
-}
-fn default_max_doc_tokens() -> u64 {
-    3072
-}
-fn default_requests_per_doc() -> u64 {
-    5
 }
 fn default_template_tokens() -> u64 {
     700
@@ -234,8 +347,6 @@ impl Default for PlanConfig {
     fn default() -> Self {
         PlanConfig {
             bytes_per_token: default_bytes_per_token(),
-            max_doc_tokens: default_max_doc_tokens(),
-            requests_per_doc: default_requests_per_doc(),
             template_tokens: default_template_tokens(),
             rewrite_share: default_rewrite_share(),
         }
@@ -318,6 +429,23 @@ impl Config {
         if self.sources.is_empty() {
             bail!("no [[sources]]: add at least one hub or local source (see configs/demo.toml)");
         }
+        if self.llm.min_concurrency == 0 || self.llm.min_concurrency > self.llm.max_concurrency || self.llm.max_attempts == 0 {
+            bail!("llm: need 1 <= min_concurrency <= max_concurrency and max_attempts >= 1");
+        }
+        for e in &self.llm.endpoints {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                bail!("llm.endpoints: `{e}` is not an http(s) URL; give the base URL ending in /v1, e.g. http://127.0.0.1:8000/v1");
+            }
+        }
+        let known = default_tasks();
+        for t in &self.classify.tasks {
+            if !known.contains(t) {
+                bail!("classify.tasks: unknown task `{t}`; known: {}", known.join(", "));
+            }
+        }
+        if self.classify.max_doc_tokens == 0 {
+            bail!("classify.max_doc_tokens must be at least 1");
+        }
         let mut names = BTreeSet::new();
         for s in &self.sources {
             s.validate()?;
@@ -389,7 +517,9 @@ mod tests {
     fn defaults_follow_the_study() {
         let c = parse(OK).unwrap();
         assert_eq!(c.sample.size, 200_000);
-        assert_eq!(c.plan.max_doc_tokens, 3072);
+        assert_eq!(c.classify.max_doc_tokens, 3072);
+        assert_eq!(c.classify.tasks.len(), 5);
+        assert_eq!(c.llm.max_concurrency, 256);
         assert_eq!(c.sources[0].text_column, "text");
     }
 

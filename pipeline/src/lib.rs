@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod hashing;
 pub mod hub;
+pub mod journal;
 pub mod llm;
 pub mod progress;
 pub mod retry;

@@ -17,6 +17,7 @@ pub struct Request {
     pub target: String,
     /// Lower-cased header names.
     pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
 }
 
 impl Request {
@@ -37,7 +38,8 @@ impl Request {
     }
 }
 
-/// A response; `cut_after` sends only that many body bytes, then closes.
+/// A response; `cut_after` sends only that many body bytes, then closes; status 0 closes
+/// the connection without answering.
 #[derive(Clone, Debug, Default)]
 pub struct Response {
     pub status: u16,
@@ -146,8 +148,17 @@ fn serve(stream: TcpStream, handler: &(dyn Fn(&Request) -> Response + Send + Syn
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
     }
-    let req = Request { method: method.to_string(), target: target.to_string(), headers };
+    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0u8; len];
+    if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
+        return;
+    }
+    let req = Request { method: method.to_string(), target: target.to_string(), headers, body };
     let resp = handler(&req);
+    if resp.status == 0 {
+        // Status 0: reset the connection without an answer.
+        return;
+    }
     let mut out = stream;
     let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     let has_len = resp.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length"));

@@ -5,5 +5,6 @@
 pub mod fixtures;
 pub mod hub_server;
 pub mod http;
+pub mod llm_server;
 pub mod procs;
 pub mod run_config;

@@ -1,6 +1,7 @@
 //! The pipeline's stages. Each reads Arrow batches and writes parquet part files with a
 //! manifest under the run directory; `inputs` holds what several stages share.
 
+pub mod classify;
 pub mod fetch;
 pub mod inputs;
 pub mod plan;

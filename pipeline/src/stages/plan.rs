@@ -42,6 +42,8 @@ pub struct Plan {
     pub classify_prompt_tokens: u64,
     pub rewrite_requests: u64,
     pub rewrite_prompt_tokens: u64,
+    /// Documents are cut to this for classification (`classify.max_doc_tokens`).
+    pub max_doc_tokens: u64,
     pub assumptions: PlanConfig,
 }
 
@@ -81,8 +83,9 @@ pub async fn plan(cfg: &LoadedConfig, cache_dir: Option<std::path::PathBuf>) -> 
     let rows: u64 = sources.iter().map(|s| s.rows).sum();
     let text: u64 = sources.iter().map(|s| s.text_bytes).sum();
     let mean_doc_tokens = if rows == 0 { 0.0 } else { text as f64 / rows as f64 / p.bytes_per_token };
-    let doc_tokens = mean_doc_tokens.min(p.max_doc_tokens as f64);
-    let classify_requests = sampled * p.requests_per_doc;
+    let c = &cfg.config.classify;
+    let doc_tokens = mean_doc_tokens.min(c.max_doc_tokens as f64);
+    let classify_requests = sampled * c.tasks.len() as u64;
     let rewrite_requests = (sampled as f64 * p.rewrite_share).round() as u64;
     Ok(Plan {
         run_dir: cfg.run_path().display().to_string(),
@@ -94,6 +97,7 @@ pub async fn plan(cfg: &LoadedConfig, cache_dir: Option<std::path::PathBuf>) -> 
         classify_prompt_tokens: (classify_requests as f64 * (p.template_tokens as f64 + doc_tokens)).round() as u64,
         rewrite_requests,
         rewrite_prompt_tokens: (rewrite_requests as f64 * (p.template_tokens as f64 + mean_doc_tokens.min(8192.0 - 5120.0))).round() as u64,
+        max_doc_tokens: c.max_doc_tokens as u64,
         assumptions: p.clone(),
     })
 }
@@ -180,7 +184,7 @@ pub fn render(plan: &Plan) -> String {
     out.push_str(&format!("\nsample: {} of {} documents asked for\n", plan.sampled, plan.sample_size));
     out.push_str(&format!(
         "mean document: ~{:.0} tokens ({} bytes/token assumed; cut at {} for classification)\n",
-        plan.mean_doc_tokens, plan.assumptions.bytes_per_token, plan.assumptions.max_doc_tokens
+        plan.mean_doc_tokens, plan.assumptions.bytes_per_token, plan.max_doc_tokens
     ));
     out.push_str(&format!(
         "classify: {} requests, ~{} prompt tokens\nrewrite:  ~{} requests ({}% of the sample), ~{} prompt tokens\n",

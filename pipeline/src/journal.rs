@@ -1,0 +1,183 @@
+//! The request journal: one JSON line per finished LLM request, appended as it completes
+//! (one `write` per line, synced every second), keyed by everything that decides the
+//! answer: model, prompt hash, sampling parameters and the document's hash. A crash or
+//! `kill -9` loses only requests in flight; a torn last line is dropped on open; a rerun
+//! sends only what is missing. Readers: `pipeline`, DuckDB/DataFusion (`read_json`).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// One finished request.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// [`request_key`] of the request.
+    pub key: String,
+    pub doc_id: String,
+    /// The prompt's name, e.g. `backtracking`.
+    pub task: String,
+    pub prompt_hash: String,
+    pub model: String,
+    /// `ok` (an answer came back) or `failed` (with `failure` and `reason`).
+    pub status: String,
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    #[serde(default)]
+    pub failure: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Whether a rerun may try again (a failure of a retryable class).
+    #[serde(default)]
+    pub retry_on_rerun: bool,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub latency_ms: u64,
+    pub endpoint: String,
+    pub attempts: u32,
+    /// Seconds since the Unix epoch.
+    pub finished_at: u64,
+}
+
+/// The key of a request: same inputs, same key, on any machine.
+pub fn request_key(model: &str, prompt_hash: &str, sampling_json: &str, document_hash: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [model, prompt_hash, sampling_json, document_hash] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// An open journal file.
+pub struct Journal {
+    path: PathBuf,
+    file: Mutex<(File, Instant)>,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal; returns it with the last record of every key.
+    pub fn open(path: &Path) -> Result<(Self, HashMap<String, Record>)> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let mut records = HashMap::new();
+        let mut good_len = 0u64;
+        if let Ok(f) = File::open(path) {
+            let mut reader = BufReader::new(f);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                let n = reader.read_line(&mut line).with_context(|| format!("cannot read {}", path.display()))?;
+                if n == 0 || !line.ends_with('\n') {
+                    break; // end, or a torn last line
+                }
+                match serde_json::from_str::<Record>(&line) {
+                    Ok(r) => {
+                        records.insert(r.key.clone(), r);
+                        good_len += n as u64;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let on_disk = file.metadata()?.len();
+        if on_disk > good_len {
+            tracing::warn!("{}: dropping {} bytes after the last complete record (an interrupted write)", path.display(), on_disk - good_len);
+            file.set_len(good_len)?;
+        }
+        Ok((Journal { path: path.to_path_buf(), file: Mutex::new((file, Instant::now())) }, records))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends a record in one write; syncs at most once a second.
+    pub fn append(&self, record: &Record) -> Result<()> {
+        let mut line = serde_json::to_vec(record)?;
+        line.push(b'\n');
+        let mut guard = self.file.lock().expect("journal lock");
+        let (file, last_sync) = &mut *guard;
+        file.write_all(&line).with_context(|| format!("cannot append to {}", self.path.display()))?;
+        if last_sync.elapsed() >= Duration::from_secs(1) {
+            file.sync_data()?;
+            *last_sync = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Syncs what was written.
+    pub fn sync(&self) -> Result<()> {
+        self.file.lock().expect("journal lock").0.sync_data()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key: &str, status: &str) -> Record {
+        Record {
+            key: key.into(),
+            doc_id: "d".into(),
+            task: "t".into(),
+            prompt_hash: "p".into(),
+            model: "m".into(),
+            status: status.into(),
+            content: Some("<count>1</count>".into()),
+            finish_reason: None,
+            failure: None,
+            reason: None,
+            retry_on_rerun: false,
+            prompt_tokens: 1,
+            completion_tokens: 2,
+            latency_ms: 3,
+            endpoint: "e".into(),
+            attempts: 1,
+            finished_at: 0,
+        }
+    }
+
+    #[test]
+    fn survives_a_torn_last_line_and_keeps_the_last_record_per_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        {
+            let (j, old) = Journal::open(&path).unwrap();
+            assert!(old.is_empty());
+            j.append(&rec("a", "failed")).unwrap();
+            j.append(&rec("a", "ok")).unwrap();
+            j.append(&rec("b", "ok")).unwrap();
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"{\"key\": \"c\", \"sta");
+        std::fs::write(&path, &bytes).unwrap();
+        let (j, old) = Journal::open(&path).unwrap();
+        assert_eq!(old.len(), 2);
+        assert_eq!(old["a"].status, "ok");
+        j.append(&rec("c", "ok")).unwrap();
+        drop(j);
+        let (_, again) = Journal::open(&path).unwrap();
+        assert_eq!(again.len(), 3, "the torn line was cut before appending");
+    }
+
+    #[test]
+    fn keys_depend_on_every_part() {
+        let k = request_key("m", "p", "s", "d");
+        assert_eq!(k.len(), 32);
+        assert_ne!(k, request_key("m2", "p", "s", "d"));
+        assert_ne!(k, request_key("m", "p", "s", "d2"));
+        assert_ne!(request_key("ab", "c", "s", "d"), request_key("a", "bc", "s", "d"));
+    }
+}

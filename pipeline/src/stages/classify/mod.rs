@@ -1,0 +1,352 @@
+//! The classify stage: every document of the `docs` table (or any parquet with `doc_id`
+//! and `text`) is asked, once per task, how often it shows a reasoning behavior (and
+//! whether it holds a problem and a solution). Answers are journaled as they arrive
+//! (`runs/<name>/journal/classify.jsonl`), so a rerun sends only what is missing; the
+//! `labels` table and its statistics are then built from the journal.
+
+pub mod cut;
+pub mod labels;
+pub mod parse;
+pub mod prompts;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use arrow_array::cast::AsArray;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use self::cut::Cutter;
+use self::labels::{LabelStats, LabelsBuilder, records_of};
+use self::parse::{parse_count, parse_problem_solution};
+use self::prompts::{Answer, Prompt, TASKS};
+use crate::config::LoadedConfig;
+use crate::journal::{Journal, Record, request_key};
+use crate::llm::client::Failure;
+use crate::llm::protocol::{Message, Sampling};
+use crate::llm::{LlmClient, LlmSettings};
+use crate::progress::count_bar;
+use crate::retry::Backoff;
+use crate::run_dir::{RunDir, write_json};
+use crate::secret::Secret;
+use crate::stages::tables::{PartInfo, PartWriter};
+
+/// The stage's table: `runs/<name>/labels/`.
+pub const TABLE: &str = "labels";
+
+/// Asked when an answer cannot be parsed.
+const REASK: &str = "Your answer did not end in the required format. Reply again, ending exactly with the tag(s) the instructions ask for.";
+
+/// Command-line overrides.
+#[derive(Clone, Debug, Default)]
+pub struct ClassifyOptions {
+    pub endpoints: Vec<String>,
+    pub model: Option<String>,
+    /// A parquet file or folder with `doc_id` and `text` instead of the run's `docs`.
+    pub input: Option<PathBuf>,
+}
+
+/// `labels/_manifest.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabelsManifest {
+    pub stage: String,
+    pub state: String,
+    pub model: String,
+    pub input: String,
+    pub prompts: BTreeMap<String, String>,
+    pub sampling: Sampling,
+    pub max_doc_tokens: usize,
+    pub cut_by: String,
+    pub rows: u64,
+    pub stats: LabelStats,
+    pub requests_sent: u64,
+    pub failures_by_class: BTreeMap<String, u64>,
+    pub parts: Vec<PartInfo>,
+}
+
+/// One request to send.
+struct Job {
+    key: String,
+    doc_id: String,
+    task: usize,
+    prompt: String,
+}
+
+/// Runs the stage.
+pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<LabelsManifest> {
+    let c = &cfg.config.classify;
+    let l = &cfg.config.llm;
+    let endpoints = if opts.endpoints.is_empty() { l.endpoints.clone() } else { opts.endpoints.clone() };
+    let model = opts.model.clone().unwrap_or_else(|| l.model.clone());
+    if endpoints.is_empty() {
+        bail!("classify needs an LLM: set llm.endpoints (and llm.model) in {} or pass --endpoint URL --model NAME", cfg.path.display());
+    }
+    if model.is_empty() {
+        bail!("classify needs the served model's name: set llm.model or pass --model NAME");
+    }
+    let run = RunDir::new(cfg.run_path());
+    let input = match &opts.input {
+        Some(p) => p.clone(),
+        None => run.stage(crate::stages::sample::TABLE),
+    };
+    let parts = input_parts(&input)?;
+    let prompts_dir = cfg.resolve(&c.prompts_dir);
+    let prompts: Vec<Prompt> = TASKS
+        .iter()
+        .filter(|(t, _)| c.tasks.iter().any(|x| x == t))
+        .map(|(t, a)| Prompt::load(&prompts_dir, t, *a))
+        .collect::<Result<_>>()?;
+    let cutter = Arc::new(match &c.tokenizer {
+        Some(t) => Cutter::from_tokenizer_file(&cfg.resolve(t), c.max_doc_tokens)?,
+        None => {
+            tracing::warn!("classify.tokenizer is not set: documents are cut at {} characters instead of {} tokens", c.max_doc_tokens * c.chars_per_token, c.max_doc_tokens);
+            Cutter::Chars { max_chars: c.max_doc_tokens * c.chars_per_token }
+        }
+    });
+    let sampling = Sampling { temperature: c.temperature, max_tokens: c.max_tokens, top_p: None, seed: None };
+    let sampling_json = serde_json::to_string(&sampling)?;
+    let client = LlmClient::new(LlmSettings {
+        endpoints,
+        model: model.clone(),
+        api_key: std::env::var(&l.api_key_env).ok().and_then(Secret::new),
+        start_concurrency: l.concurrency,
+        min_concurrency: l.min_concurrency,
+        max_concurrency: l.max_concurrency,
+        timeout: Duration::from_secs(l.timeout_s),
+        backoff: Backoff { max_attempts: l.max_attempts, base: Duration::from_millis(l.backoff_ms), max: Duration::from_secs(l.backoff_max_s) },
+        extra: None,
+    })?;
+    let (journal, done) = Journal::open(&run.root.join("journal").join("classify.jsonl"))?;
+    let journal = Arc::new(journal);
+    let is_done = |key: &str| done.get(key).is_some_and(|r| r.status == "ok" || !r.retry_on_rerun);
+
+    // Pass 1 (a thread): read documents, cut them, and queue what the journal lacks.
+    let total_docs = count_rows(&parts)?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Job>(4096);
+    let producer = {
+        let (parts, prompts, cutter, model, sampling_json) = (parts.clone(), prompts.clone(), cutter.clone(), model.clone(), sampling_json.clone());
+        let done_keys: std::collections::HashSet<String> = done.iter().filter(|(k, _)| is_done(k)).map(|(k, _)| k.clone()).collect();
+        std::thread::spawn(move || -> Result<Vec<(String, Vec<String>)>> {
+            let mut order = Vec::new();
+            for part in &parts {
+                for_each_doc(part, |doc_id, text| {
+                    let doc = cutter.cut(text)?;
+                    let doc_hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(doc.as_bytes()));
+                    let mut keys = Vec::with_capacity(prompts.len());
+                    for (task, p) in prompts.iter().enumerate() {
+                        let key = request_key(&model, &p.hash, &sampling_json, &doc_hash);
+                        if !done_keys.contains(&key) {
+                            let job = Job { key: key.clone(), doc_id: doc_id.to_string(), task, prompt: p.render(doc) };
+                            if tx.blocking_send(job).is_err() {
+                                bail!("the request loop stopped");
+                            }
+                        }
+                        keys.push(key);
+                    }
+                    order.push((doc_id.to_string(), keys));
+                    Ok(())
+                })?;
+            }
+            Ok(order)
+        })
+    };
+
+    // Pass 2: send, parse, ask again if needed, journal.
+    let total_requests = total_docs * prompts.len() as u64;
+    let already = done.values().filter(|r| is_done(&r.key)).count() as u64;
+    let bar = count_bar(total_requests, "classify");
+    bar.set_position(already.min(total_requests));
+    let failures: Arc<std::sync::Mutex<BTreeMap<String, u64>>> = Default::default();
+    let sent = Arc::new(AtomicU64::new(0));
+    let width = client.settings.endpoints.len() * l.max_concurrency;
+    let jobs = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let watcher = client.clone();
+    let outcome = jobs
+        .map(|job| {
+            let (client, prompts, sampling) = (client.clone(), &prompts, &sampling);
+            let model = model.clone();
+            async move { ask(&client, &prompts[job.task], &job, sampling, c.max_count, c.reasks, &model).await }
+        })
+        .buffer_unordered(width.max(1))
+        .for_each(|record| {
+            let journal = journal.clone();
+            let (bar, failures, sent) = (bar.clone(), failures.clone(), sent.clone());
+            let in_flight = watcher.in_flight();
+            async move {
+                if let Some(f) = &record.failure {
+                    *failures.lock().expect("failures").entry(f.clone()).or_default() += 1;
+                }
+                if let Err(e) = journal.append(&record) {
+                    tracing::error!("{e:#}");
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+                bar.inc(1);
+                let f = failures.lock().expect("failures");
+                let failed: Vec<String> = f.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                bar.set_message(format!("classify ({in_flight} in flight{}{})", if failed.is_empty() { "" } else { "; failed: " }, failed.join(", ")));
+            }
+        });
+    outcome.await;
+    journal.sync()?;
+    bar.finish_and_clear();
+    let order = producer.join().map_err(|_| anyhow::anyhow!("the document reader panicked"))??;
+
+    // Pass 3: the labels table, from the journal.
+    let (_, records) = Journal::open(journal.path())?;
+    let out = run.stage(TABLE);
+    let staging = out.with_file_name(format!(".{TABLE}.staging"));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)?;
+    }
+    let mut builder = LabelsBuilder::new(&prompts, &model, c.max_count);
+    let mut writer = PartWriter::new(&staging, builder.schema(), cfg.config.sample.part_rows)?;
+    for chunk in order.chunks(8192) {
+        for (doc_id, keys) in chunk {
+            builder.push(doc_id, &records_of(&records, keys));
+        }
+        writer.write(&builder.take_batch()?)?;
+    }
+    let mut stats = builder.stats.clone();
+    stats.finish();
+    let manifest = LabelsManifest {
+        stage: TABLE.into(),
+        state: "complete".into(),
+        model,
+        input: input.display().to_string(),
+        prompts: prompts.iter().map(|p| (p.task.clone(), p.hash.clone())).collect(),
+        sampling,
+        max_doc_tokens: c.max_doc_tokens,
+        cut_by: if c.tokenizer.is_some() { "tokenizer".into() } else { "characters".into() },
+        rows: order.len() as u64,
+        stats,
+        requests_sent: sent.load(Ordering::Relaxed),
+        failures_by_class: failures.lock().expect("failures").clone(),
+        parts: writer.finish()?,
+    };
+    write_json(&staging.join("_manifest.json"), &manifest)?;
+    if out.exists() {
+        std::fs::remove_dir_all(&out)?;
+    }
+    std::fs::rename(&staging, &out).with_context(|| format!("cannot move {} to {}", staging.display(), out.display()))?;
+    Ok(manifest)
+}
+
+/// Sends one job (and re-asks while the answer cannot be parsed); the journal record.
+async fn ask(client: &LlmClient, prompt: &Prompt, job: &Job, sampling: &Sampling, max_count: u32, reasks: u32, model: &str) -> Record {
+    let mut messages = vec![Message::user(job.prompt.clone())];
+    let (mut prompt_tokens, mut completion_tokens, mut latency, mut attempts) = (0, 0, Duration::ZERO, 0);
+    let mut asked = 0;
+    let result = loop {
+        match client.complete(&messages, sampling).await {
+            Ok(c) => {
+                prompt_tokens += c.usage.prompt_tokens;
+                completion_tokens += c.usage.completion_tokens;
+                latency += c.latency;
+                attempts += c.attempts;
+                let parses = match prompt.answer {
+                    Answer::Count => parse_count(&c.content, max_count).is_ok(),
+                    Answer::ProblemSolution => parse_problem_solution(&c.content).is_ok(),
+                };
+                if parses || asked >= reasks {
+                    break Ok(c);
+                }
+                asked += 1;
+                messages.push(Message::assistant(c.content));
+                messages.push(Message::user(REASK));
+            }
+            Err(Failure { error, attempts: a }) => {
+                attempts += a;
+                break Err(error);
+            }
+        }
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let base = Record {
+        key: job.key.clone(),
+        doc_id: job.doc_id.clone(),
+        task: prompt.task.clone(),
+        prompt_hash: prompt.hash.clone(),
+        model: model.to_string(),
+        status: "ok".into(),
+        content: None,
+        finish_reason: None,
+        failure: None,
+        reason: None,
+        retry_on_rerun: false,
+        prompt_tokens,
+        completion_tokens,
+        latency_ms: latency.as_millis() as u64,
+        endpoint: String::new(),
+        attempts,
+        finished_at: now,
+    };
+    match result {
+        Ok(c) => Record { content: Some(c.content), finish_reason: c.finish_reason, endpoint: c.endpoint, ..base },
+        Err(e) => Record {
+            status: "failed".into(),
+            failure: Some(e.class.name().into()),
+            reason: Some(e.message.clone()),
+            retry_on_rerun: e.class.is_retryable(),
+            endpoint: e.endpoint.clone(),
+            ..base
+        },
+    }
+}
+
+/// The parquet files of the input (a file, or a folder of `*.parquet`), sorted.
+fn input_parts(input: &Path) -> Result<Vec<PathBuf>> {
+    if input.is_file() {
+        return Ok(vec![input.to_path_buf()]);
+    }
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(input)
+        .with_context(|| format!("no input at {}: run `pipeline sample` first, or pass --input FILE", input.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    parts.sort();
+    if parts.is_empty() {
+        bail!("{} holds no parquet files: run `pipeline sample` first, or pass --input FILE", input.display());
+    }
+    Ok(parts)
+}
+
+fn count_rows(parts: &[PathBuf]) -> Result<u64> {
+    let mut n = 0;
+    for p in parts {
+        let f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+        let meta = parquet::file::metadata::ParquetMetaDataReader::new()
+            .parse_and_finish(&f)
+            .with_context(|| format!("{} is not a readable parquet file", p.display()))?;
+        n += meta.file_metadata().num_rows().max(0) as u64;
+    }
+    Ok(n)
+}
+
+/// Calls `each(doc_id, text)` for every row of a parquet file with those two columns.
+fn for_each_doc(path: &Path, mut each: impl FnMut(&str, &str) -> Result<()>) -> Result<()> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a readable parquet file", path.display()))?;
+    let schema = builder.schema().clone();
+    let (Ok(id_idx), Ok(text_idx)) = (schema.index_of("doc_id"), schema.index_of("text")) else {
+        bail!("{} needs string columns `doc_id` and `text` (it has: {})", path.display(), schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "));
+    };
+    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [id_idx, text_idx]);
+    for batch in builder.with_projection(mask).with_batch_size(1024).build()? {
+        let batch = batch.with_context(|| format!("{} is damaged", path.display()))?;
+        let ids = batch.column_by_name("doc_id").context("doc_id")?;
+        let texts = batch.column_by_name("text").context("text")?;
+        let (Some(ids), Some(texts)) = (ids.as_string_opt::<i32>(), texts.as_string_opt::<i32>()) else {
+            bail!("{}: `doc_id` and `text` must be strings", path.display());
+        };
+        for i in 0..batch.num_rows() {
+            each(ids.value(i), texts.value(i))?;
+        }
+    }
+    Ok(())
+}

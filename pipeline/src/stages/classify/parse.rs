@@ -1,0 +1,96 @@
+//! Strict, total parsing of classifier answers. A count is the first `<count>N</count>`
+//! whose inside is digits; anything else is *missing* with a status that says why, never a
+//! silent zero. Only the answer is parsed, never the document it was asked about.
+
+/// Why an answer has no usable value (`ok` when it has one).
+pub const OK: &str = "ok";
+pub const EMPTY: &str = "empty";
+pub const NO_TAG: &str = "no_tag";
+pub const OUT_OF_RANGE: &str = "out_of_range";
+pub const BAD_VALUE: &str = "bad_value";
+
+/// The count of an answer, or the status that explains its absence.
+pub fn parse_count(answer: &str, max_count: u32) -> Result<u32, &'static str> {
+    if answer.trim().is_empty() {
+        return Err(EMPTY);
+    }
+    for inner in tag_values(answer, "count") {
+        let inner = inner.trim();
+        if !inner.is_empty() && inner.bytes().all(|b| b.is_ascii_digit()) {
+            return match inner.parse::<u64>() {
+                Ok(n) if n <= max_count as u64 => Ok(n as u32),
+                _ => Err(OUT_OF_RANGE),
+            };
+        }
+    }
+    Err(NO_TAG)
+}
+
+/// `has_problem`, `has_solution` and `domain` of a problem/solution answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProblemSolution {
+    pub has_problem: bool,
+    pub has_solution: bool,
+    pub domain: Option<String>,
+}
+
+pub fn parse_problem_solution(answer: &str) -> Result<ProblemSolution, &'static str> {
+    if answer.trim().is_empty() {
+        return Err(EMPTY);
+    }
+    let flag = |tag: &str| -> Result<bool, &'static str> {
+        let v = tag_values(answer, tag).next().ok_or(NO_TAG)?;
+        match v.trim().to_ascii_lowercase().as_str() {
+            "yes" | "true" => Ok(true),
+            "no" | "false" => Ok(false),
+            _ => Err(BAD_VALUE),
+        }
+    };
+    let domain = tag_values(answer, "domain")
+        .next()
+        .map(|d| d.trim().chars().take(80).collect::<String>())
+        .filter(|d| !d.is_empty() && !d.eq_ignore_ascii_case("none"));
+    Ok(ProblemSolution { has_problem: flag("has_problem")?, has_solution: flag("has_solution")?, domain })
+}
+
+/// The insides of `<tag>...</tag>` in order of appearance.
+fn tag_values<'a>(text: &'a str, tag: &str) -> impl Iterator<Item = &'a str> + 'a {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        let start = rest.find(&open)? + open.len();
+        let len = rest[start..].find(&close)?;
+        let value = &rest[start..start + len];
+        rest = &rest[start + len + close.len()..];
+        Some(value)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_strict() {
+        assert_eq!(parse_count("Thoughts: two.\n<count>2</count>", 100), Ok(2));
+        assert_eq!(parse_count("<count>N</count> ... <count> 3 </count>", 100), Ok(3), "the first tag with digits");
+        assert_eq!(parse_count("<count>0</count><count>5</count>", 100), Ok(0));
+        assert_eq!(parse_count("", 100), Err(EMPTY));
+        assert_eq!(parse_count("I count 4 instances.", 100), Err(NO_TAG));
+        assert_eq!(parse_count("<count>-1</count>", 100), Err(NO_TAG));
+        assert_eq!(parse_count("<count>101</count>", 100), Err(OUT_OF_RANGE));
+        assert_eq!(parse_count("<count>99999999999999999999999</count>", 100), Err(OUT_OF_RANGE));
+        assert_eq!(parse_count("<count>7", 100), Err(NO_TAG));
+    }
+
+    #[test]
+    fn problem_solution_flags() {
+        let a = parse_problem_solution("x\n<has_problem>Yes</has_problem>\n<has_solution>no</has_solution>\n<domain>geometry</domain>").unwrap();
+        assert_eq!(a, ProblemSolution { has_problem: true, has_solution: false, domain: Some("geometry".into()) });
+        assert_eq!(parse_problem_solution("<has_problem>yes</has_problem>"), Err(NO_TAG));
+        assert_eq!(parse_problem_solution("<has_problem>maybe</has_problem><has_solution>no</has_solution>"), Err(BAD_VALUE));
+        let none = parse_problem_solution("<has_problem>no</has_problem><has_solution>no</has_solution><domain>none</domain>").unwrap();
+        assert_eq!(none.domain, None);
+    }
+}

@@ -1,0 +1,203 @@
+//! A fake OpenAI-compatible chat server for the classify tests. Its "model" answers by a
+//! fixed rule (so tests know every right answer) and never reads instructions inside the
+//! document. Faults are injected per document: a document containing a marker gets the
+//! queued faults on its requests, one per request, in order.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use crate::http::{Request, Response, Server};
+
+/// What to do to one request.
+#[derive(Clone, Debug)]
+pub enum LlmFault {
+    /// 429, with `Retry-After: <s>` when given.
+    RateLimited(Option<u64>),
+    /// 503.
+    Unavailable,
+    /// 500.
+    ServerError,
+    /// Wait this many milliseconds, then answer normally.
+    Hang(u64),
+    /// Close the connection without an answer.
+    Reset,
+    /// A 200 whose body is not JSON.
+    MalformedJson,
+    /// A 200 with empty content.
+    EmptyContent,
+    /// A 200 whose answer has no count tag.
+    NoTag,
+    /// A 200 with `<count>100000</count>`.
+    AbsurdCount,
+    /// 400 as vLLM says it for an over-long prompt.
+    ContextOverflow,
+}
+
+/// One request as the server saw it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub task: String,
+    pub document: String,
+    /// Messages in the conversation (3 or more for a re-ask).
+    pub messages: usize,
+    /// Whether a normal answer was sent.
+    pub answered: bool,
+}
+
+#[derive(Default)]
+struct State {
+    rules: Vec<(String, Vec<LlmFault>)>,
+    seen: Vec<Seen>,
+    delay_ms: u64,
+}
+
+/// The running server.
+pub struct FakeLlm {
+    state: Arc<Mutex<State>>,
+    server: Server,
+}
+
+/// The task a prompt is about, from the words our prompt files use.
+pub fn task_of(prompt: &str) -> String {
+    for (needle, task) in [
+        ("**backtracking**", "backtracking"),
+        ("**verification**", "verification"),
+        ("**subgoal setting**", "subgoal_setting"),
+        ("**backward chaining**", "backward_chaining"),
+        ("contain a **problem**", "problem_solution"),
+    ] {
+        if prompt.contains(needle) {
+            return task.into();
+        }
+    }
+    "unknown".into()
+}
+
+/// The document inside a prompt (between the markers of our prompt files).
+pub fn document_of(prompt: &str) -> String {
+    let start = prompt.find("===== TEXT START =====\n").map(|i| i + 23).unwrap_or(0);
+    let end = prompt.rfind("\n===== TEXT END =====").unwrap_or(prompt.len());
+    prompt[start..end.max(start)].to_string()
+}
+
+/// The fake model's count for a behavior: how often the document says its word.
+pub fn expected_count(task: &str, document: &str) -> u32 {
+    let word = match task {
+        "backtracking" => "instead",
+        "verification" => "check",
+        "subgoal_setting" => "first",
+        _ => "need",
+    };
+    document.to_lowercase().matches(word).count() as u32
+}
+
+/// The fake model's problem/solution answer.
+pub fn expected_problem_solution(document: &str) -> (bool, bool) {
+    (document.contains('?'), document.contains("Answer"))
+}
+
+fn answer(task: &str, document: &str) -> String {
+    if task == "problem_solution" {
+        let (p, s) = expected_problem_solution(document);
+        let yn = |b| if b { "yes" } else { "no" };
+        format!("Thoughts: looked for a question and worked answer.\n<has_problem>{}</has_problem>\n<has_solution>{}</has_solution>\n<domain>arithmetic</domain>", yn(p), yn(s))
+    } else {
+        format!("Thoughts: counted the cue words.\nPresent: yes\n<count>{}</count>", expected_count(task, document))
+    }
+}
+
+fn completion(content: &str) -> Response {
+    Response::json(
+        200,
+        &serde_json::json!({
+            "id": "chatcmpl-fake", "object": "chat.completion", "model": "fake",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+        }),
+    )
+}
+
+impl FakeLlm {
+    pub fn start() -> Self {
+        let state = Arc::new(Mutex::new(State::default()));
+        let s = state.clone();
+        let server = Server::start(Arc::new(move |r: &Request| handle(&s, r)));
+        FakeLlm { state, server }
+    }
+
+    /// The base URL for `llm.endpoints` (ends in `/v1`).
+    pub fn endpoint(&self) -> String {
+        format!("{}/v1", self.server.url())
+    }
+
+    /// Faults for requests whose document contains `marker`.
+    pub fn inject(&self, marker: &str, faults: Vec<LlmFault>) {
+        self.state.lock().unwrap().rules.push((marker.to_string(), faults));
+    }
+
+    /// Latency of every answer.
+    pub fn set_delay_ms(&self, ms: u64) {
+        self.state.lock().unwrap().delay_ms = ms;
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.clone()
+    }
+
+    /// Normal answers per (task, document).
+    pub fn answered(&self) -> BTreeMap<(String, String), usize> {
+        let mut m = BTreeMap::new();
+        for s in self.seen().into_iter().filter(|s| s.answered) {
+            *m.entry((s.task, s.document)).or_default() += 1;
+        }
+        m
+    }
+}
+
+fn handle(state: &Arc<Mutex<State>>, r: &Request) -> Response {
+    if r.method != "POST" || r.path() != "/v1/chat/completions" {
+        return Response::json(404, &serde_json::json!({"error": "not found"}));
+    }
+    let body: serde_json::Value = match serde_json::from_slice(&r.body) {
+        Ok(v) => v,
+        Err(e) => return Response::json(400, &serde_json::json!({"error": format!("bad json: {e}")})),
+    };
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let prompt = messages.first().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
+    let (task, document) = (task_of(&prompt), document_of(&prompt));
+    let (fault, delay) = {
+        let mut st = state.lock().unwrap();
+        let fault = st.rules.iter_mut().find(|(m, q)| document.contains(m.as_str()) && !q.is_empty()).map(|(_, q)| q.remove(0));
+        (fault, st.delay_ms)
+    };
+    if delay > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+    }
+    let record = |answered: bool| {
+        state.lock().unwrap().seen.push(Seen { task: task.clone(), document: document.clone(), messages: messages.len(), answered });
+    };
+    let err = |status: u16, msg: &str| Response::json(status, &serde_json::json!({"object": "error", "message": msg, "code": status}));
+    let resp = match fault {
+        Some(LlmFault::RateLimited(Some(s))) => err(429, "rate limited").header("Retry-After", s.to_string()),
+        Some(LlmFault::RateLimited(None)) => err(429, "rate limited"),
+        Some(LlmFault::Unavailable) => err(503, "overloaded"),
+        Some(LlmFault::ServerError) => err(500, "internal error"),
+        Some(LlmFault::Reset) => Response::new(0),
+        Some(LlmFault::MalformedJson) => Response::new(200).header("Content-Type", "application/json").body("{\"choices\": [{\"mess"),
+        Some(LlmFault::EmptyContent) => completion(""),
+        Some(LlmFault::NoTag) => completion("Thoughts: I think there are a few."),
+        Some(LlmFault::AbsurdCount) => completion("<count>100000</count>"),
+        Some(LlmFault::ContextOverflow) => err(400, "This model's maximum context length is 4096 tokens. However, you requested 9000 tokens."),
+        Some(LlmFault::Hang(ms)) => {
+            // The client has given up by now: not counted as an answer.
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            completion(&answer(&task, &document))
+        }
+        None => {
+            record(true);
+            return completion(&answer(&task, &document));
+        }
+    };
+    record(false);
+    resp
+}
