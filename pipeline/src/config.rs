@@ -56,6 +56,49 @@ pub struct LlmConfig {
     pub backoff_ms: u64,
     #[serde(default = "default_llm_backoff_max_s")]
     pub backoff_max_s: u64,
+    /// Start a local `llama-server` for the run instead of using `endpoints`.
+    #[serde(default)]
+    pub serve: Option<ServeConfig>,
+}
+
+/// `[llm.serve]`: a `llama-server` started and stopped by the pipeline (the offline demo).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// The `llama-server` binary (`make llm-assets` builds it).
+    #[serde(default = "default_llama_binary")]
+    pub binary: PathBuf,
+    /// The GGUF model file.
+    #[serde(default = "default_llama_model")]
+    pub model_file: PathBuf,
+    /// Context size over all slots (`-c`).
+    #[serde(default = "default_serve_context")]
+    pub context: u32,
+    /// Requests served at once (`-np`); each gets `context / parallel` tokens.
+    #[serde(default = "default_serve_parallel")]
+    pub parallel: u32,
+    /// CPU threads (`-t`).
+    #[serde(default = "default_one_u32")]
+    pub threads: u32,
+    /// Seconds to wait for the model to load.
+    #[serde(default = "default_serve_startup_s")]
+    pub startup_timeout_s: u64,
+}
+
+fn default_llama_binary() -> PathBuf {
+    PathBuf::from("${HABITS_CACHE}/bin/llama-server")
+}
+fn default_llama_model() -> PathBuf {
+    PathBuf::from("${HABITS_CACHE}/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+fn default_serve_context() -> u32 {
+    8192
+}
+fn default_serve_parallel() -> u32 {
+    2
+}
+fn default_serve_startup_s() -> u64 {
+    120
 }
 
 fn default_api_key_env() -> String {
@@ -381,14 +424,34 @@ impl LoadedConfig {
         Ok(LoadedConfig { config, path: path.to_path_buf(), base_dir })
     }
 
-    /// Resolves a path from the config against the base folder.
+    /// Resolves a path from the config: `${HABITS_CACHE}` and a leading `~/` are expanded,
+    /// then a relative path is taken from the base folder.
     pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
+        let p = expand_path(p);
+        if p.is_absolute() { p } else { self.base_dir.join(p) }
     }
 
     /// The run directory `<run.dir>/<run.name>`.
     pub fn run_path(&self) -> PathBuf {
         self.resolve(&self.config.run.dir).join(&self.config.run.name)
+    }
+}
+
+/// The cache of fetched assets: `$HABITS_CACHE`, else `~/.cache/habits`.
+pub fn habits_cache() -> PathBuf {
+    match std::env::var("HABITS_CACHE") {
+        Ok(v) if !v.trim().is_empty() => PathBuf::from(v),
+        _ => PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/".into())).join(".cache").join("habits"),
+    }
+}
+
+/// Expands `${HABITS_CACHE}` and a leading `~/` in a config path.
+pub fn expand_path(p: &Path) -> PathBuf {
+    let s = p.to_string_lossy();
+    let s = s.replace("${HABITS_CACHE}", &habits_cache().to_string_lossy());
+    match s.strip_prefix("~/") {
+        Some(rest) => PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/".into())).join(rest),
+        None => PathBuf::from(s),
     }
 }
 

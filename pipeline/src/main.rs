@@ -21,8 +21,22 @@ fn main() {
     let filter = EnvFilter::try_from_env("HABITS_LOG").unwrap_or_else(|_| EnvFilter::new(format!("pipeline={level},warn")));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    if let Err(e) = runtime.block_on(run(cli)) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    // Ctrl-C drops the running command, so what it started (a local llama-server) stops too.
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = run(cli) => r.map(|_| true),
+            _ = tokio::signal::ctrl_c() => Ok(false),
+        }
+    });
+    match result {
+        Ok(true) => {}
+        Ok(false) => {
+            eprintln!("interrupted: finished work is kept; rerun the same command to resume");
+            std::process::exit(130);
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod error;
 pub mod limiter;
+pub mod local_server;
 pub mod protocol;
 
 pub use client::{Completion, LlmClient, LlmSettings};

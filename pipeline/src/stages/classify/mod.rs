@@ -27,6 +27,7 @@ use self::prompts::{Answer, Prompt, TASKS};
 use crate::config::LoadedConfig;
 use crate::journal::{Journal, Record, request_key};
 use crate::llm::client::Failure;
+use crate::llm::local_server::LocalServer;
 use crate::llm::protocol::{Message, Sampling};
 use crate::llm::{LlmClient, LlmSettings};
 use crate::progress::count_bar;
@@ -80,15 +81,24 @@ struct Job {
 pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<LabelsManifest> {
     let c = &cfg.config.classify;
     let l = &cfg.config.llm;
-    let endpoints = if opts.endpoints.is_empty() { l.endpoints.clone() } else { opts.endpoints.clone() };
+    let run = RunDir::new(cfg.run_path());
+    let mut endpoints = if opts.endpoints.is_empty() { l.endpoints.clone() } else { opts.endpoints.clone() };
     let model = opts.model.clone().unwrap_or_else(|| l.model.clone());
+    // Held for the whole stage: the local server stops when this is dropped.
+    let _server = match (&l.serve, endpoints.is_empty()) {
+        (Some(serve), true) => {
+            let s = LocalServer::start(serve, &cfg.resolve(&serve.binary), &cfg.resolve(&serve.model_file), &run.root.join("work").join("llama-server.log")).await?;
+            endpoints.push(s.endpoint.clone());
+            Some(s)
+        }
+        _ => None,
+    };
     if endpoints.is_empty() {
         bail!("classify needs an LLM: set llm.endpoints (and llm.model) in {} or pass --endpoint URL --model NAME", cfg.path.display());
     }
     if model.is_empty() {
         bail!("classify needs the served model's name: set llm.model or pass --model NAME");
     }
-    let run = RunDir::new(cfg.run_path());
     let input = match &opts.input {
         Some(p) => p.clone(),
         None => run.stage(crate::stages::sample::TABLE),

@@ -1,0 +1,63 @@
+//! End to end against a real OpenAI-compatible server: the pipeline starts llama.cpp's
+//! `llama-server` with SmolLM2-135M (built and fetched by `make llm-assets`), classifies a
+//! handful of short documents, and stops the server when it is done.
+
+use std::path::PathBuf;
+
+use habits_tests::procs::{pipeline, python, run_expect};
+use habits_tests::run_config::{local_source, write_config};
+
+fn cache() -> PathBuf {
+    match std::env::var("HABITS_CACHE") {
+        Ok(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/habits"),
+    }
+}
+
+fn llama_servers() -> usize {
+    let out = std::process::Command::new("pgrep").args(["-c", "-f", "SmolLM2-135M-Instruct"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+#[test]
+fn classify_with_a_real_llama_server() {
+    let c = cache();
+    for p in ["bin/llama-server", "models/SmolLM2-135M-Instruct.Q4_1.gguf", "tokenizers/qwen3/tokenizer.json"] {
+        assert!(c.join(p).is_file(), "{} is missing: run `make llm-assets` (make test does)", c.join(p).display());
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let docs = [
+        "What is 12 * 15? First, 10 * 15 = 150. Then 2 * 15 = 30. So 180. Let me check: 180 / 15 = 12. Answer: 180.",
+        "Solve x + 3 = 7. Subtract 3: x = 4. Check: 4 + 3 = 7.",
+        "Find the area of a square with side 5. Area = 25. Wait, I used the perimeter formula first; instead use side squared: 25.",
+    ];
+    let lines: Vec<String> = docs.iter().map(|t| serde_json::json!({ "text": t }).to_string()).collect();
+    std::fs::write(src.join("d.jsonl"), lines.join("\n")).unwrap();
+    let cfg = write_config(tmp.path(), "real", 3, &[local_source("d", &src, 1.0)], "");
+    let extra = format!(
+        "[llm]\nmodel = \"SmolLM2-135M-Instruct\"\ntimeout_s = 120\n\n[llm.serve]\ncontext = 4096\nparallel = 2\nthreads = 2\n\n[classify]\nprompts_dir = \"{}\"\ntasks = [\"backtracking\", \"problem_solution\"]\nmax_tokens = 24\nmax_doc_tokens = 64\ntokenizer = \"{}\"\nreasks = 0\n\n",
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs/prompts/classify").display(),
+        c.join("tokenizers/qwen3/tokenizer.json").display()
+    );
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.insert_str(text.find("[[sources]]").unwrap(), &extra);
+    std::fs::write(&cfg, text).unwrap();
+
+    let before = llama_servers();
+    run_expect(pipeline().arg("run").arg("--config").arg(&cfg).env("HABITS_CACHE", &c), true);
+    assert_eq!(llama_servers(), before, "the server stops with the run");
+
+    let journal = std::fs::read_to_string(tmp.path().join("runs/real/journal/classify.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = journal.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 6, "3 documents x 2 tasks");
+    for r in &records {
+        assert_eq!(r["status"], "ok", "{r}");
+        assert!(r["prompt_tokens"].as_u64().unwrap() > 100, "usage is recorded: {r}");
+        assert!(r["endpoint"].as_str().unwrap().starts_with("http://127.0.0.1:"));
+    }
+    let script = "import sys, pyarrow.parquet as pq\nt = pq.read_table(sys.argv[1])\nprint(t.num_rows, sorted(set(t.column('backtracking_status').to_pylist())))";
+    let out = python(script, &[tmp.path().join("runs/real/labels").to_str().unwrap()], &[]);
+    assert!(out.starts_with("3 "), "{out}");
+}
