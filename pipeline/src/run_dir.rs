@@ -30,6 +30,26 @@ impl RunDir {
     }
 }
 
+/// A fresh, empty staging folder beside a table folder: `<table>` is written there whole,
+/// then swapped in by [`publish_table`], so readers never see half a table.
+pub fn staging_for(table_dir: &Path) -> Result<PathBuf> {
+    let name = table_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let staging = table_dir.with_file_name(format!(".{name}.staging"));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).with_context(|| format!("cannot clear {}", staging.display()))?;
+    }
+    Ok(staging)
+}
+
+/// Writes the manifest into the staging folder and swaps the folder in for the table.
+pub fn publish_table<T: Serialize>(staging: &Path, table_dir: &Path, manifest: &T) -> Result<()> {
+    write_json(&staging.join("_manifest.json"), manifest)?;
+    if table_dir.exists() {
+        std::fs::remove_dir_all(table_dir).with_context(|| format!("cannot replace {}", table_dir.display()))?;
+    }
+    std::fs::rename(staging, table_dir).with_context(|| format!("cannot move {} to {}", staging.display(), table_dir.display()))
+}
+
 /// The name of part `index` of a table: `part-00000.parquet`.
 pub fn part_name(index: usize) -> String {
     format!("part-{index:05}.parquet")

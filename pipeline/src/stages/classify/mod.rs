@@ -32,7 +32,7 @@ use crate::llm::protocol::{Message, Sampling};
 use crate::llm::{LlmClient, LlmSettings};
 use crate::progress::count_bar;
 use crate::retry::Backoff;
-use crate::run_dir::{RunDir, write_json};
+use crate::run_dir::{RunDir, publish_table, staging_for};
 use crate::secret::Secret;
 use crate::stages::tables::{PartInfo, PartWriter};
 
@@ -208,10 +208,7 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
     // Pass 3: the labels table, from the journal.
     let (_, records) = Journal::open(journal.path())?;
     let out = run.stage(TABLE);
-    let staging = out.with_file_name(format!(".{TABLE}.staging"));
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging)?;
-    }
+    let staging = staging_for(&out)?;
     let mut builder = LabelsBuilder::new(&prompts, &model, c.max_count);
     let mut writer = PartWriter::new(&staging, builder.schema(), cfg.config.sample.part_rows)?;
     for chunk in order.chunks(8192) {
@@ -237,11 +234,7 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
         failures_by_class: failures.lock().expect("failures").clone(),
         parts: writer.finish()?,
     };
-    write_json(&staging.join("_manifest.json"), &manifest)?;
-    if out.exists() {
-        std::fs::remove_dir_all(&out)?;
-    }
-    std::fs::rename(&staging, &out).with_context(|| format!("cannot move {} to {}", staging.display(), out.display()))?;
+    publish_table(&staging, &out, &manifest)?;
     Ok(manifest)
 }
 

@@ -25,7 +25,7 @@ use crate::config::LoadedConfig;
 use crate::hub::cache::Destination;
 use crate::hub::download::{Downloader, FileRequest};
 use crate::progress::{bytes_bar, count_bar};
-use crate::run_dir::{RunDir, read_json, remove_stale_temps, write_json};
+use crate::run_dir::{RunDir, publish_table, read_json, remove_stale_temps, staging_for};
 use crate::shard::Shard;
 use crate::sources::{InputFile, Location, SourceKind};
 use crate::stages::inputs::{Inputs, resolve_inputs};
@@ -295,10 +295,7 @@ fn lock_merge(work: &Path) -> Result<std::fs::File> {
 
 /// Merges into a staging folder, then swaps it in for `docs/`.
 fn write_docs(cfg: &LoadedConfig, inputs: &Inputs, files: &[&InputFile], quotas: &[u64], key: &str, work: &Path, docs_dir: &Path) -> Result<DocsManifest> {
-    let staging = docs_dir.with_file_name(format!(".{TABLE}.staging"));
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging)?;
-    }
+    let staging = staging_for(docs_dir)?;
     let names: Vec<String> = inputs.sources.iter().map(|s| s.source.name.clone()).collect();
     let sc = &cfg.config.sample;
     let result = merge(files, &names, quotas, work, &staging, sc.part_rows)?;
@@ -342,11 +339,7 @@ fn write_docs(cfg: &LoadedConfig, inputs: &Inputs, files: &[&InputFile], quotas:
             .collect(),
         parts: result.parts,
     };
-    write_json(&staging.join("_manifest.json"), &manifest)?;
-    if docs_dir.exists() {
-        std::fs::remove_dir_all(docs_dir).with_context(|| format!("cannot replace {}", docs_dir.display()))?;
-    }
-    std::fs::rename(&staging, docs_dir).with_context(|| format!("cannot move {} to {}", staging.display(), docs_dir.display()))?;
+    publish_table(&staging, docs_dir, &manifest)?;
     Ok(manifest)
 }
 
