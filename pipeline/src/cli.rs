@@ -185,8 +185,8 @@ async fn run_all(args: &StageArgs) -> Result<()> {
         return Ok(());
     }
     let cfg = LoadedConfig::load(&args.config)?;
-    if cfg.config.llm.endpoints.is_empty() {
-        eprintln!("classify: skipped (no llm.endpoints in {}; or run `pipeline classify --endpoint URL --model NAME`)", args.config.display());
+    if cfg.config.llm.endpoints.is_empty() && cfg.config.llm.serve.is_none() {
+        eprintln!("classify: skipped (no llm.endpoints nor [llm.serve] in {}; or run `pipeline classify --endpoint URL --model NAME`)", args.config.display());
     } else {
         classify(&cfg, &ClassifyOptions::default()).await?;
     }

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 pub mod hashing;
+pub mod http_client;
 pub mod hub;
 pub mod journal;
 pub mod llm;

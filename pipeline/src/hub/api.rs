@@ -65,10 +65,7 @@ pub struct HubClient {
 
 impl HubClient {
     pub fn new(settings: HubSettings) -> Result<Self, HubError> {
-        // reqwest is built without a default TLS provider; install rustls' ring provider once.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("habits-pipeline/", env!("CARGO_PKG_VERSION")))
+        let http = crate::http_client::builder()
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(settings.read_timeout)
             .build()

@@ -61,9 +61,7 @@ pub struct LlmClient {
 impl LlmClient {
     pub fn new(settings: LlmSettings) -> anyhow::Result<Self> {
         anyhow::ensure!(!settings.endpoints.is_empty(), "no LLM endpoint: set llm.endpoints in the config or pass --endpoint URL");
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("habits-pipeline/", env!("CARGO_PKG_VERSION")))
+        let http = crate::http_client::builder()
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(settings.max_concurrency)
             .build()?;

@@ -58,7 +58,7 @@ impl LocalServer {
     }
 
     async fn wait_ready(&mut self, port: u16, timeout: Duration) -> Result<()> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        let http = crate::http_client::builder().timeout(Duration::from_secs(2)).build()?;
         let url = format!("http://127.0.0.1:{port}/health");
         let started = Instant::now();
         loop {
