@@ -56,6 +56,10 @@ pub struct LlmConfig {
     pub backoff_ms: u64,
     #[serde(default = "default_llm_backoff_max_s")]
     pub backoff_max_s: u64,
+    /// Constrain answers to the expected format: `none`, `llama_cpp` (a GBNF `grammar`)
+    /// or `vllm` (`structured_outputs.regex`). Small models need it; the study used none.
+    #[serde(default = "default_structured_output")]
+    pub structured_output: String,
     /// Start a local `llama-server` for the run instead of using `endpoints`.
     #[serde(default)]
     pub serve: Option<ServeConfig>,
@@ -121,6 +125,9 @@ fn default_llm_attempts() -> u32 {
 }
 fn default_llm_backoff_max_s() -> u64 {
     60
+}
+fn default_structured_output() -> String {
+    "none".into()
 }
 
 impl Default for LlmConfig {
@@ -499,6 +506,9 @@ impl Config {
             if !(e.starts_with("http://") || e.starts_with("https://")) {
                 bail!("llm.endpoints: `{e}` is not an http(s) URL; give the base URL ending in /v1, e.g. http://127.0.0.1:8000/v1");
             }
+        }
+        if !["none", "llama_cpp", "vllm"].contains(&self.llm.structured_output.as_str()) {
+            bail!("llm.structured_output `{}`: use \"none\", \"llama_cpp\" or \"vllm\"", self.llm.structured_output);
         }
         let known = default_tasks();
         for t in &self.classify.tasks {

@@ -28,9 +28,10 @@ pub struct LlmSettings {
     pub max_concurrency: usize,
     pub timeout: Duration,
     pub backoff: Backoff,
-    /// Extra body fields for structured output, already in the server's dialect.
-    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
 }
+
+/// Extra fields of a request body (structured output, in the server's dialect).
+pub type Extra = serde_json::Map<String, serde_json::Value>;
 
 /// A successful answer.
 #[derive(Clone, Debug)]
@@ -81,14 +82,14 @@ impl LlmClient {
     }
 
     /// Sends one conversation, retrying retryable failures.
-    pub async fn complete(&self, messages: &[Message], sampling: &Sampling) -> Result<Completion, Failure> {
+    pub async fn complete(&self, messages: &[Message], sampling: &Sampling, extra: Option<&Extra>) -> Result<Completion, Failure> {
         let backoff = &self.settings.backoff;
         let mut attempt = 1;
         loop {
             let permit = self.pool.acquire().await;
             let (endpoint, limiter) = &self.pool.endpoints[permit.index];
             let started = Instant::now();
-            let result = self.attempt(endpoint, messages, sampling).await;
+            let result = self.attempt(endpoint, messages, sampling, extra).await;
             drop(permit);
             match result {
                 Ok((content, finish_reason, usage)) => {
@@ -111,9 +112,9 @@ impl LlmClient {
         }
     }
 
-    async fn attempt(&self, endpoint: &str, messages: &[Message], sampling: &Sampling) -> Result<(String, Option<String>, Usage), LlmError> {
+    async fn attempt(&self, endpoint: &str, messages: &[Message], sampling: &Sampling, extra: Option<&Extra>) -> Result<(String, Option<String>, Usage), LlmError> {
         let fail = |class, message: String, retry_after| LlmError { class, endpoint: endpoint.to_string(), message, retry_after };
-        let body = ChatRequest { model: &self.settings.model, messages, sampling, extra: self.settings.extra.as_ref() };
+        let body = ChatRequest { model: &self.settings.model, messages, sampling, extra };
         let json = serde_json::to_vec(&body).map_err(|e| fail(FailureClass::BadRequest, e.to_string(), None))?;
         let mut req = self
             .http

@@ -5,6 +5,7 @@
 //! `labels` table and its statistics are then built from the journal.
 
 pub mod cut;
+pub mod format;
 pub mod labels;
 pub mod parse;
 pub mod prompts;
@@ -26,7 +27,7 @@ use self::parse::{parse_count, parse_problem_solution};
 use self::prompts::{Answer, Prompt, TASKS};
 use crate::config::LoadedConfig;
 use crate::journal::{Journal, Record, request_key};
-use crate::llm::client::Failure;
+use crate::llm::client::{Extra, Failure};
 use crate::llm::local_server::LocalServer;
 use crate::llm::protocol::{Message, Sampling};
 use crate::llm::{LlmClient, LlmSettings};
@@ -118,7 +119,8 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
         }
     });
     let sampling = Sampling { temperature: c.temperature, max_tokens: c.max_tokens, top_p: None, seed: None };
-    let sampling_json = serde_json::to_string(&sampling)?;
+    // The answer constraint changes answers, so it is part of every key.
+    let sampling_json = format!("{}|structured_output={}", serde_json::to_string(&sampling)?, l.structured_output);
     let client = LlmClient::new(LlmSettings {
         endpoints,
         model: model.clone(),
@@ -128,8 +130,8 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
         max_concurrency: l.max_concurrency,
         timeout: Duration::from_secs(l.timeout_s),
         backoff: Backoff { max_attempts: l.max_attempts, base: Duration::from_millis(l.backoff_ms), max: Duration::from_secs(l.backoff_max_s) },
-        extra: None,
     })?;
+    let constraints: Vec<Option<Extra>> = prompts.iter().map(|p| format::constraint(p.answer, &l.structured_output)).collect();
     let (journal, done) = Journal::open(&run.root.join("journal").join("classify.jsonl"))?;
     let journal = Arc::new(journal);
     let is_done = |key: &str| done.get(key).is_some_and(|r| r.status == "ok" || !r.retry_on_rerun);
@@ -177,9 +179,9 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
     let watcher = client.clone();
     let outcome = jobs
         .map(|job| {
-            let (client, prompts, sampling) = (client.clone(), &prompts, &sampling);
+            let (client, prompts, sampling, constraints) = (client.clone(), &prompts, &sampling, &constraints);
             let model = model.clone();
-            async move { ask(&client, &prompts[job.task], &job, sampling, c.max_count, c.reasks, &model).await }
+            async move { ask(&client, &prompts[job.task], constraints[job.task].as_ref(), &job, sampling, c.max_count, c.reasks, &model).await }
         })
         .buffer_unordered(width.max(1))
         .for_each(|record| {
@@ -239,12 +241,13 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
 }
 
 /// Sends one job (and re-asks while the answer cannot be parsed); the journal record.
-async fn ask(client: &LlmClient, prompt: &Prompt, job: &Job, sampling: &Sampling, max_count: u32, reasks: u32, model: &str) -> Record {
+#[allow(clippy::too_many_arguments)]
+async fn ask(client: &LlmClient, prompt: &Prompt, constraint: Option<&Extra>, job: &Job, sampling: &Sampling, max_count: u32, reasks: u32, model: &str) -> Record {
     let mut messages = vec![Message::user(job.prompt.clone())];
     let (mut prompt_tokens, mut completion_tokens, mut latency, mut attempts) = (0, 0, Duration::ZERO, 0);
     let mut asked = 0;
     let result = loop {
-        match client.complete(&messages, sampling).await {
+        match client.complete(&messages, sampling, constraint).await {
             Ok(c) => {
                 prompt_tokens += c.usage.prompt_tokens;
                 completion_tokens += c.usage.completion_tokens;
