@@ -19,7 +19,8 @@ fn main() {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_env("HABITS_LOG").unwrap_or_else(|_| EnvFilter::new(format!("pipeline={level},warn")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi).init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     // Ctrl-C drops the running command, so what it started (a local llama-server) stops too.
     let result = runtime.block_on(async {

@@ -31,7 +31,7 @@ use crate::llm::client::{Extra, Failure};
 use crate::llm::local_server::LocalServer;
 use crate::llm::protocol::{Message, Sampling};
 use crate::llm::{LlmClient, LlmSettings};
-use crate::progress::count_bar;
+use crate::progress::{Heartbeat, count_bar, log_line};
 use crate::retry::Backoff;
 use crate::run_dir::{RunDir, publish_table, staging_for};
 use crate::secret::Secret;
@@ -177,6 +177,7 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
     let width = client.settings.endpoints.len() * l.max_concurrency;
     let jobs = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let watcher = client.clone();
+    let heartbeat = Heartbeat::new(Duration::from_secs(30));
     let outcome = jobs
         .map(|job| {
             let (client, prompts, sampling, constraints) = (client.clone(), &prompts, &sampling, &constraints);
@@ -188,6 +189,7 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
             let journal = journal.clone();
             let (bar, failures, sent) = (bar.clone(), failures.clone(), sent.clone());
             let in_flight = watcher.in_flight();
+            let heartbeat = &heartbeat;
             async move {
                 if let Some(f) = &record.failure {
                     *failures.lock().expect("failures").entry(f.clone()).or_default() += 1;
@@ -200,6 +202,9 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
                 let f = failures.lock().expect("failures");
                 let failed: Vec<String> = f.iter().map(|(k, v)| format!("{k} {v}")).collect();
                 bar.set_message(format!("classify ({in_flight} in flight{}{})", if failed.is_empty() { "" } else { "; failed: " }, failed.join(", ")));
+                if heartbeat.due() {
+                    log_line(&bar, "classify requests");
+                }
             }
         });
     outcome.await;

@@ -24,7 +24,7 @@ use self::selector::{Selector, quotas};
 use crate::config::LoadedConfig;
 use crate::hub::cache::Destination;
 use crate::hub::download::{Downloader, FileRequest};
-use crate::progress::{bytes_bar, count_bar};
+use crate::progress::{Heartbeat, bytes_bar, count_bar, log_line};
 use crate::run_dir::{RunDir, publish_table, read_json, remove_stale_temps, staging_for};
 use crate::shard::Shard;
 use crate::sources::{InputFile, Location, SourceKind};
@@ -172,6 +172,7 @@ async fn scan_all(cfg: &LoadedConfig, inputs: &Inputs, todo: Vec<InputFile>, sel
         download_bar.finish_and_clear();
     }
     let scan_bar = count_bar(todo.len() as u64, "scan");
+    let heartbeat = Arc::new(Heartbeat::new(std::time::Duration::from_secs(30)));
     let downloader = inputs
         .client
         .clone()
@@ -232,6 +233,7 @@ async fn scan_all(cfg: &LoadedConfig, inputs: &Inputs, todo: Vec<InputFile>, sel
             let source = inputs.sources[input.source].source.clone();
             let sc = sc.clone();
             let bar = scan_bar.clone();
+            let heartbeat = heartbeat.clone();
             tasks.spawn_blocking(move || {
                 let params = ScanParams {
                     seed: sc.seed,
@@ -249,6 +251,9 @@ async fn scan_all(cfg: &LoadedConfig, inputs: &Inputs, todo: Vec<InputFile>, sel
                     tracing::debug!("scanned {} ({} rows, {} candidates)", input.file, stats.rows, stats.candidates);
                 }
                 bar.inc(1);
+                if heartbeat.due() {
+                    log_line(&bar, "sample files scanned");
+                }
                 drop(permit);
                 result.map(|_| ()).map_err(|e| format!("{e:#}"))
             });
