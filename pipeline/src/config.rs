@@ -143,7 +143,8 @@ pub struct ClassifyConfig {
     /// Folder of the prompt templates (`<task>.md`).
     #[serde(default = "default_prompts_dir")]
     pub prompts_dir: PathBuf,
-    /// Tasks to run: any of backtracking, verification, subgoal_setting, backward_chaining, problem_solution.
+    /// Tasks to run: any of backtracking, verification, subgoal_setting, backward_chaining,
+    /// problem_solution, and `joint` (all four counts in one request, as JSON).
     #[serde(default = "default_tasks")]
     pub tasks: Vec<String>,
     /// Longest answer, in tokens (the study: 1024).
@@ -510,7 +511,8 @@ impl Config {
         if !["none", "llama_cpp", "vllm"].contains(&self.llm.structured_output.as_str()) {
             bail!("llm.structured_output `{}`: use \"none\", \"llama_cpp\" or \"vllm\"", self.llm.structured_output);
         }
-        let known = default_tasks();
+        let mut known = default_tasks();
+        known.push("joint".into());
         for t in &self.classify.tasks {
             if !known.contains(t) {
                 bail!("classify.tasks: unknown task `{t}`; known: {}", known.join(", "));

@@ -60,6 +60,7 @@ pub struct FakeLlm {
 /// The task a prompt is about, from the words our prompt files use.
 pub fn task_of(prompt: &str) -> String {
     for (needle, task) in [
+        ("Count four habits", "joint"),
         ("**backtracking**", "backtracking"),
         ("**verification**", "verification"),
         ("**subgoal setting**", "subgoal_setting"),
@@ -97,6 +98,16 @@ pub fn expected_problem_solution(document: &str) -> (bool, bool) {
 }
 
 fn answer(task: &str, document: &str) -> String {
+    if task == "joint" {
+        let c = |t| expected_count(t, document);
+        return format!(
+            "{{\"backtracking\": {}, \"verification\": {}, \"subgoal_setting\": {}, \"backward_chaining\": {}}}",
+            c("backtracking"),
+            c("verification"),
+            c("subgoal_setting"),
+            c("backward_chaining")
+        );
+    }
     if task == "problem_solution" {
         let (p, s) = expected_problem_solution(document);
         let yn = |b| if b { "yes" } else { "no" };

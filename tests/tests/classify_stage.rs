@@ -210,3 +210,38 @@ fn editing_a_prompt_re_asks_exactly_its_requests() {
     assert_eq!(new.len(), docs.len());
     assert!(new.iter().all(|s| s.task == "verification"));
 }
+
+#[test]
+fn joint_mode_fills_the_counts_and_both_modes_report_their_agreement() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = corpus(&tmp.path().join("src"), 15, &[]);
+    let llm = FakeLlm::start();
+    let all = "\n[classify]\ntasks = [\"backtracking\", \"verification\", \"subgoal_setting\", \"backward_chaining\", \"problem_solution\", \"joint\"]\n";
+    let joint_only = "\n[classify]\ntasks = [\"joint\", \"problem_solution\"]\n";
+    for (name, tasks) in [("both", all), ("joint", joint_only)] {
+        let cfg = config(tmp.path(), name, docs.len(), &llm, "", None);
+        let text = std::fs::read_to_string(&cfg).unwrap().replace("\n[classify]\n", tasks);
+        std::fs::write(&cfg, text).unwrap();
+        let out = run_expect(pipeline().arg("run").arg("--config").arg(&cfg), true);
+        let rows = labels(tmp.path(), name);
+        for doc in &docs {
+            for b in BEHAVIORS {
+                assert_eq!(rows[doc][b].as_u64(), Some(expected_count(b, doc) as u64), "{name}: {doc}: {b}");
+            }
+        }
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(tmp.path().join("runs").join(name).join("labels/_manifest.json")).unwrap()).unwrap();
+        if name == "both" {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("per-behavior vs joint"), "{err}");
+            for b in BEHAVIORS {
+                assert_eq!(rows[&docs[3]][format!("joint_{b}")].as_u64(), Some(expected_count(b, &docs[3]) as u64));
+                assert_eq!(manifest["stats"]["agreement"][b]["pct_same_count"], 100.0);
+            }
+            let tokens = &manifest["stats"]["prompt_tokens_by_task"];
+            assert!(tokens["joint"].as_u64().unwrap() > 0 && tokens["backtracking"].as_u64().unwrap() > 0);
+        } else {
+            assert!(rows[&docs[0]].get("joint_backtracking").is_none(), "joint-only runs fill the behavior columns");
+        }
+    }
+}

@@ -37,7 +37,7 @@ fn classify_with_a_real_llama_server() {
     std::fs::write(src.join("d.jsonl"), lines.join("\n")).unwrap();
     let cfg = write_config(tmp.path(), "real", 3, &[local_source("d", &src, 1.0)], "");
     let extra = format!(
-        "[llm]\nmodel = \"SmolLM2-135M-Instruct\"\ntimeout_s = 120\nstructured_output = \"llama_cpp\"\n\n[llm.serve]\ncontext = 4096\nparallel = 2\nthreads = 2\n\n[classify]\nprompts_dir = \"{}\"\ntasks = [\"backtracking\", \"problem_solution\"]\nmax_tokens = 96\nmax_doc_tokens = 64\ntokenizer = \"{}\"\nreasks = 0\n\n",
+        "[llm]\nmodel = \"SmolLM2-135M-Instruct\"\ntimeout_s = 120\nstructured_output = \"llama_cpp\"\n\n[llm.serve]\ncontext = 4096\nparallel = 2\nthreads = 2\n\n[classify]\nprompts_dir = \"{}\"\ntasks = [\"backtracking\", \"problem_solution\", \"joint\"]\nmax_tokens = 96\nmax_doc_tokens = 64\ntokenizer = \"{}\"\nreasks = 0\n\n",
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs/prompts/classify").display(),
         c.join("tokenizers/qwen3/tokenizer.json").display()
     );
@@ -51,14 +51,14 @@ fn classify_with_a_real_llama_server() {
 
     let journal = std::fs::read_to_string(tmp.path().join("runs/real/journal/classify.jsonl")).unwrap();
     let records: Vec<serde_json::Value> = journal.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(records.len(), 6, "3 documents x 2 tasks");
+    assert_eq!(records.len(), 9, "3 documents x 3 tasks");
     for r in &records {
         assert_eq!(r["status"], "ok", "{r}");
         assert!(r["prompt_tokens"].as_u64().unwrap() > 100, "usage is recorded: {r}");
         assert!(r["endpoint"].as_str().unwrap().starts_with("http://127.0.0.1:"));
     }
-    // The grammar makes every answer parseable, even from a 135M model.
-    let script = "import sys, pyarrow.parquet as pq\nt = pq.read_table(sys.argv[1])\nprint(t.num_rows, sorted(set(t.column('backtracking_status').to_pylist() + t.column('problem_solution_status').to_pylist())))";
+    // The grammar (and the JSON schema of the joint task) makes every answer parseable, even from a 135M model.
+    let script = "import sys, pyarrow.parquet as pq\nt = pq.read_table(sys.argv[1])\nprint(t.num_rows, sorted(set(t.column('backtracking_status').to_pylist() + t.column('problem_solution_status').to_pylist() + t.column('joint_status').to_pylist())))";
     let out = python(script, &[tmp.path().join("runs/real/labels").to_str().unwrap()], &[]);
     assert_eq!(out.trim(), "3 ['ok']");
 }

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use self::cut::Cutter;
 use self::labels::{LabelStats, LabelsBuilder, records_of};
-use self::parse::{parse_count, parse_problem_solution};
+use self::parse::{parse_count, parse_joint, parse_problem_solution};
 use self::prompts::{Answer, Prompt, TASKS};
 use crate::config::LoadedConfig;
 use crate::journal::{Journal, Record, request_key};
@@ -261,6 +261,7 @@ async fn ask(client: &LlmClient, prompt: &Prompt, constraint: Option<&Extra>, jo
                 let parses = match prompt.answer {
                     Answer::Count => parse_count(&c.content, max_count).is_ok(),
                     Answer::ProblemSolution => parse_problem_solution(&c.content).is_ok(),
+                    Answer::Joint => parse_joint(&c.content, max_count).is_ok(),
                 };
                 if parses || asked >= reasks {
                     break Ok(c);

@@ -53,6 +53,28 @@ pub fn parse_problem_solution(answer: &str) -> Result<ProblemSolution, &'static 
     Ok(ProblemSolution { has_problem: flag("has_problem")?, has_solution: flag("has_solution")?, domain })
 }
 
+pub const NO_JSON: &str = "no_json";
+
+/// The four counts of a joint answer, in [`super::prompts::BEHAVIORS`] order: the first
+/// `{...}` of the answer must be a JSON object with each behavior as a whole number.
+pub fn parse_joint(answer: &str, max_count: u32) -> Result<[u32; 4], &'static str> {
+    if answer.trim().is_empty() {
+        return Err(EMPTY);
+    }
+    let start = answer.find('{').ok_or(NO_JSON)?;
+    let end = answer[start..].find('}').ok_or(NO_JSON)? + start;
+    let value: serde_json::Value = serde_json::from_str(&answer[start..=end]).map_err(|_| NO_JSON)?;
+    let mut out = [0u32; 4];
+    for (slot, name) in out.iter_mut().zip(super::prompts::BEHAVIORS) {
+        let n = value.get(name).ok_or(BAD_VALUE)?.as_u64().ok_or(BAD_VALUE)?;
+        if n > max_count as u64 {
+            return Err(OUT_OF_RANGE);
+        }
+        *slot = n as u32;
+    }
+    Ok(out)
+}
+
 /// The insides of `<tag>...</tag>` in order of appearance.
 fn tag_values<'a>(text: &'a str, tag: &str) -> impl Iterator<Item = &'a str> + 'a {
     let open = format!("<{tag}>");
@@ -82,6 +104,18 @@ mod tests {
         assert_eq!(parse_count("<count>101</count>", 100), Err(OUT_OF_RANGE));
         assert_eq!(parse_count("<count>99999999999999999999999</count>", 100), Err(OUT_OF_RANGE));
         assert_eq!(parse_count("<count>7", 100), Err(NO_TAG));
+    }
+
+    #[test]
+    fn joint_answers() {
+        let a = r#"{"backtracking": 1, "verification": 2, "subgoal_setting": 0, "backward_chaining": 3}"#;
+        assert_eq!(parse_joint(a, 100), Ok([1, 2, 0, 3]));
+        assert_eq!(parse_joint(&format!("Here: {a} done"), 100), Ok([1, 2, 0, 3]));
+        assert_eq!(parse_joint(r#"{"backtracking": 1}"#, 100), Err(BAD_VALUE));
+        assert_eq!(parse_joint(r#"{"backtracking": -1, "verification": 2, "subgoal_setting": 0, "backward_chaining": 3}"#, 100), Err(BAD_VALUE));
+        assert_eq!(parse_joint(&a.replace("3}", "300}"), 100), Err(OUT_OF_RANGE));
+        assert_eq!(parse_joint("none", 100), Err(NO_JSON));
+        assert_eq!(parse_joint("", 100), Err(EMPTY));
     }
 
     #[test]

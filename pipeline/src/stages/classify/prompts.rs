@@ -17,15 +17,21 @@ pub enum Answer {
     Count,
     /// `<has_problem>`, `<has_solution>`, `<domain>`.
     ProblemSolution,
+    /// One JSON object with the four counts.
+    Joint,
 }
 
-/// The four behaviors, in table order, then the problem/solution task.
-pub const TASKS: [(&str, Answer); 5] = [
+/// The four behaviors, in table order.
+pub const BEHAVIORS: [&str; 4] = ["backtracking", "verification", "subgoal_setting", "backward_chaining"];
+
+/// Every task: the four behaviors, the problem/solution task, and the joint task.
+pub const TASKS: [(&str, Answer); 6] = [
     ("backtracking", Answer::Count),
     ("verification", Answer::Count),
     ("subgoal_setting", Answer::Count),
     ("backward_chaining", Answer::Count),
     ("problem_solution", Answer::ProblemSolution),
+    ("joint", Answer::Joint),
 ];
 
 /// A loaded template.
