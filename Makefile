@@ -46,7 +46,7 @@ test: python-deps llm-assets
 	$(CARGO) test --workspace
 
 bench: python-deps
-	$(CARGO) bench -p pipeline --bench sample_throughput
+	$(CARGO) bench -p pipeline --bench sample_throughput --bench llm_client
 
 fmt:
 	$(CARGO) fmt --all

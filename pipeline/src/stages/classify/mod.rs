@@ -170,6 +170,8 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
     // Pass 2: send, parse, ask again if needed, journal.
     let total_requests = total_docs * prompts.len() as u64;
     let already = done.values().filter(|r| is_done(&r.key)).count() as u64;
+    // Only keys are needed while sending; the answers are read again for the table.
+    drop(done);
     let bar = count_bar(total_requests, "classify");
     bar.set_position(already.min(total_requests));
     let failures: Arc<std::sync::Mutex<BTreeMap<String, u64>>> = Default::default();
