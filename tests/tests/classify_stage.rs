@@ -245,3 +245,36 @@ fn joint_mode_fills_the_counts_and_both_modes_report_their_agreement() {
         }
     }
 }
+
+#[test]
+fn classify_alone_takes_endpoints_and_input_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("mine.parquet");
+    let docs = ["First we need a plan. Check it?", "Nothing to see here."];
+    let script = "import sys, pyarrow as pa, pyarrow.parquet as pq\npq.write_table(pa.table({'doc_id': ['a', 'b'], 'text': sys.argv[2:]}), sys.argv[1])";
+    let mut args = vec![input.to_str().unwrap()];
+    args.extend(docs);
+    python(script, &args, &[]);
+    let cfg = write_config(tmp.path(), "cli", 10, &[local_source("unused", tmp.path(), 1.0)], "");
+    let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/prompts/classify");
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen("[[sources]]", &format!("[classify]\nprompts_dir = \"{}\"\n\n[[sources]]", prompts.display()), 1);
+    std::fs::write(&cfg, text).unwrap();
+    let llm = FakeLlm::start();
+    let mut cmd = pipeline();
+    cmd.arg("classify").arg("--config").arg(&cfg).arg("--endpoint").arg(llm.endpoint()).args(["--model", "fake", "--input"]).arg(&input);
+    let out = run_expect(&mut cmd, true);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("labels: 2 documents"));
+    let rows = python(
+        "import sys, json, pyarrow.parquet as pq\nprint(json.dumps(pq.read_table(sys.argv[1], columns=['doc_id', 'subgoal_setting']).to_pylist()))",
+        &[tmp.path().join("runs/cli/labels").to_str().unwrap()],
+        &[],
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&rows).unwrap();
+    assert_eq!(rows[0]["doc_id"], "a");
+    assert_eq!(rows[0]["subgoal_setting"].as_u64(), Some(expected_count("subgoal_setting", docs[0]) as u64));
+    assert_eq!(llm.seen().len(), 10);
+
+    // Without an endpoint anywhere: one clear error.
+    let out = run_expect(pipeline().arg("classify").arg("--config").arg(&cfg).arg("--input").arg(&input), false);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--endpoint URL"));
+}

@@ -14,6 +14,9 @@ fn cache() -> PathBuf {
     }
 }
 
+/// The tests count llama-server processes: they run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn llama_servers() -> usize {
     let out = std::process::Command::new("pgrep").args(["-c", "-f", "SmolLM2-135M-Instruct"]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
@@ -21,6 +24,7 @@ fn llama_servers() -> usize {
 
 #[test]
 fn classify_with_a_real_llama_server() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let c = cache();
     for p in ["bin/llama-server", "models/SmolLM2-135M-Instruct.Q4_1.gguf", "tokenizers/qwen3/tokenizer.json"] {
         assert!(c.join(p).is_file(), "{} is missing: run `make llm-assets` (make test does)", c.join(p).display());
@@ -61,4 +65,40 @@ fn classify_with_a_real_llama_server() {
     let script = "import sys, pyarrow.parquet as pq\nt = pq.read_table(sys.argv[1])\nprint(t.num_rows, sorted(set(t.column('backtracking_status').to_pylist() + t.column('problem_solution_status').to_pylist() + t.column('joint_status').to_pylist())))";
     let out = python(script, &[tmp.path().join("runs/real/labels").to_str().unwrap()], &[]);
     assert_eq!(out.trim(), "3 ['ok']");
+}
+
+#[test]
+fn ctrl_c_stops_the_run_and_its_server() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = cache();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let lines: Vec<String> = (0..50).map(|i| serde_json::json!({ "text": format!("Problem {i}: what is {i} squared? Answer: {}.", i * i) }).to_string()).collect();
+    std::fs::write(src.join("d.jsonl"), lines.join("\n")).unwrap();
+    let cfg = write_config(tmp.path(), "interrupt", 50, &[local_source("d", &src, 1.0)], "");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.insert_str(
+        text.find("[[sources]]").unwrap(),
+        &format!(
+            "[llm]\nmodel = \"SmolLM2-135M-Instruct\"\n\n[llm.serve]\ncontext = 2048\nthreads = 1\n\n[classify]\nprompts_dir = \"{}\"\n\n",
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs/prompts/classify").display()
+        ),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let before = llama_servers();
+    let mut child = pipeline().arg("-q").arg("run").arg("--config").arg(&cfg).env("HABITS_CACHE", &c).spawn().unwrap();
+    let journal = tmp.path().join("runs/interrupt/journal/classify.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while llama_servers() == before || !journal.exists() {
+        assert!(std::time::Instant::now() < deadline, "the server did not start");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap();
+    assert_eq!(code.code(), Some(130), "Ctrl-C exits with 130");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(llama_servers(), before, "Ctrl-C stops the local server too");
 }

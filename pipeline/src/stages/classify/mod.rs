@@ -176,6 +176,8 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
     bar.set_position(already.min(total_requests));
     let failures: Arc<std::sync::Mutex<BTreeMap<String, u64>>> = Default::default();
     let sent = Arc::new(AtomicU64::new(0));
+    let tokens = Arc::new(AtomicU64::new(0));
+    let started = std::time::Instant::now();
     let width = client.settings.endpoints.len() * l.max_concurrency;
     let jobs = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let watcher = client.clone();
@@ -189,7 +191,7 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
         .buffer_unordered(width.max(1))
         .for_each(|record| {
             let journal = journal.clone();
-            let (bar, failures, sent) = (bar.clone(), failures.clone(), sent.clone());
+            let (bar, failures, sent, tokens) = (bar.clone(), failures.clone(), sent.clone(), tokens.clone());
             let in_flight = watcher.in_flight();
             let heartbeat = &heartbeat;
             async move {
@@ -200,10 +202,16 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
                     tracing::error!("{e:#}");
                 }
                 sent.fetch_add(1, Ordering::Relaxed);
+                let total_tokens = tokens.fetch_add(record.prompt_tokens + record.completion_tokens, Ordering::Relaxed) + record.prompt_tokens + record.completion_tokens;
+                let tokens_per_s = total_tokens as f64 / started.elapsed().as_secs_f64().max(1e-3);
                 bar.inc(1);
                 let f = failures.lock().expect("failures");
                 let failed: Vec<String> = f.iter().map(|(k, v)| format!("{k} {v}")).collect();
-                bar.set_message(format!("classify ({in_flight} in flight{}{})", if failed.is_empty() { "" } else { "; failed: " }, failed.join(", ")));
+                bar.set_message(format!(
+                    "classify ({in_flight} in flight, {tokens_per_s:.0} tokens/s{}{})",
+                    if failed.is_empty() { "" } else { "; failed: " },
+                    failed.join(", ")
+                ));
                 if heartbeat.due() {
                     log_line(&bar, "classify requests");
                 }
