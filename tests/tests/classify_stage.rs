@@ -259,9 +259,12 @@ fn classify_alone_takes_endpoints_and_input_from_the_command_line() {
     let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/prompts/classify");
     let text = std::fs::read_to_string(&cfg).unwrap().replacen("[[sources]]", &format!("[classify]\nprompts_dir = \"{}\"\n\n[[sources]]", prompts.display()), 1);
     std::fs::write(&cfg, text).unwrap();
-    let llm = FakeLlm::start();
+    let (llm, other) = (FakeLlm::start(), FakeLlm::start());
+    // Slow answers keep the first endpoint busy, so the pool spreads the requests.
+    llm.set_delay_ms(100);
     let mut cmd = pipeline();
-    cmd.arg("classify").arg("--config").arg(&cfg).arg("--endpoint").arg(llm.endpoint()).args(["--model", "fake", "--input"]).arg(&input);
+    cmd.arg("classify").arg("--config").arg(&cfg).arg("--endpoint").arg(llm.endpoint()).arg("--endpoint").arg(other.endpoint());
+    cmd.args(["--model", "fake", "--input"]).arg(&input);
     let out = run_expect(&mut cmd, true);
     assert!(String::from_utf8_lossy(&out.stderr).contains("labels: 2 documents"));
     let rows = python(
@@ -272,7 +275,8 @@ fn classify_alone_takes_endpoints_and_input_from_the_command_line() {
     let rows: Vec<serde_json::Value> = serde_json::from_str(&rows).unwrap();
     assert_eq!(rows[0]["doc_id"], "a");
     assert_eq!(rows[0]["subgoal_setting"].as_u64(), Some(expected_count("subgoal_setting", docs[0]) as u64));
-    assert_eq!(llm.seen().len(), 10);
+    assert_eq!(llm.seen().len() + other.seen().len(), 10, "each request answered once");
+    assert!(!other.seen().is_empty(), "requests are spread over the endpoints");
 
     // Without an endpoint anywhere: one clear error.
     let out = run_expect(pipeline().arg("classify").arg("--config").arg(&cfg).arg("--input").arg(&input), false);
