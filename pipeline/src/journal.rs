@@ -74,18 +74,32 @@ impl Journal {
         if let Ok(f) = File::open(path) {
             let mut reader = BufReader::new(f);
             let mut line = String::new();
+            let mut number = 0;
             loop {
                 line.clear();
                 let n = reader.read_line(&mut line).with_context(|| format!("cannot read {}", path.display()))?;
+                number += 1;
                 if n == 0 || !line.ends_with('\n') {
-                    break; // end, or a torn last line
+                    break; // the end, or a torn last line
                 }
                 match serde_json::from_str::<Record>(&line) {
                     Ok(r) => {
                         records.insert(r.key.clone(), r);
                         good_len += n as u64;
                     }
-                    Err(_) => break,
+                    Err(e) => {
+                        // Only the last line may be torn; a bad line with records after it
+                        // is not ours to cut away.
+                        let mut rest = String::new();
+                        reader.read_line(&mut rest).ok();
+                        if !rest.is_empty() {
+                            anyhow::bail!(
+                                "{}:{number} is not a journal record ({e}) and more records follow; move the file aside or fix that line, nothing was changed",
+                                path.display()
+                            );
+                        }
+                        break;
+                    }
                 }
             }
         }
@@ -170,6 +184,17 @@ mod tests {
         drop(j);
         let (_, again) = Journal::open(&path).unwrap();
         assert_eq!(again.len(), 3, "the torn line was cut before appending");
+    }
+
+    #[test]
+    fn a_bad_line_in_the_middle_is_an_error_not_a_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let good = serde_json::to_string(&rec("a", "ok")).unwrap();
+        std::fs::write(&path, format!("{good}\nnot json\n{good}\n")).unwrap();
+        let err = Journal::open(&path).err().unwrap().to_string();
+        assert!(err.contains("j.jsonl:2"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3, "nothing was cut");
     }
 
     #[test]

@@ -182,7 +182,10 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
     let jobs = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let watcher = client.clone();
     let heartbeat = Heartbeat::new(Duration::from_secs(30));
+    // A journal that cannot be written stops the stage: no request is paid for unrecorded.
+    let journal_error: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
     let outcome = jobs
+        .take_while(|_| futures_util::future::ready(journal_error.lock().expect("journal error").is_none()))
         .map(|job| {
             let (client, prompts, sampling, constraints) = (client.clone(), &prompts, &sampling, &constraints);
             let model = model.clone();
@@ -190,6 +193,7 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
         })
         .buffer_unordered(width.max(1))
         .for_each(|record| {
+            let journal_error = &journal_error;
             let journal = journal.clone();
             let (bar, failures, sent, tokens) = (bar.clone(), failures.clone(), sent.clone(), tokens.clone());
             let in_flight = watcher.in_flight();
@@ -199,7 +203,7 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
                     *failures.lock().expect("failures").entry(f.clone()).or_default() += 1;
                 }
                 if let Err(e) = journal.append(&record) {
-                    tracing::error!("{e:#}");
+                    journal_error.lock().expect("journal error").get_or_insert(e);
                 }
                 sent.fetch_add(1, Ordering::Relaxed);
                 let total_tokens = tokens.fetch_add(record.prompt_tokens + record.completion_tokens, Ordering::Relaxed) + record.prompt_tokens + record.completion_tokens;
@@ -218,6 +222,9 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
             }
         });
     outcome.await;
+    if let Some(e) = journal_error.into_inner().expect("journal error") {
+        return Err(e.context("the request journal could not be written; the stage stopped (answers already journaled are kept)"));
+    }
     journal.sync()?;
     bar.finish_and_clear();
     let order = producer.join().map_err(|_| anyhow::anyhow!("the document reader panicked"))??;
