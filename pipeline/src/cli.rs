@@ -43,6 +43,8 @@ pub enum Command {
     Sample(StageArgs),
     /// The classify stage alone: ask the LLM about every document, write runs/<name>/labels/.
     Classify(ClassifyArgs),
+    /// The select stage alone: apply the [select] rules to the labels, write runs/<name>/select/.
+    Select(StageArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -108,6 +110,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => run_all(&args).await,
         Command::Sample(args) => sample(&args).await.map(|_| ()),
+        Command::Select(a) => select(&LoadedConfig::load(&a.config)?),
         Command::Classify(a) => {
             let cfg = LoadedConfig::load(&a.stage.config)?;
             let opts = ClassifyOptions { endpoints: a.endpoints, model: a.model, input: a.input };
@@ -180,6 +183,13 @@ async fn classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<()> {
     Ok(())
 }
 
+fn select(cfg: &LoadedConfig) -> Result<()> {
+    let m = crate::stages::select::run_select(cfg)?;
+    eprint!("{}", crate::stages::select::render(&m));
+    eprintln!("select: {}", cfg.run_path().join(crate::stages::select::TABLE).display());
+    Ok(())
+}
+
 async fn run_all(args: &StageArgs) -> Result<()> {
     if !sample(args).await? {
         return Ok(());
@@ -187,9 +197,10 @@ async fn run_all(args: &StageArgs) -> Result<()> {
     let cfg = LoadedConfig::load(&args.config)?;
     if cfg.config.llm.endpoints.is_empty() && cfg.config.llm.serve.is_none() {
         eprintln!("classify: skipped (no llm.endpoints nor [llm.serve] in {}; or run `pipeline classify --endpoint URL --model NAME`)", args.config.display());
-    } else {
-        classify(&cfg, &ClassifyOptions::default()).await?;
+        return Ok(());
     }
-    eprintln!("run: all implemented stages are done (select, rewrite and build come next)");
+    classify(&cfg, &ClassifyOptions::default()).await?;
+    select(&cfg)?;
+    eprintln!("run: all implemented stages are done (rewrite and build come next)");
     Ok(())
 }

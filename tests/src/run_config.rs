@@ -40,3 +40,23 @@ pub fn part_checksums(dir: &Path, name: &str) -> Vec<String> {
     let m = docs_manifest(dir, name);
     m["parts"].as_array().unwrap().iter().map(|p| p["sha256"].as_str().unwrap().to_string()).collect()
 }
+
+/// A config whose source is the JSONL folder `<tmp>/src` (all `docs` documents sampled),
+/// with `[llm]` pointing at `endpoint` (model `fake`, fast retries) plus `extra_llm`, and
+/// the shipped prompts (or `prompts`).
+pub fn llm_config(tmp: &Path, name: &str, docs: usize, endpoint: &str, extra_llm: &str, prompts: Option<&Path>) -> PathBuf {
+    let prompts_dir = prompts.map(Path::to_path_buf).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/prompts/classify"));
+    let extra = format!(
+        "\n[llm]\nendpoints = [\"{}\"]\nmodel = \"fake\"\nbackoff_ms = 10\nbackoff_max_s = 1\nmax_attempts = 4\ntimeout_s = 2\n{extra_llm}\n[classify]\nprompts_dir = \"{}\"\n",
+        endpoint,
+        prompts_dir.display()
+    );
+    let cfg = write_config(tmp, name, docs as u64, &[local_source("docs", &tmp.join("src"), 1.0)], "");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    // [llm] and [classify] go before the [[sources]] array.
+    let at = text.find("[[sources]]").unwrap();
+    text.insert_str(at, &extra);
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+

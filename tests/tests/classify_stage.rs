@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use habits_tests::llm_server::{FakeLlm, LlmFault, expected_count, expected_problem_solution};
 use habits_tests::procs::{pipeline, python, run_expect};
-use habits_tests::run_config::{local_source, write_config};
+use habits_tests::run_config::{llm_config, local_source, write_config};
 
 const BEHAVIORS: [&str; 4] = ["backtracking", "verification", "subgoal_setting", "backward_chaining"];
 
@@ -36,19 +36,7 @@ fn corpus(dir: &Path, n: usize, extra: &[&str]) -> Vec<String> {
 }
 
 fn config(tmp: &Path, name: &str, docs: usize, llm: &FakeLlm, extra_llm: &str, prompts: Option<&Path>) -> PathBuf {
-    let prompts_dir = prompts.map(Path::to_path_buf).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/prompts/classify"));
-    let extra = format!(
-        "\n[llm]\nendpoints = [\"{}\"]\nmodel = \"fake\"\nbackoff_ms = 10\nbackoff_max_s = 1\nmax_attempts = 4\ntimeout_s = 2\n{extra_llm}\n[classify]\nprompts_dir = \"{}\"\n",
-        llm.endpoint(),
-        prompts_dir.display()
-    );
-    let cfg = write_config(tmp, name, docs as u64, &[local_source("docs", &tmp.join("src"), 1.0)], "");
-    let mut text = std::fs::read_to_string(&cfg).unwrap();
-    // [llm] and [classify] go before the [[sources]] array.
-    let at = text.find("[[sources]]").unwrap();
-    text.insert_str(at, &extra);
-    std::fs::write(&cfg, text).unwrap();
-    cfg
+    llm_config(tmp, name, docs, &llm.endpoint(), extra_llm, prompts)
 }
 
 /// Reads the labels table with pyarrow: doc text -> row (as JSON).

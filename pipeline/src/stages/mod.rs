@@ -5,5 +5,6 @@ pub mod classify;
 pub mod fetch;
 pub mod inputs;
 pub mod plan;
+pub mod select;
 pub mod sample;
 pub mod tables;

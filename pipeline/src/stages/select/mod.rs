@@ -1,0 +1,172 @@
+//! The select stage: which classified documents go into the habit-rich set, which into the
+//! control set, and why the others are in neither. Rules are expressions over the `labels`
+//! columns (see `expr`), recorded in the manifest. Defaults (`[select]` in the README):
+//! both sets need a problem and a solution; rich = backtracking >= 1; control = all four
+//! counts known and zero. A document whose rule is unknown (a missing count) is in neither.
+
+pub mod expr;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use arrow_array::builder::StringBuilder;
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int32Type;
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::{Deserialize, Serialize};
+
+use self::expr::{Rule, Type, Value};
+use crate::config::{LoadedConfig, SelectConfig};
+use crate::run_dir::{RunDir, publish_table, staging_for};
+use crate::stages::tables::{PartInfo, PartWriter};
+
+/// The stage's table: `runs/<name>/select/`.
+pub const TABLE: &str = "select";
+
+/// The label columns a rule may name.
+const NAMES: [&str; 6] = ["backtracking", "verification", "subgoal_setting", "backward_chaining", "has_problem", "has_solution"];
+const TYPES: [Type; 6] = [Type::Int, Type::Int, Type::Int, Type::Int, Type::Bool, Type::Bool];
+
+/// Why documents are where they are.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SelectCounts {
+    pub documents: u64,
+    pub rich: u64,
+    pub control: u64,
+    /// `require` is false.
+    pub not_required: u64,
+    /// `require`, `rich` or `control` could not be decided (a label is missing).
+    pub unknown: u64,
+    /// Both rules hold: the rules overlap; such documents go into neither set.
+    pub both: u64,
+    /// Required and decided, but neither rule holds.
+    pub neither: u64,
+}
+
+/// `select/_manifest.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SelectManifest {
+    pub stage: String,
+    pub state: String,
+    pub rules: SelectConfig,
+    pub counts: SelectCounts,
+    pub parts: Vec<PartInfo>,
+}
+
+/// Runs the stage over the run's labels.
+pub fn run_select(cfg: &LoadedConfig) -> Result<SelectManifest> {
+    let rules = &cfg.config.select;
+    let parse = |name: &str, text: &str| Rule::parse(text, &NAMES, &TYPES).with_context(|| format!("select.{name} = \"{text}\" is not a valid rule"));
+    let (require, rich, control) = (parse("require", &rules.require)?, parse("rich", &rules.rich)?, parse("control", &rules.control)?);
+    let run = RunDir::new(cfg.run_path());
+    let labels = run.stage(crate::stages::classify::TABLE);
+    let parts = parquet_parts(&labels)?;
+    let out = run.stage(TABLE);
+    let staging = staging_for(&out)?;
+    let schema = Arc::new(Schema::new(vec![Field::new("doc_id", DataType::Utf8, false), Field::new("set", DataType::Utf8, false)]));
+    let mut writer = PartWriter::new(&staging, schema.clone(), cfg.config.sample.part_rows)?;
+    let mut counts = SelectCounts::default();
+    for part in &parts {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(part)?)
+            .with_context(|| format!("{} is not a readable parquet file", part.display()))?
+            .with_batch_size(8192)
+            .build()?;
+        for batch in reader {
+            let batch = batch?;
+            let columns = rule_columns(&batch, part, [&require, &rich, &control])?;
+            let ids = batch.column_by_name("doc_id").context("labels has no doc_id")?.as_string::<i32>().clone();
+            let (mut id_out, mut set_out) = (StringBuilder::new(), StringBuilder::new());
+            for row in 0..batch.num_rows() {
+                let vars: Vec<Value> = columns.iter().map(|c| value_at(c.as_ref(), row)).collect();
+                counts.documents += 1;
+                let set = match (require.eval(&vars), rich.eval(&vars), control.eval(&vars)) {
+                    (Some(false), _, _) => {
+                        counts.not_required += 1;
+                        continue;
+                    }
+                    (None, _, _) | (_, None, _) | (_, _, None) => {
+                        counts.unknown += 1;
+                        continue;
+                    }
+                    (Some(true), Some(true), Some(true)) => {
+                        counts.both += 1;
+                        continue;
+                    }
+                    (Some(true), Some(true), Some(false)) => {
+                        counts.rich += 1;
+                        "rich"
+                    }
+                    (Some(true), Some(false), Some(true)) => {
+                        counts.control += 1;
+                        "control"
+                    }
+                    (Some(true), Some(false), Some(false)) => {
+                        counts.neither += 1;
+                        continue;
+                    }
+                };
+                id_out.append_value(ids.value(row));
+                set_out.append_value(set);
+            }
+            let cols: Vec<ArrayRef> = vec![Arc::new(id_out.finish()), Arc::new(set_out.finish())];
+            writer.write(&RecordBatch::try_new(schema.clone(), cols)?)?;
+        }
+    }
+    let manifest = SelectManifest { stage: TABLE.into(), state: "complete".into(), rules: rules.clone(), counts, parts: writer.finish()? };
+    publish_table(&staging, &out, &manifest)?;
+    Ok(manifest)
+}
+
+/// The columns the rules read, by name index; a column the labels lack is an error.
+fn rule_columns(batch: &RecordBatch, part: &Path, rules: [&Rule; 3]) -> Result<Vec<Option<ArrayRef>>> {
+    let used: Vec<usize> = rules.iter().flat_map(|r| r.uses.iter().copied()).collect();
+    NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, name)| match batch.column_by_name(name) {
+            Some(c) => Ok(Some(c.clone())),
+            None if used.contains(&i) => bail!(
+                "{}: the select rules use `{name}`, which the labels lack; add its task to classify.tasks (or change the rules)",
+                part.display()
+            ),
+            None => Ok(None),
+        })
+        .collect()
+}
+
+fn value_at(column: Option<&ArrayRef>, row: usize) -> Value {
+    let Some(c) = column else { return Value::Int(None) };
+    match c.data_type() {
+        DataType::Boolean => {
+            let a = c.as_boolean();
+            Value::Bool((!a.is_null(row)).then(|| a.value(row)))
+        }
+        _ => {
+            let a = c.as_primitive::<Int32Type>();
+            Value::Int((!a.is_null(row)).then(|| a.value(row) as i64))
+        }
+    }
+}
+
+fn parquet_parts(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("no labels at {}: run `pipeline classify` first", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    parts.sort();
+    Ok(parts)
+}
+
+/// A readable summary.
+pub fn render(m: &SelectManifest) -> String {
+    let c = &m.counts;
+    format!(
+        "select: {} documents -> rich {} ({}), control {} ({}); not required {}, unknown (missing labels) {}, neither {}, both (rules overlap) {}\n",
+        c.documents, c.rich, m.rules.rich, c.control, m.rules.control, c.not_required, c.unknown, c.neither, c.both
+    )
+}
