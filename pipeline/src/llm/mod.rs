@@ -2,6 +2,7 @@
 //! `llama-server`, hosted APIs) over several load-balanced endpoints, with concurrency
 //! that adapts to overload, retries for what can heal, and a reason for what cannot.
 
+pub mod batch;
 pub mod client;
 pub mod error;
 pub mod limiter;

@@ -13,12 +13,10 @@ pub mod prompts;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use arrow_array::cast::AsArray;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use self::cut::Cutter;
@@ -31,7 +29,7 @@ use crate::llm::client::{Extra, Failure};
 use crate::llm::local_server::LocalServer;
 use crate::llm::protocol::{Message, Sampling};
 use crate::llm::{LlmClient, LlmSettings};
-use crate::progress::{Heartbeat, count_bar, log_line};
+use crate::llm::batch::send_journaled;
 use crate::retry::Backoff;
 use crate::run_dir::{RunDir, publish_table, staging_for};
 use crate::secret::Secret;
@@ -133,7 +131,6 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
     })?;
     let constraints: Vec<Option<Extra>> = prompts.iter().map(|p| format::constraint(p.answer, &l.structured_output)).collect();
     let (journal, done) = Journal::open(&run.root.join("journal").join("classify.jsonl"))?;
-    let journal = Arc::new(journal);
     let is_done = |key: &str| done.get(key).is_some_and(|r| r.status == "ok" || !r.retry_on_rerun);
 
     // Pass 1 (a thread): read documents, cut them, and queue what the journal lacks.
@@ -172,61 +169,14 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
     let already = done.values().filter(|r| is_done(&r.key)).count() as u64;
     // Only keys are needed while sending; the answers are read again for the table.
     drop(done);
-    let bar = count_bar(total_requests, "classify");
-    bar.set_position(already.min(total_requests));
-    let failures: Arc<std::sync::Mutex<BTreeMap<String, u64>>> = Default::default();
-    let sent = Arc::new(AtomicU64::new(0));
-    let tokens = Arc::new(AtomicU64::new(0));
-    let started = std::time::Instant::now();
     let width = client.settings.endpoints.len() * l.max_concurrency;
     let jobs = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let watcher = client.clone();
-    let heartbeat = Heartbeat::new(Duration::from_secs(30));
-    // A journal that cannot be written stops the stage: no request is paid for unrecorded.
-    let journal_error: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
-    let outcome = jobs
-        .take_while(|_| futures_util::future::ready(journal_error.lock().expect("journal error").is_none()))
-        .map(|job| {
-            let (client, prompts, sampling, constraints) = (client.clone(), &prompts, &sampling, &constraints);
-            let model = model.clone();
-            async move { ask(&client, &prompts[job.task], constraints[job.task].as_ref(), &job, sampling, c.max_count, c.reasks, &model).await }
-        })
-        .buffer_unordered(width.max(1))
-        .for_each(|record| {
-            let journal_error = &journal_error;
-            let journal = journal.clone();
-            let (bar, failures, sent, tokens) = (bar.clone(), failures.clone(), sent.clone(), tokens.clone());
-            let in_flight = watcher.in_flight();
-            let heartbeat = &heartbeat;
-            async move {
-                if let Some(f) = &record.failure {
-                    *failures.lock().expect("failures").entry(f.clone()).or_default() += 1;
-                }
-                if let Err(e) = journal.append(&record) {
-                    journal_error.lock().expect("journal error").get_or_insert(e);
-                }
-                sent.fetch_add(1, Ordering::Relaxed);
-                let total_tokens = tokens.fetch_add(record.prompt_tokens + record.completion_tokens, Ordering::Relaxed) + record.prompt_tokens + record.completion_tokens;
-                let tokens_per_s = total_tokens as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                bar.inc(1);
-                let f = failures.lock().expect("failures");
-                let failed: Vec<String> = f.iter().map(|(k, v)| format!("{k} {v}")).collect();
-                bar.set_message(format!(
-                    "classify ({in_flight} in flight, {tokens_per_s:.0} tokens/s{}{})",
-                    if failed.is_empty() { "" } else { "; failed: " },
-                    failed.join(", ")
-                ));
-                if heartbeat.due() {
-                    log_line(&bar, "classify requests");
-                }
-            }
-        });
-    outcome.await;
-    if let Some(e) = journal_error.into_inner().expect("journal error") {
-        return Err(e.context("the request journal could not be written; the stage stopped (answers already journaled are kept)"));
-    }
-    journal.sync()?;
-    bar.finish_and_clear();
+    let outcome = send_journaled("classify", jobs, &client, width, total_requests, already, &journal, |job: Job| {
+        let (client, prompts, sampling, constraints) = (client.clone(), &prompts, &sampling, &constraints);
+        let model = model.clone();
+        async move { ask(&client, &prompts[job.task], constraints[job.task].as_ref(), &job, sampling, c.max_count, c.reasks, &model).await }
+    })
+    .await?;
     let order = producer.join().map_err(|_| anyhow::anyhow!("the document reader panicked"))??;
 
     // Pass 3: the labels table, from the journal.
@@ -254,8 +204,8 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
         cut_by: if c.tokenizer.is_some() { "tokenizer".into() } else { "characters".into() },
         rows: order.len() as u64,
         stats,
-        requests_sent: sent.load(Ordering::Relaxed),
-        failures_by_class: failures.lock().expect("failures").clone(),
+        requests_sent: outcome.sent,
+        failures_by_class: outcome.failures_by_class,
         parts: writer.finish()?,
     };
     publish_table(&staging, &out, &manifest)?;

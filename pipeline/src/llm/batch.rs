@@ -1,0 +1,82 @@
+//! Sending a stream of requests whose answers are journaled: at most `width` at a time,
+//! each finished record appended to the journal as it arrives, a progress bar (requests/s,
+//! ETA, in flight, tokens/s, failures by class) with heartbeat log lines for batch jobs.
+//! A journal that cannot be written stops the batch: no request is paid for unrecorded.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use futures_util::{Stream, StreamExt};
+
+use super::LlmClient;
+use crate::journal::{Journal, Record};
+use crate::progress::{Heartbeat, count_bar, log_line};
+
+/// What a batch did.
+#[derive(Clone, Debug, Default)]
+pub struct BatchOutcome {
+    pub sent: u64,
+    pub failures_by_class: BTreeMap<String, u64>,
+}
+
+/// Counts shown on the bar.
+#[derive(Default)]
+struct Tally {
+    sent: u64,
+    tokens: u64,
+    failures: BTreeMap<String, u64>,
+    journal_error: Option<anyhow::Error>,
+}
+
+/// Sends every job through `ask` and journals its record. `total` and `already` size
+/// the progress bar (all requests of the stage, and those the journal already had).
+#[allow(clippy::too_many_arguments)]
+pub async fn send_journaled<J, F, Fut>(label: &str, jobs: impl Stream<Item = J>, client: &LlmClient, width: usize, total: u64, already: u64, journal: &Journal, ask: F) -> Result<BatchOutcome>
+where
+    F: Fn(J) -> Fut,
+    Fut: Future<Output = Record>,
+{
+    let bar = count_bar(total, label);
+    bar.set_position(already.min(total));
+    let heartbeat = Heartbeat::new(Duration::from_secs(30));
+    let started = Instant::now();
+    let tally = Mutex::new(Tally::default());
+    jobs.take_while(|_| futures_util::future::ready(tally.lock().expect("tally").journal_error.is_none()))
+        .map(ask)
+        .buffer_unordered(width.max(1))
+        .for_each(|record| {
+            let mut t = tally.lock().expect("tally");
+            if let Some(f) = &record.failure {
+                *t.failures.entry(f.clone()).or_default() += 1;
+            }
+            if let Err(e) = journal.append(&record) {
+                t.journal_error.get_or_insert(e);
+            }
+            t.sent += 1;
+            t.tokens += record.prompt_tokens + record.completion_tokens;
+            let tokens_per_s = t.tokens as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            let failed: Vec<String> = t.failures.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            bar.inc(1);
+            bar.set_message(format!(
+                "{label} ({} in flight, {tokens_per_s:.0} tokens/s{}{})",
+                client.in_flight(),
+                if failed.is_empty() { "" } else { "; failed: " },
+                failed.join(", ")
+            ));
+            if heartbeat.due() {
+                log_line(&bar, &format!("{label} requests"));
+            }
+            futures_util::future::ready(())
+        })
+        .await;
+    bar.finish_and_clear();
+    let t = tally.into_inner().expect("tally");
+    if let Some(e) = t.journal_error {
+        return Err(e.context("the request journal could not be written; the stage stopped (answers already journaled are kept)"));
+    }
+    journal.sync()?;
+    Ok(BatchOutcome { sent: t.sent, failures_by_class: t.failures })
+}
