@@ -8,6 +8,7 @@ pub mod error;
 pub mod limiter;
 pub mod local_server;
 pub mod protocol;
+pub mod setup;
 
 pub use client::{Completion, LlmClient, LlmSettings};
 pub use error::{FailureClass, LlmError};

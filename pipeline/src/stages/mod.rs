@@ -8,3 +8,4 @@ pub mod plan;
 pub mod select;
 pub mod sample;
 pub mod tables;
+pub mod template;

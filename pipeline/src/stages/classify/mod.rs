@@ -26,13 +26,11 @@ use self::prompts::{Answer, Prompt, TASKS};
 use crate::config::LoadedConfig;
 use crate::journal::{Journal, Record, request_key};
 use crate::llm::client::{Extra, Failure};
-use crate::llm::local_server::LocalServer;
+use crate::llm::setup::connect;
 use crate::llm::protocol::{Message, Sampling};
-use crate::llm::{LlmClient, LlmSettings};
+use crate::llm::LlmClient;
 use crate::llm::batch::send_journaled;
-use crate::retry::Backoff;
 use crate::run_dir::{RunDir, publish_table, staging_for};
-use crate::secret::Secret;
 use crate::stages::tables::{PartInfo, PartWriter};
 
 /// The stage's table: `runs/<name>/labels/`.
@@ -81,23 +79,9 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
     let c = &cfg.config.classify;
     let l = &cfg.config.llm;
     let run = RunDir::new(cfg.run_path());
-    let mut endpoints = if opts.endpoints.is_empty() { l.endpoints.clone() } else { opts.endpoints.clone() };
-    let model = opts.model.clone().unwrap_or_else(|| l.model.clone());
-    // Held for the whole stage: the local server stops when this is dropped.
-    let _server = match (&l.serve, endpoints.is_empty()) {
-        (Some(serve), true) => {
-            let s = LocalServer::start(serve, &cfg.resolve(&serve.binary), &cfg.resolve(&serve.model_file), &run.root.join("work").join("llama-server.log")).await?;
-            endpoints.push(s.endpoint.clone());
-            Some(s)
-        }
-        _ => None,
-    };
-    if endpoints.is_empty() {
-        bail!("classify needs an LLM: set llm.endpoints (and llm.model) in {} or pass --endpoint URL --model NAME", cfg.path.display());
-    }
-    if model.is_empty() {
-        bail!("classify needs the served model's name: set llm.model or pass --model NAME");
-    }
+    // Held for the whole stage: a local server stops when this is dropped.
+    let connection = connect(cfg, "classify", &opts.endpoints, opts.model.as_deref(), &run.root).await?;
+    let (client, model) = (connection.client.clone(), connection.model.clone());
     let input = match &opts.input {
         Some(p) => p.clone(),
         None => run.stage(crate::stages::sample::TABLE),
@@ -119,16 +103,6 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
     let sampling = Sampling { temperature: c.temperature, max_tokens: c.max_tokens, top_p: None, seed: None };
     // The answer constraint changes answers, so it is part of every key.
     let sampling_json = format!("{}|structured_output={}", serde_json::to_string(&sampling)?, l.structured_output);
-    let client = LlmClient::new(LlmSettings {
-        endpoints,
-        model: model.clone(),
-        api_key: std::env::var(&l.api_key_env).ok().and_then(Secret::new),
-        start_concurrency: l.concurrency,
-        min_concurrency: l.min_concurrency,
-        max_concurrency: l.max_concurrency,
-        timeout: Duration::from_secs(l.timeout_s),
-        backoff: Backoff { max_attempts: l.max_attempts, base: Duration::from_millis(l.backoff_ms), max: Duration::from_secs(l.backoff_max_s) },
-    })?;
     let constraints: Vec<Option<Extra>> = prompts.iter().map(|p| format::constraint(p.answer, &l.structured_output)).collect();
     let (journal, done) = Journal::open(&run.root.join("journal").join("classify.jsonl"))?;
     let is_done = |key: &str| done.get(key).is_some_and(|r| r.status == "ok" || !r.retry_on_rerun);
