@@ -45,6 +45,20 @@ pub enum Command {
     Classify(ClassifyArgs),
     /// The select stage alone: apply the [select] rules to the labels, write runs/<name>/select/.
     Select(StageArgs),
+    /// The rewrite stage alone: rewrite the selected documents into question/thoughts/answer.
+    Rewrite(LlmStageArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LlmStageArgs {
+    #[command(flatten)]
+    pub stage: StageArgs,
+    /// OpenAI-compatible base URL ending in /v1 (repeatable; replaces llm.endpoints).
+    #[arg(long = "endpoint")]
+    pub endpoints: Vec<String>,
+    /// The served model's name (replaces llm.model).
+    #[arg(long)]
+    pub model: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -111,6 +125,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => run_all(&args).await,
         Command::Sample(args) => sample(&args).await.map(|_| ()),
         Command::Select(a) => select(&LoadedConfig::load(&a.config)?),
+        Command::Rewrite(a) => rewrite(&LoadedConfig::load(&a.stage.config)?, &a.endpoints, a.model.as_deref()).await,
         Command::Classify(a) => {
             let cfg = LoadedConfig::load(&a.stage.config)?;
             let opts = ClassifyOptions { endpoints: a.endpoints, model: a.model, input: a.input };
@@ -190,6 +205,17 @@ fn select(cfg: &LoadedConfig) -> Result<()> {
     Ok(())
 }
 
+async fn rewrite(cfg: &LoadedConfig, endpoints: &[String], model: Option<&str>) -> Result<()> {
+    let m = crate::stages::rewrite::run_rewrite(cfg, endpoints, model).await?;
+    for (set, by) in &m.statuses {
+        let mut by: Vec<_> = by.iter().collect();
+        by.sort();
+        eprintln!("rewrite {set}: {}", by.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+    }
+    eprintln!("rewrites: {} documents ({} requests sent now) in {}", m.rows, m.requests_sent, cfg.run_path().join(crate::stages::rewrite::TABLE).display());
+    Ok(())
+}
+
 async fn run_all(args: &StageArgs) -> Result<()> {
     if !sample(args).await? {
         return Ok(());
@@ -201,6 +227,7 @@ async fn run_all(args: &StageArgs) -> Result<()> {
     }
     classify(&cfg, &ClassifyOptions::default()).await?;
     select(&cfg)?;
-    eprintln!("run: all implemented stages are done (rewrite and build come next)");
+    rewrite(&cfg, &[], None).await?;
+    eprintln!("run: all implemented stages are done (build comes next)");
     Ok(())
 }

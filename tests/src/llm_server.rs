@@ -31,6 +31,8 @@ pub enum LlmFault {
     AbsurdCount,
     /// 400 as vLLM says it for an over-long prompt.
     ContextOverflow,
+    /// A 200 with this content.
+    Reply(String),
 }
 
 /// One request as the server saw it.
@@ -46,7 +48,8 @@ pub struct Seen {
 
 #[derive(Default)]
 struct State {
-    rules: Vec<(String, Vec<LlmFault>)>,
+    /// (marker, task prefix, faults).
+    rules: Vec<(String, String, Vec<LlmFault>)>,
     seen: Vec<Seen>,
     delay_ms: u64,
 }
@@ -60,6 +63,8 @@ pub struct FakeLlm {
 /// The task a prompt is about, from the words our prompt files use.
 pub fn task_of(prompt: &str) -> String {
     for (needle, task) in [
+        ("Keep the author's way of thinking", "rewrite_rich"),
+        ("clean, direct sequence of steps", "rewrite_control"),
         ("Count four habits", "joint"),
         ("**backtracking**", "backtracking"),
         ("**verification**", "verification"),
@@ -97,7 +102,18 @@ pub fn expected_problem_solution(document: &str) -> (bool, bool) {
     (document.contains('?'), document.contains("Answer"))
 }
 
+/// The fake model's rewrite: the document's first sentence as the question, the document as
+/// the thoughts, and the set's name as the answer.
+pub fn expected_rewrite(task: &str, document: &str) -> (String, String, String) {
+    let question = document.split(['?', '.']).next().unwrap_or(document).trim().to_string();
+    (question, document.trim().to_string(), task.trim_start_matches("rewrite_").to_string())
+}
+
 fn answer(task: &str, document: &str) -> String {
+    if task.starts_with("rewrite_") {
+        let (q, t, a) = expected_rewrite(task, document);
+        return format!("<question>{q}</question>\n<thoughts>{t}</thoughts>\n<answer>{a}</answer>");
+    }
     if task == "joint" {
         let c = |t| expected_count(t, document);
         return format!(
@@ -143,7 +159,12 @@ impl FakeLlm {
 
     /// Faults for requests whose document contains `marker`.
     pub fn inject(&self, marker: &str, faults: Vec<LlmFault>) {
-        self.state.lock().unwrap().rules.push((marker.to_string(), faults));
+        self.inject_for("", marker, faults);
+    }
+
+    /// Faults for requests of tasks starting with `task` whose document contains `marker`.
+    pub fn inject_for(&self, task: &str, marker: &str, faults: Vec<LlmFault>) {
+        self.state.lock().unwrap().rules.push((marker.to_string(), task.to_string(), faults));
     }
 
     /// Latency of every answer.
@@ -178,7 +199,11 @@ fn handle(state: &Arc<Mutex<State>>, r: &Request) -> Response {
     let (task, document) = (task_of(&prompt), document_of(&prompt));
     let (fault, delay) = {
         let mut st = state.lock().unwrap();
-        let fault = st.rules.iter_mut().find(|(m, q)| document.contains(m.as_str()) && !q.is_empty()).map(|(_, q)| q.remove(0));
+        let fault = st
+            .rules
+            .iter_mut()
+            .find(|(m, t, q)| document.contains(m.as_str()) && task.starts_with(t.as_str()) && !q.is_empty())
+            .map(|(_, _, q)| q.remove(0));
         (fault, st.delay_ms)
     };
     if delay > 0 {
@@ -198,6 +223,7 @@ fn handle(state: &Arc<Mutex<State>>, r: &Request) -> Response {
         Some(LlmFault::EmptyContent) => completion(""),
         Some(LlmFault::NoTag) => completion("Thoughts: I think there are a few."),
         Some(LlmFault::AbsurdCount) => completion("<count>100000</count>"),
+        Some(LlmFault::Reply(text)) => completion(&text),
         Some(LlmFault::ContextOverflow) => err(400, "This model's maximum context length is 4096 tokens. However, you requested 9000 tokens."),
         Some(LlmFault::Hang(ms)) => {
             // The client has given up by now: not counted as an answer.

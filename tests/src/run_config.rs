@@ -47,8 +47,9 @@ pub fn part_checksums(dir: &Path, name: &str) -> Vec<String> {
 pub fn llm_config(tmp: &Path, name: &str, docs: usize, endpoint: &str, extra_llm: &str, prompts: Option<&Path>) -> PathBuf {
     let prompts_dir = prompts.map(Path::to_path_buf).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/prompts/classify"));
     let extra = format!(
-        "\n[llm]\nendpoints = [\"{}\"]\nmodel = \"fake\"\nbackoff_ms = 10\nbackoff_max_s = 1\nmax_attempts = 4\ntimeout_s = 2\n{extra_llm}\n[classify]\nprompts_dir = \"{}\"\n",
+        "\n[llm]\nendpoints = [\"{}\"]\nmodel = \"fake\"\nbackoff_ms = 10\nbackoff_max_s = 1\nmax_attempts = 4\ntimeout_s = 2\n{extra_llm}\n[rewrite]\nprompts_dir = \"{}\"\n\n[classify]\nprompts_dir = \"{}\"\n",
         endpoint,
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/prompts/rewrite").display(),
         prompts_dir.display()
     );
     let cfg = write_config(tmp, name, docs as u64, &[local_source("docs", &tmp.join("src"), 1.0)], "");

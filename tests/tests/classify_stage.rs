@@ -188,13 +188,14 @@ fn editing_a_prompt_re_asks_exactly_its_requests() {
     let llm = FakeLlm::start();
     let cfg = config(tmp.path(), "edit", docs.len(), &llm, "", Some(&prompts));
     run_expect(pipeline().arg("-q").arg("run").arg("--config").arg(&cfg), true);
-    assert_eq!(llm.seen().len(), docs.len() * 5);
+    assert_eq!(llm.seen().iter().filter(|s| !s.task.starts_with("rewrite")).count(), docs.len() * 5);
+    let before = llm.seen().len();
     let path = prompts.join("verification.md");
     let text = std::fs::read_to_string(&path).unwrap().replace("You are annotating", "You are carefully annotating");
     std::fs::write(&path, text).unwrap();
     run_expect(pipeline().arg("-q").arg("classify").arg("--config").arg(&cfg), true);
     let seen = llm.seen();
-    let new: Vec<_> = seen[docs.len() * 5..].iter().collect();
+    let new: Vec<_> = seen[before..].iter().collect();
     assert_eq!(new.len(), docs.len());
     assert!(new.iter().all(|s| s.task == "verification"));
 }

@@ -41,7 +41,8 @@ fn classify_with_a_real_llama_server() {
     std::fs::write(src.join("d.jsonl"), lines.join("\n")).unwrap();
     let cfg = write_config(tmp.path(), "real", 3, &[local_source("d", &src, 1.0)], "");
     let extra = format!(
-        "[llm]\nmodel = \"SmolLM2-135M-Instruct\"\ntimeout_s = 120\nstructured_output = \"llama_cpp\"\n\n[llm.serve]\ncontext = 4096\nparallel = 2\nthreads = 2\n\n[classify]\nprompts_dir = \"{}\"\ntasks = [\"backtracking\", \"problem_solution\", \"joint\"]\nmax_tokens = 96\nmax_doc_tokens = 64\ntokenizer = \"{}\"\nreasks = 0\n\n",
+        "[llm]\nmodel = \"SmolLM2-135M-Instruct\"\ntimeout_s = 120\nstructured_output = \"llama_cpp\"\n\n[llm.serve]\ncontext = 4096\nparallel = 2\nthreads = 2\n\n[rewrite]\nprompts_dir = \"{}\"\nmax_tokens = 160\n\n[classify]\nprompts_dir = \"{}\"\ntasks = [\"backtracking\", \"problem_solution\", \"joint\"]\nmax_tokens = 96\nmax_doc_tokens = 64\ntokenizer = \"{}\"\nreasks = 0\n\n",
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs/prompts/rewrite").display(),
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs/prompts/classify").display(),
         c.join("tokenizers/qwen3/tokenizer.json").display()
     );

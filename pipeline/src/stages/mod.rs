@@ -5,6 +5,7 @@ pub mod classify;
 pub mod fetch;
 pub mod inputs;
 pub mod plan;
+pub mod rewrite;
 pub mod select;
 pub mod sample;
 pub mod tables;

@@ -251,7 +251,7 @@ async fn ask(client: &LlmClient, prompt: &Prompt, constraint: Option<&Extra>, jo
 }
 
 /// The parquet files of the input (a file, or a folder of `*.parquet`), sorted.
-fn input_parts(input: &Path) -> Result<Vec<PathBuf>> {
+pub fn input_parts(input: &Path) -> Result<Vec<PathBuf>> {
     if input.is_file() {
         return Ok(vec![input.to_path_buf()]);
     }
@@ -281,7 +281,7 @@ fn count_rows(parts: &[PathBuf]) -> Result<u64> {
 }
 
 /// Calls `each(doc_id, text)` for every row of a parquet file with those two columns.
-fn for_each_doc(path: &Path, mut each: impl FnMut(&str, &str) -> Result<()>) -> Result<()> {
+pub fn for_each_doc(path: &Path, mut each: impl FnMut(&str, &str) -> Result<()>) -> Result<()> {
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .with_context(|| format!("{} is not a readable parquet file", path.display()))?;
