@@ -64,13 +64,7 @@ pub struct LlmStageArgs {
 #[derive(Debug, clap::Args)]
 pub struct ClassifyArgs {
     #[command(flatten)]
-    pub stage: StageArgs,
-    /// OpenAI-compatible base URL ending in /v1 (repeatable; replaces llm.endpoints).
-    #[arg(long = "endpoint")]
-    pub endpoints: Vec<String>,
-    /// The served model's name (replaces llm.model).
-    #[arg(long)]
-    pub model: Option<String>,
+    pub llm: LlmStageArgs,
     /// A parquet file or folder with `doc_id` and `text` (default: the run's docs table).
     #[arg(long)]
     pub input: Option<PathBuf>,
@@ -127,8 +121,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Select(a) => select(&LoadedConfig::load(&a.config)?),
         Command::Rewrite(a) => rewrite(&LoadedConfig::load(&a.stage.config)?, &a.endpoints, a.model.as_deref()).await,
         Command::Classify(a) => {
-            let cfg = LoadedConfig::load(&a.stage.config)?;
-            let opts = ClassifyOptions { endpoints: a.endpoints, model: a.model, input: a.input };
+            let cfg = LoadedConfig::load(&a.llm.stage.config)?;
+            let opts = ClassifyOptions { endpoints: a.llm.endpoints, model: a.llm.model, input: a.input };
             classify(&cfg, &opts).await
         }
         Command::Plan { stage, json } => {

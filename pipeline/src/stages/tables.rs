@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use arrow_array::RecordBatch;
 use arrow_schema::Schema;
 use parquet::arrow::ArrowWriter;
@@ -99,4 +99,23 @@ impl PartWriter {
         self.close_current()?;
         Ok(self.parts)
     }
+}
+
+/// The parquet files of a table: a file, or a folder's `*.parquet`, sorted. `hint` says how
+/// to make the table when it is missing or empty.
+pub fn parquet_parts(input: &Path, hint: &str) -> Result<Vec<PathBuf>> {
+    if input.is_file() {
+        return Ok(vec![input.to_path_buf()]);
+    }
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(input)
+        .with_context(|| format!("no table at {}: {hint}", input.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    parts.sort();
+    if parts.is_empty() {
+        bail!("{} holds no parquet files: {hint}", input.display());
+    }
+    Ok(parts)
 }

@@ -13,7 +13,6 @@ pub mod prompts;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use arrow_array::cast::AsArray;
@@ -25,13 +24,13 @@ use self::parse::{parse_count, parse_joint, parse_problem_solution};
 use self::prompts::{Answer, Prompt, TASKS};
 use crate::config::LoadedConfig;
 use crate::journal::{Journal, Record, request_key};
-use crate::llm::client::{Extra, Failure};
+use crate::llm::client::Extra;
 use crate::llm::setup::connect;
-use crate::llm::protocol::{Message, Sampling};
+use crate::llm::protocol::Sampling;
 use crate::llm::LlmClient;
-use crate::llm::batch::send_journaled;
+use crate::llm::batch::{RequestId, ask_until_parsed, send_journaled};
 use crate::run_dir::{RunDir, publish_table, staging_for};
-use crate::stages::tables::{PartInfo, PartWriter};
+use crate::stages::tables::{PartInfo, PartWriter, parquet_parts};
 
 /// The stage's table: `runs/<name>/labels/`.
 pub const TABLE: &str = "labels";
@@ -86,7 +85,7 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
         Some(p) => p.clone(),
         None => run.stage(crate::stages::sample::TABLE),
     };
-    let parts = input_parts(&input)?;
+    let parts = parquet_parts(&input, "run `pipeline sample` first, or pass --input FILE")?;
     let prompts_dir = cfg.resolve(&c.prompts_dir);
     let prompts: Vec<Prompt> = TASKS
         .iter()
@@ -189,83 +188,14 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
 /// Sends one job (and re-asks while the answer cannot be parsed); the journal record.
 #[allow(clippy::too_many_arguments)]
 async fn ask(client: &LlmClient, prompt: &Prompt, constraint: Option<&Extra>, job: &Job, sampling: &Sampling, max_count: u32, reasks: u32, model: &str) -> Record {
-    let mut messages = vec![Message::user(job.prompt.clone())];
-    let (mut prompt_tokens, mut completion_tokens, mut latency, mut attempts) = (0, 0, Duration::ZERO, 0);
-    let mut asked = 0;
-    let result = loop {
-        match client.complete(&messages, sampling, constraint).await {
-            Ok(c) => {
-                prompt_tokens += c.usage.prompt_tokens;
-                completion_tokens += c.usage.completion_tokens;
-                latency += c.latency;
-                attempts += c.attempts;
-                let parses = match prompt.answer {
-                    Answer::Count => parse_count(&c.content, max_count).is_ok(),
-                    Answer::ProblemSolution => parse_problem_solution(&c.content).is_ok(),
-                    Answer::Joint => parse_joint(&c.content, max_count).is_ok(),
-                };
-                if parses || asked >= reasks {
-                    break Ok(c);
-                }
-                asked += 1;
-                messages.push(Message::assistant(c.content));
-                messages.push(Message::user(REASK));
-            }
-            Err(Failure { error, attempts: a }) => {
-                attempts += a;
-                break Err(error);
-            }
-        }
-    };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let base = Record {
-        key: job.key.clone(),
-        doc_id: job.doc_id.clone(),
-        task: prompt.task.clone(),
-        prompt_hash: prompt.hash.clone(),
-        model: model.to_string(),
-        status: "ok".into(),
-        content: None,
-        finish_reason: None,
-        failure: None,
-        reason: None,
-        retry_on_rerun: false,
-        prompt_tokens,
-        completion_tokens,
-        latency_ms: latency.as_millis() as u64,
-        endpoint: String::new(),
-        attempts,
-        finished_at: now,
-    };
-    match result {
-        Ok(c) => Record { content: Some(c.content), finish_reason: c.finish_reason, endpoint: c.endpoint, ..base },
-        Err(e) => Record {
-            status: "failed".into(),
-            failure: Some(e.class.name().into()),
-            reason: Some(e.message.clone()),
-            retry_on_rerun: e.class.is_retryable(),
-            endpoint: e.endpoint.clone(),
-            ..base
-        },
-    }
-}
-
-/// The parquet files of the input (a file, or a folder of `*.parquet`), sorted.
-pub fn input_parts(input: &Path) -> Result<Vec<PathBuf>> {
-    if input.is_file() {
-        return Ok(vec![input.to_path_buf()]);
-    }
-    let mut parts: Vec<PathBuf> = std::fs::read_dir(input)
-        .with_context(|| format!("no input at {}: run `pipeline sample` first, or pass --input FILE", input.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-        .collect();
-    parts.sort();
-    if parts.is_empty() {
-        bail!("{} holds no parquet files: run `pipeline sample` first, or pass --input FILE", input.display());
-    }
-    Ok(parts)
+    let id = RequestId { key: &job.key, doc_id: &job.doc_id, task: &prompt.task, prompt_hash: &prompt.hash, model };
+    let answer = prompt.answer;
+    ask_until_parsed(client, id, job.prompt.clone(), sampling, constraint, reasks, REASK, |content| match answer {
+        Answer::Count => parse_count(content, max_count).map(|_| ()),
+        Answer::ProblemSolution => parse_problem_solution(content).map(|_| ()),
+        Answer::Joint => parse_joint(content, max_count).map(|_| ()),
+    })
+    .await
 }
 
 fn count_rows(parts: &[PathBuf]) -> Result<u64> {

@@ -9,7 +9,6 @@ pub mod parse;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use arrow_array::builder::{StringBuilder, UInt64Builder};
@@ -23,14 +22,14 @@ use self::parse::parse_qa;
 use crate::config::LoadedConfig;
 use crate::journal::{Journal, Record, request_key};
 use crate::llm::LlmClient;
-use crate::llm::batch::send_journaled;
-use crate::llm::client::{Extra, Failure};
-use crate::llm::protocol::{Message, Sampling};
+use crate::llm::batch::{RequestId, ask_until_parsed, send_journaled};
+use crate::llm::client::Extra;
+use crate::llm::protocol::Sampling;
 use crate::llm::setup::connect;
 use crate::run_dir::{RunDir, publish_table, staging_for};
 use crate::stages::classify::cut::Cutter;
-use crate::stages::classify::{for_each_doc, input_parts};
-use crate::stages::tables::{PartInfo, PartWriter};
+use crate::stages::classify::for_each_doc;
+use crate::stages::tables::{PartInfo, PartWriter, parquet_parts};
 use crate::stages::template::Template;
 
 /// The stage's table: `runs/<name>/rewrites/`.
@@ -67,7 +66,7 @@ pub async fn run_rewrite(cfg: &LoadedConfig, endpoints: &[String], model: Option
     let r = &cfg.config.rewrite;
     let run = RunDir::new(cfg.run_path());
     let chosen = read_select(&run.stage(crate::stages::select::TABLE))?;
-    let parts = input_parts(&run.stage(crate::stages::sample::TABLE))?;
+    let parts = parquet_parts(&run.stage(crate::stages::sample::TABLE), "run `pipeline sample` first")?;
     let dir = cfg.resolve(&r.prompts_dir);
     let templates: Vec<Template> = SETS.iter().map(|s| Template::load(&dir, s, "rewrite.prompts_dir")).collect::<Result<_>>()?;
     let cutter = Arc::new(match r.tokenizer.as_ref().or(cfg.config.classify.tokenizer.as_ref()) {
@@ -180,65 +179,8 @@ pub async fn run_rewrite(cfg: &LoadedConfig, endpoints: &[String], model: Option
 #[allow(clippy::too_many_arguments)]
 async fn ask(client: &LlmClient, template: &Template, constraint: Option<&Extra>, job: &Job, sampling: &Sampling, reasks: u32, ratio: f64, model: &str) -> Record {
     let max_chars = ((job.doc_chars.max(100)) as f64 * ratio) as usize;
-    let mut messages = vec![Message::user(job.prompt.clone())];
-    let (mut prompt_tokens, mut completion_tokens, mut latency, mut attempts, mut asked) = (0, 0, Duration::ZERO, 0, 0);
-    let result = loop {
-        match client.complete(&messages, sampling, constraint).await {
-            Ok(c) => {
-                prompt_tokens += c.usage.prompt_tokens;
-                completion_tokens += c.usage.completion_tokens;
-                latency += c.latency;
-                attempts += c.attempts;
-                let parsed = parse_qa(&c.content, max_chars);
-                if parsed.is_ok() || asked >= reasks {
-                    break Ok((c, parsed.err()));
-                }
-                asked += 1;
-                messages.push(Message::assistant(c.content));
-                messages.push(Message::user(REASK));
-            }
-            Err(Failure { error, attempts: a }) => {
-                attempts += a;
-                break Err(error);
-            }
-        }
-    };
-    let base = Record {
-        key: job.key.clone(),
-        doc_id: job.doc_id.clone(),
-        task: template.name.clone(),
-        prompt_hash: template.hash.clone(),
-        model: model.to_string(),
-        status: "ok".into(),
-        content: None,
-        finish_reason: None,
-        failure: None,
-        reason: None,
-        retry_on_rerun: false,
-        prompt_tokens,
-        completion_tokens,
-        latency_ms: latency.as_millis() as u64,
-        endpoint: String::new(),
-        attempts,
-        finished_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-    };
-    match result {
-        Ok((c, parse_error)) => Record {
-            content: Some(c.content),
-            finish_reason: c.finish_reason,
-            endpoint: c.endpoint,
-            reason: parse_error.map(str::to_string),
-            ..base
-        },
-        Err(e) => Record {
-            status: "failed".into(),
-            failure: Some(e.class.name().into()),
-            reason: Some(e.message.clone()),
-            retry_on_rerun: e.class.is_retryable(),
-            endpoint: e.endpoint.clone(),
-            ..base
-        },
-    }
+    let id = RequestId { key: &job.key, doc_id: &job.doc_id, task: &template.name, prompt_hash: &template.hash, model };
+    ask_until_parsed(client, id, job.prompt.clone(), sampling, constraint, reasks, REASK, |content| parse_qa(content, max_chars).map(|_| ())).await
 }
 
 /// The answer format as a llama.cpp grammar or a vLLM regex, with field lengths (in
@@ -266,7 +208,7 @@ fn constraint(dialect: &str, max_tokens: u32) -> Option<Extra> {
 /// doc_id -> set index, from the select table.
 fn read_select(dir: &Path) -> Result<HashMap<String, usize>> {
     let mut out = HashMap::new();
-    for part in input_parts(dir).with_context(|| "run `pipeline select` first")? {
+    for part in parquet_parts(dir, "run `pipeline select` first")? {
         let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&part)?)?.build()?;
         for batch in reader {
             let batch = batch?;

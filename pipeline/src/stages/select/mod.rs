@@ -6,7 +6,7 @@
 
 pub mod expr;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use self::expr::{Rule, Type, Value};
 use crate::config::{LoadedConfig, SelectConfig};
 use crate::run_dir::{RunDir, publish_table, staging_for};
-use crate::stages::tables::{PartInfo, PartWriter};
+use crate::stages::tables::{PartInfo, PartWriter, parquet_parts};
 
 /// The stage's table: `runs/<name>/select/`.
 pub const TABLE: &str = "select";
@@ -63,7 +63,7 @@ pub fn run_select(cfg: &LoadedConfig) -> Result<SelectManifest> {
     let (require, rich, control) = (parse("require", &rules.require)?, parse("rich", &rules.rich)?, parse("control", &rules.control)?);
     let run = RunDir::new(cfg.run_path());
     let labels = run.stage(crate::stages::classify::TABLE);
-    let parts = parquet_parts(&labels)?;
+    let parts = parquet_parts(&labels, "run `pipeline classify` first")?;
     let out = run.stage(TABLE);
     let staging = staging_for(&out)?;
     let schema = Arc::new(Schema::new(vec![Field::new("doc_id", DataType::Utf8, false), Field::new("set", DataType::Utf8, false)]));
@@ -149,17 +149,6 @@ fn value_at(column: Option<&ArrayRef>, row: usize) -> Value {
             Value::Int((!a.is_null(row)).then(|| a.value(row) as i64))
         }
     }
-}
-
-fn parquet_parts(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("no labels at {}: run `pipeline classify` first", dir.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-        .collect();
-    parts.sort();
-    Ok(parts)
 }
 
 /// A readable summary.
