@@ -51,6 +51,7 @@ pub async fn plan(cfg: &LoadedConfig, cache_dir: Option<std::path::PathBuf>) -> 
     let inputs = resolve_inputs(cfg, cache_dir, None).await?;
     let weights: Vec<f64> = inputs.sources.iter().map(|s| s.source.weight).collect();
     let quotas = quotas(cfg.config.sample.size, &weights);
+    let cache = inputs.client.as_ref().map(|c| Destination::Cache(c.settings.cache_dir.clone()));
     let mut sources = Vec::new();
     for (s, quota) in inputs.sources.iter().zip(&quotas) {
         let (mut rows, mut text_bytes, mut to_download) = (0u64, 0u64, 0u64);
@@ -58,8 +59,7 @@ pub async fn plan(cfg: &LoadedConfig, cache_dir: Option<std::path::PathBuf>) -> 
             let (r, t) = count_file(f, inputs.client.as_ref(), &s.source.text_column).await?;
             rows += r;
             text_bytes += t;
-            if let Location::Hub { repo, commit, file } = &f.location {
-                let dest = Destination::Cache(inputs.client.as_ref().expect("hub client").settings.cache_dir.clone());
+            if let (Location::Hub { repo, commit, file }, Some(dest)) = (&f.location, &cache) {
                 if !dest.slot(repo, commit, &file.path, file.etag()).is_complete(file.etag()) {
                     to_download += f.size;
                 }

@@ -19,6 +19,18 @@ impl Cutter {
         Ok(Cutter::Tokenizer { tokenizer: Box::new(tokenizer), max_tokens })
     }
 
+    /// The cutter a stage's config asks for: by the tokenizer file when one is given, else
+    /// by characters (`max_tokens * chars_per_token`, with a warning that says so).
+    pub fn for_stage(stage: &str, tokenizer: Option<&Path>, max_tokens: usize, chars_per_token: usize) -> Result<Self> {
+        match tokenizer {
+            Some(t) => Self::from_tokenizer_file(t, max_tokens),
+            None => {
+                tracing::warn!("{stage}: no tokenizer set: documents are cut at {} characters instead of {max_tokens} tokens", max_tokens * chars_per_token);
+                Ok(Cutter::Chars { max_chars: max_tokens * chars_per_token })
+            }
+        }
+    }
+
     /// Returns the document, cut if it is over the budget.
     pub fn cut<'a>(&self, text: &'a str) -> Result<&'a str> {
         let end = match self {

@@ -23,6 +23,7 @@ use self::labels::{LabelStats, LabelsBuilder, records_of};
 use self::parse::{parse_count, parse_joint, parse_problem_solution};
 use self::prompts::{Answer, Prompt, TASKS};
 use crate::config::LoadedConfig;
+use crate::hashing;
 use crate::journal::{Journal, Record, request_key};
 use crate::llm::client::Extra;
 use crate::llm::setup::connect;
@@ -92,13 +93,8 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
         .filter(|(t, _)| c.tasks.iter().any(|x| x == t))
         .map(|(t, a)| Prompt::load(&prompts_dir, t, *a))
         .collect::<Result<_>>()?;
-    let cutter = Arc::new(match &c.tokenizer {
-        Some(t) => Cutter::from_tokenizer_file(&cfg.resolve(t), c.max_doc_tokens)?,
-        None => {
-            tracing::warn!("classify.tokenizer is not set: documents are cut at {} characters instead of {} tokens", c.max_doc_tokens * c.chars_per_token, c.max_doc_tokens);
-            Cutter::Chars { max_chars: c.max_doc_tokens * c.chars_per_token }
-        }
-    });
+    let tokenizer = c.tokenizer.as_ref().map(|t| cfg.resolve(t));
+    let cutter = Arc::new(Cutter::for_stage("classify", tokenizer.as_deref(), c.max_doc_tokens, c.chars_per_token)?);
     let sampling = Sampling { temperature: c.temperature, max_tokens: c.max_tokens, top_p: None, seed: None };
     // The answer constraint changes answers, so it is part of every key.
     let sampling_json = format!("{}|structured_output={}", serde_json::to_string(&sampling)?, l.structured_output);
@@ -117,7 +113,7 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
             for part in &parts {
                 for_each_doc(part, |doc_id, text| {
                     let doc = cutter.cut(text)?;
-                    let doc_hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(doc.as_bytes()));
+                    let doc_hash = hashing::doc_id(hashing::doc_hash(doc));
                     let mut keys = Vec::with_capacity(prompts.len());
                     for (task, p) in prompts.iter().enumerate() {
                         let key = request_key(&model, &p.hash, &sampling_json, &doc_hash);

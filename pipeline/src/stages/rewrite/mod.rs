@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use self::parse::parse_qa;
 use crate::config::LoadedConfig;
+use crate::hashing;
 use crate::journal::{Journal, Record, request_key};
 use crate::llm::LlmClient;
 use crate::llm::batch::{RequestId, ask_until_parsed, send_journaled};
@@ -69,10 +70,8 @@ pub async fn run_rewrite(cfg: &LoadedConfig, endpoints: &[String], model: Option
     let parts = parquet_parts(&run.stage(crate::stages::sample::TABLE), "run `pipeline sample` first")?;
     let dir = cfg.resolve(&r.prompts_dir);
     let templates: Vec<Template> = SETS.iter().map(|s| Template::load(&dir, s, "rewrite.prompts_dir")).collect::<Result<_>>()?;
-    let cutter = Arc::new(match r.tokenizer.as_ref().or(cfg.config.classify.tokenizer.as_ref()) {
-        Some(t) => Cutter::from_tokenizer_file(&cfg.resolve(t), r.max_doc_tokens)?,
-        None => Cutter::Chars { max_chars: r.max_doc_tokens * cfg.config.classify.chars_per_token },
-    });
+    let tokenizer = r.tokenizer.as_ref().or(cfg.config.classify.tokenizer.as_ref()).map(|t| cfg.resolve(t));
+    let cutter = Arc::new(Cutter::for_stage("rewrite", tokenizer.as_deref(), r.max_doc_tokens, cfg.config.classify.chars_per_token)?);
     let connection = connect(cfg, "rewrite", endpoints, model, &run.root).await?;
     let (client, model) = (connection.client.clone(), connection.model.clone());
     let sampling = Sampling { temperature: r.temperature, max_tokens: r.max_tokens, top_p: None, seed: None };
@@ -94,7 +93,7 @@ pub async fn run_rewrite(cfg: &LoadedConfig, endpoints: &[String], model: Option
                 for_each_doc(part, |doc_id, text| {
                     let Some(&set) = chosen.get(doc_id) else { return Ok(()) };
                     let doc = cutter.cut(text)?;
-                    let doc_hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(doc.as_bytes()));
+                    let doc_hash = hashing::doc_id(hashing::doc_hash(doc));
                     let key = request_key(&model, &templates[set].hash, &sampling_json, &doc_hash);
                     if !done_keys.contains(&key) {
                         let job = Job { key: key.clone(), doc_id: doc_id.to_string(), set, prompt: templates[set].render(doc), doc_chars: doc.chars().count() };
