@@ -40,13 +40,13 @@ llm-assets:
 	scripts/prepare_llm.sh >/dev/null
 
 python-deps:
-	@$(PYTHON) -c "import pyarrow, huggingface_hub" 2>/dev/null || $(PYTHON) -m pip install --quiet -r tests/requirements.txt
+	@$(PYTHON) -c "import pyarrow, huggingface_hub, numpy, datasets, tokenizers" 2>/dev/null || $(PYTHON) -m pip install --quiet -r tests/requirements.txt
 
 test: python-deps llm-assets
 	$(CARGO) test --workspace
 
 bench: python-deps
-	$(CARGO) bench -p pipeline --bench sample_throughput --bench llm_client
+	$(CARGO) bench -p pipeline --bench sample_throughput --bench llm_client --bench build_throughput
 
 fmt:
 	$(CARGO) fmt --all

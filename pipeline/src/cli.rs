@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run every stage of a config in order (resumes finished work).
-    Run(StageArgs),
+    Run(RunArgs),
     /// Dry run: files, bytes, rows, sample size and LLM cost, before any download.
     Plan {
         #[command(flatten)]
@@ -47,6 +47,27 @@ pub enum Command {
     Select(StageArgs),
     /// The rewrite stage alone: rewrite the selected documents into question/thoughts/answer.
     Rewrite(LlmStageArgs),
+    /// The build stage alone: fill both sets to the token budget, write runs/<name>/sets/.
+    Build(StageArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub stage: StageArgs,
+    /// Stop after this stage (e.g. `select`, to look at the counts before paying for rewrites).
+    #[arg(long, value_enum, default_value = "build")]
+    pub until: Stage,
+}
+
+/// The stages, in run order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Stage {
+    Sample,
+    Classify,
+    Select,
+    Rewrite,
+    Build,
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,9 +137,10 @@ pub struct FetchArgs {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run(args) => run_all(&args).await,
+        Command::Run(args) => run_all(&args.stage, args.until).await,
         Command::Sample(args) => sample(&args).await.map(|_| ()),
         Command::Select(a) => select(&LoadedConfig::load(&a.config)?),
+        Command::Build(a) => build(&LoadedConfig::load(&a.config)?).map(|_| ()),
         Command::Rewrite(a) => rewrite(&LoadedConfig::load(&a.stage.config)?, &a.endpoints, a.model.as_deref()).await,
         Command::Classify(a) => {
             let cfg = LoadedConfig::load(&a.llm.stage.config)?;
@@ -142,12 +164,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 include: a.include,
                 local_dir: a.local_dir,
                 cache_dir: a.cache_dir,
-                hub: HubConfig {
-                    concurrency: a.concurrency.max(1),
-                    max_attempts: a.max_attempts.max(1),
-                    backoff_ms: a.backoff_ms,
-                    ..HubConfig::default()
-                },
+                hub: HubConfig { concurrency: a.concurrency.max(1), max_attempts: a.max_attempts.max(1), backoff_ms: a.backoff_ms, ..HubConfig::default() },
             };
             let done = fetch(&req).await?;
             eprintln!("fetched {} files ({}) at commit {}", done.files.len(), human_bytes(done.bytes), done.commit);
@@ -174,10 +191,7 @@ async fn sample(args: &StageArgs) -> Result<bool> {
             }
         }
         SampleOutcome::ShardDone { scanned, missing } => {
-            eprintln!(
-                "shard {} done: {scanned} files scanned, {missing} still to scan by other shards; the last shard to finish writes docs/",
-                args.shard
-            );
+            eprintln!("shard {} done: {scanned} files scanned, {missing} still to scan by other shards; the last shard to finish writes docs/", args.shard);
             return Ok(false);
         }
     }
@@ -210,8 +224,14 @@ async fn rewrite(cfg: &LoadedConfig, endpoints: &[String], model: Option<&str>) 
     Ok(())
 }
 
-async fn run_all(args: &StageArgs) -> Result<()> {
-    if !sample(args).await? {
+fn build(cfg: &LoadedConfig) -> Result<crate::stages::build::BuildManifest> {
+    let m = crate::stages::build::run_build(cfg)?;
+    eprint!("{}", crate::stages::build::render(&m, &cfg.run_path().join(crate::stages::build::TABLE)));
+    Ok(m)
+}
+
+async fn run_all(args: &StageArgs, until: Stage) -> Result<()> {
+    if !sample(args).await? || until == Stage::Sample {
         return Ok(());
     }
     let cfg = LoadedConfig::load(&args.config)?;
@@ -220,8 +240,42 @@ async fn run_all(args: &StageArgs) -> Result<()> {
         return Ok(());
     }
     classify(&cfg, &ClassifyOptions::default()).await?;
+    if until == Stage::Classify {
+        return Ok(());
+    }
     select(&cfg)?;
+    if until == Stage::Select {
+        return Ok(());
+    }
     rewrite(&cfg, &[], None).await?;
-    eprintln!("run: all implemented stages are done (build comes next)");
+    if until == Stage::Rewrite {
+        return Ok(());
+    }
+    let built = build(&cfg)?;
+    eprint!("{}", summary(&cfg, &built));
     Ok(())
+}
+
+/// The last lines of `run`: what was made and where.
+fn summary(cfg: &LoadedConfig, built: &crate::stages::build::BuildManifest) -> String {
+    let run = cfg.run_path();
+    let mut s = format!("\nrun `{}` complete: {}\n", cfg.config.run.name, run.display());
+    for (table, what) in
+        [("docs", "sampled documents"), ("labels", "behavior labels"), ("select", "set membership"), ("rewrites", "question/thoughts/answer rewrites")]
+    {
+        s.push_str(&format!("  {:<10} {}  ({what})\n", table, run.join(table).display()));
+    }
+    s.push_str(&format!("  {:<10} {}  (request journals)\n", "journal", run.join("journal").display()));
+    for (set, rows) in &built.rows {
+        let tokens: u64 = built.completion_tokens.get(set).map(|t| t.values().sum()).unwrap_or(0);
+        let dir = run.join(crate::stages::build::TABLE).join(set);
+        s.push_str(&format!(
+            "  {:<10} {}  ({} rows: {}; {tokens} completion tokens; data/ parquet, jsonl/, megatron/, manifest.json, README.md)\n",
+            set,
+            dir.display(),
+            rows.values().sum::<u64>(),
+            rows.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    s
 }

@@ -28,6 +28,93 @@ pub struct Config {
     pub select: SelectConfig,
     #[serde(default)]
     pub rewrite: RewriteConfig,
+    #[serde(default)]
+    pub build: BuildConfig,
+}
+
+/// `[build]`: the two token-matched training sets made from the rewrites.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildConfig {
+    /// The Llama-3 `tokenizer.json` that counts and packs the tokens.
+    #[serde(default = "default_build_tokenizer")]
+    pub tokenizer: PathBuf,
+    /// Completion tokens per set (the study: 8.3M).
+    #[serde(default = "default_budget_tokens")]
+    pub budget_tokens: u64,
+    /// How far below the budget a set may end, as a fraction (0.001 = 0.1%).
+    #[serde(default = "default_budget_tolerance")]
+    pub tolerance: f64,
+    /// Completions are counted (and packed) up to this many tokens.
+    #[serde(default = "default_max_completion_tokens")]
+    pub max_completion_tokens: u32,
+    /// Pick the two sets so that their completion lengths have the same distribution.
+    #[serde(default = "default_true")]
+    pub match_lengths: bool,
+    /// Length bins (quantiles of both sets together) that matching pairs examples within.
+    #[serde(default = "default_length_bins")]
+    pub length_bins: usize,
+    /// Share of each set held out as its test split.
+    #[serde(default = "default_test_fraction")]
+    pub test_fraction: f64,
+    /// Seeds the shuffle and the test split.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Rows per shard file (the same rows in the parquet, JSONL and Megatron shards).
+    #[serde(default = "default_shard_rows")]
+    pub shard_rows: usize,
+    /// Folder of `prompt.md`, the conversation template around `{{question}}`.
+    #[serde(default = "default_build_prompts_dir")]
+    pub prompts_dir: PathBuf,
+    /// Token put before each packed sequence (`""`: none).
+    #[serde(default = "default_bos_token")]
+    pub bos_token: String,
+    /// Token put after each packed sequence (`""`: none).
+    #[serde(default = "default_eos_token")]
+    pub eos_token: String,
+    /// The license named in the dataset card (the study's sources are ODC-By).
+    #[serde(default = "default_license")]
+    pub license: String,
+}
+
+fn default_build_tokenizer() -> PathBuf {
+    PathBuf::from("${HABITS_CACHE}/tokenizers/llama3/tokenizer.json")
+}
+fn default_budget_tokens() -> u64 {
+    8_300_000
+}
+fn default_budget_tolerance() -> f64 {
+    0.001
+}
+fn default_max_completion_tokens() -> u32 {
+    4096
+}
+fn default_length_bins() -> usize {
+    32
+}
+fn default_test_fraction() -> f64 {
+    0.05
+}
+fn default_shard_rows() -> usize {
+    10_000
+}
+fn default_build_prompts_dir() -> PathBuf {
+    PathBuf::from("configs/prompts/build")
+}
+fn default_bos_token() -> String {
+    "<|begin_of_text|>".into()
+}
+fn default_eos_token() -> String {
+    "<|end_of_text|>".into()
+}
+fn default_license() -> String {
+    "odc-by".into()
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
 }
 
 /// `[rewrite]`: the question / thoughts / answer rewrite of the selected documents.
@@ -476,11 +563,7 @@ fn default_rewrite_share() -> f64 {
 
 impl Default for PlanConfig {
     fn default() -> Self {
-        PlanConfig {
-            bytes_per_token: default_bytes_per_token(),
-            template_tokens: default_template_tokens(),
-            rewrite_share: default_rewrite_share(),
-        }
+        PlanConfig { bytes_per_token: default_bytes_per_token(), template_tokens: default_template_tokens(), rewrite_share: default_rewrite_share() }
     }
 }
 
@@ -495,9 +578,8 @@ pub struct LoadedConfig {
 impl LoadedConfig {
     /// Reads, parses and checks a config file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| {
-            format!("cannot read config {}: check the path (configs/ holds the shipped profiles)", path.display())
-        })?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}: check the path (configs/ holds the shipped profiles)", path.display()))?;
         let config: Config = toml::from_str(&text).map_err(|e| {
             anyhow::anyhow!(
                 "config {} is invalid: {}\nfix: correct the key or value above; every key is listed in the README under \"Configuration\"",
@@ -505,9 +587,7 @@ impl LoadedConfig {
                 e.to_string().trim_end()
             )
         })?;
-        config
-            .validate()
-            .with_context(|| format!("config {} is invalid", path.display()))?;
+        config.validate().with_context(|| format!("config {} is invalid", path.display()))?;
         let base_dir = base_dir_of(path);
         Ok(LoadedConfig { config, path: path.to_path_buf(), base_dir })
     }
@@ -548,11 +628,7 @@ pub fn expand_path(p: &Path) -> PathBuf {
 fn base_dir_of(path: &Path) -> PathBuf {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let dir = abs.parent().map(Path::to_path_buf).unwrap_or_default();
-    if dir.file_name().is_some_and(|n| n == "configs") {
-        dir.parent().map(Path::to_path_buf).unwrap_or(dir)
-    } else {
-        dir
-    }
+    if dir.file_name().is_some_and(|n| n == "configs") { dir.parent().map(Path::to_path_buf).unwrap_or(dir) } else { dir }
 }
 
 impl Config {
@@ -600,6 +676,16 @@ impl Config {
         }
         if self.classify.max_doc_tokens == 0 {
             bail!("classify.max_doc_tokens must be at least 1");
+        }
+        let b = &self.build;
+        if b.budget_tokens == 0 || !(0.0..0.5).contains(&b.tolerance) || b.tolerance.is_nan() {
+            bail!("build.budget_tokens must be at least 1 and build.tolerance within 0..0.5 (0.001 = 0.1%)");
+        }
+        if b.max_completion_tokens == 0 || b.length_bins == 0 || b.shard_rows == 0 {
+            bail!("build.max_completion_tokens, build.length_bins and build.shard_rows must be at least 1");
+        }
+        if !(0.0..1.0).contains(&b.test_fraction) {
+            bail!("build.test_fraction must be within 0..1 (0.05 = 5%), got {}", b.test_fraction);
         }
         let mut names = BTreeSet::new();
         for s in &self.sources {

@@ -15,12 +15,29 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 const OPENERS: &[&str] = &[
-    "Let", "Suppose", "Consider", "We claim that", "Note that", "First we need to find", "Let's check:",
-    "This won't work because", "To reach the target we need", "Recall that", "Hence", "Therefore",
+    "Let",
+    "Suppose",
+    "Consider",
+    "We claim that",
+    "Note that",
+    "First we need to find",
+    "Let's check:",
+    "This won't work because",
+    "To reach the target we need",
+    "Recall that",
+    "Hence",
+    "Therefore",
 ];
 const MATH: &[&str] = &[
-    "$x^2 + {a}x + {b} = 0$", "\\frac{{{a}}}{{{b}}}", "$\\sum_{{k=1}}^{{{a}}} k = {b}$", "{a} \\cdot {b} = {c}",
-    "$\\int_0^{{{a}}} x\\,dx$", "$f({a}) = {b}$", "{a} + {b} = {c}", "$\\sqrt{{{a}}}$", "gcd({a}, {b})",
+    "$x^2 + {a}x + {b} = 0$",
+    "\\frac{{{a}}}{{{b}}}",
+    "$\\sum_{{k=1}}^{{{a}}} k = {b}$",
+    "{a} \\cdot {b} = {c}",
+    "$\\int_0^{{{a}}} x\\,dx$",
+    "$f({a}) = {b}$",
+    "{a} + {b} = {c}",
+    "$\\sqrt{{{a}}}$",
+    "gcd({a}, {b})",
 ];
 
 /// A seeded generator of math-like documents.
@@ -33,9 +50,7 @@ impl TextGen {
     pub fn new(seed: u64) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed ^ 0x9e37_79b9_7f4a_7c15);
         let syll = ["ta", "ri", "mo", "sen", "qua", "dra", "ti", "ve", "lo", "num", "ber", "pro", "ex", "al", "ge", "bra", "co", "ef"];
-        let words = (0..3000)
-            .map(|_| (0..rng.usize(1..4)).map(|_| syll[rng.usize(..syll.len())]).collect::<String>())
-            .collect();
+        let words = (0..3000).map(|_| (0..rng.usize(1..4)).map(|_| syll[rng.usize(..syll.len())]).collect::<String>()).collect();
         TextGen { rng, words }
     }
 
@@ -60,6 +75,17 @@ impl TextGen {
                 }
             }
             s.push_str(if self.rng.u8(..5) == 0 { ".\n\n" } else { ". " });
+        }
+        s
+    }
+
+    /// Plain prose of about `chars` characters: generated words only, no openers or
+    /// formulas (so no cue words of the fake classifier).
+    pub fn plain(&mut self, chars: usize) -> String {
+        let mut s = String::with_capacity(chars + 16);
+        while s.len() < chars {
+            s.push_str(&self.words[self.rng.usize(..self.words.len())]);
+            s.push(if self.rng.u8(..12) == 0 { '\n' } else { ' ' });
         }
         s
     }
@@ -97,10 +123,7 @@ fn texts(spec: &ShardSpec) -> Vec<String> {
 
 fn encode(schema: Arc<Schema>, columns: Vec<ArrayRef>, rows_per_group: usize) -> Result<Vec<u8>> {
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(rows_per_group.max(1)))
-        .build();
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).set_max_row_group_row_count(Some(rows_per_group.max(1))).build();
     let mut w = ArrowWriter::try_new(Vec::new(), schema, Some(props))?;
     w.write(&batch)?;
     Ok(w.into_inner()?)
@@ -187,7 +210,13 @@ pub fn owm_repo(files: usize, rows: usize, shared_first_text: Option<&str>) -> (
     let mut served = vec![ServedFile { path: "README.md".into(), bytes: Arc::new(b"# OpenWebMath (loopback)\n".to_vec()), lfs: false }];
     let mut texts = Vec::new();
     for i in 0..files {
-        let spec = ShardSpec { rows, rows_per_group: (rows / 3).max(1), mean_chars: 600, seed: 100 + i as u64, shared_first_text: shared_first_text.map(str::to_string) };
+        let spec = ShardSpec {
+            rows,
+            rows_per_group: (rows / 3).max(1),
+            mean_chars: 600,
+            seed: 100 + i as u64,
+            shared_first_text: shared_first_text.map(str::to_string),
+        };
         let (bytes, t) = owm_shard(&spec).expect("owm shard");
         served.push(ServedFile { path: format!("data/train-{i:05}-of-{files:05}-0a1b2c3d.parquet"), bytes: Arc::new(bytes), lfs: true });
         texts.push(t);
@@ -200,7 +229,8 @@ pub fn owm_repo(files: usize, rows: usize, shared_first_text: Option<&str>) -> (
 /// finemath-4plus texts.
 pub fn finemath_repo(files: usize, rows: usize, shared_first_text: Option<&str>) -> (crate::hub_server::ServedRepo, Vec<Vec<String>>) {
     use crate::hub_server::{ServedFile, ServedRepo};
-    let mut served = vec![ServedFile { path: ".gitattributes".into(), bytes: Arc::new(b"*.parquet filter=lfs diff=lfs merge=lfs -text\n".to_vec()), lfs: false }];
+    let mut served =
+        vec![ServedFile { path: ".gitattributes".into(), bytes: Arc::new(b"*.parquet filter=lfs diff=lfs merge=lfs -text\n".to_vec()), lfs: false }];
     let mut texts = Vec::new();
     for config in ["finemath-3plus", "finemath-4plus"] {
         for i in 0..files {

@@ -47,9 +47,10 @@ pub fn part_checksums(dir: &Path, name: &str) -> Vec<String> {
 pub fn llm_config(tmp: &Path, name: &str, docs: usize, endpoint: &str, extra_llm: &str, prompts: Option<&Path>) -> PathBuf {
     let prompts_dir = prompts.map(Path::to_path_buf).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/prompts/classify"));
     let extra = format!(
-        "\n[llm]\nendpoints = [\"{}\"]\nmodel = \"fake\"\nbackoff_ms = 10\nbackoff_max_s = 1\nmax_attempts = 4\ntimeout_s = 2\n{extra_llm}\n[rewrite]\nprompts_dir = \"{}\"\n\n[classify]\nprompts_dir = \"{}\"\n",
+        "\n[llm]\nendpoints = [\"{}\"]\nmodel = \"fake\"\nbackoff_ms = 10\nbackoff_max_s = 1\nmax_attempts = 4\ntimeout_s = 2\n{extra_llm}\n[rewrite]\nprompts_dir = \"{}\"\n\n[build]\nprompts_dir = \"{}\"\n\n[classify]\nprompts_dir = \"{}\"\n",
         endpoint,
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/prompts/rewrite").display(),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/prompts/build").display(),
         prompts_dir.display()
     );
     let cfg = write_config(tmp, name, docs as u64, &[local_source("docs", &tmp.join("src"), 1.0)], "");
@@ -61,3 +62,9 @@ pub fn llm_config(tmp: &Path, name: &str, docs: usize, endpoint: &str, extra_llm
     cfg
 }
 
+/// The complete records of a stage's request journal (`runs/<run>/journal/<stage>.jsonl`);
+/// a line torn by a kill is skipped.
+pub fn journal_lines(tmp: &Path, run: &str, stage: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(tmp.join("runs").join(run).join("journal").join(format!("{stage}.jsonl"))).unwrap_or_default();
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}

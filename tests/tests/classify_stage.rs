@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use habits_tests::llm_server::{FakeLlm, LlmFault, expected_count, expected_problem_solution};
 use habits_tests::procs::{pipeline, python, run_expect};
-use habits_tests::run_config::{llm_config, local_source, write_config};
+use habits_tests::run_config::{journal_lines, llm_config, local_source, write_config};
 
 const BEHAVIORS: [&str; 4] = ["backtracking", "verification", "subgoal_setting", "backward_chaining"];
 
@@ -52,11 +52,6 @@ print(json.dumps({docs[r["doc_id"]]: r for r in labels}))
     serde_json::from_str(&out).unwrap()
 }
 
-fn journal_lines(tmp: &Path, run: &str) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(tmp.join("runs").join(run).join("journal").join("classify.jsonl")).unwrap_or_default();
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
 #[test]
 fn every_fault_ends_classified_or_recorded_and_nothing_is_lost_or_doubled() {
     let tmp = tempfile::tempdir().unwrap();
@@ -88,7 +83,7 @@ fn every_fault_ends_classified_or_recorded_and_nothing_is_lost_or_doubled() {
     llm.inject("PABSURD", vec![LlmFault::AbsurdCount; 10]);
     llm.inject("PCTX", vec![LlmFault::ContextOverflow; 10]);
     let cfg = config(tmp.path(), "faults", docs.len(), &llm, "", None);
-    let out = run_expect(pipeline().arg("run").arg("--config").arg(&cfg), true);
+    let out = run_expect(pipeline().arg("run").arg("--until").arg("rewrite").arg("--config").arg(&cfg), true);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("% missing"), "the stage prints the study's statistics: {err}");
 
@@ -104,7 +99,13 @@ fn every_fault_ends_classified_or_recorded_and_nothing_is_lost_or_doubled() {
                 assert_eq!(row[b].as_u64(), Some(expected_count(b, doc) as u64), "{doc}: {b}");
             } else {
                 assert!(row[b].is_null(), "{doc}: a failed answer is missing, never zero");
-                let want = if doc.starts_with("PEMPTY") { "empty" } else if doc.starts_with("PABSURD") { "out_of_range" } else { "failed:context_overflow" };
+                let want = if doc.starts_with("PEMPTY") {
+                    "empty"
+                } else if doc.starts_with("PABSURD") {
+                    "out_of_range"
+                } else {
+                    "failed:context_overflow"
+                };
                 assert_eq!(status, want, "{doc}");
             }
         }
@@ -119,7 +120,7 @@ fn every_fault_ends_classified_or_recorded_and_nothing_is_lost_or_doubled() {
     assert!(!tmp.path().join("etc").exists() && !Path::new("/etc/evil").exists());
 
     // One journal record per (document, task): none lost, none doubled.
-    let journal = journal_lines(tmp.path(), "faults");
+    let journal = journal_lines(tmp.path(), "faults", "classify");
     let mut per_key: HashMap<String, usize> = HashMap::new();
     for r in &journal {
         *per_key.entry(r["key"].as_str().unwrap().to_string()).or_default() += 1;
@@ -152,17 +153,17 @@ fn kill_9_then_rerun_never_repays_a_finished_request() {
     run_expect(pipeline().arg("-q").arg("sample").arg("--config").arg(&cfg), true);
     let mut child = pipeline().arg("-q").arg("classify").arg("--config").arg(&cfg).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while journal_lines(tmp.path(), "killed").len() < 30 {
+    while journal_lines(tmp.path(), "killed", "classify").len() < 30 {
         assert!(Instant::now() < deadline, "no progress");
         assert!(child.try_wait().unwrap().is_none(), "finished before the kill");
         std::thread::sleep(Duration::from_millis(10));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let before: Vec<serde_json::Value> = journal_lines(tmp.path(), "killed");
+    let before: Vec<serde_json::Value> = journal_lines(tmp.path(), "killed", "classify");
     assert!(before.len() < docs.len() * 5);
     run_expect(pipeline().arg("-q").arg("classify").arg("--config").arg(&cfg), true);
-    let after = journal_lines(tmp.path(), "killed");
+    let after = journal_lines(tmp.path(), "killed", "classify");
     let keys: std::collections::HashSet<&str> = after.iter().map(|r| r["key"].as_str().unwrap()).collect();
     assert_eq!(keys.len(), docs.len() * 5, "complete after the rerun");
     assert_eq!(after.len(), keys.len(), "no request journaled twice");
@@ -187,7 +188,7 @@ fn editing_a_prompt_re_asks_exactly_its_requests() {
     }
     let llm = FakeLlm::start();
     let cfg = config(tmp.path(), "edit", docs.len(), &llm, "", Some(&prompts));
-    run_expect(pipeline().arg("-q").arg("run").arg("--config").arg(&cfg), true);
+    run_expect(pipeline().arg("-q").arg("run").arg("--until").arg("rewrite").arg("--config").arg(&cfg), true);
     assert_eq!(llm.seen().iter().filter(|s| !s.task.starts_with("rewrite")).count(), docs.len() * 5);
     let before = llm.seen().len();
     let path = prompts.join("verification.md");
@@ -211,7 +212,7 @@ fn joint_mode_fills_the_counts_and_both_modes_report_their_agreement() {
         let cfg = config(tmp.path(), name, docs.len(), &llm, "", None);
         let text = std::fs::read_to_string(&cfg).unwrap().replace("\n[classify]\n", tasks);
         std::fs::write(&cfg, text).unwrap();
-        let out = run_expect(pipeline().arg("run").arg("--config").arg(&cfg), true);
+        let out = run_expect(pipeline().arg("run").arg("--until").arg("rewrite").arg("--config").arg(&cfg), true);
         let rows = labels(tmp.path(), name);
         for doc in &docs {
             for b in BEHAVIORS {
@@ -246,7 +247,8 @@ fn classify_alone_takes_endpoints_and_input_from_the_command_line() {
     python(script, &args, &[]);
     let cfg = write_config(tmp.path(), "cli", 10, &[local_source("unused", tmp.path(), 1.0)], "");
     let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/prompts/classify");
-    let text = std::fs::read_to_string(&cfg).unwrap().replacen("[[sources]]", &format!("[classify]\nprompts_dir = \"{}\"\n\n[[sources]]", prompts.display()), 1);
+    let text =
+        std::fs::read_to_string(&cfg).unwrap().replacen("[[sources]]", &format!("[classify]\nprompts_dir = \"{}\"\n\n[[sources]]", prompts.display()), 1);
     std::fs::write(&cfg, text).unwrap();
     let (llm, other) = (FakeLlm::start(), FakeLlm::start());
     // Slow answers keep the first endpoint busy, so the pool spreads the requests.

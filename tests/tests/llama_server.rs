@@ -51,7 +51,7 @@ fn classify_with_a_real_llama_server() {
     std::fs::write(&cfg, text).unwrap();
 
     let before = llama_servers();
-    run_expect(pipeline().arg("run").arg("--config").arg(&cfg).env("HABITS_CACHE", &c), true);
+    run_expect(pipeline().arg("run").arg("--until").arg("rewrite").arg("--config").arg(&cfg).env("HABITS_CACHE", &c), true);
     assert_eq!(llama_servers(), before, "the server stops with the run");
 
     let journal = std::fs::read_to_string(tmp.path().join("runs/real/journal/classify.jsonl")).unwrap();
@@ -75,7 +75,8 @@ fn ctrl_c_stops_the_run_and_its_server() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
-    let lines: Vec<String> = (0..50).map(|i| serde_json::json!({ "text": format!("Problem {i}: what is {i} squared? Answer: {}.", i * i) }).to_string()).collect();
+    let lines: Vec<String> =
+        (0..50).map(|i| serde_json::json!({ "text": format!("Problem {i}: what is {i} squared? Answer: {}.", i * i) }).to_string()).collect();
     std::fs::write(src.join("d.jsonl"), lines.join("\n")).unwrap();
     let cfg = write_config(tmp.path(), "interrupt", 50, &[local_source("d", &src, 1.0)], "");
     let mut text = std::fs::read_to_string(&cfg).unwrap();
@@ -88,7 +89,7 @@ fn ctrl_c_stops_the_run_and_its_server() {
     );
     std::fs::write(&cfg, text).unwrap();
     let before = llama_servers();
-    let mut child = pipeline().arg("-q").arg("run").arg("--config").arg(&cfg).env("HABITS_CACHE", &c).spawn().unwrap();
+    let mut child = pipeline().arg("-q").arg("run").arg("--until").arg("rewrite").arg("--config").arg(&cfg).env("HABITS_CACHE", &c).spawn().unwrap();
     let journal = tmp.path().join("runs/interrupt/journal/classify.jsonl");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while llama_servers() == before || !journal.exists() {

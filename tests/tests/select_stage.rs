@@ -45,7 +45,7 @@ fn default_rules_make_the_two_sets_and_count_the_rest() {
     let tmp = tempfile::tempdir().unwrap();
     let llm = FakeLlm::start();
     let cfg = setup(tmp.path(), &llm, "");
-    let out = run_expect(pipeline().arg("run").arg("--config").arg(&cfg), true);
+    let out = run_expect(pipeline().arg("run").arg("--until").arg("rewrite").arg("--config").arg(&cfg), true);
     assert!(String::from_utf8_lossy(&out.stderr).contains("rich 1"));
     let got = sets(tmp.path());
     assert_eq!(got, vec![(DOCS[0].0.to_string(), "rich".to_string()), (DOCS[1].0.to_string(), "control".to_string())]);
@@ -61,7 +61,7 @@ fn custom_rules_and_bad_rules() {
     let tmp = tempfile::tempdir().unwrap();
     let llm = FakeLlm::start();
     let cfg = setup(tmp.path(), &llm, "[select]\nrich = \"verification >= 1 or backtracking >= 1\"\ncontrol = \"verification + backtracking == 0\"\n");
-    run_expect(pipeline().arg("-q").arg("run").arg("--config").arg(&cfg), true);
+    run_expect(pipeline().arg("-q").arg("run").arg("--until").arg("rewrite").arg("--config").arg(&cfg), true);
     let rich: Vec<String> = sets(tmp.path()).into_iter().filter(|(_, s)| s == "rich").map(|(t, _)| t).collect();
     assert_eq!(rich, vec![DOCS[0].0.to_string(), DOCS[2].0.to_string()]);
 

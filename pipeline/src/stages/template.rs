@@ -1,5 +1,6 @@
-//! Prompt templates: a file with `{{document}}` where the document goes. The sha256 of the
-//! file is part of every request key, so editing a template re-asks exactly its requests.
+//! Prompt templates: a file with `{{document}}` (or another placeholder) where the text
+//! goes. The sha256 of the file is part of every request key, so editing a template
+//! re-asks exactly its requests (and is recorded with every example built from it).
 
 use std::path::Path;
 
@@ -21,13 +22,18 @@ pub struct Template {
 impl Template {
     /// Loads `<dir>/<name>.md`; `key` names the config key to fix when it is missing.
     pub fn load(dir: &Path, name: &str, key: &str) -> Result<Self> {
+        Self::load_with(dir, name, key, PLACEHOLDER)
+    }
+
+    /// Loads `<dir>/<name>.md` with its own placeholder, e.g. `{{question}}`.
+    pub fn load_with(dir: &Path, name: &str, key: &str, placeholder: &str) -> Result<Self> {
         let path = dir.join(format!("{name}.md"));
         let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read prompt {}: is {key} right?", path.display()))?;
-        let Some((before, after)) = text.split_once(PLACEHOLDER) else {
-            bail!("prompt {} has no {PLACEHOLDER} placeholder: add it where the document goes", path.display());
+        let Some((before, after)) = text.split_once(placeholder) else {
+            bail!("prompt {} has no {placeholder} placeholder: add it where the text goes", path.display());
         };
-        if after.contains(PLACEHOLDER) {
-            bail!("prompt {} has {PLACEHOLDER} more than once", path.display());
+        if after.contains(placeholder) {
+            bail!("prompt {} has {placeholder} more than once", path.display());
         }
         Ok(Template { name: name.to_string(), hash: hex::encode(Sha256::digest(text.as_bytes())), before: before.to_string(), after: after.to_string() })
     }

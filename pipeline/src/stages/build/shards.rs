@@ -1,0 +1,195 @@
+//! One split of one set written three ways, shard by shard, with the same rows in the
+//! same order in each: `data/<split>-NNNNN-of-MMMMM.parquet`, `jsonl/<split>-….jsonl` and
+//! `megatron/<split>-….bin` + `.idx` (one packed sequence per row:
+//! [bos] + prompt ids + completion ids up to the clip + [eos]).
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arrow_array::builder::{BooleanBuilder, StringBuilder, UInt32Builder, UInt64Builder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::ArrowWriter;
+use serde::{Deserialize, Serialize};
+
+use super::examples::{Example, SETS};
+use super::megatron::{MegatronWriter, TokenType};
+use crate::run_dir::sha256_file;
+use crate::stages::tables::table_properties;
+
+/// How sequences are packed and rows labelled.
+pub struct Packing<'a> {
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub max_completion_tokens: usize,
+    pub dtype: TokenType,
+    pub template_hash: &'a str,
+    pub shard_rows: usize,
+}
+
+impl Packing<'_> {
+    /// Completion tokens that count (and are packed).
+    pub fn counted(&self, e: &Example) -> usize {
+        e.completion_ids.len().min(self.max_completion_tokens)
+    }
+
+    /// The packed sequence of an example.
+    pub fn sequence(&self, e: &Example) -> Vec<u32> {
+        let mut ids = Vec::with_capacity(e.prompt_ids.len() + self.counted(e) + 2);
+        ids.extend(self.bos);
+        ids.extend_from_slice(&e.prompt_ids);
+        ids.extend_from_slice(&e.completion_ids[..self.counted(e)]);
+        ids.extend(self.eos);
+        ids
+    }
+}
+
+/// A written file, as listed in the set's manifest.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Relative to the set's folder.
+    pub path: String,
+    pub split: String,
+    pub format: String,
+    pub rows: u64,
+    /// Tokens packed in this shard (the same for all three formats of a shard).
+    pub tokens: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// The columns of the parquet shards (and the keys of the JSONL lines, in this order).
+pub fn schema() -> Arc<Schema> {
+    let s = |n: &str| Field::new(n, DataType::Utf8, false);
+    Arc::new(Schema::new(vec![
+        s("prompt"),
+        s("completion"),
+        s("doc_id"),
+        s("set"),
+        s("split"),
+        s("source"),
+        s("revision"),
+        s("file"),
+        Field::new("row", DataType::UInt64, false),
+        s("model"),
+        s("rewrite_prompt_hash"),
+        s("template_hash"),
+        Field::new("prompt_tokens", DataType::UInt32, false),
+        Field::new("completion_tokens", DataType::UInt32, false),
+        Field::new("truncated", DataType::Boolean, false),
+    ]))
+}
+
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    prompt: &'a str,
+    completion: &'a str,
+    doc_id: &'a str,
+    set: &'a str,
+    split: &'a str,
+    source: &'a str,
+    revision: &'a str,
+    file: &'a str,
+    row: u64,
+    model: &'a str,
+    rewrite_prompt_hash: &'a str,
+    template_hash: &'a str,
+    prompt_tokens: u32,
+    completion_tokens: u32,
+    truncated: bool,
+}
+
+/// Writes `rows` (already in their final order) as the shards of `split` under `set_dir`;
+/// an empty split has no files.
+pub fn write_split(set_dir: &Path, split: &str, rows: &[&Example], packing: &Packing) -> Result<Vec<FileInfo>> {
+    let shards = rows.len().div_ceil(packing.shard_rows);
+    let mut files = Vec::new();
+    for (i, chunk) in rows.chunks(packing.shard_rows).enumerate() {
+        let stem = format!("{split}-{i:05}-of-{shards:05}");
+        let tokens: u64 = chunk.iter().map(|e| packing.sequence(e).len() as u64).sum();
+        let info = |path: String, format: &str| -> Result<FileInfo> {
+            let full = set_dir.join(&path);
+            Ok(FileInfo {
+                bytes: std::fs::metadata(&full)?.len(),
+                sha256: sha256_file(&full)?,
+                path,
+                split: split.into(),
+                format: format.into(),
+                rows: chunk.len() as u64,
+                tokens,
+            })
+        };
+        write_parquet(&set_dir.join("data").join(format!("{stem}.parquet")), chunk, split, packing)?;
+        files.push(info(format!("data/{stem}.parquet"), "parquet")?);
+        write_jsonl(&set_dir.join("jsonl").join(format!("{stem}.jsonl")), chunk, split, packing)?;
+        files.push(info(format!("jsonl/{stem}.jsonl"), "jsonl")?);
+        let mut mega = MegatronWriter::create(&set_dir.join("megatron").join(&stem), packing.dtype)?;
+        for e in chunk {
+            mega.push(&packing.sequence(e))?;
+        }
+        mega.finish()?;
+        files.push(info(format!("megatron/{stem}.bin"), "megatron-bin")?);
+        files.push(info(format!("megatron/{stem}.idx"), "megatron-idx")?);
+    }
+    Ok(files)
+}
+
+fn write_parquet(path: &Path, rows: &[&Example], split: &str, p: &Packing) -> Result<()> {
+    let mut strings: Vec<StringBuilder> = (0..11).map(|_| StringBuilder::new()).collect();
+    let (mut row, mut ptok, mut ctok, mut trunc) = (UInt64Builder::new(), UInt32Builder::new(), UInt32Builder::new(), BooleanBuilder::new());
+    for e in rows {
+        let values = [&e.prompt, &e.completion, &e.doc_id, SETS[e.set], split, &e.lineage.source, &e.lineage.revision, &e.lineage.file];
+        for (b, v) in strings.iter_mut().zip(values) {
+            b.append_value(v);
+        }
+        row.append_value(e.lineage.row);
+        strings[8].append_value(&e.model);
+        strings[9].append_value(&e.rewrite_prompt_hash);
+        strings[10].append_value(p.template_hash);
+        ptok.append_value(e.prompt_ids.len() as u32);
+        ctok.append_value(p.counted(e) as u32);
+        trunc.append_value(e.completion_ids.len() > p.max_completion_tokens);
+    }
+    let mut cols: Vec<ArrayRef> = strings.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+    cols.insert(8, Arc::new(row.finish()));
+    cols.extend([Arc::new(ptok.finish()) as ArrayRef, Arc::new(ctok.finish()), Arc::new(trunc.finish())]);
+    let schema = schema();
+    let batch = RecordBatch::try_new(schema.clone(), cols)?;
+    std::fs::create_dir_all(path.parent().expect("a shard has a folder"))?;
+    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut w = ArrowWriter::try_new(file, schema, Some(table_properties(3, 8192)))?;
+    w.write(&batch)?;
+    w.into_inner()?.sync_all()?;
+    Ok(())
+}
+
+fn write_jsonl(path: &Path, rows: &[&Example], split: &str, p: &Packing) -> Result<()> {
+    std::fs::create_dir_all(path.parent().expect("a shard has a folder"))?;
+    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    for e in rows {
+        let row = JsonRow {
+            prompt: &e.prompt,
+            completion: &e.completion,
+            doc_id: &e.doc_id,
+            set: SETS[e.set],
+            split,
+            source: &e.lineage.source,
+            revision: &e.lineage.revision,
+            file: &e.lineage.file,
+            row: e.lineage.row,
+            model: &e.model,
+            rewrite_prompt_hash: &e.rewrite_prompt_hash,
+            template_hash: p.template_hash,
+            prompt_tokens: e.prompt_ids.len() as u32,
+            completion_tokens: p.counted(e) as u32,
+            truncated: e.completion_ids.len() > p.max_completion_tokens,
+        };
+        serde_json::to_writer(&mut w, &row)?;
+        w.write_all(b"\n")?;
+    }
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(())
+}
