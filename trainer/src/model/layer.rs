@@ -1,0 +1,35 @@
+//! One decoder layer: pre-norm attention and pre-norm MLP, each with a residual.
+
+use anyhow::Result;
+use burn::nn::RmsNorm;
+use burn::prelude::*;
+
+use super::attention::Attention;
+use super::config::ModelConfig;
+use super::mlp::Mlp;
+use super::source::{ParamSource, rms_norm};
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    pub input_layernorm: RmsNorm<B>,
+    pub self_attn: Attention<B>,
+    pub post_attention_layernorm: RmsNorm<B>,
+    pub mlp: Mlp<B>,
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    pub fn build<S: ParamSource<B>>(c: &ModelConfig, src: &mut S, index: usize, device: &B::Device) -> Result<Self> {
+        let p = format!("model.layers.{index}");
+        Ok(DecoderLayer {
+            input_layernorm: rms_norm(src, &format!("{p}.input_layernorm.weight"), c.hidden_size, c.rms_norm_eps, device)?,
+            self_attn: Attention::build(c, src, &format!("{p}.self_attn"), device)?,
+            post_attention_layernorm: rms_norm(src, &format!("{p}.post_attention_layernorm.weight"), c.hidden_size, c.rms_norm_eps, device)?,
+            mlp: Mlp::build(c, src, &format!("{p}.mlp"), device)?,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<B, 3>, cos: Tensor<B, 4>, sin: Tensor<B, 4>) -> Tensor<B, 3> {
+        let x = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), cos, sin);
+        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+    }
+}

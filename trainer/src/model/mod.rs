@@ -1,0 +1,95 @@
+//! A decoder-only Llama-family model (Llama 2/3, Qwen2) on burn, generic over the backend:
+//! token embedding, `num_layers` decoder layers (RMSNorm, grouped-query attention with
+//! RoPE, SwiGLU MLP), a final RMSNorm and the LM head (tied to the embedding or not).
+//! Parameters are named as in Hugging Face checkpoints, so weights load by name.
+
+pub mod attention;
+pub mod config;
+pub mod layer;
+pub mod mlp;
+pub mod rope;
+pub mod source;
+
+use anyhow::Result;
+use burn::nn::{Embedding, Linear, RmsNorm};
+use burn::prelude::*;
+
+use self::config::ModelConfig;
+use self::layer::DecoderLayer;
+use self::rope::Rope;
+use self::source::{ParamSource, RandomInit, embedding, linear, rms_norm};
+
+#[derive(Module, Debug)]
+pub struct Llama<B: Backend> {
+    pub embed_tokens: Embedding<B>,
+    pub layers: Vec<DecoderLayer<B>>,
+    pub norm: RmsNorm<B>,
+    /// `None` when the head is tied to the embedding.
+    pub lm_head: Option<Linear<B>>,
+    #[module(skip)]
+    pub config: ModelConfig,
+    #[module(skip)]
+    rope: Rope,
+}
+
+impl<B: Backend> Llama<B> {
+    /// Builds the model from a parameter source (a checkpoint or a random init).
+    pub fn build<S: ParamSource<B>>(config: &ModelConfig, src: &mut S, device: &B::Device) -> Result<Self> {
+        let c = config;
+        let embed_tokens = embedding(src, "model.embed_tokens.weight", c.vocab_size, c.hidden_size, device)?;
+        let layers = (0..c.num_layers).map(|i| DecoderLayer::build(c, src, i, device)).collect::<Result<Vec<_>>>()?;
+        let norm = rms_norm(src, "model.norm.weight", c.hidden_size, c.rms_norm_eps, device)?;
+        let lm_head = if c.tie_word_embeddings { None } else { Some(linear(src, "lm_head", c.hidden_size, c.vocab_size, false, device)?) };
+        Ok(Llama { embed_tokens, layers, norm, lm_head, config: c.clone(), rope: Rope::new(c) })
+    }
+
+    /// A randomly initialised model (matrices N(0, 0.02), as Hugging Face initialises Llama).
+    pub fn random(config: &ModelConfig, device: &B::Device) -> Self {
+        Self::build(config, &mut RandomInit { std: 0.02 }, device).expect("a random init cannot fail")
+    }
+
+    /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]` at positions `0..seq`.
+    pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let device = ids.device();
+        let t = ids.dims()[1];
+        let positions: Vec<usize> = (0..t).collect();
+        let (cos, sin) = self.rope.tables::<B>(&positions, &device);
+        let (cos, sin) = (cos.unsqueeze::<4>(), sin.unsqueeze::<4>());
+        let mut x = self.embed_tokens.forward(ids);
+        for layer in &self.layers {
+            x = layer.forward(x, cos.clone(), sin.clone());
+        }
+        self.head(self.norm.forward(x))
+    }
+
+    fn head(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => burn::tensor::module::linear(x, self.embed_tokens.weight.val().transpose(), None),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn tiny_config() -> ModelConfig {
+        ModelConfig::from_hf(&serde_json::json!({
+            "model_type": "llama", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "rope_theta": 10000.0
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_random_model_gives_logits_of_the_right_shape() {
+        type B = burn::backend::NdArray<f32>;
+        let device = Default::default();
+        let model = Llama::<B>::random(&tiny_config(), &device);
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![1i64, 2, 3, 4, 5, 6], [2, 3]), &device);
+        let logits = model.forward(ids);
+        assert_eq!(logits.dims(), [2, 3, 64]);
+        assert!(logits.into_data().to_vec::<f32>().unwrap().iter().all(|x| x.is_finite()));
+    }
+}
