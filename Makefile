@@ -8,13 +8,17 @@ ASSETS       := $(HABITS_CACHE)/assets
 CONFIG       ?= configs/demo.toml
 DEMO_SOURCE  := data/demo-source
 PIPELINE     := $(or $(CARGO_TARGET_DIR),target)/debug/pipeline
+TRAINER      := $(or $(CARGO_TARGET_DIR),target)/debug/trainer
+PRETRAIN     ?= configs/pretrain-tiny.toml
 
 export HABITS_CACHE
 
-.PHONY: corpus demo-source llm-assets plan test python-deps bench build fmt clean help
+
+.PHONY: pretrain corpus demo-source llm-assets plan test python-deps bench build fmt clean help
 
 help:
 	@echo "make corpus       build the demo corpus (offline demo profile, configs/demo.toml)"
+	@echo "make pretrain     continued pretraining, tiny CPU profile, on the sets make corpus built"
 	@echo "make test         run every test (Rust + the Python readers they call)"
 	@echo "make bench        read + sample throughput vs pyarrow (writes numbers to stdout)"
 	@echo "make plan         dry run of CONFIG (default configs/demo.toml)"
@@ -26,6 +30,10 @@ build:
 
 corpus: demo-source llm-assets build
 	$(PIPELINE) run --config $(CONFIG)
+
+pretrain:
+	$(CARGO) build -p trainer
+	$(TRAINER) pretrain --config $(PRETRAIN)
 
 plan: build
 	$(PIPELINE) plan --config $(CONFIG)

@@ -1,9 +1,11 @@
 //! habits trainer: a Llama-family decoder on burn (`model`), Hugging Face weights
-//! (`weights`), and the language-model loss (`loss`). Continued pretraining, generation
-//! and PPO build on these.
+//! (`weights`), the language-model loss (`loss`), the built sets as training data
+//! (`data`) and continued pretraining (`train`).
 
+pub mod data;
 pub mod loss;
 pub mod model;
+pub mod train;
 pub mod weights;
 
 /// The CPU backend the tests and the tiny profile run on.

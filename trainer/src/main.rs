@@ -1,0 +1,105 @@
+//! The `trainer` command line: `pretrain` (continued pretraining / SFT on a built set) and
+//! `compare-backends` (the same weights on the CPU and on CUDA).
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+use trainer::train::config::PretrainConfig;
+use trainer::train::run::{RunOptions, pretrain};
+
+#[derive(Parser)]
+#[command(name = "trainer", version, about = "habits trainer: continued pretraining on the built sets")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train on a built set (resumes from the newest checkpoint in output.dir).
+    Pretrain {
+        /// The run config, e.g. configs/pretrain-tiny.toml.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Ignore existing checkpoints and start over.
+        #[arg(long)]
+        fresh: bool,
+        /// Stop after this many steps of this invocation.
+        #[arg(long)]
+        stop_after: Option<usize>,
+    },
+    /// Logits of a model folder on the CPU and on CUDA; prints the largest relative gap.
+    CompareBackends {
+        /// A Hugging Face model folder (config.json + safetensors).
+        #[arg(long)]
+        model: PathBuf,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Pretrain { config, fresh, stop_after } => {
+            let cfg = PretrainConfig::load(&config)?;
+            let opts = RunOptions { fresh, stop_after };
+            let summary = match cfg.train.backend.as_str() {
+                "cpu" => pretrain::<trainer::CpuAutodiff>(&cfg, &Default::default(), &opts)?,
+                _ => cuda_pretrain(&cfg, &opts)?,
+            };
+            eprintln!(
+                "pretrain: {} of {} steps done, {} tokens seen, last loss {}, eval loss {}; checkpoint {}; metrics {}",
+                summary.steps,
+                summary.total_steps,
+                summary.tokens_seen,
+                summary.last_loss.map(|l| format!("{l:.4}")).unwrap_or("-".into()),
+                summary.eval_loss.map(|l| format!("{l:.4}")).unwrap_or("-".into()),
+                summary.checkpoint.map(|p| p.display().to_string()).unwrap_or("-".into()),
+                cfg.output.dir.join("metrics.jsonl").display()
+            );
+            Ok(())
+        }
+        Command::CompareBackends { model } => compare_backends(&model),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<trainer::train::run::Summary> {
+    pretrain::<burn::backend::Autodiff<burn::backend::Cuda<f32, i32>>>(cfg, &Default::default(), opts)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_pretrain(_: &PretrainConfig, _: &RunOptions) -> Result<trainer::train::run::Summary> {
+    bail!("this trainer was built without CUDA: build it with `cargo build --release -p trainer --features cuda`, or set train.backend = \"cpu\"")
+}
+
+#[cfg(feature = "cuda")]
+fn compare_backends(dir: &std::path::Path) -> Result<()> {
+    use burn::prelude::*;
+    type Gpu = burn::backend::Cuda<f32, i32>;
+    let cpu = trainer::weights::load_model::<trainer::Cpu>(dir, &Default::default())?;
+    let gpu = trainer::weights::load_model::<Gpu>(dir, &Default::default())?;
+    let vocab = cpu.config.vocab_size as i64;
+    let ids: Vec<i64> = (0..2 * 24).map(|i| (i * 7919 + 3) % vocab).collect();
+    let a = cpu.forward(Tensor::from_data(TensorData::new(ids.clone(), [2, 24]), &Default::default())).into_data().to_vec::<f32>()?;
+    let b = gpu.forward(Tensor::from_data(TensorData::new(ids, [2, 24]), &Default::default())).into_data().to_vec::<f32>()?;
+    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let gap = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
+    println!("{}: CPU (NdArray) vs CUDA logits, max relative gap {gap:.3e} over {} values", dir.display(), a.len());
+    if gap > 1e-3 {
+        bail!("the backends disagree by {gap}");
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn compare_backends(_: &std::path::Path) -> Result<()> {
+    bail!("compare-backends needs CUDA: build with `cargo build --release -p trainer --features cuda`")
+}

@@ -1,0 +1,182 @@
+//! The pretraining config: one TOML file (`configs/pretrain*.toml`); unknown keys are
+//! errors, relative paths are taken from the project root when the file is in `configs/`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::data::pack::Objective;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainConfig {
+    pub model: ModelSection,
+    pub data: DataSection,
+    #[serde(default)]
+    pub train: TrainSection,
+    pub output: OutputSection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// A Hugging Face `config.json`, or the folder holding it.
+    pub config: PathBuf,
+    /// Weights to start from (a `.safetensors` file, an index, or a folder); none: random init.
+    #[serde(default)]
+    pub weights: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// A built set folder (`runs/<name>/sets/rich`).
+    pub set: PathBuf,
+    #[serde(default = "default_objective")]
+    pub objective: Objective,
+    #[serde(default = "default_seq_len")]
+    pub seq_len: usize,
+}
+
+fn default_objective() -> Objective {
+    Objective::Sft
+}
+fn default_seq_len() -> usize {
+    4096
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    #[serde(default = "default_warmup")]
+    pub warmup_fraction: f64,
+    #[serde(default)]
+    pub min_lr_ratio: f64,
+    #[serde(default = "default_clip")]
+    pub grad_clip: f64,
+    /// Windows per micro-batch.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[serde(default = "default_one")]
+    pub grad_accum: usize,
+    #[serde(default = "default_one")]
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (0: `epochs` decide).
+    #[serde(default)]
+    pub max_steps: usize,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Evaluate on the test split every N steps (0: only at the end).
+    #[serde(default)]
+    pub eval_every: usize,
+    /// Save a checkpoint every N steps (0: only at the end).
+    #[serde(default)]
+    pub save_every: usize,
+    /// Checkpoints kept (the newest).
+    #[serde(default = "default_keep")]
+    pub keep_checkpoints: usize,
+    /// The device's peak dense TFLOP/s for MFU (0: MFU not reported).
+    #[serde(default)]
+    pub peak_tflops: f64,
+}
+
+fn default_backend() -> String {
+    "cpu".into()
+}
+fn default_lr() -> f64 {
+    1e-5
+}
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.95
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+fn default_weight_decay() -> f64 {
+    0.01
+}
+fn default_warmup() -> f64 {
+    0.1
+}
+fn default_clip() -> f64 {
+    1.0
+}
+fn default_batch() -> usize {
+    8
+}
+fn default_one() -> usize {
+    1
+}
+fn default_seed() -> u64 {
+    20250304
+}
+fn default_keep() -> usize {
+    2
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    /// Metrics, checkpoints and the final model go here.
+    pub dir: PathBuf,
+}
+
+impl PretrainConfig {
+    /// Reads and checks a config file; paths come back resolved.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+        let mut c: PretrainConfig = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let base = base_dir(path);
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        c.model.config = resolve(&c.model.config);
+        c.model.weights = c.model.weights.as_deref().map(resolve);
+        c.data.set = resolve(&c.data.set);
+        c.output.dir = resolve(&c.output.dir);
+        c.validate().with_context(|| format!("config {}", path.display()))?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.train;
+        if !["cpu", "cuda"].contains(&t.backend.as_str()) {
+            bail!("train.backend `{}`: use \"cpu\" or \"cuda\"", t.backend);
+        }
+        if t.batch_size == 0 || t.grad_accum == 0 || self.data.seq_len < 2 || (t.epochs == 0 && t.max_steps == 0) {
+            bail!("train.batch_size, train.grad_accum and train.epochs (or max_steps) must be at least 1, data.seq_len at least 2");
+        }
+        if !(t.lr > 0.0) || !(0.0..1.0).contains(&t.warmup_fraction) || t.grad_clip < 0.0 {
+            bail!("train.lr must be > 0, train.warmup_fraction within 0..1, train.grad_clip >= 0");
+        }
+        Ok(())
+    }
+}
+
+/// The project root for files in `configs/`, else the file's folder.
+fn base_dir(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let dir = abs.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.file_name().is_some_and(|n| n == "configs") { dir.parent().map(Path::to_path_buf).unwrap_or(dir) } else { dir }
+}

@@ -1,0 +1,211 @@
+//! The training loop, generic over the backend: read the set, build (or load) the model,
+//! resume from the newest checkpoint, then per optimizer step: `grad_accum` micro-batches
+//! of `batch_size` packed windows, global-norm clipping, AdamW at the scheduled rate,
+//! metrics, checkpoints, and evaluation on the set's test split.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::checkpoint::{self, TrainState};
+use super::clip::clip_global_norm;
+use super::config::PretrainConfig;
+use super::metrics::Metrics;
+use super::schedule::learning_rate;
+use crate::data::pack::{Window, windows};
+use crate::data::set::{Sequence, read_split};
+use crate::loss::causal_lm_loss;
+use crate::model::Llama;
+use crate::model::config::ModelConfig;
+use crate::weights::load_weights;
+
+/// How to run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Ignore existing checkpoints and start over.
+    pub fresh: bool,
+    /// Stop after this many steps of this invocation (for tests and smoke runs).
+    pub stop_after: Option<usize>,
+}
+
+/// What a run did.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub steps: usize,
+    pub total_steps: usize,
+    pub resumed_from: Option<usize>,
+    pub last_loss: Option<f64>,
+    pub eval_loss: Option<f64>,
+    pub tokens_seen: u64,
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// Runs (or resumes) a pretraining run.
+pub fn pretrain<B: AutodiffBackend>(cfg: &PretrainConfig, device: &B::Device, opts: &RunOptions) -> Result<Summary> {
+    let (train, info) = read_split(&cfg.data.set, "train")?;
+    if train.is_empty() {
+        bail!("the train split of {} is empty: nothing to train on", cfg.data.set.display());
+    }
+    let (test, _) = read_split(&cfg.data.set, "test")?;
+    let model_cfg = ModelConfig::from_file(&cfg.model.config)?;
+    if info.vocab_size > model_cfg.vocab_size {
+        bail!(
+            "the set {} was tokenized with a vocabulary of {} ids, but the model ({}) has {}: use a model of the set's tokenizer family (the sets use Llama-3's)",
+            cfg.data.set.display(),
+            info.vocab_size,
+            cfg.model.config.display(),
+            model_cfg.vocab_size
+        );
+    }
+    let t = &cfg.train;
+    let fingerprint = fingerprint(cfg, &model_cfg, &info.tokenizer_sha256);
+    B::seed(device, t.seed);
+    let model: Llama<B> = match &cfg.model.weights {
+        Some(w) => load_weights(&model_cfg, w, device)?,
+        None => Llama::random(&model_cfg, device),
+    };
+    let optim = AdamWConfig::new()
+        .with_beta_1(t.beta1 as f32)
+        .with_beta_2(t.beta2 as f32)
+        .with_epsilon(t.eps as f32)
+        .with_weight_decay(t.weight_decay as f32)
+        .init::<B, Llama<B>>();
+
+    let pad = model_cfg.eos_token_id.unwrap_or(0);
+    let seq_len = cfg.data.seq_len;
+    let per_step = t.batch_size * t.grad_accum;
+    let windows_per_epoch = windows(&train, seq_len, cfg.data.objective, Some((t.seed, 0)), pad).len();
+    let steps_per_epoch = windows_per_epoch.div_ceil(per_step);
+    let total = if t.max_steps > 0 { t.max_steps } else { t.epochs * steps_per_epoch };
+    let warmup = (total as f64 * t.warmup_fraction).round() as usize;
+
+    std::fs::create_dir_all(&cfg.output.dir).with_context(|| format!("cannot create {}", cfg.output.dir.display()))?;
+    let (mut model, mut optim, mut state, resumed_from) = match checkpoint::latest(&cfg.output.dir).filter(|_| !opts.fresh) {
+        Some(dir) => {
+            let (m, o, s) = checkpoint::load(&dir, model, optim, &fingerprint, device)?;
+            let step = s.step;
+            (m, o, s, Some(step))
+        }
+        None => {
+            if opts.fresh {
+                std::fs::remove_dir_all(cfg.output.dir.join("checkpoints")).ok();
+            }
+            (model, optim, TrainState { fingerprint: fingerprint.clone(), ..Default::default() }, None)
+        }
+    };
+    let mut metrics = Metrics::open(&cfg.output.dir.join("metrics.jsonl"), state.step)?;
+    std::fs::write(cfg.output.dir.join("config.json"), serde_json::to_vec_pretty(&json!({ "pretrain": cfg, "model": model_cfg }))?)?;
+    let flops_per_token = flops_per_token(&model_cfg, seq_len);
+    eprintln!(
+        "pretrain: {} parameters, {} train sequences ({} windows of {seq_len} per epoch), {} test sequences; {total} steps of {per_step} windows{}",
+        model_cfg.num_parameters(),
+        train.len(),
+        windows_per_epoch,
+        test.len(),
+        resumed_from.map(|s| format!("; resuming after step {s}")).unwrap_or_default()
+    );
+
+    let mut epoch_cache: Option<(usize, Vec<Window>)> = None;
+    let (mut last_loss, mut eval_loss, mut checkpoint_dir) = (None, None, None);
+    let mut ran = 0usize;
+    while state.step < total && opts.stop_after.is_none_or(|n| ran < n) {
+        let started = Instant::now();
+        let (epoch, in_epoch) = (state.step / steps_per_epoch, state.step % steps_per_epoch);
+        if epoch_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            epoch_cache = Some((epoch, windows(&train, seq_len, cfg.data.objective, Some((t.seed, epoch as u64)), pad)));
+        }
+        let epoch_windows = &epoch_cache.as_ref().expect("cached").1;
+        let group = &epoch_windows[in_epoch * per_step..((in_epoch + 1) * per_step).min(epoch_windows.len())];
+        let micro: Vec<&[Window]> = group.chunks(t.batch_size).collect();
+        let mut accumulator = GradientsAccumulator::<Llama<B>>::new();
+        let (mut loss_sum, mut trained) = (0.0, 0usize);
+        for batch in &micro {
+            let (ids, labels) = tensors::<B>(batch, seq_len, device);
+            let loss = causal_lm_loss(model.forward(ids), labels).div_scalar(micro.len() as f64);
+            loss_sum += loss.clone().into_scalar().elem::<f64>();
+            trained += batch.iter().map(Window::trained).sum::<usize>();
+            accumulator.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+        }
+        let mut grads = accumulator.grads();
+        let grad_norm = clip_global_norm(&model, &mut grads, t.grad_clip);
+        let lr = learning_rate(state.step, total, warmup, t.lr, t.min_lr_ratio);
+        model = optim.step(lr, model, grads);
+        state.step += 1;
+        ran += 1;
+        let tokens = (group.len() * seq_len) as u64;
+        state.tokens_seen += tokens;
+        let seconds = started.elapsed().as_secs_f64();
+        let tokens_per_s = tokens as f64 / seconds;
+        let mfu = (t.peak_tflops > 0.0).then(|| tokens_per_s * flops_per_token / (t.peak_tflops * 1e12));
+        last_loss = Some(loss_sum);
+        metrics.write(&json!({
+            "kind": "train", "step": state.step, "epoch": epoch, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
+            "trained_tokens": trained, "tokens_seen": state.tokens_seen, "tokens_per_s": tokens_per_s, "mfu": mfu, "step_s": seconds,
+        }))?;
+        eprintln!(
+            "step {}/{total}  loss {loss_sum:.4}  lr {lr:.3e}  grad norm {grad_norm:.3}  {tokens_per_s:.0} tok/s{}",
+            state.step,
+            mfu.map(|m| format!("  MFU {:.1}%", m * 100.0)).unwrap_or_default()
+        );
+        let last = state.step == total;
+        if !test.is_empty() && ((t.eval_every > 0 && state.step % t.eval_every == 0) || last) {
+            let loss = evaluate(&model.valid(), &test, cfg, pad, device);
+            metrics.write(&json!({ "kind": "eval", "step": state.step, "eval_loss": loss }))?;
+            eprintln!("step {}  eval loss {loss:.4} on {} test sequences", state.step, test.len());
+            eval_loss = Some(loss);
+        }
+        if (t.save_every > 0 && state.step % t.save_every == 0) || last {
+            checkpoint_dir = Some(checkpoint::save(&cfg.output.dir, &model, &optim, &state, t.keep_checkpoints)?);
+        }
+    }
+    Ok(Summary { steps: state.step, total_steps: total, resumed_from, last_loss, eval_loss, tokens_seen: state.tokens_seen, checkpoint: checkpoint_dir })
+}
+
+/// Mean loss over the test split's windows (no shuffle), weighted by trained tokens.
+fn evaluate<B: Backend>(model: &Llama<B>, test: &[Sequence], cfg: &PretrainConfig, pad: u32, device: &B::Device) -> f64 {
+    let all = windows(test, cfg.data.seq_len, cfg.data.objective, None, pad);
+    let (mut sum, mut count) = (0.0, 0usize);
+    for batch in all.chunks(cfg.train.batch_size) {
+        let trained: usize = batch.iter().map(Window::trained).sum();
+        if trained == 0 {
+            continue;
+        }
+        let (ids, labels) = tensors::<B>(batch, cfg.data.seq_len, device);
+        sum += causal_lm_loss(model.forward(ids), labels).into_scalar().elem::<f64>() * trained as f64;
+        count += trained;
+    }
+    if count == 0 { f64::NAN } else { sum / count as f64 }
+}
+
+fn tensors<B: Backend>(batch: &[Window], seq_len: usize, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+    let ids: Vec<i64> = batch.iter().flat_map(|w| w.ids.iter().copied()).collect();
+    let labels: Vec<i64> = batch.iter().flat_map(|w| w.labels.iter().copied()).collect();
+    let shape = [batch.len(), seq_len];
+    (Tensor::from_data(TensorData::new(ids, shape), device), Tensor::from_data(TensorData::new(labels, shape), device))
+}
+
+/// Training FLOPs per input token: 6 per matmul parameter (forward and backward) plus
+/// attention scores and values (12 * layers * seq_len * heads * head_dim).
+pub fn flops_per_token(c: &ModelConfig, seq_len: usize) -> f64 {
+    let embedding_lookup = if c.tie_word_embeddings { 0 } else { c.vocab_size * c.hidden_size };
+    let matmul = (c.num_parameters() - embedding_lookup) as f64;
+    6.0 * matmul + 12.0 * (c.num_layers * seq_len * c.num_heads * c.head_dim) as f64
+}
+
+/// What a checkpoint must agree with to be resumed.
+fn fingerprint(cfg: &PretrainConfig, model: &ModelConfig, tokenizer: &str) -> String {
+    let t = &cfg.train;
+    let v = json!({
+        "model": model, "weights": cfg.model.weights, "set": cfg.data.set, "tokenizer": tokenizer, "objective": cfg.data.objective, "seq_len": cfg.data.seq_len,
+        "lr": t.lr, "betas": [t.beta1, t.beta2], "eps": t.eps, "wd": t.weight_decay, "warmup": t.warmup_fraction, "min_lr": t.min_lr_ratio,
+        "clip": t.grad_clip, "batch": t.batch_size, "accum": t.grad_accum, "epochs": t.epochs, "max_steps": t.max_steps, "seed": t.seed,
+    });
+    hex::encode(Sha256::digest(v.to_string().as_bytes()))
+}
