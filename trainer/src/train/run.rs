@@ -135,6 +135,12 @@ pub fn pretrain<B: AutodiffBackend>(cfg: &PretrainConfig, device: &B::Device, op
         }
         let mut grads = accumulator.grads();
         let grad_norm = clip_global_norm(&model, &mut grads, t.grad_clip);
+        if !loss_sum.is_finite() || loss_sum < 0.0 || !grad_norm.is_finite() {
+            bail!(
+                "step {}: the loss is {loss_sum} and the gradient norm {grad_norm}: the run is broken (out of device memory? see the messages above; lower train.batch_size or data.seq_len); the last checkpoint is kept",
+                state.step + 1
+            );
+        }
         let lr = learning_rate(state.step, total, warmup, t.lr, t.min_lr_ratio);
         model = optim.step(lr, model, grads);
         state.step += 1;
