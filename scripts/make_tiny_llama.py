@@ -6,7 +6,8 @@ a tiny random Llama (GQA, Llama-3 RoPE scaling, untied embeddings) and a tiny Qw
   sharded/model-0000{1,2}-of-00002.safetensors + model.safetensors.index.json,
   reference.safetensors: input_ids, labels (SFT: prompt positions are -100), logits,
   reference.json: lm loss, sft loss, grad norm of the lm loss, the lm loss after one
-  AdamW step (lr 1e-3, betas 0.9/0.95, eps 1e-8, weight decay 0.01), the settings used.
+  AdamW step (lr 1e-3, betas 0.9/0.95, eps 1e-8, weight decay 0.01), the settings used,
+  and greedy `generate` output (8 new tokens) for left-padded prompts of three lengths.
 
 usage: python3 scripts/make_tiny_llama.py [--out trainer/tests/fixtures]
 """
@@ -75,6 +76,13 @@ def make(name, config, cls, out):
     with torch.no_grad():
         logits = model(input_ids).logits
         sft = model(input_ids, labels=labels).loss
+    prompts = [[5, 17, 99, 3, 42], [7, 8, 9, 10, 11, 12, 13, 14, 15], [100, 1, 64]]
+    longest = max(len(p) for p in prompts)
+    padded = torch.tensor([[0] * (longest - len(p)) + p for p in prompts])
+    attention = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])
+    with torch.no_grad():
+        gen = model.generate(input_ids=padded, attention_mask=attention, max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=None)
+    greedy = {"prompts": prompts, "new_tokens": gen[:, longest:].tolist()}
     model.train()
     opt = torch.optim.AdamW(model.parameters(), **ADAMW)
     loss = model(input_ids, labels=input_ids).loss
@@ -86,7 +94,7 @@ def make(name, config, cls, out):
     save_file({"input_ids": input_ids.contiguous(), "labels": labels.contiguous(), "logits": logits.contiguous()},
               os.path.join(d, "reference.safetensors"))
     ref = {"lm_loss": loss.item(), "sft_loss": sft.item(), "grad_norm": grad_norm.item(), "lm_loss_after_step": after.item(),
-           "adamw": {**ADAMW, "betas": list(ADAMW["betas"])}, "torch": torch.__version__,
+           "greedy": greedy, "adamw": {**ADAMW, "betas": list(ADAMW["betas"])}, "torch": torch.__version__,
            "transformers": __import__("transformers").__version__}
     json.dump(ref, open(os.path.join(d, "reference.json"), "w"), indent=2)
     print(name, ref)

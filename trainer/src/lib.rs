@@ -3,6 +3,7 @@
 //! (`data`) and continued pretraining (`train`).
 
 pub mod data;
+pub mod generate;
 pub mod loss;
 pub mod model;
 pub mod train;

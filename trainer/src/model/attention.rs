@@ -1,5 +1,6 @@
 //! Grouped-query self-attention: `num_heads` query heads share `num_kv_heads` key/value
-//! heads; RoPE on queries and keys; optional q/k/v biases (Qwen2); causal.
+//! heads; RoPE on queries and keys; optional q/k/v biases (Qwen2); causal, or with an
+//! explicit mask and a key/value cache for generation.
 
 use anyhow::Result;
 use burn::nn::Linear;
@@ -10,6 +11,19 @@ use burn::tensor::ops::AttentionModuleOptions;
 use super::config::ModelConfig;
 use super::rope;
 use super::source::{ParamSource, linear};
+
+/// The keys and values one layer has seen: `[batch, kv_heads, positions, head_dim]`.
+#[derive(Clone, Debug)]
+pub struct KvCache<B: Backend> {
+    pub k: Option<Tensor<B, 4>>,
+    pub v: Option<Tensor<B, 4>>,
+}
+
+impl<B: Backend> Default for KvCache<B> {
+    fn default() -> Self {
+        KvCache { k: None, v: None }
+    }
+}
 
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
@@ -39,16 +53,38 @@ impl<B: Backend> Attention<B> {
         })
     }
 
-    /// `x`: `[batch, seq, hidden]`; `cos`/`sin`: `[1, 1, seq, head_dim]`.
-    pub fn forward(&self, x: Tensor<B, 3>, cos: Tensor<B, 4>, sin: Tensor<B, 4>) -> Tensor<B, 3> {
+    /// `x`: `[batch, seq, hidden]`; `cos`/`sin`: `[1 or batch, 1, seq, head_dim]`. Without
+    /// a mask, attention is causal over `x` alone; with one (`[batch, 1, seq, keys]`, true =
+    /// hidden), keys are the cache's followed by `x`'s, and the cache grows by `x`.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        cos: Tensor<B, 4>,
+        sin: Tensor<B, 4>,
+        mask: Option<Tensor<B, 4, Bool>>,
+        cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, self.head_dim]).swap_dims(1, 2);
         let q = rope::apply(heads(self.q_proj.forward(x.clone()), self.num_heads), cos.clone(), sin.clone());
-        let k = rope::apply(heads(self.k_proj.forward(x.clone()), self.num_kv_heads), cos, sin);
-        let v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        let mut k = rope::apply(heads(self.k_proj.forward(x.clone()), self.num_kv_heads), cos, sin);
+        let mut v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        if let Some(cache) = cache {
+            if let (Some(old_k), Some(old_v)) = (cache.k.take(), cache.v.take()) {
+                k = Tensor::cat(vec![old_k, k], 2);
+                v = Tensor::cat(vec![old_v, v], 2);
+            }
+            cache.k = Some(k.clone());
+            cache.v = Some(v.clone());
+        }
         let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
-        let options = AttentionModuleOptions { is_causal: true, ..Default::default() };
-        let out = attention(q, k, v, None, None, options);
+        let out = match mask {
+            None => attention(q, k, v, None, None, AttentionModuleOptions { is_causal: true, ..Default::default() }),
+            Some(mask) => {
+                let [_, _, tq, tk] = mask.dims();
+                attention(q, k, v, Some(mask.expand([b, self.num_heads, tq, tk])), None, AttentionModuleOptions::default())
+            }
+        };
         self.o_proj.forward(out.swap_dims(1, 2).reshape([b, t, self.num_heads * self.head_dim]))
     }
 

@@ -14,6 +14,7 @@ use anyhow::Result;
 use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::prelude::*;
 
+use self::attention::KvCache;
 use self::config::ModelConfig;
 use self::layer::DecoderLayer;
 use self::rope::Rope;
@@ -57,9 +58,30 @@ impl<B: Backend> Llama<B> {
         let (cos, sin) = (cos.unsqueeze::<4>(), sin.unsqueeze::<4>());
         let mut x = self.embed_tokens.forward(ids);
         for layer in &self.layers {
-            x = layer.forward(x, cos.clone(), sin.clone());
+            x = layer.forward(x, cos.clone(), sin.clone(), None, None);
         }
         self.head(self.norm.forward(x))
+    }
+
+    /// One step of generation: logits `[batch, seq, vocab]` for `ids` `[batch, seq]` at
+    /// `positions[row][i]`, attending to the cached keys and `ids` under `mask`
+    /// (`[batch, 1, seq, cached + seq]`, true = hidden); the caches grow by `seq`.
+    pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, positions: &[Vec<usize>], mask: Tensor<B, 4, Bool>, caches: &mut [KvCache<B>]) -> Tensor<B, 3> {
+        let device = ids.device();
+        let [b, t] = ids.dims();
+        let flat: Vec<usize> = positions.iter().flatten().copied().collect();
+        let (cos, sin) = self.rope.tables::<B>(&flat, &device);
+        let (cos, sin) = (cos.reshape([b, 1, t, self.config.head_dim]), sin.reshape([b, 1, t, self.config.head_dim]));
+        let mut x = self.embed_tokens.forward(ids);
+        for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
+            x = layer.forward(x, cos.clone(), sin.clone(), Some(mask.clone()), Some(cache));
+        }
+        self.head(self.norm.forward(x))
+    }
+
+    /// Empty caches, one per layer.
+    pub fn new_caches(&self) -> Vec<KvCache<B>> {
+        (0..self.layers.len()).map(|_| KvCache::default()).collect()
     }
 
     fn head(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {

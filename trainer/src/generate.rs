@@ -1,0 +1,119 @@
+//! Batched generation with a key/value cache: prompts are left-padded to one length, the
+//! prefill runs them at once, then one token per step; each row has its own positions
+//! (padding does not count) and never attends to its padding. Greedy (temperature 0) or
+//! temperature + top-p sampling, seeded.
+
+use anyhow::{Result, bail};
+use burn::prelude::*;
+
+use crate::model::Llama;
+
+/// How to pick tokens.
+#[derive(Clone, Debug)]
+pub struct Sampling {
+    pub max_new_tokens: usize,
+    /// 0: greedy.
+    pub temperature: f64,
+    pub top_p: f64,
+    pub seed: u64,
+    /// A row stops after this token.
+    pub eos: Option<u32>,
+}
+
+/// What came out.
+#[derive(Clone, Debug, Default)]
+pub struct Generated {
+    /// The new tokens of each row (ending with eos when it came).
+    pub tokens: Vec<Vec<u32>>,
+    /// With `keep_logits`: the logits each new token was chosen from, per row and step.
+    pub logits: Vec<Vec<Vec<f32>>>,
+}
+
+/// Generates continuations of `prompts` (token ids, each non-empty).
+pub fn generate<B: Backend>(model: &Llama<B>, prompts: &[Vec<u32>], s: &Sampling, keep_logits: bool) -> Result<Generated> {
+    if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
+        bail!("generation needs at least one prompt, and no empty prompt");
+    }
+    let device = model.embed_tokens.weight.val().device();
+    let (b, longest) = (prompts.len(), prompts.iter().map(Vec::len).max().unwrap_or(0));
+    let pad_len: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+    let pad = s.eos.unwrap_or(0);
+    let mut rng = fastrand::Rng::with_seed(s.seed);
+    let mut caches = model.new_caches();
+    let mut out = Generated { tokens: vec![Vec::new(); b], logits: vec![Vec::new(); b] };
+    let mut done = vec![false; b];
+
+    // Prefill: the padded prompts.
+    let ids: Vec<i64> = prompts.iter().zip(&pad_len).flat_map(|(p, &n)| std::iter::repeat_n(pad as i64, n).chain(p.iter().map(|&t| t as i64))).collect();
+    let positions: Vec<Vec<usize>> = pad_len.iter().map(|&n| (0..longest).map(|j| j.saturating_sub(n)).collect()).collect();
+    let mut hidden = Vec::with_capacity(b * longest * longest);
+    for &n in &pad_len {
+        for q in 0..longest {
+            // A padding query sees only itself (its output is never used).
+            hidden.extend((0..longest).map(|k| k > q || (k < n && k != q)));
+        }
+    }
+    let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(hidden, [b, 1, longest, longest]), &device);
+    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, longest]), &device);
+    let mut logits = model.forward_cached(ids, &positions, mask, &mut caches).narrow(1, longest - 1, 1);
+    let mut next_pos: Vec<usize> = prompts.iter().map(Vec::len).collect();
+
+    for step in 0..s.max_new_tokens {
+        let vocab = logits.dims()[2];
+        let host = logits.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let mut feed = Vec::with_capacity(b);
+        for row in 0..b {
+            let row_logits = &host[row * vocab..(row + 1) * vocab];
+            if done[row] {
+                feed.push(pad as i64);
+                continue;
+            }
+            let token = pick(row_logits, s, &mut rng);
+            if keep_logits {
+                out.logits[row].push(row_logits.to_vec());
+            }
+            out.tokens[row].push(token);
+            done[row] = s.eos == Some(token);
+            feed.push(token as i64);
+        }
+        if done.iter().all(|&d| d) || step + 1 == s.max_new_tokens {
+            break;
+        }
+        let keys = longest + step + 1;
+        let hidden: Vec<bool> = pad_len.iter().flat_map(|&n| (0..keys).map(move |k| k < n)).collect();
+        let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(hidden, [b, 1, 1, keys]), &device);
+        let positions: Vec<Vec<usize>> = next_pos.iter().map(|&p| vec![p]).collect();
+        next_pos.iter_mut().for_each(|p| *p += 1);
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(feed, [b, 1]), &device);
+        logits = model.forward_cached(ids, &positions, mask, &mut caches);
+    }
+    Ok(out)
+}
+
+/// Greedy, or a draw from the temperature-scaled distribution cut to its top-p mass.
+fn pick(logits: &[f32], s: &Sampling, rng: &mut fastrand::Rng) -> u32 {
+    let argmax = || logits.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best }).0 as u32;
+    if s.temperature <= 0.0 {
+        return argmax();
+    }
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    let mut probs: Vec<(usize, f64)> = logits.iter().enumerate().map(|(i, &x)| (i, ((x as f64 - max) / s.temperature).exp())).collect();
+    let total: f64 = probs.iter().map(|p| p.1).sum();
+    probs.iter_mut().for_each(|p| p.1 /= total);
+    probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut kept = 0.0;
+    let cut = probs.iter().position(|p| {
+        kept += p.1;
+        kept >= s.top_p
+    });
+    probs.truncate(cut.map_or(probs.len(), |i| i + 1));
+    let mass: f64 = probs.iter().map(|p| p.1).sum();
+    let mut draw = rng.f64() * mass;
+    for &(i, p) in &probs {
+        if draw < p {
+            return i as u32;
+        }
+        draw -= p;
+    }
+    probs.last().map(|p| p.0 as u32).unwrap_or_else(argmax)
+}
