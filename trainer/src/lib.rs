@@ -2,6 +2,7 @@
 //! (`weights`), the language-model loss (`loss`), the built sets as training data
 //! (`data`) and continued pretraining (`train`).
 
+pub mod countdown;
 pub mod data;
 pub mod generate;
 pub mod loss;

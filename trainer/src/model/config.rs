@@ -70,7 +70,7 @@ impl ModelConfig {
         let num_heads = usize_of("num_attention_heads")?;
         let num_kv_heads = v.get("num_key_value_heads").and_then(Value::as_u64).map(|x| x as usize).unwrap_or(num_heads);
         let head_dim = v.get("head_dim").and_then(Value::as_u64).map(|x| x as usize).unwrap_or(hidden_size / num_heads.max(1));
-        if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 || head_dim % 2 != 0 {
+        if num_heads == 0 || num_kv_heads == 0 || !num_heads.is_multiple_of(num_kv_heads) || !head_dim.is_multiple_of(2) {
             bail!("num_attention_heads ({num_heads}) must be a multiple of num_key_value_heads ({num_kv_heads}) and head_dim ({head_dim}) even");
         }
         let rope = v.get("rope_parameters").or_else(|| v.get("rope_scaling")).filter(|r| !r.is_null());

@@ -167,7 +167,7 @@ impl PretrainConfig {
         if t.batch_size == 0 || t.grad_accum == 0 || self.data.seq_len < 2 || (t.epochs == 0 && t.max_steps == 0) {
             bail!("train.batch_size, train.grad_accum and train.epochs (or max_steps) must be at least 1, data.seq_len at least 2");
         }
-        if !(t.lr > 0.0) || !(0.0..1.0).contains(&t.warmup_fraction) || t.grad_clip < 0.0 {
+        if t.lr.is_nan() || t.lr <= 0.0 || !(0.0..1.0).contains(&t.warmup_fraction) || t.grad_clip < 0.0 {
             bail!("train.lr must be > 0, train.warmup_fraction within 0..1, train.grad_clip >= 0");
         }
         Ok(())

@@ -1,0 +1,138 @@
+//! The study's Countdown reward: take the text after the first `Assistant:`, its last line,
+//! and the last `<answer>...</answer>` on it (trimmed). No answer: 0. An answer that does
+//! not use every given number exactly once, contains anything but digits, `+ - * / ( )`
+//! and spaces, cannot be evaluated, or misses the target: 0.1. Equal to the target within
+//! 1e-5: 1.0.
+
+use super::expr::evaluate;
+use super::task::Task;
+
+/// Reward for a well-formed but wrong answer.
+pub const FORMAT_SCORE: f64 = 0.1;
+/// Reward for a correct answer.
+pub const CORRECT_SCORE: f64 = 1.0;
+
+/// Why a response scored what it did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    NoAnswer,
+    WrongNumbers,
+    BadCharacters,
+    NoValue(String),
+    WrongValue(f64),
+    Correct,
+}
+
+impl Verdict {
+    pub fn score(&self) -> f64 {
+        match self {
+            Verdict::NoAnswer => 0.0,
+            Verdict::Correct => CORRECT_SCORE,
+            _ => FORMAT_SCORE,
+        }
+    }
+}
+
+/// The equation the reward reads from a decoded sequence (prompt and response).
+pub fn extract_answer(text: &str) -> Option<&str> {
+    let (_, after) = text.split_once("Assistant:")?;
+    let line = after.rsplit('\n').next().unwrap_or(after);
+    let mut last = None;
+    let mut from = 0;
+    while let Some(open) = line[from..].find("<answer>") {
+        let start = from + open + "<answer>".len();
+        let Some(close) = line[start..].find("</answer>") else { break };
+        last = Some(&line[start..start + close]);
+        from = start + close + "</answer>".len();
+    }
+    last.map(str::trim)
+}
+
+/// Scores a decoded sequence against its task.
+pub fn judge(text: &str, task: &Task) -> Verdict {
+    let Some(equation) = extract_answer(text) else { return Verdict::NoAnswer };
+    let mut used: Vec<i64> = Vec::new();
+    let mut digits = String::new();
+    for c in equation.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else if !digits.is_empty() {
+            // A run of digits too long for i64 is no given number.
+            used.push(digits.parse().unwrap_or(i64::MIN));
+            digits.clear();
+        }
+    }
+    let (mut want, mut got) = (task.nums.clone(), used);
+    want.sort_unstable();
+    got.sort_unstable();
+    if want != got {
+        return Verdict::WrongNumbers;
+    }
+    if !equation.chars().all(|c| c.is_ascii_digit() || "+-*/() ".contains(c) || c.is_ascii_whitespace()) {
+        return Verdict::BadCharacters;
+    }
+    match evaluate(equation) {
+        Err(e) => Verdict::NoValue(e.to_string()),
+        Ok(v) if (v.to_f64() - task.target as f64).abs() < 1e-5 => Verdict::Correct,
+        Ok(v) => Verdict::WrongValue(v.to_f64()),
+    }
+}
+
+/// The reward of a decoded sequence.
+pub fn reward(text: &str, task: &Task) -> f64 {
+    judge(text, task).score()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> Task {
+        Task { target: 32, nums: vec![25, 30, 3, 4] }
+    }
+
+    fn said(response: &str) -> String {
+        format!("User: use 25 30 3 4 to make 32, e.g. <answer> 1 + 2 </answer>\nAssistant: Let me solve this step by step.\n<think>{response}")
+    }
+
+    #[test]
+    fn every_branch() {
+        let t = task();
+        assert_eq!(judge(&said("ok</think>\n<answer> (30 - 25 + 3) * 4 </answer>"), &t), Verdict::Correct);
+        assert_eq!(judge("no assistant here <answer>(30 - 25 + 3) * 4</answer>", &t), Verdict::NoAnswer);
+        assert_eq!(judge(&said("thinking"), &t), Verdict::NoAnswer, "the prompt's example answer does not count");
+        assert_eq!(judge(&said("<answer>(30 - 25 + 3) * 4</answer>\nthat was it"), &t), Verdict::NoAnswer, "only the last line counts");
+        assert_eq!(judge(&said("</think>\n<answer>1</answer> <answer>(30-25+3)*4</answer>"), &t), Verdict::Correct, "the last answer counts");
+        assert_eq!(judge(&said("</think>\n<answer>(30-25+3)*4</answer> <answer>1</answer>"), &t), Verdict::WrongNumbers);
+        assert_eq!(judge(&said("\n<answer>(30 - 25 + 3) * 4 + 0</answer>"), &t), Verdict::WrongNumbers, "an extra number");
+        assert_eq!(judge(&said("\n<answer>(30 - 25 + 3) * 3</answer>"), &t), Verdict::WrongNumbers, "a number reused, one missing");
+        assert_eq!(judge(&said("\n<answer>(30 - 25 + 3) x 4</answer>"), &t), Verdict::BadCharacters);
+        assert_eq!(judge(&said("\n<answer>(30 - 25 + 3) * 4 = 32</answer>"), &t), Verdict::WrongNumbers, "`= 32` adds a number");
+        assert_eq!(judge(&said("\n<answer>30 - 25 + 3 * 4</answer>"), &t), Verdict::WrongValue(17.0));
+        assert_eq!(
+            judge(&said("\n<answer>30 / (25 - 25) + 3 * 4</answer>"), &Task { target: 32, nums: vec![30, 25, 25, 3, 4] }),
+            Verdict::NoValue("division by zero".into())
+        );
+        assert_eq!(
+            judge(&said("\n<answer>-(3 - 30 - 25) / 4 * 4 - 20</answer>"), &Task { target: 32, nums: vec![3, 30, 25, 4, 4, 20] }),
+            Verdict::Correct,
+            "unary minus"
+        );
+        assert_eq!(judge(&said("\n<answer>((((30 - 25) + 3)) * 4)</answer>"), &t), Verdict::Correct, "nested parentheses");
+        assert_eq!(judge(&said("\n<answer>   (30-25+3)*4   </answer>"), &t), Verdict::Correct, "spaces");
+        assert_eq!(judge(&said("\n<answer>(30 - 25 + 3) * 4.0</answer>"), &t), Verdict::WrongNumbers, "a decimal adds a number");
+        assert_eq!(judge(&said("\n<answer>(30 - 25 + 3) * 4.</answer>"), &t), Verdict::BadCharacters, "a decimal point");
+        let huge = Task { target: 1, nums: vec![99999999999999999, 99999999999999999, 99999999999999999, 1] };
+        assert_eq!(
+            judge(&said("\n<answer>99999999999999999 * 99999999999999999 * 99999999999999999 * 1</answer>"), &huge),
+            Verdict::NoValue("a number too large".into())
+        );
+        assert_eq!(judge(&said("\n<answer>123456789012345678901234567890 - 1</answer>"), &t), Verdict::WrongNumbers, "huge numbers are not given numbers");
+        assert_eq!(judge(&said("\n<answer>32 / 1 * 1</answer>"), &Task { target: 32, nums: vec![32, 1, 1] }), Verdict::Correct);
+        assert_eq!(judge(&said("\n<answer>(30 + 3) - 25 / 4</answer>"), &t), Verdict::WrongValue(26.75));
+        assert_eq!(judge(&said("\n<answer></answer>"), &t), Verdict::WrongNumbers, "empty answer");
+        for (text, score) in [(said("\n<answer>(30 - 25 + 3) * 4</answer>"), 1.0), (said("\n<answer>1</answer>"), 0.1), (said("nothing"), 0.0)] {
+            assert_eq!(reward(&text, &t), score);
+        }
+    }
+}
