@@ -7,6 +7,7 @@ pub mod data;
 pub mod generate;
 pub mod loss;
 pub mod model;
+pub mod ppo;
 pub mod train;
 pub mod weights;
 
