@@ -2,6 +2,13 @@
 //! used once. Generated from a seed (only solvable tasks are kept), or imported from the
 //! TinyZero task layout (`target`, `nums`); and the prompt the model sees.
 
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{Array, ListArray};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::solver::solve;
@@ -43,6 +50,39 @@ pub fn generate(rng: &mut fastrand::Rng, spec: &TaskSpec) -> (Task, String) {
     }
 }
 
+/// Reads tasks in the TinyZero layout (`Jiayi-Pan/Countdown-Tasks-3to4`): a parquet file
+/// with `target` (int64) and `nums` (list of int64); `range` picks rows (the study: the
+/// first 327,680 for training, the next 1,024 for testing).
+pub fn read_tasks(path: &Path, range: std::ops::Range<usize>) -> Result<Vec<Task>> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("{} is not a parquet file", path.display()))?.build()?;
+    let mut out = Vec::new();
+    let mut row = 0usize;
+    for batch in reader {
+        let batch = batch?;
+        let targets = batch
+            .column_by_name("target")
+            .and_then(|c| c.as_primitive_opt::<Int64Type>())
+            .with_context(|| format!("{}: no int64 `target` column", path.display()))?;
+        let nums = batch
+            .column_by_name("nums")
+            .and_then(|c| c.as_any().downcast_ref::<ListArray>())
+            .with_context(|| format!("{}: no list `nums` column", path.display()))?;
+        for i in 0..batch.num_rows() {
+            if range.contains(&row) {
+                let values = nums.value(i);
+                let values = values.as_primitive_opt::<Int64Type>().with_context(|| format!("{}: `nums` is not a list of int64", path.display()))?;
+                if targets.is_null(i) || nums.is_null(i) || values.null_count() > 0 {
+                    bail!("{}: row {row} has a missing target or number", path.display());
+                }
+                out.push(Task { target: targets.value(i), nums: values.values().to_vec() });
+            }
+            row += 1;
+        }
+    }
+    Ok(out)
+}
+
 /// The prompt of a task: a User/Assistant conversation that asks for the reasoning inside
 /// `<think>` and the equation alone inside `<answer>`, ending where the model continues.
 pub fn prompt(task: &Task) -> String {
@@ -60,6 +100,30 @@ pub fn prompt(task: &Task) -> String {
 mod tests {
     use super::*;
     use crate::countdown::expr::evaluate;
+
+    #[test]
+    fn tinyzero_tasks_are_read_by_row_range() {
+        use arrow_array::builder::{Int64Builder, ListBuilder};
+        use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.parquet");
+        let mut nums = ListBuilder::new(Int64Builder::new());
+        for row in [vec![25, 30, 3, 4], vec![1, 2, 3], vec![44, 19, 35]] {
+            nums.values().append_slice(&row);
+            nums.append(true);
+        }
+        let batch =
+            RecordBatch::try_from_iter([("target", Arc::new(Int64Array::from(vec![32, 6, 98])) as ArrayRef), ("nums", Arc::new(nums.finish()) as ArrayRef)])
+                .unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let tasks = read_tasks(&path, 1..3).unwrap();
+        assert_eq!(tasks, vec![Task { target: 6, nums: vec![1, 2, 3] }, Task { target: 98, nums: vec![44, 19, 35] }]);
+        let err = read_tasks(&dir.path().join("none.parquet"), 0..1).unwrap_err().to_string();
+        assert!(err.contains("cannot open"), "{err}");
+    }
 
     #[test]
     fn generated_tasks_are_solvable_and_seeded() {
