@@ -112,6 +112,12 @@ pub fn pretrain<B: AutodiffBackend>(cfg: &PretrainConfig, device: &B::Device, op
         resumed_from.map(|s| format!("; resuming after step {s}")).unwrap_or_default()
     );
 
+    // A bar on a terminal; a line per step otherwise (logs, CI, Slurm).
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let bar = indicatif::ProgressBar::new(total as u64).with_position(state.step as u64);
+        bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]").expect("a valid template"));
+        bar
+    });
     let mut epoch_cache: Option<(usize, Vec<Window>)> = None;
     let (mut last_loss, mut eval_loss, mut checkpoint_dir) = (None, None, None);
     let mut ran = 0usize;
@@ -155,21 +161,34 @@ pub fn pretrain<B: AutodiffBackend>(cfg: &PretrainConfig, device: &B::Device, op
             "kind": "train", "step": state.step, "epoch": epoch, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
             "trained_tokens": trained, "tokens_seen": state.tokens_seen, "tokens_per_s": tokens_per_s, "mfu": mfu, "step_s": seconds,
         }))?;
-        eprintln!(
-            "step {}/{total}  loss {loss_sum:.4}  lr {lr:.3e}  grad norm {grad_norm:.3}  {tokens_per_s:.0} tok/s{}",
-            state.step,
+        let line = format!(
+            "loss {loss_sum:.4}  lr {lr:.3e}  grad norm {grad_norm:.3}  {tokens_per_s:.0} tok/s{}",
             mfu.map(|m| format!("  MFU {:.1}%", m * 100.0)).unwrap_or_default()
         );
+        match &bar {
+            Some(bar) => {
+                bar.set_position(state.step as u64);
+                bar.set_message(line);
+            }
+            None => eprintln!("step {}/{total}  {line}", state.step),
+        }
         let last = state.step == total;
         if !test.is_empty() && ((t.eval_every > 0 && state.step % t.eval_every == 0) || last) {
             let loss = evaluate(&model.valid(), &test, cfg, pad, device);
             metrics.write(&json!({ "kind": "eval", "step": state.step, "eval_loss": loss }))?;
-            eprintln!("step {}  eval loss {loss:.4} on {} test sequences", state.step, test.len());
+            let line = format!("step {}  eval loss {loss:.4} on {} test sequences", state.step, test.len());
+            match &bar {
+                Some(bar) => bar.println(line),
+                None => eprintln!("{line}"),
+            }
             eval_loss = Some(loss);
         }
         if (t.save_every > 0 && state.step % t.save_every == 0) || last {
             checkpoint_dir = Some(checkpoint::save(&cfg.output.dir, &model, &optim, &state, t.keep_checkpoints)?);
         }
+    }
+    if let Some(bar) = bar {
+        bar.finish();
     }
     Ok(Summary { steps: state.step, total_steps: total, resumed_from, last_loss, eval_loss, tokens_seen: state.tokens_seen, checkpoint: checkpoint_dir })
 }
