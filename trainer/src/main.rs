@@ -72,6 +72,7 @@ fn run(cli: Cli) -> Result<()> {
 
 #[cfg(feature = "cuda")]
 fn cuda_pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<trainer::train::run::Summary> {
+    eprintln!("cuda: the first steps compile and tune kernels (minutes on a 1B model); the steady speed comes after");
     pretrain::<burn::backend::Autodiff<burn::backend::Cuda<f32, i32>>>(cfg, &Default::default(), opts)
 }
 
