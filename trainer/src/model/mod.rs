@@ -51,6 +51,11 @@ impl<B: Backend> Llama<B> {
 
     /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]` at positions `0..seq`.
     pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.head(self.hidden(ids))
+    }
+
+    /// The final (normalised) hidden states `[batch, seq, hidden]`, before the LM head.
+    pub fn hidden(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let device = ids.device();
         let t = ids.dims()[1];
         let positions: Vec<usize> = (0..t).collect();
@@ -60,7 +65,7 @@ impl<B: Backend> Llama<B> {
         for layer in &self.layers {
             x = layer.forward(x, cos.clone(), sin.clone(), None, None);
         }
-        self.head(self.norm.forward(x))
+        self.norm.forward(x)
     }
 
     /// One step of generation: logits `[batch, seq, vocab]` for `ids` `[batch, seq]` at

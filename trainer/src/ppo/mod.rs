@@ -1,5 +1,7 @@
-//! PPO building blocks for the Countdown runs: advantages (`gae`) and the clipped losses
-//! with the KL penalty and entropy bonus (`loss`). The rollout loop builds on these.
+//! PPO building blocks for the Countdown runs: advantages (`gae`), the clipped losses with
+//! the KL penalty and entropy bonus (`loss`), and the critic (`critic`). The rollout loop
+//! builds on these.
 
+pub mod critic;
 pub mod gae;
 pub mod loss;
