@@ -5,3 +5,4 @@
 pub mod critic;
 pub mod gae;
 pub mod loss;
+pub mod rollout;

@@ -1,0 +1,145 @@
+//! One PPO rollout batch: for each prompt, `samples` responses from the actor (KV-cache
+//! generation, temperature 1 by default); then, over prompt + response, the actor's and the
+//! reference's log-probabilities of the response tokens, the critic's values, the task's
+//! score of the decoded text (on the last response token), KL-shaped token rewards, and
+//! whitened GAE advantages with their returns. Everything the PPO update needs.
+
+use anyhow::Result;
+use burn::prelude::*;
+
+use super::critic::Critic;
+use super::gae::{gae, shaped_rewards, whiten};
+use super::loss::token_logp;
+use crate::generate::{Sampling, generate};
+use crate::model::Llama;
+
+/// Turns token ids back into text (the tokenizer in real runs).
+pub trait Detokenize {
+    fn decode(&self, ids: &[u32]) -> String;
+}
+
+/// The PPO settings a rollout needs.
+#[derive(Clone, Debug)]
+pub struct RolloutSettings {
+    pub samples: usize,
+    pub sampling: Sampling,
+    pub kl_coef: f64,
+    pub gamma: f64,
+    pub lambda: f64,
+}
+
+/// One response and what the update needs of it (all per response token).
+#[derive(Clone, Debug)]
+pub struct Rollout {
+    pub prompt: Vec<u32>,
+    pub response: Vec<u32>,
+    pub score: f64,
+    pub old_logp: Vec<f64>,
+    pub ref_logp: Vec<f64>,
+    pub values: Vec<f64>,
+    pub advantages: Vec<f64>,
+    pub returns: Vec<f64>,
+}
+
+/// Samples and scores a batch; `score(prompt_index, text)` rates the decoded prompt + response.
+pub fn rollout<B: Backend, D: Detokenize>(
+    actor: &Llama<B>,
+    reference: &Llama<B>,
+    critic: &Critic<B>,
+    prompts: &[Vec<u32>],
+    detok: &D,
+    score: impl Fn(usize, &str) -> f64,
+    s: &RolloutSettings,
+) -> Result<Vec<Rollout>> {
+    let expanded: Vec<(usize, Vec<u32>)> = prompts.iter().enumerate().flat_map(|(i, p)| std::iter::repeat_n((i, p.clone()), s.samples)).collect();
+    let batch: Vec<Vec<u32>> = expanded.iter().map(|(_, p)| p.clone()).collect();
+    let generated = generate(actor, &batch, &s.sampling, false)?;
+    let mut out = Vec::with_capacity(batch.len());
+    for ((index, prompt), response) in expanded.into_iter().zip(generated.tokens) {
+        if response.is_empty() {
+            continue;
+        }
+        let full: Vec<u32> = prompt.iter().chain(&response).copied().collect();
+        let (logp, ref_logp, values) = score_tokens(actor, reference, critic, &full, prompt.len());
+        let text = detok.decode(&full);
+        let sequence_score = score(index, &text);
+        let rewards = shaped_rewards(sequence_score, &logp, &ref_logp, s.kl_coef);
+        let (advantages, returns) = gae(&rewards, &values, s.gamma, s.lambda);
+        out.push(Rollout { prompt, response, score: sequence_score, old_logp: logp, ref_logp, values, advantages, returns });
+    }
+    let mut advantages: Vec<Vec<f64>> = out.iter().map(|r| r.advantages.clone()).collect();
+    whiten(&mut advantages);
+    for (r, a) in out.iter_mut().zip(advantages) {
+        r.advantages = a;
+    }
+    Ok(out)
+}
+
+/// Per response token: the actor's and the reference's log-probability of the token, and
+/// the critic's value of the state it was chosen in.
+fn score_tokens<B: Backend>(actor: &Llama<B>, reference: &Llama<B>, critic: &Critic<B>, full: &[u32], prompt_len: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let device = actor.embed_tokens.weight.val().device();
+    let n = full.len();
+    let ids = || Tensor::<B, 2, Int>::from_data(TensorData::new(full.iter().map(|&t| t as i64).collect::<Vec<_>>(), [1, n]), &device);
+    // Logits at position t predict token t + 1: the response tokens are predicted from
+    // positions prompt_len - 1 .. n - 1.
+    let response = n - prompt_len;
+    let targets = ids().narrow(1, prompt_len, response);
+    let logp_of = |m: &Llama<B>| -> Vec<f64> { to_vec(token_logp(m.forward(ids()).narrow(1, prompt_len - 1, response), targets.clone())) };
+    let values = to_vec(critic.values(ids()).narrow(1, prompt_len - 1, response));
+    (logp_of(actor), logp_of(reference), values)
+}
+
+fn to_vec<B: Backend>(t: Tensor<B, 2>) -> Vec<f64> {
+    t.into_data().convert::<f64>().to_vec::<f64>().expect("f64 values")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Token ids as characters: 48..58 are the digits, 32 a space, 40..48 `()*+,-./`.
+    struct Ascii;
+
+    impl Detokenize for Ascii {
+        fn decode(&self, ids: &[u32]) -> String {
+            ids.iter().map(|&t| char::from_u32(t).filter(|c| c.is_ascii_graphic() || *c == ' ').unwrap_or('?')).collect()
+        }
+    }
+
+    #[test]
+    fn a_rollout_batch_has_what_the_update_needs() {
+        let device = Default::default();
+        let actor = crate::weights::load_model::<crate::Cpu>(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama"), &device).unwrap();
+        let reference = actor.clone();
+        let critic = Critic::from_actor(&actor);
+        let prompts = vec![vec![5, 17, 99], vec![7, 8, 9, 10]];
+        let settings = RolloutSettings {
+            samples: 3,
+            sampling: Sampling { max_new_tokens: 6, temperature: 1.0, top_p: 1.0, seed: 9, eos: None },
+            kl_coef: 0.001,
+            gamma: 1.0,
+            lambda: 1.0,
+        };
+        // Reward responses that contain the digit 1 (id 49).
+        let score = |_: usize, text: &str| if text.contains('1') { 1.0 } else { 0.0 };
+        let batch = rollout(&actor, &reference, &critic, &prompts, &Ascii, score, &settings).unwrap();
+        assert_eq!(batch.len(), 6, "3 samples of 2 prompts");
+        for r in &batch {
+            assert_eq!(r.response.len(), 6);
+            for v in [&r.old_logp, &r.ref_logp, &r.values, &r.advantages, &r.returns] {
+                assert_eq!(v.len(), 6);
+            }
+            assert_eq!(r.old_logp, r.ref_logp, "the reference is the actor: no KL yet");
+            assert!(r.values.iter().all(|&v| v == 0.0), "a fresh critic values everything at 0");
+            // gamma = lambda = 1 and values 0: every return is the score.
+            assert!(r.returns.iter().all(|&x| (x - r.score).abs() < 1e-9));
+            assert!(r.old_logp.iter().all(|&l| l < 0.0 && l.is_finite()));
+        }
+        let all: Vec<f64> = batch.iter().flat_map(|r| r.advantages.clone()).collect();
+        assert!(all.iter().sum::<f64>().abs() < 1e-6, "advantages are whitened");
+        // Samples of one prompt differ (temperature 1).
+        assert!(batch[0].response != batch[1].response || batch[1].response != batch[2].response);
+    }
+}
