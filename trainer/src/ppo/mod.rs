@@ -6,3 +6,4 @@ pub mod critic;
 pub mod gae;
 pub mod loss;
 pub mod rollout;
+pub mod update;
