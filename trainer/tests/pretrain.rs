@@ -78,8 +78,11 @@ fn run(cmd: &mut Command, success: bool) -> Output {
     out
 }
 
+/// `(step, value)` points of a metric.
+type Points = Vec<(u64, f64)>;
+
 /// `(step, loss)` of the train lines and `(step, eval_loss)` of the eval lines.
-fn curve(out: &Path) -> (Vec<(u64, f64)>, Vec<(u64, f64)>) {
+fn curve(out: &Path) -> (Points, Points) {
     let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let pick = |kind: &str, key: &str| lines.iter().filter(|v| v["kind"] == kind).map(|v| (v["step"].as_u64().unwrap(), v[key].as_f64().unwrap())).collect();

@@ -30,20 +30,20 @@ impl Fraction {
         Some(Fraction { num: sign * num / g, den: sign * den / g })
     }
 
-    pub fn add(self, o: Self) -> Option<Self> {
+    pub fn checked_add(self, o: Self) -> Option<Self> {
         let num = self.num.checked_mul(o.den).and_then(|a| o.num.checked_mul(self.den).and_then(|b| a.checked_add(b)))?;
         Self::new(num, self.den.checked_mul(o.den)?)
     }
 
-    pub fn sub(self, o: Self) -> Option<Self> {
-        self.add(Fraction { num: o.num.checked_neg()?, den: o.den })
+    pub fn checked_sub(self, o: Self) -> Option<Self> {
+        self.checked_add(Fraction { num: o.num.checked_neg()?, den: o.den })
     }
 
-    pub fn mul(self, o: Self) -> Option<Self> {
+    pub fn checked_mul(self, o: Self) -> Option<Self> {
         Self::new(self.num.checked_mul(o.num)?, self.den.checked_mul(o.den)?)
     }
 
-    pub fn div(self, o: Self) -> Option<Self> {
+    pub fn checked_div(self, o: Self) -> Option<Self> {
         if o.num == 0 {
             return None;
         }
@@ -81,12 +81,12 @@ fn search(items: Vec<Item>, target: Fraction) -> Option<String> {
             let (a, b) = (&items[i], &items[j]);
             let rest: Vec<Item> = items.iter().enumerate().filter(|(k, _)| *k != i && *k != j).map(|(_, x)| x.clone()).collect();
             let candidates = [
-                (a.value.add(b.value), format!("{} + {}", wrap(a), wrap(b))),
-                (a.value.sub(b.value), format!("{} - {}", wrap(a), wrap(b))),
-                (b.value.sub(a.value), format!("{} - {}", wrap(b), wrap(a))),
-                (a.value.mul(b.value), format!("{} * {}", wrap(a), wrap(b))),
-                (a.value.div(b.value), format!("{} / {}", wrap(a), wrap(b))),
-                (b.value.div(a.value), format!("{} / {}", wrap(b), wrap(a))),
+                (a.value.checked_add(b.value), format!("{} + {}", wrap(a), wrap(b))),
+                (a.value.checked_sub(b.value), format!("{} - {}", wrap(a), wrap(b))),
+                (b.value.checked_sub(a.value), format!("{} - {}", wrap(b), wrap(a))),
+                (a.value.checked_mul(b.value), format!("{} * {}", wrap(a), wrap(b))),
+                (a.value.checked_div(b.value), format!("{} / {}", wrap(a), wrap(b))),
+                (b.value.checked_div(a.value), format!("{} / {}", wrap(b), wrap(a))),
             ];
             for (value, text) in candidates {
                 let Some(value) = value else { continue };

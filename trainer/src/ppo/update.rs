@@ -133,7 +133,7 @@ mod tests {
                 gamma: 1.0,
                 lambda: 1.0,
             };
-            let batch = rollout(&actor.valid(), &reference, &critic.valid(), &prompts, &Chars, &score, &r).unwrap();
+            let batch = rollout(&actor.valid(), &reference, &critic.valid(), &prompts, &Chars, score, &r).unwrap();
             means.push(batch.iter().map(|x| x.score).sum::<f64>() / batch.len() as f64);
             let (a, c, stats) = update(actor, critic, &mut oa, &mut oc, &batch, &settings);
             (actor, critic) = (a, c);
