@@ -7,11 +7,12 @@
 //! Knobs: `HABITS_BENCH_EXAMPLES` (default 20000, ~8M tokens: one set of the study's size),
 //! `HABITS_BENCH_CHARS` (mean completion length, default 1500).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use habits_tests::fixtures::TextGen;
+use habits_tests::procs::cached_asset;
 use pipeline::stages::build::examples::{Example, Lineage, tokenize};
 use pipeline::stages::build::megatron::{MegatronWriter, TokenType};
 use pipeline::stages::build::shards::Packing;
@@ -21,13 +22,6 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn env_usize(key: &str, default: usize) -> usize {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn tokenizer_path() -> PathBuf {
-    let cache = std::env::var("HABITS_CACHE").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/habits"));
-    let t = cache.join("tokenizers/llama3/tokenizer.json");
-    assert!(t.is_file(), "{} is missing: run `make llm-assets`", t.display());
-    t
 }
 
 fn examples(n: usize, mean_chars: usize) -> Vec<Example> {
@@ -91,7 +85,7 @@ print(time.perf_counter() - t, int(sizes.sum()))
 
 fn main() {
     let (n, chars) = (env_usize("HABITS_BENCH_EXAMPLES", 20_000), env_usize("HABITS_BENCH_CHARS", 1500));
-    let tok_path = tokenizer_path();
+    let tok_path = cached_asset("tokenizers/llama3/tokenizer.json");
     let tokenizer = tokenizers::Tokenizer::from_file(&tok_path).unwrap();
     let ex = examples(n, chars);
     let dir = tempfile::tempdir().unwrap();

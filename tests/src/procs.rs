@@ -17,6 +17,22 @@ pub fn binary(name: &str) -> PathBuf {
     p
 }
 
+/// The cache the project's scripts fill (`$HABITS_CACHE`, else `~/.cache/habits`).
+pub fn habits_cache() -> PathBuf {
+    match std::env::var("HABITS_CACHE") {
+        Ok(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/habits"),
+    }
+}
+
+/// A file under the cache, e.g. `tokenizers/llama3/tokenizer.json`; panics with the fix
+/// when `make llm-assets` has not fetched it.
+pub fn cached_asset(relative: &str) -> PathBuf {
+    let p = habits_cache().join(relative);
+    assert!(p.is_file(), "{} is missing: run `make llm-assets` (make test does)", p.display());
+    p
+}
+
 /// A `pipeline` command with a clean hub environment.
 pub fn pipeline() -> Command {
     let mut c = Command::new(binary("pipeline"));

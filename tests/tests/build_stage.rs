@@ -11,19 +11,13 @@ use std::time::{Duration, Instant};
 
 use habits_tests::fixtures::TextGen;
 use habits_tests::llm_server::{FakeLlm, LlmFault};
-use habits_tests::procs::{pipeline, python, run_expect, sha256};
+use habits_tests::procs::{cached_asset, pipeline, python, run_expect, sha256};
 use habits_tests::run_config::{journal_lines, llm_config};
 
 const BUDGET: u64 = 15_000;
 
 fn llama3_tokenizer() -> PathBuf {
-    let cache = match std::env::var("HABITS_CACHE") {
-        Ok(v) if !v.is_empty() => PathBuf::from(v),
-        _ => PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/habits"),
-    };
-    let t = cache.join("tokenizers/llama3/tokenizer.json");
-    assert!(t.is_file(), "{} is missing: run `make llm-assets` (make test does)", t.display());
-    t
+    cached_asset("tokenizers/llama3/tokenizer.json")
 }
 
 /// `n` documents, alternately habit-rich (long: "instead") and control (short, no cue

@@ -4,15 +4,8 @@
 
 use std::path::PathBuf;
 
-use habits_tests::procs::{pipeline, python, run_expect};
+use habits_tests::procs::{cached_asset, habits_cache as cache, pipeline, python, run_expect};
 use habits_tests::run_config::{local_source, write_config};
-
-fn cache() -> PathBuf {
-    match std::env::var("HABITS_CACHE") {
-        Ok(v) if !v.is_empty() => PathBuf::from(v),
-        _ => PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/habits"),
-    }
-}
 
 /// The tests count llama-server processes: they run one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -27,7 +20,7 @@ fn classify_with_a_real_llama_server() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let c = cache();
     for p in ["bin/llama-server", "models/SmolLM2-135M-Instruct.Q4_1.gguf", "tokenizers/qwen3/tokenizer.json"] {
-        assert!(c.join(p).is_file(), "{} is missing: run `make llm-assets` (make test does)", c.join(p).display());
+        cached_asset(p);
     }
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
