@@ -8,8 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use arrow_array::builder::{BooleanBuilder, StringBuilder, UInt32Builder, UInt64Builder};
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use serde::{Deserialize, Serialize};
@@ -35,9 +34,14 @@ impl Packing<'_> {
         e.completion_ids.len().min(self.max_completion_tokens)
     }
 
+    /// The length of the packed sequence of an example.
+    pub fn sequence_len(&self, e: &Example) -> usize {
+        usize::from(self.bos.is_some()) + e.prompt_ids.len() + self.counted(e) + usize::from(self.eos.is_some())
+    }
+
     /// The packed sequence of an example.
     pub fn sequence(&self, e: &Example) -> Vec<u32> {
-        let mut ids = Vec::with_capacity(e.prompt_ids.len() + self.counted(e) + 2);
+        let mut ids = Vec::with_capacity(self.sequence_len(e));
         ids.extend(self.bos);
         ids.extend_from_slice(&e.prompt_ids);
         ids.extend_from_slice(&e.completion_ids[..self.counted(e)]);
@@ -82,8 +86,9 @@ pub fn schema() -> Arc<Schema> {
     ]))
 }
 
+/// One row, as both the parquet and the JSONL shards hold it (fields in column order).
 #[derive(Serialize)]
-struct JsonRow<'a> {
+struct Row<'a> {
     prompt: &'a str,
     completion: &'a str,
     doc_id: &'a str,
@@ -101,76 +106,9 @@ struct JsonRow<'a> {
     truncated: bool,
 }
 
-/// Writes `rows` (already in their final order) as the shards of `split` under `set_dir`;
-/// an empty split has no files.
-pub fn write_split(set_dir: &Path, split: &str, rows: &[&Example], packing: &Packing) -> Result<Vec<FileInfo>> {
-    let shards = rows.len().div_ceil(packing.shard_rows);
-    let mut files = Vec::new();
-    for (i, chunk) in rows.chunks(packing.shard_rows).enumerate() {
-        let stem = format!("{split}-{i:05}-of-{shards:05}");
-        let tokens: u64 = chunk.iter().map(|e| packing.sequence(e).len() as u64).sum();
-        let info = |path: String, format: &str| -> Result<FileInfo> {
-            let full = set_dir.join(&path);
-            Ok(FileInfo {
-                bytes: std::fs::metadata(&full)?.len(),
-                sha256: sha256_file(&full)?,
-                path,
-                split: split.into(),
-                format: format.into(),
-                rows: chunk.len() as u64,
-                tokens,
-            })
-        };
-        write_parquet(&set_dir.join("data").join(format!("{stem}.parquet")), chunk, split, packing)?;
-        files.push(info(format!("data/{stem}.parquet"), "parquet")?);
-        write_jsonl(&set_dir.join("jsonl").join(format!("{stem}.jsonl")), chunk, split, packing)?;
-        files.push(info(format!("jsonl/{stem}.jsonl"), "jsonl")?);
-        let mut mega = MegatronWriter::create(&set_dir.join("megatron").join(&stem), packing.dtype)?;
-        for e in chunk {
-            mega.push(&packing.sequence(e))?;
-        }
-        mega.finish()?;
-        files.push(info(format!("megatron/{stem}.bin"), "megatron-bin")?);
-        files.push(info(format!("megatron/{stem}.idx"), "megatron-idx")?);
-    }
-    Ok(files)
-}
-
-fn write_parquet(path: &Path, rows: &[&Example], split: &str, p: &Packing) -> Result<()> {
-    let mut strings: Vec<StringBuilder> = (0..11).map(|_| StringBuilder::new()).collect();
-    let (mut row, mut ptok, mut ctok, mut trunc) = (UInt64Builder::new(), UInt32Builder::new(), UInt32Builder::new(), BooleanBuilder::new());
-    for e in rows {
-        let values = [&e.prompt, &e.completion, &e.doc_id, SETS[e.set], split, &e.lineage.source, &e.lineage.revision, &e.lineage.file];
-        for (b, v) in strings.iter_mut().zip(values) {
-            b.append_value(v);
-        }
-        row.append_value(e.lineage.row);
-        strings[8].append_value(&e.model);
-        strings[9].append_value(&e.rewrite_prompt_hash);
-        strings[10].append_value(p.template_hash);
-        ptok.append_value(e.prompt_ids.len() as u32);
-        ctok.append_value(p.counted(e) as u32);
-        trunc.append_value(e.completion_ids.len() > p.max_completion_tokens);
-    }
-    let mut cols: Vec<ArrayRef> = strings.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
-    cols.insert(8, Arc::new(row.finish()));
-    cols.extend([Arc::new(ptok.finish()) as ArrayRef, Arc::new(ctok.finish()), Arc::new(trunc.finish())]);
-    let schema = schema();
-    let batch = RecordBatch::try_new(schema.clone(), cols)?;
-    std::fs::create_dir_all(path.parent().expect("a shard has a folder"))?;
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut w = ArrowWriter::try_new(file, schema, Some(table_properties(3, 8192)))?;
-    w.write(&batch)?;
-    w.into_inner()?.sync_all()?;
-    Ok(())
-}
-
-fn write_jsonl(path: &Path, rows: &[&Example], split: &str, p: &Packing) -> Result<()> {
-    std::fs::create_dir_all(path.parent().expect("a shard has a folder"))?;
-    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-    for e in rows {
-        let row = JsonRow {
+impl<'a> Row<'a> {
+    fn new(e: &'a Example, split: &'a str, p: &Packing<'a>) -> Self {
+        Row {
             prompt: &e.prompt,
             completion: &e.completion,
             doc_id: &e.doc_id,
@@ -186,8 +124,80 @@ fn write_jsonl(path: &Path, rows: &[&Example], split: &str, p: &Packing) -> Resu
             prompt_tokens: e.prompt_ids.len() as u32,
             completion_tokens: p.counted(e) as u32,
             truncated: e.completion_ids.len() > p.max_completion_tokens,
+        }
+    }
+
+    /// The string columns before `row`, then the ones after it.
+    fn strings(&self) -> ([&str; 8], [&str; 3]) {
+        (
+            [self.prompt, self.completion, self.doc_id, self.set, self.split, self.source, self.revision, self.file],
+            [self.model, self.rewrite_prompt_hash, self.template_hash],
+        )
+    }
+}
+
+/// Writes `rows` (already in their final order) as the shards of `split` under `set_dir`;
+/// an empty split has no files.
+pub fn write_split(set_dir: &Path, split: &str, rows: &[&Example], packing: &Packing) -> Result<Vec<FileInfo>> {
+    let shards = rows.len().div_ceil(packing.shard_rows);
+    let mut files = Vec::new();
+    for (i, chunk) in rows.chunks(packing.shard_rows).enumerate() {
+        let stem = format!("{split}-{i:05}-of-{shards:05}");
+        let tokens: u64 = chunk.iter().map(|e| packing.sequence_len(e) as u64).sum();
+        let rows: Vec<Row> = chunk.iter().map(|e| Row::new(e, split, packing)).collect();
+        let info = |path: String, format: &str| -> Result<FileInfo> {
+            let full = set_dir.join(&path);
+            Ok(FileInfo {
+                bytes: std::fs::metadata(&full)?.len(),
+                sha256: sha256_file(&full)?,
+                path,
+                split: split.into(),
+                format: format.into(),
+                rows: chunk.len() as u64,
+                tokens,
+            })
         };
-        serde_json::to_writer(&mut w, &row)?;
+        write_parquet(&set_dir.join("data").join(format!("{stem}.parquet")), &rows)?;
+        files.push(info(format!("data/{stem}.parquet"), "parquet")?);
+        write_jsonl(&set_dir.join("jsonl").join(format!("{stem}.jsonl")), &rows)?;
+        files.push(info(format!("jsonl/{stem}.jsonl"), "jsonl")?);
+        let mut mega = MegatronWriter::create(&set_dir.join("megatron").join(&stem), packing.dtype)?;
+        for e in chunk {
+            mega.push(&packing.sequence(e))?;
+        }
+        mega.finish()?;
+        files.push(info(format!("megatron/{stem}.bin"), "megatron-bin")?);
+        files.push(info(format!("megatron/{stem}.idx"), "megatron-idx")?);
+    }
+    Ok(files)
+}
+
+fn write_parquet(path: &Path, rows: &[Row]) -> Result<()> {
+    let strings: Vec<([&str; 8], [&str; 3])> = rows.iter().map(Row::strings).collect();
+    let before = |i: usize| -> ArrayRef { Arc::new(strings.iter().map(|s| Some(s.0[i])).collect::<StringArray>()) };
+    let after = |i: usize| -> ArrayRef { Arc::new(strings.iter().map(|s| Some(s.1[i])).collect::<StringArray>()) };
+    let mut cols: Vec<ArrayRef> = (0..8).map(before).collect();
+    cols.push(Arc::new(rows.iter().map(|r| r.row).collect::<UInt64Array>()));
+    cols.extend((0..3).map(after));
+    cols.push(Arc::new(rows.iter().map(|r| r.prompt_tokens).collect::<UInt32Array>()));
+    cols.push(Arc::new(rows.iter().map(|r| r.completion_tokens).collect::<UInt32Array>()));
+    cols.push(Arc::new(rows.iter().map(|r| Some(r.truncated)).collect::<BooleanArray>()));
+    let schema = schema();
+    let batch = RecordBatch::try_new(schema.clone(), cols)?;
+    std::fs::create_dir_all(path.parent().expect("a shard has a folder"))?;
+    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut w = ArrowWriter::try_new(file, schema, Some(table_properties(3, 8192)))?;
+    w.write(&batch)?;
+    w.into_inner()?.sync_all()?;
+    Ok(())
+}
+
+fn write_jsonl(path: &Path, rows: &[Row]) -> Result<()> {
+    std::fs::create_dir_all(path.parent().expect("a shard has a folder"))?;
+    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    for row in rows {
+        serde_json::to_writer(&mut w, row)?;
         w.write_all(b"\n")?;
     }
     w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
