@@ -12,6 +12,16 @@ use super::config::ModelConfig;
 use super::rope;
 use super::source::{ParamSource, linear};
 
+/// Where the tokens of a forward pass are: the RoPE tables (`[1 or batch, 1, seq,
+/// head_dim]`) and, for generation, which keys each query may see (`[batch, 1, seq, keys]`,
+/// true = hidden; none = causal over the pass alone).
+#[derive(Clone, Debug)]
+pub struct Positions<B: Backend> {
+    pub cos: Tensor<B, 4>,
+    pub sin: Tensor<B, 4>,
+    pub mask: Option<Tensor<B, 4, Bool>>,
+}
+
 /// The keys and values one layer has seen: `[batch, kv_heads, positions, head_dim]`.
 #[derive(Clone, Debug)]
 pub struct KvCache<B: Backend> {
@@ -53,21 +63,13 @@ impl<B: Backend> Attention<B> {
         })
     }
 
-    /// `x`: `[batch, seq, hidden]`; `cos`/`sin`: `[1 or batch, 1, seq, head_dim]`. Without
-    /// a mask, attention is causal over `x` alone; with one (`[batch, 1, seq, keys]`, true =
-    /// hidden), keys are the cache's followed by `x`'s, and the cache grows by `x`.
-    pub fn forward(
-        &self,
-        x: Tensor<B, 3>,
-        cos: Tensor<B, 4>,
-        sin: Tensor<B, 4>,
-        mask: Option<Tensor<B, 4, Bool>>,
-        cache: Option<&mut KvCache<B>>,
-    ) -> Tensor<B, 3> {
+    /// `x`: `[batch, seq, hidden]` at `at`. Without a mask, attention is causal over `x`
+    /// alone; with one, keys are the cache's followed by `x`'s, and the cache grows by `x`.
+    pub fn forward(&self, x: Tensor<B, 3>, at: &Positions<B>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, self.head_dim]).swap_dims(1, 2);
-        let q = rope::apply(heads(self.q_proj.forward(x.clone()), self.num_heads), cos.clone(), sin.clone());
-        let mut k = rope::apply(heads(self.k_proj.forward(x.clone()), self.num_kv_heads), cos, sin);
+        let q = rope::apply(heads(self.q_proj.forward(x.clone()), self.num_heads), at.cos.clone(), at.sin.clone());
+        let mut k = rope::apply(heads(self.k_proj.forward(x.clone()), self.num_kv_heads), at.cos.clone(), at.sin.clone());
         let mut v = heads(self.v_proj.forward(x), self.num_kv_heads);
         if let Some(cache) = cache {
             if let (Some(old_k), Some(old_v)) = (cache.k.take(), cache.v.take()) {
@@ -78,7 +80,7 @@ impl<B: Backend> Attention<B> {
             cache.v = Some(v.clone());
         }
         let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
-        let out = match mask {
+        let out = match at.mask.clone() {
             None => attention(q, k, v, None, None, AttentionModuleOptions { is_causal: true, ..Default::default() }),
             Some(mask) => {
                 let [_, _, tq, tk] = mask.dims();

@@ -4,7 +4,7 @@ use anyhow::Result;
 use burn::nn::RmsNorm;
 use burn::prelude::*;
 
-use super::attention::{Attention, KvCache};
+use super::attention::{Attention, KvCache, Positions};
 use super::config::ModelConfig;
 use super::mlp::Mlp;
 use super::source::{ParamSource, rms_norm};
@@ -28,15 +28,8 @@ impl<B: Backend> DecoderLayer<B> {
         })
     }
 
-    pub fn forward(
-        &self,
-        x: Tensor<B, 3>,
-        cos: Tensor<B, 4>,
-        sin: Tensor<B, 4>,
-        mask: Option<Tensor<B, 4, Bool>>,
-        cache: Option<&mut KvCache<B>>,
-    ) -> Tensor<B, 3> {
-        let x = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), cos, sin, mask, cache);
+    pub fn forward(&self, x: Tensor<B, 3>, at: &Positions<B>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+        let x = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), at, cache);
         x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
     }
 }

@@ -14,7 +14,7 @@ use anyhow::Result;
 use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::prelude::*;
 
-use self::attention::KvCache;
+use self::attention::{KvCache, Positions};
 use self::config::ModelConfig;
 use self::layer::DecoderLayer;
 use self::rope::Rope;
@@ -60,10 +60,10 @@ impl<B: Backend> Llama<B> {
         let t = ids.dims()[1];
         let positions: Vec<usize> = (0..t).collect();
         let (cos, sin) = self.rope.tables::<B>(&positions, &device);
-        let (cos, sin) = (cos.unsqueeze::<4>(), sin.unsqueeze::<4>());
+        let at = Positions { cos: cos.unsqueeze::<4>(), sin: sin.unsqueeze::<4>(), mask: None };
         let mut x = self.embed_tokens.forward(ids);
         for layer in &self.layers {
-            x = layer.forward(x, cos.clone(), sin.clone(), None, None);
+            x = layer.forward(x, &at, None);
         }
         self.norm.forward(x)
     }
@@ -76,10 +76,10 @@ impl<B: Backend> Llama<B> {
         let [b, t] = ids.dims();
         let flat: Vec<usize> = positions.iter().flatten().copied().collect();
         let (cos, sin) = self.rope.tables::<B>(&flat, &device);
-        let (cos, sin) = (cos.reshape([b, 1, t, self.config.head_dim]), sin.reshape([b, 1, t, self.config.head_dim]));
+        let at = Positions { cos: cos.reshape([b, 1, t, self.config.head_dim]), sin: sin.reshape([b, 1, t, self.config.head_dim]), mask: Some(mask) };
         let mut x = self.embed_tokens.forward(ids);
         for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
-            x = layer.forward(x, cos.clone(), sin.clone(), Some(mask.clone()), Some(cache));
+            x = layer.forward(x, &at, Some(cache));
         }
         self.head(self.norm.forward(x))
     }

@@ -22,8 +22,14 @@ pub fn policy_loss<B: Backend>(
     let ratio = (logp - old_logp).exp();
     let unclipped = advantages.clone().neg() * ratio.clone();
     let clipped = advantages.neg() * ratio.clamp(1.0 - clip, 1.0 + clip);
-    let clip_fraction = masked_mean(clipped.clone().greater(unclipped.clone()).float(), mask.clone());
-    (masked_mean(unclipped.max_pair(clipped), mask), clip_fraction)
+    pessimistic(unclipped, clipped, mask)
+}
+
+/// PPO's pessimistic choice: per token the larger of the plain and the clipped loss, as a
+/// masked mean, and the fraction of tokens where the clipped one was larger.
+fn pessimistic<B: Backend>(plain: Tensor<B, 2>, clipped: Tensor<B, 2>, mask: Tensor<B, 2>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let clip_fraction = masked_mean(clipped.clone().greater(plain.clone()).float(), mask.clone());
+    (masked_mean(plain.max_pair(clipped), mask), clip_fraction)
 }
 
 /// `0.5 max((v - R)^2, (v_clipped - R)^2)` with `v_clipped = old_v + clip(v - old_v, -c, c)`;
@@ -38,8 +44,8 @@ pub fn value_loss<B: Backend>(
     let clipped_values = old_values.clone() + (values.clone() - old_values).clamp(-clip, clip);
     let plain = (values - returns.clone()).powi_scalar(2);
     let clipped = (clipped_values - returns).powi_scalar(2);
-    let clip_fraction = masked_mean(clipped.clone().greater(plain.clone()).float(), mask.clone());
-    (masked_mean(plain.max_pair(clipped), mask).mul_scalar(0.5), clip_fraction)
+    let (loss, clip_fraction) = pessimistic(plain, clipped, mask);
+    (loss.mul_scalar(0.5), clip_fraction)
 }
 
 /// Mean entropy of the policy's next-token distributions (`logits` `[batch, seq, vocab]`).

@@ -20,7 +20,7 @@ use super::config::PretrainConfig;
 use super::metrics::Metrics;
 use super::schedule::learning_rate;
 use crate::data::pack::{Window, windows};
-use crate::data::set::{Sequence, read_split};
+use crate::data::set::read_split;
 use crate::loss::causal_lm_loss;
 use crate::model::Llama;
 use crate::model::config::ModelConfig;
@@ -81,7 +81,8 @@ pub fn pretrain<B: AutodiffBackend>(cfg: &PretrainConfig, device: &B::Device, op
     let pad = model_cfg.eos_token_id.unwrap_or(0);
     let seq_len = cfg.data.seq_len;
     let per_step = t.batch_size * t.grad_accum;
-    let windows_per_epoch = windows(&train, seq_len, cfg.data.objective, Some((t.seed, 0)), pad).len();
+    // Packing concatenates every sequence, so the count does not depend on the order.
+    let windows_per_epoch = train.iter().map(|s| s.ids.len()).sum::<usize>().div_ceil(seq_len);
     let steps_per_epoch = windows_per_epoch.div_ceil(per_step);
     let total = if t.max_steps > 0 { t.max_steps } else { t.epochs * steps_per_epoch };
     let warmup = (total as f64 * t.warmup_fraction).round() as usize;
@@ -118,6 +119,7 @@ pub fn pretrain<B: AutodiffBackend>(cfg: &PretrainConfig, device: &B::Device, op
         bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]").expect("a valid template"));
         bar
     });
+    let test_windows = windows(&test, seq_len, cfg.data.objective, None, pad);
     let mut epoch_cache: Option<(usize, Vec<Window>)> = None;
     let (mut last_loss, mut eval_loss, mut checkpoint_dir) = (None, None, None);
     let mut ran = 0usize;
@@ -131,14 +133,20 @@ pub fn pretrain<B: AutodiffBackend>(cfg: &PretrainConfig, device: &B::Device, op
         let group = &epoch_windows[in_epoch * per_step..((in_epoch + 1) * per_step).min(epoch_windows.len())];
         let micro: Vec<&[Window]> = group.chunks(t.batch_size).collect();
         let mut accumulator = GradientsAccumulator::<Llama<B>>::new();
-        let (mut loss_sum, mut trained) = (0.0, 0usize);
+        let mut trained = 0usize;
+        // The step's loss stays on the device until the step is done (no sync per micro-batch).
+        let mut step_loss: Option<Tensor<B::InnerBackend, 1>> = None;
         for batch in &micro {
             let (ids, labels) = tensors::<B>(batch, seq_len, device);
             let loss = causal_lm_loss(model.forward(ids), labels).div_scalar(micro.len() as f64);
-            loss_sum += loss.clone().into_scalar().elem::<f64>();
+            step_loss = Some(match step_loss {
+                Some(sum) => sum + loss.clone().inner(),
+                None => loss.clone().inner(),
+            });
             trained += batch.iter().map(Window::trained).sum::<usize>();
             accumulator.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
         }
+        let loss_sum = step_loss.map_or(0.0, |l| l.into_scalar().elem::<f64>());
         let mut grads = accumulator.grads();
         let grad_norm = clip_global_norm(&model, &mut grads, t.grad_clip);
         if !loss_sum.is_finite() || loss_sum < 0.0 || !grad_norm.is_finite() {
@@ -174,7 +182,7 @@ pub fn pretrain<B: AutodiffBackend>(cfg: &PretrainConfig, device: &B::Device, op
         }
         let last = state.step == total;
         if !test.is_empty() && ((t.eval_every > 0 && state.step % t.eval_every == 0) || last) {
-            let loss = evaluate(&model.valid(), &test, cfg, pad, device);
+            let loss = evaluate(&model.valid(), &test_windows, cfg, device);
             metrics.write(&json!({ "kind": "eval", "step": state.step, "eval_loss": loss }))?;
             let line = format!("step {}  eval loss {loss:.4} on {} test sequences", state.step, test.len());
             match &bar {
@@ -194,10 +202,9 @@ pub fn pretrain<B: AutodiffBackend>(cfg: &PretrainConfig, device: &B::Device, op
 }
 
 /// Mean loss over the test split's windows (no shuffle), weighted by trained tokens.
-fn evaluate<B: Backend>(model: &Llama<B>, test: &[Sequence], cfg: &PretrainConfig, pad: u32, device: &B::Device) -> f64 {
-    let all = windows(test, cfg.data.seq_len, cfg.data.objective, None, pad);
+fn evaluate<B: Backend>(model: &Llama<B>, test: &[Window], cfg: &PretrainConfig, device: &B::Device) -> f64 {
     let (mut sum, mut count) = (0.0, 0usize);
-    for batch in all.chunks(cfg.train.batch_size) {
+    for batch in test.chunks(cfg.train.batch_size) {
         let trained: usize = batch.iter().map(Window::trained).sum();
         if trained == 0 {
             continue;
