@@ -48,7 +48,7 @@ llm-assets:
 	scripts/prepare_llm.sh >/dev/null
 
 python-deps:
-	@$(PYTHON) -c "import pyarrow, huggingface_hub, numpy, datasets, tokenizers" 2>/dev/null || PIP_BREAK_SYSTEM_PACKAGES=1 $(PYTHON) -m pip install --quiet -r tests/requirements.txt
+	@$(PYTHON) -c "import pyarrow, huggingface_hub, numpy, datasets, tokenizers, duckdb, PIL" 2>/dev/null || PIP_BREAK_SYSTEM_PACKAGES=1 $(PYTHON) -m pip install --quiet -r tests/requirements.txt
 
 test: python-deps llm-assets
 	$(CARGO) test --workspace

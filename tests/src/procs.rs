@@ -33,6 +33,11 @@ pub fn cached_asset(relative: &str) -> PathBuf {
     p
 }
 
+/// The Llama-3 tokenizer `make llm-assets` fetched.
+pub fn llama3_tokenizer() -> PathBuf {
+    cached_asset("tokenizers/llama3/tokenizer.json")
+}
+
 /// A `pipeline` command with a clean hub environment.
 pub fn pipeline() -> Command {
     let mut c = Command::new(binary("pipeline"));

@@ -68,3 +68,13 @@ pub fn journal_lines(tmp: &Path, run: &str, stage: &str) -> Vec<serde_json::Valu
     let text = std::fs::read_to_string(tmp.join("runs").join(run).join("journal").join(format!("{stage}.jsonl"))).unwrap_or_default();
     text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
+
+/// [`llm_config`] against a fake LLM, with a `[build]` section that uses the Llama-3
+/// tokenizer plus `build` (e.g. `budget_tokens = 2000`).
+pub fn build_config(tmp: &Path, name: &str, docs: usize, llm: &crate::llm_server::FakeLlm, extra_llm: &str, build: &str) -> PathBuf {
+    let cfg = llm_config(tmp, name, docs, &llm.endpoint(), extra_llm, None);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let build = format!("[build]\ntokenizer = \"{}\"\n{build}\n", crate::procs::llama3_tokenizer().display());
+    std::fs::write(&cfg, text.replacen("[build]\n", &build, 1)).unwrap();
+    cfg
+}

@@ -6,19 +6,15 @@
 //! never pays a finished request twice.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use habits_tests::fixtures::TextGen;
 use habits_tests::llm_server::{FakeLlm, LlmFault};
-use habits_tests::procs::{cached_asset, pipeline, python, run_expect, sha256};
-use habits_tests::run_config::{journal_lines, llm_config};
+use habits_tests::procs::{llama3_tokenizer, pipeline, python, run_expect, sha256};
+use habits_tests::run_config::{build_config, journal_lines};
 
 const BUDGET: u64 = 15_000;
-
-fn llama3_tokenizer() -> PathBuf {
-    cached_asset("tokenizers/llama3/tokenizer.json")
-}
 
 /// `n` documents, alternately habit-rich (long: "instead") and control (short, no cue
 /// word), each with a problem and an answer; `bad` of them get rewrites that never parse.
@@ -40,14 +36,6 @@ fn corpus(dir: &Path, n: usize, bad: &[usize]) -> Vec<String> {
     let lines: Vec<String> = docs.iter().map(|t| serde_json::json!({ "text": t }).to_string()).collect();
     std::fs::write(dir.join("d.jsonl"), lines.join("\n") + "\n").unwrap();
     docs
-}
-
-fn config(tmp: &Path, name: &str, docs: usize, llm: &FakeLlm, extra_llm: &str, build: &str) -> PathBuf {
-    let cfg = llm_config(tmp, name, docs, &llm.endpoint(), extra_llm, None);
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    let build = format!("[build]\ntokenizer = \"{}\"\n{build}\n", llama3_tokenizer().display());
-    std::fs::write(&cfg, text.replacen("[build]\n", &build, 1)).unwrap();
-    cfg
 }
 
 /// Every file under `dir` -> its sha256.
@@ -93,7 +81,7 @@ fn sets_meet_the_budget_and_every_reader_agrees() {
     let docs = corpus(&tmp.path().join("src"), 240, &bad);
     let llm = FakeLlm::start();
     llm.inject_for("rewrite", "BADREWRITE", vec![LlmFault::Reply("no tags at all".into()); 4]);
-    let cfg = config(tmp.path(), "b", docs.len(), &llm, "", &format!("budget_tokens = {BUDGET}\nshard_rows = 20\n"));
+    let cfg = build_config(tmp.path(), "b", docs.len(), &llm, "", &format!("budget_tokens = {BUDGET}\nshard_rows = 20\n"));
     let out = run_expect(pipeline().arg("run").arg("--config").arg(&cfg), true);
     let err = String::from_utf8_lossy(&out.stderr);
     let sets = tmp.path().join("runs/b/sets");
@@ -149,7 +137,7 @@ fn kill_9_during_rewrite_then_rerun_pays_no_finished_request_twice() {
     let tmp = tempfile::tempdir().unwrap();
     let docs = corpus(&tmp.path().join("src"), 40, &[]);
     let llm = FakeLlm::start();
-    let cfg = config(tmp.path(), "killed", docs.len(), &llm, "max_concurrency = 2\nmin_concurrency = 1\nconcurrency = 2", "budget_tokens = 2000");
+    let cfg = build_config(tmp.path(), "killed", docs.len(), &llm, "max_concurrency = 2\nmin_concurrency = 1\nconcurrency = 2", "budget_tokens = 2000");
     run_expect(pipeline().arg("-q").arg("run").arg("--until").arg("select").arg("--config").arg(&cfg), true);
     llm.set_delay_ms(100);
     let mut child = pipeline().arg("-q").arg("rewrite").arg("--config").arg(&cfg).spawn().unwrap();

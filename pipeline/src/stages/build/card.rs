@@ -17,8 +17,19 @@ fn size_category(rows: u64) -> &'static str {
     }
 }
 
-/// Renders the card.
-pub fn render(m: &SetManifest) -> String {
+/// The file kinds a set folder can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Files {
+    Parquet,
+    Jsonl,
+    Megatron,
+}
+
+/// What the build writes: all three.
+pub const ALL_FILES: [Files; 3] = [Files::Parquet, Files::Jsonl, Files::Megatron];
+
+/// Renders the card of a set folder holding `files`.
+pub fn render(m: &SetManifest, files: &[Files]) -> String {
     let rows: u64 = m.rows.values().sum();
     let mut s = String::new();
     s.push_str("---\n");
@@ -28,9 +39,18 @@ pub fn render(m: &SetManifest) -> String {
     let _ = writeln!(s, "size_categories:\n- {}", size_category(rows));
     s.push_str("task_categories:\n- text-generation\n");
     s.push_str("tags:\n- math\n- reasoning\n- continued-pretraining\n");
-    s.push_str("configs:\n- config_name: default\n  data_files:\n");
-    for split in m.rows.keys() {
-        let _ = writeln!(s, "  - split: {split}\n    path: data/{split}-*.parquet");
+    let data = if files.contains(&Files::Parquet) {
+        Some("data/{split}-*.parquet")
+    } else if files.contains(&Files::Jsonl) {
+        Some("jsonl/{split}-*.jsonl")
+    } else {
+        None
+    };
+    if let Some(pattern) = data {
+        s.push_str("configs:\n- config_name: default\n  data_files:\n");
+        for split in m.rows.keys() {
+            let _ = writeln!(s, "  - split: {split}\n    path: {}", pattern.replace("{split}", split));
+        }
     }
     s.push_str("---\n\n");
     let _ = writeln!(s, "# habits: the {} set of run `{}`\n", m.set, m.run);
@@ -56,15 +76,21 @@ pub fn render(m: &SetManifest) -> String {
         let _ = writeln!(s, "- Split `{split}`: {n} rows, {} completion tokens.", m.completion_tokens.get(split).copied().unwrap_or(0));
     }
     s.push_str("\n## Files\n\n");
-    s.push_str("- `data/<split>-NNNNN-of-MMMMM.parquet`: the rows (zstd).\n");
-    s.push_str("- `jsonl/<split>-NNNNN-of-MMMMM.jsonl`: the same rows, one JSON object per line.\n");
-    let _ = writeln!(
-        s,
-        "- `megatron/<split>-NNNNN-of-MMMMM.{{bin,idx}}`: the same rows as packed token ids in Megatron's indexed-dataset layout ({}, one sequence and one document per row: {}prompt + completion{}).",
-        m.tokenizer.dtype,
-        if m.tokenizer.bos.is_some() { "bos + " } else { "" },
-        if m.tokenizer.eos.is_some() { " + eos" } else { "" }
-    );
+    if files.contains(&Files::Parquet) {
+        s.push_str("- `data/<split>-NNNNN-of-MMMMM.parquet`: the rows (zstd).\n");
+    }
+    if files.contains(&Files::Jsonl) {
+        s.push_str("- `jsonl/<split>-NNNNN-of-MMMMM.jsonl`: the rows, one JSON object per line.\n");
+    }
+    if files.contains(&Files::Megatron) {
+        let _ = writeln!(
+            s,
+            "- `megatron/<split>-NNNNN-of-MMMMM.{{bin,idx}}`: the same rows as packed token ids in Megatron's indexed-dataset layout ({}, one sequence and one document per row: {}prompt + completion{}).",
+            m.tokenizer.dtype,
+            if m.tokenizer.bos.is_some() { "bos + " } else { "" },
+            if m.tokenizer.eos.is_some() { " + eos" } else { "" }
+        );
+    }
     s.push_str("- `manifest.json`: rows, tokens and sha256 of every file, the tokenizer, the config, length quantiles.\n");
     s.push_str("\n## Columns\n\n| column | meaning |\n| --- | --- |\n");
     for (c, meaning) in [

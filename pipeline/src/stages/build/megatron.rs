@@ -124,6 +124,50 @@ impl MegatronWriter {
     }
 }
 
+/// What a `.idx` file says: the dtype, the tokens per sequence, their byte offsets in
+/// `.bin` and the document boundaries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Index {
+    pub dtype: TokenType,
+    pub lengths: Vec<i32>,
+    pub offsets: Vec<i64>,
+    pub documents: Vec<i64>,
+}
+
+impl Index {
+    /// Reads and checks an index: magic, version, dtype code and that the file has exactly
+    /// the size its counts imply.
+    pub fn read(path: &Path) -> Result<Index> {
+        let b = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bad = |what: &str| anyhow::anyhow!("{} is not a Megatron index: {what}", path.display());
+        if b.len() < 34 || &b[..9] != MAGIC {
+            return Err(bad("no MMIDIDX header"));
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+        if u64_at(9) != 1 {
+            return Err(bad("version is not 1"));
+        }
+        let dtype = match b[17] {
+            8 => TokenType::U16,
+            4 => TokenType::I32,
+            other => return Err(bad(&format!("dtype code {other} (expected 8 = uint16 or 4 = int32)"))),
+        };
+        let (n, d) = (u64_at(18) as usize, u64_at(26) as usize);
+        if n.checked_mul(12).and_then(|x| x.checked_add(d.checked_mul(8)?)).and_then(|x| x.checked_add(34)) != Some(b.len()) {
+            return Err(bad(&format!("{} bytes do not hold {n} sequences and {d} document boundaries", b.len())));
+        }
+        let lengths = (0..n).map(|i| i32::from_le_bytes(b[34 + 4 * i..38 + 4 * i].try_into().expect("4 bytes"))).collect();
+        let offsets = (0..n).map(|i| u64_at(34 + 4 * n + 8 * i) as i64).collect();
+        let documents = (0..d).map(|i| u64_at(34 + 12 * n + 8 * i) as i64).collect();
+        Ok(Index { dtype, lengths, offsets, documents })
+    }
+
+    /// Tokens in all sequences.
+    pub fn tokens(&self) -> u64 {
+        self.lengths.iter().map(|&l| l.max(0) as u64).sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +191,14 @@ mod tests {
         assert_eq!((u64_at(&idx, 42), u64_at(&idx, 50)), (0, 12));
         assert_eq!((u64_at(&idx, 58), u64_at(&idx, 66), u64_at(&idx, 74)), (0, 1, 2));
         assert_eq!(idx.len(), 82);
+        let dir2 = tempfile::tempdir().unwrap();
+        let path = dir2.path().join("i.idx");
+        std::fs::write(&path, &idx).unwrap();
+        let read = Index::read(&path).unwrap();
+        assert_eq!(read, Index { dtype: TokenType::I32, lengths: vec![3, 1], offsets: vec![0, 12], documents: vec![0, 1, 2] });
+        assert_eq!(read.tokens(), 4);
+        std::fs::write(&path, &idx[..81]).unwrap();
+        assert!(Index::read(&path).unwrap_err().to_string().contains("do not hold 2 sequences"));
     }
 
     #[test]

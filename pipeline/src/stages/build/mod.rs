@@ -191,7 +191,7 @@ pub fn run_build(cfg: &LoadedConfig) -> Result<BuildManifest> {
             m.packed_tokens.insert(split_name.into(), files.iter().filter(|f| f.format == "parquet").map(|f| f.tokens).sum());
             m.files.extend(files);
         }
-        write_atomic(&set_dir.join("README.md"), card::render(&m).as_bytes())?;
+        write_atomic(&set_dir.join("README.md"), card::render(&m, &card::ALL_FILES).as_bytes())?;
         write_json(&set_dir.join("manifest.json"), &m)?;
         manifest.rows.insert(name.to_string(), m.rows.clone());
         manifest.completion_tokens.insert(name.to_string(), m.completion_tokens.clone());

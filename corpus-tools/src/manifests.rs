@@ -1,0 +1,157 @@
+//! The manifests of a run: each stage's `_manifest.json`, the build's `sets/_manifest.json`
+//! and every set's `manifest.json`, with the files each one lists (path, rows, tokens,
+//! bytes, sha256). `verify` checks those files; the catalog shows both as tables.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use serde_json::Value;
+
+use crate::catalog::{STAGE_TABLES, set_names};
+
+/// A file a manifest lists, with what the manifest says about it.
+#[derive(Clone, Debug)]
+pub struct ListedFile {
+    /// Relative to the run folder.
+    pub path: String,
+    pub split: Option<String>,
+    /// `parquet`, `jsonl`, `megatron-bin`, `megatron-idx`.
+    pub format: String,
+    pub rows: u64,
+    pub tokens: Option<u64>,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// One manifest file.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    /// `docs`, `labels`, `select`, `rewrites`, `sets`, `sets/rich`, ...
+    pub name: String,
+    /// Relative to the run folder.
+    pub path: String,
+    pub json: Value,
+    pub files: Vec<ListedFile>,
+}
+
+/// Every manifest of the run, in pipeline order.
+pub fn find(run: &Path) -> Result<Vec<Manifest>> {
+    let mut out = Vec::new();
+    for (_, folder) in STAGE_TABLES {
+        if let Some(m) = load(run, folder, &format!("{folder}/_manifest.json"))? {
+            out.push(m);
+        }
+    }
+    if let Some(m) = load(run, "sets", "sets/_manifest.json")? {
+        out.push(m);
+    }
+    for set in set_names(run) {
+        if let Some(m) = load(run, &format!("sets/{set}"), &format!("sets/{set}/manifest.json"))? {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+fn load(run: &Path, name: &str, relative: &str) -> Result<Option<Manifest>> {
+    let path: PathBuf = run.join(relative);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let json: Value = serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid JSON: rerun the stage that wrote it", path.display()))?;
+    let folder = Path::new(relative).parent().map(|p| p.display().to_string()).unwrap_or_default();
+    let files = listed_in(&json, &folder).with_context(|| format!("{}: a listed file lacks a field", path.display()))?;
+    Ok(Some(Manifest { name: name.to_string(), path: relative.to_string(), json, files }))
+}
+
+/// Stage manifests list `parts` (`file`, `rows`, `bytes`, `sha256`); set manifests list
+/// `files` (`path`, `split`, `format`, `rows`, `tokens`, `bytes`, `sha256`).
+pub fn listed_in(json: &Value, folder: &str) -> Result<Vec<ListedFile>> {
+    let str_of = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string).with_context(|| format!("`{k}` missing"));
+    let u64_of = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).with_context(|| format!("`{k}` missing"));
+    let mut out = Vec::new();
+    for part in json.get("parts").and_then(Value::as_array).into_iter().flatten() {
+        out.push(ListedFile {
+            path: join(folder, &str_of(part, "file")?),
+            split: None,
+            format: "parquet".into(),
+            rows: u64_of(part, "rows")?,
+            tokens: None,
+            bytes: u64_of(part, "bytes")?,
+            sha256: str_of(part, "sha256")?,
+        });
+    }
+    for file in json.get("files").and_then(Value::as_array).into_iter().flatten() {
+        out.push(ListedFile {
+            path: join(folder, &str_of(file, "path")?),
+            split: str_of(file, "split").ok(),
+            format: str_of(file, "format")?,
+            rows: u64_of(file, "rows")?,
+            tokens: file.get("tokens").and_then(Value::as_u64),
+            bytes: u64_of(file, "bytes")?,
+            sha256: str_of(file, "sha256")?,
+        });
+    }
+    Ok(out)
+}
+
+fn join(folder: &str, file: &str) -> String {
+    if folder.is_empty() { file.to_string() } else { format!("{folder}/{file}") }
+}
+
+/// `manifests`: name, path, stage, state, rows (what the manifest says it holds), json.
+pub fn manifests_batch(found: &[Manifest]) -> Result<RecordBatch> {
+    let text = |f: &dyn Fn(&Manifest) -> Option<String>| -> ArrayRef { Arc::new(found.iter().map(f).collect::<StringArray>()) };
+    let schema = Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("path", DataType::Utf8, false),
+        Field::new("stage", DataType::Utf8, true),
+        Field::new("state", DataType::Utf8, true),
+        Field::new("files", DataType::UInt64, false),
+        Field::new("rows", DataType::UInt64, false),
+        Field::new("json", DataType::Utf8, false),
+    ]);
+    let columns: Vec<ArrayRef> = vec![
+        text(&|m| Some(m.name.clone())),
+        text(&|m| Some(m.path.clone())),
+        text(&|m| m.json.get("stage").and_then(Value::as_str).map(str::to_string)),
+        text(&|m| m.json.get("state").and_then(Value::as_str).map(str::to_string)),
+        Arc::new(found.iter().map(|m| m.files.len() as u64).collect::<UInt64Array>()),
+        Arc::new(found.iter().map(|m| m.files.iter().filter(|f| f.format == "parquet").map(|f| f.rows).sum::<u64>()).collect::<UInt64Array>()),
+        text(&|m| Some(m.json.to_string())),
+    ];
+    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+}
+
+/// `manifest_files`: manifest, path, split, format, rows, tokens, bytes, sha256.
+pub fn files_batch(found: &[Manifest]) -> Result<RecordBatch> {
+    let rows: Vec<(&Manifest, &ListedFile)> = found.iter().flat_map(|m| m.files.iter().map(move |f| (m, f))).collect();
+    let text = |f: &dyn Fn(&Manifest, &ListedFile) -> Option<String>| -> ArrayRef { Arc::new(rows.iter().map(|(m, l)| f(m, l)).collect::<StringArray>()) };
+    let num = |f: &dyn Fn(&ListedFile) -> Option<u64>| -> ArrayRef { Arc::new(rows.iter().map(|(_, l)| f(l)).collect::<UInt64Array>()) };
+    let schema = Schema::new(vec![
+        Field::new("manifest", DataType::Utf8, false),
+        Field::new("path", DataType::Utf8, false),
+        Field::new("split", DataType::Utf8, true),
+        Field::new("format", DataType::Utf8, false),
+        Field::new("rows", DataType::UInt64, false),
+        Field::new("tokens", DataType::UInt64, true),
+        Field::new("bytes", DataType::UInt64, false),
+        Field::new("sha256", DataType::Utf8, false),
+    ]);
+    let columns: Vec<ArrayRef> = vec![
+        text(&|m, _| Some(m.name.clone())),
+        text(&|_, l| Some(l.path.clone())),
+        text(&|_, l| l.split.clone()),
+        text(&|_, l| Some(l.format.clone())),
+        num(&|l| Some(l.rows)),
+        num(&|l| l.tokens),
+        num(&|l| Some(l.bytes)),
+        text(&|_, l| Some(l.sha256.clone())),
+    ];
+    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+}
