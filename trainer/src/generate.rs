@@ -97,6 +97,18 @@ fn pick(logits: &[f32], s: &Sampling, rng: &mut fastrand::Rng) -> u32 {
         return argmax();
     }
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    if s.top_p >= 1.0 {
+        // No cut: one pass over the vocabulary, no sort.
+        let weights: Vec<f64> = logits.iter().map(|&x| ((x as f64 - max) / s.temperature).exp()).collect();
+        let mut draw = rng.f64() * weights.iter().sum::<f64>();
+        for (i, &w) in weights.iter().enumerate() {
+            if draw < w {
+                return i as u32;
+            }
+            draw -= w;
+        }
+        return argmax();
+    }
     let mut probs: Vec<(usize, f64)> = logits.iter().enumerate().map(|(i, &x)| (i, ((x as f64 - max) / s.temperature).exp())).collect();
     let total: f64 = probs.iter().map(|p| p.1).sum();
     probs.iter_mut().for_each(|p| p.1 /= total);

@@ -1,6 +1,7 @@
 //! habits trainer: a Llama-family decoder on burn (`model`), Hugging Face weights
 //! (`weights`), the language-model loss (`loss`), the built sets as training data
-//! (`data`) and continued pretraining (`train`).
+//! (`data`), continued pretraining (`train`), generation (`generate`), and PPO on the
+//! Countdown game (`countdown`, `ppo`, `tokenizer`).
 
 pub mod countdown;
 pub mod data;
@@ -8,6 +9,7 @@ pub mod generate;
 pub mod loss;
 pub mod model;
 pub mod ppo;
+pub mod tokenizer;
 pub mod train;
 pub mod weights;
 

@@ -1,15 +1,17 @@
-//! The `trainer` command line: `pretrain` (continued pretraining / SFT on a built set) and
-//! `compare-backends` (the same weights on the CPU and on CUDA).
+//! The `trainer` command line: `pretrain` (continued pretraining / SFT on a built set),
+//! `ppo` (PPO on Countdown) and `compare-backends` (the same weights on the CPU and on CUDA).
 
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
+use trainer::ppo::config::PpoConfig;
+use trainer::ppo::run::{PpoSummary, ppo};
 use trainer::train::config::PretrainConfig;
 use trainer::train::run::{RunOptions, pretrain};
 
 #[derive(Parser)]
-#[command(name = "trainer", version, about = "habits trainer: continued pretraining on the built sets")]
+#[command(name = "trainer", version, about = "habits trainer: continued pretraining on the built sets, PPO on Countdown")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,6 +28,18 @@ enum Command {
         #[arg(long)]
         fresh: bool,
         /// Stop after this many steps of this invocation.
+        #[arg(long)]
+        stop_after: Option<usize>,
+    },
+    /// PPO on Countdown (resumes from the newest checkpoint in output.dir).
+    Ppo {
+        /// The run config, e.g. configs/ppo-tiny.toml.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Ignore existing checkpoints and start over.
+        #[arg(long)]
+        fresh: bool,
+        /// Stop after this many PPO steps of this invocation.
         #[arg(long)]
         stop_after: Option<usize>,
     },
@@ -66,8 +80,39 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Ppo { config, fresh, stop_after } => {
+            let cfg = PpoConfig::load(&config)?;
+            let opts = RunOptions { fresh, stop_after };
+            let summary = match cfg.ppo.backend.as_str() {
+                "cpu" => ppo::<trainer::CpuAutodiff>(&cfg, &Default::default(), &opts)?,
+                _ => cuda_ppo(&cfg, &opts)?,
+            };
+            let eval = |e: &Option<trainer::ppo::run::EvalScore>| {
+                e.as_ref().map(|e| format!("accuracy {:.3}, reward {:.3}", e.accuracy, e.reward_mean)).unwrap_or("-".into())
+            };
+            eprintln!(
+                "ppo: {} of {} steps done; held-out tasks before: {}, last: {}; checkpoint {}; metrics {}",
+                summary.steps,
+                summary.total_steps,
+                eval(&summary.first_eval),
+                eval(&summary.last_eval),
+                summary.checkpoint.map(|p| p.display().to_string()).unwrap_or("-".into()),
+                cfg.output.dir.join("metrics.jsonl").display()
+            );
+            Ok(())
+        }
         Command::CompareBackends { model } => compare_backends(&model),
     }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_ppo(cfg: &PpoConfig, opts: &RunOptions) -> Result<PpoSummary> {
+    ppo::<burn::backend::Autodiff<burn::backend::Cuda<f32, i32>>>(cfg, &Default::default(), opts)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_ppo(_: &PpoConfig, _: &RunOptions) -> Result<PpoSummary> {
+    bail!("this trainer was built without CUDA: build it with `cargo build --release -p trainer --features cuda`, or set ppo.backend = \"cpu\"")
 }
 
 #[cfg(feature = "cuda")]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::solver::solve;
 
 /// One puzzle.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Task {
     pub target: i64,
     pub nums: Vec<i64>,
@@ -22,6 +22,7 @@ pub struct Task {
 
 /// What tasks look like.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TaskSpec {
     pub min_numbers: usize,
     pub max_numbers: usize,

@@ -1,9 +1,14 @@
-//! PPO building blocks for the Countdown runs: advantages (`gae`), the clipped losses with
-//! the KL penalty and entropy bonus (`loss`), and the critic (`critic`). The rollout loop
-//! builds on these.
+//! PPO on Countdown: advantages (`gae`), the clipped losses with the KL penalty and entropy
+//! bonus (`loss`), the critic (`critic`), rollout batches (`rollout`), the mini-batch
+//! update (`update`), the run's tasks (`tasks`), priming on solver traces (`prime`), the
+//! config (`config`) and the run itself (`run`).
 
+pub mod config;
 pub mod critic;
 pub mod gae;
 pub mod loss;
+pub mod prime;
 pub mod rollout;
+pub mod run;
+pub mod tasks;
 pub mod update;

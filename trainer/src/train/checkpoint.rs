@@ -6,10 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::optim::Optimizer;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
 
 /// Where a run stands.
@@ -27,7 +27,8 @@ fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
     NamedMpkFileRecorder::<FullPrecisionSettings>::new()
 }
 
-/// Saves a checkpoint and keeps only the newest `keep`.
+/// Saves a checkpoint of one model and its optimizer (`model.mpk`, `optimizer.mpk`) and
+/// keeps only the newest `keep`.
 pub fn save<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(
     out: &Path,
     model: &M,
@@ -35,6 +36,15 @@ pub fn save<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(
     state: &TrainState,
     keep: usize,
 ) -> Result<PathBuf> {
+    save_with(out, state, keep, |dir| {
+        write_module(&dir.join("model"), model)?;
+        write_optimizer(&dir.join("optimizer"), optim)
+    })
+}
+
+/// Saves a checkpoint whose records `write` puts into the folder it is given (a temporary
+/// one, renamed when complete); keeps only the newest `keep`.
+pub fn save_with(out: &Path, state: &TrainState, keep: usize, write: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
     let root = out.join("checkpoints");
     let dir = root.join(format!("step-{:08}", state.step));
     let tmp = root.join(format!(".step-{:08}.tmp", state.step));
@@ -42,8 +52,7 @@ pub fn save<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(
         std::fs::remove_dir_all(&tmp)?;
     }
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    recorder().record(model.clone().into_record(), tmp.join("model")).with_context(|| format!("cannot save the model into {}", tmp.display()))?;
-    recorder().record(optim.to_record(), tmp.join("optimizer")).with_context(|| format!("cannot save the optimizer into {}", tmp.display()))?;
+    write(&tmp)?;
     std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(state)?)?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
@@ -55,6 +64,28 @@ pub fn save<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(
         std::fs::remove_dir_all(old).ok();
     }
     Ok(dir)
+}
+
+/// Writes a module's parameters to `<path>.mpk`.
+pub fn write_module<B: Backend, M: Module<B>>(path: &Path, module: &M) -> Result<()> {
+    recorder().record(module.clone().into_record(), path.to_path_buf()).with_context(|| format!("cannot save {}.mpk", path.display()))
+}
+
+/// Writes an optimizer's state to `<path>.mpk`.
+pub fn write_optimizer<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(path: &Path, optim: &O) -> Result<()> {
+    recorder().record(optim.to_record(), path.to_path_buf()).with_context(|| format!("cannot save {}.mpk", path.display()))
+}
+
+/// Reads `<path>.mpk` into a module built the same way.
+pub fn read_module<B: Backend, M: Module<B>>(path: &Path, module: M, device: &B::Device) -> Result<M> {
+    let record = recorder().load(path.to_path_buf(), device).with_context(|| format!("cannot load {}.mpk", path.display()))?;
+    Ok(module.load_record(record))
+}
+
+/// Reads `<path>.mpk` into an optimizer.
+pub fn read_optimizer<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(path: &Path, optim: O, device: &B::Device) -> Result<O> {
+    let record = recorder().load(path.to_path_buf(), device).with_context(|| format!("cannot load {}.mpk", path.display()))?;
+    Ok(optim.load_record(record))
 }
 
 /// Complete checkpoints, oldest first.
@@ -78,15 +109,8 @@ pub fn latest(out: &Path) -> Option<PathBuf> {
     list(&out.join("checkpoints")).pop().map(|(_, p)| p)
 }
 
-/// Loads a checkpoint into a model and optimizer built the same way; refuses one made with
-/// another config.
-pub fn load<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(
-    dir: &Path,
-    model: M,
-    optim: O,
-    fingerprint: &str,
-    device: &B::Device,
-) -> Result<(M, O, TrainState)> {
+/// The state of a checkpoint; refuses one made with another config.
+pub fn read_state(dir: &Path, fingerprint: &str) -> Result<TrainState> {
     let state: TrainState =
         serde_json::from_slice(&std::fs::read(dir.join("state.json"))?).with_context(|| format!("{}/state.json is damaged", dir.display()))?;
     if state.fingerprint != fingerprint {
@@ -95,7 +119,17 @@ pub fn load<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(
             dir.display()
         );
     }
-    let model_record = recorder().load(dir.join("model"), device).with_context(|| format!("cannot load {}/model.mpk", dir.display()))?;
-    let optim_record = recorder().load(dir.join("optimizer"), device).with_context(|| format!("cannot load {}/optimizer.mpk", dir.display()))?;
-    Ok((model.load_record(model_record), optim.load_record(optim_record), state))
+    Ok(state)
+}
+
+/// Loads a checkpoint of [`save`] into a model and optimizer built the same way.
+pub fn load<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(
+    dir: &Path,
+    model: M,
+    optim: O,
+    fingerprint: &str,
+    device: &B::Device,
+) -> Result<(M, O, TrainState)> {
+    let state = read_state(dir, fingerprint)?;
+    Ok((read_module(&dir.join("model"), model, device)?, read_optimizer(&dir.join("optimizer"), optim, device)?, state))
 }

@@ -1,0 +1,255 @@
+//! The PPO run config (`configs/ppo*.toml`): the model and tokenizer, where Countdown tasks
+//! come from, an optional priming SFT on solver traces, the PPO settings (defaults: the
+//! study's) and the output folder. Unknown keys are errors; relative paths are resolved as
+//! in the pretraining config.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::countdown::task::TaskSpec;
+use crate::train::config::base_dir;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PpoConfig {
+    pub model: PpoModel,
+    #[serde(default)]
+    pub tasks: TaskSection,
+    #[serde(default)]
+    pub prime: Option<PrimeSection>,
+    #[serde(default)]
+    pub ppo: PpoSection,
+    pub output: PpoOutput,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PpoModel {
+    /// A Hugging Face `config.json`, or the folder holding it.
+    pub config: PathBuf,
+    /// Weights to start from (safetensors file, index or folder); none: random init.
+    #[serde(default)]
+    pub weights: Option<PathBuf>,
+    /// `tokenizer.json`; default: Llama-3's in the habits cache.
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
+}
+
+/// Where tasks come from: generated (seeded, solvable) or rows of a TinyZero parquet file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSection {
+    /// A TinyZero-layout parquet file (`target`, `nums`); none: generate.
+    #[serde(default)]
+    pub parquet: Option<PathBuf>,
+    /// Rows of the parquet file for training and for evaluation (the study: 0..327680, 327680..328704).
+    #[serde(default = "default_train_rows")]
+    pub train_rows: [usize; 2],
+    #[serde(default = "default_eval_rows")]
+    pub eval_rows: [usize; 2],
+    /// Generated tasks (`[tasks.generate]`): numbers per task, their range, the target range.
+    #[serde(default)]
+    pub generate: TaskSpec,
+    /// Seed of the generated tasks (training and evaluation draw disjoint streams from it).
+    #[serde(default = "default_task_seed")]
+    pub seed: u64,
+    /// Held-out tasks scored greedily at every evaluation.
+    #[serde(default = "default_eval_tasks")]
+    pub eval_tasks: usize,
+}
+
+fn default_train_rows() -> [usize; 2] {
+    [0, 327_680]
+}
+fn default_eval_rows() -> [usize; 2] {
+    [327_680, 328_704]
+}
+fn default_task_seed() -> u64 {
+    7
+}
+fn default_eval_tasks() -> usize {
+    128
+}
+
+impl Default for TaskSection {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+/// Supervised priming before PPO: the solver's solutions as short traces, so that a model
+/// that has never seen the format learns it (the study primed with model-written traces).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrimeSection {
+    pub steps: usize,
+    #[serde(default = "default_prime_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_prime_lr")]
+    pub lr: f64,
+}
+
+fn default_prime_batch() -> usize {
+    16
+}
+fn default_prime_lr() -> f64 {
+    1e-4
+}
+
+/// PPO settings; the defaults are the study's (PAPER.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PpoSection {
+    #[serde(default = "default_backend")]
+    pub backend: String,
+    /// PPO iterations (rollout + update).
+    #[serde(default = "default_steps")]
+    pub steps: usize,
+    #[serde(default = "default_prompts")]
+    pub prompts_per_step: usize,
+    #[serde(default = "default_samples")]
+    pub samples: usize,
+    #[serde(default = "default_response")]
+    pub max_response_tokens: usize,
+    #[serde(default = "default_one")]
+    pub temperature: f64,
+    #[serde(default = "default_one")]
+    pub top_p: f64,
+    #[serde(default = "default_kl")]
+    pub kl_coef: f64,
+    #[serde(default = "default_one")]
+    pub gamma: f64,
+    #[serde(default = "default_one")]
+    pub lambda: f64,
+    #[serde(default = "default_clip")]
+    pub clip: f64,
+    #[serde(default = "default_value_clip")]
+    pub value_clip: f64,
+    #[serde(default = "default_entropy")]
+    pub entropy_coef: f64,
+    /// Responses per optimizer step.
+    #[serde(default = "default_mini_batch")]
+    pub mini_batch: usize,
+    #[serde(default = "default_one")]
+    pub grad_clip: f64,
+    #[serde(default = "default_actor_lr")]
+    pub actor_lr: f64,
+    #[serde(default = "default_critic_lr")]
+    pub critic_lr: f64,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Evaluate every N steps (and before the first and after the last).
+    #[serde(default = "default_every")]
+    pub eval_every: usize,
+    /// Checkpoint every N steps (and after the last).
+    #[serde(default = "default_every")]
+    pub save_every: usize,
+    #[serde(default = "default_keep")]
+    pub keep_checkpoints: usize,
+}
+
+fn default_backend() -> String {
+    "cpu".into()
+}
+fn default_steps() -> usize {
+    100
+}
+fn default_prompts() -> usize {
+    256
+}
+fn default_samples() -> usize {
+    4
+}
+fn default_response() -> usize {
+    1024
+}
+fn default_one() -> f64 {
+    1.0
+}
+fn default_kl() -> f64 {
+    0.001
+}
+fn default_clip() -> f64 {
+    0.2
+}
+fn default_value_clip() -> f64 {
+    0.5
+}
+fn default_entropy() -> f64 {
+    0.001
+}
+fn default_mini_batch() -> usize {
+    128
+}
+fn default_actor_lr() -> f64 {
+    1e-6
+}
+fn default_critic_lr() -> f64 {
+    1e-5
+}
+fn default_seed() -> u64 {
+    20250304
+}
+fn default_every() -> usize {
+    10
+}
+fn default_keep() -> usize {
+    2
+}
+
+impl Default for PpoSection {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PpoOutput {
+    pub dir: PathBuf,
+}
+
+impl PpoConfig {
+    /// Reads and checks a config file; paths come back resolved.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+        let mut c: PpoConfig = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let base = base_dir(path);
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        c.model.config = resolve(&c.model.config);
+        c.model.weights = c.model.weights.as_deref().map(resolve);
+        c.model.tokenizer = Some(c.model.tokenizer.as_deref().map(resolve).unwrap_or_else(crate::tokenizer::default_path));
+        c.tasks.parquet = c.tasks.parquet.as_deref().map(resolve);
+        c.output.dir = resolve(&c.output.dir);
+        c.validate().with_context(|| format!("config {}", path.display()))?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let p = &self.ppo;
+        if !["cpu", "cuda"].contains(&p.backend.as_str()) {
+            bail!("ppo.backend `{}`: use \"cpu\" or \"cuda\"", p.backend);
+        }
+        if p.steps == 0 || p.prompts_per_step == 0 || p.samples == 0 || p.mini_batch == 0 || p.max_response_tokens == 0 {
+            bail!("ppo.steps, prompts_per_step, samples, mini_batch and max_response_tokens must be at least 1");
+        }
+        if !(p.actor_lr > 0.0 && p.critic_lr > 0.0) || p.temperature < 0.0 || !(0.0..=1.0).contains(&p.top_p) || p.clip <= 0.0 {
+            bail!("ppo.actor_lr and critic_lr must be > 0, temperature >= 0, top_p within 0..1, clip > 0");
+        }
+        let s = &self.tasks.generate;
+        if s.min_numbers < 2 || s.max_numbers < s.min_numbers || s.max_number < s.min_number || s.max_target < s.min_target {
+            bail!("tasks: min_numbers >= 2 and every min <= its max");
+        }
+        if self.tasks.eval_tasks == 0 {
+            bail!("tasks.eval_tasks must be at least 1");
+        }
+        if let Some(prime) = &self.prime
+            && (prime.batch_size == 0 || prime.lr <= 0.0)
+        {
+            bail!("prime.batch_size must be at least 1 and prime.lr > 0");
+        }
+        Ok(())
+    }
+}

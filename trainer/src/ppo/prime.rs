@@ -1,0 +1,105 @@
+//! Priming before PPO: supervised steps on Countdown traces made from the solver's
+//! solutions, so that a model that has never seen the format learns to think inside
+//! `<think>`, answer inside `<answer>` on the last line and stop. The loss counts the
+//! completion tokens only (the prompt is context).
+
+use anyhow::{Result, bail};
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+
+use super::tasks::Tasks;
+use crate::countdown::solver::solve;
+use crate::countdown::task::{Task, prompt};
+use crate::loss::{IGNORE, causal_lm_loss};
+use crate::model::Llama;
+use crate::tokenizer::TextTokenizer;
+use crate::train::clip::clip_global_norm;
+
+/// The completion the model is taught for a task: a short thought with the solution, then
+/// the equation alone on the last line.
+pub fn trace(task: &Task, solution: &str) -> String {
+    let nums: Vec<String> = task.nums.iter().map(i64::to_string).collect();
+    format!(
+        " I need {} from {}. Trying {solution} gives {}, which is the target.</think>\n<answer> {solution} </answer>",
+        task.target,
+        nums.join(", "),
+        task.target
+    )
+}
+
+/// One training example: ids and labels (`IGNORE` on the prompt).
+pub fn example(tok: &TextTokenizer, bos: Option<u32>, eos: u32, task: &Task, solution: &str) -> Result<(Vec<u32>, Vec<i64>)> {
+    let mut ids: Vec<u32> = bos.into_iter().collect();
+    ids.extend(tok.encode(&prompt(task))?);
+    let prompt_len = ids.len();
+    ids.extend(tok.encode(&trace(task, solution))?);
+    ids.push(eos);
+    let labels = ids.iter().enumerate().map(|(i, &t)| if i < prompt_len { IGNORE } else { t as i64 }).collect();
+    Ok((ids, labels))
+}
+
+/// Runs `steps` SFT steps of `batch` traces (tasks drawn like PPO's, from steps beyond the
+/// PPO run's so they never repeat its prompts); returns the model and the last loss.
+#[allow(clippy::too_many_arguments)]
+pub fn prime<B: AutodiffBackend>(
+    mut model: Llama<B>,
+    tok: &TextTokenizer,
+    tasks: &Tasks,
+    bos: Option<u32>,
+    eos: u32,
+    steps: usize,
+    batch: usize,
+    lr: f64,
+    first_step: usize,
+    mut log: impl FnMut(usize, f64),
+) -> Result<(Llama<B>, f64)> {
+    let device = model.embed_tokens.weight.val().device();
+    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init::<B, Llama<B>>();
+    let mut last = f64::NAN;
+    for step in 0..steps {
+        let drawn = tasks.for_step(first_step + step, batch);
+        let mut rows = Vec::with_capacity(batch);
+        for (task, solution) in &drawn {
+            let solution = match solution {
+                Some(s) => s.clone(),
+                None => match solve(&task.nums, task.target) {
+                    Some(s) => s,
+                    None => continue,
+                },
+            };
+            rows.push(example(tok, bos, eos, task, &solution)?);
+        }
+        if rows.is_empty() {
+            bail!("priming step {step}: no solvable task among {batch}");
+        }
+        let width = rows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
+        let ids: Vec<i64> = rows.iter().flat_map(|(ids, _)| ids.iter().map(|&t| t as i64).chain(std::iter::repeat_n(eos as i64, width - ids.len()))).collect();
+        let labels: Vec<i64> = rows.iter().flat_map(|(ids, labels)| labels.iter().copied().chain(std::iter::repeat_n(IGNORE, width - ids.len()))).collect();
+        let shape = [rows.len(), width];
+        let loss =
+            causal_lm_loss(model.forward(Tensor::from_data(TensorData::new(ids, shape), &device)), Tensor::from_data(TensorData::new(labels, shape), &device));
+        last = loss.clone().into_scalar().elem::<f64>();
+        if !last.is_finite() {
+            bail!("priming step {step}: the loss is {last}; lower prime.lr");
+        }
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        clip_global_norm(&model, &mut grads, 1.0);
+        model = optim.step(lr, model, grads);
+        log(step + 1, last);
+    }
+    Ok((model, last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::countdown::reward::reward;
+
+    #[test]
+    fn a_trace_after_its_prompt_earns_the_full_reward() {
+        let task = Task { target: 24, nums: vec![2, 3, 4] };
+        let text = format!("{}{}", prompt(&task), trace(&task, "2 * 3 * 4"));
+        assert_eq!(reward(&text, &task), 1.0);
+    }
+}

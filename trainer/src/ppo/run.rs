@@ -1,0 +1,289 @@
+//! The PPO run on Countdown: load (or build) the actor, prime it on solver traces when the
+//! config asks, freeze the result as the reference policy, copy it into the critic; then
+//! per step sample the step's tasks, roll out `samples` responses per prompt, score them
+//! with the study's reward, update actor and critic, and log the step. Held-out tasks are
+//! scored greedily before the first step, every `eval_every` steps and at the end;
+//! checkpoints (actor, critic, both optimizers) resume the run where it stopped.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::AutodiffModule;
+use burn::optim::AdamWConfig;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::config::PpoConfig;
+use super::critic::Critic;
+use super::prime::prime;
+use super::rollout::{Detokenize, RolloutSettings, rollout};
+use super::tasks::Tasks;
+use super::update::{UpdateSettings, update};
+use crate::countdown::reward::{CORRECT_SCORE, judge};
+use crate::countdown::task::{Task, prompt};
+use crate::generate::{Sampling, generate};
+use crate::model::Llama;
+use crate::model::config::ModelConfig;
+use crate::tokenizer::TextTokenizer;
+use crate::train::checkpoint::{self, TrainState};
+use crate::train::metrics::Metrics;
+use crate::train::run::RunOptions;
+use crate::weights::load_weights;
+
+/// What a run did.
+#[derive(Clone, Debug)]
+pub struct PpoSummary {
+    pub steps: usize,
+    pub total_steps: usize,
+    pub first_eval: Option<EvalScore>,
+    pub last_eval: Option<EvalScore>,
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// Greedy scores on the held-out tasks.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct EvalScore {
+    pub accuracy: f64,
+    pub reward_mean: f64,
+    pub format_rate: f64,
+    pub response_tokens_mean: f64,
+}
+
+/// The frozen reference policy lives beside the checkpoints, written once.
+fn reference_path(out: &Path) -> PathBuf {
+    out.join("reference")
+}
+
+/// Runs (or resumes) a PPO run.
+pub fn ppo<B: AutodiffBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOptions) -> Result<PpoSummary> {
+    let tok = TextTokenizer::load(cfg.model.tokenizer.as_deref().expect("resolved by load"))?;
+    let model_cfg = ModelConfig::from_file(&cfg.model.config)?;
+    if tok.vocab_size() > model_cfg.vocab_size {
+        bail!(
+            "the tokenizer {} has {} ids but the model {} only {}: use the model's own tokenizer",
+            tok.path.display(),
+            tok.vocab_size(),
+            cfg.model.config.display(),
+            model_cfg.vocab_size
+        );
+    }
+    let eos = model_cfg
+        .eos_token_id
+        .or_else(|| tok.token_id("<|end_of_text|>"))
+        .context("the model config has no eos_token_id and the tokenizer no <|end_of_text|>")?;
+    let bos = model_cfg.bos_token_id;
+    let tasks = Tasks::load(&cfg.tasks)?;
+    let p = &cfg.ppo;
+    let fingerprint = fingerprint(cfg, &model_cfg, &tok.sha256()?);
+    let out = &cfg.output.dir;
+    if opts.fresh {
+        std::fs::remove_dir_all(out.join("checkpoints")).ok();
+        std::fs::remove_file(reference_path(out).with_extension("mpk")).ok();
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::write(out.join("config.json"), serde_json::to_vec_pretty(&json!({ "ppo": cfg, "model": model_cfg }))?)?;
+    B::seed(device, p.seed);
+    let fresh_actor = || -> Result<Llama<B>> {
+        Ok(match &cfg.model.weights {
+            Some(w) => load_weights(&model_cfg, w, device)?,
+            None => Llama::random(&model_cfg, device),
+        })
+    };
+    let optimizer = || AdamWConfig::new().with_weight_decay(0.01);
+    let (mut actor_optim, mut critic_optim) = (optimizer().init::<B, Llama<B>>(), optimizer().init::<B, Critic<B>>());
+
+    let resume = checkpoint::latest(out);
+    let (mut actor, mut critic, reference, mut state, mut metrics) = match resume {
+        Some(dir) => {
+            let state = checkpoint::read_state(&dir, &fingerprint)?;
+            let shape = fresh_actor()?;
+            let actor = checkpoint::read_module(&dir.join("actor"), shape.clone(), device)?;
+            let critic = checkpoint::read_module(&dir.join("critic"), Critic::from_actor(&shape), device)?;
+            actor_optim = checkpoint::read_optimizer(&dir.join("actor_optimizer"), actor_optim, device)?;
+            critic_optim = checkpoint::read_optimizer(&dir.join("critic_optimizer"), critic_optim, device)?;
+            let reference = checkpoint::read_module(&reference_path(out), shape.valid(), device)?;
+            let metrics = Metrics::open(&out.join("metrics.jsonl"), state.step)?;
+            eprintln!("ppo: resuming after step {} from {}", state.step, dir.display());
+            (actor, critic, reference, state, metrics)
+        }
+        None => {
+            let mut metrics = Metrics::open(&out.join("metrics.jsonl"), 0)?;
+            let mut actor = fresh_actor()?;
+            if let Some(pr) = &cfg.prime {
+                let started = Instant::now();
+                // Priming draws its tasks from steps past the PPO run's.
+                let (primed, loss) = prime(actor, &tok, &tasks, bos, eos, pr.steps, pr.batch_size, pr.lr, p.steps + 1, |step, loss| {
+                    if step % 10 == 0 || step == pr.steps {
+                        eprintln!("prime: step {step}/{}  loss {loss:.4}", pr.steps);
+                    }
+                    metrics.write(&json!({"kind": "prime", "step": 0, "prime_step": step, "loss": loss})).ok();
+                })?;
+                eprintln!("prime: {} steps in {:.0} s, last loss {loss:.4}", pr.steps, started.elapsed().as_secs_f64());
+                actor = primed;
+            }
+            checkpoint::write_module(&reference_path(out), &actor.valid())?;
+            let critic = Critic::from_actor(&actor);
+            let reference = actor.valid();
+            (actor, critic, reference, TrainState { fingerprint: fingerprint.clone(), ..Default::default() }, metrics)
+        }
+    };
+
+    eprintln!(
+        "ppo: {} parameters, {} steps of {} prompts x {} samples (responses up to {} tokens), {} held-out tasks",
+        model_cfg.num_parameters(),
+        p.steps,
+        p.prompts_per_step,
+        p.samples,
+        p.max_response_tokens,
+        tasks.eval.len()
+    );
+    let encode = |task: &Task| -> Result<Vec<u32>> {
+        let mut ids: Vec<u32> = bos.into_iter().collect();
+        ids.extend(tok.encode(&prompt(task))?);
+        Ok(ids)
+    };
+    let eval_prompts: Vec<Vec<u32>> = tasks.eval.iter().map(encode).collect::<Result<_>>()?;
+    let mut first_eval = None;
+    let mut last_eval = None;
+    if state.step == 0 {
+        let score = evaluate(&actor.valid(), &tok, &tasks.eval, &eval_prompts, eos, p.max_response_tokens, out, 0)?;
+        metrics.write(&json!({"kind": "eval", "step": 0, "score": score}))?;
+        eprintln!("eval before PPO: accuracy {:.3}, reward {:.3}, format {:.3}", score.accuracy, score.reward_mean, score.format_rate);
+        first_eval = Some(score);
+    }
+    let update_settings = UpdateSettings {
+        clip: p.clip,
+        value_clip: p.value_clip,
+        entropy_coef: p.entropy_coef,
+        mini_batch: p.mini_batch,
+        grad_clip: p.grad_clip,
+        actor_lr: p.actor_lr,
+        critic_lr: p.critic_lr,
+    };
+    let mut checkpoint_dir = None;
+    let mut ran = 0usize;
+    while state.step < p.steps && opts.stop_after.is_none_or(|n| ran < n) {
+        let step = state.step + 1;
+        let started = Instant::now();
+        let drawn: Vec<Task> = tasks.for_step(step, p.prompts_per_step).into_iter().map(|(t, _)| t).collect();
+        let prompts: Vec<Vec<u32>> = drawn.iter().map(encode).collect::<Result<_>>()?;
+        let settings = RolloutSettings {
+            samples: p.samples,
+            sampling: Sampling {
+                max_new_tokens: p.max_response_tokens,
+                temperature: p.temperature,
+                top_p: p.top_p,
+                seed: p.seed ^ (step as u64).wrapping_mul(0x2545_f491_4f6c_dd1d),
+                eos: Some(eos),
+            },
+            kl_coef: p.kl_coef,
+            gamma: p.gamma,
+            lambda: p.lambda,
+        };
+        let batch = rollout(&actor.valid(), &reference, &critic.valid(), &prompts, &tok, |i, text| judge(text, &drawn[i]).score(), &settings)?;
+        let rollout_s = started.elapsed().as_secs_f64();
+        if batch.is_empty() {
+            bail!("step {step}: every response was empty");
+        }
+        let n = batch.len() as f64;
+        let response_tokens: usize = batch.iter().map(|r| r.response.len()).sum();
+        let kl: f64 = batch.iter().flat_map(|r| r.old_logp.iter().zip(&r.ref_logp).map(|(a, b)| a - b)).sum::<f64>() / response_tokens.max(1) as f64;
+        let reward_mean = batch.iter().map(|r| r.score).sum::<f64>() / n;
+        let accuracy = batch.iter().filter(|r| r.score >= CORRECT_SCORE).count() as f64 / n;
+        let format_rate = batch.iter().filter(|r| r.score > 0.0).count() as f64 / n;
+        let update_started = Instant::now();
+        let (a, c, stats) = update(actor, critic, &mut actor_optim, &mut critic_optim, &batch, &update_settings);
+        (actor, critic) = (a, c);
+        if !(stats.policy_loss.is_finite() && stats.value_loss.is_finite()) {
+            bail!("step {step}: the losses are not finite ({stats:?}); the last checkpoint is kept");
+        }
+        state.step = step;
+        state.tokens_seen += response_tokens as u64;
+        ran += 1;
+        let step_s = started.elapsed().as_secs_f64();
+        metrics.write(&json!({
+            "kind": "train", "step": step, "reward_mean": reward_mean, "accuracy": accuracy, "format_rate": format_rate,
+            "response_tokens_mean": response_tokens as f64 / n, "kl": kl, "entropy": stats.entropy, "policy_loss": stats.policy_loss,
+            "value_loss": stats.value_loss, "clip_fraction": stats.clip_fraction, "value_clip_fraction": stats.value_clip_fraction,
+            "actor_grad_norm": stats.actor_grad_norm, "critic_grad_norm": stats.critic_grad_norm, "responses": batch.len(),
+            "rollout_tokens_per_s": response_tokens as f64 / rollout_s, "rollout_s": rollout_s, "update_s": update_started.elapsed().as_secs_f64(), "step_s": step_s,
+        }))?;
+        eprintln!(
+            "step {step}/{}  reward {reward_mean:.3}  accuracy {accuracy:.3}  format {format_rate:.3}  kl {kl:.4}  entropy {:.3}  {:.1} tokens/response  {step_s:.1} s",
+            p.steps,
+            stats.entropy,
+            response_tokens as f64 / n
+        );
+        let last = step == p.steps;
+        if step % p.eval_every.max(1) == 0 || last {
+            let score = evaluate(&actor.valid(), &tok, &tasks.eval, &eval_prompts, eos, p.max_response_tokens, out, step)?;
+            metrics.write(&json!({"kind": "eval", "step": step, "score": score}))?;
+            eprintln!("eval at step {step}: accuracy {:.3}, reward {:.3}, format {:.3}", score.accuracy, score.reward_mean, score.format_rate);
+            last_eval = Some(score);
+        }
+        if step % p.save_every.max(1) == 0 || last {
+            checkpoint_dir = Some(checkpoint::save_with(out, &state, p.keep_checkpoints, |dir| {
+                checkpoint::write_module(&dir.join("actor"), &actor)?;
+                checkpoint::write_module(&dir.join("critic"), &critic)?;
+                checkpoint::write_optimizer::<B, Llama<B>, _>(&dir.join("actor_optimizer"), &actor_optim)?;
+                checkpoint::write_optimizer::<B, Critic<B>, _>(&dir.join("critic_optimizer"), &critic_optim)
+            })?);
+        }
+    }
+    Ok(PpoSummary { steps: state.step, total_steps: p.steps, first_eval, last_eval, checkpoint: checkpoint_dir })
+}
+
+/// Greedy responses to the held-out tasks, scored; the first few are kept in
+/// `eval_samples.jsonl` (step, task, response, verdict) for reading and behavior tracking.
+#[allow(clippy::too_many_arguments)]
+fn evaluate<B: Backend>(
+    model: &Llama<B>,
+    tok: &TextTokenizer,
+    tasks: &[Task],
+    prompts: &[Vec<u32>],
+    eos: u32,
+    max_tokens: usize,
+    out: &Path,
+    step: usize,
+) -> Result<EvalScore> {
+    let sampling = Sampling { max_new_tokens: max_tokens, temperature: 0.0, top_p: 1.0, seed: 0, eos: Some(eos) };
+    let (mut correct, mut formatted, mut reward, mut tokens) = (0usize, 0usize, 0.0, 0usize);
+    let mut samples = Vec::new();
+    for (chunk_tasks, chunk_prompts) in tasks.chunks(64).zip(prompts.chunks(64)) {
+        let generated = generate(model, chunk_prompts, &sampling, false)?;
+        for ((task, prompt_ids), response) in chunk_tasks.iter().zip(chunk_prompts).zip(generated.tokens) {
+            let full: Vec<u32> = prompt_ids.iter().chain(&response).copied().collect();
+            let verdict = judge(&tok.decode(&full), task);
+            let score = verdict.score();
+            correct += usize::from(score >= CORRECT_SCORE);
+            formatted += usize::from(score > 0.0);
+            reward += score;
+            tokens += response.len();
+            if samples.len() < 8 {
+                let text = tok.decode(&response);
+                samples
+                    .push(json!({"step": step, "target": task.target, "nums": task.nums, "response": text, "verdict": format!("{verdict:?}"), "score": score}));
+            }
+        }
+    }
+    let mut file = Metrics::open(&out.join("eval_samples.jsonl"), step.saturating_sub(1))?;
+    for s in samples {
+        file.write(&s)?;
+    }
+    let n = tasks.len().max(1) as f64;
+    Ok(EvalScore { accuracy: correct as f64 / n, reward_mean: reward / n, format_rate: formatted as f64 / n, response_tokens_mean: tokens as f64 / n })
+}
+
+/// What a checkpoint must agree with to be resumed.
+fn fingerprint(cfg: &PpoConfig, model: &ModelConfig, tokenizer: &str) -> String {
+    // How long to run, how often to evaluate and save do not change what a step computes.
+    let mut ppo = serde_json::to_value(&cfg.ppo).unwrap_or_default();
+    for k in ["steps", "eval_every", "save_every", "keep_checkpoints"] {
+        ppo.as_object_mut().map(|o| o.remove(k));
+    }
+    let v = json!({ "model": model, "weights": cfg.model.weights, "tokenizer": tokenizer, "tasks": cfg.tasks, "prime": cfg.prime, "ppo": ppo });
+    hex::encode(Sha256::digest(v.to_string().as_bytes()))
+}

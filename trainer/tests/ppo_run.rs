@@ -1,0 +1,117 @@
+//! `trainer ppo` end to end on the CPU: a tiny Llama-3-shaped model (random init, Llama-3
+//! tokenizer) is primed on solver traces, then runs PPO steps on generated Countdown tasks;
+//! the metrics and checkpoints appear; a run stopped after a step and resumed logs exactly
+//! the steps of a run that never stopped; bad configs get one clear error each.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn trainer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_trainer"))
+}
+
+fn run(cmd: &mut Command, ok: bool) -> Output {
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.success(), ok, "{cmd:?}:\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn tokenizer() -> PathBuf {
+    let p = trainer::tokenizer::default_path();
+    assert!(p.is_file(), "{} is missing: run `make llm-assets` (make test does)", p.display());
+    p
+}
+
+fn config(dir: &Path, name: &str, extra_ppo: &str) -> PathBuf {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/models/tiny-llama3.json");
+    let text = format!(
+        "[model]\nconfig = \"{}\"\ntokenizer = \"{}\"\n\n[tasks]\neval_tasks = 4\n\n[tasks.generate]\nmin_numbers = 3\nmax_numbers = 3\nmax_number = 12\n\n\
+         [prime]\nsteps = 3\nbatch_size = 4\nlr = 3e-3\n\n\
+         [ppo]\nsteps = 3\nprompts_per_step = 2\nsamples = 2\nmax_response_tokens = 8\nmini_batch = 2\nactor_lr = 1e-4\ncritic_lr = 1e-4\neval_every = 2\nsave_every = 1\n{extra_ppo}\n\
+         [output]\ndir = \"{}\"\n",
+        model.display(),
+        tokenizer().display(),
+        dir.join(name).display()
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn lines(path: &Path, kind: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|v| v["kind"] == kind).collect()
+}
+
+/// The train metrics without wall-clock fields.
+fn steps(path: &Path) -> Vec<serde_json::Value> {
+    lines(path, "train")
+        .into_iter()
+        .map(|mut v| {
+            for k in ["rollout_s", "update_s", "step_s", "rollout_tokens_per_s"] {
+                v.as_object_mut().unwrap().remove(k);
+            }
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn a_primed_model_runs_ppo_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let straight = config(tmp.path(), "straight", "");
+    let out = run(trainer().arg("ppo").arg("--config").arg(&straight), true);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ppo: 3 of 3 steps done") && err.contains("held-out tasks before: accuracy"), "{err}");
+    let dir = tmp.path().join("straight");
+    let metrics = dir.join("metrics.jsonl");
+    let primes = lines(&metrics, "prime");
+    assert_eq!(primes.len(), 3, "one line per priming step");
+    assert!(primes[2]["loss"].as_f64().unwrap() < primes[0]["loss"].as_f64().unwrap(), "priming lowers the loss: {primes:?}");
+    let train = steps(&metrics);
+    assert_eq!(train.iter().map(|v| v["step"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 2, 3]);
+    for v in &train {
+        assert_eq!(v["responses"], 4, "2 prompts x 2 samples");
+        for k in ["reward_mean", "accuracy", "format_rate", "response_tokens_mean", "kl", "entropy", "value_loss", "clip_fraction"] {
+            assert!(v[k].as_f64().is_some_and(f64::is_finite), "{k} in {v}");
+        }
+    }
+    assert_eq!(lines(&metrics, "eval").iter().map(|v| v["step"].as_u64().unwrap()).collect::<Vec<_>>(), vec![0, 2, 3], "before PPO, every 2 steps, at the end");
+    assert!(dir.join("checkpoints/step-00000003/actor.mpk").is_file() && dir.join("checkpoints/step-00000003/critic_optimizer.mpk").is_file());
+    assert!(dir.join("reference.mpk").is_file());
+    let samples = std::fs::read_to_string(dir.join("eval_samples.jsonl")).unwrap();
+    assert!(samples.lines().count() >= 4 && samples.contains("\"verdict\""), "{samples}");
+
+    // Stopped after one step, then resumed: the same steps as the straight run.
+    let stopped = config(tmp.path(), "stopped", "");
+    run(trainer().arg("ppo").arg("--stop-after").arg("1").arg("--config").arg(&stopped), true);
+    assert_eq!(steps(&tmp.path().join("stopped/metrics.jsonl")).len(), 1);
+    let out = run(trainer().arg("ppo").arg("--config").arg(&stopped), true);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming after step 1"));
+    assert_eq!(steps(&tmp.path().join("stopped/metrics.jsonl")), train, "a resumed run repeats the straight run's steps exactly");
+
+    // A changed setting is not resumed silently.
+    std::fs::write(&stopped, std::fs::read_to_string(&stopped).unwrap().replace("critic_lr = 1e-4", "critic_lr = 2e-4")).unwrap();
+    let out = run(trainer().arg("ppo").arg("--config").arg(&stopped), false);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("made with another config"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn bad_configs_get_one_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [("backend = \"tpu\"", "ppo.backend `tpu`"), ("top_p = 2.0", "top_p within 0..1"), ("sample = 2", "unknown field `sample`")];
+    for (i, (extra, needle)) in cases.iter().enumerate() {
+        let cfg = config(tmp.path(), &format!("bad{i}"), extra);
+        let out = run(trainer().arg("ppo").arg("--config").arg(&cfg), false);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{extra}: {err}");
+    }
+    // A tokenizer larger than the model's vocabulary.
+    let cfg = config(tmp.path(), "small", "");
+    let small_model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama/config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text
+        .replace(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/models/tiny-llama3.json").display().to_string(), &small_model.display().to_string());
+    std::fs::write(&cfg, text).unwrap();
+    let out = run(trainer().arg("ppo").arg("--config").arg(&cfg), false);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use the model's own tokenizer"), "{}", String::from_utf8_lossy(&out.stderr));
+}
