@@ -2,6 +2,8 @@
 //! generated run of 200,000 documents, by corpus-tools (DataFusion, in process) and by
 //! DuckDB (its Python package, `tests/python/duckdb_queries.py --time`) over the same
 //! files. Each query runs once to warm the page cache, then best of 3, fetching all rows.
+//! DuckDB parses the JSON journals at every query; corpus-tools parses them once, when a
+//! run is first opened (timed separately), into a parquet copy under `work/`.
 //!
 //! The run is made once by the real pipeline (sample, classify with the per-behavior
 //! prompts, select, rewrite, build) against the fake OpenAI server, and kept under
@@ -54,8 +56,9 @@ fn generate(root: &Path, docs: usize) -> PathBuf {
     write_source(&root.join("more"), "b", docs - docs / 2, 2);
     let llm = FakeLlm::start();
     llm.forget_requests();
-    let cfg = build_config(root, "bench", docs, &llm, "concurrency = 64\nmin_concurrency = 16\ntimeout_s = 30", "budget_tokens = 1000000\n");
-    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    let cfg = build_config(root, "bench", docs, &llm, "concurrency = 64\nmin_concurrency = 16", "budget_tokens = 1000000\n");
+    // A loaded machine answers slower than the tests' 2 s timeout.
+    let mut text = std::fs::read_to_string(&cfg).unwrap().replace("timeout_s = 2\n", "timeout_s = 60\n");
     text.push('\n');
     text.push_str(&local_source("more", &root.join("more"), 1.0));
     text.push_str("\n[select]\nrich = \"backtracking >= 2\"\ncontrol = \"backtracking <= 1\"\n");
@@ -72,6 +75,11 @@ fn main() {
     let root = habits_cache().join("bench").join(format!("corpus-tools-{docs}-v1"));
     let run = generate(&root, docs);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    // The first open parses the journals into their parquet copy; later opens reuse it.
+    std::fs::remove_dir_all(run.join("work/corpus-tools")).ok();
+    let opened = Instant::now();
+    drop(runtime.block_on(Catalog::open(&run)).unwrap());
+    let first_open_s = opened.elapsed().as_secs_f64();
     let opened = Instant::now();
     let catalog = runtime.block_on(Catalog::open(&run)).unwrap();
     let open_s = opened.elapsed().as_secs_f64();
@@ -110,7 +118,8 @@ fn main() {
 
     let rows = runtime.block_on(catalog.rows("SELECT (SELECT count(*) FROM docs) AS docs, (SELECT count(*) FROM requests) AS requests, (SELECT count(*) FROM sets) AS set_rows")).unwrap();
     println!("run: {} ({})", run.display(), serde_json::Value::Object(rows[0].clone()));
-    println!("catalog open (register every table, read footers and manifests): {open_s:.3} s\n");
+    println!("catalog open, first time (parses the journals into their parquet copy): {first_open_s:.3} s");
+    println!("catalog open, later (register every table, read footers and manifests): {open_s:.3} s\n");
     println!("| query | corpus-tools (DataFusion) s | DuckDB s | ratio |");
     println!("| --- | ---: | ---: | ---: |");
     let (mut total_ours, mut total_duck) = (0.0, 0.0);

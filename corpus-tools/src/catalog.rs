@@ -81,8 +81,7 @@ impl Catalog {
     async fn register_journals(&mut self) -> Result<()> {
         let mut all: Option<DataFrame> = None;
         for (name, stage) in JOURNALS {
-            let path = self.run.join("journal").join(format!("{stage}.jsonl"));
-            let Some(df) = journal::read(&self.ctx, &path, &mut self.warnings).await? else { continue };
+            let Some(df) = journal::read(&self.ctx, &self.run, stage, &mut self.warnings).await? else { continue };
             let origin = format!("journal/{stage}.jsonl");
             self.add(name, &origin, df.clone())?;
             let mut columns = vec![lit(stage).alias("stage")];

@@ -1,7 +1,9 @@
 //! A request journal (`journal/<stage>.jsonl`) as a table with a fixed schema (the
 //! pipeline's `journal::Record`). A run killed mid-write can leave a torn last line; such a
 //! journal is read up to its last complete line, with a warning, instead of failing every
-//! query.
+//! query. Parsing JSON is most of the time of a query over a million-line journal, so the
+//! parsed rows are kept as parquet in `work/corpus-tools/` (rebuilt when the journal's size
+//! or modification time changes; skipped, with a warning, when the run is read-only).
 
 use std::io::Cursor;
 use std::path::Path;
@@ -38,8 +40,55 @@ pub fn schema() -> SchemaRef {
     ]))
 }
 
-/// The journal at `path` as a lazy table, or `None` when the file does not exist.
-pub async fn read(ctx: &SessionContext, path: &Path, warnings: &mut Vec<String>) -> Result<Option<DataFrame>> {
+/// The journal of `stage` in `run` as a table (from its parquet copy when that is current),
+/// or `None` when the run has no such journal.
+pub async fn read(ctx: &SessionContext, run: &Path, stage: &str, warnings: &mut Vec<String>) -> Result<Option<DataFrame>> {
+    let path = run.join("journal").join(format!("{stage}.jsonl"));
+    let Ok(meta) = std::fs::metadata(&path) else { return read_json(ctx, &path, warnings).await };
+    if meta.len() > 0 && !ends_with_newline(&path)? {
+        // Torn by a kill: read what is complete, say so, and keep no copy.
+        return read_json(ctx, &path, warnings).await;
+    }
+    let stamp = format!("{} {:?}", meta.len(), meta.modified().ok());
+    let cache = run.join("work").join("corpus-tools").join(format!("journal-{stage}.parquet"));
+    let stamp_path = cache.with_extension("stamp");
+    if std::fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) && cache.is_file() {
+        return Ok(Some(ctx.read_parquet(cache.display().to_string(), ParquetReadOptions::default()).await?));
+    }
+    let Some(df) = read_json(ctx, &path, warnings).await? else { return Ok(None) };
+    match write_cache(df.clone(), &cache).await {
+        Ok(()) => {
+            pipeline::run_dir::write_atomic(&stamp_path, stamp.as_bytes())?;
+            Ok(Some(ctx.read_parquet(cache.display().to_string(), ParquetReadOptions::default()).await?))
+        }
+        Err(e) => {
+            warnings.push(format!("cannot keep a parquet copy of {} ({e:#}); queries parse the JSON each time", path.display()));
+            Ok(Some(df))
+        }
+    }
+}
+
+/// Writes the journal's rows to `cache` (under a temporary name, then renamed).
+async fn write_cache(df: DataFrame, cache: &Path) -> Result<()> {
+    use futures_util::StreamExt;
+    if let Some(dir) = cache.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = pipeline::run_dir::temp_sibling(cache);
+    let schema = schema();
+    let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let props = pipeline::stages::tables::table_properties(1, 128 * 1024);
+    let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, Some(props))?;
+    let mut stream = df.execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        writer.write(&batch?)?;
+    }
+    writer.close()?;
+    pipeline::run_dir::commit_temp(&tmp, cache)
+}
+
+/// The journal at `path` parsed as JSON lines, or `None` when the file does not exist.
+async fn read_json(ctx: &SessionContext, path: &Path, warnings: &mut Vec<String>) -> Result<Option<DataFrame>> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
