@@ -10,6 +10,11 @@ use trainer::ppo::run::{PpoSummary, ppo};
 use trainer::train::config::PretrainConfig;
 use trainer::train::run::{RunOptions, pretrain};
 
+/// mimalloc instead of glibc malloc: the logits over a 128k vocabulary are large buffers
+/// that glibc maps and unmaps on every step (a third of the tiny PPO run was system time).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "trainer", version, about = "habits trainer: continued pretraining on the built sets, PPO on Countdown")]
 struct Cli {

@@ -54,6 +54,12 @@ impl<B: Backend> Llama<B> {
         self.head(self.hidden(ids))
     }
 
+    /// Logits of positions `start..start + len` only (`[batch, len, vocab]`): the LM head,
+    /// the largest matmul with a big vocabulary, runs only where a loss or score needs it.
+    pub fn forward_range(&self, ids: Tensor<B, 2, Int>, start: usize, len: usize) -> Tensor<B, 3> {
+        self.head(self.hidden(ids).narrow(1, start, len))
+    }
+
     /// The final (normalised) hidden states `[batch, seq, hidden]`, before the LM head.
     pub fn hidden(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let device = ids.device();

@@ -77,8 +77,11 @@ pub fn prime<B: AutodiffBackend>(
         let ids: Vec<i64> = rows.iter().flat_map(|(ids, _)| ids.iter().map(|&t| t as i64).chain(std::iter::repeat_n(eos as i64, width - ids.len()))).collect();
         let labels: Vec<i64> = rows.iter().flat_map(|(ids, labels)| labels.iter().copied().chain(std::iter::repeat_n(IGNORE, width - ids.len()))).collect();
         let shape = [rows.len(), width];
-        let loss =
-            causal_lm_loss(model.forward(Tensor::from_data(TensorData::new(ids, shape), &device)), Tensor::from_data(TensorData::new(labels, shape), &device));
+        // Logits only from the position before the first completion token of the shortest prompt.
+        let start = rows.iter().map(|(_, labels)| labels.iter().position(|&l| l != IGNORE).unwrap_or(1)).min().unwrap_or(1) - 1;
+        let labels = Tensor::<B, 2, Int>::from_data(TensorData::new(labels, shape), &device).narrow(1, start, width - start);
+        let logits = model.forward_range(Tensor::from_data(TensorData::new(ids, shape), &device), start, width - start);
+        let loss = causal_lm_loss(logits, labels);
         last = loss.clone().into_scalar().elem::<f64>();
         if !last.is_finite() {
             bail!("priming step {step}: the loss is {last}; lower prime.lr");

@@ -85,7 +85,7 @@ fn score_tokens<B: Backend>(actor: &Llama<B>, reference: &Llama<B>, critic: &Cri
     // positions prompt_len - 1 .. n - 1.
     let response = n - prompt_len;
     let targets = ids().narrow(1, prompt_len, response);
-    let logp_of = |m: &Llama<B>| -> Vec<f64> { to_vec(token_logp(m.forward(ids()).narrow(1, prompt_len - 1, response), targets.clone())) };
+    let logp_of = |m: &Llama<B>| -> Vec<f64> { to_vec(token_logp(m.forward_range(ids(), prompt_len - 1, response), targets.clone())) };
     let values = to_vec(critic.values(ids()).narrow(1, prompt_len - 1, response));
     (logp_of(actor), logp_of(reference), values)
 }

@@ -63,7 +63,7 @@ pub fn update<B: AutodiffBackend, OA: Optimizer<Llama<B>, B>, OC: Optimizer<Crit
             let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, n]), &device);
             let row = |v: &[f64]| Tensor::<B, 2>::from_data(TensorData::new(v.iter().map(|&x| x as f32).collect::<Vec<_>>(), [1, len]), &device);
             let mask = Tensor::<B, 2>::ones([1, len], &device);
-            let logits = actor.forward(ids.clone()).narrow(1, r.prompt.len() - 1, len);
+            let logits = actor.forward_range(ids.clone(), r.prompt.len() - 1, len);
             let targets = ids.clone().narrow(1, r.prompt.len(), len);
             let logp = token_logp(logits.clone(), targets);
             let (pl, cf) = policy_loss(logp, row(&r.old_logp), row(&r.advantages), mask.clone(), s.clip);
