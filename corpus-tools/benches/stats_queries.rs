@@ -16,7 +16,7 @@ use std::time::Instant;
 use clap::Parser;
 use corpus_tools::catalog::Catalog;
 use corpus_tools::stats::queries::standard;
-use habits_tests::fixtures::TextGen;
+use habits_tests::fixtures::{TextGen, behavior_words};
 use habits_tests::llm_server::FakeLlm;
 use habits_tests::procs::habits_cache;
 use habits_tests::run_config::{build_config, local_source};
@@ -31,16 +31,8 @@ fn write_source(dir: &Path, tag: &str, docs: usize, seed: u64) {
     let mut w = std::io::BufWriter::new(std::fs::File::create(dir.join(format!("{tag}.jsonl"))).unwrap());
     let mut text = TextGen::new(seed);
     for i in 0..docs {
-        let words = |w: &str, n: usize| vec![w; n].join(" then ");
         let (question, answer) = if i % 10 == 3 { ("?", " Answer: 7.") } else { (".", "") };
-        let body = format!(
-            "{tag}{i}{question} {} {} {} {} {}{answer}",
-            words("instead", i % 4),
-            words("check", (i / 2) % 3),
-            words("first", (i / 3) % 5),
-            words("need", i % 2),
-            text.plain(300 + (i * 7919) % 1400)
-        );
+        let body = format!("{tag}{i}{question} {} {}{answer}", behavior_words(i), text.plain(300 + (i * 7919) % 1400));
         writeln!(w, "{}", serde_json::json!({ "text": body })).unwrap();
     }
     w.flush().unwrap();
@@ -116,7 +108,11 @@ fn main() {
     assert!(out.status.success(), "duckdb: {}", String::from_utf8_lossy(&out.stderr));
     let duck: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
-    let rows = runtime.block_on(catalog.rows("SELECT (SELECT count(*) FROM docs) AS docs, (SELECT count(*) FROM requests) AS requests, (SELECT count(*) FROM sets) AS set_rows")).unwrap();
+    let rows = runtime
+        .block_on(
+            catalog.rows("SELECT (SELECT count(*) FROM docs) AS docs, (SELECT count(*) FROM requests) AS requests, (SELECT count(*) FROM sets) AS set_rows"),
+        )
+        .unwrap();
     println!("run: {} ({})", run.display(), serde_json::Value::Object(rows[0].clone()));
     println!("catalog open, first time (parses the journals into their parquet copy): {first_open_s:.3} s");
     println!("catalog open, later (register every table, read footers and manifests): {open_s:.3} s\n");

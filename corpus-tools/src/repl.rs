@@ -89,9 +89,5 @@ fn meta(catalog: &Catalog, command: &str, format: &mut Format) -> Meta {
 }
 
 fn history_path() -> Option<PathBuf> {
-    let cache = match std::env::var("HABITS_CACHE") {
-        Ok(v) if !v.is_empty() => PathBuf::from(v),
-        _ => PathBuf::from(std::env::var_os("HOME")?).join(".cache/habits"),
-    };
-    Some(cache.join("corpus-tools").join("history"))
+    Some(pipeline::config::habits_cache().join("corpus-tools").join("history"))
 }

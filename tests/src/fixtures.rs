@@ -245,3 +245,10 @@ pub fn finemath_repo(files: usize, rows: usize, shared_first_text: Option<&str>)
     }
     (ServedRepo::new("HuggingFaceTB/finemath", served), texts)
 }
+
+/// The words the fake LLM counts (see `llm_server::expected_count`), in amounts that vary
+/// with `i`: "instead" i % 4 times, "check" (i / 2) % 3, "first" (i / 3) % 5, "need" i % 2.
+pub fn behavior_words(i: usize) -> String {
+    let words = |w: &str, n: usize| vec![w; n].join(" then ");
+    [words("instead", i % 4), words("check", (i / 2) % 3), words("first", (i / 3) % 5), words("need", i % 2)].join(" ")
+}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use habits_tests::fixtures::TextGen;
+use habits_tests::fixtures::{TextGen, behavior_words};
 use habits_tests::llm_server::{FakeLlm, LlmFault};
 use habits_tests::procs::{binary, pipeline, python, run_expect, target_dir};
 use habits_tests::run_config::{build_config, local_source};
@@ -27,7 +27,6 @@ fn write_source(dir: &Path, tag: &str, seed: u64) {
     let mut text = TextGen::new(seed);
     let lines: Vec<String> = (0..DOCS_PER_SOURCE)
         .map(|i| {
-            let words = |w: &str, n: usize| vec![w; n].join(" then ");
             let marker = match i % 23 {
                 3 => "NOTAG ",
                 7 => "BADREWRITE ",
@@ -36,14 +35,7 @@ fn write_source(dir: &Path, tag: &str, seed: u64) {
             };
             let question = if i % 9 == 4 { "." } else { "?" };
             let answer = if i % 11 == 5 { "" } else { " Answer: 42." };
-            let body = format!(
-                "{marker}{tag}{i}{question} {} {} {} {} {}{answer}",
-                words("instead", i % 4),
-                words("check", (i / 2) % 3),
-                words("first", (i / 3) % 5),
-                words("need", i % 2),
-                text.plain(150 + (i * 7919) % 1800)
-            );
+            let body = format!("{marker}{tag}{i}{question} {} {}{answer}", behavior_words(i), text.plain(150 + (i * 7919) % 1800));
             serde_json::json!({ "text": body }).to_string()
         })
         .collect();

@@ -25,35 +25,29 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train on a built set (resumes from the newest checkpoint in output.dir).
-    Pretrain {
-        /// The run config, e.g. configs/pretrain-tiny.toml.
-        #[arg(short, long)]
-        config: PathBuf,
-        /// Ignore existing checkpoints and start over.
-        #[arg(long)]
-        fresh: bool,
-        /// Stop after this many steps of this invocation.
-        #[arg(long)]
-        stop_after: Option<usize>,
-    },
+    Pretrain(RunArgs),
     /// PPO on Countdown (resumes from the newest checkpoint in output.dir).
-    Ppo {
-        /// The run config, e.g. configs/ppo-tiny.toml.
-        #[arg(short, long)]
-        config: PathBuf,
-        /// Ignore existing checkpoints and start over.
-        #[arg(long)]
-        fresh: bool,
-        /// Stop after this many PPO steps of this invocation.
-        #[arg(long)]
-        stop_after: Option<usize>,
-    },
+    Ppo(RunArgs),
     /// Logits of a model folder on the CPU and on CUDA; prints the largest relative gap.
     CompareBackends {
         /// A Hugging Face model folder (config.json + safetensors).
         #[arg(long)]
         model: PathBuf,
     },
+}
+
+/// What both training commands take.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The run config, e.g. configs/pretrain-tiny.toml or configs/ppo-tiny.toml.
+    #[arg(short, long)]
+    config: PathBuf,
+    /// Ignore existing checkpoints and start over.
+    #[arg(long)]
+    fresh: bool,
+    /// Stop after this many steps of this invocation.
+    #[arg(long)]
+    stop_after: Option<usize>,
 }
 
 fn main() {
@@ -66,7 +60,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Pretrain { config, fresh, stop_after } => {
+        Command::Pretrain(RunArgs { config, fresh, stop_after }) => {
             let cfg = PretrainConfig::load(&config)?;
             let opts = RunOptions { fresh, stop_after };
             let summary = match cfg.train.backend.as_str() {
@@ -85,7 +79,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Ppo { config, fresh, stop_after } => {
+        Command::Ppo(RunArgs { config, fresh, stop_after }) => {
             let cfg = PpoConfig::load(&config)?;
             let opts = RunOptions { fresh, stop_after };
             let summary = match cfg.ppo.backend.as_str() {
