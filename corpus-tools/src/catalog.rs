@@ -14,8 +14,10 @@ use datafusion::prelude::*;
 use crate::journal;
 use crate::manifests;
 
-/// The parquet run tables: SQL name, folder under the run.
-pub const STAGE_TABLES: [(&str, &str); 4] = [("docs", "docs"), ("labels", "labels"), ("selection", "select"), ("rewrites", "rewrites")];
+/// The parquet run tables: SQL name, folder under the run. `rollouts` is a PPO run's
+/// (`trainer ppo` with `[track]`): the responses that behavior tracking classifies.
+pub const STAGE_TABLES: [(&str, &str); 5] =
+    [("docs", "docs"), ("labels", "labels"), ("selection", "select"), ("rewrites", "rewrites"), ("rollouts", "rollouts")];
 
 /// The request journals: SQL name, stage (file `journal/<stage>.jsonl`).
 pub const JOURNALS: [(&str, &str); 2] = [("classify_requests", "classify"), ("rewrite_requests", "rewrite")];
@@ -59,7 +61,10 @@ impl Catalog {
         catalog.register_journals().await?;
         catalog.register_manifests()?;
         if catalog.tables.is_empty() {
-            bail!("{} holds no run tables (docs/, labels/, select/, rewrites/, sets/, journal/): is it a run folder? `pipeline run` makes one", run.display());
+            bail!(
+                "{} holds no run tables (docs/, labels/, select/, rewrites/, sets/, journal/, rollouts/): is it a run folder? `pipeline run` makes one, and `trainer ppo` with [track]",
+                run.display()
+            );
         }
         Ok(catalog)
     }

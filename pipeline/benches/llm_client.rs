@@ -128,7 +128,11 @@ fn main() {
             println!(
                 "{label:<30} {requests:>7} requests in {:>6.2} s: {rate:>9.0} req/s{}  rss {before:.0} -> {:.0} MB",
                 elapsed.as_secs_f64(),
-                if ideal.is_nan() { String::new() } else { format!(" ({:.3} of ideal {ideal:.0}/s; one request alone {:.1} ms)", rate / ideal, alone.as_secs_f64() * 1e3) },
+                if ideal.is_nan() {
+                    String::new()
+                } else {
+                    format!(" ({:.3} of ideal {ideal:.0}/s; one request alone {:.1} ms)", rate / ideal, alone.as_secs_f64() * 1e3)
+                },
                 rss_mb()
             );
             server.abort();

@@ -64,12 +64,14 @@ fn ours(files: &[PathBuf], threads: usize, quota: u64) -> (f64, u64) {
     let docs = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
         for _ in 0..threads {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let Some(path) = files.get(i) else { break };
-                let params = ScanParams { seed: 1, min_chars: 0, batch_rows: 4096, text_column: "text", url_column: "url", source_name: "bench" };
-                let stats = scan_file(&input(path, i), path, &params, &selector, work.path()).unwrap();
-                docs.fetch_add(stats.rows, std::sync::atomic::Ordering::SeqCst);
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(path) = files.get(i) else { break };
+                    let params = ScanParams { seed: 1, min_chars: 0, batch_rows: 4096, text_column: "text", url_column: "url", source_name: "bench" };
+                    let stats = scan_file(&input(path, i), path, &params, &selector, work.path()).unwrap();
+                    docs.fetch_add(stats.rows, std::sync::atomic::Ordering::SeqCst);
+                }
             });
         }
     });
@@ -102,9 +104,7 @@ fn main() {
         println!("sample_throughput: bench");
         return;
     }
-    let dir = std::env::var("HABITS_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data")
-    });
+    let dir = std::env::var("HABITS_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data"));
     let rows = env_usize("HABITS_BENCH_ROWS", 55_000);
     let n_files = env_usize("HABITS_BENCH_SHARDS", 2);
     let files = shards(&dir, n_files, rows);
@@ -127,13 +127,6 @@ fn main() {
         });
         let docs = docs.get();
         println!("{:<34} {:>9.3} {:>10.1} {:>12} {:>8}", format!("pyarrow read url+text, {label}"), py, mb / py, "", "1.00x");
-        println!(
-            "{:<34} {:>9.3} {:>10.1} {:>12.0} {:>7.2}x",
-            format!("habits scan+sample, {label}"),
-            our,
-            mb / our,
-            docs as f64 / our,
-            py / our
-        );
+        println!("{:<34} {:>9.3} {:>10.1} {:>12.0} {:>7.2}x", format!("habits scan+sample, {label}"), our, mb / our, docs as f64 / our, py / our);
     }
 }

@@ -89,6 +89,10 @@ pub struct ClassifyArgs {
     /// A parquet file or folder with `doc_id` and `text` (default: the run's docs table).
     #[arg(long)]
     pub input: Option<PathBuf>,
+    /// The run folder that gets the labels and the journal (default: run.dir/run.name),
+    /// e.g. a PPO run whose rollouts/ are the input.
+    #[arg(long)]
+    pub run: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -143,7 +147,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Build(a) => build(&LoadedConfig::load(&a.config)?).map(|_| ()),
         Command::Rewrite(a) => rewrite(&LoadedConfig::load(&a.stage.config)?, &a.endpoints, a.model.as_deref()).await,
         Command::Classify(a) => {
-            let cfg = LoadedConfig::load(&a.llm.stage.config)?;
+            let mut cfg = LoadedConfig::load(&a.llm.stage.config)?;
+            if let Some(run) = &a.run {
+                cfg.set_run_path(run)?;
+            }
             let opts = ClassifyOptions { endpoints: a.llm.endpoints, model: a.llm.model, input: a.input };
             classify(&cfg, &opts).await
         }

@@ -603,6 +603,18 @@ impl LoadedConfig {
     pub fn run_path(&self) -> PathBuf {
         self.resolve(&self.config.run.dir).join(&self.config.run.name)
     }
+
+    /// Points the run at another folder (`--run DIR`): its parent becomes `run.dir`, its
+    /// name `run.name`.
+    pub fn set_run_path(&mut self, run: &Path) -> Result<()> {
+        let abs = std::path::absolute(run).with_context(|| format!("--run {}", run.display()))?;
+        let (Some(dir), Some(name)) = (abs.parent(), abs.file_name()) else {
+            bail!("--run {}: give a folder below another, e.g. runs/ppo-gpu", run.display());
+        };
+        self.config.run.dir = dir.to_path_buf();
+        self.config.run.name = name.to_string_lossy().into_owned();
+        Ok(())
+    }
 }
 
 /// The cache of fetched assets: `$HABITS_CACHE`, else `~/.cache/habits`.
@@ -652,9 +664,6 @@ impl Config {
         }
         if !(self.plan.bytes_per_token > 0.0) || !(0.0..=1.0).contains(&self.plan.rewrite_share) {
             bail!("plan.bytes_per_token must be > 0 and plan.rewrite_share within 0..=1");
-        }
-        if self.sources.is_empty() {
-            bail!("no [[sources]]: add at least one hub or local source (see configs/demo.toml)");
         }
         if self.llm.min_concurrency == 0 || self.llm.min_concurrency > self.llm.max_concurrency || self.llm.max_attempts == 0 {
             bail!("llm: need 1 <= min_concurrency <= max_concurrency and max_attempts >= 1");

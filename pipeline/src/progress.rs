@@ -5,11 +5,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// A bar over bytes with rate and ETA.
 pub fn bytes_bar(total: u64, label: &str) -> ProgressBar {
-    styled(
-        total,
-        label,
-        "{msg:>10} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    )
+    styled(total, label, "{msg:>10} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
 }
 
 /// A bar over counted items (documents, files) with rate and ETA.

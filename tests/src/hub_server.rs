@@ -273,12 +273,11 @@ fn handle_api(state: &Arc<Mutex<State>>, r: &Request) -> Response {
             return error(404, "EntryNotFound", &format!("{file_path} does not exist on \"{rev}\""));
         };
         let common = |resp: Response| {
-            resp.header("X-Repo-Commit", repo.commit.clone())
-                .header("ETag", format!("\"{}\"", file.git_oid()))
-                .header("Accept-Ranges", "bytes")
+            resp.header("X-Repo-Commit", repo.commit.clone()).header("ETag", format!("\"{}\"", file.git_oid())).header("Accept-Ranges", "bytes")
         };
         if file.lfs {
-            let location = format!("{}/repos/{}/{}?path={}&X-Amz-Signature=loopback", st.cdn_url, repo.id.replace('/', "--"), file.sha256(), percent_encode(&file.path));
+            let location =
+                format!("{}/repos/{}/{}?path={}&X-Amz-Signature=loopback", st.cdn_url, repo.id.replace('/', "--"), file.sha256(), percent_encode(&file.path));
             return common(Response::new(302))
                 .header("Location", location)
                 .header("X-Linked-Etag", format!("\"{}\"", file.sha256()))
@@ -295,14 +294,7 @@ fn handle_cdn(state: &Arc<Mutex<State>>, r: &Request) -> Response {
     // /repos/{repo--folder}/{sha256}?path=...
     let segs: Vec<&str> = r.path().trim_start_matches('/').split('/').collect();
     let file = (segs.len() == 3 && segs[0] == "repos")
-        .then(|| {
-            st.repos
-                .iter()
-                .filter(|x| x.id.replace('/', "--") == segs[1])
-                .flat_map(|x| x.files.iter())
-                .find(|f| f.lfs && f.sha256() == segs[2])
-                .cloned()
-        })
+        .then(|| st.repos.iter().filter(|x| x.id.replace('/', "--") == segs[1]).flat_map(|x| x.files.iter()).find(|f| f.lfs && f.sha256() == segs[2]).cloned())
         .flatten();
     log(&mut st, "cdn", r, file.as_ref().map(|f| f.path.clone()));
     let Some(file) = file else { return Response::new(404).body("NoSuchKey") };
@@ -394,7 +386,5 @@ fn percent_decode(s: &str) -> String {
 }
 
 fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }

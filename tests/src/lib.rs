@@ -3,8 +3,8 @@
 //! to run the binaries and the Python readers that check their outputs.
 
 pub mod fixtures;
-pub mod hub_server;
 pub mod http;
+pub mod hub_server;
 pub mod llm_server;
 pub mod procs;
 pub mod run_config;

@@ -129,7 +129,11 @@ fn answer(task: &str, document: &str) -> String {
     if task == "problem_solution" {
         let (p, s) = expected_problem_solution(document);
         let yn = |b| if b { "yes" } else { "no" };
-        format!("Thoughts: looked for a question and worked answer.\n<has_problem>{}</has_problem>\n<has_solution>{}</has_solution>\n<domain>arithmetic</domain>", yn(p), yn(s))
+        format!(
+            "Thoughts: looked for a question and worked answer.\n<has_problem>{}</has_problem>\n<has_solution>{}</has_solution>\n<domain>arithmetic</domain>",
+            yn(p),
+            yn(s)
+        )
     } else {
         format!("Thoughts: counted the cue words.\nPresent: yes\n<count>{}</count>", expected_count(task, document))
     }
@@ -206,11 +210,8 @@ fn handle(state: &Arc<Mutex<State>>, r: &Request) -> Response {
     let (task, document) = (task_of(&prompt), document_of(&prompt));
     let (fault, delay) = {
         let mut st = state.lock().unwrap();
-        let fault = st
-            .rules
-            .iter_mut()
-            .find(|(m, t, q)| document.contains(m.as_str()) && task.starts_with(t.as_str()) && !q.is_empty())
-            .map(|(_, _, q)| q.remove(0));
+        let fault =
+            st.rules.iter_mut().find(|(m, t, q)| document.contains(m.as_str()) && task.starts_with(t.as_str()) && !q.is_empty()).map(|(_, _, q)| q.remove(0));
         (fault, st.delay_ms)
     };
     if delay > 0 {

@@ -43,13 +43,7 @@ fn fetch_fills_the_cache_that_huggingface_hub_reads() {
     let hub = LoopbackHub::start(vec![repo]);
     hub.set_page_size(2);
     let home = tempfile::tempdir().unwrap();
-    let out = run_expect(
-        pipeline()
-            .args(["fetch", REPO, "--include", "data/*.parquet"])
-            .env("HF_ENDPOINT", hub.endpoint())
-            .env("HF_HOME", home.path()),
-        true,
-    );
+    let out = run_expect(pipeline().args(["fetch", REPO, "--include", "data/*.parquet"]).env("HF_ENDPOINT", hub.endpoint()).env("HF_HOME", home.path()), true);
     let folder = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let cache = home.path().join("hub").join("datasets--open-web-math--open-web-math");
     assert_eq!(folder, cache.join("snapshots").join(&commit).display().to_string());
@@ -86,16 +80,8 @@ fn fetch_into_a_local_dir_like_the_hub_cli() {
     let hub = LoopbackHub::start(vec![repo]);
     let dir = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
-    let fetch = || {
-        run_expect(
-            pipeline()
-                .args(["fetch", REPO, "--local-dir"])
-                .arg(dir.path())
-                .env("HF_ENDPOINT", hub.endpoint())
-                .env("HF_HOME", home.path()),
-            true,
-        )
-    };
+    let fetch =
+        || run_expect(pipeline().args(["fetch", REPO, "--local-dir"]).arg(dir.path()).env("HF_ENDPOINT", hub.endpoint()).env("HF_HOME", home.path()), true);
     fetch();
     for f in &files {
         assert_eq!(sha256(&dir.path().join(&f.path)), f.sha256(), "{}", f.path);
@@ -113,10 +99,7 @@ fn the_token_goes_to_the_hub_only_and_is_never_printed() {
     let secret = "hf_loopbackSECRET42";
     hub.require_token(secret);
     let home = tempfile::tempdir().unwrap();
-    let out = run_expect(
-        pipeline().args(["-vv", "fetch", REPO]).env("HF_ENDPOINT", hub.endpoint()).env("HF_HOME", home.path()).env("HF_TOKEN", secret),
-        true,
-    );
+    let out = run_expect(pipeline().args(["-vv", "fetch", REPO]).env("HF_ENDPOINT", hub.endpoint()).env("HF_HOME", home.path()).env("HF_TOKEN", secret), true);
     let log = hub.log();
     assert!(log.iter().filter(|l| l.origin == "api").all(|l| l.authorization.as_deref() == Some(&format!("Bearer {secret}"))));
     assert!(log.iter().any(|l| l.origin == "cdn"));
@@ -125,10 +108,8 @@ fn the_token_goes_to_the_hub_only_and_is_never_printed() {
     assert!(!printed.contains(secret), "the token leaked into the output");
 
     // A wrong token: one clear error, and still no token in it.
-    let out = run_expect(
-        pipeline().args(["fetch", REPO]).env("HF_ENDPOINT", hub.endpoint()).env("HF_HOME", home.path()).env("HF_TOKEN", "hf_wrongTOKEN7"),
-        false,
-    );
+    let out =
+        run_expect(pipeline().args(["fetch", REPO]).env("HF_ENDPOINT", hub.endpoint()).env("HF_HOME", home.path()).env("HF_TOKEN", "hf_wrongTOKEN7"), false);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("401") && err.contains("HF_TOKEN"), "{err}");
     assert!(!err.contains("hf_wrongTOKEN7"), "{err}");

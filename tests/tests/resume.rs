@@ -38,15 +38,7 @@ fn kill_9_during_download_and_sampling_then_rerun() {
     let cfg_text = std::fs::read_to_string(&cfg).unwrap().replace("[hub]\n", "[hub]\nconcurrency = 1\n");
     std::fs::write(&cfg, cfg_text).unwrap();
 
-    let mut child = pipeline()
-        .arg("-q")
-        .arg("run")
-        .arg("--config")
-        .arg(&cfg)
-        .env("HF_ENDPOINT", hub.endpoint())
-        .env("HF_HOME", home.path())
-        .spawn()
-        .unwrap();
+    let mut child = pipeline().arg("-q").arg("run").arg("--config").arg(&cfg).env("HF_ENDPOINT", hub.endpoint()).env("HF_HOME", home.path()).spawn().unwrap();
     let run_dir = tmp.path().join("runs").join("killed");
     let deadline = Instant::now() + Duration::from_secs(60);
     while candidate_parts(&run_dir) < 1 {

@@ -55,7 +55,11 @@ print(json.dumps({docs[r["doc_id"]]: r for r in pq.read_table(sys.argv[1]).to_py
         assert_eq!(row["status"], status, "{text}");
         if status == "ok" {
             let (q, t, a) = expected_rewrite(&format!("rewrite_{set}"), text);
-            assert_eq!((row["question"].as_str(), row["thoughts"].as_str(), row["answer"].as_str()), (Some(q.as_str()), Some(t.as_str()), Some(a.as_str())), "{text}");
+            assert_eq!(
+                (row["question"].as_str(), row["thoughts"].as_str(), row["answer"].as_str()),
+                (Some(q.as_str()), Some(t.as_str()), Some(a.as_str())),
+                "{text}"
+            );
         } else {
             assert!(row["question"].is_null() && row["thoughts"].is_null() && row["answer"].is_null(), "a failure is never a training example: {text}");
             assert!(row["raw"].is_string(), "the raw answer is kept: {text}");

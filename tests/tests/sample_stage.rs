@@ -160,10 +160,7 @@ fn plan_counts_rows_from_footers_without_downloading() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = write_config(tmp.path(), "plan", 100, &[hub_source("owm", "open-web-math/open-web-math", "data/*.parquet", 1.0)], "");
     let home = tempfile::tempdir().unwrap();
-    let out = run_expect(
-        pipeline().arg("plan").arg("--json").arg("--config").arg(&cfg).env("HF_ENDPOINT", hub.endpoint()).env("HF_HOME", home.path()),
-        true,
-    );
+    let out = run_expect(pipeline().arg("plan").arg("--json").arg("--config").arg(&cfg).env("HF_ENDPOINT", hub.endpoint()).env("HF_HOME", home.path()), true);
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["sources"][0]["files"], 3);
     assert_eq!(plan["sources"][0]["rows"], 120);

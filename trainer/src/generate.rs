@@ -1,12 +1,21 @@
-//! Batched generation with a key/value cache: prompts are left-padded to one length, the
-//! prefill runs them at once, then one token per step; each row has its own positions
-//! (padding does not count) and never attends to its padding. Greedy (temperature 0) or
-//! temperature + top-p sampling, seeded.
+//! Batched generation with a key/value cache: prompts are left-padded to one length (a
+//! multiple of `PROMPT_BUCKET`), the prefill runs them at once, then one token per step;
+//! each row has its own positions (padding does not count) and never attends to its
+//! padding. The cache has its full capacity from the prefill on, so every decoding step
+//! has the same shapes. Greedy picks on the device (only the chosen ids come back);
+//! temperature + top-p sampling draws on the host, rows in parallel, each row from its own
+//! seeded stream.
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
 
 use crate::model::Llama;
+
+/// Prompts are left-padded to a multiple of this, and the cache's capacity is rounded up to
+/// a multiple of `CACHE_BUCKET`: a few shapes for all batches, so GPU kernels compiled for
+/// one batch serve the next.
+pub const PROMPT_BUCKET: usize = 16;
+const CACHE_BUCKET: usize = 64;
 
 /// How to pick tokens.
 #[derive(Clone, Debug)]
@@ -29,48 +38,65 @@ pub struct Generated {
     pub logits: Vec<Vec<Vec<f32>>>,
 }
 
+/// `n` rounded up to a multiple of `m`.
+pub fn round_up(n: usize, m: usize) -> usize {
+    n.div_ceil(m) * m
+}
+
 /// Generates continuations of `prompts` (token ids, each non-empty).
 pub fn generate<B: Backend>(model: &Llama<B>, prompts: &[Vec<u32>], s: &Sampling, keep_logits: bool) -> Result<Generated> {
     if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
         bail!("generation needs at least one prompt, and no empty prompt");
     }
     let device = model.embed_tokens.weight.val().device();
-    let (b, longest) = (prompts.len(), prompts.iter().map(Vec::len).max().unwrap_or(0));
+    let b = prompts.len();
+    let longest = round_up(prompts.iter().map(Vec::len).max().unwrap_or(0), PROMPT_BUCKET);
+    let capacity = round_up(longest + s.max_new_tokens, CACHE_BUCKET);
     let pad_len: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
     let pad = s.eos.unwrap_or(0);
-    let mut rng = fastrand::Rng::with_seed(s.seed);
-    let mut caches = model.new_caches();
+    let mut rngs: Vec<fastrand::Rng> = (0..b as u64).map(|row| fastrand::Rng::with_seed(s.seed ^ row.wrapping_mul(0x9e37_79b9_7f4a_7c15))).collect();
+    let mut caches = model.new_caches(capacity);
     let mut out = Generated { tokens: vec![Vec::new(); b], logits: vec![Vec::new(); b] };
     let mut done = vec![false; b];
 
     // Prefill: the padded prompts.
     let ids: Vec<i64> = prompts.iter().zip(&pad_len).flat_map(|(p, &n)| std::iter::repeat_n(pad as i64, n).chain(p.iter().map(|&t| t as i64))).collect();
     let positions: Vec<Vec<usize>> = pad_len.iter().map(|&n| (0..longest).map(|j| j.saturating_sub(n)).collect()).collect();
-    let mut hidden = Vec::with_capacity(b * longest * longest);
+    let mut hidden = Vec::with_capacity(b * longest * capacity);
     for &n in &pad_len {
         for q in 0..longest {
             // A padding query sees only itself (its output is never used).
-            hidden.extend((0..longest).map(|k| k > q || (k < n && k != q)));
+            hidden.extend((0..capacity).map(|k| k > q || (k < n && k != q)));
         }
     }
-    let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(hidden, [b, 1, longest, longest]), &device);
+    let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(hidden, [b, 1, longest, capacity]), &device);
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, longest]), &device);
     let mut logits = model.forward_cached(ids, &positions, mask, &mut caches).narrow(1, longest - 1, 1);
     let mut next_pos: Vec<usize> = prompts.iter().map(Vec::len).collect();
 
     for step in 0..s.max_new_tokens {
-        let vocab = logits.dims()[2];
-        let host = logits.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let picked = if s.temperature <= 0.0 && !keep_logits {
+            // The prefill's logits are a narrowed view: reshape makes them one row per prompt.
+            let vocab = logits.dims()[2];
+            let ids = logits.reshape([b, vocab]).argmax(1).into_data().convert::<i64>().to_vec::<i64>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            ids.into_iter().map(|t| t as u32).collect()
+        } else {
+            let vocab = logits.dims()[2];
+            let host = logits.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            if keep_logits {
+                for (row, row_logits) in host.chunks(vocab).enumerate() {
+                    if !done[row] {
+                        out.logits[row].push(row_logits.to_vec());
+                    }
+                }
+            }
+            pick_rows(&host, vocab, &done, s, &mut rngs)
+        };
         let mut feed = Vec::with_capacity(b);
-        for row in 0..b {
-            let row_logits = &host[row * vocab..(row + 1) * vocab];
+        for (row, token) in picked.into_iter().enumerate() {
             if done[row] {
                 feed.push(pad as i64);
                 continue;
-            }
-            let token = pick(row_logits, s, &mut rng);
-            if keep_logits {
-                out.logits[row].push(row_logits.to_vec());
             }
             out.tokens[row].push(token);
             done[row] = s.eos == Some(token);
@@ -79,15 +105,38 @@ pub fn generate<B: Backend>(model: &Llama<B>, prompts: &[Vec<u32>], s: &Sampling
         if done.iter().all(|&d| d) || step + 1 == s.max_new_tokens {
             break;
         }
-        let keys = longest + step + 1;
-        let hidden: Vec<bool> = pad_len.iter().flat_map(|&n| (0..keys).map(move |k| k < n)).collect();
-        let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(hidden, [b, 1, 1, keys]), &device);
+        // The new token sits at cache position `longest + step`.
+        let filled = longest + step + 1;
+        let hidden: Vec<bool> = pad_len.iter().flat_map(|&n| (0..capacity).map(move |k| k < n || k >= filled)).collect();
+        let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(hidden, [b, 1, 1, capacity]), &device);
         let positions: Vec<Vec<usize>> = next_pos.iter().map(|&p| vec![p]).collect();
         next_pos.iter_mut().for_each(|p| *p += 1);
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(feed, [b, 1]), &device);
         logits = model.forward_cached(ids, &positions, mask, &mut caches);
     }
     Ok(out)
+}
+
+/// One token per row that is not done (a placeholder for the others), rows split over the
+/// machine's cores: a draw over a 128k vocabulary costs about a millisecond per row.
+fn pick_rows(host: &[f32], vocab: usize, done: &[bool], s: &Sampling, rngs: &mut [fastrand::Rng]) -> Vec<u32> {
+    let rows = rngs.len();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows).max(1);
+    let per_thread = rows.div_ceil(threads);
+    let mut picked = vec![0u32; rows];
+    std::thread::scope(|scope| {
+        for ((chunk, rngs), (first, out)) in host.chunks(per_thread * vocab).zip(rngs.chunks_mut(per_thread)).zip(picked.chunks_mut(per_thread).enumerate()) {
+            let first = first * per_thread;
+            scope.spawn(move || {
+                for (i, ((row_logits, rng), slot)) in chunk.chunks(vocab).zip(rngs.iter_mut()).zip(out.iter_mut()).enumerate() {
+                    if !done[first + i] {
+                        *slot = pick(row_logits, s, rng);
+                    }
+                }
+            });
+        }
+    });
+    picked
 }
 
 /// Greedy, or a draw from the temperature-scaled distribution cut to its top-p mass.

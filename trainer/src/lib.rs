@@ -1,11 +1,12 @@
 //! habits trainer: a Llama-family decoder on burn (`model`), Hugging Face weights
 //! (`weights`), the language-model loss (`loss`), the built sets as training data
-//! (`data`), continued pretraining (`train`), generation (`generate`), and PPO on the
-//! Countdown game (`countdown`, `ppo`, `tokenizer`).
+//! (`data`), continued pretraining (`train`), generation (`generate`, with its benchmark
+//! `generate_bench`), and PPO on the Countdown game (`countdown`, `ppo`, `tokenizer`).
 
 pub mod countdown;
 pub mod data;
 pub mod generate;
+pub mod generate_bench;
 pub mod loss;
 pub mod model;
 pub mod ppo;

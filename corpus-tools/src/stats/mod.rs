@@ -127,6 +127,7 @@ impl Report<'_> {
         self.sources(&mut md).await?;
         self.prevalence(&mut md).await?;
         self.counts(&mut md).await?;
+        self.behaviors_by_step(&mut md).await?;
         self.problem_solution(&mut md).await?;
         self.statuses(&mut md).await?;
         self.usage(&mut md).await?;
@@ -188,6 +189,33 @@ impl Report<'_> {
             self.image,
         )?;
         let _ = writeln!(md, "\n![counts]({file})\n");
+        Ok(())
+    }
+
+    async fn behaviors_by_step(&self, md: &mut String) -> Result<()> {
+        let Some(res) = self.results("behaviors_by_step").await? else { return Ok(()) };
+        md.push_str(
+            "## Behaviors over PPO steps (the study's Figure 1, middle)\n\nThe tracked rollouts of each step (`rollouts` joined with their `labels`): mean count per response of each behavior, and the share of responses with a count above 0 (`_share`, %).\n\n",
+        );
+        let behaviors: Vec<&str> = queries::BEHAVIORS.iter().copied().filter(|b| res.all().any(|(_, r)| r.contains_key(*b))).collect();
+        let mut columns = vec!["step", "rollouts", "reward_mean", "response_tokens"];
+        columns.extend(&behaviors);
+        let shares: Vec<String> = behaviors.iter().map(|b| format!("{b}_share")).collect();
+        columns.extend(shares.iter().map(String::as_str));
+        md.push_str(&self.table(&res, &columns));
+        let mut by_series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        for (label, r) in res.all() {
+            for b in &behaviors {
+                by_series.entry(self.series_name(label, &b.replace('_', " "))).or_default().push((num(r.get("step")), num(r.get(*b))));
+            }
+        }
+        let series: Vec<Series<(f64, f64)>> = by_series.into_iter().map(|(name, values)| Series { name, values }).collect();
+        let file = Lines { title: "Behaviors in PPO rollouts", x_label: "PPO step", y_label: "mean count per response", series: &series }.save(
+            self.dir,
+            "behaviors_by_step",
+            self.image,
+        )?;
+        let _ = writeln!(md, "\n![behaviors over steps]({file})\n");
         Ok(())
     }
 

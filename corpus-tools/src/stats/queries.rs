@@ -8,6 +8,12 @@ pub const BEHAVIORS: [&str; 4] = ["backtracking", "verification", "subgoal_setti
 /// The label tasks whose `<task>_status` columns say how parsing went.
 pub const TASKS: [&str; 6] = ["backtracking", "verification", "subgoal_setting", "backward_chaining", "problem_solution", "joint"];
 
+/// The share (%) of labelled rows whose count of `behavior` is above 0; missing labels are
+/// left out of the share.
+fn positive_share(behavior: &str, alias: &str) -> String {
+    format!("100.0 * avg(CASE WHEN l.{behavior} IS NULL THEN NULL WHEN l.{behavior} > 0 THEN 1.0 ELSE 0.0 END) AS {alias}")
+}
+
 /// A named report query.
 #[derive(Clone, Debug)]
 pub struct Query {
@@ -28,13 +34,12 @@ pub fn standard(c: &Catalog) -> Vec<Query> {
     }
     let behaviors: Vec<&str> = BEHAVIORS.iter().copied().filter(|b| c.has_column("labels", b)).collect();
     if c.has("docs") && !behaviors.is_empty() {
-        let share = |b: &str| format!("100.0 * avg(CASE WHEN l.{b} IS NULL THEN NULL WHEN l.{b} > 0 THEN 1.0 ELSE 0.0 END) AS {b}");
         let missing = |b: &str| format!("sum(CASE WHEN l.{b} IS NULL THEN 1 ELSE 0 END) AS {b}_missing");
         add(
             "prevalence",
             format!(
                 "SELECT d.source, count(*) AS documents, {}, {} FROM labels l JOIN docs d ON l.doc_id = d.doc_id GROUP BY d.source ORDER BY d.source",
-                behaviors.iter().map(|b| share(b)).collect::<Vec<_>>().join(", "),
+                behaviors.iter().map(|b| positive_share(b, b)).collect::<Vec<_>>().join(", "),
                 behaviors.iter().map(|b| missing(b)).collect::<Vec<_>>().join(", ")
             ),
         );
@@ -45,6 +50,18 @@ pub fn standard(c: &Catalog) -> Vec<Query> {
                 "SELECT behavior, CASE WHEN n >= 10 THEN 10 ELSE n END AS bucket, count(*) AS documents, \
                  100.0 * count(*) / sum(count(*)) OVER (PARTITION BY behavior) AS percent \
                  FROM ({union}) u WHERE n IS NOT NULL GROUP BY behavior, CASE WHEN n >= 10 THEN 10 ELSE n END ORDER BY behavior, bucket"
+            ),
+        );
+    }
+    if c.has("rollouts") && !behaviors.is_empty() {
+        let mean = |b: &str| format!("avg(l.{b}) AS {b}");
+        add(
+            "behaviors_by_step",
+            format!(
+                "SELECT r.step, count(*) AS rollouts, avg(r.score) AS reward_mean, avg(r.response_tokens) AS response_tokens, {}, {} \
+                 FROM rollouts r JOIN labels l ON r.doc_id = l.doc_id GROUP BY r.step ORDER BY r.step",
+                behaviors.iter().map(|b| mean(b)).collect::<Vec<_>>().join(", "),
+                behaviors.iter().map(|b| positive_share(b, &format!("{b}_share"))).collect::<Vec<_>>().join(", ")
             ),
         );
     }

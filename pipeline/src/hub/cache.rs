@@ -85,9 +85,7 @@ impl FileSlot {
         }
         match &self.metadata_path {
             None => true,
-            Some(meta) => std::fs::read_to_string(meta)
-                .ok()
-                .is_some_and(|m| m.lines().nth(1).is_some_and(|l| l.trim() == etag)),
+            Some(meta) => std::fs::read_to_string(meta).ok().is_some_and(|m| m.lines().nth(1).is_some_and(|l| l.trim() == etag)),
         }
     }
 
@@ -95,10 +93,7 @@ impl FileSlot {
     pub fn publish(&self, commit: &str, etag: &str) -> Result<(), HubError> {
         match &self.metadata_path {
             Some(meta) => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs_f64())
-                    .unwrap_or(0.0);
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
                 crate::run_dir::write_atomic(meta, format!("{commit}\n{etag}\n{now}\n").as_bytes())
                     .map_err(|e| HubError::io("cannot write download metadata", e))
             }

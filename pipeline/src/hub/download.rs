@@ -90,7 +90,13 @@ impl Downloader {
                 Err(e) if e.is_retryable() && backoff.allows_another(attempt) => {
                     let now = partial_len(&slot);
                     let delay = backoff.delay_with_hint(attempt, e.retry_after());
-                    tracing::warn!("{}: {e}; retry {}/{} in {:.1}s (resuming at byte {now})", req.file.path, attempt, backoff.max_attempts - 1, delay.as_secs_f64());
+                    tracing::warn!(
+                        "{}: {e}; retry {}/{} in {:.1}s (resuming at byte {now})",
+                        req.file.path,
+                        attempt,
+                        backoff.max_attempts - 1,
+                        delay.as_secs_f64()
+                    );
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
@@ -131,7 +137,10 @@ impl Downloader {
                 truncate(slot, 0)?;
                 progress.set(0);
                 if start != 0 {
-                    return Err(HubError::Integrity { file: req.file.path.clone(), message: format!("asked for bytes from {offset}, server sent from {start}") });
+                    return Err(HubError::Integrity {
+                        file: req.file.path.clone(),
+                        message: format!("asked for bytes from {offset}, server sent from {start}"),
+                    });
                 }
                 offset = 0;
             }
@@ -141,7 +150,10 @@ impl Downloader {
                 let chunk = chunk?;
                 if offset + chunk.len() as u64 > size {
                     truncate(slot, 0)?;
-                    return Err(HubError::Integrity { file: req.file.path.clone(), message: format!("server sent more than the listed {size} bytes; restarting") });
+                    return Err(HubError::Integrity {
+                        file: req.file.path.clone(),
+                        message: format!("server sent more than the listed {size} bytes; restarting"),
+                    });
                 }
                 file.write_all(&chunk).map_err(|e| HubError::io("cannot write the partial download", e))?;
                 offset += chunk.len() as u64;
@@ -161,9 +173,7 @@ impl Downloader {
         let path = slot.partial_path.clone();
         let is_lfs = req.file.lfs.is_some();
         let expected = req.file.etag().to_string();
-        let actual = tokio::task::spawn_blocking(move || checksum(&path, is_lfs))
-            .await
-            .map_err(|e| HubError::io("checksum task failed", e))??;
+        let actual = tokio::task::spawn_blocking(move || checksum(&path, is_lfs)).await.map_err(|e| HubError::io("checksum task failed", e))??;
         if actual != expected {
             let _ = std::fs::remove_file(&slot.partial_path);
             return Err(HubError::Integrity {

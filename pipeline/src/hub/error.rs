@@ -5,7 +5,9 @@ use std::time::Duration;
 /// What went wrong talking to the hub; the message always says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
-    #[error("401 Unauthorized for {url}: the repo is private or gated, or does not exist. Set HF_TOKEN to a token that can read it (a wrong token also gives 401)")]
+    #[error(
+        "401 Unauthorized for {url}: the repo is private or gated, or does not exist. Set HF_TOKEN to a token that can read it (a wrong token also gives 401)"
+    )]
     Unauthorized { url: String },
     #[error("403 Forbidden for {url}: the token cannot read this repo. For a gated dataset, accept its terms on the hub page with the token's account")]
     Forbidden { url: String },

@@ -15,10 +15,7 @@ impl Includes {
     pub fn new(patterns: &[String]) -> Result<Self> {
         let mut b = GlobSetBuilder::new();
         for p in patterns {
-            let glob = GlobBuilder::new(p)
-                .literal_separator(false)
-                .build()
-                .with_context(|| format!("include pattern `{p}` is not a valid glob"))?;
+            let glob = GlobBuilder::new(p).literal_separator(false).build().with_context(|| format!("include pattern `{p}` is not a valid glob"))?;
             b.add(glob);
         }
         Ok(Includes { patterns: patterns.to_vec(), set: b.build()? })
@@ -31,11 +28,7 @@ impl Includes {
     /// The folders worth listing: the literal leading folders of each pattern (`""` is the
     /// repo root), with folders inside other listed folders dropped.
     pub fn list_roots(&self) -> Vec<String> {
-        let mut roots: Vec<String> = if self.patterns.is_empty() {
-            vec![String::new()]
-        } else {
-            self.patterns.iter().map(|p| literal_folder(p)).collect()
-        };
+        let mut roots: Vec<String> = if self.patterns.is_empty() { vec![String::new()] } else { self.patterns.iter().map(|p| literal_folder(p)).collect() };
         roots.sort();
         roots.dedup();
         let all = roots.clone();

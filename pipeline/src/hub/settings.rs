@@ -26,11 +26,8 @@ impl HubSettings {
     /// Resolves the config against the environment: `HF_ENDPOINT` and `HF_TOKEN` win over
     /// the file, as in the hub's own tools.
     pub fn resolve(cfg: &HubConfig, cache_override: Option<PathBuf>) -> Self {
-        let endpoint = env_nonempty("HF_ENDPOINT")
-            .or_else(|| cfg.endpoint.clone())
-            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string())
-            .trim_end_matches('/')
-            .to_string();
+        let endpoint =
+            env_nonempty("HF_ENDPOINT").or_else(|| cfg.endpoint.clone()).unwrap_or_else(|| DEFAULT_ENDPOINT.to_string()).trim_end_matches('/').to_string();
         HubSettings {
             endpoint,
             token: token_from_env(),
@@ -52,9 +49,7 @@ fn env_nonempty(key: &str) -> Option<String> {
 
 fn hf_home() -> PathBuf {
     env_nonempty("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
-        let base = env_nonempty("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| home_dir().join(".cache"));
+        let base = env_nonempty("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| home_dir().join(".cache"));
         base.join("huggingface")
     })
 }

@@ -37,7 +37,16 @@ struct Tally {
 /// Sends every job through `ask` and journals its record. `total` and `already` size
 /// the progress bar (all requests of the stage, and those the journal already had).
 #[allow(clippy::too_many_arguments)]
-pub async fn send_journaled<J, F, Fut>(label: &str, jobs: impl Stream<Item = J>, client: &LlmClient, width: usize, total: u64, already: u64, journal: &Journal, ask: F) -> Result<BatchOutcome>
+pub async fn send_journaled<J, F, Fut>(
+    label: &str,
+    jobs: impl Stream<Item = J>,
+    client: &LlmClient,
+    width: usize,
+    total: u64,
+    already: u64,
+    journal: &Journal,
+    ask: F,
+) -> Result<BatchOutcome>
 where
     F: Fn(J) -> Fut,
     Fut: Future<Output = Record>,
@@ -150,7 +159,9 @@ pub async fn ask_until_parsed(
         finished_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
     };
     match result {
-        Ok((c, verdict)) => Record { content: Some(c.content), finish_reason: c.finish_reason, endpoint: c.endpoint, reason: verdict.map(str::to_string), ..base },
+        Ok((c, verdict)) => {
+            Record { content: Some(c.content), finish_reason: c.finish_reason, endpoint: c.endpoint, reason: verdict.map(str::to_string), ..base }
+        }
         Err(e) => Record {
             status: "failed".into(),
             failure: Some(e.class.name().into()),

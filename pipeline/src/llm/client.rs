@@ -62,10 +62,7 @@ pub struct LlmClient {
 impl LlmClient {
     pub fn new(settings: LlmSettings) -> anyhow::Result<Self> {
         anyhow::ensure!(!settings.endpoints.is_empty(), "no LLM endpoint: set llm.endpoints in the config or pass --endpoint URL");
-        let http = crate::http_client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(settings.max_concurrency)
-            .build()?;
+        let http = crate::http_client::builder().connect_timeout(Duration::from_secs(10)).pool_max_idle_per_host(settings.max_concurrency).build()?;
         let pool = Pool::new(
             settings
                 .endpoints
@@ -112,7 +109,13 @@ impl LlmClient {
         }
     }
 
-    async fn attempt(&self, endpoint: &str, messages: &[Message], sampling: &Sampling, extra: Option<&Extra>) -> Result<(String, Option<String>, Usage), LlmError> {
+    async fn attempt(
+        &self,
+        endpoint: &str,
+        messages: &[Message],
+        sampling: &Sampling,
+        extra: Option<&Extra>,
+    ) -> Result<(String, Option<String>, Usage), LlmError> {
         let fail = |class, message: String, retry_after| LlmError { class, endpoint: endpoint.to_string(), message, retry_after };
         let body = ChatRequest { model: &self.settings.model, messages, sampling, extra };
         let json = serde_json::to_vec(&body).map_err(|e| fail(FailureClass::BadRequest, e.to_string(), None))?;
@@ -144,7 +147,13 @@ impl LlmClient {
 }
 
 fn transport_class(e: &reqwest::Error) -> FailureClass {
-    if e.is_timeout() { FailureClass::Timeout } else if e.is_decode() { FailureClass::BadResponse } else { FailureClass::Connection }
+    if e.is_timeout() {
+        FailureClass::Timeout
+    } else if e.is_decode() {
+        FailureClass::BadResponse
+    } else {
+        FailureClass::Connection
+    }
 }
 
 fn status_class(status: StatusCode, body: &str) -> FailureClass {
@@ -181,10 +190,7 @@ mod tests {
     fn statuses_are_classified() {
         assert_eq!(status_class(StatusCode::TOO_MANY_REQUESTS, ""), FailureClass::RateLimited);
         assert_eq!(status_class(StatusCode::SERVICE_UNAVAILABLE, ""), FailureClass::Overloaded);
-        assert_eq!(
-            status_class(StatusCode::BAD_REQUEST, "This model's maximum context length is 4096 tokens"),
-            FailureClass::ContextOverflow
-        );
+        assert_eq!(status_class(StatusCode::BAD_REQUEST, "This model's maximum context length is 4096 tokens"), FailureClass::ContextOverflow);
         assert_eq!(status_class(StatusCode::BAD_REQUEST, "the request exceeds the available context size"), FailureClass::ContextOverflow);
         assert_eq!(status_class(StatusCode::BAD_REQUEST, "unknown field"), FailureClass::BadRequest);
         assert_eq!(status_class(StatusCode::BAD_GATEWAY, ""), FailureClass::ServerError);

@@ -34,7 +34,12 @@ impl FailureClass {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            FailureClass::RateLimited | FailureClass::Overloaded | FailureClass::ServerError | FailureClass::Timeout | FailureClass::Connection | FailureClass::BadResponse
+            FailureClass::RateLimited
+                | FailureClass::Overloaded
+                | FailureClass::ServerError
+                | FailureClass::Timeout
+                | FailureClass::Connection
+                | FailureClass::BadResponse
         )
     }
 

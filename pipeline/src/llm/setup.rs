@@ -27,7 +27,8 @@ pub async fn connect(cfg: &LoadedConfig, stage: &str, endpoints: &[String], mode
     let model = model.map(str::to_string).unwrap_or_else(|| l.model.clone());
     let server = match (&l.serve, endpoints.is_empty()) {
         (Some(serve), true) => {
-            let s = LocalServer::start(serve, &cfg.resolve(&serve.binary), &cfg.resolve(&serve.model_file), &run_root.join("work").join("llama-server.log")).await?;
+            let s = LocalServer::start(serve, &cfg.resolve(&serve.binary), &cfg.resolve(&serve.model_file), &run_root.join("work").join("llama-server.log"))
+                .await?;
             endpoints.push(s.endpoint.clone());
             Some(s)
         }

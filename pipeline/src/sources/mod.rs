@@ -36,18 +36,11 @@ impl Source {
     /// Checks a config entry; relative local paths are resolved with `resolve_path`.
     pub fn from_config(cfg: &SourceConfig, resolve_path: impl Fn(&std::path::Path) -> PathBuf) -> Result<Self> {
         let kind = match cfg.kind.as_str() {
-            "hub" => SourceKind::Hub {
-                repo: cfg.repo.clone().unwrap_or_default(),
-                revision: cfg.revision.clone().unwrap_or_else(|| "main".into()),
-            },
+            "hub" => SourceKind::Hub { repo: cfg.repo.clone().unwrap_or_default(), revision: cfg.revision.clone().unwrap_or_else(|| "main".into()) },
             "local" => SourceKind::Local { root: resolve_path(cfg.path.as_deref().unwrap_or(std::path::Path::new("."))) },
             other => bail!("source `{}`: unknown kind `{other}`", cfg.name),
         };
-        let include_patterns = if cfg.include.is_empty() {
-            vec!["*.parquet".to_string(), "*.jsonl".to_string()]
-        } else {
-            cfg.include.clone()
-        };
+        let include_patterns = if cfg.include.is_empty() { vec!["*.parquet".to_string(), "*.jsonl".to_string()] } else { cfg.include.clone() };
         Ok(Source {
             name: cfg.name.clone(),
             kind,

@@ -125,16 +125,10 @@ fn read_parquet(path: &Path, spec: &ReadSpec, each: &mut dyn FnMut(DocBatch) -> 
     let mut roots = vec![text_idx];
     roots.extend(url_idx);
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(spec.batch_rows)
-        .build()
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let reader = builder.with_projection(mask).with_batch_size(spec.batch_rows).build().with_context(|| format!("cannot read {}", path.display()))?;
     let mut row = 0u64;
     for batch in reader {
-        let batch = batch.map_err(|e| {
-            anyhow!("{} is corrupt near row {row} ({e}); delete it (a hub file is then fetched again) or fix it", path.display())
-        })?;
+        let batch = batch.map_err(|e| anyhow!("{} is corrupt near row {row} ({e}); delete it (a hub file is then fetched again) or fix it", path.display()))?;
         let text = batch.column_by_name(spec.text_column).cloned().context("projected text column missing")?;
         let url = url_idx.and_then(|_| batch.column_by_name(spec.url_column).cloned());
         let n = batch.num_rows() as u64;
@@ -155,11 +149,9 @@ fn read_jsonl(path: &Path, spec: &ReadSpec, each: &mut dyn FnMut(DocBatch) -> Re
         if line.trim().is_empty() {
             continue;
         }
-        let value: serde_json::Value = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{}: not a JSON object; each line must be one JSON object", path.display(), line_no + 1))?;
-        let obj = value
-            .as_object()
-            .ok_or_else(|| anyhow!("{}:{}: a JSON line must be an object", path.display(), line_no + 1))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&line).with_context(|| format!("{}:{}: not a JSON object; each line must be one JSON object", path.display(), line_no + 1))?;
+        let obj = value.as_object().ok_or_else(|| anyhow!("{}:{}: a JSON line must be an object", path.display(), line_no + 1))?;
         let t = match obj.get(spec.text_column) {
             Some(serde_json::Value::String(s)) => Some(s.clone()),
             Some(serde_json::Value::Null) => None,

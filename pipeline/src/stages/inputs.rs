@@ -35,8 +35,12 @@ impl Inputs {
     }
 }
 
-/// Checks the sources and builds a hub client if one is needed.
+/// Checks the sources and builds a hub client if one is needed. A config without sources is
+/// valid for the stages that read something else (`classify --input`, say), not for these.
 pub fn checked_sources(cfg: &LoadedConfig) -> Result<Vec<Source>> {
+    if cfg.config.sources.is_empty() {
+        anyhow::bail!("{}: no [[sources]]: add at least one hub or local source (see configs/demo.toml)", cfg.path.display());
+    }
     cfg.config.sources.iter().map(|s| Source::from_config(s, |p| cfg.resolve(p))).collect()
 }
 

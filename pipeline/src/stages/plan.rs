@@ -108,9 +108,7 @@ async fn count_file(f: &InputFile, client: Option<&HubClient>, text_column: &str
     match (&f.location, f.format) {
         (Location::Local(path), Format::Parquet) => {
             let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-            let meta = ParquetMetaDataReader::new()
-                .parse_and_finish(&file)
-                .with_context(|| format!("{} is not a readable parquet file", path.display()))?;
+            let meta = ParquetMetaDataReader::new().parse_and_finish(&file).with_context(|| format!("{} is not a readable parquet file", path.display()))?;
             Ok(footer_counts(&meta, text_column))
         }
         (Location::Local(path), Format::Jsonl) => count_jsonl(path),

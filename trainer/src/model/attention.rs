@@ -22,16 +22,51 @@ pub struct Positions<B: Backend> {
     pub mask: Option<Tensor<B, 4, Bool>>,
 }
 
-/// The keys and values one layer has seen: `[batch, kv_heads, positions, head_dim]`.
+/// The keys and values one layer has seen: `[batch, kv_heads, capacity, head_dim]`, of
+/// which the first `len` positions are filled (the rest must be hidden by the mask).
 #[derive(Clone, Debug)]
 pub struct KvCache<B: Backend> {
-    pub k: Option<Tensor<B, 4>>,
-    pub v: Option<Tensor<B, 4>>,
+    k: Option<Tensor<B, 4>>,
+    v: Option<Tensor<B, 4>>,
+    len: usize,
+    capacity: usize,
 }
 
-impl<B: Backend> Default for KvCache<B> {
-    fn default() -> Self {
-        KvCache { k: None, v: None }
+impl<B: Backend> KvCache<B> {
+    /// An empty cache for up to `capacity` positions (allocated at the first write).
+    pub fn with_capacity(capacity: usize) -> Self {
+        KvCache { k: None, v: None, len: 0, capacity }
+    }
+
+    /// Writes `k`, `v` (`[batch, kv_heads, seq, head_dim]`) after the filled positions and
+    /// returns the whole buffers. The new positions are placed by concatenating zeros around
+    /// them and adding (the buffer is zero there): only `cat` and elementwise ops, which the
+    /// CUDA backend fuses, and no in-place slice writes.
+    fn append(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, heads, t, d] = k.dims();
+        let (start, end) = (self.len, self.len + t);
+        assert!(end <= self.capacity, "the key/value cache holds {} positions, {end} asked for", self.capacity);
+        let place = |new: Tensor<B, 4>| {
+            let device = new.device();
+            let mut parts = Vec::with_capacity(3);
+            if start > 0 {
+                parts.push(Tensor::zeros([b, heads, start, d], &device));
+            }
+            parts.push(new);
+            if end < self.capacity {
+                parts.push(Tensor::zeros([b, heads, self.capacity - end, d], &device));
+            }
+            Tensor::cat(parts, 2)
+        };
+        let add = |old: Option<Tensor<B, 4>>, new: Tensor<B, 4>| match old {
+            Some(old) => old + place(new),
+            None => place(new),
+        };
+        let (k, v) = (add(self.k.take(), k), add(self.v.take(), v));
+        self.k = Some(k.clone());
+        self.v = Some(v.clone());
+        self.len = end;
+        (k, v)
     }
 }
 
@@ -64,7 +99,8 @@ impl<B: Backend> Attention<B> {
     }
 
     /// `x`: `[batch, seq, hidden]` at `at`. Without a mask, attention is causal over `x`
-    /// alone; with one, keys are the cache's followed by `x`'s, and the cache grows by `x`.
+    /// alone; with one, `x`'s keys are written into the cache after the filled positions and
+    /// the queries attend to the whole cache under the mask (`[batch, 1, seq, capacity]`).
     pub fn forward(&self, x: Tensor<B, 3>, at: &Positions<B>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, self.head_dim]).swap_dims(1, 2);
@@ -72,12 +108,7 @@ impl<B: Backend> Attention<B> {
         let mut k = rope::apply(heads(self.k_proj.forward(x.clone()), self.num_kv_heads), at.cos.clone(), at.sin.clone());
         let mut v = heads(self.v_proj.forward(x), self.num_kv_heads);
         if let Some(cache) = cache {
-            if let (Some(old_k), Some(old_v)) = (cache.k.take(), cache.v.take()) {
-                k = Tensor::cat(vec![old_k, k], 2);
-                v = Tensor::cat(vec![old_v, v], 2);
-            }
-            cache.k = Some(k.clone());
-            cache.v = Some(v.clone());
+            (k, v) = cache.append(k, v);
         }
         let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
         let out = match at.mask.clone() {

@@ -75,8 +75,9 @@ impl<B: Backend> Llama<B> {
     }
 
     /// One step of generation: logits `[batch, seq, vocab]` for `ids` `[batch, seq]` at
-    /// `positions[row][i]`, attending to the cached keys and `ids` under `mask`
-    /// (`[batch, 1, seq, cached + seq]`, true = hidden); the caches grow by `seq`.
+    /// `positions[row][i]`; their keys are written after the cached ones, and the queries
+    /// attend to the caches' whole capacity under `mask` (`[batch, 1, seq, capacity]`, true
+    /// = hidden, which must hide every position not yet written).
     pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, positions: &[Vec<usize>], mask: Tensor<B, 4, Bool>, caches: &mut [KvCache<B>]) -> Tensor<B, 3> {
         let device = ids.device();
         let [b, t] = ids.dims();
@@ -90,9 +91,9 @@ impl<B: Backend> Llama<B> {
         self.head(self.norm.forward(x))
     }
 
-    /// Empty caches, one per layer.
-    pub fn new_caches(&self) -> Vec<KvCache<B>> {
-        (0..self.layers.len()).map(|_| KvCache::default()).collect()
+    /// Empty caches for up to `capacity` positions, one per layer.
+    pub fn new_caches(&self, capacity: usize) -> Vec<KvCache<B>> {
+        (0..self.layers.len()).map(|_| KvCache::with_capacity(capacity)).collect()
     }
 
     fn head(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use super::track::TrackSection;
 use crate::countdown::task::TaskSpec;
 use crate::train::config::base_dir;
 
@@ -21,6 +22,9 @@ pub struct PpoConfig {
     pub prime: Option<PrimeSection>,
     #[serde(default)]
     pub ppo: PpoSection,
+    /// Rollouts kept for behavior tracking; none: no tracking.
+    #[serde(default)]
+    pub track: Option<TrackSection>,
     pub output: PpoOutput,
 }
 
@@ -132,6 +136,11 @@ pub struct PpoSection {
     /// Responses per optimizer step.
     #[serde(default = "default_mini_batch")]
     pub mini_batch: usize,
+    /// Rows per forward/backward pass, in scoring and in the update (gradients accumulate
+    /// over a mini-batch): a memory knob that does not change what a step computes, so a
+    /// run may resume with another value (after running out of device memory, say).
+    #[serde(default = "default_micro_batch")]
+    pub micro_batch: usize,
     #[serde(default = "default_one")]
     pub grad_clip: f64,
     #[serde(default = "default_actor_lr")]
@@ -183,6 +192,9 @@ fn default_entropy() -> f64 {
 fn default_mini_batch() -> usize {
     128
 }
+fn default_micro_batch() -> usize {
+    16
+}
 fn default_actor_lr() -> f64 {
     1e-6
 }
@@ -232,8 +244,8 @@ impl PpoConfig {
         if !["cpu", "cuda"].contains(&p.backend.as_str()) {
             bail!("ppo.backend `{}`: use \"cpu\" or \"cuda\"", p.backend);
         }
-        if p.steps == 0 || p.prompts_per_step == 0 || p.samples == 0 || p.mini_batch == 0 || p.max_response_tokens == 0 {
-            bail!("ppo.steps, prompts_per_step, samples, mini_batch and max_response_tokens must be at least 1");
+        if p.steps == 0 || p.prompts_per_step == 0 || p.samples == 0 || p.mini_batch == 0 || p.micro_batch == 0 || p.max_response_tokens == 0 {
+            bail!("ppo.steps, prompts_per_step, samples, mini_batch, micro_batch and max_response_tokens must be at least 1");
         }
         if !(p.actor_lr > 0.0 && p.critic_lr > 0.0) || p.temperature < 0.0 || !(0.0..=1.0).contains(&p.top_p) || p.clip <= 0.0 {
             bail!("ppo.actor_lr and critic_lr must be > 0, temperature >= 0, top_p within 0..1, clip > 0");
@@ -244,6 +256,11 @@ impl PpoConfig {
         }
         if self.tasks.eval_tasks == 0 {
             bail!("tasks.eval_tasks must be at least 1");
+        }
+        if let Some(track) = &self.track
+            && (track.every == 0 || track.samples == 0)
+        {
+            bail!("track.every and track.samples must be at least 1");
         }
         if let Some(prime) = &self.prime
             && (prime.batch_size == 0 || prime.lr <= 0.0)

@@ -8,9 +8,11 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
+use super::batch::WIDTH_BUCKET;
 use super::tasks::Tasks;
 use crate::countdown::solver::solve;
 use crate::countdown::task::{Task, prompt};
+use crate::generate::round_up;
 use crate::loss::{IGNORE, causal_lm_loss};
 use crate::model::Llama;
 use crate::tokenizer::TextTokenizer;
@@ -73,12 +75,13 @@ pub fn prime<B: AutodiffBackend>(
         if rows.is_empty() {
             bail!("priming step {step}: no solvable task among {batch}");
         }
-        let width = rows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
+        // Widths and the logits' start in buckets: a few shapes for the whole priming.
+        let width = round_up(rows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0), WIDTH_BUCKET);
         let ids: Vec<i64> = rows.iter().flat_map(|(ids, _)| ids.iter().map(|&t| t as i64).chain(std::iter::repeat_n(eos as i64, width - ids.len()))).collect();
         let labels: Vec<i64> = rows.iter().flat_map(|(ids, labels)| labels.iter().copied().chain(std::iter::repeat_n(IGNORE, width - ids.len()))).collect();
         let shape = [rows.len(), width];
         // Logits only from the position before the first completion token of the shortest prompt.
-        let start = rows.iter().map(|(_, labels)| labels.iter().position(|&l| l != IGNORE).unwrap_or(1)).min().unwrap_or(1) - 1;
+        let start = (rows.iter().map(|(_, labels)| labels.iter().position(|&l| l != IGNORE).unwrap_or(1)).min().unwrap_or(1) - 1) / WIDTH_BUCKET * WIDTH_BUCKET;
         let labels = Tensor::<B, 2, Int>::from_data(TensorData::new(labels, shape), &device).narrow(1, start, width - start);
         let logits = model.forward_range(Tensor::from_data(TensorData::new(ids, shape), &device), start, width - start);
         let loss = causal_lm_loss(logits, labels);

@@ -1,12 +1,14 @@
 //! One PPO rollout batch: for each prompt, `samples` responses from the actor (KV-cache
-//! generation, temperature 1 by default); then, over prompt + response, the actor's and the
-//! reference's log-probabilities of the response tokens, the critic's values, the task's
-//! score of the decoded text (on the last response token), KL-shaped token rewards, and
-//! whitened GAE advantages with their returns. Everything the PPO update needs.
+//! generation, temperature 1 by default); then, over prompt + response (`micro_batch` rows
+//! per forward pass), the actor's and the reference's log-probabilities of the response
+//! tokens, the critic's values, the task's score of the decoded text (on the last response
+//! token), KL-shaped token rewards, and whitened GAE advantages with their returns.
+//! Everything the PPO update needs.
 
 use anyhow::Result;
 use burn::prelude::*;
 
+use super::batch::Packed;
 use super::critic::Critic;
 use super::gae::{gae, shaped_rewards, whiten};
 use super::loss::token_logp;
@@ -23,6 +25,8 @@ pub trait Detokenize {
 pub struct RolloutSettings {
     pub samples: usize,
     pub sampling: Sampling,
+    /// Rows per scoring pass.
+    pub micro_batch: usize,
     pub kl_coef: f64,
     pub gamma: f64,
     pub lambda: f64,
@@ -31,6 +35,8 @@ pub struct RolloutSettings {
 /// One response and what the update needs of it (all per response token).
 #[derive(Clone, Debug)]
 pub struct Rollout {
+    /// Which of the batch's prompts this responds to.
+    pub index: usize,
     pub prompt: Vec<u32>,
     pub response: Vec<u32>,
     pub score: f64,
@@ -54,18 +60,20 @@ pub fn rollout<B: Backend, D: Detokenize>(
     let expanded: Vec<(usize, Vec<u32>)> = prompts.iter().enumerate().flat_map(|(i, p)| std::iter::repeat_n((i, p.clone()), s.samples)).collect();
     let batch: Vec<Vec<u32>> = expanded.iter().map(|(_, p)| p.clone()).collect();
     let generated = generate(actor, &batch, &s.sampling, false)?;
-    let mut out = Vec::with_capacity(batch.len());
-    for ((index, prompt), response) in expanded.into_iter().zip(generated.tokens) {
-        if response.is_empty() {
-            continue;
+    let kept: Vec<(usize, Vec<u32>, Vec<u32>)> =
+        expanded.into_iter().zip(generated.tokens).filter(|(_, response)| !response.is_empty()).map(|((i, p), r)| (i, p, r)).collect();
+    let pad = s.sampling.eos.unwrap_or(0);
+    let mut out = Vec::with_capacity(kept.len());
+    for chunk in kept.chunks(s.micro_batch.max(1)) {
+        let rows: Vec<(&[u32], &[u32])> = chunk.iter().map(|(_, p, r)| (p.as_slice(), r.as_slice())).collect();
+        let scored = score_tokens(actor, reference, critic, &Packed::new(&rows, pad, &actor.embed_tokens.weight.val().device()));
+        for ((index, prompt, response), (logp, ref_logp, values)) in chunk.iter().cloned().zip(scored) {
+            let full: Vec<u32> = prompt.iter().chain(&response).copied().collect();
+            let sequence_score = score(index, &detok.decode(&full));
+            let rewards = shaped_rewards(sequence_score, &logp, &ref_logp, s.kl_coef);
+            let (advantages, returns) = gae(&rewards, &values, s.gamma, s.lambda);
+            out.push(Rollout { index, prompt, response, score: sequence_score, old_logp: logp, ref_logp, values, advantages, returns });
         }
-        let full: Vec<u32> = prompt.iter().chain(&response).copied().collect();
-        let (logp, ref_logp, values) = score_tokens(actor, reference, critic, &full, prompt.len());
-        let text = detok.decode(&full);
-        let sequence_score = score(index, &text);
-        let rewards = shaped_rewards(sequence_score, &logp, &ref_logp, s.kl_coef);
-        let (advantages, returns) = gae(&rewards, &values, s.gamma, s.lambda);
-        out.push(Rollout { prompt, response, score: sequence_score, old_logp: logp, ref_logp, values, advantages, returns });
     }
     let mut advantages: Vec<Vec<f64>> = out.iter().map(|r| r.advantages.clone()).collect();
     whiten(&mut advantages);
@@ -75,23 +83,12 @@ pub fn rollout<B: Backend, D: Detokenize>(
     Ok(out)
 }
 
-/// Per response token: the actor's and the reference's log-probability of the token, and
-/// the critic's value of the state it was chosen in.
-fn score_tokens<B: Backend>(actor: &Llama<B>, reference: &Llama<B>, critic: &Critic<B>, full: &[u32], prompt_len: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let device = actor.embed_tokens.weight.val().device();
-    let n = full.len();
-    let ids = || Tensor::<B, 2, Int>::from_data(TensorData::new(full.iter().map(|&t| t as i64).collect::<Vec<_>>(), [1, n]), &device);
-    // Logits at position t predict token t + 1: the response tokens are predicted from
-    // positions prompt_len - 1 .. n - 1.
-    let response = n - prompt_len;
-    let targets = ids().narrow(1, prompt_len, response);
-    let logp_of = |m: &Llama<B>| -> Vec<f64> { to_vec(token_logp(m.forward_range(ids(), prompt_len - 1, response), targets.clone())) };
-    let values = to_vec(critic.values(ids()).narrow(1, prompt_len - 1, response));
-    (logp_of(actor), logp_of(reference), values)
-}
-
-fn to_vec<B: Backend>(t: Tensor<B, 2>) -> Vec<f64> {
-    t.into_data().convert::<f64>().to_vec::<f64>().expect("f64 values")
+/// Per row and response token: the actor's and the reference's log-probability of the
+/// token, and the critic's value of the state it was chosen in.
+fn score_tokens<B: Backend>(actor: &Llama<B>, reference: &Llama<B>, critic: &Critic<B>, packed: &Packed<B>) -> Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    let logp_of = |m: &Llama<B>| packed.gather(token_logp(m.forward_range(packed.ids.clone(), packed.start, packed.len), packed.targets()));
+    let values = packed.gather(critic.values(packed.ids.clone()).narrow(1, packed.start, packed.len));
+    logp_of(actor).into_iter().zip(logp_of(reference)).zip(values).map(|((a, r), v)| (a, r, v)).collect()
 }
 
 #[cfg(test)]
@@ -118,6 +115,7 @@ mod tests {
         let settings = RolloutSettings {
             samples: 3,
             sampling: Sampling { max_new_tokens: 6, temperature: 1.0, top_p: 1.0, seed: 9, eos: None },
+            micro_batch: 4,
             kl_coef: 0.001,
             gamma: 1.0,
             lambda: 1.0,

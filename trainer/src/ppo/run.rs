@@ -21,6 +21,7 @@ use super::critic::Critic;
 use super::prime::prime;
 use super::rollout::{Detokenize, RolloutSettings, rollout};
 use super::tasks::Tasks;
+use super::track::{TrackedRollout, write_rollouts};
 use super::update::{UpdateSettings, update};
 use crate::countdown::reward::{CORRECT_SCORE, judge};
 use crate::countdown::task::{Task, prompt};
@@ -59,6 +60,7 @@ fn reference_path(out: &Path) -> PathBuf {
 
 /// Runs (or resumes) a PPO run.
 pub fn ppo<B: AutodiffBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOptions) -> Result<PpoSummary> {
+    let run_started = Instant::now();
     let tok = TextTokenizer::load(cfg.model.tokenizer.as_deref().expect("resolved by load"))?;
     let model_cfg = ModelConfig::from_file(&cfg.model.config)?;
     if tok.vocab_size() > model_cfg.vocab_size {
@@ -82,6 +84,7 @@ pub fn ppo<B: AutodiffBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOp
     if opts.fresh {
         std::fs::remove_dir_all(out.join("checkpoints")).ok();
         std::fs::remove_file(reference_path(out).with_extension("mpk")).ok();
+        std::fs::remove_dir_all(super::track::rollouts_dir(out)).ok();
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     std::fs::write(out.join("config.json"), serde_json::to_vec_pretty(&json!({ "ppo": cfg, "model": model_cfg }))?)?;
@@ -146,10 +149,12 @@ pub fn ppo<B: AutodiffBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOp
         Ok(ids)
     };
     let eval_prompts: Vec<Vec<u32>> = tasks.eval.iter().map(encode).collect::<Result<_>>()?;
+    // Evaluation generates as many rows at once as a rollout does.
+    let rollout_rows = p.prompts_per_step * p.samples;
     let mut first_eval = None;
     let mut last_eval = None;
     if state.step == 0 {
-        let score = evaluate(&actor.valid(), &tok, &tasks.eval, &eval_prompts, eos, p.max_response_tokens, out, 0)?;
+        let score = evaluate(&actor.valid(), &tok, &tasks.eval, &eval_prompts, eos, p.max_response_tokens, rollout_rows, out, 0)?;
         metrics.write(&json!({"kind": "eval", "step": 0, "score": score}))?;
         eprintln!("eval before PPO: accuracy {:.3}, reward {:.3}, format {:.3}", score.accuracy, score.reward_mean, score.format_rate);
         first_eval = Some(score);
@@ -159,13 +164,15 @@ pub fn ppo<B: AutodiffBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOp
         value_clip: p.value_clip,
         entropy_coef: p.entropy_coef,
         mini_batch: p.mini_batch,
+        micro_batch: p.micro_batch,
+        pad: eos,
         grad_clip: p.grad_clip,
         actor_lr: p.actor_lr,
         critic_lr: p.critic_lr,
     };
     let mut checkpoint_dir = None;
     let mut ran = 0usize;
-    while state.step < p.steps && opts.stop_after.is_none_or(|n| ran < n) {
+    while state.step < p.steps && opts.stop_after.is_none_or(|n| ran < n) && !opts.out_of_time(run_started) {
         let step = state.step + 1;
         let started = Instant::now();
         let drawn: Vec<Task> = tasks.for_step(step, p.prompts_per_step).into_iter().map(|(t, _)| t).collect();
@@ -179,6 +186,7 @@ pub fn ppo<B: AutodiffBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOp
                 seed: p.seed ^ (step as u64).wrapping_mul(0x2545_f491_4f6c_dd1d),
                 eos: Some(eos),
             },
+            micro_batch: p.micro_batch,
             kl_coef: p.kl_coef,
             gamma: p.gamma,
             lambda: p.lambda,
@@ -194,6 +202,16 @@ pub fn ppo<B: AutodiffBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOp
         let reward_mean = batch.iter().map(|r| r.score).sum::<f64>() / n;
         let accuracy = batch.iter().filter(|r| r.score >= CORRECT_SCORE).count() as f64 / n;
         let format_rate = batch.iter().filter(|r| r.score > 0.0).count() as f64 / n;
+        if let Some(track) = &cfg.track
+            && (step == 1 || step % track.every == 0)
+        {
+            let kept: Vec<TrackedRollout> = batch
+                .iter()
+                .take(track.samples)
+                .map(|r| TrackedRollout { task: &drawn[r.index], response: tok.decode(&r.response), score: r.score, response_tokens: r.response.len() })
+                .collect();
+            write_rollouts(out, step, &kept)?;
+        }
         let update_started = Instant::now();
         let (a, c, stats) = update(actor, critic, &mut actor_optim, &mut critic_optim, &batch, &update_settings);
         (actor, critic) = (a, c);
@@ -217,9 +235,9 @@ pub fn ppo<B: AutodiffBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOp
             stats.entropy,
             response_tokens as f64 / n
         );
-        let last = step == p.steps;
+        let last = step == p.steps || opts.out_of_time(run_started);
         if step % p.eval_every.max(1) == 0 || last {
-            let score = evaluate(&actor.valid(), &tok, &tasks.eval, &eval_prompts, eos, p.max_response_tokens, out, step)?;
+            let score = evaluate(&actor.valid(), &tok, &tasks.eval, &eval_prompts, eos, p.max_response_tokens, rollout_rows, out, step)?;
             metrics.write(&json!({"kind": "eval", "step": step, "score": score}))?;
             eprintln!("eval at step {step}: accuracy {:.3}, reward {:.3}, format {:.3}", score.accuracy, score.reward_mean, score.format_rate);
             last_eval = Some(score);
@@ -246,13 +264,14 @@ fn evaluate<B: Backend>(
     prompts: &[Vec<u32>],
     eos: u32,
     max_tokens: usize,
+    rows: usize,
     out: &Path,
     step: usize,
 ) -> Result<EvalScore> {
     let sampling = Sampling { max_new_tokens: max_tokens, temperature: 0.0, top_p: 1.0, seed: 0, eos: Some(eos) };
     let (mut correct, mut formatted, mut reward, mut tokens) = (0usize, 0usize, 0.0, 0usize);
     let mut samples = Vec::new();
-    for (chunk_tasks, chunk_prompts) in tasks.chunks(64).zip(prompts.chunks(64)) {
+    for (chunk_tasks, chunk_prompts) in tasks.chunks(rows.max(1)).zip(prompts.chunks(rows.max(1))) {
         let generated = generate(model, chunk_prompts, &sampling, false)?;
         for ((task, prompt_ids), response) in chunk_tasks.iter().zip(chunk_prompts).zip(generated.tokens) {
             let full: Vec<u32> = prompt_ids.iter().chain(&response).copied().collect();
@@ -279,9 +298,10 @@ fn evaluate<B: Backend>(
 
 /// What a checkpoint must agree with to be resumed.
 fn fingerprint(cfg: &PpoConfig, model: &ModelConfig, tokenizer: &str) -> String {
-    // How long to run, how often to evaluate and save do not change what a step computes.
+    // How long to run, how often to evaluate and save, and how many rows go through one
+    // forward pass do not change what a step computes.
     let mut ppo = serde_json::to_value(&cfg.ppo).unwrap_or_default();
-    for k in ["steps", "eval_every", "save_every", "keep_checkpoints"] {
+    for k in ["steps", "eval_every", "save_every", "keep_checkpoints", "micro_batch"] {
         ppo.as_object_mut().map(|o| o.remove(k));
     }
     let v = json!({ "model": model, "weights": cfg.model.weights, "tokenizer": tokenizer, "tasks": cfg.tasks, "prime": cfg.prime, "ppo": ppo });

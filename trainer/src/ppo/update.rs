@@ -1,13 +1,15 @@
-//! One PPO update over a rollout batch: mini-batches of responses, each response's tokens
-//! weighted so that every mini-batch loss is a mean over its tokens; the actor minimises the
-//! clipped policy loss minus the entropy bonus, the critic the clipped value loss; global
-//! gradient-norm clipping and one optimizer step per mini-batch for each model.
+//! One PPO update over a rollout batch: mini-batches of responses, each run as packed
+//! micro-batches of `micro_batch` rows whose gradients accumulate, weighted so that every
+//! mini-batch loss is a mean over its tokens; the actor minimises the clipped policy loss
+//! minus the entropy bonus, the critic the clipped value loss; global gradient-norm clipping
+//! and one optimizer step per mini-batch for each model.
 
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
+use super::batch::Packed;
 use super::critic::Critic;
 use super::loss::{entropy, policy_loss, token_logp, value_loss};
 use super::rollout::Rollout;
@@ -22,6 +24,10 @@ pub struct UpdateSettings {
     pub value_clip: f64,
     pub entropy_coef: f64,
     pub mini_batch: usize,
+    /// Rows per forward/backward pass (gradients accumulate over a mini-batch).
+    pub micro_batch: usize,
+    /// Token id that pads packed rows.
+    pub pad: u32,
     pub grad_clip: f64,
     pub actor_lr: f64,
     pub critic_lr: f64,
@@ -55,24 +61,20 @@ pub fn update<B: AutodiffBackend, OA: Optimizer<Llama<B>, B>, OC: Optimizer<Crit
     for mini in rollouts.chunks(s.mini_batch.max(1)) {
         let tokens: usize = mini.iter().map(|r| r.response.len()).sum();
         let (mut actor_grads, mut critic_grads) = (GradientsAccumulator::<Llama<B>>::new(), GradientsAccumulator::<Critic<B>>::new());
-        for r in mini {
-            let n = r.prompt.len() + r.response.len();
-            let len = r.response.len();
-            let weight = len as f64 / tokens as f64;
-            let ids: Vec<i64> = r.prompt.iter().chain(&r.response).map(|&t| t as i64).collect();
-            let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, n]), &device);
-            let row = |v: &[f64]| Tensor::<B, 2>::from_data(TensorData::new(v.iter().map(|&x| x as f32).collect::<Vec<_>>(), [1, len]), &device);
-            let mask = Tensor::<B, 2>::ones([1, len], &device);
-            let logits = actor.forward_range(ids.clone(), r.prompt.len() - 1, len);
-            let targets = ids.clone().narrow(1, r.prompt.len(), len);
-            let logp = token_logp(logits.clone(), targets);
-            let (pl, cf) = policy_loss(logp, row(&r.old_logp), row(&r.advantages), mask.clone(), s.clip);
+        for micro in mini.chunks(s.micro_batch.max(1)) {
+            let rows: Vec<(&[u32], &[u32])> = micro.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
+            let packed = Packed::<B>::new(&rows, s.pad, &device);
+            let weight = packed.tokens() as f64 / tokens as f64;
+            let mask = packed.mask();
+            let logits = actor.forward_range(packed.ids.clone(), packed.start, packed.len);
+            let logp = token_logp(logits.clone(), packed.targets());
+            let (pl, cf) = policy_loss(logp, packed.spread(|i| &micro[i].old_logp), packed.spread(|i| &micro[i].advantages), mask.clone(), s.clip);
             let ent = entropy(logits, mask.clone());
             let actor_loss = (pl.clone() - ent.clone().mul_scalar(s.entropy_coef)).mul_scalar(weight);
-            let values = critic.values(ids).narrow(1, r.prompt.len() - 1, len);
-            let (vl, vcf) = value_loss(values, row(&r.values), row(&r.returns), mask, s.value_clip);
+            let values = critic.values(packed.ids.clone()).narrow(1, packed.start, packed.len);
+            let (vl, vcf) = value_loss(values, packed.spread(|i| &micro[i].values), packed.spread(|i| &micro[i].returns), mask, s.value_clip);
             let critic_loss = vl.clone().mul_scalar(weight);
-            let share = len as f64 / all_tokens as f64;
+            let share = packed.tokens() as f64 / all_tokens as f64;
             stats.policy_loss += pl.into_scalar().elem::<f64>() * share;
             stats.value_loss += vl.into_scalar().elem::<f64>() * share;
             stats.entropy += ent.into_scalar().elem::<f64>() * share;
@@ -123,12 +125,23 @@ mod tests {
             let response: Vec<char> = text.chars().skip(prompts[i].len()).collect();
             response.iter().filter(|&&c| (c as u32) < 64).count() as f64 / response.len() as f64
         };
-        let settings = UpdateSettings { clip: 0.2, value_clip: 0.5, entropy_coef: 0.001, mini_batch: 8, grad_clip: 1.0, actor_lr: 3e-3, critic_lr: 3e-3 };
+        let settings = UpdateSettings {
+            clip: 0.2,
+            value_clip: 0.5,
+            entropy_coef: 0.001,
+            mini_batch: 8,
+            micro_batch: 3,
+            pad: 0,
+            grad_clip: 1.0,
+            actor_lr: 3e-3,
+            critic_lr: 3e-3,
+        };
         let mut means = Vec::new();
         for iteration in 0..16 {
             let r = RolloutSettings {
                 samples: 8,
                 sampling: Sampling { max_new_tokens: 6, temperature: 1.0, top_p: 1.0, seed: iteration, eos: None },
+                micro_batch: 5,
                 kl_coef: 0.001,
                 gamma: 1.0,
                 lambda: 1.0,

@@ -33,6 +33,17 @@ pub struct RunOptions {
     pub fresh: bool,
     /// Stop after this many steps of this invocation (for tests and smoke runs).
     pub stop_after: Option<usize>,
+    /// Stop cleanly once this much time has passed since the invocation started (loading and
+    /// priming count): the step in progress finishes, then an evaluation and a checkpoint
+    /// (for a job's time limit on a cluster).
+    pub time_limit: Option<std::time::Duration>,
+}
+
+impl RunOptions {
+    /// Whether the time limit has passed since `started`.
+    pub fn out_of_time(&self, started: Instant) -> bool {
+        self.time_limit.is_some_and(|limit| started.elapsed() >= limit)
+    }
 }
 
 /// What a run did.
@@ -49,6 +60,7 @@ pub struct Summary {
 
 /// Runs (or resumes) a pretraining run.
 pub fn pretrain<B: AutodiffBackend>(cfg: &PretrainConfig, device: &B::Device, opts: &RunOptions) -> Result<Summary> {
+    let run_started = Instant::now();
     let (train, info) = read_split(&cfg.data.set, "train")?;
     if train.is_empty() {
         bail!("the train split of {} is empty: nothing to train on", cfg.data.set.display());
@@ -123,7 +135,7 @@ pub fn pretrain<B: AutodiffBackend>(cfg: &PretrainConfig, device: &B::Device, op
     let mut epoch_cache: Option<(usize, Vec<Window>)> = None;
     let (mut last_loss, mut eval_loss, mut checkpoint_dir) = (None, None, None);
     let mut ran = 0usize;
-    while state.step < total && opts.stop_after.is_none_or(|n| ran < n) {
+    while state.step < total && opts.stop_after.is_none_or(|n| ran < n) && !opts.out_of_time(run_started) {
         let started = Instant::now();
         let (epoch, in_epoch) = (state.step / steps_per_epoch, state.step % steps_per_epoch);
         if epoch_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
@@ -180,7 +192,7 @@ pub fn pretrain<B: AutodiffBackend>(cfg: &PretrainConfig, device: &B::Device, op
             }
             None => eprintln!("step {}/{total}  {line}", state.step),
         }
-        let last = state.step == total;
+        let last = state.step == total || opts.out_of_time(run_started);
         if !test.is_empty() && ((t.eval_every > 0 && state.step % t.eval_every == 0) || last) {
             let loss = evaluate(&model.valid(), &test_windows, cfg, device);
             metrics.write(&json!({ "kind": "eval", "step": state.step, "eval_loss": loss }))?;

@@ -25,11 +25,11 @@ use self::prompts::{Answer, Prompt, TASKS};
 use crate::config::LoadedConfig;
 use crate::hashing;
 use crate::journal::{Journal, Record, request_key};
-use crate::llm::client::Extra;
-use crate::llm::setup::connect;
-use crate::llm::protocol::Sampling;
 use crate::llm::LlmClient;
 use crate::llm::batch::{RequestId, ask_until_parsed, send_journaled};
+use crate::llm::client::Extra;
+use crate::llm::protocol::Sampling;
+use crate::llm::setup::connect;
 use crate::run_dir::{RunDir, publish_table, staging_for};
 use crate::stages::tables::{PartInfo, PartWriter, parquet_parts};
 
@@ -88,11 +88,8 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
     };
     let parts = parquet_parts(&input, "run `pipeline sample` first, or pass --input FILE")?;
     let prompts_dir = cfg.resolve(&c.prompts_dir);
-    let prompts: Vec<Prompt> = TASKS
-        .iter()
-        .filter(|(t, _)| c.tasks.iter().any(|x| x == t))
-        .map(|(t, a)| Prompt::load(&prompts_dir, t, *a))
-        .collect::<Result<_>>()?;
+    let prompts: Vec<Prompt> =
+        TASKS.iter().filter(|(t, _)| c.tasks.iter().any(|x| x == t)).map(|(t, a)| Prompt::load(&prompts_dir, t, *a)).collect::<Result<_>>()?;
     let tokenizer = c.tokenizer.as_ref().map(|t| cfg.resolve(t));
     let cutter = Arc::new(Cutter::for_stage("classify", tokenizer.as_deref(), c.max_doc_tokens, c.chars_per_token)?);
     let sampling = Sampling { temperature: c.temperature, max_tokens: c.max_tokens, top_p: None, seed: None };
@@ -183,7 +180,16 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
 
 /// Sends one job (and re-asks while the answer cannot be parsed); the journal record.
 #[allow(clippy::too_many_arguments)]
-async fn ask(client: &LlmClient, prompt: &Prompt, constraint: Option<&Extra>, job: &Job, sampling: &Sampling, max_count: u32, reasks: u32, model: &str) -> Record {
+async fn ask(
+    client: &LlmClient,
+    prompt: &Prompt,
+    constraint: Option<&Extra>,
+    job: &Job,
+    sampling: &Sampling,
+    max_count: u32,
+    reasks: u32,
+    model: &str,
+) -> Record {
     let id = RequestId { key: &job.key, doc_id: &job.doc_id, task: &prompt.task, prompt_hash: &prompt.hash, model };
     let answer = prompt.answer;
     ask_until_parsed(client, id, job.prompt.clone(), sampling, constraint, reasks, REASK, |content| match answer {
@@ -213,7 +219,11 @@ pub fn for_each_doc(path: &Path, mut each: impl FnMut(&str, &str) -> Result<()>)
         .with_context(|| format!("{} is not a readable parquet file", path.display()))?;
     let schema = builder.schema().clone();
     let (Ok(id_idx), Ok(text_idx)) = (schema.index_of("doc_id"), schema.index_of("text")) else {
-        bail!("{} needs string columns `doc_id` and `text` (it has: {})", path.display(), schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "));
+        bail!(
+            "{} needs string columns `doc_id` and `text` (it has: {})",
+            path.display(),
+            schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+        );
     };
     let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [id_idx, text_idx]);
     for batch in builder.with_projection(mask).with_batch_size(1024).build()? {

@@ -46,10 +46,8 @@ pub fn parse_problem_solution(answer: &str) -> Result<ProblemSolution, &'static 
             _ => Err(BAD_VALUE),
         }
     };
-    let domain = tag_values(answer, "domain")
-        .next()
-        .map(|d| d.trim().chars().take(80).collect::<String>())
-        .filter(|d| !d.is_empty() && !d.eq_ignore_ascii_case("none"));
+    let domain =
+        tag_values(answer, "domain").next().map(|d| d.trim().chars().take(80).collect::<String>()).filter(|d| !d.is_empty() && !d.eq_ignore_ascii_case("none"));
     Ok(ProblemSolution { has_problem: flag("has_problem")?, has_solution: flag("has_solution")?, domain })
 }
 

@@ -78,8 +78,7 @@ pub async fn run_rewrite(cfg: &LoadedConfig, endpoints: &[String], model: Option
     let sampling_json = format!("{}|structured_output={}", serde_json::to_string(&sampling)?, cfg.config.llm.structured_output);
     let constraint = constraint(&cfg.config.llm.structured_output, r.max_tokens);
     let (journal, done) = Journal::open(&run.root.join("journal").join("rewrite.jsonl"))?;
-    let done_keys: std::collections::HashSet<String> =
-        done.values().filter(|x| x.status == "ok" || !x.retry_on_rerun).map(|x| x.key.clone()).collect();
+    let done_keys: std::collections::HashSet<String> = done.values().filter(|x| x.status == "ok" || !x.retry_on_rerun).map(|x| x.key.clone()).collect();
     drop(done);
 
     // Pass 1 (a thread): the chosen documents, cut, queued when the journal lacks them.
@@ -176,7 +175,16 @@ pub async fn run_rewrite(cfg: &LoadedConfig, endpoints: &[String], model: Option
 /// Sends one rewrite, asking again while the answer does not parse. A parse failure after
 /// the last re-ask is kept in the record's `reason` (status stays `ok`: an answer came).
 #[allow(clippy::too_many_arguments)]
-async fn ask(client: &LlmClient, template: &Template, constraint: Option<&Extra>, job: &Job, sampling: &Sampling, reasks: u32, ratio: f64, model: &str) -> Record {
+async fn ask(
+    client: &LlmClient,
+    template: &Template,
+    constraint: Option<&Extra>,
+    job: &Job,
+    sampling: &Sampling,
+    reasks: u32,
+    ratio: f64,
+    model: &str,
+) -> Record {
     let max_chars = ((job.doc_chars.max(100)) as f64 * ratio) as usize;
     let id = RequestId { key: &job.key, doc_id: &job.doc_id, task: &template.name, prompt_hash: &template.hash, model };
     ask_until_parsed(client, id, job.prompt.clone(), sampling, constraint, reasks, REASK, |content| parse_qa(content, max_chars).map(|_| ())).await

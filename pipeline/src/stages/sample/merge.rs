@@ -162,8 +162,8 @@ impl DocsBuilder {
 /// The (rows, skipped, text bytes) a scan recorded in a candidate part.
 fn read_meta(path: &Path) -> Result<(u64, u64, u64)> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .with_context(|| format!("{} is damaged; delete it to rescan its input file", path.display()))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("{} is damaged; delete it to rescan its input file", path.display()))?;
     let kv = builder.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
     let get = |k: &str| kv.iter().find(|e| e.key == k).and_then(|e| e.value.as_deref()).and_then(|v| v.parse().ok());
     match (get(META_ROWS), get(META_SKIPPED), get(META_TEXT_BYTES)) {
@@ -175,8 +175,8 @@ fn read_meta(path: &Path) -> Result<(u64, u64, u64)> {
 /// Calls `each` with batches of the named columns of a candidate part, in the order asked.
 pub fn for_each_batch(path: &Path, names: &[&str], mut each: impl FnMut(RecordBatch) -> Result<()>) -> Result<()> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .with_context(|| format!("{} is damaged; delete it to rescan its input file", path.display()))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("{} is damaged; delete it to rescan its input file", path.display()))?;
     let schema = builder.schema().clone();
     let indices: Vec<usize> = names.iter().map(|n| schema.index_of(n)).collect::<Result<_, _>>()?;
     let mask = ProjectionMask::roots(builder.parquet_schema(), indices.iter().copied());

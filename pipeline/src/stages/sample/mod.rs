@@ -113,11 +113,8 @@ pub async fn run_sample(cfg: &LoadedConfig, opts: &SampleOptions) -> Result<Samp
     let files: Vec<&InputFile> = inputs.files().collect();
     let selector = Arc::new(Selector::new(quotas.clone()));
     preload(&selector, &files, &work)?;
-    let todo: Vec<InputFile> = files
-        .iter()
-        .filter(|f| opts.shard.owns(f.ordinal) && !candidate_path(&work, f.ordinal).is_file())
-        .map(|f| (*f).clone())
-        .collect();
+    let todo: Vec<InputFile> =
+        files.iter().filter(|f| opts.shard.owns(f.ordinal) && !candidate_path(&work, f.ordinal).is_file()).map(|f| (*f).clone()).collect();
     let done_before = files.iter().filter(|f| opts.shard.owns(f.ordinal)).count() - todo.len();
     if done_before > 0 {
         tracing::info!("sample: {done_before} files already scanned (resuming), {} to go", todo.len());
@@ -173,10 +170,7 @@ async fn scan_all(cfg: &LoadedConfig, inputs: &Inputs, todo: Vec<InputFile>, sel
     }
     let scan_bar = count_bar(todo.len() as u64, "scan");
     let heartbeat = Arc::new(Heartbeat::new(std::time::Duration::from_secs(30)));
-    let downloader = inputs
-        .client
-        .clone()
-        .map(|c| Downloader::new(c.clone(), Destination::Cache(c.settings.cache_dir.clone())));
+    let downloader = inputs.client.clone().map(|c| Downloader::new(c.clone(), Destination::Cache(c.settings.cache_dir.clone())));
     let concurrency = cfg.config.hub.concurrency;
     let keep_downloads = cfg.config.hub.keep_downloads;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(InputFile, PathBuf)>>(threads);
@@ -275,11 +269,7 @@ async fn scan_all(cfg: &LoadedConfig, inputs: &Inputs, todo: Vec<InputFile>, sel
     download_bar.finish_and_clear();
     scan_bar.finish_and_clear();
     if !failures.is_empty() {
-        bail!(
-            "{} input file(s) failed (the others are done and kept; rerun to retry only these):\n  - {}",
-            failures.len(),
-            failures.join("\n  - ")
-        );
+        bail!("{} input file(s) failed (the others are done and kept; rerun to retry only these):\n  - {}", failures.len(), failures.join("\n  - "));
     }
     Ok(())
 }

@@ -71,12 +71,7 @@ pub fn scan_file(input: &InputFile, path: &Path, params: &ScanParams, selector: 
     let schema = candidate_schema();
     let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(scratch_properties()))?;
     let mut stats = ScanStats::default();
-    let spec = ReadSpec {
-        text_column: params.text_column,
-        url_column: params.url_column,
-        batch_rows: params.batch_rows,
-        source_name: params.source_name,
-    };
+    let spec = ReadSpec { text_column: params.text_column, url_column: params.url_column, batch_rows: params.batch_rows, source_name: params.source_name };
     let ordinal = u32::try_from(input.ordinal).context("more than 4 billion input files")?;
     let mut ranks: Vec<Rank> = Vec::with_capacity(params.batch_rows);
     let mut hashes: Vec<(usize, u128)> = Vec::with_capacity(params.batch_rows);
@@ -114,13 +109,8 @@ pub fn scan_file(input: &InputFile, path: &Path, params: &ScanParams, selector: 
             text.append_value(batch.text(*i).unwrap_or_default());
         }
         stats.candidates += n as u64;
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(key.finish()),
-            Arc::new(row.finish()),
-            Arc::new(id.finish()),
-            Arc::new(url.finish()),
-            Arc::new(text.finish()),
-        ];
+        let columns: Vec<ArrayRef> =
+            vec![Arc::new(key.finish()), Arc::new(row.finish()), Arc::new(id.finish()), Arc::new(url.finish()), Arc::new(text.finish())];
         writer.write(&RecordBatch::try_new(schema.clone(), columns)?)?;
         Ok(())
     });

@@ -128,10 +128,9 @@ fn rule_columns(batch: &RecordBatch, part: &Path, rules: [&Rule; 3]) -> Result<V
         .enumerate()
         .map(|(i, name)| match batch.column_by_name(name) {
             Some(c) => Ok(Some(c.clone())),
-            None if used.contains(&i) => bail!(
-                "{}: the select rules use `{name}`, which the labels lack; add its task to classify.tasks (or change the rules)",
-                part.display()
-            ),
+            None if used.contains(&i) => {
+                bail!("{}: the select rules use `{name}`, which the labels lack; add its task to classify.tasks (or change the rules)", part.display())
+            }
             None => Ok(None),
         })
         .collect()

@@ -1,0 +1,49 @@
+//! The rollout-generation benchmark (`trainer bench-generate`): a random-init model of the
+//! given shape samples `new_tokens` tokens (temperature 1, no stop token, so every row runs
+//! to the end) for a batch of fixed prompts, as a PPO rollout does; one untimed call first
+//! (GPU kernels are compiled and tuned there), then `repeats` timed calls. The PyTorch side
+//! of the comparison is `scripts/gpu/bench_torch_generate.py`.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::prelude::*;
+use serde_json::{Value, json};
+
+use crate::generate::{Sampling, generate};
+use crate::model::Llama;
+use crate::model::config::ModelConfig;
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct GenerateBench {
+    pub batch: usize,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    pub repeats: usize,
+}
+
+/// Runs the benchmark; returns one JSON object (tokens/s over the timed calls).
+pub fn bench_generate<B: Backend>(config: &ModelConfig, b: &GenerateBench, device: &B::Device) -> Result<Value> {
+    B::seed(device, 0);
+    let model = Llama::<B>::random(config, device);
+    let vocab = config.vocab_size as u64;
+    let prompts: Vec<Vec<u32>> =
+        (0..b.batch as u64).map(|row| (0..b.prompt_tokens as u64).map(|i| ((row * 7919 + i * 104_729 + 3) % vocab) as u32).collect()).collect();
+    let sampling = |seed| Sampling { max_new_tokens: b.new_tokens, temperature: 1.0, top_p: 1.0, seed, eos: None };
+    let started = Instant::now();
+    generate(&model, &prompts, &sampling(0), false)?;
+    let first_s = started.elapsed().as_secs_f64();
+    let mut times = Vec::with_capacity(b.repeats);
+    for repeat in 0..b.repeats.max(1) {
+        let started = Instant::now();
+        let out = generate(&model, &prompts, &sampling(repeat as u64 + 1), false)?;
+        times.push(started.elapsed().as_secs_f64());
+        anyhow::ensure!(out.tokens.iter().all(|t| t.len() == b.new_tokens), "every row must run to {} tokens", b.new_tokens);
+    }
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    Ok(json!({
+        "side": "ours", "batch": b.batch, "prompt_tokens": b.prompt_tokens, "new_tokens": b.new_tokens, "parameters": config.num_parameters(),
+        "first_call_s": first_s, "seconds": mean, "tokens_per_s": (b.batch * b.new_tokens) as f64 / mean,
+    }))
+}
