@@ -71,12 +71,11 @@ pub fn generate<B: Backend>(model: &Llama<B>, prompts: &[Vec<u32>], s: &Sampling
     }
     let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(hidden, [b, 1, longest, capacity]), &device);
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, longest]), &device);
-    let mut logits = model.forward_cached(ids, &positions, mask, &mut caches).narrow(1, longest - 1, 1);
+    let mut logits = model.forward_cached(ids, &positions, mask, &mut caches);
     let mut next_pos: Vec<usize> = prompts.iter().map(Vec::len).collect();
 
     for step in 0..s.max_new_tokens {
         let picked = if s.temperature <= 0.0 && !keep_logits {
-            // The prefill's logits are a narrowed view: reshape makes them one row per prompt.
             let vocab = logits.dims()[2];
             let ids = logits.reshape([b, vocab]).argmax(1).into_data().convert::<i64>().to_vec::<i64>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
             ids.into_iter().map(|t| t as u32).collect()

@@ -1,8 +1,10 @@
 //! habits trainer: a Llama-family decoder on burn (`model`), Hugging Face weights
 //! (`weights`), the language-model loss (`loss`), the built sets as training data
 //! (`data`), continued pretraining (`train`), generation (`generate`, with its benchmark
-//! `generate_bench`), and PPO on the Countdown game (`countdown`, `ppo`, `tokenizer`).
+//! `generate_bench`), PPO on the Countdown game (`countdown`, `ppo`, `tokenizer`), and
+//! op-by-op agreement between backends (`backend_check`).
 
+pub mod backend_check;
 pub mod countdown;
 pub mod data;
 pub mod generate;

@@ -179,6 +179,12 @@ fn cuda_pretrain(_: &PretrainConfig, _: &RunOptions) -> Result<trainer::train::r
 fn compare_backends(dir: &std::path::Path) -> Result<()> {
     use burn::prelude::*;
     type Gpu = burn::backend::Cuda<f32, i32>;
+    // Op by op first, at a rollout batch's shapes (the 90M profile's heads), so that a
+    // disagreement below can be traced to one op.
+    let shapes = trainer::backend_check::OpShapes { batch: 256, heads: 8, kv_heads: 4, head_dim: 64, prompt: 96, capacity: 192, vocab: 4096 };
+    for g in trainer::backend_check::check_ops::<trainer::Cpu, Gpu>(shapes, &Default::default(), &Default::default()) {
+        println!("op {:<48} CPU vs CUDA relative gap {:.3e}{}", g.op, g.gap, if g.gap > 1e-3 { "  DIFFERS" } else { "" });
+    }
     let cpu = trainer::weights::load_model::<trainer::Cpu>(dir, &Default::default())?;
     let gpu = trainer::weights::load_model::<Gpu>(dir, &Default::default())?;
     let vocab = cpu.config.vocab_size as i64;

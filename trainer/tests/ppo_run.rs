@@ -1,7 +1,8 @@
 //! `trainer ppo` end to end on the CPU: a tiny Llama-3-shaped model (random init, Llama-3
 //! tokenizer) is primed on solver traces, then runs PPO steps on generated Countdown tasks;
-//! the metrics and checkpoints appear; a run stopped after a step and resumed logs exactly
-//! the steps of a run that never stopped; bad configs get one clear error each.
+//! the metrics and checkpoints appear; a run stopped right after priming and after a step,
+//! then resumed, logs exactly the steps of a run that never stopped; bad configs get one
+//! clear error each.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -81,9 +82,15 @@ fn a_primed_model_runs_ppo_and_resumes_exactly() {
     let samples = std::fs::read_to_string(dir.join("eval_samples.jsonl")).unwrap();
     assert!(samples.lines().count() >= 4 && samples.contains("\"verdict\""), "{samples}");
 
-    // Stopped after one step, then resumed: the same steps as the straight run.
+    // Stopped right after priming, then after one step, then resumed: the same steps as
+    // the straight run, and priming ran once.
     let stopped = config(tmp.path(), "stopped", "");
-    run(trainer().arg("ppo").arg("--stop-after").arg("1").arg("--config").arg(&stopped), true);
+    run(trainer().arg("ppo").arg("--stop-after").arg("0").arg("--config").arg(&stopped), true);
+    assert!(tmp.path().join("stopped/checkpoints/step-00000000/actor.mpk").is_file(), "the primed model is kept");
+    let out = run(trainer().arg("ppo").arg("--stop-after").arg("1").arg("--config").arg(&stopped), true);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("resuming after step 0") && !err.contains("prime:"), "{err}");
+    assert_eq!(lines(&tmp.path().join("stopped/metrics.jsonl"), "prime").len(), 3, "priming ran once");
     assert_eq!(steps(&tmp.path().join("stopped/metrics.jsonl")).len(), 1);
     let out = run(trainer().arg("ppo").arg("--config").arg(&stopped), true);
     assert!(String::from_utf8_lossy(&out.stderr).contains("resuming after step 1"));

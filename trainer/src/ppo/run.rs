@@ -99,6 +99,7 @@ pub fn ppo<B: AutodiffBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOp
     let (mut actor_optim, mut critic_optim) = (optimizer().init::<B, Llama<B>>(), optimizer().init::<B, Critic<B>>());
 
     let resume = checkpoint::latest(out);
+    let resumed = resume.is_some();
     let (mut actor, mut critic, reference, mut state, mut metrics) = match resume {
         Some(dir) => {
             let state = checkpoint::read_state(&dir, &fingerprint)?;
@@ -153,11 +154,23 @@ pub fn ppo<B: AutodiffBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOp
     let rollout_rows = p.prompts_per_step * p.samples;
     let mut first_eval = None;
     let mut last_eval = None;
-    if state.step == 0 {
+    let save = |state: &TrainState, actor: &Llama<B>, critic: &Critic<B>, actor_optim: &_, critic_optim: &_| {
+        checkpoint::save_with(out, state, p.keep_checkpoints, |dir| {
+            checkpoint::write_module(&dir.join("actor"), actor)?;
+            checkpoint::write_module(&dir.join("critic"), critic)?;
+            checkpoint::write_optimizer::<B, Llama<B>, _>(&dir.join("actor_optimizer"), actor_optim)?;
+            checkpoint::write_optimizer::<B, Critic<B>, _>(&dir.join("critic_optimizer"), critic_optim)
+        })
+    };
+    let mut checkpoint_dir = None;
+    if !resumed {
         let score = evaluate(&actor.valid(), &tok, &tasks.eval, &eval_prompts, eos, p.max_response_tokens, rollout_rows, out, 0)?;
         metrics.write(&json!({"kind": "eval", "step": 0, "score": score}))?;
         eprintln!("eval before PPO: accuracy {:.3}, reward {:.3}, format {:.3}", score.accuracy, score.reward_mean, score.format_rate);
         first_eval = Some(score);
+        // The primed model and its evaluation are kept: a run stopped before its first step
+        // resumes here, without priming again.
+        checkpoint_dir = Some(save(&state, &actor, &critic, &actor_optim, &critic_optim)?);
     }
     let update_settings = UpdateSettings {
         clip: p.clip,
@@ -170,7 +183,6 @@ pub fn ppo<B: AutodiffBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOp
         actor_lr: p.actor_lr,
         critic_lr: p.critic_lr,
     };
-    let mut checkpoint_dir = None;
     let mut ran = 0usize;
     while state.step < p.steps && opts.stop_after.is_none_or(|n| ran < n) && !opts.out_of_time(run_started) {
         let step = state.step + 1;
@@ -243,12 +255,7 @@ pub fn ppo<B: AutodiffBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOp
             last_eval = Some(score);
         }
         if step % p.save_every.max(1) == 0 || last {
-            checkpoint_dir = Some(checkpoint::save_with(out, &state, p.keep_checkpoints, |dir| {
-                checkpoint::write_module(&dir.join("actor"), &actor)?;
-                checkpoint::write_module(&dir.join("critic"), &critic)?;
-                checkpoint::write_optimizer::<B, Llama<B>, _>(&dir.join("actor_optimizer"), &actor_optim)?;
-                checkpoint::write_optimizer::<B, Critic<B>, _>(&dir.join("critic_optimizer"), &critic_optim)
-            })?);
+            checkpoint_dir = Some(save(&state, &actor, &critic, &actor_optim, &critic_optim)?);
         }
     }
     Ok(PpoSummary { steps: state.step, total_steps: p.steps, first_eval, last_eval, checkpoint: checkpoint_dir })
