@@ -144,6 +144,12 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The one error of every CUDA path in a build without the `cuda` feature.
+#[cfg(not(feature = "cuda"))]
+fn without_cuda(otherwise: &str) -> anyhow::Error {
+    anyhow::anyhow!("this trainer was built without CUDA: build it with `cargo build --release -p trainer --features cuda`, or {otherwise}")
+}
+
 #[cfg(feature = "cuda")]
 fn cuda_bench_generate(config: &trainer::model::config::ModelConfig, b: &GenerateBench) -> Result<serde_json::Value> {
     bench_generate::<burn::backend::Cuda<f32, i32>>(config, b, &Default::default())
@@ -151,7 +157,7 @@ fn cuda_bench_generate(config: &trainer::model::config::ModelConfig, b: &Generat
 
 #[cfg(not(feature = "cuda"))]
 fn cuda_bench_generate(_: &trainer::model::config::ModelConfig, _: &GenerateBench) -> Result<serde_json::Value> {
-    bail!("this trainer was built without CUDA: build it with `cargo build --release -p trainer --features cuda`, or pass --backend cpu")
+    Err(without_cuda("pass --backend cpu"))
 }
 
 #[cfg(feature = "cuda")]
@@ -161,7 +167,7 @@ fn cuda_ppo(cfg: &PpoConfig, opts: &RunOptions) -> Result<PpoSummary> {
 
 #[cfg(not(feature = "cuda"))]
 fn cuda_ppo(_: &PpoConfig, _: &RunOptions) -> Result<PpoSummary> {
-    bail!("this trainer was built without CUDA: build it with `cargo build --release -p trainer --features cuda`, or set ppo.backend = \"cpu\"")
+    Err(without_cuda("set ppo.backend = \"cpu\""))
 }
 
 #[cfg(feature = "cuda")]
@@ -172,7 +178,7 @@ fn cuda_pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<trainer::tra
 
 #[cfg(not(feature = "cuda"))]
 fn cuda_pretrain(_: &PretrainConfig, _: &RunOptions) -> Result<trainer::train::run::Summary> {
-    bail!("this trainer was built without CUDA: build it with `cargo build --release -p trainer --features cuda`, or set train.backend = \"cpu\"")
+    Err(without_cuda("set train.backend = \"cpu\""))
 }
 
 #[cfg(feature = "cuda")]
@@ -216,5 +222,5 @@ fn compare_backends(dir: &std::path::Path) -> Result<()> {
 
 #[cfg(not(feature = "cuda"))]
 fn compare_backends(_: &std::path::Path) -> Result<()> {
-    bail!("compare-backends needs CUDA: build with `cargo build --release -p trainer --features cuda`")
+    Err(without_cuda("run compare-backends with a build that has it (it compares the CPU with CUDA)"))
 }
