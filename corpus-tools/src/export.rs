@@ -204,7 +204,7 @@ fn write_hub_repo(dir: &Path, run: &Path, sets: &[(String, Value, SetManifest, V
     card.push_str("language:\n- en\ntask_categories:\n- text-generation\ntags:\n- math\n- reasoning\n- continued-pretraining\nconfigs:\n");
     for (set, _, m, _) in sets {
         let _ = writeln!(card, "- config_name: {set}\n  data_files:");
-        for split in m.rows.keys() {
+        for split in m.splits.rows.keys() {
             let _ = writeln!(card, "  - split: {split}\n    path: {set}/{split}-*.parquet");
         }
     }
@@ -215,8 +215,8 @@ fn write_hub_repo(dir: &Path, run: &Path, sets: &[(String, Value, SetManifest, V
         let _ = writeln!(
             card,
             "- `{set}`: {} rows, {} completion tokens; selection rule `{}`; rewritten by `{}`.",
-            m.rows.values().sum::<u64>(),
-            m.completion_tokens.values().sum::<u64>(),
+            m.splits.rows.values().sum::<u64>(),
+            m.splits.completion_tokens.values().sum::<u64>(),
             m.selection_rule,
             m.rewrite_model
         );

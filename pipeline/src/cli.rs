@@ -49,6 +49,9 @@ pub enum Command {
     Rewrite(LlmStageArgs),
     /// The build stage alone: fill both sets to the token budget, write runs/<name>/sets/.
     Build(StageArgs),
+    /// Countdown priming sets, one per condition of [priming]: traces written by the LLM,
+    /// checked with the study's reward, written to runs/<name>/priming/<condition>/.
+    Prime(LlmStageArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -146,6 +149,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Select(a) => select(&LoadedConfig::load(&a.config)?),
         Command::Build(a) => build(&LoadedConfig::load(&a.config)?).map(|_| ()),
         Command::Rewrite(a) => rewrite(&LoadedConfig::load(&a.stage.config)?, &a.endpoints, a.model.as_deref()).await,
+        Command::Prime(a) => {
+            let cfg = LoadedConfig::load(&a.stage.config)?;
+            let m = crate::stages::priming::run_priming(&cfg, &a.endpoints, a.model.as_deref()).await?;
+            eprint!("{}", crate::stages::priming::render(&m, &cfg.run_path().join(crate::stages::priming::TABLE)));
+            Ok(())
+        }
         Command::Classify(a) => {
             let mut cfg = LoadedConfig::load(&a.llm.stage.config)?;
             if let Some(run) = &a.run {

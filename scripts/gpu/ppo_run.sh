@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The GPU run of issue 7 and the rollout benchmark, in one call on the lent GPU machine:
-#   0. `trainer compare-backends` on the fixtures: logits and batched greedy generation
-#      (6, 64 and 256 rows) agree between the CPU and CUDA;
+#   0. `trainer compare-backends` on $FIXTURES (fixture names, or model configs with random
+#      weights; default: the 90M shape, then the llama fixture): op-by-op gaps
+#      at a rollout batch's shapes, the first layer stage by stage, logits and batched
+#      greedy generation (6 and 256 rows), CPU against CUDA with and without burn's fusion;
+#      the run uses a CUDA backend that agreed (HABITS_CUDA_FUSION), or stops
+#      (COMPARE=after: after the run instead, for the record; COMPARE=no: not at all);
 #   1. `trainer ppo --config $CONFIG` (default configs/ppo-gpu.toml, run folder $RUN) under
 #      a time limit of $MINUTES (priming on solver traces, then PPO; held-out evaluations
 #      every 10 steps and at the end);
 #   2. rollout generation speed, ours (`trainer bench-generate`) and transformers'
-#      `generate` on the same model shape, batch and lengths.
+#      `generate` on the same model shape, batch and lengths (skipped with BENCH=0).
 #   run (device tool) with carry [".device"], where .device/trainer is
 #   `cargo build --release -p trainer --features cuda` and .device/cache a habits cache
 #   holding the Llama-3 tokenizer (tokenizers/llama3/tokenizer.json, from scripts/prepare_llm.sh).
@@ -18,11 +22,31 @@ MINUTES=${MINUTES:-7}
 CONFIG=${CONFIG:-configs/ppo-gpu.toml}
 RUN=${RUN:-runs/ppo-gpu}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-150}
+FIXTURES=${FIXTURES:-configs/models/countdown-90m.json llama}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
-echo "== CUDA vs CPU: logits and batched greedy generation on the fixtures"
-for m in llama qwen2; do timeout 120 "$BIN" compare-backends --model "trainer/tests/fixtures/$m" | tee -a "$OUT/compare.txt" || echo "compare-backends $m: FAILED"; done
+compare() {
+  echo "== CUDA vs CPU (with and without burn's fusion) on: $FIXTURES"
+  for m in $FIXTURES; do
+    # A fixture folder's weights, or a model shape (config.json) with random weights.
+    case "$m" in *.json) what=(--config "$m") ;; *) what=(--model "trainer/tests/fixtures/$m") ;; esac
+    name=$(basename "$m" .json)
+    timeout "${COMPARE_TIMEOUT:-300}" "$BIN" compare-backends "${what[@]}" > "$OUT/compare-$name.txt" 2>&1 || echo "compare-backends $m: exit $?" >> "$OUT/compare-$name.txt"
+    cat "$OUT/compare-$name.txt"
+  done
+}
+if [ "${COMPARE:-before}" = before ]; then
+  compare
+  # The PPO run uses the CUDA backend that agreed with the CPU on every fixture.
+  if ! grep -q "CUDA with fusion: DIFFERS" "$OUT"/compare-*.txt && grep -q "CUDA with fusion: AGREES" "$OUT"/compare-*.txt; then
+    export HABITS_CUDA_FUSION=1
+  elif ! grep -q "CUDA without fusion: DIFFERS" "$OUT"/compare-*.txt && grep -q "CUDA without fusion: AGREES" "$OUT"/compare-*.txt; then
+    export HABITS_CUDA_FUSION=0
+  else
+    echo "no CUDA backend agrees with the CPU: no PPO run"; exit 3
+  fi
+fi
 
 echo "== ppo (time limit $MINUTES min)"
 export HABITS_CACHE=${HABITS_CACHE:-$PWD/.device/cache}
@@ -31,12 +55,14 @@ tok="$HABITS_CACHE/tokenizers/llama3/tokenizer.json"
 ( while true; do nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader,nounits; sleep 2; done ) > "$OUT/gpu-use.txt" &
 SAMPLER=$!
 status=0
-timeout $((${MINUTES%.*} * 60 + 240)) "$BIN" ppo --config "$CONFIG" --time-limit-minutes "$MINUTES" > "$OUT/ppo.log" 2>&1 || status=$?
+timeout $((${MINUTES%.*} * 60 + 150)) "$BIN" ppo --config "$CONFIG" --time-limit-minutes "$MINUTES" > "$OUT/ppo.log" 2>&1 || status=$?
 kill $SAMPLER || true
 tail -n 30 "$OUT/ppo.log"
 cp "$RUN/metrics.jsonl" "$RUN/eval_samples.jsonl" "$OUT/" 2>/dev/null || true
 echo "ppo exit status $status"
 
+[ "${COMPARE:-before}" = after ] && compare
+[ "${BENCH:-1}" = 0 ] && exit $status
 echo "== rollout generation: ours vs transformers generate"
 SHAPE="--batch 256 --prompt-tokens 96 --new-tokens 128"
 timeout "$BENCH_TIMEOUT" "$BIN" bench-generate --model configs/models/countdown-90m.json $SHAPE | tee "$OUT/bench-generate.jsonl" || echo "ours: failed or timed out"

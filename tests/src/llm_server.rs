@@ -48,7 +48,7 @@ pub struct Seen {
 
 #[derive(Default)]
 struct State {
-    /// (marker, task prefix, faults).
+    /// (marker, task prefix or, ending in `$`, the whole task, faults).
     rules: Vec<(String, String, Vec<LlmFault>)>,
     seen: Vec<Seen>,
     delay_ms: u64,
@@ -65,6 +65,12 @@ pub struct FakeLlm {
 /// The task a prompt is about, from the words our prompt files use.
 pub fn task_of(prompt: &str) -> String {
     for (needle, task) in [
+        ("must NOT equal the target", "priming_all_strategies_wrong"),
+        ("all four of these habits", "priming_all_strategies"),
+        ("show one habit only: **backtracking**", "priming_backtracking"),
+        ("**Verification**: check results", "priming_backtracking_verification"),
+        ("**Subgoals**: split the work into intermediate", "priming_backtracking_subgoals"),
+        ("then look for those parts", "priming_backtracking_backward"),
         ("Keep the author's way of thinking", "rewrite_rich"),
         ("clean, direct sequence of steps", "rewrite_control"),
         ("Count four habits", "joint"),
@@ -81,11 +87,35 @@ pub fn task_of(prompt: &str) -> String {
     "unknown".into()
 }
 
-/// The document inside a prompt (between the markers of our prompt files).
+/// The document inside a prompt (between the markers of our prompt files; for priming
+/// prompts, the puzzle).
 pub fn document_of(prompt: &str) -> String {
-    let start = prompt.find("===== TEXT START =====\n").map(|i| i + 23).unwrap_or(0);
-    let end = prompt.rfind("\n===== TEXT END =====").unwrap_or(prompt.len());
+    let (open, close) = if prompt.contains("===== PUZZLE START =====\n") {
+        ("===== PUZZLE START =====\n", "\n===== PUZZLE END =====")
+    } else {
+        ("===== TEXT START =====\n", "\n===== TEXT END =====")
+    };
+    let start = prompt.find(open).map(|i| i + open.len()).unwrap_or(0);
+    let end = prompt.rfind(close).unwrap_or(prompt.len());
     prompt[start..end.max(start)].to_string()
+}
+
+/// The fake model's priming trace for a puzzle (`Numbers: a, b, c\nTarget: t`): the
+/// solver's equation (for `all_strategies_wrong`, a well-formed one that misses), after
+/// thoughts that name the condition and say "instead" and "check".
+pub fn expected_priming(task: &str, puzzle: &str) -> String {
+    let nums: Vec<i64> = puzzle.lines().next().and_then(|l| l.strip_prefix("Numbers: ")).map(|l| l.split(", ").filter_map(|n| n.parse().ok()).collect()).unwrap_or_default();
+    let target: i64 = puzzle.lines().nth(1).and_then(|l| l.strip_prefix("Target: ")).and_then(|t| t.parse().ok()).unwrap_or(0);
+    let equation = if task.ends_with("_wrong") {
+        let joined = |op: &str| nums.iter().map(i64::to_string).collect::<Vec<_>>().join(op);
+        let first = nums.first().copied().unwrap_or(0);
+        let values = [nums.iter().sum::<i64>(), nums.iter().product::<i64>(), first - nums.iter().skip(1).sum::<i64>()];
+        let op = [" + ", " * ", " - "].into_iter().zip(values).find(|(_, v)| *v != target).map_or(" + ", |(op, _)| op);
+        joined(op)
+    } else {
+        countdown::solver::solve(&nums, target).unwrap_or_else(|| "1 + 1".into())
+    };
+    format!("<think>\nCondition {task}. Try the first pair, too small; instead multiply. Check the result.\n</think>\n<answer> {equation} </answer>")
 }
 
 /// The fake model's count for a behavior: how often the document says its word.
@@ -112,6 +142,9 @@ pub fn expected_rewrite(task: &str, document: &str) -> (String, String, String) 
 }
 
 fn answer(task: &str, document: &str) -> String {
+    if task.starts_with("priming_") {
+        return expected_priming(task, document);
+    }
     if task.starts_with("rewrite_") {
         let (q, t, a) = expected_rewrite(task, document);
         return format!("<question>{q}</question>\n<thoughts>{t}</thoughts>\n<answer>{a}</answer>");
@@ -168,7 +201,8 @@ impl FakeLlm {
         self.inject_for("", marker, faults);
     }
 
-    /// Faults for requests of tasks starting with `task` whose document contains `marker`.
+    /// Faults for requests of tasks starting with `task` (or, with a trailing `$`, of that
+    /// task alone) whose document contains `marker`.
     pub fn inject_for(&self, task: &str, marker: &str, faults: Vec<LlmFault>) {
         self.state.lock().unwrap().rules.push((marker.to_string(), task.to_string(), faults));
     }
@@ -197,6 +231,13 @@ impl FakeLlm {
     }
 }
 
+fn task_matches(task: &str, rule: &str) -> bool {
+    match rule.strip_suffix('$') {
+        Some(exact) => task == exact,
+        None => task.starts_with(rule),
+    }
+}
+
 fn handle(state: &Arc<Mutex<State>>, r: &Request) -> Response {
     if r.method != "POST" || r.path() != "/v1/chat/completions" {
         return Response::json(404, &serde_json::json!({"error": "not found"}));
@@ -211,7 +252,7 @@ fn handle(state: &Arc<Mutex<State>>, r: &Request) -> Response {
     let (fault, delay) = {
         let mut st = state.lock().unwrap();
         let fault =
-            st.rules.iter_mut().find(|(m, t, q)| document.contains(m.as_str()) && task.starts_with(t.as_str()) && !q.is_empty()).map(|(_, _, q)| q.remove(0));
+            st.rules.iter_mut().find(|(m, t, q)| document.contains(m.as_str()) && task_matches(&task, t) && !q.is_empty()).map(|(_, _, q)| q.remove(0));
         (fault, st.delay_ms)
     };
     if delay > 0 {

@@ -1,13 +1,19 @@
 //! Op-by-op agreement between two backends (the CPU as the reference, CUDA as the one under
 //! test) for the operations batched generation leans on, at the shapes of a rollout batch:
 //! the grouped-query head expansion, causal and masked attention (prefill and one decoding
-//! step over a full-capacity cache), the cache update, and the LM head on the last
-//! position with the greedy argmax. `trainer compare-backends` prints each gap, so that a disagreement
+//! step over a full-capacity cache; burn's composed path, which the model uses, and the
+//! backend's fused kernel), the cache update, the LM head on the last position with an
+//! argmax, and an argmax over a vocabulary-wide row. `trainer compare-backends` prints each gap, so that a disagreement
 //! seen in whole-model generation can be traced to one op.
 
+use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
+
+use crate::generate::{Sampling, generate};
+use crate::model::Llama;
+
+use crate::model::attention::attention_options;
 
 /// The shapes to check at.
 #[derive(Clone, Copy, Debug)]
@@ -26,7 +32,7 @@ pub struct OpShapes {
 /// One op's result: the largest gap relative to the reference's largest magnitude.
 #[derive(Clone, Debug)]
 pub struct OpGap {
-    pub op: &'static str,
+    pub op: String,
     pub gap: f32,
 }
 
@@ -46,31 +52,98 @@ pub fn check_ops<R: Backend, T: Backend>(s: OpShapes, reference: &R::Device, tes
     let step_mask: Vec<bool> = pads.iter().flat_map(|&n| (0..tk).map(move |k| k < n || k > tq)).collect();
 
     let mut gaps = Vec::new();
-    let mut add = |op: &'static str, a: Vec<f32>, t: Vec<f32>| gaps.push(OpGap { op, gap: relative_gap(&a, &t) });
+    let mut add = |op: String, a: Vec<f32>, t: Vec<f32>| gaps.push(OpGap { op, gap: relative_gap(&a, &t) });
 
     add(
-        "gqa head expansion (expand + reshape)",
+        "gqa head expansion (expand + reshape)".into(),
         run_repeat_kv::<R>(&k_cache, [b, kv, tk, d], h, reference),
         run_repeat_kv::<T>(&k_cache, [b, kv, tk, d], h, tested),
     );
-    add(
-        "causal attention, prefill",
-        run_attention::<R>(&q_pre, &k_cache, &v_cache, None, s, tq, tq, reference),
-        run_attention::<T>(&q_pre, &k_cache, &v_cache, None, s, tq, tq, tested),
-    );
-    add(
-        "masked attention, prefill over the cache",
-        run_attention::<R>(&q_pre, &k_cache, &v_cache, Some(&prefill_mask), s, tq, tk, reference),
-        run_attention::<T>(&q_pre, &k_cache, &v_cache, Some(&prefill_mask), s, tq, tk, tested),
-    );
-    add(
-        "masked attention, one decoding step",
-        run_attention::<R>(&q_step, &k_cache, &v_cache, Some(&step_mask), s, 1, tk, reference),
-        run_attention::<T>(&q_step, &k_cache, &v_cache, Some(&step_mask), s, 1, tk, tested),
-    );
-    add("cache update (cat with zeros + add)", run_cache_update::<R>(&k_cache, &k_new, s, reference), run_cache_update::<T>(&k_cache, &k_new, s, tested));
-    add("LM head on the last position + argmax", run_last_argmax::<R>(&hidden, &head, s, reference), run_last_argmax::<T>(&hidden, &head, s, tested));
+    for (fused, path) in [(false, "composed"), (true, "fused kernel")] {
+        let mut attend = |what: &str, q: &[f32], mask: Option<&[bool]>, tq: usize, keys: usize| {
+            let op = format!("{what} ({path})");
+            let a = run_attention::<R>(q, &k_cache, &v_cache, mask, s, tq, keys, fused, reference);
+            add(op, a, run_attention::<T>(q, &k_cache, &v_cache, mask, s, tq, keys, fused, tested));
+        };
+        attend("causal attention, prefill", &q_pre, None, tq, tq);
+        attend("masked attention, prefill over the cache", &q_pre, Some(&prefill_mask), tq, tk);
+        attend("masked attention, one decoding step", &q_step, Some(&step_mask), 1, tk);
+    }
+    add("cache update (cat with zeros + add)".into(), run_cache_update::<R>(&k_cache, &k_new, s, reference), run_cache_update::<T>(&k_cache, &k_new, s, tested));
+    add("LM head on the last position + argmax".into(), run_last_argmax::<R>(&hidden, &head, s, reference), run_last_argmax::<T>(&hidden, &head, s, tested));
+    let logits = floats(&mut rng, b * vocab);
+    add("argmax over the vocabulary".into(), run_argmax::<R>(&logits, [b, vocab], reference), run_argmax::<T>(&logits, [b, vocab], tested));
     gaps
+}
+
+/// The first decoder layer taken apart, on both backends for the same ids (`[batch, seq]`):
+/// the gap after each stage (every stage computed from the ids again, as the model chains
+/// it), then the final hidden states and the logits, so that a whole-model disagreement
+/// points at the first stage that shows it.
+pub fn trace_first_layer<R: Backend, T: Backend>(reference: &Llama<R>, tested: &Llama<T>, ids: &[i64], shape: [usize; 2]) -> Vec<OpGap> {
+    let expected = stages(reference, ids, shape);
+    stages(tested, ids, shape).into_iter().zip(expected).map(|((op, t), (_, r))| OpGap { op: op.into(), gap: relative_gap(&r, &t) }).collect()
+}
+
+fn stages<B: Backend>(m: &Llama<B>, ids: &[i64], [b, t]: [usize; 2]) -> Vec<(&'static str, Vec<f32>)> {
+    let device = m.embed_tokens.weight.val().device();
+    let ids = || Tensor::<B, 2, Int>::from_data(TensorData::new(ids.to_vec(), [b, t]), &device);
+    let at = m.causal_positions(t, &device);
+    let layer = &m.layers[0];
+    let attn = &layer.self_attn;
+    let embedded = || m.embed_tokens.forward(ids());
+    let normed = || layer.input_layernorm.forward(embedded());
+    let projected = || attn.project(normed(), &at);
+    vec![
+        ("embedding", host(embedded())),
+        ("input norm", host(normed())),
+        ("q projection", host(attn.q_proj.forward(normed()))),
+        ("q by head, rope", host(projected().0)),
+        ("k by head, rope", host(projected().1)),
+        ("v by head", host(projected().2)),
+        ("k heads repeated (gqa)", host(attn.repeat_kv(projected().1))),
+        ("causal attention", host({
+            let (q, k, v) = projected();
+            attn.attend(q, k, v, None)
+        })),
+        ("attention block", host(attn.forward(normed(), &at, None))),
+        ("layer 0", host(layer.forward(embedded(), &at, None))),
+        ("final hidden states", host(m.hidden(ids()))),
+        ("logits", host(m.forward(ids()))),
+    ]
+}
+
+/// Whole-model agreement: the logits of a fixed batch, then batched, left-padded greedy
+/// generation with the cache at 6 and 256 rows. Reports one line per check as it
+/// finishes; an error names the first check that failed (logits beyond a relative gap of
+/// 1e-3, or any row generated differently).
+pub fn compare_models<R: Backend, T: Backend>(reference: &Llama<R>, tested: &Llama<T>, mut report: impl FnMut(&str)) -> Result<()> {
+    let vocab = reference.config.vocab_size as i64;
+    let ids: Vec<i64> = (0..2 * 24).map(|i| (i * 7919 + 3) % vocab).collect();
+    let logits = |ids: Vec<i64>| -> (Vec<f32>, Vec<f32>) {
+        let r = reference.forward(Tensor::from_data(TensorData::new(ids.clone(), [2, 24]), &reference.embed_tokens.weight.val().device()));
+        let t = tested.forward(Tensor::from_data(TensorData::new(ids, [2, 24]), &tested.embed_tokens.weight.val().device()));
+        (host(r), host(t))
+    };
+    let (a, b) = logits(ids);
+    let gap = relative_gap(&a, &b);
+    report(&format!("logits of 2 x 24 tokens: max relative gap {gap:.3e} over {} values", a.len()));
+    if gap > 1e-3 {
+        anyhow::bail!("the logits differ by {gap:.3e}: the backends disagree");
+    }
+    let sampling = Sampling { max_new_tokens: 12, temperature: 0.0, top_p: 1.0, seed: 0, eos: None };
+    for rows in [6u32, 256] {
+        let prompts: Vec<Vec<u32>> = (0..rows).map(|r| (0..3 + (r % 7) * 15).map(|i| ((r * 31 + i * 17 + 1) as i64 % vocab) as u32).collect()).collect();
+        let expected = generate(reference, &prompts, &sampling, false)?.tokens;
+        let got = generate(tested, &prompts, &sampling, false)?.tokens;
+        let same = expected.iter().zip(&got).filter(|(a, b)| a == b).count();
+        report(&format!("greedy generation of {rows} left-padded prompts: {same} rows equal"));
+        if same != prompts.len() {
+            let first = expected.iter().zip(&got).position(|(a, b)| a != b).unwrap_or(0);
+            anyhow::bail!("{rows} rows generated: row {first} differs: {:?} (reference) vs {:?}", expected[first], got[first]);
+        }
+    }
+    Ok(())
 }
 
 /// `max |a - t| / max |a|` (0 when both are empty; infinite when the lengths differ).
@@ -96,7 +169,7 @@ fn run_repeat_kv<B: Backend>(x: &[f32], [b, n, t, d]: [usize; 4], heads: usize, 
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_attention<B: Backend>(q: &[f32], k: &[f32], v: &[f32], mask: Option<&[bool]>, s: OpShapes, tq: usize, keys: usize, device: &B::Device) -> Vec<f32> {
+fn run_attention<B: Backend>(q: &[f32], k: &[f32], v: &[f32], mask: Option<&[bool]>, s: OpShapes, tq: usize, keys: usize, fused: bool, device: &B::Device) -> Vec<f32> {
     let OpShapes { batch: b, heads: h, kv_heads: kv, head_dim: d, capacity, .. } = s;
     let rep = h / kv;
     let expand = |x: &[f32]| {
@@ -104,10 +177,10 @@ fn run_attention<B: Backend>(q: &[f32], k: &[f32], v: &[f32], mask: Option<&[boo
     };
     let q = tensor::<B, 4>(&q[..b * h * tq * d], [b, h, tq, d], device);
     let out = match mask {
-        None => attention(q, expand(k), expand(v), None, None, AttentionModuleOptions { is_causal: true, ..Default::default() }),
+        None => attention(q, expand(k), expand(v), None, None, attention_options(d, true, fused)),
         Some(m) => {
             let mask = Tensor::<B, 4, Bool>::from_data(TensorData::new(m.to_vec(), [b, 1, tq, keys]), device).expand([b, h, tq, keys]);
-            attention(q, expand(k), expand(v), Some(mask), None, AttentionModuleOptions::default())
+            attention(q, expand(k), expand(v), Some(mask), None, attention_options(d, false, fused))
         }
     };
     host(out)
@@ -132,6 +205,10 @@ fn run_last_argmax<B: Backend>(hidden: &[f32], head: &[f32], s: OpShapes, device
     host(logits.reshape([b, vocab]).argmax(1).float())
 }
 
+fn run_argmax<B: Backend>(logits: &[f32], shape: [usize; 2], device: &B::Device) -> Vec<f32> {
+    host(tensor::<B, 2>(logits, shape, device).argmax(1).float())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,11 +217,30 @@ mod tests {
     fn a_backend_agrees_with_itself_and_gaps_are_relative() {
         let s = OpShapes { batch: 3, heads: 4, kv_heads: 2, head_dim: 8, prompt: 5, capacity: 9, vocab: 11 };
         let gaps = check_ops::<crate::Cpu, crate::Cpu>(s, &Default::default(), &Default::default());
-        assert_eq!(gaps.len(), 6);
+        assert_eq!(gaps.len(), 10);
         for g in &gaps {
             assert!(g.gap == 0.0, "{g:?}");
         }
         assert_eq!(relative_gap(&[1.0, -2.0], &[1.0, -1.0]), 0.5);
         assert!(relative_gap(&[1.0], &[1.0, 2.0]).is_infinite());
+    }
+
+    #[test]
+    fn models_compare_equal_to_themselves_and_unequal_to_another() {
+        let device = Default::default();
+        let config = crate::model::tests::tiny_config();
+        let model = Llama::<crate::Cpu>::random(&config, &device);
+        let mut lines = Vec::new();
+        compare_models(&model, &model, |l| lines.push(l.to_string())).unwrap();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[2].contains("256 rows equal"), "{lines:?}");
+        let trace = trace_first_layer(&model, &model, &[1, 5, 9, 2, 7, 3], [2, 3]);
+        assert_eq!(trace.len(), 12);
+        assert!(trace.iter().all(|g| g.gap == 0.0), "{trace:?}");
+        let other = Llama::<crate::Cpu>::random(&config, &device);
+        let err = compare_models(&model, &other, |_| ()).unwrap_err().to_string();
+        assert!(err.contains("disagree"), "{err}");
+        let trace = trace_first_layer(&model, &other, &[1, 5, 9, 2, 7, 3], [2, 3]);
+        assert!(trace.iter().all(|g| g.gap > 0.0), "{trace:?}");
     }
 }

@@ -5,7 +5,7 @@
 //! op-by-op agreement between backends (`backend_check`).
 
 pub mod backend_check;
-pub mod countdown;
+pub use countdown;
 pub mod data;
 pub mod generate;
 pub mod generate_bench;

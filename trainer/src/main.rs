@@ -33,8 +33,11 @@ enum Command {
     /// Logits of a model folder on the CPU and on CUDA; prints the largest relative gap.
     CompareBackends {
         /// A Hugging Face model folder (config.json + safetensors).
+        #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+        model: Option<PathBuf>,
+        /// Or a model's shape (a `config.json`): a seeded random init, the same weights on both.
         #[arg(long)]
-        model: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Rollout generation speed: a random-init model samples a batch of responses (prints JSON).
     BenchGenerate {
@@ -129,7 +132,11 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::CompareBackends { model } => compare_backends(&model),
+        Command::CompareBackends { model, config } => match (model, config) {
+            (Some(dir), _) => compare_backends(&dir, false),
+            (None, Some(config)) => compare_backends(&config, true),
+            (None, None) => bail!("give --model DIR or --config CONFIG.json"),
+        },
         Command::BenchGenerate { model, backend, batch, prompt_tokens, new_tokens, repeats } => {
             let config = trainer::model::config::ModelConfig::from_file(&model)?;
             let b = GenerateBench { batch, prompt_tokens, new_tokens, repeats };
@@ -150,9 +157,23 @@ fn without_cuda(otherwise: &str) -> anyhow::Error {
     anyhow::anyhow!("this trainer was built without CUDA: build it with `cargo build --release -p trainer --features cuda`, or {otherwise}")
 }
 
+/// burn's CUDA backend with its fusion layer (the default) ...
+#[cfg(feature = "cuda")]
+type CudaFused = burn::backend::Cuda<f32, i32>;
+/// ... and without it (`HABITS_CUDA_FUSION=0`): one kernel per op.
+#[cfg(feature = "cuda")]
+type CudaPlain = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
+
+#[cfg(feature = "cuda")]
+fn cuda_fusion() -> bool {
+    let on = std::env::var("HABITS_CUDA_FUSION").map_or(true, |v| v != "0");
+    eprintln!("cuda: {}", if on { "with burn's fusion (HABITS_CUDA_FUSION=0 turns it off)" } else { "without burn's fusion (HABITS_CUDA_FUSION=0)" });
+    on
+}
+
 #[cfg(feature = "cuda")]
 fn cuda_bench_generate(config: &trainer::model::config::ModelConfig, b: &GenerateBench) -> Result<serde_json::Value> {
-    bench_generate::<burn::backend::Cuda<f32, i32>>(config, b, &Default::default())
+    if cuda_fusion() { bench_generate::<CudaFused>(config, b, &Default::default()) } else { bench_generate::<CudaPlain>(config, b, &Default::default()) }
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -162,7 +183,8 @@ fn cuda_bench_generate(_: &trainer::model::config::ModelConfig, _: &GenerateBenc
 
 #[cfg(feature = "cuda")]
 fn cuda_ppo(cfg: &PpoConfig, opts: &RunOptions) -> Result<PpoSummary> {
-    ppo::<burn::backend::Autodiff<burn::backend::Cuda<f32, i32>>>(cfg, &Default::default(), opts)
+    use burn::backend::Autodiff;
+    if cuda_fusion() { ppo::<Autodiff<CudaFused>>(cfg, &Default::default(), opts) } else { ppo::<Autodiff<CudaPlain>>(cfg, &Default::default(), opts) }
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -172,8 +194,9 @@ fn cuda_ppo(_: &PpoConfig, _: &RunOptions) -> Result<PpoSummary> {
 
 #[cfg(feature = "cuda")]
 fn cuda_pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<trainer::train::run::Summary> {
+    use burn::backend::Autodiff;
     eprintln!("cuda: the first steps compile and tune kernels (minutes on a 1B model); the steady speed comes after");
-    pretrain::<burn::backend::Autodiff<burn::backend::Cuda<f32, i32>>>(cfg, &Default::default(), opts)
+    if cuda_fusion() { pretrain::<Autodiff<CudaFused>>(cfg, &Default::default(), opts) } else { pretrain::<Autodiff<CudaPlain>>(cfg, &Default::default(), opts) }
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -181,46 +204,61 @@ fn cuda_pretrain(_: &PretrainConfig, _: &RunOptions) -> Result<trainer::train::r
     Err(without_cuda("set train.backend = \"cpu\""))
 }
 
+/// The CPU (NdArray) against CUDA with and without fusion: op by op at a rollout batch's
+/// shapes, the first layer stage by stage, then the whole model (logits and batched greedy
+/// generation). Fails when the configured CUDA backend (`HABITS_CUDA_FUSION`) disagrees.
 #[cfg(feature = "cuda")]
-fn compare_backends(dir: &std::path::Path) -> Result<()> {
-    use burn::prelude::*;
-    type Gpu = burn::backend::Cuda<f32, i32>;
-    // Op by op first, at a rollout batch's shapes (the 90M profile's heads), so that a
-    // disagreement below can be traced to one op.
-    let shapes = trainer::backend_check::OpShapes { batch: 256, heads: 8, kv_heads: 4, head_dim: 64, prompt: 96, capacity: 192, vocab: 4096 };
-    for g in trainer::backend_check::check_ops::<trainer::Cpu, Gpu>(shapes, &Default::default(), &Default::default()) {
-        println!("op {:<48} CPU vs CUDA relative gap {:.3e}{}", g.op, g.gap, if g.gap > 1e-3 { "  DIFFERS" } else { "" });
+fn compare_backends(source: &std::path::Path, random: bool) -> Result<()> {
+    use trainer::backend_check::{OpShapes, check_ops};
+    let started = std::time::Instant::now();
+    let shapes = OpShapes { batch: 256, heads: 8, kv_heads: 4, head_dim: 64, prompt: 96, capacity: 192, vocab: 128_256 };
+    for g in check_ops::<trainer::Cpu, CudaFused>(shapes, &Default::default(), &Default::default()) {
+        println!("op {:<60} CPU vs CUDA relative gap {:.3e}{}", g.op, g.gap, if g.gap > 1e-3 { "  DIFFERS" } else { "" });
     }
-    let cpu = trainer::weights::load_model::<trainer::Cpu>(dir, &Default::default())?;
-    let gpu = trainer::weights::load_model::<Gpu>(dir, &Default::default())?;
+    println!("({:.0} s)", started.elapsed().as_secs_f64());
+    let cpu = if random {
+        <trainer::Cpu as burn::prelude::Backend>::seed(&Default::default(), 17);
+        trainer::model::Llama::<trainer::Cpu>::random(&trainer::model::config::ModelConfig::from_file(source)?, &Default::default())
+    } else {
+        trainer::weights::load_model::<trainer::Cpu>(source, &Default::default())?
+    };
+    // The GPU models get the CPU model's weights (a record written once; burn's records do
+    // not depend on the backend).
+    let record = std::env::temp_dir().join(format!("habits-compare-{}", std::process::id()));
+    trainer::train::checkpoint::write_module(&record, &cpu)?;
+    let fused = compare_model::<CudaFused>(source, &record, &cpu, "CUDA with fusion", started);
+    let plain = compare_model::<CudaPlain>(source, &record, &cpu, "CUDA without fusion", started);
+    std::fs::remove_file(record.with_extension("mpk")).ok();
+    if cuda_fusion() { fused } else { plain }
+}
+
+#[cfg(feature = "cuda")]
+fn compare_model<G: burn::prelude::Backend>(
+    dir: &std::path::Path,
+    record: &std::path::Path,
+    cpu: &trainer::model::Llama<trainer::Cpu>,
+    name: &str,
+    started: std::time::Instant,
+) -> Result<()> {
+    let shape = trainer::model::Llama::<G>::random(&cpu.config, &Default::default());
+    let gpu = trainer::train::checkpoint::read_module(record, shape, &Default::default())?;
     let vocab = cpu.config.vocab_size as i64;
-    let ids: Vec<i64> = (0..2 * 24).map(|i| (i * 7919 + 3) % vocab).collect();
-    let a = cpu.forward(Tensor::from_data(TensorData::new(ids.clone(), [2, 24]), &Default::default())).into_data().to_vec::<f32>()?;
-    let b = gpu.forward(Tensor::from_data(TensorData::new(ids, [2, 24]), &Default::default())).into_data().to_vec::<f32>()?;
-    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let gap = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
-    println!("{}: CPU (NdArray) vs CUDA logits, max relative gap {gap:.3e} over {} values", dir.display(), a.len());
-    if gap > 1e-3 {
-        bail!("the backends disagree by {gap}");
+    // Rows of a rollout batch's length, enough of them to show rows mixing up.
+    let [rows, len] = [16, 112];
+    let ids: Vec<i64> = (0..rows * len).map(|i| (i as i64 * 7919 + 3) % vocab).collect();
+    for g in trainer::backend_check::trace_first_layer(cpu, &gpu, &ids, [rows, len]) {
+        println!("{name}: {:<28} CPU vs CUDA relative gap {:.3e}{}", g.op, g.gap, if g.gap > 1e-3 { "  DIFFERS" } else { "" });
     }
-    // Batched, left-padded generation with the cache: the same greedy tokens on both, from
-    // a few rows to a rollout batch.
-    let sampling = trainer::generate::Sampling { max_new_tokens: 12, temperature: 0.0, top_p: 1.0, seed: 0, eos: None };
-    for rows in [6u32, 64, 256] {
-        let prompts: Vec<Vec<u32>> = (0..rows).map(|r| (0..3 + (r % 7) * 5).map(|i| ((r * 31 + i * 17 + 1) as i64 % vocab) as u32).collect()).collect();
-        let on_cpu = trainer::generate::generate(&cpu, &prompts, &sampling, false)?.tokens;
-        let on_gpu = trainer::generate::generate(&gpu, &prompts, &sampling, false)?.tokens;
-        let same = on_cpu.iter().zip(&on_gpu).filter(|(a, b)| a == b).count();
-        println!("{}: greedy generation of {rows} left-padded prompts, CPU vs CUDA: {same} rows equal", dir.display());
-        if same != prompts.len() {
-            let first = on_cpu.iter().zip(&on_gpu).position(|(a, b)| a != b).unwrap_or(0);
-            bail!("generation differs between the backends from row {first}: CPU {:?}, CUDA {:?}", on_cpu[first], on_gpu[first]);
-        }
+    let report = |l: &str| println!("{}, {name}: {l} ({:.0} s)", dir.display(), started.elapsed().as_secs_f64());
+    let verdict = trainer::backend_check::compare_models(cpu, &gpu, report);
+    match &verdict {
+        Ok(()) => println!("{}, {name}: AGREES with the CPU", dir.display()),
+        Err(e) => println!("{}, {name}: DIFFERS: {e:#}", dir.display()),
     }
-    Ok(())
+    verdict
 }
 
 #[cfg(not(feature = "cuda"))]
-fn compare_backends(_: &std::path::Path) -> Result<()> {
+fn compare_backends(_: &std::path::Path, _: bool) -> Result<()> {
     Err(without_cuda("run compare-backends with a build that has it (it compares the CPU with CUDA)"))
 }

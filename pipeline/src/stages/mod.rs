@@ -6,6 +6,7 @@ pub mod classify;
 pub mod fetch;
 pub mod inputs;
 pub mod plan;
+pub mod priming;
 pub mod rewrite;
 pub mod sample;
 pub mod select;

@@ -1,6 +1,11 @@
 //! Grouped-query self-attention: `num_heads` query heads share `num_kv_heads` key/value
 //! heads; RoPE on queries and keys; optional q/k/v biases (Qwen2); causal, or with an
 //! explicit mask and a key/value cache for generation.
+//!
+//! Attention always runs as matmul, mask, softmax, matmul: burn's composed path, the one
+//! its autodiff uses for training, so generation computes what training trained (burn
+//! 0.21's CUDA backend would otherwise autotune between that and its flash-attention
+//! kernels in inference).
 
 use anyhow::Result;
 use burn::nn::Linear;
@@ -11,6 +16,14 @@ use burn::tensor::ops::AttentionModuleOptions;
 use super::config::ModelConfig;
 use super::rope;
 use super::source::{ParamSource, linear};
+
+/// The options for burn's `attention`: an explicit scale selects the composed path on
+/// every backend (the fused kernels take only the default scale); `fused` leaves the
+/// choice to the backend (`backend_check` compares both).
+pub(crate) fn attention_options(head_dim: usize, is_causal: bool, fused: bool) -> AttentionModuleOptions {
+    let scale = (!fused).then(|| 1.0 / (head_dim as f64).sqrt());
+    AttentionModuleOptions { scale, is_causal, ..Default::default() }
+}
 
 /// Where the tokens of a forward pass are: the RoPE tables (`[1 or batch, 1, seq,
 /// head_dim]`) and, for generation, which keys each query may see (`[batch, 1, seq, keys]`,
@@ -98,31 +111,46 @@ impl<B: Backend> Attention<B> {
         })
     }
 
+    /// Queries, keys and values of `x` (`[batch, seq, hidden]`) at `at`, by head, RoPE
+    /// applied: `[batch, heads or kv_heads, seq, head_dim]`.
+    pub fn project(&self, x: Tensor<B, 3>, at: &Positions<B>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, t, _] = x.dims();
+        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, self.head_dim]).swap_dims(1, 2);
+        let q = rope::apply(heads(self.q_proj.forward(x.clone()), self.num_heads), at.cos.clone(), at.sin.clone());
+        let k = rope::apply(heads(self.k_proj.forward(x.clone()), self.num_kv_heads), at.cos.clone(), at.sin.clone());
+        let v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        (q, k, v)
+    }
+
+    /// Attention of `q` over `k`, `v` (kv heads, repeated here), causal or under `mask`
+    /// (`[batch, 1, seq, keys]`): `[batch, heads, seq, head_dim]`.
+    pub fn attend(&self, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, mask: Option<Tensor<B, 4, Bool>>) -> Tensor<B, 4> {
+        let b = q.dims()[0];
+        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
+        match mask {
+            None => attention(q, k, v, None, None, attention_options(self.head_dim, true, false)),
+            Some(mask) => {
+                let [_, _, tq, tk] = mask.dims();
+                attention(q, k, v, Some(mask.expand([b, self.num_heads, tq, tk])), None, attention_options(self.head_dim, false, false))
+            }
+        }
+    }
+
     /// `x`: `[batch, seq, hidden]` at `at`. Without a mask, attention is causal over `x`
     /// alone; with one, `x`'s keys are written into the cache after the filled positions and
     /// the queries attend to the whole cache under the mask (`[batch, 1, seq, capacity]`).
     pub fn forward(&self, x: Tensor<B, 3>, at: &Positions<B>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
-        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, self.head_dim]).swap_dims(1, 2);
-        let q = rope::apply(heads(self.q_proj.forward(x.clone()), self.num_heads), at.cos.clone(), at.sin.clone());
-        let mut k = rope::apply(heads(self.k_proj.forward(x.clone()), self.num_kv_heads), at.cos.clone(), at.sin.clone());
-        let mut v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        let (q, mut k, mut v) = self.project(x, at);
         if let Some(cache) = cache {
             (k, v) = cache.append(k, v);
         }
-        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
-        let out = match at.mask.clone() {
-            None => attention(q, k, v, None, None, AttentionModuleOptions { is_causal: true, ..Default::default() }),
-            Some(mask) => {
-                let [_, _, tq, tk] = mask.dims();
-                attention(q, k, v, Some(mask.expand([b, self.num_heads, tq, tk])), None, AttentionModuleOptions::default())
-            }
-        };
+        let out = self.attend(q, k, v, at.mask.clone());
         self.o_proj.forward(out.swap_dims(1, 2).reshape([b, t, self.num_heads * self.head_dim]))
     }
 
     /// `[b, kv_heads, t, d]` -> `[b, heads, t, d]`, each kv head serving its group.
-    fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    pub fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let rep = self.num_heads / self.num_kv_heads;
         if rep == 1 {
             return x;

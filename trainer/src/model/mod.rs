@@ -62,16 +62,19 @@ impl<B: Backend> Llama<B> {
 
     /// The final (normalised) hidden states `[batch, seq, hidden]`, before the LM head.
     pub fn hidden(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        let device = ids.device();
-        let t = ids.dims()[1];
-        let positions: Vec<usize> = (0..t).collect();
-        let (cos, sin) = self.rope.tables::<B>(&positions, &device);
-        let at = Positions { cos: cos.unsqueeze::<4>(), sin: sin.unsqueeze::<4>(), mask: None };
+        let at = self.causal_positions(ids.dims()[1], &ids.device());
         let mut x = self.embed_tokens.forward(ids);
         for layer in &self.layers {
             x = layer.forward(x, &at, None);
         }
         self.norm.forward(x)
+    }
+
+    /// Positions `0..t` for every row, causal attention.
+    pub fn causal_positions(&self, t: usize, device: &B::Device) -> Positions<B> {
+        let positions: Vec<usize> = (0..t).collect();
+        let (cos, sin) = self.rope.tables::<B>(&positions, device);
+        Positions { cos: cos.unsqueeze::<4>(), sin: sin.unsqueeze::<4>(), mask: None }
     }
 
     /// One step of generation: the logits of the last position, `[batch, 1, vocab]`, for

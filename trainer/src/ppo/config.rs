@@ -83,12 +83,17 @@ impl Default for TaskSection {
     }
 }
 
-/// Supervised priming before PPO: the solver's solutions as short traces, so that a model
-/// that has never seen the format learns it (the study primed with model-written traces).
+/// Supervised priming before PPO, so that a model that has never seen the format learns
+/// it: the solver's solutions as short traces, or a priming set (`pipeline prime`, the
+/// study's LLM-written conditions).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrimeSection {
     pub steps: usize,
+    /// A priming set folder (e.g. `runs/priming/priming/all_strategies`): its train rows,
+    /// in order and cycling, instead of solver traces.
+    #[serde(default)]
+    pub set: Option<PathBuf>,
     #[serde(default = "default_prime_batch")]
     pub batch_size: usize,
     #[serde(default = "default_prime_lr")]
@@ -234,6 +239,9 @@ impl PpoConfig {
         c.model.weights = c.model.weights.as_deref().map(resolve);
         c.model.tokenizer = Some(c.model.tokenizer.as_deref().map(resolve).unwrap_or_else(crate::tokenizer::default_path));
         c.tasks.parquet = c.tasks.parquet.as_deref().map(resolve);
+        if let Some(prime) = c.prime.as_mut() {
+            prime.set = prime.set.as_deref().map(resolve);
+        }
         c.output.dir = resolve(&c.output.dir);
         c.validate().with_context(|| format!("config {}", path.display()))?;
         Ok(c)

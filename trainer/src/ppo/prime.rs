@@ -1,6 +1,7 @@
-//! Priming before PPO: supervised steps on Countdown traces made from the solver's
-//! solutions, so that a model that has never seen the format learns to think inside
-//! `<think>`, answer inside `<answer>` on the last line and stop. The loss counts the
+//! Priming before PPO: supervised steps on Countdown traces, so that a model that has never
+//! seen the format learns to think inside `<think>`, answer inside `<answer>` on the last
+//! line and stop. The traces are the solver's solutions, or a priming set written by the
+//! pipeline (`pipeline prime`: the study's conditions, LLM-written). The loss counts the
 //! completion tokens only (the prompt is context).
 
 use anyhow::{Result, bail};
@@ -12,6 +13,7 @@ use super::batch::WIDTH_BUCKET;
 use super::tasks::Tasks;
 use crate::countdown::solver::solve;
 use crate::countdown::task::{Task, prompt};
+use crate::data::set::Sequence;
 use crate::generate::round_up;
 use crate::loss::{IGNORE, causal_lm_loss};
 use crate::model::Llama;
@@ -41,40 +43,57 @@ pub fn example(tok: &TextTokenizer, bos: Option<u32>, eos: u32, task: &Task, sol
     Ok((ids, labels))
 }
 
-/// Runs `steps` SFT steps of `batch` traces (tasks drawn like PPO's, from steps beyond the
-/// PPO run's so they never repeat its prompts); returns the model and the last loss.
+/// Where priming traces come from.
+pub enum Traces<'a> {
+    /// Solver traces of the run's tasks, drawn like PPO's from steps beyond the PPO run's
+    /// (from `first_step` on) so they never repeat its prompts.
+    Solver { tasks: &'a Tasks, tok: &'a TextTokenizer, bos: Option<u32>, first_step: usize },
+    /// A priming set's sequences (`[bos] + prompt + completion + [eos]`), in order, cycling.
+    Set(&'a [Sequence]),
+}
+
+impl Traces<'_> {
+    /// The ids and labels of step `step`'s `batch` rows.
+    fn rows(&self, step: usize, batch: usize, eos: u32) -> Result<Vec<(Vec<u32>, Vec<i64>)>> {
+        let rows = match self {
+            Traces::Solver { tasks, tok, bos, first_step } => {
+                let mut rows = Vec::with_capacity(batch);
+                for (task, solution) in &tasks.for_step(first_step + step, batch) {
+                    let Some(solution) = solution.clone().or_else(|| solve(&task.nums, task.target)) else { continue };
+                    rows.push(example(tok, *bos, eos, task, &solution)?);
+                }
+                rows
+            }
+            Traces::Set(sequences) => (0..batch.min(sequences.len()))
+                .map(|i| {
+                    let s = &sequences[(step * batch + i) % sequences.len()];
+                    (s.ids.clone(), s.ids.iter().enumerate().map(|(i, &t)| if i < s.prompt_len { IGNORE } else { t as i64 }).collect())
+                })
+                .collect(),
+        };
+        if rows.is_empty() {
+            bail!("priming step {step}: no trace (no solvable task among {batch}, or an empty priming set)");
+        }
+        Ok(rows)
+    }
+}
+
+/// Runs `steps` SFT steps of `batch` traces; returns the model and the last loss.
 #[allow(clippy::too_many_arguments)]
 pub fn prime<B: AutodiffBackend>(
     mut model: Llama<B>,
-    tok: &TextTokenizer,
-    tasks: &Tasks,
-    bos: Option<u32>,
+    traces: &Traces,
     eos: u32,
     steps: usize,
     batch: usize,
     lr: f64,
-    first_step: usize,
     mut log: impl FnMut(usize, f64),
 ) -> Result<(Llama<B>, f64)> {
     let device = model.embed_tokens.weight.val().device();
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).init::<B, Llama<B>>();
     let mut last = f64::NAN;
     for step in 0..steps {
-        let drawn = tasks.for_step(first_step + step, batch);
-        let mut rows = Vec::with_capacity(batch);
-        for (task, solution) in &drawn {
-            let solution = match solution {
-                Some(s) => s.clone(),
-                None => match solve(&task.nums, task.target) {
-                    Some(s) => s,
-                    None => continue,
-                },
-            };
-            rows.push(example(tok, bos, eos, task, &solution)?);
-        }
-        if rows.is_empty() {
-            bail!("priming step {step}: no solvable task among {batch}");
-        }
+        let rows = traces.rows(step, batch, eos)?;
         // Widths and the logits' start in buckets: a few shapes for the whole priming.
         let width = round_up(rows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0), WIDTH_BUCKET);
         let ids: Vec<i64> = rows.iter().flat_map(|(ids, _)| ids.iter().map(|&t| t as i64).chain(std::iter::repeat_n(eos as i64, width - ids.len()))).collect();

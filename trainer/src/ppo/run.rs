@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::config::PpoConfig;
 use super::critic::Critic;
-use super::prime::prime;
+use super::prime::{Traces, prime};
 use super::rollout::{Detokenize, RolloutSettings, rollout};
 use super::tasks::Tasks;
 use super::track::{TrackedRollout, write_rollouts};
@@ -51,6 +51,19 @@ pub struct EvalScore {
     pub reward_mean: f64,
     pub format_rate: f64,
     pub response_tokens_mean: f64,
+}
+
+/// A priming set's train split, checked to be tokenized by the run's tokenizer.
+fn read_priming_set(dir: &Path, tok: &TextTokenizer) -> Result<Vec<crate::data::set::Sequence>> {
+    let (sequences, info) = crate::data::set::read_split(dir, "train")?;
+    if info.tokenizer_sha256 != tok.sha256()? {
+        bail!("the priming set {} was tokenized with another tokenizer than {}: build it with the run's tokenizer (build.tokenizer)", dir.display(), tok.path.display());
+    }
+    if sequences.is_empty() {
+        bail!("the priming set {} has no train rows: see its manifest.json (statuses) and rerun `pipeline prime`", dir.display());
+    }
+    eprintln!("prime: {} traces from {}", sequences.len(), dir.display());
+    Ok(sequences)
 }
 
 /// The frozen reference policy lives beside the checkpoints, written once.
@@ -118,8 +131,13 @@ pub fn ppo<B: AutodiffBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOp
             let mut actor = fresh_actor()?;
             if let Some(pr) = &cfg.prime {
                 let started = Instant::now();
-                // Priming draws its tasks from steps past the PPO run's.
-                let (primed, loss) = prime(actor, &tok, &tasks, bos, eos, pr.steps, pr.batch_size, pr.lr, p.steps + 1, |step, loss| {
+                // Solver traces come from tasks of steps past the PPO run's.
+                let set = pr.set.as_deref().map(|dir| read_priming_set(dir, &tok)).transpose()?;
+                let traces = match &set {
+                    Some(sequences) => Traces::Set(sequences),
+                    None => Traces::Solver { tasks: &tasks, tok: &tok, bos, first_step: p.steps + 1 },
+                };
+                let (primed, loss) = prime(actor, &traces, eos, pr.steps, pr.batch_size, pr.lr, |step, loss| {
                     if step % 10 == 0 || step == pr.steps {
                         eprintln!("prime: step {step}/{}  loss {loss:.4}", pr.steps);
                     }

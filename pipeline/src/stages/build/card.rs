@@ -30,7 +30,7 @@ pub const ALL_FILES: [Files; 3] = [Files::Parquet, Files::Jsonl, Files::Megatron
 
 /// Renders the card of a set folder holding `files`.
 pub fn render(m: &SetManifest, files: &[Files]) -> String {
-    let rows: u64 = m.rows.values().sum();
+    let rows: u64 = m.splits.rows.values().sum();
     let mut s = String::new();
     s.push_str("---\n");
     let _ = writeln!(s, "license: {}", m.config.license);
@@ -48,7 +48,7 @@ pub fn render(m: &SetManifest, files: &[Files]) -> String {
     };
     if let Some(pattern) = data {
         s.push_str("configs:\n- config_name: default\n  data_files:\n");
-        for split in m.rows.keys() {
+        for split in m.splits.rows.keys() {
             let _ = writeln!(s, "  - split: {split}\n    path: {}", pattern.replace("{split}", split));
         }
     }
@@ -68,12 +68,12 @@ pub fn render(m: &SetManifest, files: &[Files]) -> String {
         m.target_tokens,
         m.tokenizer.sha256,
         m.config.max_completion_tokens,
-        m.completion_tokens.values().sum::<u64>()
+        m.splits.completion_tokens.values().sum::<u64>()
     );
     let _ =
         writeln!(s, "- Completion lengths matched to the other set: {}.", if m.config.match_lengths { "yes (paired within length quantiles)" } else { "no" });
-    for (split, n) in &m.rows {
-        let _ = writeln!(s, "- Split `{split}`: {n} rows, {} completion tokens.", m.completion_tokens.get(split).copied().unwrap_or(0));
+    for (split, n) in &m.splits.rows {
+        let _ = writeln!(s, "- Split `{split}`: {n} rows, {} completion tokens.", m.splits.completion_tokens.get(split).copied().unwrap_or(0));
     }
     s.push_str("\n## Files\n\n");
     if files.contains(&Files::Parquet) {

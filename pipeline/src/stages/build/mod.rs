@@ -20,7 +20,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 use self::budget::{Candidate, ChoiceReport, Goal, LengthSummary, choose, ks_statistic, summarize};
 use self::examples::{Example, Gathered, SETS, gather, tokenize};
 use self::megatron::TokenType;
-use self::shards::{FileInfo, Packing, write_split};
+use self::shards::{Packing, SplitTotals, write_splits};
 use crate::config::{BuildConfig, LoadedConfig};
 use crate::run_dir::{RunDir, publish_table, sha256_file, staging_for, write_atomic, write_json};
 use crate::stages::template::Template;
@@ -50,12 +50,9 @@ pub struct SetManifest {
     pub format_version: u32,
     pub set: String,
     pub run: String,
-    /// split -> rows.
-    pub rows: BTreeMap<String, u64>,
-    /// split -> counted completion tokens (each clipped at `max_completion_tokens`).
-    pub completion_tokens: BTreeMap<String, u64>,
-    /// split -> tokens in the Megatron shards.
-    pub packed_tokens: BTreeMap<String, u64>,
+    /// Rows, tokens and files per split.
+    #[serde(flatten)]
+    pub splits: SplitTotals,
     /// The configured budget and the one both sets were filled to.
     pub budget_tokens: u64,
     pub target_tokens: u64,
@@ -70,7 +67,6 @@ pub struct SetManifest {
     pub lengths: LengthSummary,
     pub candidate_lengths: LengthSummary,
     pub config: BuildConfig,
-    pub files: Vec<FileInfo>,
 }
 
 /// `sets/_manifest.json`: the build as a whole.
@@ -95,24 +91,8 @@ pub fn run_build(cfg: &LoadedConfig) -> Result<BuildManifest> {
     let run = RunDir::new(cfg.run_path());
     let template_dir = cfg.resolve(&b.prompts_dir);
     let template = Template::load_with(&template_dir, "prompt", "build.prompts_dir", QUESTION)?;
-    let tokenizer_path = cfg.resolve(&b.tokenizer);
-    let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| {
-        anyhow!("cannot load the build tokenizer {}: {e}; run `make llm-assets` or point build.tokenizer at a Llama-3 tokenizer.json", tokenizer_path.display())
-    })?;
-    let special = |token: &str, key: &str| -> Result<Option<u32>> {
-        if token.is_empty() {
-            return Ok(None);
-        }
-        tokenizer
-            .token_to_id(token)
-            .map(Some)
-            .with_context(|| format!("{key} = \"{token}\" is not a token of {}; name one of its special tokens or \"\" for none", tokenizer_path.display()))
-    };
-    let (bos, eos) = (special(&b.bos_token, "build.bos_token")?, special(&b.eos_token, "build.eos_token")?);
-    let vocab_size = tokenizer.get_vocab_size(true);
-    let dtype = TokenType::for_vocabulary(vocab_size);
-    let tokenizer_info =
-        TokenizerInfo { path: tokenizer_path.display().to_string(), sha256: sha256_file(&tokenizer_path)?, vocab_size, bos, eos, dtype: dtype.name().into() };
+    let (tokenizer, tokenizer_info) = load_tokenizer(cfg)?;
+    let (bos, eos, dtype) = (tokenizer_info.bos, tokenizer_info.eos, TokenType::for_vocabulary(tokenizer_info.vocab_size));
 
     let (mut examples, gathered) = gather(&run.root, &template)?;
     for (set, name) in SETS.iter().enumerate() {
@@ -127,7 +107,7 @@ pub fn run_build(cfg: &LoadedConfig) -> Result<BuildManifest> {
     let started = std::time::Instant::now();
     tokenize(&tokenizer, &mut examples)?;
     tracing::info!("build: tokenized {} examples in {:.1}s", examples.len(), started.elapsed().as_secs_f64());
-    let packing = Packing { bos, eos, max_completion_tokens: b.max_completion_tokens as usize, dtype, template_hash: &template.hash, shard_rows: b.shard_rows };
+    let packing = Packing { bos, eos, max_completion_tokens: b.max_completion_tokens as usize, dtype, template_hash: &template.hash, shard_rows: b.shard_rows, set_names: &SETS };
     let cands: Vec<Candidate> =
         examples.iter().map(|e| Candidate { set: e.set, tokens: packing.counted(e) as u64, key: xxh3_64_with_seed(e.doc_id.as_bytes(), b.seed) }).collect();
     let choice = choose(&cands, &Goal { budget: b.budget_tokens, tolerance: b.tolerance, match_lengths: b.match_lengths, bins: b.length_bins });
@@ -160,13 +140,11 @@ pub fn run_build(cfg: &LoadedConfig) -> Result<BuildManifest> {
     for (set, name) in SETS.iter().enumerate() {
         let splits = split(&choice.chosen[set], &examples, b);
         let set_dir = staging.join(name);
-        let mut m = SetManifest {
+        let m = SetManifest {
             format_version: FORMAT_VERSION,
             set: name.to_string(),
             run: cfg.config.run.name.clone(),
-            rows: BTreeMap::new(),
-            completion_tokens: BTreeMap::new(),
-            packed_tokens: BTreeMap::new(),
+            splits: write_splits(&set_dir, &[("train", splits.0.as_slice()), ("test", splits.1.as_slice())], &packing)?,
             budget_tokens: b.budget_tokens,
             target_tokens: r.target_tokens,
             within_tolerance: r.within_tolerance[set],
@@ -179,25 +157,38 @@ pub fn run_build(cfg: &LoadedConfig) -> Result<BuildManifest> {
             lengths: summarize(&chosen[set]),
             candidate_lengths: summarize(&all[set]),
             config: b.clone(),
-            files: Vec::new(),
         };
-        for (split_name, rows) in [("train", &splits.0), ("test", &splits.1)] {
-            if rows.is_empty() {
-                continue;
-            }
-            let files = write_split(&set_dir, split_name, rows, &packing)?;
-            m.rows.insert(split_name.into(), rows.len() as u64);
-            m.completion_tokens.insert(split_name.into(), rows.iter().map(|e| packing.counted(e) as u64).sum());
-            m.packed_tokens.insert(split_name.into(), files.iter().filter(|f| f.format == "parquet").map(|f| f.tokens).sum());
-            m.files.extend(files);
-        }
         write_atomic(&set_dir.join("README.md"), card::render(&m, &card::ALL_FILES).as_bytes())?;
         write_json(&set_dir.join("manifest.json"), &m)?;
-        manifest.rows.insert(name.to_string(), m.rows.clone());
-        manifest.completion_tokens.insert(name.to_string(), m.completion_tokens.clone());
+        manifest.rows.insert(name.to_string(), m.splits.rows.clone());
+        manifest.completion_tokens.insert(name.to_string(), m.splits.completion_tokens.clone());
     }
     publish_table(&staging, &out, &manifest)?;
     Ok(manifest)
+}
+
+/// The build tokenizer (`build.tokenizer`) and what the sets record about it, with its
+/// special tokens (`build.bos_token`, `build.eos_token`).
+pub fn load_tokenizer(cfg: &LoadedConfig) -> Result<(tokenizers::Tokenizer, TokenizerInfo)> {
+    let b = &cfg.config.build;
+    let tokenizer_path = cfg.resolve(&b.tokenizer);
+    let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| {
+        anyhow!("cannot load the build tokenizer {}: {e}; run `make llm-assets` or point build.tokenizer at a Llama-3 tokenizer.json", tokenizer_path.display())
+    })?;
+    let special = |token: &str, key: &str| -> Result<Option<u32>> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        tokenizer
+            .token_to_id(token)
+            .map(Some)
+            .with_context(|| format!("{key} = \"{token}\" is not a token of {}; name one of its special tokens or \"\" for none", tokenizer_path.display()))
+    };
+    let (bos, eos) = (special(&b.bos_token, "build.bos_token")?, special(&b.eos_token, "build.eos_token")?);
+    let vocab_size = tokenizer.get_vocab_size(true);
+    let dtype = TokenType::for_vocabulary(vocab_size);
+    let info = TokenizerInfo { path: tokenizer_path.display().to_string(), sha256: sha256_file(&tokenizer_path)?, vocab_size, bos, eos, dtype: dtype.name().into() };
+    Ok((tokenizer, info))
 }
 
 /// A set's chosen examples as (train, test): the test split is the `test_fraction` of them

@@ -3,6 +3,7 @@
 //! `megatron/<split>-….bin` + `.idx` (one packed sequence per row:
 //! [bos] + prompt ids + completion ids up to the clip + [eos]).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use serde::{Deserialize, Serialize};
 
-use super::examples::{Example, SETS};
+use super::examples::Example;
 use super::megatron::{MegatronWriter, TokenType};
 use crate::run_dir::sha256_file;
 use crate::stages::tables::table_properties;
@@ -26,6 +27,8 @@ pub struct Packing<'a> {
     pub dtype: TokenType,
     pub template_hash: &'a str,
     pub shard_rows: usize,
+    /// The `set` column's value for an example's `set` index.
+    pub set_names: &'a [&'a str],
 }
 
 impl Packing<'_> {
@@ -112,7 +115,7 @@ impl<'a> Row<'a> {
             prompt: &e.prompt,
             completion: &e.completion,
             doc_id: &e.doc_id,
-            set: SETS[e.set],
+            set: p.set_names[e.set],
             split,
             source: &e.lineage.source,
             revision: &e.lineage.revision,
@@ -134,6 +137,35 @@ impl<'a> Row<'a> {
             [self.model, self.rewrite_prompt_hash, self.template_hash],
         )
     }
+}
+
+/// What a set's splits hold, as its manifest lists them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SplitTotals {
+    /// split -> rows.
+    pub rows: BTreeMap<String, u64>,
+    /// split -> counted completion tokens (each clipped at `max_completion_tokens`).
+    pub completion_tokens: BTreeMap<String, u64>,
+    /// split -> tokens in the Megatron shards.
+    pub packed_tokens: BTreeMap<String, u64>,
+    pub files: Vec<FileInfo>,
+}
+
+/// Writes each split's rows (in their final order) under `set_dir` and totals them; an
+/// empty split has no files.
+pub fn write_splits(set_dir: &Path, splits: &[(&str, &[&Example])], packing: &Packing) -> Result<SplitTotals> {
+    let mut t = SplitTotals::default();
+    for (split, rows) in splits {
+        if rows.is_empty() {
+            continue;
+        }
+        let files = write_split(set_dir, split, rows, packing)?;
+        t.rows.insert(split.to_string(), rows.len() as u64);
+        t.completion_tokens.insert(split.to_string(), rows.iter().map(|e| packing.counted(e) as u64).sum());
+        t.packed_tokens.insert(split.to_string(), files.iter().filter(|f| f.format == "parquet").map(|f| f.tokens).sum());
+        t.files.extend(files);
+    }
+    Ok(t)
 }
 
 /// Writes `rows` (already in their final order) as the shards of `split` under `set_dir`;

@@ -104,7 +104,7 @@ fn search(items: Vec<Item>, target: Fraction) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::countdown::expr::evaluate;
+    use crate::expr::evaluate;
 
     #[test]
     fn finds_solutions_that_evaluate_to_the_target() {

@@ -4,8 +4,8 @@
 //! and spaces, cannot be evaluated, or misses the target: 0.1. Equal to the target within
 //! 1e-5: 1.0.
 
-use super::expr::evaluate;
-use super::task::Task;
+use crate::expr::evaluate;
+use crate::task::Task;
 
 /// Reward for a well-formed but wrong answer.
 pub const FORMAT_SCORE: f64 = 0.1;

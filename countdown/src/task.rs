@@ -11,7 +11,7 @@ use arrow_array::{Array, ListArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::solver::solve;
+use crate::solver::solve;
 
 /// One puzzle.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -100,7 +100,7 @@ pub fn prompt(task: &Task) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::countdown::expr::evaluate;
+    use crate::expr::evaluate;
 
     #[test]
     fn tinyzero_tasks_are_read_by_row_range() {

@@ -1,0 +1,302 @@
+//! The priming stage (`pipeline prime`): Countdown traces for the study's priming
+//! conditions, written by the LLM with one prompt per condition
+//! (`configs/prompts/priming/<condition>.md`), checked (format; the answer correct, or for
+//! `all_strategies_wrong` well formed and wrong, by the study's reward) and written as one
+//! SFT set per condition under `runs/<name>/priming/<condition>/`, in the build's shard
+//! layout that `trainer pretrain` and `trainer ppo` (`[prime] set`) read. The same puzzles
+//! serve every condition. Requests are journaled (`journal/priming.jsonl`): a rerun asks
+//! only what is missing; a rejected reply is asked again with the reason, and kept with its
+//! status when it still fails.
+
+pub mod conditions;
+pub mod sets;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use countdown::task::{Task, generate, prompt, read_tasks};
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use self::conditions::{ALL_STRATEGIES, Source, Trace, check, completion, puzzle, reask};
+use self::sets::{SetRows, write_condition};
+use crate::config::LoadedConfig;
+use crate::hashing;
+use crate::journal::{Journal, Record, request_key};
+use crate::llm::batch::{RequestId, ask_until_parsed, send_journaled};
+use crate::llm::protocol::Sampling;
+use crate::llm::setup::connect;
+use crate::run_dir::{RunDir, publish_table, staging_for};
+use crate::stages::build::examples::{Example, Lineage, tokenize};
+use crate::stages::build::load_tokenizer;
+use crate::stages::build::shards::Packing;
+use crate::stages::template::Template;
+
+/// The stage's folder: `runs/<name>/priming/`.
+pub const TABLE: &str = "priming";
+/// The placeholder of the condition prompts.
+pub const PUZZLE: &str = "{{puzzle}}";
+
+/// `priming/_manifest.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PrimingManifest {
+    pub stage: String,
+    pub state: String,
+    pub model: String,
+    /// condition -> sha256 of its prompt.
+    pub prompts: BTreeMap<String, String>,
+    pub sampling: Sampling,
+    pub puzzles: usize,
+    pub requests_sent: u64,
+    pub failures_by_class: BTreeMap<String, u64>,
+    /// condition -> status (`ok`, `unparsed`, `bad_equation`, `wrong_result`,
+    /// `correct_result`, `failed:<class>`, `not_asked`) -> puzzles.
+    pub statuses: BTreeMap<String, BTreeMap<String, u64>>,
+    /// condition -> split -> rows.
+    pub rows: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+struct Job {
+    key: String,
+    puzzle_id: String,
+    task: usize,
+    condition: usize,
+    prompt: String,
+}
+
+/// Runs the stage: asks what the journal lacks, then writes every condition's set.
+pub async fn run_priming(cfg: &LoadedConfig, endpoints: &[String], model: Option<&str>) -> Result<PrimingManifest> {
+    let p = &cfg.config.priming;
+    let run = RunDir::new(cfg.run_path());
+    let tasks = load_puzzles(cfg)?;
+    let wanted: Vec<&str> = p.conditions.iter().map(String::as_str).collect();
+    // The conditions asked of the LLM: the wanted ones, and "all strategies" for the controls.
+    let mut asked: Vec<(&str, bool)> =
+        wanted.iter().filter_map(|&c| match conditions::source(c) { Some(Source::Llm { correct }) => Some((c, correct)), _ => None }).collect();
+    let derived = wanted.iter().any(|&c| matches!(conditions::source(c), Some(Source::EmptyThoughts | Source::Placeholder)));
+    if derived && !asked.iter().any(|(c, _)| *c == ALL_STRATEGIES) {
+        asked.push((ALL_STRATEGIES, true));
+    }
+    let dir = cfg.resolve(&p.prompts_dir);
+    let templates: Vec<Template> = asked.iter().map(|(c, _)| Template::load_with(&dir, c, "priming.prompts_dir", PUZZLE)).collect::<Result<_>>()?;
+    let (tokenizer, tokenizer_info) = load_tokenizer(cfg)?;
+    let placeholder = placeholder_id(&tokenizer, &p.placeholder)?;
+
+    let connection = connect(cfg, "priming", endpoints, model, &run.root).await?;
+    let (client, model) = (connection.client.clone(), connection.model.clone());
+    let sampling = Sampling { temperature: p.temperature, max_tokens: p.max_tokens, top_p: None, seed: None };
+    let sampling_json = serde_json::to_string(&sampling)?;
+    let (journal, done) = Journal::open(&run.root.join("journal").join("priming.jsonl"))?;
+    let done_keys: HashSet<String> = done.values().filter(|x| x.status == "ok" || !x.retry_on_rerun).map(|x| x.key.clone()).collect();
+    drop(done);
+    let ids: Vec<String> = tasks.iter().map(|t| hashing::doc_id(hashing::doc_hash(&puzzle(t)))).collect();
+    let key = |c: usize, t: usize| request_key(&model, &templates[c].hash, &sampling_json, &ids[t]);
+    let mut jobs = Vec::new();
+    for (c, template) in templates.iter().enumerate() {
+        for (t, (task, id)) in tasks.iter().zip(&ids).enumerate() {
+            let key = key(c, t);
+            if !done_keys.contains(&key) {
+                jobs.push(Job { key, puzzle_id: id.clone(), task: t, condition: c, prompt: template.render(&puzzle(task)) });
+            }
+        }
+    }
+    let total = (asked.len() * tasks.len()) as u64;
+    let already = total - jobs.len() as u64;
+    let width = client.settings.endpoints.len() * cfg.config.llm.max_concurrency;
+    let outcome = send_journaled("priming", futures_util::stream::iter(jobs), &client, width, total, already, &journal, |job: Job| {
+        let (client, templates, sampling, model, tasks, asked) = (client.clone(), &templates, &sampling, model.clone(), &tasks, &asked);
+        async move {
+            let (template, correct, task) = (&templates[job.condition], asked[job.condition].1, &tasks[job.task]);
+            let id = RequestId { key: &job.key, doc_id: &job.puzzle_id, task: &template.name, prompt_hash: &template.hash, model: &model };
+            ask_until_parsed(&client, id, job.prompt, sampling, None, p.reasks, reask(correct), |c| check(c, task, correct).map(|_| ())).await
+        }
+    })
+    .await?;
+
+    // Every asked condition's traces, from the journal.
+    let (_, records) = Journal::open(journal.path())?;
+    let mut statuses: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut traces: Vec<Vec<Option<Trace>>> = Vec::new();
+    for (c, (name, correct)) in asked.iter().enumerate() {
+        let mut row = Vec::with_capacity(tasks.len());
+        for (t, task) in tasks.iter().enumerate() {
+            let (status, trace) = verdict(records.get(&key(c, t)), task, *correct);
+            *statuses.entry(name.to_string()).or_default().entry(status).or_default() += 1;
+            row.push(trace);
+        }
+        traces.push(row);
+    }
+    let all = asked.iter().position(|(c, _)| *c == ALL_STRATEGIES);
+    let source = match &p.tasks_file {
+        Some(f) => Lineage { source: cfg.resolve(f).display().to_string(), revision: String::new(), file: String::new(), row: 0 },
+        None => Lineage { source: "countdown-generator".into(), revision: format!("seed {}", p.seed), file: String::new(), row: 0 },
+    };
+    let mut examples = Vec::new();
+    let mut placeholder_lengths = Vec::new();
+    for (set, &name) in wanted.iter().enumerate() {
+        let (from, hash) = match asked.iter().position(|(c, _)| *c == name) {
+            Some(c) => (c, &templates[c].hash),
+            None => {
+                let c = all.expect("asked for the controls");
+                (c, &templates[c].hash)
+            }
+        };
+        let kind = conditions::source(name).expect("validated");
+        for (t, trace) in traces[from].iter().enumerate() {
+            let Some(trace) = trace else { continue };
+            let thoughts = if matches!(kind, Source::Llm { .. }) { trace.thoughts.as_str() } else { "" };
+            if kind == Source::Placeholder {
+                placeholder_lengths.push((examples.len(), trace.thoughts.clone()));
+            }
+            examples.push(Example {
+                doc_id: ids[t].clone(),
+                set,
+                prompt: prompt(&tasks[t]),
+                completion: completion(thoughts, &trace.equation),
+                lineage: Lineage { row: t as u64, ..source.clone() },
+                model: model.clone(),
+                rewrite_prompt_hash: hash.clone(),
+                prompt_ids: Vec::new(),
+                completion_ids: Vec::new(),
+            });
+        }
+        if !matches!(kind, Source::Llm { .. }) {
+            statuses.insert(name.to_string(), statuses.get(ALL_STRATEGIES).cloned().unwrap_or_default());
+        }
+    }
+    tokenize(&tokenizer, &mut examples)?;
+    // The placeholder control: as many placeholder tokens as the thoughts had, then the answer.
+    for (i, thoughts) in placeholder_lengths {
+        let n = tokenizer.encode_fast(format!("\n{thoughts}\n"), false).map_err(|e| anyhow::anyhow!("tokenizer failed: {e}"))?.len();
+        let e = &mut examples[i];
+        let mut ids = vec![placeholder; n];
+        ids.extend_from_slice(&e.completion_ids);
+        e.completion = tokenizer.decode(&ids, false).map_err(|e| anyhow::anyhow!("tokenizer failed: {e}"))?;
+        e.completion_ids = ids;
+    }
+
+    let b = &cfg.config.build;
+    let out = run.stage(TABLE);
+    let staging = staging_for(&out)?;
+    let packing = Packing {
+        bos: tokenizer_info.bos,
+        eos: tokenizer_info.eos,
+        max_completion_tokens: b.max_completion_tokens as usize,
+        dtype: crate::stages::build::megatron::TokenType::for_vocabulary(tokenizer_info.vocab_size),
+        template_hash: "",
+        shard_rows: b.shard_rows,
+        set_names: &wanted,
+    };
+    let mut rows = BTreeMap::new();
+    for (set, name) in wanted.iter().enumerate() {
+        let mine: Vec<&Example> = examples.iter().filter(|e| e.set == set).collect();
+        let (test, train): (Vec<&Example>, Vec<&Example>) = mine.into_iter().partition(|e| is_test(&e.doc_id, b.seed, b.test_fraction));
+        let info = SetRows { name, run: &cfg.config.run.name, model: &model, statuses: statuses.get(*name).cloned().unwrap_or_default() };
+        let m = write_condition(&staging.join(name), &info, &[("train", train.as_slice()), ("test", test.as_slice())], &packing, &tokenizer_info)?;
+        rows.insert(name.to_string(), m.splits.rows);
+    }
+    let manifest = PrimingManifest {
+        stage: TABLE.into(),
+        state: "complete".into(),
+        model,
+        prompts: asked.iter().zip(&templates).map(|((c, _), t)| (c.to_string(), t.hash.clone())).collect(),
+        sampling,
+        puzzles: tasks.len(),
+        requests_sent: outcome.sent,
+        failures_by_class: outcome.failures_by_class,
+        statuses,
+        rows,
+    };
+    publish_table(&staging, &out, &manifest)?;
+    Ok(manifest)
+}
+
+/// The puzzles: the first `tasks` rows of `tasks_file`, or as many generated from `seed`
+/// (no puzzle twice).
+fn load_puzzles(cfg: &LoadedConfig) -> Result<Vec<Task>> {
+    let p = &cfg.config.priming;
+    let mut tasks = match &p.tasks_file {
+        Some(f) => read_tasks(&cfg.resolve(f), 0..p.tasks)?,
+        None => {
+            let mut rng = fastrand::Rng::with_seed(p.seed);
+            let mut seen = HashSet::new();
+            let mut out = Vec::with_capacity(p.tasks);
+            for _ in 0..p.tasks * 50 {
+                if out.len() == p.tasks {
+                    break;
+                }
+                let (task, _) = generate(&mut rng, &p.generate);
+                if seen.insert(task.clone()) {
+                    out.push(task);
+                }
+            }
+            out
+        }
+    };
+    let mut seen = HashSet::new();
+    tasks.retain(|t| seen.insert(t.clone()));
+    if tasks.len() < p.tasks {
+        match &p.tasks_file {
+            Some(f) => tracing::warn!("priming: {} has {} distinct puzzles in its first {} rows", f.display(), tasks.len(), p.tasks),
+            None => bail!("priming.generate allows only {} distinct puzzles, fewer than priming.tasks = {}: widen the number or target ranges", tasks.len(), p.tasks),
+        }
+    }
+    if tasks.is_empty() {
+        bail!("priming: no puzzles; set priming.tasks, or point priming.tasks_file at a TinyZero task file with rows");
+    }
+    Ok(tasks)
+}
+
+/// The status of a puzzle's request and its trace when it is one.
+fn verdict(record: Option<&Record>, task: &Task, correct: bool) -> (String, Option<Trace>) {
+    match record {
+        None => ("not_asked".into(), None),
+        Some(r) if r.status != "ok" => (format!("failed:{}", r.failure.as_deref().unwrap_or("unknown")), None),
+        Some(r) => match check(r.content.as_deref().unwrap_or(""), task, correct) {
+            Ok(trace) => ("ok".into(), Some(trace)),
+            Err(why) => (why.into(), None),
+        },
+    }
+}
+
+/// Whether a puzzle is in the test split (the same puzzles for every condition).
+fn is_test(puzzle_id: &str, seed: u64, fraction: f64) -> bool {
+    (xxh3_64_with_seed(puzzle_id.as_bytes(), seed ^ 0x7465_7374) as f64) < fraction * u64::MAX as f64
+}
+
+/// The placeholder's token id: it must be exactly one token.
+fn placeholder_id(tokenizer: &tokenizers::Tokenizer, placeholder: &str) -> Result<u32> {
+    let ids = tokenizer.encode_fast(placeholder, false).map_err(|e| anyhow::anyhow!("tokenizer failed: {e}"))?;
+    match ids.get_ids() {
+        [one] => Ok(*one),
+        other => bail!("priming.placeholder = {placeholder:?} is {} tokens of the build tokenizer; choose a string that is one token (e.g. \"...\")", other.len()),
+    }
+}
+
+/// Readable lines about a finished stage.
+pub fn render(m: &PrimingManifest, dir: &Path) -> String {
+    let mut s = String::new();
+    for (name, by) in &m.statuses {
+        let statuses: Vec<String> = by.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let rows = m.rows.get(name).map(|r| r.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+        let written = if m.rows.contains_key(name) { format!(" -> {rows} in {}", dir.join(name).display()) } else { " (asked for the controls)".into() };
+        s.push_str(&format!("priming {name}: {}{written}\n", statuses.join(", ")));
+    }
+    s.push_str(&format!("priming: {} puzzles, {} requests sent now\n", m.puzzles, m.requests_sent));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_test_split_takes_about_its_fraction_and_is_stable() {
+        let ids: Vec<String> = (0..10_000).map(|i| hashing::doc_id(hashing::doc_hash(&i.to_string()))).collect();
+        let test = ids.iter().filter(|id| is_test(id, 0, 0.05)).count();
+        assert!((400..600).contains(&test), "{test}");
+        assert_eq!(test, ids.iter().filter(|id| is_test(id, 0, 0.05)).count());
+        assert_eq!(ids.iter().filter(|id| is_test(id, 0, 0.0)).count(), 0);
+    }
+}

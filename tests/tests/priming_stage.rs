@@ -1,0 +1,161 @@
+//! The priming stage end to end: `pipeline prime` with the shipped config and prompts
+//! against the fake OpenAI server writes one SFT set per condition from a TinyZero task
+//! file; pyarrow reads every set and the study's reward scores every row as its condition
+//! requires; rejected replies (no tags, a wrong result, a right result where a wrong one was
+//! asked) are asked again once and then recorded, never written as rows; the controls
+//! follow the all-strategies traces; a rerun pays for nothing; and `trainer ppo` primes on
+//! one of the sets.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use countdown::reward::{Verdict, judge};
+use countdown::task::Task;
+use habits_tests::llm_server::{FakeLlm, LlmFault};
+use habits_tests::procs::{binary, llama3_tokenizer, pipeline, python, run_expect};
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+const PUZZLES: [(i64, [i64; 3]); 6] = [(24, [4, 9, 3]), (10, [2, 3, 4]), (15, [5, 5, 5]), (13, [7, 3, 3]), (21, [7, 3, 11]), (12, [6, 2, 9])];
+
+/// configs/priming.toml pointed at the fake server and a task file of `PUZZLES`.
+fn priming_config(dir: &Path, llm: &FakeLlm, tasks: &Path) -> PathBuf {
+    let shipped = std::fs::read_to_string(repo("configs/priming.toml")).unwrap();
+    let text = shipped
+        .replace("dir = \"runs\"", &format!("dir = \"{}\"", dir.join("runs").display()))
+        .replace("endpoints = [\"http://127.0.0.1:8000/v1\"]", &format!("endpoints = [\"{}\"]\nbackoff_ms = 10\ntimeout_s = 5", llm.endpoint()))
+        .replace("model = \"Qwen/Qwen2.5-32B-Instruct\"", "model = \"fake\"")
+        .replace("prompts_dir = \"configs/prompts/priming\"", &format!("prompts_dir = \"{}\"\ntasks_file = \"{}\"", repo("configs/prompts/priming").display(), tasks.display()))
+        .replace("tasks = 1000", "tasks = 6")
+        .replace("reasks = 2", "reasks = 1")
+        .replace("tokenizer = \"${HABITS_CACHE}/tokenizers/llama3/tokenizer.json\"", &format!("tokenizer = \"{}\"", llama3_tokenizer().display()))
+        .replace("test_fraction = 0.05", "test_fraction = 0.3");
+    assert!(text.contains("model = \"fake\"") && text.contains("tasks = 6") && text.contains("tasks_file"), "configs/priming.toml changed: {text}");
+    let path = dir.join("priming.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn priming_sets_hold_checked_traces_per_condition() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tasks = tmp.path().join("tasks.parquet");
+    let rows: Vec<String> = PUZZLES.iter().map(|(t, n)| format!("({t}, {n:?})")).collect();
+    python(
+        &format!(
+            "import sys, pyarrow as pa, pyarrow.parquet as pq\nrows = [{}]\npq.write_table(pa.table({{'target': [r[0] for r in rows], 'nums': [r[1] for r in rows]}}), sys.argv[1])\n",
+            rows.join(", ")
+        ),
+        &[tasks.to_str().unwrap()],
+        &[],
+    );
+    let llm = FakeLlm::start();
+    let twice = |text: &str| vec![LlmFault::Reply(text.to_string()); 2];
+    llm.inject_for("priming_backtracking$", "Target: 10", twice("I would rather not use tags."));
+    llm.inject_for("priming_all_strategies$", "Target: 15", twice("<think>Add them.</think>\n<answer> 5 * 5 - 5 </answer>"));
+    llm.inject_for("priming_all_strategies_wrong$", "Target: 24", twice("<think>Slip.</think>\n<answer> 4 * (9 - 3) </answer>"));
+    llm.inject_for("priming_backtracking_verification$", "Target: 13", vec![LlmFault::Unavailable]);
+    llm.inject_for("priming_backtracking_subgoals$", "Target: 21", vec![LlmFault::Reply("no tags".into())]);
+    let cfg = priming_config(tmp.path(), &llm, &tasks);
+    let out = run_expect(pipeline().arg("prime").arg("--config").arg(&cfg), true);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("priming: 6 puzzles"), "{err}");
+    // `all_strategies_wrong` is checked first: the prompt marker of `all_strategies` is in it too.
+    assert!(!err.contains("unknown"), "{err}");
+
+    let root = tmp.path().join("runs/priming/priming");
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(root.join("_manifest.json")).unwrap()).unwrap();
+    let status = |c: &str| -> BTreeMap<String, u64> { serde_json::from_value(manifest["statuses"][c].clone()).unwrap() };
+    let counts = |pairs: &[(&str, u64)]| pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>();
+    assert_eq!(status("all_strategies"), counts(&[("ok", 5), ("wrong_result", 1)]));
+    assert_eq!(status("backtracking"), counts(&[("ok", 5), ("unparsed", 1)]));
+    assert_eq!(status("all_strategies_wrong"), counts(&[("ok", 5), ("correct_result", 1)]));
+    for c in ["backtracking_verification", "backtracking_subgoals", "backtracking_backward"] {
+        assert_eq!(status(c), counts(&[("ok", 6)]), "{c}");
+    }
+    assert_eq!(status("empty_cot"), status("all_strategies"));
+    // A rejected reply was asked again once, with the reason (a third message).
+    let seen = llm.seen();
+    let asked = |task: &str, marker: &str| seen.iter().filter(|s| s.task == task && s.document.contains(marker)).count();
+    assert_eq!(asked("priming_backtracking", "Target: 10"), 2);
+    assert_eq!(asked("priming_backtracking_subgoals", "Target: 21"), 2);
+    assert!(seen.iter().any(|s| s.task == "priming_backtracking_subgoals" && s.messages == 3));
+
+    // Every set, read by pyarrow (train and test shards), scored by the study's reward.
+    let script = r#"
+import sys, json, glob, pyarrow.parquet as pq
+out = {}
+for d in sorted(glob.glob(sys.argv[1] + "/*/")):
+    files = sorted(glob.glob(d + "data/*.parquet"))
+    out[d.rstrip("/").split("/")[-1]] = [r for f in files for r in pq.read_table(f).to_pylist()]
+print(json.dumps(out))
+"#;
+    let sets: BTreeMap<String, Vec<serde_json::Value>> = serde_json::from_str(&python(script, &[root.to_str().unwrap()], &[])).unwrap();
+    assert_eq!(sets.len(), 8, "{:?}", sets.keys());
+    let task_of = |prompt: &str| PUZZLES.iter().find(|(t, n)| prompt.contains(&format!("{}, {}, {} exactly once", n[0], n[1], n[2])) && prompt.contains(&format!("value is {t}."))).unwrap();
+    let mut by_condition: BTreeMap<&str, BTreeMap<String, (String, u64)>> = BTreeMap::new();
+    for (condition, rows) in &sets {
+        let expected_rows = status(if condition == "placeholder" { "all_strategies" } else { condition })["ok"];
+        assert_eq!(rows.len() as u64, expected_rows, "{condition}");
+        for row in rows {
+            assert_eq!(row["set"], condition.as_str());
+            let (prompt, completion) = (row["prompt"].as_str().unwrap(), row["completion"].as_str().unwrap());
+            let (target, nums) = task_of(prompt);
+            let task = Task { target: *target, nums: nums.to_vec() };
+            let verdict = judge(&format!("{prompt}{completion}"), &task);
+            match condition.as_str() {
+                "all_strategies_wrong" => assert!(matches!(verdict, Verdict::WrongValue(_)), "{condition}: {completion}: {verdict:?}"),
+                _ => assert_eq!(verdict, Verdict::Correct, "{condition}: {completion}"),
+            }
+            let thoughts = completion.split("</think>").next().unwrap();
+            match condition.as_str() {
+                "empty_cot" => assert_eq!(thoughts, "\n"),
+                "placeholder" => assert!(thoughts.trim_end().len() > 10 && thoughts.trim_end().chars().all(|c| c == '.'), "{completion}"),
+                _ => assert!(thoughts.contains(&format!("Condition priming_{condition}.")), "{condition}: {completion}"),
+            }
+            by_condition.entry(condition).or_default().insert(row["doc_id"].as_str().unwrap().to_string(), (row["split"].as_str().unwrap().into(), row["completion_tokens"].as_u64().unwrap()));
+        }
+    }
+    // The controls are the all-strategies puzzles, in the same splits; the placeholder
+    // completion is as long as the all-strategies one (up to a token at the seams).
+    let all = &by_condition["all_strategies"];
+    for control in ["empty_cot", "placeholder"] {
+        let c = &by_condition[control];
+        assert_eq!(c.keys().collect::<Vec<_>>(), all.keys().collect::<Vec<_>>(), "{control}");
+        for (id, (split, tokens)) in c {
+            assert_eq!(split, &all[id].0);
+            if control == "placeholder" {
+                assert!(tokens.abs_diff(all[id].1) <= 2, "{tokens} vs {}", all[id].1);
+            }
+        }
+    }
+
+    // A rerun pays for nothing.
+    let before = llm.seen().len();
+    run_expect(pipeline().arg("-q").arg("prime").arg("--config").arg(&cfg), true);
+    assert_eq!(llm.seen().len(), before);
+
+    // The trainer primes on a set (its train split) before PPO.
+    let ppo = tmp.path().join("ppo.toml");
+    std::fs::write(
+        &ppo,
+        format!(
+            "[model]\nconfig = \"{}\"\ntokenizer = \"{}\"\n\n[tasks]\neval_tasks = 2\n\n[tasks.generate]\nmin_numbers = 3\nmax_numbers = 3\nmax_number = 12\n\n\
+             [prime]\nsteps = 2\nbatch_size = 2\nlr = 1e-3\nset = \"{}\"\n\n\
+             [ppo]\nsteps = 1\nprompts_per_step = 2\nsamples = 2\nmax_response_tokens = 8\nmini_batch = 4\neval_every = 1\nsave_every = 1\n\n[output]\ndir = \"{}\"\n",
+            repo("configs/models/tiny-llama3.json").display(),
+            llama3_tokenizer().display(),
+            root.join("backtracking").display(),
+            tmp.path().join("ppo").display()
+        ),
+    )
+    .unwrap();
+    let out = run_expect(Command::new(binary("trainer")).arg("ppo").arg("--config").arg(&ppo), true);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let train_rows = sets["backtracking"].iter().filter(|r| r["split"] == "train").count();
+    assert!(err.contains(&format!("prime: {train_rows} traces from {}", root.join("backtracking").display())), "{err}");
+    assert!(err.contains("prime: 2 steps"), "{err}");
+}
