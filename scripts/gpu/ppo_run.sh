@@ -9,6 +9,8 @@
 #   1. `trainer ppo --config $CONFIG` (default configs/ppo-gpu.toml, run folder $RUN) under
 #      a time limit of $MINUTES (priming on solver traces, then PPO; held-out evaluations
 #      every 10 steps and at the end);
+#   1b. the trained actor (newest checkpoint of $RUN, shape $MODEL_CONFIG), CPU against
+#      CUDA with `compare-backends --record` (CHECK_ACTOR=0 skips it);
 #   2. rollout generation speed, ours (`trainer bench-generate`) and transformers'
 #      `generate` on the same model shape, batch and lengths (skipped with BENCH=0).
 #   run (device tool) with carry [".device"], where .device/trainer is
@@ -62,6 +64,13 @@ cp "$RUN/metrics.jsonl" "$RUN/eval_samples.jsonl" "$OUT/" 2>/dev/null || true
 echo "ppo exit status $status"
 
 [ "${COMPARE:-before}" = after ] && compare
+# The trained actor itself, CPU against CUDA (its newest checkpoint, if the run saved one).
+last=$(ls -d "$RUN"/checkpoints/step-* 2>/dev/null | tail -n 1 || true)
+if [ -n "$last" ] && [ "${CHECK_ACTOR:-1}" = 1 ]; then
+  timeout "${COMPARE_TIMEOUT:-300}" "$BIN" compare-backends --config "${MODEL_CONFIG:-configs/models/countdown-90m.json}" \
+    --record "$last/actor.mpk" > "$OUT/compare-actor.txt" 2>&1 || echo "compare-backends (trained actor): exit $?" >> "$OUT/compare-actor.txt"
+  cat "$OUT/compare-actor.txt"
+fi
 [ "${BENCH:-1}" = 0 ] && exit $status
 echo "== rollout generation: ours vs transformers generate"
 SHAPE="--batch 256 --prompt-tokens 96 --new-tokens 128"

@@ -38,6 +38,10 @@ enum Command {
         /// Or a model's shape (a `config.json`): a seeded random init, the same weights on both.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// With --config: the weights of a trainer checkpoint instead (e.g.
+        /// `runs/ppo-gpu/checkpoints/step-00000010/actor.mpk`).
+        #[arg(long, requires = "config")]
+        record: Option<PathBuf>,
     },
     /// Rollout generation speed: a random-init model samples a batch of responses (prints JSON).
     BenchGenerate {
@@ -132,9 +136,9 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::CompareBackends { model, config } => match (model, config) {
-            (Some(dir), _) => compare_backends(&dir, false),
-            (None, Some(config)) => compare_backends(&config, true),
+        Command::CompareBackends { model, config, record } => match (model, config) {
+            (Some(dir), _) => compare_backends(&dir, None, false),
+            (None, Some(config)) => compare_backends(&config, record.as_deref(), true),
             (None, None) => bail!("give --model DIR or --config CONFIG.json"),
         },
         Command::BenchGenerate { model, backend, batch, prompt_tokens, new_tokens, repeats } => {
@@ -208,7 +212,7 @@ fn cuda_pretrain(_: &PretrainConfig, _: &RunOptions) -> Result<trainer::train::r
 /// shapes, the first layer stage by stage, then the whole model (logits and batched greedy
 /// generation). Fails when the configured CUDA backend (`HABITS_CUDA_FUSION`) disagrees.
 #[cfg(feature = "cuda")]
-fn compare_backends(source: &std::path::Path, random: bool) -> Result<()> {
+fn compare_backends(source: &std::path::Path, record: Option<&std::path::Path>, shape_only: bool) -> Result<()> {
     use trainer::backend_check::{OpShapes, check_ops};
     let started = std::time::Instant::now();
     let shapes = OpShapes { batch: 256, heads: 8, kv_heads: 4, head_dim: 64, prompt: 96, capacity: 192, vocab: 128_256 };
@@ -216,9 +220,13 @@ fn compare_backends(source: &std::path::Path, random: bool) -> Result<()> {
         println!("op {:<60} CPU vs CUDA relative gap {:.3e}{}", g.op, g.gap, if g.gap > 1e-3 { "  DIFFERS" } else { "" });
     }
     println!("({:.0} s)", started.elapsed().as_secs_f64());
-    let cpu = if random {
+    let cpu = if shape_only {
         <trainer::Cpu as burn::prelude::Backend>::seed(&Default::default(), 17);
-        trainer::model::Llama::<trainer::Cpu>::random(&trainer::model::config::ModelConfig::from_file(source)?, &Default::default())
+        let random = trainer::model::Llama::<trainer::Cpu>::random(&trainer::model::config::ModelConfig::from_file(source)?, &Default::default());
+        match record {
+            Some(path) => trainer::train::checkpoint::read_module(&path.with_extension(""), random, &Default::default())?,
+            None => random,
+        }
     } else {
         trainer::weights::load_model::<trainer::Cpu>(source, &Default::default())?
     };
@@ -259,6 +267,6 @@ fn compare_model<G: burn::prelude::Backend>(
 }
 
 #[cfg(not(feature = "cuda"))]
-fn compare_backends(_: &std::path::Path, _: bool) -> Result<()> {
+fn compare_backends(_: &std::path::Path, _: Option<&std::path::Path>, _: bool) -> Result<()> {
     Err(without_cuda("run compare-backends with a build that has it (it compares the CPU with CUDA)"))
 }

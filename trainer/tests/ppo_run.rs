@@ -77,6 +77,10 @@ fn a_primed_model_runs_ppo_and_resumes_exactly() {
         }
     }
     assert_eq!(lines(&metrics, "eval").iter().map(|v| v["step"].as_u64().unwrap()).collect::<Vec<_>>(), vec![0, 2, 3], "before PPO, every 2 steps, at the end");
+    for v in lines(&metrics, "eval") {
+        // Rows generated alone equal the same rows of the batch on the CPU.
+        assert_eq!((v["score"]["rows_checked"].as_u64(), v["score"]["rows_differing"].as_u64()), (Some(4), Some(0)), "{v}");
+    }
     assert!(dir.join("checkpoints/step-00000003/actor.mpk").is_file() && dir.join("checkpoints/step-00000003/critic_optimizer.mpk").is_file());
     assert!(dir.join("reference.mpk").is_file());
     let samples = std::fs::read_to_string(dir.join("eval_samples.jsonl")).unwrap();

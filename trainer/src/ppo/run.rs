@@ -51,7 +51,14 @@ pub struct EvalScore {
     pub reward_mean: f64,
     pub format_rate: f64,
     pub response_tokens_mean: f64,
+    /// The first rows generated again one at a time: how many were checked, and how many
+    /// came out different from the batch (a backend that mixes rows up shows here).
+    pub rows_checked: usize,
+    pub rows_differing: usize,
 }
+
+/// Rows of each evaluation generated again alone, against the batched result.
+const ROWS_CHECKED: usize = 4;
 
 /// A priming set's train split, checked to be tokenized by the run's tokenizer.
 fn read_priming_set(dir: &Path, tok: &TextTokenizer) -> Result<Vec<crate::data::set::Sequence>> {
@@ -296,8 +303,21 @@ fn evaluate<B: Backend>(
     let sampling = Sampling { max_new_tokens: max_tokens, temperature: 0.0, top_p: 1.0, seed: 0, eos: Some(eos) };
     let (mut correct, mut formatted, mut reward, mut tokens) = (0usize, 0usize, 0.0, 0usize);
     let mut samples = Vec::new();
+    let (mut checked, mut differing) = (0, 0);
     for (chunk_tasks, chunk_prompts) in tasks.chunks(rows.max(1)).zip(prompts.chunks(rows.max(1))) {
         let generated = generate(model, chunk_prompts, &sampling, false)?;
+        if checked == 0 && chunk_prompts.len() > 1 {
+            for (prompt, batched) in chunk_prompts.iter().zip(&generated.tokens).take(ROWS_CHECKED) {
+                let alone = generate(model, std::slice::from_ref(prompt), &sampling, false)?.tokens;
+                checked += 1;
+                differing += usize::from(alone.first() != Some(batched));
+            }
+            if differing > 0 {
+                eprintln!(
+                    "warning: evaluation at step {step}: {differing} of {checked} rows generated alone differ from the same rows in the batch (the backend may mix rows up; `trainer compare-backends` checks it)"
+                );
+            }
+        }
         for ((task, prompt_ids), response) in chunk_tasks.iter().zip(chunk_prompts).zip(generated.tokens) {
             let full: Vec<u32> = prompt_ids.iter().chain(&response).copied().collect();
             let verdict = judge(&tok.decode(&full), task);
@@ -318,7 +338,14 @@ fn evaluate<B: Backend>(
         file.write(&s)?;
     }
     let n = tasks.len().max(1) as f64;
-    Ok(EvalScore { accuracy: correct as f64 / n, reward_mean: reward / n, format_rate: formatted as f64 / n, response_tokens_mean: tokens as f64 / n })
+    Ok(EvalScore {
+        accuracy: correct as f64 / n,
+        reward_mean: reward / n,
+        format_rate: formatted as f64 / n,
+        response_tokens_mean: tokens as f64 / n,
+        rows_checked: checked,
+        rows_differing: differing,
+    })
 }
 
 /// What a checkpoint must agree with to be resumed.
