@@ -9,13 +9,12 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use super::batch::WIDTH_BUCKET;
+use super::batch::Packed;
+use super::loss::token_logp;
 use super::tasks::Tasks;
 use crate::countdown::solver::solve;
 use crate::countdown::task::{Task, prompt};
 use crate::data::set::Sequence;
-use crate::generate::round_up;
-use crate::loss::{IGNORE, causal_lm_loss};
 use crate::model::Llama;
 use crate::tokenizer::TextTokenizer;
 use crate::train::clip::clip_global_norm;
@@ -32,15 +31,14 @@ pub fn trace(task: &Task, solution: &str) -> String {
     )
 }
 
-/// One training example: ids and labels (`IGNORE` on the prompt).
-pub fn example(tok: &TextTokenizer, bos: Option<u32>, eos: u32, task: &Task, solution: &str) -> Result<(Vec<u32>, Vec<i64>)> {
-    let mut ids: Vec<u32> = bos.into_iter().collect();
-    ids.extend(tok.encode(&prompt(task))?);
-    let prompt_len = ids.len();
-    ids.extend(tok.encode(&trace(task, solution))?);
-    ids.push(eos);
-    let labels = ids.iter().enumerate().map(|(i, &t)| if i < prompt_len { IGNORE } else { t as i64 }).collect();
-    Ok((ids, labels))
+/// One training example: the prompt's ids (after bos) and the completion's (the trace, then
+/// eos); the loss counts the completion only.
+pub fn example(tok: &TextTokenizer, bos: Option<u32>, eos: u32, task: &Task, solution: &str) -> Result<(Vec<u32>, Vec<u32>)> {
+    let mut prompt_ids: Vec<u32> = bos.into_iter().collect();
+    prompt_ids.extend(tok.encode(&prompt(task))?);
+    let mut completion = tok.encode(&trace(task, solution))?;
+    completion.push(eos);
+    Ok((prompt_ids, completion))
 }
 
 /// Where priming traces come from.
@@ -53,8 +51,8 @@ pub enum Traces<'a> {
 }
 
 impl Traces<'_> {
-    /// The ids and labels of step `step`'s `batch` rows.
-    fn rows(&self, step: usize, batch: usize, eos: u32) -> Result<Vec<(Vec<u32>, Vec<i64>)>> {
+    /// The (prompt, completion) ids of step `step`'s `batch` rows.
+    fn rows(&self, step: usize, batch: usize, eos: u32) -> Result<Vec<(Vec<u32>, Vec<u32>)>> {
         let rows = match self {
             Traces::Solver { tasks, tok, bos, first_step } => {
                 let mut rows = Vec::with_capacity(batch);
@@ -65,10 +63,9 @@ impl Traces<'_> {
                 rows
             }
             Traces::Set(sequences) => (0..batch.min(sequences.len()))
-                .map(|i| {
-                    let s = &sequences[(step * batch + i) % sequences.len()];
-                    (s.ids.clone(), s.ids.iter().enumerate().map(|(i, &t)| if i < s.prompt_len { IGNORE } else { t as i64 }).collect())
-                })
+                .map(|i| &sequences[(step * batch + i) % sequences.len()])
+                .filter(|s| s.prompt_len > 0 && s.prompt_len < s.ids.len())
+                .map(|s| (s.ids[..s.prompt_len].to_vec(), s.ids[s.prompt_len..].to_vec()))
                 .collect(),
         };
         if rows.is_empty() {
@@ -94,16 +91,13 @@ pub fn prime<B: AutodiffBackend>(
     let mut last = f64::NAN;
     for step in 0..steps {
         let rows = traces.rows(step, batch, eos)?;
-        // Widths and the logits' start in buckets: a few shapes for the whole priming.
-        let width = round_up(rows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0), WIDTH_BUCKET);
-        let ids: Vec<i64> = rows.iter().flat_map(|(ids, _)| ids.iter().map(|&t| t as i64).chain(std::iter::repeat_n(eos as i64, width - ids.len()))).collect();
-        let labels: Vec<i64> = rows.iter().flat_map(|(ids, labels)| labels.iter().copied().chain(std::iter::repeat_n(IGNORE, width - ids.len()))).collect();
-        let shape = [rows.len(), width];
-        // Logits only from the position before the first completion token of the shortest prompt.
-        let start = (rows.iter().map(|(_, labels)| labels.iter().position(|&l| l != IGNORE).unwrap_or(1)).min().unwrap_or(1) - 1) / WIDTH_BUCKET * WIDTH_BUCKET;
-        let labels = Tensor::<B, 2, Int>::from_data(TensorData::new(labels, shape), &device).narrow(1, start, width - start);
-        let logits = model.forward_range(Tensor::from_data(TensorData::new(ids, shape), &device), start, width - start);
-        let loss = causal_lm_loss(logits, labels);
+        // Packed like PPO's batches: widths and the logits' window in buckets, a few shapes
+        // for the whole priming; the mean log-likelihood loss over the completion tokens.
+        let pairs: Vec<(&[u32], &[u32])> = rows.iter().map(|(p, c)| (p.as_slice(), c.as_slice())).collect();
+        let packed = Packed::<B>::new(&pairs, eos, &device);
+        let mask = packed.mask();
+        let logp = token_logp(model.forward_range(packed.ids.clone(), packed.start, packed.len), packed.targets());
+        let loss = (logp * mask.clone()).sum().neg() / mask.sum().clamp_min(1.0);
         last = loss.clone().into_scalar().elem::<f64>();
         if !last.is_finite() {
             bail!("priming step {step}: the loss is {last}; lower prime.lr");

@@ -2,6 +2,7 @@
 //! `datasets.load_dataset` read (license, size, splits -> parquet shards), then what the
 //! set is, how it was made and what each column means.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::SetManifest;
@@ -28,17 +29,31 @@ pub enum Files {
 /// What the build writes: all three.
 pub const ALL_FILES: [Files; 3] = [Files::Parquet, Files::Jsonl, Files::Megatron];
 
+/// The YAML header the hub and `datasets.load_dataset` read: license, name, size, tags, and
+/// each split's files (`data`: a path pattern with `{split}`), then the closing `---`.
+pub fn yaml_header(license: &str, pretty_name: &str, tags: &[&str], rows: &BTreeMap<String, u64>, data: Option<&str>) -> String {
+    let mut s = String::from("---\n");
+    let _ = writeln!(s, "license: {license}");
+    s.push_str("language:\n- en\n");
+    let _ = writeln!(s, "pretty_name: {pretty_name}");
+    let _ = writeln!(s, "size_categories:\n- {}", size_category(rows.values().sum()));
+    s.push_str("task_categories:\n- text-generation\n");
+    s.push_str("tags:\n");
+    for tag in tags {
+        let _ = writeln!(s, "- {tag}");
+    }
+    if let Some(pattern) = data {
+        s.push_str("configs:\n- config_name: default\n  data_files:\n");
+        for split in rows.keys() {
+            let _ = writeln!(s, "  - split: {split}\n    path: {}", pattern.replace("{split}", split));
+        }
+    }
+    s.push_str("---\n\n");
+    s
+}
+
 /// Renders the card of a set folder holding `files`.
 pub fn render(m: &SetManifest, files: &[Files]) -> String {
-    let rows: u64 = m.splits.rows.values().sum();
-    let mut s = String::new();
-    s.push_str("---\n");
-    let _ = writeln!(s, "license: {}", m.config.license);
-    s.push_str("language:\n- en\n");
-    let _ = writeln!(s, "pretty_name: habits {} set ({})", m.set, m.run);
-    let _ = writeln!(s, "size_categories:\n- {}", size_category(rows));
-    s.push_str("task_categories:\n- text-generation\n");
-    s.push_str("tags:\n- math\n- reasoning\n- continued-pretraining\n");
     let data = if files.contains(&Files::Parquet) {
         Some("data/{split}-*.parquet")
     } else if files.contains(&Files::Jsonl) {
@@ -46,13 +61,8 @@ pub fn render(m: &SetManifest, files: &[Files]) -> String {
     } else {
         None
     };
-    if let Some(pattern) = data {
-        s.push_str("configs:\n- config_name: default\n  data_files:\n");
-        for split in m.splits.rows.keys() {
-            let _ = writeln!(s, "  - split: {split}\n    path: {}", pattern.replace("{split}", split));
-        }
-    }
-    s.push_str("---\n\n");
+    let pretty_name = format!("habits {} set ({})", m.set, m.run);
+    let mut s = yaml_header(&m.config.license, &pretty_name, &["math", "reasoning", "continued-pretraining"], &m.splits.rows, data);
     let _ = writeln!(s, "# habits: the {} set of run `{}`\n", m.set, m.run);
     let what = if m.set == "rich" {
         "math documents whose authors show reasoning habits (backtracking, verification, subgoal setting, backward chaining), rewritten into question / thoughts / answer with those habits kept"

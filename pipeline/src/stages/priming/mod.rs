@@ -192,7 +192,7 @@ pub async fn run_priming(cfg: &LoadedConfig, endpoints: &[String], model: Option
     for (set, name) in wanted.iter().enumerate() {
         let mine: Vec<&Example> = examples.iter().filter(|e| e.set == set).collect();
         let (test, train): (Vec<&Example>, Vec<&Example>) = mine.into_iter().partition(|e| is_test(&e.doc_id, b.seed, b.test_fraction));
-        let info = SetRows { name, run: &cfg.config.run.name, model: &model, statuses: statuses.get(*name).cloned().unwrap_or_default() };
+        let info = SetRows { name, run: &cfg.config.run.name, model: &model, license: &b.license, statuses: statuses.get(*name).cloned().unwrap_or_default() };
         let m = write_condition(&staging.join(name), &info, &[("train", train.as_slice()), ("test", test.as_slice())], &packing, &tokenizer_info)?;
         rows.insert(name.to_string(), m.splits.rows);
     }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::run_dir::{write_atomic, write_json};
 use crate::stages::build::examples::Example;
+use crate::stages::build::card::yaml_header;
 use crate::stages::build::shards::{Packing, SplitTotals, write_splits};
 use crate::stages::build::{FORMAT_VERSION, TokenizerInfo};
 
@@ -35,6 +36,8 @@ pub struct SetRows<'a> {
     pub name: &'a str,
     pub run: &'a str,
     pub model: &'a str,
+    /// Named in the dataset card (`build.license`).
+    pub license: &'a str,
     pub statuses: BTreeMap<String, u64>,
 }
 
@@ -51,20 +54,15 @@ pub fn write_condition(dir: &Path, info: &SetRows, splits: &[(&str, &[&Example])
         tokenizer: tokenizer.clone(),
         splits: write_splits(dir, splits, packing)?,
     };
-    write_atomic(&dir.join("README.md"), card(&m).as_bytes())?;
+    write_atomic(&dir.join("README.md"), card(&m, info.license).as_bytes())?;
     write_json(&dir.join("manifest.json"), &m)?;
     Ok(m)
 }
 
 /// The dataset card: the YAML header `datasets.load_dataset` reads, then what the set is.
-fn card(m: &PrimingSetManifest) -> String {
-    let mut s = String::from("---\nlicense: apache-2.0\nlanguage:\n- en\n");
-    let _ = writeln!(s, "pretty_name: habits priming set {} ({})", m.set, m.run);
-    s.push_str("task_categories:\n- text-generation\nconfigs:\n- config_name: default\n  data_files:\n");
-    for split in m.splits.rows.keys() {
-        let _ = writeln!(s, "  - split: {split}\n    path: data/{split}-*.parquet");
-    }
-    s.push_str("---\n\n");
+fn card(m: &PrimingSetManifest, license: &str) -> String {
+    let pretty_name = format!("habits priming set {} ({})", m.set, m.run);
+    let mut s = yaml_header(license, &pretty_name, &["math", "reasoning", "countdown"], &m.splits.rows, Some("data/{split}-*.parquet"));
     let _ = writeln!(s, "# Priming set `{}`\n", m.set);
     let _ = writeln!(
         s,
