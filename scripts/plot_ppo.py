@@ -33,10 +33,12 @@ def main():
     left.plot(es, [r["score"]["reward_mean"] for r in evals], "o-", color="tab:blue", label="held-out reward (greedy)")
     left.plot(es, [r["score"]["accuracy"] for r in evals], "o-", color="tab:orange", label="held-out accuracy (greedy)")
     left.set_xlabel("PPO step")
-    left.set_ylim(0, 1)
+    # Room above the highest point (a small model's rewards sit far below 1).
+    highest = max([r["reward_mean"] for r in train] + [r["score"]["reward_mean"] for r in evals] + [0.05])
+    left.set_ylim(0, min(1.0, highest * 1.3))
     left.grid(alpha=0.3)
     left.legend(loc="lower right", fontsize=8)
-    left.set_title(args.title)
+    left.set_title(args.title, fontsize=10)
 
     right.plot(steps, [r["response_tokens_mean"] for r in train], color="tab:green", label="rollout response tokens")
     right.plot(es, [r["score"]["response_tokens_mean"] for r in evals], "o-", color="tab:green", alpha=0.6, label="held-out response tokens")

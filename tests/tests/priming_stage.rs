@@ -3,8 +3,9 @@
 //! file; pyarrow reads every set and the study's reward scores every row as its condition
 //! requires; rejected replies (no tags, a wrong result, a right result where a wrong one was
 //! asked) are asked again once and then recorded, never written as rows; the controls
-//! follow the all-strategies traces; a rerun pays for nothing; and `trainer ppo` primes on
-//! one of the sets.
+//! follow the all-strategies traces; a rerun pays for nothing; `trainer ppo` primes on
+//! one of the sets; and the study's chain works: `trainer pretrain` (SFT) on a set, then
+//! `trainer ppo` from that run's newest checkpoint.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -139,23 +140,47 @@ print(json.dumps(out))
     assert_eq!(llm.seen().len(), before);
 
     // The trainer primes on a set (its train split) before PPO.
-    let ppo = tmp.path().join("ppo.toml");
-    std::fs::write(
-        &ppo,
-        format!(
-            "[model]\nconfig = \"{}\"\ntokenizer = \"{}\"\n\n[tasks]\neval_tasks = 2\n\n[tasks.generate]\nmin_numbers = 3\nmax_numbers = 3\nmax_number = 12\n\n\
-             [prime]\nsteps = 2\nbatch_size = 2\nlr = 1e-3\nset = \"{}\"\n\n\
-             [ppo]\nsteps = 1\nprompts_per_step = 2\nsamples = 2\nmax_response_tokens = 8\nmini_batch = 4\neval_every = 1\nsave_every = 1\n\n[output]\ndir = \"{}\"\n",
-            repo("configs/models/tiny-llama3.json").display(),
-            llama3_tokenizer().display(),
-            root.join("backtracking").display(),
-            tmp.path().join("ppo").display()
-        ),
-    )
-    .unwrap();
+    let ppo_config = |name: &str, model_extra: &str, prime: &str| -> PathBuf {
+        let path = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[model]\nconfig = \"{}\"\ntokenizer = \"{}\"\n{model_extra}\n[tasks]\neval_tasks = 2\n\n[tasks.generate]\nmin_numbers = 3\nmax_numbers = 3\nmax_number = 12\n\n{prime}\
+                 [ppo]\nsteps = 1\nprompts_per_step = 2\nsamples = 2\nmax_response_tokens = 8\nmini_batch = 4\neval_every = 1\nsave_every = 1\n\n[output]\ndir = \"{}\"\n",
+                repo("configs/models/tiny-llama3.json").display(),
+                llama3_tokenizer().display(),
+                tmp.path().join(name).display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let ppo = ppo_config("ppo", "", &format!("[prime]\nsteps = 2\nbatch_size = 2\nlr = 1e-3\nset = \"{}\"\n\n", root.join("backtracking").display()));
     let out = run_expect(Command::new(binary("trainer")).arg("ppo").arg("--config").arg(&ppo), true);
     let err = String::from_utf8_lossy(&out.stderr);
     let train_rows = sets["backtracking"].iter().filter(|r| r["split"] == "train").count();
     assert!(err.contains(&format!("prime: {train_rows} traces from {}", root.join("backtracking").display())), "{err}");
     assert!(err.contains("prime: 2 steps"), "{err}");
+
+    // The study's recipe: SFT on a set with `trainer pretrain`, then PPO from that run
+    // (model.weights = the run folder: its newest checkpoint's model).
+    let sft = tmp.path().join("sft.toml");
+    std::fs::write(
+        &sft,
+        format!(
+            "[model]\nconfig = \"{}\"\n\n[data]\nset = \"{}\"\nobjective = \"sft\"\nseq_len = 128\n\n\
+             [train]\nlr = 1e-3\nbatch_size = 2\nmax_steps = 2\nsave_every = 1\n\n[output]\ndir = \"{}\"\n",
+            repo("configs/models/tiny-llama3.json").display(),
+            root.join("all_strategies").display(),
+            tmp.path().join("sft").display()
+        ),
+    )
+    .unwrap();
+    run_expect(Command::new(binary("trainer")).arg("pretrain").arg("--config").arg(&sft), true);
+    let ppo = ppo_config("ppo-from-sft", &format!("weights = \"{}\"\n", tmp.path().join("sft").display()), "");
+    run_expect(Command::new(binary("trainer")).arg("ppo").arg("--config").arg(&ppo), true);
+    // The PPO run's frozen reference is its starting actor: the SFT run's last model.
+    let sft_model = std::fs::read(tmp.path().join("sft/checkpoints/step-00000002/model.mpk")).unwrap();
+    let reference = std::fs::read(tmp.path().join("ppo-from-sft/reference.mpk")).unwrap();
+    assert!(sft_model == reference, "PPO starts from the SFT run's newest checkpoint");
 }

@@ -1,10 +1,12 @@
 //! habits trainer: a Llama-family decoder on burn (`model`), Hugging Face weights
 //! (`weights`), the language-model loss (`loss`), the built sets as training data
 //! (`data`), continued pretraining (`train`), generation (`generate`, with its benchmark
-//! `generate_bench`), PPO on the Countdown game (`countdown`, `ppo`, `tokenizer`), and
-//! op-by-op agreement between backends (`backend_check`).
+//! `generate_bench`), PPO on the Countdown game (`countdown`, `ppo`, `tokenizer`),
+//! op-by-op agreement between backends (`backend_check`) and rows of a batch against
+//! themselves alone (`batch_check`).
 
 pub mod backend_check;
+pub mod batch_check;
 pub use countdown;
 pub mod data;
 pub mod generate;

@@ -31,17 +31,23 @@ enum Command {
     /// PPO on Countdown (resumes from the newest checkpoint in output.dir).
     Ppo(RunArgs),
     /// Logits of a model folder on the CPU and on CUDA; prints the largest relative gap.
-    CompareBackends {
-        /// A Hugging Face model folder (config.json + safetensors).
-        #[arg(long, required_unless_present = "config", conflicts_with = "config")]
-        model: Option<PathBuf>,
-        /// Or a model's shape (a `config.json`): a seeded random init, the same weights on both.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// With --config: the weights of a trainer checkpoint instead (e.g.
-        /// `runs/ppo-gpu/checkpoints/step-00000010/actor.mpk`).
-        #[arg(long, requires = "config")]
-        record: Option<PathBuf>,
+    CompareBackends(SourceArgs),
+    /// Rows of a batch against the same rows alone, on one backend: greedy generation of
+    /// a rollout-shaped batch (left-padded prompts of 80-92 tokens), then its first rows one
+    /// by one; prints each row's logits gap step by step and which row a mixed-up row took.
+    CheckBatch {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// "cpu" or "cuda" (HABITS_CUDA_FUSION=0: without burn's fusion).
+        #[arg(long, default_value = "cuda")]
+        backend: String,
+        #[arg(long, default_value_t = 256)]
+        rows: usize,
+        /// How many of the first rows are generated again alone.
+        #[arg(long, default_value_t = 6)]
+        alone: usize,
+        #[arg(long, default_value_t = 64)]
+        new_tokens: usize,
     },
     /// Rollout generation speed: a random-init model samples a batch of responses (prints JSON).
     BenchGenerate {
@@ -60,6 +66,22 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         repeats: usize,
     },
+}
+
+/// Which weights a check runs on.
+#[derive(clap::Args)]
+struct SourceArgs {
+    /// A Hugging Face model folder (config.json + safetensors).
+    #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+    model: Option<PathBuf>,
+    /// Or a model's shape (a `config.json`): a seeded random init (the same weights on
+    /// every backend).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// With --config: the weights of a trainer checkpoint instead (e.g.
+    /// `runs/ppo-gpu/checkpoints/step-00000010/actor.mpk`).
+    #[arg(long, requires = "config")]
+    record: Option<PathBuf>,
 }
 
 /// What both training commands take.
@@ -136,11 +158,20 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::CompareBackends { model, config, record } => match (model, config) {
-            (Some(dir), _) => compare_backends(&dir, None, false),
-            (None, Some(config)) => compare_backends(&config, record.as_deref(), true),
-            (None, None) => bail!("give --model DIR or --config CONFIG.json"),
-        },
+        Command::CompareBackends(source) => compare_backends(&ModelSource::new(source)?),
+        Command::CheckBatch { source, backend, rows, alone, new_tokens } => {
+            let source = ModelSource::new(source)?;
+            let check = BatchCheck { rows, alone, new_tokens };
+            let bad = match backend.as_str() {
+                "cpu" => check_batch::<trainer::Cpu>(&source, &check)?,
+                "cuda" => cuda_check_batch(&source, &check)?,
+                other => bail!("--backend {other}: use cpu or cuda"),
+            };
+            if bad > 0 {
+                bail!("{bad} of {alone} rows differ from themselves generated alone: the backend mixes rows up");
+            }
+            Ok(())
+        }
         Command::BenchGenerate { model, backend, batch, prompt_tokens, new_tokens, repeats } => {
             let config = trainer::model::config::ModelConfig::from_file(&model)?;
             let b = GenerateBench { batch, prompt_tokens, new_tokens, repeats };
@@ -153,6 +184,78 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Where a checked model's weights come from.
+enum ModelSource {
+    /// A Hugging Face folder.
+    Folder(PathBuf),
+    /// A shape: seeded random weights, or a trainer checkpoint's.
+    Shape { config: PathBuf, record: Option<PathBuf> },
+}
+
+impl ModelSource {
+    fn new(args: SourceArgs) -> Result<Self> {
+        match (args.model, args.config) {
+            (Some(dir), _) => Ok(ModelSource::Folder(dir)),
+            (None, Some(config)) => Ok(ModelSource::Shape { config, record: args.record }),
+            (None, None) => bail!("give --model DIR or --config CONFIG.json"),
+        }
+    }
+
+    fn load<B: burn::prelude::Backend>(&self, device: &B::Device) -> Result<trainer::model::Llama<B>> {
+        match self {
+            ModelSource::Folder(dir) => trainer::weights::load_model::<B>(dir, device),
+            ModelSource::Shape { config, record } => {
+                B::seed(device, 17);
+                let random = trainer::model::Llama::<B>::random(&trainer::model::config::ModelConfig::from_file(config)?, device);
+                match record {
+                    Some(path) => trainer::train::checkpoint::read_module(&path.with_extension(""), random, device),
+                    None => Ok(random),
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelSource::Folder(dir) => write!(f, "{}", dir.display()),
+            ModelSource::Shape { config, record: None } => write!(f, "{} (random weights)", config.display()),
+            ModelSource::Shape { config, record: Some(r) } => write!(f, "{} ({})", config.display(), r.display()),
+        }
+    }
+}
+
+/// What `check-batch` generates.
+struct BatchCheck {
+    rows: usize,
+    alone: usize,
+    new_tokens: usize,
+}
+
+/// Prints each checked row; returns how many differ from themselves alone.
+fn check_batch<B: burn::prelude::Backend>(source: &ModelSource, c: &BatchCheck) -> Result<usize> {
+    let started = std::time::Instant::now();
+    let model = source.load::<B>(&Default::default())?;
+    let prompts = trainer::batch_check::rollout_like_prompts(c.rows, model.config.vocab_size);
+    let checks = trainer::batch_check::batch_vs_alone(&model, &prompts, c.alone, c.new_tokens)?;
+    for check in &checks {
+        println!("{check}");
+    }
+    println!("{} rows at once, {} alone, {} new tokens ({:.0} s)", c.rows, checks.len(), c.new_tokens, started.elapsed().as_secs_f64());
+    Ok(checks.iter().filter(|c| c.first_bad.is_some() || !c.tokens_equal).count())
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_check_batch(source: &ModelSource, c: &BatchCheck) -> Result<usize> {
+    if cuda_fusion(true) { check_batch::<CudaFused>(source, c) } else { check_batch::<CudaPlain>(source, c) }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_check_batch(_: &ModelSource, _: &BatchCheck) -> Result<usize> {
+    Err(without_cuda("pass --backend cpu"))
 }
 
 /// The one error of every CUDA path in a build without the `cuda` feature.
@@ -168,16 +271,21 @@ type CudaFused = burn::backend::Cuda<f32, i32>;
 #[cfg(feature = "cuda")]
 type CudaPlain = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
 
+/// Whether a CUDA command runs with burn's fusion: `HABITS_CUDA_FUSION` (1 or 0) when set,
+/// else the command's default. PPO runs without it: on the GPU, a 90M actor trained with
+/// fusion generated other rows' answers in a batch (docs/PERF.md), without it every row
+/// its own; so does `bench-generate`, which measures PPO's rollouts. Pretraining and the
+/// checks keep it (2x faster training, docs/PERF.md).
 #[cfg(feature = "cuda")]
-fn cuda_fusion() -> bool {
-    let on = std::env::var("HABITS_CUDA_FUSION").map_or(true, |v| v != "0");
-    eprintln!("cuda: {}", if on { "with burn's fusion (HABITS_CUDA_FUSION=0 turns it off)" } else { "without burn's fusion (HABITS_CUDA_FUSION=0)" });
+fn cuda_fusion(default_on: bool) -> bool {
+    let on = std::env::var("HABITS_CUDA_FUSION").map_or(default_on, |v| v != "0");
+    eprintln!("cuda: {} (HABITS_CUDA_FUSION=1 or 0 picks)", if on { "with burn's fusion" } else { "without burn's fusion" });
     on
 }
 
 #[cfg(feature = "cuda")]
 fn cuda_bench_generate(config: &trainer::model::config::ModelConfig, b: &GenerateBench) -> Result<serde_json::Value> {
-    if cuda_fusion() { bench_generate::<CudaFused>(config, b, &Default::default()) } else { bench_generate::<CudaPlain>(config, b, &Default::default()) }
+    if cuda_fusion(false) { bench_generate::<CudaFused>(config, b, &Default::default()) } else { bench_generate::<CudaPlain>(config, b, &Default::default()) }
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -188,7 +296,7 @@ fn cuda_bench_generate(_: &trainer::model::config::ModelConfig, _: &GenerateBenc
 #[cfg(feature = "cuda")]
 fn cuda_ppo(cfg: &PpoConfig, opts: &RunOptions) -> Result<PpoSummary> {
     use burn::backend::Autodiff;
-    if cuda_fusion() { ppo::<Autodiff<CudaFused>>(cfg, &Default::default(), opts) } else { ppo::<Autodiff<CudaPlain>>(cfg, &Default::default(), opts) }
+    if cuda_fusion(false) { ppo::<Autodiff<CudaFused>>(cfg, &Default::default(), opts) } else { ppo::<Autodiff<CudaPlain>>(cfg, &Default::default(), opts) }
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -200,7 +308,7 @@ fn cuda_ppo(_: &PpoConfig, _: &RunOptions) -> Result<PpoSummary> {
 fn cuda_pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<trainer::train::run::Summary> {
     use burn::backend::Autodiff;
     eprintln!("cuda: the first steps compile and tune kernels (minutes on a 1B model); the steady speed comes after");
-    if cuda_fusion() { pretrain::<Autodiff<CudaFused>>(cfg, &Default::default(), opts) } else { pretrain::<Autodiff<CudaPlain>>(cfg, &Default::default(), opts) }
+    if cuda_fusion(true) { pretrain::<Autodiff<CudaFused>>(cfg, &Default::default(), opts) } else { pretrain::<Autodiff<CudaPlain>>(cfg, &Default::default(), opts) }
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -212,7 +320,7 @@ fn cuda_pretrain(_: &PretrainConfig, _: &RunOptions) -> Result<trainer::train::r
 /// shapes, the first layer stage by stage, then the whole model (logits and batched greedy
 /// generation). Fails when the configured CUDA backend (`HABITS_CUDA_FUSION`) disagrees.
 #[cfg(feature = "cuda")]
-fn compare_backends(source: &std::path::Path, record: Option<&std::path::Path>, shape_only: bool) -> Result<()> {
+fn compare_backends(source: &ModelSource) -> Result<()> {
     use trainer::backend_check::{OpShapes, check_ops};
     let started = std::time::Instant::now();
     let shapes = OpShapes { batch: 256, heads: 8, kv_heads: 4, head_dim: 64, prompt: 96, capacity: 192, vocab: 128_256 };
@@ -220,29 +328,21 @@ fn compare_backends(source: &std::path::Path, record: Option<&std::path::Path>, 
         println!("op {g}");
     }
     println!("({:.0} s)", started.elapsed().as_secs_f64());
-    let cpu = if shape_only {
-        <trainer::Cpu as burn::prelude::Backend>::seed(&Default::default(), 17);
-        let random = trainer::model::Llama::<trainer::Cpu>::random(&trainer::model::config::ModelConfig::from_file(source)?, &Default::default());
-        match record {
-            Some(path) => trainer::train::checkpoint::read_module(&path.with_extension(""), random, &Default::default())?,
-            None => random,
-        }
-    } else {
-        trainer::weights::load_model::<trainer::Cpu>(source, &Default::default())?
-    };
+    let cpu = source.load::<trainer::Cpu>(&Default::default())?;
+    let name = source.to_string();
     // The GPU models get the CPU model's weights (a record written once; burn's records do
     // not depend on the backend).
     let record = std::env::temp_dir().join(format!("habits-compare-{}", std::process::id()));
     trainer::train::checkpoint::write_module(&record, &cpu)?;
-    let fused = compare_model::<CudaFused>(source, &record, &cpu, "CUDA with fusion", started);
-    let plain = compare_model::<CudaPlain>(source, &record, &cpu, "CUDA without fusion", started);
+    let fused = compare_model::<CudaFused>(&name, &record, &cpu, "CUDA with fusion", started);
+    let plain = compare_model::<CudaPlain>(&name, &record, &cpu, "CUDA without fusion", started);
     std::fs::remove_file(record.with_extension("mpk")).ok();
-    if cuda_fusion() { fused } else { plain }
+    if cuda_fusion(true) { fused } else { plain }
 }
 
 #[cfg(feature = "cuda")]
 fn compare_model<G: burn::prelude::Backend>(
-    dir: &std::path::Path,
+    source: &str,
     record: &std::path::Path,
     cpu: &trainer::model::Llama<trainer::Cpu>,
     name: &str,
@@ -257,16 +357,16 @@ fn compare_model<G: burn::prelude::Backend>(
     for g in trainer::backend_check::trace_first_layer(cpu, &gpu, &ids, [rows, len]) {
         println!("{name}: {g}");
     }
-    let report = |l: &str| println!("{}, {name}: {l} ({:.0} s)", dir.display(), started.elapsed().as_secs_f64());
+    let report = |l: &str| println!("{source}, {name}: {l} ({:.0} s)", started.elapsed().as_secs_f64());
     let verdict = trainer::backend_check::compare_models(cpu, &gpu, report);
     match &verdict {
-        Ok(()) => println!("{}, {name}: AGREES with the CPU", dir.display()),
-        Err(e) => println!("{}, {name}: DIFFERS: {e:#}", dir.display()),
+        Ok(()) => println!("{source}, {name}: AGREES with the CPU"),
+        Err(e) => println!("{source}, {name}: DIFFERS: {e:#}"),
     }
     verdict
 }
 
 #[cfg(not(feature = "cuda"))]
-fn compare_backends(_: &std::path::Path, _: Option<&std::path::Path>, _: bool) -> Result<()> {
+fn compare_backends(_: &ModelSource) -> Result<()> {
     Err(without_cuda("run compare-backends with a build that has it (it compares the CPU with CUDA)"))
 }

@@ -107,8 +107,13 @@ pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<Llama<B>
     load_weights(&config, dir, device)
 }
 
-/// Loads weights from a file, index or folder for a known config.
+/// Loads weights for a known config: Hugging Face safetensors (a file, an index or a folder
+/// holding either), or a trainer checkpoint (a `.mpk` record, a checkpoint folder or a run
+/// folder; `train::start_from`).
 pub fn load_weights<B: Backend>(config: &ModelConfig, weights: &Path, device: &B::Device) -> Result<Llama<B>> {
+    if let Some(record) = crate::train::start_from::trainer_record(weights)? {
+        return crate::train::start_from::read_model(config, &record, device);
+    }
     let mut ckpt = Checkpoint::open(weights)?;
     Llama::build(config, &mut ckpt, device).with_context(|| format!("cannot load {}", weights.display()))
 }

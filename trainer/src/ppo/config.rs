@@ -278,3 +278,22 @@ impl PpoConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_ppo_config_loads() {
+        let paths = crate::train::config::shipped_configs(&["ppo"]);
+        let names: Vec<String> = paths.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["ppo-gpu.toml", "ppo-tiny.toml", "ppo.toml"]);
+        for path in &paths {
+            let c = PpoConfig::load(path).unwrap_or_else(|e| panic!("{e:#}"));
+            // Shapes shipped in configs/models must be there (the 3B weights are the user's).
+            if c.model.config.to_string_lossy().contains("configs/models/") {
+                assert!(c.model.config.is_file(), "{}: model.config {} is not a file", path.display(), c.model.config.display());
+            }
+        }
+    }
+}

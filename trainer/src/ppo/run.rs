@@ -314,7 +314,7 @@ fn evaluate<B: Backend>(
             }
             if differing > 0 {
                 eprintln!(
-                    "warning: evaluation at step {step}: {differing} of {checked} rows generated alone differ from the same rows in the batch (the backend may mix rows up; `trainer compare-backends` checks it)"
+                    "warning: evaluation at step {step}: {differing} of {checked} rows generated alone differ from the same rows in the batch (the backend mixes rows up: responses are scored against other rows' tasks; `trainer check-batch` checks a backend, HABITS_CUDA_FUSION=0 runs CUDA without burn's fusion)"
                 );
             }
         }

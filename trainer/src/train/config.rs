@@ -180,3 +180,35 @@ pub(crate) fn base_dir(path: &Path) -> PathBuf {
     let dir = abs.parent().map(Path::to_path_buf).unwrap_or_default();
     if dir.file_name().is_some_and(|n| n == "configs") { dir.parent().map(Path::to_path_buf).unwrap_or(dir) } else { dir }
 }
+
+/// The shipped `configs/*.toml` whose names start with one of `prefixes`, sorted (tests).
+#[cfg(test)]
+pub(crate) fn shipped_configs(prefixes: &[&str]) -> Vec<PathBuf> {
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&configs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.ends_with(".toml") && prefixes.iter().any(|prefix| name.starts_with(prefix))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_pretraining_config_loads() {
+        let paths = shipped_configs(&["pretrain", "prime-sft"]);
+        let names: Vec<String> = paths.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["pretrain-tiny.toml", "pretrain.toml", "prime-sft.toml"]);
+        for path in &paths {
+            PretrainConfig::load(path).unwrap_or_else(|e| panic!("{e:#}"));
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Continued pretraining / SFT: the config (`config`), the learning-rate schedule
 //! (`schedule`), global gradient-norm clipping (`clip`), checkpoints that resume exactly
-//! (`checkpoint`), metrics (`metrics`) and the loop (`run`).
+//! (`checkpoint`), trainer checkpoints as starting weights (`start_from`), metrics
+//! (`metrics`) and the loop (`run`).
 
 pub mod checkpoint;
 pub mod clip;
@@ -8,3 +9,4 @@ pub mod config;
 pub mod metrics;
 pub mod run;
 pub mod schedule;
+pub mod start_from;
