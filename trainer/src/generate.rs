@@ -2,12 +2,16 @@
 //! multiple of `PROMPT_BUCKET`), the prefill runs them at once, then one token per step;
 //! each row has its own positions (padding does not count) and never attends to its
 //! padding. The cache has its full capacity from the prefill on, so every decoding step
-//! has the same shapes. Greedy picks on the device (only the chosen ids come back);
-//! temperature + top-p sampling draws on the host, rows in parallel, each row from its own
-//! seeded stream.
+//! has the same shapes. Greedy picks, and sampling without a top-p cut (PPO's rollouts),
+//! happen on the device: only the chosen ids come back, not `[rows, vocab]` logits each
+//! step. Sampling there is the Gumbel-max draw (the argmax of logits / T plus Gumbel noise
+//! is distributed as softmax(logits / T)) from the backend's generator, seeded per call.
+//! A top-p cut draws on the host instead, rows in parallel, each from its own seeded
+//! stream.
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
+use burn::tensor::Distribution;
 
 use crate::model::Llama;
 
@@ -74,10 +78,14 @@ pub fn generate<B: Backend>(model: &Llama<B>, prompts: &[Vec<u32>], s: &Sampling
     let mut logits = model.forward_cached(ids, &positions, mask, &mut caches);
     let mut next_pos: Vec<usize> = prompts.iter().map(Vec::len).collect();
 
+    let on_device = !keep_logits && (s.temperature <= 0.0 || s.top_p >= 1.0);
+    if on_device && s.temperature > 0.0 {
+        B::seed(&device, s.seed);
+    }
     for step in 0..s.max_new_tokens {
-        let picked = if s.temperature <= 0.0 && !keep_logits {
+        let picked = if on_device {
             let vocab = logits.dims()[2];
-            let ids = logits.reshape([b, vocab]).argmax(1).into_data().convert::<i64>().to_vec::<i64>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let ids = device_pick(logits.reshape([b, vocab]), s.temperature).into_data().convert::<i64>().to_vec::<i64>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
             ids.into_iter().map(|t| t as u32).collect()
         } else {
             let vocab = logits.dims()[2];
@@ -114,6 +122,20 @@ pub fn generate<B: Backend>(model: &Llama<B>, prompts: &[Vec<u32>], s: &Sampling
         logits = model.forward_cached(ids, &positions, mask, &mut caches);
     }
     Ok(out)
+}
+
+/// One token per row of `logits` (`[rows, vocab]`) on the device: the argmax (greedy,
+/// `temperature` 0), or a draw from softmax(logits / temperature) by the Gumbel-max trick.
+pub fn device_pick<B: Backend>(logits: Tensor<B, 2>, temperature: f64) -> Tensor<B, 1, Int> {
+    if temperature <= 0.0 {
+        return logits.argmax(1).flatten(0, 1);
+    }
+    // U strictly inside (0, 1), so that -ln(-ln U) is finite: an f32 uniform can round to
+    // 1.0, which would give one token an infinite score (over 33 million draws a step, a
+    // few would).
+    let u = Tensor::<B, 2>::random(logits.shape(), Distribution::Uniform(0.0, 1.0), &logits.device()).clamp(1e-20, 1.0 - f64::from(f32::EPSILON) / 2.0);
+    let gumbel = u.log().neg().log().neg();
+    (logits / temperature + gumbel).argmax(1).flatten(0, 1)
 }
 
 /// One token per row that is not done (a placeholder for the others), rows split over the

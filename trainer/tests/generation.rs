@@ -72,3 +72,46 @@ fn greedy_tokens_equal_transformers_generate() {
         assert_eq!(out.tokens, want, "{name}: left-padded batched greedy generation differs from transformers");
     }
 }
+
+/// The CPU backend's generator is one for the process: tests that seed it and draw must
+/// not interleave.
+static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn device_draws_follow_the_tempered_softmax() {
+    let _rng = BACKEND_RNG.lock().unwrap();
+    // 40,000 rows of the same four logits: the share of each token must be its probability
+    // under softmax(logits / T), within 4 standard errors, at T = 1 and T = 0.5.
+    type B = Cpu;
+    let device = Default::default();
+    let p = [0.1f64, 0.2, 0.3, 0.4];
+    let rows = 40_000;
+    let logits: Vec<f32> = (0..rows).flat_map(|_| p.iter().map(|x| x.ln() as f32)).collect();
+    for temperature in [1.0, 0.5] {
+        <B as burn::prelude::Backend>::seed(&device, 11);
+        let t = burn::prelude::Tensor::<B, 2>::from_data(burn::prelude::TensorData::new(logits.clone(), [rows, 4]), &device);
+        let picked = trainer::generate::device_pick(t, temperature).into_data().convert::<i64>().to_vec::<i64>().unwrap();
+        let weights: Vec<f64> = p.iter().map(|x| x.powf(1.0 / temperature)).collect();
+        let total: f64 = weights.iter().sum();
+        for (token, w) in weights.iter().enumerate() {
+            let want = w / total;
+            let got = picked.iter().filter(|&&t| t == token as i64).count() as f64 / rows as f64;
+            let se = (want * (1.0 - want) / rows as f64).sqrt();
+            assert!((got - want).abs() < 4.0 * se, "T = {temperature}, token {token}: share {got:.4}, expected {want:.4}");
+        }
+    }
+}
+
+#[test]
+fn device_sampling_is_seeded() {
+    let _rng = BACKEND_RNG.lock().unwrap();
+    let device = Default::default();
+    let model = load_model::<Cpu>(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama"), &device).unwrap();
+    let prompts = vec![vec![5, 17, 99], vec![7, 8]];
+    // top_p = 1: the draws happen on the device.
+    let s = Sampling { max_new_tokens: 12, temperature: 1.0, top_p: 1.0, seed: 3, eos: None };
+    let a = generate(&model, &prompts, &s, false).unwrap();
+    assert_eq!(a.tokens, generate(&model, &prompts, &s, false).unwrap().tokens);
+    assert_ne!(a.tokens, generate(&model, &prompts, &Sampling { seed: 4, ..s.clone() }, false).unwrap().tokens);
+    assert!(a.tokens.iter().all(|row| row.len() == 12));
+}
