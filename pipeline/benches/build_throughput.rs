@@ -48,8 +48,15 @@ fn examples(n: usize, mean_chars: usize) -> Vec<Example> {
 
 /// Ours: tokenize + pack; returns (seconds, tokens).
 fn ours(tokenizer: &tokenizers::Tokenizer, mut ex: Vec<Example>, prefix: &Path) -> (f64, u64) {
-    let packing =
-        Packing { bos: Some(128_000), eos: Some(128_001), max_completion_tokens: 4096, dtype: TokenType::I32, template_hash: "t", shard_rows: usize::MAX, set_names: &["rich", "control"] };
+    let packing = Packing {
+        bos: Some(128_000),
+        eos: Some(128_001),
+        max_completion_tokens: 4096,
+        dtype: TokenType::I32,
+        template_hash: "t",
+        shard_rows: usize::MAX,
+        set_names: &["rich", "control"],
+    };
     let t = Instant::now();
     tokenize(tokenizer, &mut ex).unwrap();
     let mut w = MegatronWriter::create(prefix, TokenType::I32).unwrap();

@@ -730,7 +730,7 @@ impl Config {
         if self.sample.batch_rows == 0 || self.sample.part_rows == 0 {
             bail!("sample.batch_rows and sample.part_rows must be at least 1");
         }
-        if !(self.plan.bytes_per_token > 0.0) || !(0.0..=1.0).contains(&self.plan.rewrite_share) {
+        if !self.plan.bytes_per_token.is_finite() || self.plan.bytes_per_token <= 0.0 || !(0.0..=1.0).contains(&self.plan.rewrite_share) {
             bail!("plan.bytes_per_token must be > 0 and plan.rewrite_share within 0..=1");
         }
         if self.llm.min_concurrency == 0 || self.llm.min_concurrency > self.llm.max_concurrency || self.llm.max_attempts == 0 {
@@ -798,7 +798,7 @@ impl SourceConfig {
         if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             bail!("source name `{n}` must use only letters, digits, `-`, `_`, `.`");
         }
-        if !(self.weight > 0.0) || !self.weight.is_finite() {
+        if !self.weight.is_finite() || self.weight <= 0.0 {
             bail!("source `{n}`: weight must be a positive number, got {}", self.weight);
         }
         match self.kind.as_str() {

@@ -220,10 +220,10 @@ fn api_fault(st: &mut State, target: &Target) -> Option<Response> {
 fn handle_api(state: &Arc<Mutex<State>>, r: &Request) -> Response {
     let mut st = state.lock().unwrap();
     log(&mut st, "api", r, None);
-    if let Some(t) = &st.token {
-        if r.header("authorization") != Some(&format!("Bearer {t}")) {
-            return error(401, "Unauthorized", "Invalid username or password.");
-        }
+    if let Some(t) = &st.token
+        && r.header("authorization") != Some(&format!("Bearer {t}"))
+    {
+        return error(401, "Unauthorized", "Invalid username or password.");
     }
     let path = r.path().to_string();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -300,10 +300,8 @@ fn handle_cdn(state: &Arc<Mutex<State>>, r: &Request) -> Response {
     let Some(file) = file else { return Response::new(404).body("NoSuchKey") };
     let fault = if r.method == "GET" { next_fault(&mut st, &Target::Download(file.path.clone())) } else { None };
     drop(st);
-    if let Some(f) = &fault {
-        if let Some(resp) = status_fault(f) {
-            return resp;
-        }
+    if let Some(resp) = fault.as_ref().and_then(status_fault) {
+        return resp;
     }
     let mut resp = serve_bytes(r, &file.bytes).header("ETag", format!("\"{}\"", file.sha256()));
     match fault {
@@ -372,12 +370,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;

@@ -104,7 +104,8 @@ pub fn document_of(prompt: &str) -> String {
 /// solver's equation (for `all_strategies_wrong`, a well-formed one that misses), after
 /// thoughts that name the condition and say "instead" and "check".
 pub fn expected_priming(task: &str, puzzle: &str) -> String {
-    let nums: Vec<i64> = puzzle.lines().next().and_then(|l| l.strip_prefix("Numbers: ")).map(|l| l.split(", ").filter_map(|n| n.parse().ok()).collect()).unwrap_or_default();
+    let nums: Vec<i64> =
+        puzzle.lines().next().and_then(|l| l.strip_prefix("Numbers: ")).map(|l| l.split(", ").filter_map(|n| n.parse().ok()).collect()).unwrap_or_default();
     let target: i64 = puzzle.lines().nth(1).and_then(|l| l.strip_prefix("Target: ")).and_then(|t| t.parse().ok()).unwrap_or(0);
     let equation = if task.ends_with("_wrong") {
         let joined = |op: &str| nums.iter().map(i64::to_string).collect::<Vec<_>>().join(op);
@@ -251,8 +252,7 @@ fn handle(state: &Arc<Mutex<State>>, r: &Request) -> Response {
     let (task, document) = (task_of(&prompt), document_of(&prompt));
     let (fault, delay) = {
         let mut st = state.lock().unwrap();
-        let fault =
-            st.rules.iter_mut().find(|(m, t, q)| document.contains(m.as_str()) && task_matches(&task, t) && !q.is_empty()).map(|(_, _, q)| q.remove(0));
+        let fault = st.rules.iter_mut().find(|(m, t, q)| document.contains(m.as_str()) && task_matches(&task, t) && !q.is_empty()).map(|(_, _, q)| q.remove(0));
         (fault, st.delay_ms)
     };
     if delay > 0 {

@@ -29,7 +29,10 @@ fn priming_config(dir: &Path, llm: &FakeLlm, tasks: &Path) -> PathBuf {
         .replace("dir = \"runs\"", &format!("dir = \"{}\"", dir.join("runs").display()))
         .replace("endpoints = [\"http://127.0.0.1:8000/v1\"]", &format!("endpoints = [\"{}\"]\nbackoff_ms = 10\ntimeout_s = 5", llm.endpoint()))
         .replace("model = \"Qwen/Qwen2.5-32B-Instruct\"", "model = \"fake\"")
-        .replace("prompts_dir = \"configs/prompts/priming\"", &format!("prompts_dir = \"{}\"\ntasks_file = \"{}\"", repo("configs/prompts/priming").display(), tasks.display()))
+        .replace(
+            "prompts_dir = \"configs/prompts/priming\"",
+            &format!("prompts_dir = \"{}\"\ntasks_file = \"{}\"", repo("configs/prompts/priming").display(), tasks.display()),
+        )
         .replace("tasks = 1000", "tasks = 6")
         .replace("reasks = 2", "reasks = 1")
         .replace("tokenizer = \"${HABITS_CACHE}/tokenizers/llama3/tokenizer.json\"", &format!("tokenizer = \"{}\"", llama3_tokenizer().display()))
@@ -96,7 +99,12 @@ print(json.dumps(out))
 "#;
     let sets: BTreeMap<String, Vec<serde_json::Value>> = serde_json::from_str(&python(script, &[root.to_str().unwrap()], &[])).unwrap();
     assert_eq!(sets.len(), 8, "{:?}", sets.keys());
-    let task_of = |prompt: &str| PUZZLES.iter().find(|(t, n)| prompt.contains(&format!("{}, {}, {} exactly once", n[0], n[1], n[2])) && prompt.contains(&format!("value is {t}."))).unwrap();
+    let task_of = |prompt: &str| {
+        PUZZLES
+            .iter()
+            .find(|(t, n)| prompt.contains(&format!("{}, {}, {} exactly once", n[0], n[1], n[2])) && prompt.contains(&format!("value is {t}.")))
+            .unwrap()
+    };
     let mut by_condition: BTreeMap<&str, BTreeMap<String, (String, u64)>> = BTreeMap::new();
     for (condition, rows) in &sets {
         let expected_rows = status(if condition == "placeholder" { "all_strategies" } else { condition })["ok"];
@@ -117,7 +125,10 @@ print(json.dumps(out))
                 "placeholder" => assert!(thoughts.trim_end().len() > 10 && thoughts.trim_end().chars().all(|c| c == '.'), "{completion}"),
                 _ => assert!(thoughts.contains(&format!("Condition priming_{condition}.")), "{condition}: {completion}"),
             }
-            by_condition.entry(condition).or_default().insert(row["doc_id"].as_str().unwrap().to_string(), (row["split"].as_str().unwrap().into(), row["completion_tokens"].as_u64().unwrap()));
+            by_condition
+                .entry(condition)
+                .or_default()
+                .insert(row["doc_id"].as_str().unwrap().to_string(), (row["split"].as_str().unwrap().into(), row["completion_tokens"].as_u64().unwrap()));
         }
     }
     // The controls are the all-strategies puzzles, in the same splits; the placeholder

@@ -78,7 +78,11 @@ pub fn check_ops<R: Backend, T: Backend>(s: OpShapes, reference: &R::Device, tes
         attend("masked attention, prefill over the cache", &q_pre, Some(&prefill_mask), tq, tk);
         attend("masked attention, one decoding step", &q_step, Some(&step_mask), 1, tk);
     }
-    add("cache update (cat with zeros + add)".into(), run_cache_update::<R>(&k_cache, &k_new, s, reference), run_cache_update::<T>(&k_cache, &k_new, s, tested));
+    add(
+        "cache update (cat with zeros + add)".into(),
+        run_cache_update::<R>(&k_cache, &k_new, s, reference),
+        run_cache_update::<T>(&k_cache, &k_new, s, tested),
+    );
     add("LM head on the last position + argmax".into(), run_last_argmax::<R>(&hidden, &head, s, reference), run_last_argmax::<T>(&hidden, &head, s, tested));
     let logits = floats(&mut rng, b * vocab);
     add("argmax over the vocabulary".into(), run_argmax::<R>(&logits, [b, vocab], reference), run_argmax::<T>(&logits, [b, vocab], tested));
@@ -111,10 +115,13 @@ fn stages<B: Backend>(m: &Llama<B>, ids: &[i64], [b, t]: [usize; 2]) -> Vec<(&'s
         ("k by head, rope", host(projected().1)),
         ("v by head", host(projected().2)),
         ("k heads repeated (gqa)", host(attn.repeat_kv(projected().1))),
-        ("causal attention", host({
-            let (q, k, v) = projected();
-            attn.attend(q, k, v, None)
-        })),
+        (
+            "causal attention",
+            host({
+                let (q, k, v) = projected();
+                attn.attend(q, k, v, None)
+            }),
+        ),
         ("attention block", host(attn.forward(normed(), &at, None))),
         ("layer 0", host(layer.forward(embedded(), &at, None))),
         ("final hidden states", host(m.hidden(ids()))),
@@ -184,7 +191,17 @@ fn run_repeat_kv<B: Backend>(x: &[f32], [b, n, t, d]: [usize; 4], heads: usize, 
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_attention<B: Backend>(q: &[f32], k: &[f32], v: &[f32], mask: Option<&[bool]>, s: OpShapes, tq: usize, keys: usize, fused: bool, device: &B::Device) -> Vec<f32> {
+fn run_attention<B: Backend>(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: Option<&[bool]>,
+    s: OpShapes,
+    tq: usize,
+    keys: usize,
+    fused: bool,
+    device: &B::Device,
+) -> Vec<f32> {
     let OpShapes { batch: b, heads: h, kv_heads: kv, head_dim: d, capacity, .. } = s;
     let rep = h / kv;
     let expand = |x: &[f32]| {

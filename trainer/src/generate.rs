@@ -85,7 +85,8 @@ pub fn generate<B: Backend>(model: &Llama<B>, prompts: &[Vec<u32>], s: &Sampling
     for step in 0..s.max_new_tokens {
         let picked = if on_device {
             let vocab = logits.dims()[2];
-            let ids = device_pick(logits.reshape([b, vocab]), s.temperature).into_data().convert::<i64>().to_vec::<i64>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let ids =
+                device_pick(logits.reshape([b, vocab]), s.temperature).into_data().convert::<i64>().to_vec::<i64>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
             ids.into_iter().map(|t| t as u32).collect()
         } else {
             let vocab = logits.dims()[2];

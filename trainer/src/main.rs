@@ -308,7 +308,11 @@ fn cuda_ppo(_: &PpoConfig, _: &RunOptions) -> Result<PpoSummary> {
 fn cuda_pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<trainer::train::run::Summary> {
     use burn::backend::Autodiff;
     eprintln!("cuda: the first steps compile and tune kernels (minutes on a 1B model); the steady speed comes after");
-    if cuda_fusion(true) { pretrain::<Autodiff<CudaFused>>(cfg, &Default::default(), opts) } else { pretrain::<Autodiff<CudaPlain>>(cfg, &Default::default(), opts) }
+    if cuda_fusion(true) {
+        pretrain::<Autodiff<CudaFused>>(cfg, &Default::default(), opts)
+    } else {
+        pretrain::<Autodiff<CudaPlain>>(cfg, &Default::default(), opts)
+    }
 }
 
 #[cfg(not(feature = "cuda"))]

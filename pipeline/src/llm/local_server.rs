@@ -65,10 +65,10 @@ impl LocalServer {
             if let Some(status) = self.child.try_wait()? {
                 bail!("llama-server exited with {status} while starting; its log: {}\n{}", self.log.display(), tail(&self.log));
             }
-            if let Ok(r) = http.get(&url).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
+            if let Ok(r) = http.get(&url).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
             }
             if started.elapsed() > timeout {
                 bail!("llama-server was not ready after {:?} (llm.serve.startup_timeout_s); its log: {}\n{}", timeout, self.log.display(), tail(&self.log));

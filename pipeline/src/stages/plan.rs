@@ -59,10 +59,10 @@ pub async fn plan(cfg: &LoadedConfig, cache_dir: Option<std::path::PathBuf>) -> 
             let (r, t) = count_file(f, inputs.client.as_ref(), &s.source.text_column).await?;
             rows += r;
             text_bytes += t;
-            if let (Location::Hub { repo, commit, file }, Some(dest)) = (&f.location, &cache) {
-                if !dest.slot(repo, commit, &file.path, file.etag()).is_complete(file.etag()) {
-                    to_download += f.size;
-                }
+            if let (Location::Hub { repo, commit, file }, Some(dest)) = (&f.location, &cache)
+                && !dest.slot(repo, commit, &file.path, file.etag()).is_complete(file.etag())
+            {
+                to_download += f.size;
             }
         }
         sources.push(SourcePlan {

@@ -64,7 +64,11 @@ const ROWS_CHECKED: usize = 4;
 fn read_priming_set(dir: &Path, tok: &TextTokenizer) -> Result<Vec<crate::data::set::Sequence>> {
     let (sequences, info) = crate::data::set::read_split(dir, "train")?;
     if info.tokenizer_sha256 != tok.sha256()? {
-        bail!("the priming set {} was tokenized with another tokenizer than {}: build it with the run's tokenizer (build.tokenizer)", dir.display(), tok.path.display());
+        bail!(
+            "the priming set {} was tokenized with another tokenizer than {}: build it with the run's tokenizer (build.tokenizer)",
+            dir.display(),
+            tok.path.display()
+        );
     }
     if sequences.is_empty() {
         bail!("the priming set {} has no train rows: see its manifest.json (statuses) and rerun `pipeline prime`", dir.display());

@@ -50,10 +50,7 @@ pub fn read_model<B: Backend>(config: &ModelConfig, record: &Path, device: &B::D
         );
     }
     if let Some((i, (want, got))) = expected.iter().zip(&found).enumerate().find(|(_, (w, g))| w != g) {
-        bail!(
-            "{}.mpk: parameter {i} has shape {got:?} where model.config asks for {want:?}: it was trained with another model config",
-            record.display()
-        );
+        bail!("{}.mpk: parameter {i} has shape {got:?} where model.config asks for {want:?}: it was trained with another model config", record.display());
     }
     Ok(model)
 }

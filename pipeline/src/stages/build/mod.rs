@@ -107,7 +107,15 @@ pub fn run_build(cfg: &LoadedConfig) -> Result<BuildManifest> {
     let started = std::time::Instant::now();
     tokenize(&tokenizer, &mut examples)?;
     tracing::info!("build: tokenized {} examples in {:.1}s", examples.len(), started.elapsed().as_secs_f64());
-    let packing = Packing { bos, eos, max_completion_tokens: b.max_completion_tokens as usize, dtype, template_hash: &template.hash, shard_rows: b.shard_rows, set_names: &SETS };
+    let packing = Packing {
+        bos,
+        eos,
+        max_completion_tokens: b.max_completion_tokens as usize,
+        dtype,
+        template_hash: &template.hash,
+        shard_rows: b.shard_rows,
+        set_names: &SETS,
+    };
     let cands: Vec<Candidate> =
         examples.iter().map(|e| Candidate { set: e.set, tokens: packing.counted(e) as u64, key: xxh3_64_with_seed(e.doc_id.as_bytes(), b.seed) }).collect();
     let choice = choose(&cands, &Goal { budget: b.budget_tokens, tolerance: b.tolerance, match_lengths: b.match_lengths, bins: b.length_bins });
@@ -187,7 +195,8 @@ pub fn load_tokenizer(cfg: &LoadedConfig) -> Result<(tokenizers::Tokenizer, Toke
     let (bos, eos) = (special(&b.bos_token, "build.bos_token")?, special(&b.eos_token, "build.eos_token")?);
     let vocab_size = tokenizer.get_vocab_size(true);
     let dtype = TokenType::for_vocabulary(vocab_size);
-    let info = TokenizerInfo { path: tokenizer_path.display().to_string(), sha256: sha256_file(&tokenizer_path)?, vocab_size, bos, eos, dtype: dtype.name().into() };
+    let info =
+        TokenizerInfo { path: tokenizer_path.display().to_string(), sha256: sha256_file(&tokenizer_path)?, vocab_size, bos, eos, dtype: dtype.name().into() };
     Ok((tokenizer, info))
 }
 

@@ -72,8 +72,13 @@ pub async fn run_priming(cfg: &LoadedConfig, endpoints: &[String], model: Option
     let tasks = load_puzzles(cfg)?;
     let wanted: Vec<&str> = p.conditions.iter().map(String::as_str).collect();
     // The conditions asked of the LLM: the wanted ones, and "all strategies" for the controls.
-    let mut asked: Vec<(&str, bool)> =
-        wanted.iter().filter_map(|&c| match conditions::source(c) { Some(Source::Llm { correct }) => Some((c, correct)), _ => None }).collect();
+    let mut asked: Vec<(&str, bool)> = wanted
+        .iter()
+        .filter_map(|&c| match conditions::source(c) {
+            Some(Source::Llm { correct }) => Some((c, correct)),
+            _ => None,
+        })
+        .collect();
     let derived = wanted.iter().any(|&c| matches!(conditions::source(c), Some(Source::EmptyThoughts | Source::Placeholder)));
     if derived && !asked.iter().any(|(c, _)| *c == ALL_STRATEGIES) {
         asked.push((ALL_STRATEGIES, true));
@@ -239,7 +244,11 @@ fn load_puzzles(cfg: &LoadedConfig) -> Result<Vec<Task>> {
     if tasks.len() < p.tasks {
         match &p.tasks_file {
             Some(f) => tracing::warn!("priming: {} has {} distinct puzzles in its first {} rows", f.display(), tasks.len(), p.tasks),
-            None => bail!("priming.generate allows only {} distinct puzzles, fewer than priming.tasks = {}: widen the number or target ranges", tasks.len(), p.tasks),
+            None => bail!(
+                "priming.generate allows only {} distinct puzzles, fewer than priming.tasks = {}: widen the number or target ranges",
+                tasks.len(),
+                p.tasks
+            ),
         }
     }
     if tasks.is_empty() {
@@ -270,7 +279,9 @@ fn placeholder_id(tokenizer: &tokenizers::Tokenizer, placeholder: &str) -> Resul
     let ids = tokenizer.encode_fast(placeholder, false).map_err(|e| anyhow::anyhow!("tokenizer failed: {e}"))?;
     match ids.get_ids() {
         [one] => Ok(*one),
-        other => bail!("priming.placeholder = {placeholder:?} is {} tokens of the build tokenizer; choose a string that is one token (e.g. \"...\")", other.len()),
+        other => {
+            bail!("priming.placeholder = {placeholder:?} is {} tokens of the build tokenizer; choose a string that is one token (e.g. \"...\")", other.len())
+        }
     }
 }
 

@@ -10,8 +10,8 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::run_dir::{write_atomic, write_json};
-use crate::stages::build::examples::Example;
 use crate::stages::build::card::yaml_header;
+use crate::stages::build::examples::Example;
 use crate::stages::build::shards::{Packing, SplitTotals, write_splits};
 use crate::stages::build::{FORMAT_VERSION, TokenizerInfo};
 

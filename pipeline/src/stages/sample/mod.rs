@@ -126,10 +126,11 @@ pub async fn run_sample(cfg: &LoadedConfig, opts: &SampleOptions) -> Result<Samp
         return Ok(SampleOutcome::ShardDone { scanned: files.len() - missing, missing });
     }
     let _lock = lock_merge(&work)?;
-    if let Some(m) = read_json::<DocsManifest>(&docs_dir.join("_manifest.json"))? {
-        if m.state == "complete" && m.config_key == key {
-            return Ok(SampleOutcome::UpToDate(m));
-        }
+    if let Some(m) = read_json::<DocsManifest>(&docs_dir.join("_manifest.json"))?
+        && m.state == "complete"
+        && m.config_key == key
+    {
+        return Ok(SampleOutcome::UpToDate(m));
     }
     let manifest = write_docs(cfg, &inputs, &files, &quotas, &key, &work, &docs_dir)?;
     Ok(SampleOutcome::Written(manifest))
