@@ -78,8 +78,8 @@ struct SourceArgs {
     /// every backend).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// With --config: the weights of a trainer checkpoint instead (e.g.
-    /// `runs/ppo-gpu/checkpoints/step-00000010/actor.mpk`).
+    /// With --config: the weights of a trainer checkpoint instead (a record such as
+    /// `runs/ppo-gpu/checkpoints/step-00000010/actor.mpk`, a checkpoint or a run folder).
     #[arg(long, requires = "config")]
     record: Option<PathBuf>,
 }
@@ -207,11 +207,14 @@ impl ModelSource {
         match self {
             ModelSource::Folder(dir) => trainer::weights::load_model::<B>(dir, device),
             ModelSource::Shape { config, record } => {
-                B::seed(device, 17);
-                let random = trainer::model::Llama::<B>::random(&trainer::model::config::ModelConfig::from_file(config)?, device);
+                let config = trainer::model::config::ModelConfig::from_file(config)?;
                 match record {
-                    Some(path) => trainer::train::checkpoint::read_module(&path.with_extension(""), random, device),
-                    None => Ok(random),
+                    // A trainer checkpoint (record, checkpoint or run folder), shapes checked.
+                    Some(path) => trainer::weights::load_weights::<B>(&config, path, device),
+                    None => {
+                        B::seed(device, 17);
+                        Ok(trainer::model::Llama::<B>::random(&config, device))
+                    }
                 }
             }
         }

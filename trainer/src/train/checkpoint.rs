@@ -78,8 +78,12 @@ pub fn write_optimizer<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M,
 
 /// Reads `<path>.mpk` into a module built the same way.
 pub fn read_module<B: Backend, M: Module<B>>(path: &Path, module: M, device: &B::Device) -> Result<M> {
-    let record = recorder().load(path.to_path_buf(), device).with_context(|| format!("cannot load {}.mpk", path.display()))?;
-    Ok(module.load_record(record))
+    Ok(module.load_record(read_record(path, device)?))
+}
+
+/// Reads `<path>.mpk` as a module's record, to be checked before it is loaded.
+pub fn read_record<B: Backend, R: burn::record::Record<B>>(path: &Path, device: &B::Device) -> Result<R> {
+    recorder().load(path.to_path_buf(), device).with_context(|| format!("cannot load {}.mpk", path.display()))
 }
 
 /// Reads `<path>.mpk` into an optimizer.

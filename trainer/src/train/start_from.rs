@@ -11,9 +11,9 @@ use anyhow::{Result, bail};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 
-use super::checkpoint::{latest, read_module};
-use crate::model::Llama;
+use super::checkpoint::{latest, read_record};
 use crate::model::config::ModelConfig;
+use crate::model::{Llama, LlamaRecord};
 
 /// The record (path without `.mpk`) that `path` names when it is a trainer checkpoint;
 /// `None` when it is something else (Hugging Face safetensors).
@@ -39,7 +39,17 @@ pub fn trainer_record(path: &Path) -> Result<Option<PathBuf>> {
 pub fn read_model<B: Backend>(config: &ModelConfig, record: &Path, device: &B::Device) -> Result<Llama<B>> {
     let empty = Llama::<B>::random(config, device);
     let expected = shapes(&empty);
-    let model = read_module(record, empty, device)?;
+    let loaded: LlamaRecord<B> = read_record(record, device)?;
+    // burn panics on a layer count that differs: check it first.
+    if loaded.layers.len() != config.num_layers {
+        bail!(
+            "{}.mpk has {} layers where model.config asks for {}: it was trained with another model config",
+            record.display(),
+            loaded.layers.len(),
+            config.num_layers
+        );
+    }
+    let model = empty.load_record(loaded);
     let found = shapes(&model);
     if found.len() != expected.len() {
         bail!(
@@ -120,5 +130,10 @@ mod tests {
         write_module(&dir.path().join("model"), &Llama::<B>::random(&wider, &Default::default())).unwrap();
         let err = read_model::<B>(&config, &dir.path().join("model"), &Default::default()).unwrap_err().to_string();
         assert!(err.contains("where model.config asks for") && err.contains("another model config"), "{err}");
+        let mut deeper = config.clone();
+        deeper.num_layers += 1;
+        write_module(&dir.path().join("deeper"), &Llama::<B>::random(&deeper, &Default::default())).unwrap();
+        let err = read_model::<B>(&config, &dir.path().join("deeper"), &Default::default()).unwrap_err().to_string();
+        assert!(err.contains("layers where model.config asks for"), "{err}");
     }
 }
