@@ -265,29 +265,30 @@ fn handle(state: &Arc<Mutex<State>>, r: &Request) -> Response {
         }
         st.seen.push(Seen { task: task.clone(), document: document.clone(), messages: messages.len(), answered });
     };
+    // A fault is recorded when the request arrives: a hung request that ends after the
+    // client gave up (and after the run finished) must not show up in a later count.
+    let Some(fault) = fault else {
+        record(true);
+        return completion(&answer(&task, &document));
+    };
+    record(false);
     let err = |status: u16, msg: &str| Response::json(status, &serde_json::json!({"object": "error", "message": msg, "code": status}));
-    let resp = match fault {
-        Some(LlmFault::RateLimited(Some(s))) => err(429, "rate limited").header("Retry-After", s.to_string()),
-        Some(LlmFault::RateLimited(None)) => err(429, "rate limited"),
-        Some(LlmFault::Unavailable) => err(503, "overloaded"),
-        Some(LlmFault::ServerError) => err(500, "internal error"),
-        Some(LlmFault::Reset) => Response::new(0),
-        Some(LlmFault::MalformedJson) => Response::new(200).header("Content-Type", "application/json").body("{\"choices\": [{\"mess"),
-        Some(LlmFault::EmptyContent) => completion(""),
-        Some(LlmFault::NoTag) => completion("Thoughts: I think there are a few."),
-        Some(LlmFault::AbsurdCount) => completion("<count>100000</count>"),
-        Some(LlmFault::Reply(text)) => completion(&text),
-        Some(LlmFault::ContextOverflow) => err(400, "This model's maximum context length is 4096 tokens. However, you requested 9000 tokens."),
-        Some(LlmFault::Hang(ms)) => {
+    match fault {
+        LlmFault::RateLimited(Some(s)) => err(429, "rate limited").header("Retry-After", s.to_string()),
+        LlmFault::RateLimited(None) => err(429, "rate limited"),
+        LlmFault::Unavailable => err(503, "overloaded"),
+        LlmFault::ServerError => err(500, "internal error"),
+        LlmFault::Reset => Response::new(0),
+        LlmFault::MalformedJson => Response::new(200).header("Content-Type", "application/json").body("{\"choices\": [{\"mess"),
+        LlmFault::EmptyContent => completion(""),
+        LlmFault::NoTag => completion("Thoughts: I think there are a few."),
+        LlmFault::AbsurdCount => completion("<count>100000</count>"),
+        LlmFault::Reply(text) => completion(&text),
+        LlmFault::ContextOverflow => err(400, "This model's maximum context length is 4096 tokens. However, you requested 9000 tokens."),
+        LlmFault::Hang(ms) => {
             // The client has given up by now: not counted as an answer.
             std::thread::sleep(std::time::Duration::from_millis(ms));
             completion(&answer(&task, &document))
         }
-        None => {
-            record(true);
-            return completion(&answer(&task, &document));
-        }
-    };
-    record(false);
-    resp
+    }
 }
