@@ -11,8 +11,9 @@
 #      metrics says whether the backend mixed rows up);
 #   1b. with CHECK_ACTOR=1, the trained actor (newest checkpoint of $RUN, shape
 #      $MODEL_CONFIG), CPU against CUDA with `compare-backends --record` (about 4 minutes);
-#   2. rollout generation speed, ours (`trainer bench-generate`) and transformers'
-#      `generate` on the same model shape, batch and lengths (skipped with BENCH=0).
+#   2. rollout generation speed, ours (`trainer bench-generate`, matmuls in each of
+#      $BENCH_COMPUTE, default "f32 bf16") and transformers' `generate` (f32 and bf16) on
+#      the same model shape, batch and lengths (skipped with BENCH=0).
 #   run (device tool) with carry [".device"], where .device/trainer is
 #   `cargo build --release -p trainer --features cuda` and .device/cache a habits cache
 #   holding the Llama-3 tokenizer (tokenizers/llama3/tokenizer.json, from scripts/prepare_llm.sh).
@@ -68,6 +69,8 @@ fi
 [ "${BENCH:-1}" = 0 ] && exit $status
 echo "== rollout generation: ours vs transformers generate"
 SHAPE="--batch 256 --prompt-tokens 96 --new-tokens 128"
-timeout "$BENCH_TIMEOUT" "$BIN" bench-generate --model configs/models/countdown-90m.json $SHAPE | tee "$OUT/bench-generate.jsonl" || echo "ours: failed or timed out"
+for c in ${BENCH_COMPUTE:-f32 bf16}; do
+  timeout "$BENCH_TIMEOUT" "$BIN" bench-generate --model configs/models/countdown-90m.json $SHAPE --compute-dtype "$c" | tee -a "$OUT/bench-generate.jsonl" || echo "ours ($c): failed or timed out"
+done
 timeout "$BENCH_TIMEOUT" python3 scripts/gpu/bench_torch_generate.py --config configs/models/countdown-90m.json $SHAPE | tee -a "$OUT/bench-generate.jsonl" || echo "torch: failed or timed out"
 exit $status

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::generate::{Sampling, generate};
 use crate::model::Llama;
 use crate::model::config::ModelConfig;
+use crate::model::precision::Compute;
 
 /// What to generate.
 #[derive(Clone, Debug)]
@@ -21,12 +22,14 @@ pub struct GenerateBench {
     pub prompt_tokens: usize,
     pub new_tokens: usize,
     pub repeats: usize,
+    /// The dtype the matmuls run in (`None`: f32).
+    pub compute: Compute,
 }
 
 /// Runs the benchmark; returns one JSON object (tokens/s over the timed calls).
 pub fn bench_generate<B: Backend>(config: &ModelConfig, b: &GenerateBench, device: &B::Device) -> Result<Value> {
     B::seed(device, 0);
-    let model = Llama::<B>::random(config, device);
+    let model = Llama::<B>::random(config, device).with_compute(b.compute);
     let vocab = config.vocab_size as u64;
     let prompts: Vec<Vec<u32>> =
         (0..b.batch as u64).map(|row| (0..b.prompt_tokens as u64).map(|i| ((row * 7919 + i * 104_729 + 3) % vocab) as u32).collect()).collect();
@@ -44,6 +47,6 @@ pub fn bench_generate<B: Backend>(config: &ModelConfig, b: &GenerateBench, devic
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     Ok(json!({
         "side": "ours", "batch": b.batch, "prompt_tokens": b.prompt_tokens, "new_tokens": b.new_tokens, "parameters": config.num_parameters(),
-        "first_call_s": first_s, "seconds": mean, "tokens_per_s": (b.batch * b.new_tokens) as f64 / mean,
+        "compute_dtype": b.compute.map_or("f32".to_string(), |d| format!("{d:?}").to_lowercase()), "first_call_s": first_s, "seconds": mean, "tokens_per_s": (b.batch * b.new_tokens) as f64 / mean,
     }))
 }

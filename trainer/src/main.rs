@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use trainer::generate_bench::{GenerateBench, bench_generate};
 use trainer::ppo::config::PpoConfig;
 use trainer::ppo::run::{PpoSummary, ppo};
-use trainer::train::config::PretrainConfig;
+use trainer::train::config::{PretrainConfig, check_compute_dtype};
 use trainer::train::run::{RunOptions, pretrain};
 
 /// mimalloc instead of glibc malloc: the logits over a 128k vocabulary are large buffers
@@ -65,6 +65,9 @@ enum Command {
         new_tokens: usize,
         #[arg(long, default_value_t = 3)]
         repeats: usize,
+        /// The dtype the matmuls run in: f32, bf16 or f16 (cuda), f64.
+        #[arg(long, default_value = "f32")]
+        compute_dtype: String,
     },
 }
 
@@ -172,9 +175,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::BenchGenerate { model, backend, batch, prompt_tokens, new_tokens, repeats } => {
+        Command::BenchGenerate { model, backend, batch, prompt_tokens, new_tokens, repeats, compute_dtype } => {
             let config = trainer::model::config::ModelConfig::from_file(&model)?;
-            let b = GenerateBench { batch, prompt_tokens, new_tokens, repeats };
+            let compute = check_compute_dtype(&compute_dtype, &backend, "--compute-dtype")?;
+            let b = GenerateBench { batch, prompt_tokens, new_tokens, repeats, compute };
             let result = match backend.as_str() {
                 "cpu" => bench_generate::<trainer::Cpu>(&config, &b, &Default::default())?,
                 "cuda" => cuda_bench_generate(&config, &b)?,

@@ -106,6 +106,18 @@ fn training_lowers_the_loss_and_a_killed_run_resumes_exactly() {
     let last_eval = evals.last().unwrap().1;
     assert!(last_eval < first - 0.5, "the loss goes down: first {first}, last eval {last_eval}");
 
+    // Mixed precision (f64 matmuls stand in for the GPU's bf16: the CPU backend has no
+    // bf16): the same curve up to rounding, so the casts carry the gradients.
+    let mixed = tmp.path().join("mixed");
+    std::fs::create_dir_all(&mixed).unwrap();
+    let out = run(&mut trainer(&["pretrain"], &config(&mixed, &set, &fixture("llama"), "compute_dtype = \"f64\"\n")), true);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("matmuls in f64"));
+    let (mixed_curve, _) = curve(&mixed.join("out"));
+    assert_eq!(mixed_curve.len(), reference.len());
+    for ((step, a), (_, b)) in reference.iter().zip(&mixed_curve) {
+        assert!((a - b).abs() < 1e-3 * a.abs(), "step {step}: loss {a} at f32, {b} with f64 matmuls");
+    }
+
     // The same run, killed mid-way, then started again: the curve continues exactly.
     let killed = tmp.path().join("killed");
     std::fs::create_dir_all(&killed).unwrap();

@@ -14,6 +14,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
 use super::config::ModelConfig;
+use super::precision::{Compute, project, to_compute};
 use super::rope;
 use super::source::{ParamSource, linear};
 
@@ -95,6 +96,9 @@ pub struct Attention<B: Backend> {
     pub num_kv_heads: usize,
     #[module(skip)]
     pub head_dim: usize,
+    /// The dtype the projections and the attention matmuls run in; see `precision`.
+    #[module(skip)]
+    pub compute: Compute,
 }
 
 impl<B: Backend> Attention<B> {
@@ -108,6 +112,7 @@ impl<B: Backend> Attention<B> {
             num_heads: c.num_heads,
             num_kv_heads: c.num_kv_heads,
             head_dim: c.head_dim,
+            compute: None,
         })
     }
 
@@ -116,24 +121,29 @@ impl<B: Backend> Attention<B> {
     pub fn project(&self, x: Tensor<B, 3>, at: &Positions<B>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, t, _] = x.dims();
         let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, self.head_dim]).swap_dims(1, 2);
-        let q = rope::apply(heads(self.q_proj.forward(x.clone()), self.num_heads), at.cos.clone(), at.sin.clone());
-        let k = rope::apply(heads(self.k_proj.forward(x.clone()), self.num_kv_heads), at.cos.clone(), at.sin.clone());
-        let v = heads(self.v_proj.forward(x), self.num_kv_heads);
+        let c = self.compute;
+        let q = rope::apply(heads(project(&self.q_proj, x.clone(), c), self.num_heads), at.cos.clone(), at.sin.clone());
+        let k = rope::apply(heads(project(&self.k_proj, x.clone(), c), self.num_kv_heads), at.cos.clone(), at.sin.clone());
+        let v = heads(project(&self.v_proj, x, c), self.num_kv_heads);
         (q, k, v)
     }
 
     /// Attention of `q` over `k`, `v` (kv heads, repeated here), causal or under `mask`
-    /// (`[batch, 1, seq, keys]`): `[batch, heads, seq, head_dim]`.
+    /// (`[batch, 1, seq, keys]`): `[batch, heads, seq, head_dim]`, in `q`'s dtype; the
+    /// matmuls and the softmax run in the compute dtype.
     pub fn attend(&self, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, mask: Option<Tensor<B, 4, Bool>>) -> Tensor<B, 4> {
-        let b = q.dims()[0];
-        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
-        match mask {
+        let [b, ..] = q.dims();
+        let out: burn::tensor::FloatDType = q.dtype().into();
+        let c = self.compute;
+        let (q, k, v) = (to_compute(q, c), to_compute(self.repeat_kv(k), c), to_compute(self.repeat_kv(v), c));
+        let y = match mask {
             None => attention(q, k, v, None, None, attention_options(self.head_dim, true, false)),
             Some(mask) => {
                 let [_, _, tq, tk] = mask.dims();
                 attention(q, k, v, Some(mask.expand([b, self.num_heads, tq, tk])), None, attention_options(self.head_dim, false, false))
             }
-        }
+        };
+        y.cast(out)
     }
 
     /// `x`: `[batch, seq, hidden]` at `at`. Without a mask, attention is causal over `x`
@@ -146,7 +156,7 @@ impl<B: Backend> Attention<B> {
             (k, v) = cache.append(k, v);
         }
         let out = self.attend(q, k, v, at.mask.clone());
-        self.o_proj.forward(out.swap_dims(1, 2).reshape([b, t, self.num_heads * self.head_dim]))
+        project(&self.o_proj, out.swap_dims(1, 2).reshape([b, t, self.num_heads * self.head_dim]), self.compute)
     }
 
     /// `[b, kv_heads, t, d]` -> `[b, heads, t, d]`, each kv head serving its group.

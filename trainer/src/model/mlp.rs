@@ -6,6 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 
 use super::config::ModelConfig;
+use super::precision::{Compute, project};
 use super::source::{ParamSource, linear};
 
 #[derive(Module, Debug)]
@@ -13,6 +14,9 @@ pub struct Mlp<B: Backend> {
     pub gate_proj: Linear<B>,
     pub up_proj: Linear<B>,
     pub down_proj: Linear<B>,
+    /// The dtype the projections run in; see `precision`.
+    #[module(skip)]
+    pub compute: Compute,
 }
 
 impl<B: Backend> Mlp<B> {
@@ -22,10 +26,12 @@ impl<B: Backend> Mlp<B> {
             gate_proj: linear(src, &format!("{prefix}.gate_proj"), h, i, false, device)?,
             up_proj: linear(src, &format!("{prefix}.up_proj"), h, i, false, device)?,
             down_proj: linear(src, &format!("{prefix}.down_proj"), i, h, false, device)?,
+            compute: None,
         })
     }
 
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+        let c = self.compute;
+        project(&self.down_proj, silu(project(&self.gate_proj, x.clone(), c)) * project(&self.up_proj, x, c), c)
     }
 }

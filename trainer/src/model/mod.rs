@@ -7,6 +7,7 @@ pub mod attention;
 pub mod config;
 pub mod layer;
 pub mod mlp;
+pub mod precision;
 pub mod rope;
 pub mod source;
 
@@ -17,6 +18,7 @@ use burn::prelude::*;
 use self::attention::{KvCache, Positions};
 use self::config::ModelConfig;
 use self::layer::DecoderLayer;
+use self::precision::{Compute, linear_in};
 use self::rope::Rope;
 use self::source::{ParamSource, RandomInit, embedding, linear, rms_norm};
 
@@ -31,6 +33,9 @@ pub struct Llama<B: Backend> {
     pub config: ModelConfig,
     #[module(skip)]
     rope: Rope,
+    /// The dtype the matmuls run in (`None`: the parameters' own); see `precision`.
+    #[module(skip)]
+    pub compute: Compute,
 }
 
 impl<B: Backend> Llama<B> {
@@ -41,12 +46,23 @@ impl<B: Backend> Llama<B> {
         let layers = (0..c.num_layers).map(|i| DecoderLayer::build(c, src, i, device)).collect::<Result<Vec<_>>>()?;
         let norm = rms_norm(src, "model.norm.weight", c.hidden_size, c.rms_norm_eps, device)?;
         let lm_head = if c.tie_word_embeddings { None } else { Some(linear(src, "lm_head", c.hidden_size, c.vocab_size, false, device)?) };
-        Ok(Llama { embed_tokens, layers, norm, lm_head, config: c.clone(), rope: Rope::new(c) })
+        Ok(Llama { embed_tokens, layers, norm, lm_head, config: c.clone(), rope: Rope::new(c), compute: None })
     }
 
     /// A randomly initialised model (matrices N(0, 0.02), as Hugging Face initialises Llama).
     pub fn random(config: &ModelConfig, device: &B::Device) -> Self {
         Self::build(config, &mut RandomInit { std: 0.02 }, device).expect("a random init cannot fail")
+    }
+
+    /// The same model with its matmuls in `compute` (mixed precision; the parameters keep
+    /// their dtype).
+    pub fn with_compute(mut self, compute: Compute) -> Self {
+        self.compute = compute;
+        for layer in &mut self.layers {
+            layer.self_attn.compute = compute;
+            layer.mlp.compute = compute;
+        }
+        self
     }
 
     /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]` at positions `0..seq`.
@@ -103,8 +119,8 @@ impl<B: Backend> Llama<B> {
 
     fn head(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
-            Some(head) => head.forward(x),
-            None => burn::tensor::module::linear(x, self.embed_tokens.weight.val().transpose(), None),
+            Some(head) => precision::project(head, x, self.compute),
+            None => linear_in(x, self.embed_tokens.weight.val().transpose(), None, self.compute),
         }
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::track::TrackSection;
 use crate::countdown::task::TaskSpec;
-use crate::train::config::base_dir;
+use crate::train::config::{base_dir, check_compute_dtype};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,6 +113,10 @@ fn default_prime_lr() -> f64 {
 pub struct PpoSection {
     #[serde(default = "default_backend")]
     pub backend: String,
+    /// The dtype the matmuls of actor, critic and reference run in (rollouts and updates):
+    /// `f32` (default), `bf16` or `f16` (CUDA only), `f64`; parameters stay f32.
+    #[serde(default = "default_compute_dtype")]
+    pub compute_dtype: String,
     /// PPO iterations (rollout + update).
     #[serde(default = "default_steps")]
     pub steps: usize,
@@ -164,6 +168,9 @@ pub struct PpoSection {
     pub keep_checkpoints: usize,
 }
 
+fn default_compute_dtype() -> String {
+    "f32".into()
+}
 fn default_backend() -> String {
     "cpu".into()
 }
@@ -252,6 +259,7 @@ impl PpoConfig {
         if !["cpu", "cuda"].contains(&p.backend.as_str()) {
             bail!("ppo.backend `{}`: use \"cpu\" or \"cuda\"", p.backend);
         }
+        check_compute_dtype(&p.compute_dtype, &p.backend, "ppo.compute_dtype")?;
         if p.steps == 0 || p.prompts_per_step == 0 || p.samples == 0 || p.mini_batch == 0 || p.micro_batch == 0 || p.max_response_tokens == 0 {
             bail!("ppo.steps, prompts_per_step, samples, mini_batch, micro_batch and max_response_tokens must be at least 1");
         }

@@ -30,6 +30,7 @@ use crate::model::Llama;
 use crate::model::config::ModelConfig;
 use crate::tokenizer::TextTokenizer;
 use crate::train::checkpoint::{self, TrainState};
+use crate::train::config::check_compute_dtype;
 use crate::train::metrics::Metrics;
 use crate::train::run::RunOptions;
 use crate::weights::load_weights;
@@ -113,11 +114,13 @@ pub fn ppo<B: AutodiffBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOp
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     std::fs::write(out.join("config.json"), serde_json::to_vec_pretty(&json!({ "ppo": cfg, "model": model_cfg }))?)?;
     B::seed(device, p.seed);
+    let compute = check_compute_dtype(&p.compute_dtype, &p.backend, "ppo.compute_dtype")?;
     let fresh_actor = || -> Result<Llama<B>> {
         Ok(match &cfg.model.weights {
             Some(w) => load_weights(&model_cfg, w, device)?,
             None => Llama::random(&model_cfg, device),
-        })
+        }
+        .with_compute(compute))
     };
     let optimizer = || AdamWConfig::new().with_weight_decay(0.01);
     let (mut actor_optim, mut critic_optim) = (optimizer().init::<B, Llama<B>>(), optimizer().init::<B, Critic<B>>());

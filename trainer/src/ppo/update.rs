@@ -56,6 +56,8 @@ pub fn update<B: AutodiffBackend, OA: Optimizer<Llama<B>, B>, OC: Optimizer<Crit
 ) -> (Llama<B>, Critic<B>, UpdateStats) {
     let device = actor.embed_tokens.weight.val().device();
     let mut stats = UpdateStats::default();
+    // Token-weighted sums of policy loss, value loss, entropy, clip and value-clip fractions.
+    let mut sums: Option<Tensor<B::InnerBackend, 1>> = None;
     let all_tokens: usize = rollouts.iter().map(|r| r.response.len()).sum();
     let steps = rollouts.chunks(s.mini_batch.max(1)).count() as f64;
     for mini in rollouts.chunks(s.mini_batch.max(1)) {
@@ -74,12 +76,14 @@ pub fn update<B: AutodiffBackend, OA: Optimizer<Llama<B>, B>, OC: Optimizer<Crit
             let values = critic.values(packed.ids.clone()).narrow(1, packed.start, packed.len);
             let (vl, vcf) = value_loss(values, packed.spread(|i| &micro[i].values), packed.spread(|i| &micro[i].returns), mask, s.value_clip);
             let critic_loss = vl.clone().mul_scalar(weight);
+            // The statistics stay on the device until the update ends: reading each one here
+            // would wait for the GPU five times per micro-batch.
             let share = packed.tokens() as f64 / all_tokens as f64;
-            stats.policy_loss += pl.into_scalar().elem::<f64>() * share;
-            stats.value_loss += vl.into_scalar().elem::<f64>() * share;
-            stats.entropy += ent.into_scalar().elem::<f64>() * share;
-            stats.clip_fraction += cf.into_scalar().elem::<f64>() * share;
-            stats.value_clip_fraction += vcf.into_scalar().elem::<f64>() * share;
+            let micro_stats = Tensor::cat(vec![pl.clone().inner(), vl.clone().inner(), ent.clone().inner(), cf.inner(), vcf.inner()], 0).mul_scalar(share);
+            sums = Some(match sums {
+                Some(acc) => acc + micro_stats,
+                None => micro_stats,
+            });
             actor_grads.accumulate(&actor, GradientsParams::from_grads(actor_loss.backward(), &actor));
             critic_grads.accumulate(&critic, GradientsParams::from_grads(critic_loss.backward(), &critic));
         }
@@ -88,6 +92,10 @@ pub fn update<B: AutodiffBackend, OA: Optimizer<Llama<B>, B>, OC: Optimizer<Crit
         stats.critic_grad_norm += clip_global_norm(&critic, &mut gc, s.grad_clip) / steps;
         actor = actor_optim.step(s.actor_lr, actor, ga);
         critic = critic_optim.step(s.critic_lr, critic, gc);
+    }
+    if let Some(sums) = sums {
+        let v = sums.into_data().convert::<f64>().to_vec::<f64>().expect("f64 statistics");
+        (stats.policy_loss, stats.value_loss, stats.entropy, stats.clip_fraction, stats.value_clip_fraction) = (v[0], v[1], v[2], v[3], v[4]);
     }
     (actor, critic, stats)
 }
@@ -155,5 +163,52 @@ mod tests {
         eprintln!("mean reward per PPO iteration: {means:.3?}");
         let (first, last) = (means[..3].iter().sum::<f64>() / 3.0, means[13..].iter().sum::<f64>() / 3.0);
         assert!(last > first + 0.15, "mean reward per iteration: {means:?}");
+    }
+
+    /// One mini-batch's statistics are token-weighted means over the whole batch, so they
+    /// do not depend on how it is split into micro-batches (all are taken before its step).
+    #[test]
+    fn update_statistics_do_not_depend_on_the_micro_batch_split() {
+        let device = Default::default();
+        let actor = crate::weights::load_model::<AD>(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama"), &device).unwrap();
+        let critic = Critic::from_actor(&actor);
+        let prompts = vec![vec![5, 17, 99], vec![7, 8, 9, 10]];
+        let r = RolloutSettings {
+            samples: 3,
+            sampling: Sampling { max_new_tokens: 5, temperature: 1.0, top_p: 1.0, seed: 7, eos: Some(40) },
+            micro_batch: 6,
+            kl_coef: 0.001,
+            gamma: 1.0,
+            lambda: 1.0,
+        };
+        let batch = rollout(&actor.valid(), &actor.valid(), &critic.valid(), &prompts, &Chars, |_, t: &str| t.len() as f64 % 3.0, &r).unwrap();
+        let stats_with = |micro_batch: usize| {
+            let settings = UpdateSettings {
+                clip: 0.2,
+                value_clip: 0.5,
+                entropy_coef: 0.001,
+                mini_batch: batch.len(),
+                micro_batch,
+                pad: 0,
+                grad_clip: 1.0,
+                actor_lr: 1e-3,
+                critic_lr: 1e-3,
+            };
+            let (mut oa, mut oc) = (AdamWConfig::new().init::<AD, Llama<AD>>(), AdamWConfig::new().init::<AD, Critic<AD>>());
+            update(actor.clone(), critic.clone(), &mut oa, &mut oc, &batch, &settings).2
+        };
+        let (whole, split) = (stats_with(batch.len()), stats_with(1));
+        let pairs = [
+            (whole.policy_loss, split.policy_loss),
+            (whole.value_loss, split.value_loss),
+            (whole.entropy, split.entropy),
+            (whole.clip_fraction, split.clip_fraction),
+            (whole.value_clip_fraction, split.value_clip_fraction),
+            (whole.actor_grad_norm, split.actor_grad_norm),
+        ];
+        for (a, b) in pairs {
+            assert!((a - b).abs() <= 1e-4 * a.abs().max(1e-3), "{whole:?} vs {split:?}");
+        }
+        assert!(whole.entropy > 0.0 && whole.value_loss > 0.0, "{whole:?}");
     }
 }

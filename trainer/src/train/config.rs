@@ -7,6 +7,8 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::data::pack::Objective;
+use crate::model::precision::{Compute, parse_compute};
+use burn::tensor::FloatDType;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,6 +53,10 @@ fn default_seq_len() -> usize {
 pub struct TrainSection {
     #[serde(default = "default_backend")]
     pub backend: String,
+    /// The dtype the matmuls run in: `f32` (default), `bf16` or `f16` (CUDA only), `f64`;
+    /// parameters and optimizer state stay f32 (mixed precision).
+    #[serde(default = "default_compute_dtype")]
+    pub compute_dtype: String,
     #[serde(default = "default_lr")]
     pub lr: f64,
     #[serde(default = "default_beta1")]
@@ -96,6 +102,9 @@ pub struct TrainSection {
 
 fn default_backend() -> String {
     "cpu".into()
+}
+fn default_compute_dtype() -> String {
+    "f32".into()
 }
 fn default_lr() -> f64 {
     1e-5
@@ -164,6 +173,7 @@ impl PretrainConfig {
         if !["cpu", "cuda"].contains(&t.backend.as_str()) {
             bail!("train.backend `{}`: use \"cpu\" or \"cuda\"", t.backend);
         }
+        check_compute_dtype(&t.compute_dtype, &t.backend, "train.compute_dtype")?;
         if t.batch_size == 0 || t.grad_accum == 0 || self.data.seq_len < 2 || (t.epochs == 0 && t.max_steps == 0) {
             bail!("train.batch_size, train.grad_accum and train.epochs (or max_steps) must be at least 1, data.seq_len at least 2");
         }
@@ -172,6 +182,16 @@ impl PretrainConfig {
         }
         Ok(())
     }
+}
+
+/// A compute dtype (`what` names the setting) must be one the backend has kernels for:
+/// the CPU backend has no bf16 or f16.
+pub fn check_compute_dtype(name: &str, backend: &str, what: &str) -> Result<Compute> {
+    let compute = parse_compute(name).with_context(|| what.to_string())?;
+    if backend == "cpu" && matches!(compute, Some(FloatDType::BF16 | FloatDType::F16)) {
+        bail!("{what} = {name} needs the cuda backend: the CPU backend has no {name} kernels; use f32");
+    }
+    Ok(compute)
 }
 
 /// The project root for files in `configs/`, else the file's folder.
@@ -210,5 +230,19 @@ mod tests {
         for path in &paths {
             PretrainConfig::load(path).unwrap_or_else(|e| panic!("{e:#}"));
         }
+    }
+
+    #[test]
+    fn a_compute_dtype_the_backend_lacks_is_one_clear_error() {
+        let mut c = PretrainConfig::load(&shipped_configs(&["pretrain-tiny"])[0]).unwrap();
+        c.train.compute_dtype = "bf16".into();
+        let err = format!("{:#}", c.validate().unwrap_err());
+        assert!(err.contains("train.compute_dtype = bf16 needs the cuda backend"), "{err}");
+        c.train.compute_dtype = "float8".into();
+        let err = format!("{:#}", c.validate().unwrap_err());
+        assert!(err.contains("train.compute_dtype") && err.contains("float8"), "{err}");
+        c.train.backend = "cuda".into();
+        c.train.compute_dtype = "bf16".into();
+        c.validate().unwrap();
     }
 }

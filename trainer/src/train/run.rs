@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::checkpoint::{self, TrainState};
 use super::clip::clip_global_norm;
-use super::config::PretrainConfig;
+use super::config::{PretrainConfig, check_compute_dtype};
 use super::metrics::Metrics;
 use super::schedule::learning_rate;
 use crate::data::pack::{Window, windows};
@@ -79,10 +79,12 @@ pub fn pretrain<B: AutodiffBackend>(cfg: &PretrainConfig, device: &B::Device, op
     let t = &cfg.train;
     let fingerprint = fingerprint(cfg, &model_cfg, &info.tokenizer_sha256);
     B::seed(device, t.seed);
+    let compute = check_compute_dtype(&t.compute_dtype, &t.backend, "train.compute_dtype")?;
     let model: Llama<B> = match &cfg.model.weights {
         Some(w) => load_weights(&model_cfg, w, device)?,
         None => Llama::random(&model_cfg, device),
-    };
+    }
+    .with_compute(compute);
     let optim = AdamWConfig::new()
         .with_beta_1(t.beta1 as f32)
         .with_beta_2(t.beta2 as f32)
@@ -117,11 +119,12 @@ pub fn pretrain<B: AutodiffBackend>(cfg: &PretrainConfig, device: &B::Device, op
     std::fs::write(cfg.output.dir.join("config.json"), serde_json::to_vec_pretty(&json!({ "pretrain": cfg, "model": model_cfg }))?)?;
     let flops_per_token = flops_per_token(&model_cfg, seq_len);
     eprintln!(
-        "pretrain: {} parameters, {} train sequences ({} windows of {seq_len} per epoch), {} test sequences; {total} steps of {per_step} windows{}",
+        "pretrain: {} parameters, {} train sequences ({} windows of {seq_len} per epoch), {} test sequences; {total} steps of {per_step} windows, matmuls in {}{}",
         model_cfg.num_parameters(),
         train.len(),
         windows_per_epoch,
         test.len(),
+        t.compute_dtype,
         resumed_from.map(|s| format!("; resuming after step {s}")).unwrap_or_default()
     );
 

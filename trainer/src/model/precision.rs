@@ -1,0 +1,123 @@
+//! Mixed precision: the matmuls (projections, attention, LM head) can run in a lower float
+//! dtype than the parameters, as PyTorch's autocast does, while the parameters, optimizer
+//! state, norms, RoPE, the residual stream and the loss stay in the parameters' dtype (f32).
+//! Casts are differentiable, so the gradients reach the f32 parameters in f32.
+
+use anyhow::{Result, bail};
+use burn::nn::Linear;
+use burn::prelude::*;
+use burn::tensor::FloatDType;
+use burn::tensor::module::linear;
+
+/// The dtype the matmuls run in; `None`: the parameters' own.
+pub type Compute = Option<FloatDType>;
+
+/// Reads a config's `compute_dtype` (`f32`, `bf16`, `f16`, `f64`); `f32` is no cast.
+pub fn parse_compute(name: &str) -> Result<Compute> {
+    Ok(match name {
+        "f32" => None,
+        "bf16" => Some(FloatDType::BF16),
+        "f16" => Some(FloatDType::F16),
+        "f64" => Some(FloatDType::F64),
+        other => bail!("compute_dtype `{other}` is not one of f32, bf16, f16, f64"),
+    })
+}
+
+/// `x` in the compute dtype (unchanged when there is none).
+pub fn to_compute<B: Backend, const D: usize>(x: Tensor<B, D>, compute: Compute) -> Tensor<B, D> {
+    match compute {
+        Some(dtype) => x.cast(dtype),
+        None => x,
+    }
+}
+
+/// `x · weight + bias` (`weight`: `[d_in, d_out]`) computed in the compute dtype; the
+/// result comes back in `x`'s dtype.
+pub fn linear_in<B: Backend>(x: Tensor<B, 3>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>, compute: Compute) -> Tensor<B, 3> {
+    let Some(dtype) = compute else {
+        return linear(x, weight, bias);
+    };
+    let out: FloatDType = x.dtype().into();
+    linear(x.cast(dtype), weight.cast(dtype), bias.map(|b| b.cast(dtype))).cast(out)
+}
+
+/// A projection layer's forward in the compute dtype.
+pub fn project<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>, compute: Compute) -> Tensor<B, 3> {
+    linear_in(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), compute)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Module;
+    use burn::tensor::DType;
+
+    use super::*;
+    use crate::loss::causal_lm_loss;
+    use crate::model::Llama;
+    use crate::model::tests::tiny_config;
+    use crate::{Cpu, CpuAutodiff};
+
+    fn ids<B: Backend>(device: &B::Device) -> Tensor<B, 2, Int> {
+        Tensor::from_data(TensorData::new(vec![1i64, 5, 9, 3, 7, 2, 8, 4, 6, 11, 13, 0], [2, 6]), device)
+    }
+
+    fn max_rel_gap(a: &[f32], b: &[f32]) -> f32 {
+        let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
+        a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+    }
+
+    #[test]
+    fn compute_dtypes_are_read_and_a_wrong_one_is_named() {
+        assert_eq!(parse_compute("f32").unwrap(), None);
+        assert_eq!(parse_compute("bf16").unwrap(), Some(FloatDType::BF16));
+        let err = parse_compute("fp8").unwrap_err().to_string();
+        assert!(err.contains("fp8") && err.contains("bf16"), "{err}");
+    }
+
+    /// The CPU backend has no bf16, so f64 stands in for "another compute dtype": every
+    /// matmul must be cast (a missed one fails on mixed dtypes), the logits come back in
+    /// f32 and equal the f32 model's.
+    #[test]
+    fn logits_in_another_compute_dtype_come_back_in_the_parameters_dtype() {
+        let device = Default::default();
+        let model = Llama::<Cpu>::random(&tiny_config(), &device);
+        let plain = model.forward(ids(&device));
+        let mixed = model.clone().with_compute(Some(FloatDType::F64)).forward(ids(&device));
+        assert_eq!(mixed.dtype(), DType::F32);
+        let (p, m) = (plain.into_data().to_vec::<f32>().unwrap(), mixed.into_data().to_vec::<f32>().unwrap());
+        assert!(max_rel_gap(&p, &m) < 1e-5, "gap {}", max_rel_gap(&p, &m));
+    }
+
+    /// Training under a compute dtype: the gradients reach every parameter in the
+    /// parameters' dtype, equal to the f32 model's.
+    #[test]
+    fn gradients_flow_through_the_casts_to_f32_parameters() {
+        let device = Default::default();
+        let model = Llama::<CpuAutodiff>::random(&tiny_config(), &device);
+        let grads_of = |m: &Llama<CpuAutodiff>| {
+            let logits = m.forward(ids(&device));
+            causal_lm_loss(logits, ids(&device)).backward()
+        };
+        let mixed = model.clone().with_compute(Some(FloatDType::F64));
+        let (gp, gm) = (grads_of(&model), grads_of(&mixed));
+        let mut checked = 0;
+        let mut compare = |param: &burn::module::Param<Tensor<CpuAutodiff, 2>>| {
+            let (a, b) = (param.grad(&gp).expect("a gradient"), param.grad(&gm).expect("a gradient through the casts"));
+            assert_eq!(b.dtype(), DType::F32);
+            let (a, b) = (a.into_data().to_vec::<f32>().unwrap(), b.into_data().to_vec::<f32>().unwrap());
+            assert!(max_rel_gap(&a, &b) < 1e-4, "gap {}", max_rel_gap(&a, &b));
+            checked += 1;
+        };
+        compare(&mixed.embed_tokens.weight);
+        for layer in &mixed.layers {
+            for lin in [&layer.self_attn.q_proj, &layer.self_attn.k_proj, &layer.self_attn.v_proj, &layer.self_attn.o_proj] {
+                compare(&lin.weight);
+            }
+            for lin in [&layer.mlp.gate_proj, &layer.mlp.up_proj, &layer.mlp.down_proj] {
+                compare(&lin.weight);
+            }
+        }
+        assert_eq!(checked, 1 + 7 * mixed.layers.len());
+        assert_eq!(mixed.num_params(), model.num_params(), "casting adds no parameters");
+    }
+}
