@@ -3,7 +3,7 @@
 //! (`data`), continued pretraining (`train`), generation (`generate`, with its benchmark
 //! `generate_bench`), PPO on the Countdown game (`countdown`, `ppo`, `tokenizer`),
 //! op-by-op agreement between backends (`backend_check`) and rows of a batch against
-//! themselves alone (`batch_check`).
+//! themselves alone (`batch_check`), and where a training step's time goes (`ops_bench`).
 
 pub mod backend_check;
 pub mod batch_check;
@@ -13,6 +13,7 @@ pub mod generate;
 pub mod generate_bench;
 pub mod loss;
 pub mod model;
+pub mod ops_bench;
 pub mod ppo;
 pub mod tokenizer;
 pub mod train;

@@ -1,12 +1,14 @@
 //! The `trainer` command line: `pretrain` (continued pretraining / SFT on a built set),
 //! `ppo` (PPO on Countdown), `compare-backends` (the same weights on the CPU and on CUDA)
-//! and `bench-generate` (rollout generation speed).
+//! `check-batch` (rows of a batch against themselves alone), `bench-generate` (rollout
+//! generation speed) and `bench-ops` (where a pretraining step's time goes).
 
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 use trainer::generate_bench::{GenerateBench, bench_generate};
+use trainer::ops_bench::{OpsBench, bench_ops};
 use trainer::ppo::config::PpoConfig;
 use trainer::ppo::run::{PpoSummary, ppo};
 use trainer::train::config::{PretrainConfig, check_compute_dtype};
@@ -64,6 +66,25 @@ enum Command {
         #[arg(long, default_value_t = 128)]
         new_tokens: usize,
         #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// The dtype the matmuls run in: f32, bf16 or f16 (cuda), f64.
+        #[arg(long, default_value = "f32")]
+        compute_dtype: String,
+    },
+    /// Where a pretraining step's time goes: its pieces timed alone at a model's shapes
+    /// (projections, attention, a decoder layer, LM head + loss, model, step); JSON lines.
+    BenchOps {
+        /// A Hugging Face `config.json` (the model's shape; random weights).
+        #[arg(long)]
+        model: PathBuf,
+        /// "cpu" or "cuda".
+        #[arg(long, default_value = "cuda")]
+        backend: String,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 2048)]
+        seq: usize,
+        #[arg(long, default_value_t = 5)]
         repeats: usize,
         /// The dtype the matmuls run in: f32, bf16 or f16 (cuda), f64.
         #[arg(long, default_value = "f32")]
@@ -187,6 +208,20 @@ fn run(cli: Cli) -> Result<()> {
             println!("{result}");
             Ok(())
         }
+        Command::BenchOps { model, backend, batch, seq, repeats, compute_dtype } => {
+            let config = trainer::model::config::ModelConfig::from_file(&model)?;
+            let compute = check_compute_dtype(&compute_dtype, &backend, "--compute-dtype")?;
+            let o = OpsBench { batch, seq, repeats, compute };
+            let lines = match backend.as_str() {
+                "cpu" => bench_ops::<trainer::CpuAutodiff>(&config, &o, &Default::default())?,
+                "cuda" => cuda_bench_ops(&config, &o)?,
+                other => bail!("--backend {other}: use cpu or cuda"),
+            };
+            for l in lines {
+                println!("{l}");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -297,6 +332,21 @@ fn cuda_bench_generate(config: &trainer::model::config::ModelConfig, b: &Generat
 
 #[cfg(not(feature = "cuda"))]
 fn cuda_bench_generate(_: &trainer::model::config::ModelConfig, _: &GenerateBench) -> Result<serde_json::Value> {
+    Err(without_cuda("pass --backend cpu"))
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_bench_ops(config: &trainer::model::config::ModelConfig, o: &OpsBench) -> Result<Vec<serde_json::Value>> {
+    use burn::backend::Autodiff;
+    if cuda_fusion(true) {
+        bench_ops::<Autodiff<CudaFused>>(config, o, &Default::default())
+    } else {
+        bench_ops::<Autodiff<CudaPlain>>(config, o, &Default::default())
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_bench_ops(_: &trainer::model::config::ModelConfig, _: &OpsBench) -> Result<Vec<serde_json::Value>> {
     Err(without_cuda("pass --backend cpu"))
 }
 

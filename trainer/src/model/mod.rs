@@ -117,7 +117,8 @@ impl<B: Backend> Llama<B> {
         (0..self.layers.len()).map(|_| KvCache::with_capacity(capacity)).collect()
     }
 
-    fn head(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// The LM head: logits `[batch, seq, vocab]` of final hidden states.
+    pub fn head(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
             Some(head) => precision::project(head, x, self.compute),
             None => linear_in(x, self.embed_tokens.weight.val().transpose(), None, self.compute),

@@ -1,0 +1,193 @@
+//! Where a pretraining step's time goes (`trainer bench-ops`): the pieces of one step timed
+//! alone at a model's shapes, forward and forward + backward, with the TFLOP/s they reach:
+//! every projection's matmul, attention, one decoder layer, the LM head with the loss, the
+//! whole model, and the whole step (with gradient clipping and AdamW, as the pretraining
+//! loop runs it). Each piece runs once untimed (the GPU compiles and tunes kernels there),
+//! then `repeats` times between two device syncs. `scripts/gpu/bench_torch_ops.py` times
+//! the same pieces in PyTorch, so the two print comparable JSON lines.
+
+use std::time::Instant;
+
+use anyhow::{Result, anyhow};
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use burn::tensor::backend::AutodiffBackend;
+use serde_json::{Value, json};
+
+use crate::loss::causal_lm_loss;
+use crate::model::Llama;
+use crate::model::config::ModelConfig;
+use crate::model::precision::{Compute, linear_in};
+use crate::train::clip::clip_global_norm;
+use crate::train::run::flops_per_token;
+
+/// The shapes and precision to time.
+#[derive(Clone, Debug)]
+pub struct OpsBench {
+    pub batch: usize,
+    pub seq: usize,
+    pub repeats: usize,
+    /// The dtype the matmuls run in (`None`: f32).
+    pub compute: Compute,
+}
+
+/// One piece's timing: mean seconds per call and the first (untimed) call's seconds.
+struct Timing {
+    seconds: f64,
+    first_s: f64,
+}
+
+/// Times `f` (which returns a scalar tensor, kept until the sync, so that its work cannot
+/// be skipped): one call, a sync, then `repeats` calls and a sync.
+fn time<T: Backend>(device: &T::Device, repeats: usize, mut f: impl FnMut() -> Tensor<T, 1>) -> Result<Timing> {
+    let sync = || T::sync(device).map_err(|e| anyhow!("the device failed: {e:?}"));
+    sync()?;
+    let started = Instant::now();
+    let mut kept = vec![f()];
+    sync()?;
+    let first_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for _ in 0..repeats.max(1) {
+        kept.push(f());
+    }
+    sync()?;
+    Ok(Timing { seconds: started.elapsed().as_secs_f64() / repeats.max(1) as f64, first_s })
+}
+
+/// One JSON line: the piece, its FLOPs per call and what it reached.
+fn line(piece: &str, pass: &str, flops: f64, t: &Timing, o: &OpsBench) -> Value {
+    json!({
+        "side": "ours", "piece": piece, "pass": pass, "batch": o.batch, "seq": o.seq,
+        "compute_dtype": o.compute.map_or("f32".to_string(), |d| format!("{d:?}").to_lowercase()),
+        "ms": t.seconds * 1e3, "tflops": flops / t.seconds / 1e12, "first_ms": t.first_s * 1e3,
+    })
+}
+
+/// Runs every piece; one JSON value per piece and pass, then a summary line.
+pub fn bench_ops<B: AutodiffBackend>(config: &ModelConfig, o: &OpsBench, device: &B::Device) -> Result<Vec<Value>> {
+    B::seed(device, 0);
+    let c = config;
+    let (b, s, r) = (o.batch, o.seq, o.repeats);
+    let tokens = (b * s) as f64;
+    let model = Llama::<B>::random(c, device).with_compute(o.compute);
+    let normal = |dims: Vec<usize>| Tensor::<B, 3>::random(dims, Distribution::Normal(0.0, 1.0), device);
+    let mut out = Vec::new();
+
+    // Each distinct projection: x [b, s, d_in] times a weight [d_in, d_out].
+    let (h, q, kv, i) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.intermediate_size);
+    let projections =
+        [("q_proj", h, q), ("k_proj/v_proj", h, kv), ("o_proj", q, h), ("gate_proj/up_proj", h, i), ("down_proj", i, h), ("lm_head", h, c.vocab_size)];
+    for (name, d_in, d_out) in projections {
+        let x = normal(vec![b, s, d_in]);
+        let w = Tensor::<B, 2>::random([d_in, d_out], Distribution::Normal(0.0, 0.02), device);
+        let flops = 2.0 * tokens * (d_in * d_out) as f64;
+        let fwd = time::<B>(device, r, || linear_in(x.clone(), w.clone(), None, o.compute).sum())?;
+        out.push(line(name, "forward", flops, &fwd, o));
+        let (xg, wg) = (x.clone().require_grad(), w.clone().require_grad());
+        let both = time::<B::InnerBackend>(device, r, || {
+            let grads = linear_in(xg.clone(), wg.clone(), None, o.compute).sum().backward();
+            xg.grad(&grads).expect("a gradient").sum() + wg.grad(&grads).expect("a gradient").sum()
+        })?;
+        out.push(line(name, "forward+backward", 3.0 * flops, &both, o));
+    }
+
+    // Attention alone: queries, keys and values by head, causal.
+    let attn = &model.layers[0].self_attn;
+    let heads = |n: usize| Tensor::<B, 4>::random([b, n, s, c.head_dim], Distribution::Normal(0.0, 1.0), device);
+    let (qs, ks, vs) = (heads(c.num_heads), heads(c.num_kv_heads), heads(c.num_kv_heads));
+    let attention_flops = 4.0 * (b * c.num_heads * s * s * c.head_dim) as f64;
+    let fwd = time::<B>(device, r, || attn.attend(qs.clone(), ks.clone(), vs.clone(), None).sum())?;
+    out.push(line("attention", "forward", attention_flops, &fwd, o));
+    let (qg, kg, vg) = (qs.require_grad(), ks.require_grad(), vs.require_grad());
+    let both = time::<B::InnerBackend>(device, r, || {
+        let grads = attn.attend(qg.clone(), kg.clone(), vg.clone(), None).sum().backward();
+        qg.grad(&grads).expect("a gradient").sum() + kg.grad(&grads).expect("a gradient").sum() + vg.grad(&grads).expect("a gradient").sum()
+    })?;
+    out.push(line("attention", "forward+backward", 3.0 * attention_flops, &both, o));
+
+    // One decoder layer (norms, projections, RoPE, attention, MLP, residuals).
+    let layer = &model.layers[0];
+    let at = model.causal_positions(s, device);
+    let layer_flops = 2.0 * tokens * (h * q + 2 * h * kv + q * h + 3 * h * i) as f64 + attention_flops;
+    let x = normal(vec![b, s, h]);
+    let fwd = time::<B>(device, r, || layer.forward(x.clone(), &at, None).sum())?;
+    out.push(line("decoder_layer", "forward", layer_flops, &fwd, o));
+    let xg = x.require_grad();
+    let both = time::<B::InnerBackend>(device, r, || {
+        let grads = layer.forward(xg.clone(), &at, None).sum().backward();
+        xg.grad(&grads).expect("a gradient").sum()
+    })?;
+    let layer_both = both;
+    out.push(line("decoder_layer", "forward+backward", 3.0 * layer_flops, &layer_both, o));
+
+    // The LM head and the loss over the vocabulary.
+    let ids = Tensor::<B, 2, Int>::random([b, s], Distribution::Uniform(3.0, c.vocab_size as f64), device);
+    let head_flops = 2.0 * tokens * (h * c.vocab_size) as f64;
+    let hidden = normal(vec![b, s, h]).require_grad();
+    let both = time::<B::InnerBackend>(device, r, || {
+        let loss = causal_lm_loss(model.head(hidden.clone()), ids.clone());
+        let grads = loss.backward();
+        hidden.grad(&grads).expect("a gradient").sum()
+    })?;
+    let head_both = both;
+    out.push(line("lm_head+loss", "forward+backward", 3.0 * head_flops, &head_both, o));
+
+    // The whole model, then the whole step as the pretraining loop runs it.
+    let model_flops = tokens * flops_per_token(c, s);
+    let both = time::<B::InnerBackend>(device, r, || {
+        let loss = causal_lm_loss(model.forward(ids.clone()), ids.clone());
+        let grads = loss.backward();
+        model.embed_tokens.weight.grad(&grads).expect("a gradient").sum()
+    })?;
+    let model_both = both;
+    out.push(line("model", "forward+backward", model_flops, &model_both, o));
+    let mut optim = AdamWConfig::new().with_weight_decay(0.01).init::<B, Llama<B>>();
+    let mut stepped = Some(model.clone());
+    let step = time::<B::InnerBackend>(device, r, || {
+        let current = stepped.take().expect("a model");
+        let loss = causal_lm_loss(current.forward(ids.clone()), ids.clone());
+        let mut grads = GradientsParams::from_grads(loss.backward(), &current);
+        clip_global_norm(&current, &mut grads, 1.0);
+        let next = optim.step(1e-5, current, grads);
+        let probe = next.embed_tokens.weight.val().inner().slice([0..1, 0..1]).reshape([1]);
+        stepped = Some(next);
+        probe
+    })?;
+    out.push(line("step (with clip + AdamW)", "forward+backward+update", model_flops, &step, o));
+
+    // How the pieces add up: layers and head against the measured model and step.
+    let pieces_s = c.num_layers as f64 * layer_both.seconds + head_both.seconds;
+    out.push(json!({
+        "side": "ours", "piece": "summary", "batch": b, "seq": s, "compute_dtype": out[0]["compute_dtype"],
+        "layers_ms": c.num_layers as f64 * layer_both.seconds * 1e3, "head_loss_ms": head_both.seconds * 1e3,
+        "model_fwd_bwd_ms": model_both.seconds * 1e3, "rest_of_model_ms": (model_both.seconds - pieces_s) * 1e3,
+        "clip_and_adamw_ms": (step.seconds - model_both.seconds) * 1e3, "step_ms": step.seconds * 1e3,
+        "tokens_per_s": tokens / step.seconds, "model_tflops": model_flops / step.seconds / 1e12,
+    }));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::tiny_config;
+
+    #[test]
+    fn every_piece_is_timed_and_the_summary_adds_them_up() {
+        let o = OpsBench { batch: 2, seq: 16, repeats: 2, compute: None };
+        let lines = bench_ops::<crate::CpuAutodiff>(&tiny_config(), &o, &Default::default()).unwrap();
+        let pieces: Vec<String> = lines.iter().map(|l| format!("{} {}", l["piece"].as_str().unwrap(), l["pass"].as_str().unwrap_or(""))).collect();
+        assert_eq!(pieces.len(), 6 * 2 + 2 + 2 + 1 + 1 + 1 + 1, "{pieces:?}");
+        for l in &lines[..lines.len() - 1] {
+            assert!(l["ms"].as_f64().unwrap() > 0.0 && l["tflops"].as_f64().unwrap() > 0.0, "{l}");
+        }
+        let summary = lines.last().unwrap();
+        assert_eq!(summary["piece"], "summary");
+        let step = summary["step_ms"].as_f64().unwrap();
+        assert!(step > 0.0 && summary["tokens_per_s"].as_f64().unwrap() > 0.0, "{summary}");
+        // The whole model's forward + backward does at least one layer's work per layer.
+        let layer = lines.iter().find(|l| l["piece"] == "decoder_layer" && l["pass"] == "forward+backward").unwrap();
+        assert!(summary["model_fwd_bwd_ms"].as_f64().unwrap() > 0.0 && layer["ms"].as_f64().unwrap() > 0.0);
+    }
+}
