@@ -3,10 +3,17 @@
 # machine: `trainer bench-ops` (each piece of a step timed alone: projections, attention,
 # a decoder layer, LM head + loss, model, step) with matmuls in each of $COMPUTE (default
 # "bf16 f32"), then scripts/gpu/bench_torch_ops.py (eager transformers, f32 and bf16
-# autocast) on the same shapes; then the side-by-side table (scripts/ops_table.py).
+# autocast) on the same shapes; then the side-by-side table (scripts/ops_table.py); then,
+# with PROFILE=1 (default), ours once more at bf16 under cubecl's kernel profiler (a
+# cubecl.toml in a scratch folder: one table of kernels, counts and durations per device
+# sync, i.e. per piece, in kernels-bf16.log; profiling serialises kernels, so only its
+# shares count, not its times).
 #   run (device tool) with carry [".device"], where .device/trainer is
 #   `cargo build --release -p trainer --features cuda` (stripped).
-# Writes ops.jsonl, logs and ops-table.md to ${OUT:-/tmp/ops-out}.
+# Writes ops.jsonl, logs and ops-table.md to ${OUT:-/tmp/ops-out}. On a fresh machine each
+# precision of ours first compiles and autotunes its kernels (the pretraining benchmark's
+# first step took 283 s at f32), so within one 10-minute call run one precision
+# (COMPUTE=bf16) or set CUBECL_AUTOTUNE_LEVEL=minimal.
 set -uo pipefail
 OUT=${OUT:-/tmp/ops-out}
 BIN=${TRAINER_BIN:-.device/trainer}
@@ -23,3 +30,12 @@ echo "== pytorch"
 timeout "${TORCH_TIMEOUT:-240}" python3 scripts/gpu/bench_torch_ops.py --config "$MODEL" $SHAPE 2> "$OUT/torch.log" | tee -a "$OUT/ops.jsonl" \
   || { echo "pytorch: exit $?"; tail -20 "$OUT/torch.log"; }
 python3 scripts/ops_table.py "$OUT/ops.jsonl" | tee "$OUT/ops-table.md"
+if [ "${PROFILE:-1}" = 1 ]; then
+  echo "== ours under cubecl's kernel profiler (bf16)"
+  SCRATCH=$(mktemp -d)
+  printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\nappend = false\n' "$OUT/kernels-bf16.log" > "$SCRATCH/cubecl.toml"
+  BIN_ABS=$(realpath "$BIN") MODEL_ABS=$(realpath "$MODEL")
+  ( cd "$SCRATCH" && timeout "${PROFILE_TIMEOUT:-200}" "$BIN_ABS" bench-ops --model "$MODEL_ABS" --batch "${BATCH:-1}" --seq "${SEQ:-2048}" \
+      --repeats 1 --compute-dtype bf16 > "$OUT/ops-profiled.jsonl" 2> "$OUT/ours-profiled.log" ) || echo "profiled run: exit $?"
+  ls -la "$OUT/kernels-bf16.log" 2>/dev/null && grep -c . "$OUT/kernels-bf16.log"
+fi

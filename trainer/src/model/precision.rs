@@ -88,6 +88,20 @@ mod tests {
         assert!(max_rel_gap(&p, &m) < 1e-5, "gap {}", max_rel_gap(&p, &m));
     }
 
+    /// Batched generation (left padding, key/value cache, masked attention) under a compute
+    /// dtype: the same greedy tokens as at f32.
+    #[test]
+    fn generation_in_another_compute_dtype_picks_the_same_tokens() {
+        use crate::generate::{Sampling, generate};
+        let device = Default::default();
+        let model = Llama::<Cpu>::random(&tiny_config(), &device);
+        let prompts = vec![vec![3, 9, 27, 17], vec![5, 1], vec![60, 2, 44]];
+        let greedy = Sampling { max_new_tokens: 6, temperature: 0.0, top_p: 1.0, seed: 0, eos: None };
+        let plain = generate(&model, &prompts, &greedy, false).unwrap().tokens;
+        let mixed = generate(&model.with_compute(Some(FloatDType::F64)), &prompts, &greedy, false).unwrap().tokens;
+        assert_eq!(plain, mixed);
+    }
+
     /// Training under a compute dtype: the gradients reach every parameter in the
     /// parameters' dtype, equal to the f32 model's.
     #[test]
