@@ -19,8 +19,13 @@ use crate::manifests;
 pub const STAGE_TABLES: [(&str, &str); 5] =
     [("docs", "docs"), ("labels", "labels"), ("selection", "select"), ("rewrites", "rewrites"), ("rollouts", "rollouts")];
 
-/// The request journals: SQL name, stage (file `journal/<stage>.jsonl`).
-pub const JOURNALS: [(&str, &str); 2] = [("classify_requests", "classify"), ("rewrite_requests", "rewrite")];
+/// The request journals: SQL name, stage (file `journal/<stage>.jsonl`); `priming` is
+/// `pipeline prime`'s.
+pub const JOURNALS: [(&str, &str); 3] = [("classify_requests", "classify"), ("rewrite_requests", "rewrite"), ("priming_requests", "priming")];
+
+/// Folders of sets in the layout of a built set (`<folder>/<name>/data/*.parquet`): SQL
+/// name, folder under the run. `priming` holds `pipeline prime`'s sets, one per condition.
+pub const SET_TABLES: [(&str, &str); 2] = [("sets", "sets"), ("priming_sets", "priming")];
 
 /// One registered table, for listings and error messages.
 #[derive(Clone, Debug)]
@@ -54,15 +59,18 @@ impl Catalog {
                 catalog.register_parquet(name, &format!("{folder}/*.parquet"), parts).await?;
             }
         }
-        let set_parts: Vec<PathBuf> = set_names(run).iter().flat_map(|s| parquet_files(&run.join("sets").join(s).join("data")).unwrap_or_default()).collect();
-        if !set_parts.is_empty() {
-            catalog.register_parquet("sets", "sets/*/data/*.parquet", set_parts).await?;
+        for (name, folder) in SET_TABLES {
+            let parts: Vec<PathBuf> =
+                sets_in(run, folder).iter().flat_map(|s| parquet_files(&run.join(folder).join(s).join("data")).unwrap_or_default()).collect();
+            if !parts.is_empty() {
+                catalog.register_parquet(name, &format!("{folder}/*/data/*.parquet"), parts).await?;
+            }
         }
         catalog.register_journals().await?;
         catalog.register_manifests()?;
         if catalog.tables.is_empty() {
             bail!(
-                "{} holds no run tables (docs/, labels/, select/, rewrites/, sets/, journal/, rollouts/): is it a run folder? `pipeline run` makes one, and `trainer ppo` with [track]",
+                "{} holds no run tables (docs/, labels/, select/, rewrites/, sets/, priming/, journal/, rollouts/): is it a run folder? `pipeline run` makes one, `pipeline prime` too, and `trainer ppo` with [track]",
                 run.display()
             );
         }
@@ -82,7 +90,8 @@ impl Catalog {
         Ok(())
     }
 
-    /// `classify_requests`, `rewrite_requests`, and `requests` (both, with a `stage` column).
+    /// One table per journal (`classify_requests`, ...), and `requests` (all of them, with a
+    /// `stage` column).
     async fn register_journals(&mut self) -> Result<()> {
         let mut all: Option<DataFrame> = None;
         for (name, stage) in JOURNALS {
@@ -144,7 +153,12 @@ fn type_name(f: &Field) -> String {
 
 /// The built sets (`sets/<set>/` folders with a `data/` folder), sorted.
 pub fn set_names(run: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(run.join("sets")) else { return Vec::new() };
+    sets_in(run, "sets")
+}
+
+/// The sets under `<run>/<folder>/` (folders holding a `data/` folder), sorted.
+fn sets_in(run: &Path, folder: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(run.join(folder)) else { return Vec::new() };
     let mut names: Vec<String> = entries.flatten().filter(|e| e.path().join("data").is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     names

@@ -3,7 +3,8 @@
 //! file; pyarrow reads every set and the study's reward scores every row as its condition
 //! requires; rejected replies (no tags, a wrong result, a right result where a wrong one was
 //! asked) are asked again once and then recorded, never written as rows; the controls
-//! follow the all-strategies traces; a rerun pays for nothing; `trainer ppo` primes on
+//! follow the all-strategies traces; a rerun pays for nothing; `corpus-tools` queries the
+//! journal and the sets; `trainer ppo` primes on
 //! one of the sets; and the study's chain works: `trainer pretrain` (SFT) on a set, then
 //! `trainer ppo` from that run's newest checkpoint.
 
@@ -149,6 +150,16 @@ print(json.dumps(out))
     let before = llm.seen().len();
     run_expect(pipeline().arg("-q").arg("prime").arg("--config").arg(&cfg), true);
     assert_eq!(llm.seen().len(), before);
+
+    // The run's journal and sets under SQL (`corpus-tools`): every journaled request, every
+    // condition's rows.
+    let journaled = std::fs::read_to_string(tmp.path().join("runs/priming/journal/priming.jsonl")).unwrap().lines().count();
+    let query = "SELECT (SELECT count(*) FROM priming_requests) AS requests, (SELECT count(*) FROM requests WHERE stage = 'priming') AS tagged, \
+                 (SELECT count(DISTINCT \"set\") FROM priming_sets) AS sets, (SELECT count(*) FROM priming_sets WHERE \"set\" = 'backtracking') AS backtracking";
+    let out = run_expect(Command::new(binary("corpus-tools")).args(["sql", "--format", "json", "--run"]).arg(tmp.path().join("runs/priming")).arg(query), true);
+    let counts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = serde_json::json!([{ "requests": journaled, "tagged": journaled, "sets": 8, "backtracking": sets["backtracking"].len() }]);
+    assert_eq!(counts, want);
 
     // The trainer primes on a set (its train split) before PPO.
     let ppo_config = |name: &str, model_extra: &str, prime: &str| -> PathBuf {
