@@ -157,7 +157,7 @@ pub fn set_names(run: &Path) -> Vec<String> {
 }
 
 /// The sets under `<run>/<folder>/` (folders holding a `data/` folder), sorted.
-fn sets_in(run: &Path, folder: &str) -> Vec<String> {
+pub fn sets_in(run: &Path, folder: &str) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(run.join(folder)) else { return Vec::new() };
     let mut names: Vec<String> = entries.flatten().filter(|e| e.path().join("data").is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     names.sort();

@@ -10,7 +10,7 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use serde_json::Value;
 
-use crate::catalog::{STAGE_TABLES, set_names};
+use crate::catalog::{SET_TABLES, STAGE_TABLES, sets_in};
 
 /// A file a manifest lists, with what the manifest says about it.
 #[derive(Clone, Debug)]
@@ -29,12 +29,25 @@ pub struct ListedFile {
 /// One manifest file.
 #[derive(Clone, Debug)]
 pub struct Manifest {
-    /// `docs`, `labels`, `select`, `rewrites`, `sets`, `sets/rich`, ...
+    /// `docs`, `labels`, `select`, `rewrites`, `sets`, `sets/rich`, `priming`,
+    /// `priming/backtracking`, ...
     pub name: String,
     /// Relative to the run folder.
     pub path: String,
     pub json: Value,
     pub files: Vec<ListedFile>,
+}
+
+impl Manifest {
+    /// One set's manifest (`sets/<set>`, `priming/<condition>`): shards with tokens.
+    pub fn is_set(&self) -> bool {
+        SET_TABLES.iter().any(|(_, folder)| self.name.strip_prefix(folder).is_some_and(|rest| rest.starts_with('/')))
+    }
+
+    /// The index of a folder of sets (`sets`, `priming`): it lists no files of its own.
+    pub fn is_set_index(&self) -> bool {
+        SET_TABLES.iter().any(|(_, folder)| self.name == *folder)
+    }
 }
 
 /// Every manifest of the run, in pipeline order.
@@ -45,12 +58,15 @@ pub fn find(run: &Path) -> Result<Vec<Manifest>> {
             out.push(m);
         }
     }
-    if let Some(m) = load(run, "sets", "sets/_manifest.json")? {
-        out.push(m);
-    }
-    for set in set_names(run) {
-        if let Some(m) = load(run, &format!("sets/{set}"), &format!("sets/{set}/manifest.json"))? {
+    // The built sets and a priming run's sets: an index per folder, a manifest per set.
+    for (_, folder) in SET_TABLES {
+        if let Some(m) = load(run, folder, &format!("{folder}/_manifest.json"))? {
             out.push(m);
+        }
+        for set in sets_in(run, folder) {
+            if let Some(m) = load(run, &format!("{folder}/{set}"), &format!("{folder}/{set}/manifest.json"))? {
+                out.push(m);
+            }
         }
     }
     Ok(out)

@@ -4,7 +4,7 @@
 //! requires; rejected replies (no tags, a wrong result, a right result where a wrong one was
 //! asked) are asked again once and then recorded, never written as rows; the controls
 //! follow the all-strategies traces; a rerun pays for nothing; `corpus-tools` queries the
-//! journal and the sets; `trainer ppo` primes on
+//! journal and the sets and verifies the shards; `trainer ppo` primes on
 //! one of the sets; and the study's chain works: `trainer pretrain` (SFT) on a set, then
 //! `trainer ppo` from that run's newest checkpoint.
 
@@ -160,6 +160,21 @@ print(json.dumps(out))
     let counts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let want = serde_json::json!([{ "requests": journaled, "tagged": journaled, "sets": 8, "backtracking": sets["backtracking"].len() }]);
     assert_eq!(counts, want);
+    // `corpus-tools verify` checks every priming shard against its manifest, and names a damaged one.
+    let verify = || Command::new(binary("corpus-tools")).arg("verify").arg("--run").arg(tmp.path().join("runs/priming")).output().unwrap();
+    let ok = verify();
+    let report = String::from_utf8_lossy(&ok.stdout).into_owned() + &String::from_utf8_lossy(&ok.stderr);
+    assert!(ok.status.success() && report.contains("priming/backtracking/manifest.json"), "{report}");
+    let shard =
+        std::fs::read_dir(root.join("backtracking/data")).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "parquet")).unwrap();
+    let mut bytes = std::fs::read(&shard).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(&shard, &bytes).unwrap();
+    let damaged = verify();
+    let report = String::from_utf8_lossy(&damaged.stdout).into_owned() + &String::from_utf8_lossy(&damaged.stderr);
+    assert!(!damaged.status.success() && report.contains(shard.file_name().unwrap().to_str().unwrap()), "{report}");
+    bytes[10] ^= 0xff;
+    std::fs::write(&shard, &bytes).unwrap();
 
     // The trainer primes on a set (its train split) before PPO.
     let ppo_config = |name: &str, model_extra: &str, prime: &str| -> PathBuf {

@@ -21,8 +21,7 @@ use crate::manifests::{ListedFile, Manifest};
 pub fn check(run: &Path, found: &[Manifest]) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
     for m in found {
-        let mut c =
-            Check::new(format!("{}: {} listed files (size, sha256, rows{})", m.path, m.files.len(), if m.name.starts_with("sets/") { ", tokens" } else { "" }));
+        let mut c = Check::new(format!("{}: {} listed files (size, sha256, rows{})", m.path, m.files.len(), if m.is_set() { ", tokens" } else { "" }));
         let extra = special_tokens(&m.json);
         for f in &m.files {
             if let Err(e) = check_file(run, f, extra) {
@@ -33,7 +32,7 @@ pub fn check(run: &Path, found: &[Manifest]) -> Result<Vec<Check>> {
             c.fail(format!("{stray}: on disk but not in the manifest (a leftover of another run? move it away)"));
         }
         checks.push(c);
-        if m.name.starts_with("sets/") {
+        if m.is_set() {
             checks.push(totals(m));
         }
     }
@@ -126,9 +125,9 @@ fn jsonl_counts(path: &Path, extra: u64) -> Result<(u64, Option<u64>)> {
 /// Files in the folders a manifest covers that it does not list.
 fn unlisted(run: &Path, m: &Manifest) -> Vec<String> {
     let listed: BTreeSet<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
-    let folders: Vec<String> = if m.name.starts_with("sets/") {
+    let folders: Vec<String> = if m.is_set() {
         ["data", "jsonl", "megatron"].iter().map(|d| format!("{}/{d}", m.name)).collect()
-    } else if m.name == "sets" {
+    } else if m.is_set_index() {
         Vec::new()
     } else {
         vec![m.name.clone()]
