@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::generate::{Sampling, generate};
 use crate::model::Llama;
 use crate::model::config::ModelConfig;
-use crate::model::precision::Compute;
+use crate::model::precision::{Compute, compute_name};
 
 /// What to generate.
 #[derive(Clone, Debug)]
@@ -47,6 +47,6 @@ pub fn bench_generate<B: Backend>(config: &ModelConfig, b: &GenerateBench, devic
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     Ok(json!({
         "side": "ours", "batch": b.batch, "prompt_tokens": b.prompt_tokens, "new_tokens": b.new_tokens, "parameters": config.num_parameters(),
-        "compute_dtype": b.compute.map_or("f32".to_string(), |d| format!("{d:?}").to_lowercase()), "first_call_s": first_s, "seconds": mean, "tokens_per_s": (b.batch * b.new_tokens) as f64 / mean,
+        "compute_dtype": compute_name(b.compute), "first_call_s": first_s, "seconds": mean, "tokens_per_s": (b.batch * b.new_tokens) as f64 / mean,
     }))
 }

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::loss::causal_lm_loss;
 use crate::model::Llama;
 use crate::model::config::ModelConfig;
-use crate::model::precision::{Compute, linear_in};
+use crate::model::precision::{Compute, compute_name, linear_in};
 use crate::train::clip::clip_global_norm;
 use crate::train::run::flops_per_token;
 
@@ -59,7 +59,7 @@ fn time<T: Backend>(device: &T::Device, repeats: usize, mut f: impl FnMut() -> T
 fn line(piece: &str, pass: &str, flops: f64, t: &Timing, o: &OpsBench) -> Value {
     json!({
         "side": "ours", "piece": piece, "pass": pass, "batch": o.batch, "seq": o.seq,
-        "compute_dtype": o.compute.map_or("f32".to_string(), |d| format!("{d:?}").to_lowercase()),
+        "compute_dtype": compute_name(o.compute),
         "ms": t.seconds * 1e3, "tflops": flops / t.seconds / 1e12, "first_ms": t.first_s * 1e3,
     })
 }
@@ -159,7 +159,7 @@ pub fn bench_ops<B: AutodiffBackend>(config: &ModelConfig, o: &OpsBench, device:
     // How the pieces add up: layers and head against the measured model and step.
     let pieces_s = c.num_layers as f64 * layer_both.seconds + head_both.seconds;
     out.push(json!({
-        "side": "ours", "piece": "summary", "batch": b, "seq": s, "compute_dtype": out[0]["compute_dtype"],
+        "side": "ours", "piece": "summary", "batch": b, "seq": s, "compute_dtype": compute_name(o.compute),
         "layers_ms": c.num_layers as f64 * layer_both.seconds * 1e3, "head_loss_ms": head_both.seconds * 1e3,
         "model_fwd_bwd_ms": model_both.seconds * 1e3, "rest_of_model_ms": (model_both.seconds - pieces_s) * 1e3,
         "clip_and_adamw_ms": (step.seconds - model_both.seconds) * 1e3, "step_ms": step.seconds * 1e3,

@@ -53,7 +53,7 @@ impl<B: Backend> KvCache<B> {
     }
 
     /// Writes `k`, `v` (`[batch, kv_heads, seq, head_dim]`) after the filled positions and
-    /// returns the whole buffers. The new positions are placed by concatenating zeros around
+    /// returns the whole buffers, in their dtype. The new positions are placed by concatenating zeros around
     /// them and adding (the buffer is zero there): only `cat` and elementwise ops, which the
     /// CUDA backend fuses, and no in-place slice writes.
     fn append(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
@@ -61,14 +61,14 @@ impl<B: Backend> KvCache<B> {
         let (start, end) = (self.len, self.len + t);
         assert!(end <= self.capacity, "the key/value cache holds {} positions, {end} asked for", self.capacity);
         let place = |new: Tensor<B, 4>| {
-            let device = new.device();
+            let (device, dtype) = (new.device(), new.dtype());
             let mut parts = Vec::with_capacity(3);
             if start > 0 {
-                parts.push(Tensor::zeros([b, heads, start, d], &device));
+                parts.push(Tensor::zeros([b, heads, start, d], (&device, dtype)));
             }
             parts.push(new);
             if end < self.capacity {
-                parts.push(Tensor::zeros([b, heads, self.capacity - end, d], &device));
+                parts.push(Tensor::zeros([b, heads, self.capacity - end, d], (&device, dtype)));
             }
             Tensor::cat(parts, 2)
         };
@@ -98,7 +98,7 @@ pub struct Attention<B: Backend> {
     pub head_dim: usize,
     /// The dtype the projections and the attention matmuls run in; see `precision`.
     #[module(skip)]
-    pub compute: Compute,
+    pub(super) compute: Compute,
 }
 
 impl<B: Backend> Attention<B> {
@@ -135,7 +135,7 @@ impl<B: Backend> Attention<B> {
         let [b, ..] = q.dims();
         let out: burn::tensor::FloatDType = q.dtype().into();
         let c = self.compute;
-        let (q, k, v) = (to_compute(q, c), to_compute(self.repeat_kv(k), c), to_compute(self.repeat_kv(v), c));
+        let (q, k, v) = (to_compute(q, c), self.repeat_kv(to_compute(k, c)), self.repeat_kv(to_compute(v, c)));
         let y = match mask {
             None => attention(q, k, v, None, None, attention_options(self.head_dim, true, false)),
             Some(mask) => {
@@ -151,7 +151,9 @@ impl<B: Backend> Attention<B> {
     /// the queries attend to the whole cache under the mask (`[batch, 1, seq, capacity]`).
     pub fn forward(&self, x: Tensor<B, 3>, at: &Positions<B>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
-        let (q, mut k, mut v) = self.project(x, at);
+        let (q, k, v) = self.project(x, at);
+        // Keys and values are cached in the compute dtype: cast once, not at every step.
+        let (mut k, mut v) = (to_compute(k, self.compute), to_compute(v, self.compute));
         if let Some(cache) = cache {
             (k, v) = cache.append(k, v);
         }

@@ -16,7 +16,7 @@ pub struct Mlp<B: Backend> {
     pub down_proj: Linear<B>,
     /// The dtype the projections run in; see `precision`.
     #[module(skip)]
-    pub compute: Compute,
+    pub(super) compute: Compute,
 }
 
 impl<B: Backend> Mlp<B> {

@@ -33,9 +33,10 @@ pub struct Llama<B: Backend> {
     pub config: ModelConfig,
     #[module(skip)]
     rope: Rope,
-    /// The dtype the matmuls run in (`None`: the parameters' own); see `precision`.
+    /// The dtype the matmuls run in (`None`: the parameters' own); see `precision`. Set
+    /// by `with_compute` only, which gives every layer the same.
     #[module(skip)]
-    pub compute: Compute,
+    compute: Compute,
 }
 
 impl<B: Backend> Llama<B> {

@@ -23,6 +23,11 @@ pub fn parse_compute(name: &str) -> Result<Compute> {
     })
 }
 
+/// The name `parse_compute` reads (`f32` for none), for logs and benchmark lines.
+pub fn compute_name(compute: Compute) -> String {
+    compute.map_or("f32".to_string(), |d| format!("{d:?}").to_lowercase())
+}
+
 /// `x` in the compute dtype (unchanged when there is none).
 pub fn to_compute<B: Backend, const D: usize>(x: Tensor<B, D>, compute: Compute) -> Tensor<B, D> {
     match compute {
@@ -70,6 +75,9 @@ mod tests {
     fn compute_dtypes_are_read_and_a_wrong_one_is_named() {
         assert_eq!(parse_compute("f32").unwrap(), None);
         assert_eq!(parse_compute("bf16").unwrap(), Some(FloatDType::BF16));
+        for name in ["f32", "bf16", "f16", "f64"] {
+            assert_eq!(compute_name(parse_compute(name).unwrap()), name);
+        }
         let err = parse_compute("fp8").unwrap_err().to_string();
         assert!(err.contains("fp8") && err.contains("bf16"), "{err}");
     }
