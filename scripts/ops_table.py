@@ -1,41 +1,51 @@
 """The side-by-side table of `trainer bench-ops` and scripts/gpu/bench_torch_ops.py: reads
-their JSON lines (one file, both sides, any precisions) and prints a Markdown table of
-milliseconds and TFLOP/s per piece, ours against PyTorch at each precision, then each
-side's summary (layers, head + loss, the rest, clip + AdamW, step, tokens/s).
+their JSON lines (one or more files, both sides, any precisions and backends) and prints a
+Markdown table of milliseconds and TFLOP/s per piece, one column per run (side, backend,
+precision) and, for each of ours, its time over PyTorch's at the same precision; then each
+run's summary (layers, head + loss, the rest, clip + AdamW, step, tokens/s).
 
-    python3 scripts/ops_table.py ops.jsonl
+    python3 scripts/ops_table.py ops.jsonl [more.jsonl ...]
 """
 
 import json
 import sys
 
 
-def main(path):
-    rows = [json.loads(line) for line in open(path) if line.startswith("{")]
+def run_of(row):
+    """A run's name: side, backend where the line names one, precision."""
+    backend = f" {row['backend']}" if row.get("backend") else ""
+    return f"{row['side']}{backend} {row['compute_dtype']}"
+
+
+def main(paths):
+    rows = [json.loads(line) for path in paths for line in open(path) if line.startswith("{")]
     pieces = [r for r in rows if r["piece"] != "summary"]
-    precisions = sorted({r["compute_dtype"] for r in rows}, key=lambda p: p != "bf16")
+    runs = list(dict.fromkeys(run_of(r) for r in rows))
     keys = list(dict.fromkeys((r["piece"], r["pass"]) for r in pieces))
-    index = {(r["side"], r["compute_dtype"], r["piece"], r["pass"]): r for r in pieces}
-    head = ["piece", "pass"]
-    for p in precisions:
-        head += [f"ours {p} ms (TFLOP/s)", f"pytorch {p} ms (TFLOP/s)", f"ours / pytorch time {p}"]
+    index = {(run_of(r), r["piece"], r["pass"]): r for r in pieces}
+    reference = {r["compute_dtype"]: run_of(r) for r in rows if r["side"] == "pytorch"}
+    ratios = [(run, reference[run.rsplit(" ", 1)[1]]) for run in runs
+              if not run.startswith("pytorch") and run.rsplit(" ", 1)[1] in reference]
+    head = ["piece", "pass"] + [f"{run} ms (TFLOP/s)" for run in runs] + [f"{a} / {b}" for a, b in ratios]
     print("| " + " | ".join(head) + " |")
     print("| " + " | ".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + " |")
+    show = lambda r: f"{r['ms']:.2f} ({r['tflops']:.3g})" if r else "-"
     for piece, passes in keys:
-        cells = [piece, passes]
-        for p in precisions:
-            ours, torch = index.get(("ours", p, piece, passes)), index.get(("pytorch", p, piece, passes))
-            show = lambda r: f"{r['ms']:.2f} ({r['tflops']:.3g})" if r else "-"
-            cells += [show(ours), show(torch), f"{ours['ms'] / torch['ms']:.2f}x" if ours and torch else "-"]
+        cells = [piece, passes] + [show(index.get((run, piece, passes))) for run in runs]
+        for a, b in ratios:
+            ours, torch = index.get((a, piece, passes)), index.get((b, piece, passes))
+            cells.append(f"{ours['ms'] / torch['ms']:.2f}x" if ours and torch else "-")
         print("| " + " | ".join(cells) + " |")
     print()
     fields = ["layers_ms", "head_loss_ms", "rest_of_model_ms", "model_fwd_bwd_ms", "clip_and_adamw_ms", "step_ms", "tokens_per_s", "model_tflops"]
-    print("| side | precision | " + " | ".join(fields) + " |")
-    print("| --- | --- | " + " | ".join(["---:"] * len(fields)) + " |")
+    print("| run | " + " | ".join(fields) + " |")
+    print("| --- | " + " | ".join(["---:"] * len(fields)) + " |")
     for r in rows:
         if r["piece"] == "summary":
-            print(f"| {r['side']} | {r['compute_dtype']} | " + " | ".join(f"{r[f]:.1f}" for f in fields) + " |")
+            print(f"| {run_of(r)} | " + " | ".join(f"{r[f]:.1f}" for f in fields) + " |")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if len(sys.argv) < 2:
+        sys.exit("usage: python3 scripts/ops_table.py ops.jsonl [more.jsonl ...]")
+    main(sys.argv[1:])

@@ -2,9 +2,11 @@
 # The pretraining benchmark on the GPU machine: our trainer (CUDA, matmuls in each of
 # $COMPUTE, default "bf16 f32", parameters f32) and PyTorch
 # (transformers LlamaForCausalLM, eager) on a random-init Llama-3.2-1B-shaped model, the
-# same batch and sequence length, in one call. Also checks CUDA against the CPU backend
-# on the committed fixtures, and a short CUDA training run on the tiny fixture.
-#   run (device tool) with carry [".device"], where .device/trainer is
+# same batch and sequence length, in one call (TORCH=0 leaves PyTorch out, COMPARE=0 the
+# check of CUDA against the CPU backend on the committed fixtures; HABITS_CUDA_FUSION=0
+# or 1 picks burn's fusion for ours).
+#   run (device tool) with carry [".device/trainer", ".device/cubecl-cache.tar.xz"] (the
+#   cache only if there is one; all of .device can pass the 64 MiB limit), where .device/trainer is
 #   `cargo build --release -p trainer --features cuda` (stripped).
 # Writes JSON lines and logs to ${OUT:-/tmp/bench-out}.
 set -euo pipefail
@@ -15,6 +17,9 @@ SEQ=${SEQ:-2048}
 STEPS=${STEPS:-12}
 MODEL=${MODEL:-configs/models/llama-3.2-1b-shape.json}
 mkdir -p "$OUT"
+# Compiled kernels and autotune results travel between machines (scripts/gpu/cubecl_cache.sh).
+source "$(dirname "$0")/cubecl_cache.sh"
+trap save_cubecl_cache EXIT
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 
 if [ "${COMPARE:-1}" = 1 ]; then
@@ -62,5 +67,7 @@ print(json.dumps({"side": "ours", "precision": sys.argv[4], "batch": int(sys.arg
 PY
 done
 
-echo "== pytorch"
-python3 scripts/gpu/bench_torch_pretrain.py --config "$MODEL" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" | tee -a "$OUT/results.jsonl"
+if [ "${TORCH:-1}" = 1 ]; then
+  echo "== pytorch"
+  python3 scripts/gpu/bench_torch_pretrain.py --config "$MODEL" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" | tee -a "$OUT/results.jsonl"
+fi

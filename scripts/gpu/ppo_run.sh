@@ -14,7 +14,8 @@
 #   2. rollout generation speed, ours (`trainer bench-generate`, matmuls in each of
 #      $BENCH_COMPUTE, default "f32 bf16") and transformers' `generate` (f32 and bf16) on
 #      the same model shape, batch and lengths (skipped with BENCH=0).
-#   run (device tool) with carry [".device"], where .device/trainer is
+#   run (device tool) with carry [".device/trainer", ".device/cache", ".device/cubecl-cache.tar.xz"]
+#   (the kernel cache only if there is one, see scripts/gpu/cubecl_cache.sh), where .device/trainer is
 #   `cargo build --release -p trainer --features cuda` and .device/cache a habits cache
 #   holding the Llama-3 tokenizer (tokenizers/llama3/tokenizer.json, from scripts/prepare_llm.sh).
 # Writes metrics, samples, logs and JSON lines to ${OUT:-/tmp/ppo-out}.
@@ -27,6 +28,9 @@ RUN=${RUN:-runs/ppo-gpu}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-150}
 FIXTURES=${FIXTURES:-llama}
 mkdir -p "$OUT"
+# Compiled kernels and autotune results travel between machines (scripts/gpu/cubecl_cache.sh).
+source "$(dirname "$0")/cubecl_cache.sh"
+trap save_cubecl_cache EXIT
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
 compare() {

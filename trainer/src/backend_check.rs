@@ -13,6 +13,7 @@ use burn::tensor::module::attention;
 use crate::generate::{Sampling, generate};
 use crate::model::Llama;
 
+use crate::ModelBackend;
 use crate::model::attention::attention_options;
 
 /// The shapes to check at.
@@ -93,12 +94,12 @@ pub fn check_ops<R: Backend, T: Backend>(s: OpShapes, reference: &R::Device, tes
 /// the gap after each stage (every stage computed from the ids again, as the model chains
 /// it), then the final hidden states and the logits, so that a whole-model disagreement
 /// points at the first stage that shows it.
-pub fn trace_first_layer<R: Backend, T: Backend>(reference: &Llama<R>, tested: &Llama<T>, ids: &[i64], shape: [usize; 2]) -> Vec<OpGap> {
+pub fn trace_first_layer<R: ModelBackend, T: ModelBackend>(reference: &Llama<R>, tested: &Llama<T>, ids: &[i64], shape: [usize; 2]) -> Vec<OpGap> {
     let expected = stages(reference, ids, shape);
     stages(tested, ids, shape).into_iter().zip(expected).map(|((op, t), (_, r))| OpGap { op: op.into(), gap: relative_gap(&r, &t) }).collect()
 }
 
-fn stages<B: Backend>(m: &Llama<B>, ids: &[i64], [b, t]: [usize; 2]) -> Vec<(&'static str, Vec<f32>)> {
+fn stages<B: ModelBackend>(m: &Llama<B>, ids: &[i64], [b, t]: [usize; 2]) -> Vec<(&'static str, Vec<f32>)> {
     let device = m.embed_tokens.weight.val().device();
     let ids = || Tensor::<B, 2, Int>::from_data(TensorData::new(ids.to_vec(), [b, t]), &device);
     let at = m.causal_positions(t, &device);
@@ -133,7 +134,7 @@ fn stages<B: Backend>(m: &Llama<B>, ids: &[i64], [b, t]: [usize; 2]) -> Vec<(&'s
 /// generation with the cache at 6 and 256 rows. Reports one line per check as it
 /// finishes; every check runs, and an error names the first that failed (logits beyond a
 /// relative gap of 1e-3, or any row generated differently).
-pub fn compare_models<R: Backend, T: Backend>(reference: &Llama<R>, tested: &Llama<T>, mut report: impl FnMut(&str)) -> Result<()> {
+pub fn compare_models<R: ModelBackend, T: ModelBackend>(reference: &Llama<R>, tested: &Llama<T>, mut report: impl FnMut(&str)) -> Result<()> {
     let vocab = reference.config.vocab_size as i64;
     let ids: Vec<i64> = (0..2 * 24).map(|i| (i * 7919 + 3) % vocab).collect();
     let logits = |ids: Vec<i64>| -> (Vec<f32>, Vec<f32>) {

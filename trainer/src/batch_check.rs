@@ -5,8 +5,8 @@
 //! the one alone whose logits are closest. `trainer check-batch` prints it.
 
 use anyhow::Result;
-use burn::prelude::*;
 
+use crate::ModelBackend;
 use crate::backend_check::relative_gap;
 use crate::generate::{Generated, Sampling, generate};
 use crate::model::Llama;
@@ -41,7 +41,7 @@ impl std::fmt::Display for RowCheck {
 
 /// Generates `prompts` at once, then the first `alone` of them one by one, greedily for
 /// `max_new_tokens`, and compares each of those rows with itself alone.
-pub fn batch_vs_alone<B: Backend>(model: &Llama<B>, prompts: &[Vec<u32>], alone: usize, max_new_tokens: usize) -> Result<Vec<RowCheck>> {
+pub fn batch_vs_alone<B: ModelBackend>(model: &Llama<B>, prompts: &[Vec<u32>], alone: usize, max_new_tokens: usize) -> Result<Vec<RowCheck>> {
     let sampling = Sampling { max_new_tokens, temperature: 0.0, top_p: 1.0, seed: 0, eos: None };
     let batch = generate(model, prompts, &sampling, true)?;
     let single: Vec<Generated> = prompts.iter().take(alone).map(|p| generate(model, std::slice::from_ref(p), &sampling, true)).collect::<Result<_>>()?;

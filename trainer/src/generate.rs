@@ -13,6 +13,7 @@ use anyhow::{Result, bail};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
+use crate::ModelBackend;
 use crate::model::Llama;
 
 /// Prompts are left-padded to a multiple of this, and the cache's capacity is rounded up to
@@ -48,7 +49,7 @@ pub fn round_up(n: usize, m: usize) -> usize {
 }
 
 /// Generates continuations of `prompts` (token ids, each non-empty).
-pub fn generate<B: Backend>(model: &Llama<B>, prompts: &[Vec<u32>], s: &Sampling, keep_logits: bool) -> Result<Generated> {
+pub fn generate<B: ModelBackend>(model: &Llama<B>, prompts: &[Vec<u32>], s: &Sampling, keep_logits: bool) -> Result<Generated> {
     if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
         bail!("generation needs at least one prompt, and no empty prompt");
     }

@@ -7,9 +7,9 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use burn::prelude::*;
 use serde_json::{Value, json};
 
+use crate::ModelBackend;
 use crate::generate::{Sampling, generate};
 use crate::model::Llama;
 use crate::model::config::ModelConfig;
@@ -27,7 +27,7 @@ pub struct GenerateBench {
 }
 
 /// Runs the benchmark; returns one JSON object (tokens/s over the timed calls).
-pub fn bench_generate<B: Backend>(config: &ModelConfig, b: &GenerateBench, device: &B::Device) -> Result<Value> {
+pub fn bench_generate<B: ModelBackend>(config: &ModelConfig, b: &GenerateBench, device: &B::Device) -> Result<Value> {
     B::seed(device, 0);
     let model = Llama::<B>::random(config, device).with_compute(b.compute);
     let vocab = config.vocab_size as u64;

@@ -23,3 +23,17 @@ pub mod weights;
 pub type Cpu = burn::backend::NdArray<f32>;
 /// The CPU backend with gradients.
 pub type CpuAutodiff = burn::backend::Autodiff<Cpu>;
+/// burn's CUDA backend with its fusion layer ...
+#[cfg(feature = "cuda")]
+pub type CudaFused = burn::backend::Cuda<f32, i32>;
+/// ... and without it (`HABITS_CUDA_FUSION=0`): one kernel per op.
+#[cfg(feature = "cuda")]
+pub type CudaPlain = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
+
+/// A backend the model runs on: burn's, plus the attention op with its own backward.
+pub use model::causal_attention::CausalAttention as ModelBackend;
+
+/// A backend the model trains on: with gradients, and the model also runs on its inner
+/// backend (generation, evaluation, rollouts).
+pub trait TrainBackend: burn::tensor::backend::AutodiffBackend<InnerBackend: ModelBackend> + ModelBackend {}
+impl<T: burn::tensor::backend::AutodiffBackend<InnerBackend: ModelBackend> + ModelBackend> TrainBackend for T {}

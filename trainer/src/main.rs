@@ -13,6 +13,8 @@ use trainer::ppo::config::PpoConfig;
 use trainer::ppo::run::{PpoSummary, ppo};
 use trainer::train::config::{PretrainConfig, check_compute_dtype};
 use trainer::train::run::{RunOptions, pretrain};
+#[cfg(feature = "cuda")]
+use trainer::{CudaFused, CudaPlain};
 
 /// mimalloc instead of glibc malloc: the logits over a 128k vocabulary are large buffers
 /// that glibc maps and unmaps on every step (a third of the tiny PPO run was system time).
@@ -211,15 +213,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::BenchOps { model, backend, batch, seq, repeats, compute_dtype } => {
             let config = trainer::model::config::ModelConfig::from_file(&model)?;
             let compute = check_compute_dtype(&compute_dtype, &backend, "--compute-dtype")?;
-            let o = OpsBench { batch, seq, repeats, compute };
-            let lines = match backend.as_str() {
-                "cpu" => bench_ops::<trainer::CpuAutodiff>(&config, &o, &Default::default())?,
-                "cuda" => cuda_bench_ops(&config, &o)?,
+            let o = OpsBench { batch, seq, repeats, compute, backend: backend.clone() };
+            let mut print = |l: &serde_json::Value| println!("{l}");
+            match backend.as_str() {
+                "cpu" => bench_ops::<trainer::CpuAutodiff>(&config, &o, &Default::default(), &mut print)?,
+                "cuda" => cuda_bench_ops(&config, &o, &mut print)?,
                 other => bail!("--backend {other}: use cpu or cuda"),
             };
-            for l in lines {
-                println!("{l}");
-            }
             Ok(())
         }
     }
@@ -242,7 +242,7 @@ impl ModelSource {
         }
     }
 
-    fn load<B: burn::prelude::Backend>(&self, device: &B::Device) -> Result<trainer::model::Llama<B>> {
+    fn load<B: trainer::ModelBackend>(&self, device: &B::Device) -> Result<trainer::model::Llama<B>> {
         match self {
             ModelSource::Folder(dir) => trainer::weights::load_model::<B>(dir, device),
             ModelSource::Shape { config, record } => {
@@ -278,7 +278,7 @@ struct BatchCheck {
 }
 
 /// Prints each checked row; returns how many differ from themselves alone.
-fn check_batch<B: burn::prelude::Backend>(source: &ModelSource, c: &BatchCheck) -> Result<usize> {
+fn check_batch<B: trainer::ModelBackend>(source: &ModelSource, c: &BatchCheck) -> Result<usize> {
     let started = std::time::Instant::now();
     let model = source.load::<B>(&Default::default())?;
     let prompts = trainer::batch_check::rollout_like_prompts(c.rows, model.config.vocab_size);
@@ -306,23 +306,26 @@ fn without_cuda(otherwise: &str) -> anyhow::Error {
     anyhow::anyhow!("this trainer was built without CUDA: build it with `cargo build --release -p trainer --features cuda`, or {otherwise}")
 }
 
-/// burn's CUDA backend with its fusion layer (the default) ...
-#[cfg(feature = "cuda")]
-type CudaFused = burn::backend::Cuda<f32, i32>;
-/// ... and without it (`HABITS_CUDA_FUSION=0`): one kernel per op.
-#[cfg(feature = "cuda")]
-type CudaPlain = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
-
 /// Whether a CUDA command runs with burn's fusion: `HABITS_CUDA_FUSION` (1 or 0) when set,
 /// else the command's default. PPO runs without it: on the GPU, a 90M actor trained with
 /// fusion generated other rows' answers in a batch (docs/PERF.md), without it every row
-/// its own; so does `bench-generate`, which measures PPO's rollouts. Pretraining and the
-/// checks keep it (2x faster training, docs/PERF.md).
+/// its own; so does `bench-generate`, which measures PPO's rollouts. The checks keep it;
+/// pretraining and `bench-ops` keep it only where it pays off (`fusion_pays_off`).
 #[cfg(feature = "cuda")]
 fn cuda_fusion(default_on: bool) -> bool {
     let on = std::env::var("HABITS_CUDA_FUSION").map_or(default_on, |v| v != "0");
     eprintln!("cuda: {} (HABITS_CUDA_FUSION=1 or 0 picks)", if on { "with burn's fusion" } else { "without burn's fusion" });
     on
+}
+
+/// Whether burn's fusion speeds up training at this compute dtype, as measured on an H200
+/// (docs/PERF.md, 1B shape): with f32 matmuls it did (5,331 tokens/s with fusion and
+/// autotuning, 2,648 without either); with bf16 matmuls it halved the speed (3,272 tokens/s
+/// with fusion, 7,119 without: its fused elementwise kernels made clip + AdamW 313 ms
+/// instead of 51 ms, and the model's forward and backward 313 ms instead of 236 ms).
+#[cfg(feature = "cuda")]
+fn fusion_pays_off(compute: trainer::model::precision::Compute) -> bool {
+    compute.is_none()
 }
 
 #[cfg(feature = "cuda")]
@@ -336,17 +339,18 @@ fn cuda_bench_generate(_: &trainer::model::config::ModelConfig, _: &GenerateBenc
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_bench_ops(config: &trainer::model::config::ModelConfig, o: &OpsBench) -> Result<Vec<serde_json::Value>> {
+fn cuda_bench_ops(config: &trainer::model::config::ModelConfig, o: &OpsBench, emit: &mut dyn FnMut(&serde_json::Value)) -> Result<Vec<serde_json::Value>> {
     use burn::backend::Autodiff;
-    if cuda_fusion(true) {
-        bench_ops::<Autodiff<CudaFused>>(config, o, &Default::default())
+    if cuda_fusion(fusion_pays_off(o.compute)) {
+        let o = OpsBench { backend: "cuda+fusion".into(), ..o.clone() };
+        bench_ops::<Autodiff<CudaFused>>(config, &o, &Default::default(), emit)
     } else {
-        bench_ops::<Autodiff<CudaPlain>>(config, o, &Default::default())
+        bench_ops::<Autodiff<CudaPlain>>(config, o, &Default::default(), emit)
     }
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_bench_ops(_: &trainer::model::config::ModelConfig, _: &OpsBench) -> Result<Vec<serde_json::Value>> {
+fn cuda_bench_ops(_: &trainer::model::config::ModelConfig, _: &OpsBench, _: &mut dyn FnMut(&serde_json::Value)) -> Result<Vec<serde_json::Value>> {
     Err(without_cuda("pass --backend cpu"))
 }
 
@@ -365,7 +369,8 @@ fn cuda_ppo(_: &PpoConfig, _: &RunOptions) -> Result<PpoSummary> {
 fn cuda_pretrain(cfg: &PretrainConfig, opts: &RunOptions) -> Result<trainer::train::run::Summary> {
     use burn::backend::Autodiff;
     eprintln!("cuda: the first steps compile and tune kernels (minutes on a 1B model); the steady speed comes after");
-    if cuda_fusion(true) {
+    let compute = trainer::model::precision::parse_compute(&cfg.train.compute_dtype)?;
+    if cuda_fusion(fusion_pays_off(compute)) {
         pretrain::<Autodiff<CudaFused>>(cfg, &Default::default(), opts)
     } else {
         pretrain::<Autodiff<CudaPlain>>(cfg, &Default::default(), opts)
@@ -402,7 +407,7 @@ fn compare_backends(source: &ModelSource) -> Result<()> {
 }
 
 #[cfg(feature = "cuda")]
-fn compare_model<G: burn::prelude::Backend>(
+fn compare_model<G: trainer::ModelBackend>(
     source: &str,
     record: &std::path::Path,
     cpu: &trainer::model::Llama<trainer::Cpu>,

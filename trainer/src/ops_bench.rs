@@ -1,6 +1,7 @@
 //! Where a pretraining step's time goes (`trainer bench-ops`): the pieces of one step timed
 //! alone at a model's shapes, forward and forward + backward, with the TFLOP/s they reach:
-//! every projection's matmul, attention, one decoder layer, the LM head with the loss, the
+//! every projection's matmul, attention (and, forward + backward, burn's composed attention
+//! it replaced in training), one decoder layer, the LM head with the loss, the
 //! whole model, and the whole step (with gradient clipping and AdamW, as the pretraining
 //! loop runs it). Each piece runs once untimed (the GPU compiles and tunes kernels there),
 //! then `repeats` times between two device syncs. `scripts/gpu/bench_torch_ops.py` times
@@ -12,13 +13,15 @@ use anyhow::{Result, anyhow};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::module::attention;
 use serde_json::{Value, json};
 
+use crate::TrainBackend;
 use crate::loss::causal_lm_loss;
 use crate::model::Llama;
+use crate::model::attention::attention_options;
 use crate::model::config::ModelConfig;
-use crate::model::precision::{Compute, compute_name, linear_in};
+use crate::model::precision::{Compute, compute_name, linear_in, to_compute};
 use crate::train::clip::clip_global_norm;
 use crate::train::run::flops_per_token;
 
@@ -30,6 +33,8 @@ pub struct OpsBench {
     pub repeats: usize,
     /// The dtype the matmuls run in (`None`: f32).
     pub compute: Compute,
+    /// The backend as the lines name it (`cpu`, `cuda`, `cuda+fusion`).
+    pub backend: String,
 }
 
 /// One piece's timing: mean seconds per call and the first (untimed) call's seconds.
@@ -58,14 +63,16 @@ fn time<T: Backend>(device: &T::Device, repeats: usize, mut f: impl FnMut() -> T
 /// One JSON line: the piece, its FLOPs per call and what it reached.
 fn line(piece: &str, pass: &str, flops: f64, t: &Timing, o: &OpsBench) -> Value {
     json!({
-        "side": "ours", "piece": piece, "pass": pass, "batch": o.batch, "seq": o.seq,
+        "side": "ours", "backend": o.backend, "piece": piece, "pass": pass, "batch": o.batch, "seq": o.seq,
         "compute_dtype": compute_name(o.compute),
         "ms": t.seconds * 1e3, "tflops": flops / t.seconds / 1e12, "first_ms": t.first_s * 1e3,
     })
 }
 
-/// Runs every piece; one JSON value per piece and pass, then a summary line.
-pub fn bench_ops<B: AutodiffBackend>(config: &ModelConfig, o: &OpsBench, device: &B::Device) -> Result<Vec<Value>> {
+/// Runs every piece; one JSON value per piece and pass, then a summary line. Each value goes
+/// to `emit` as soon as its piece is timed (on a fresh GPU a piece can spend minutes
+/// compiling and autotuning, so a run cut short still reports the pieces it finished).
+pub fn bench_ops<B: TrainBackend>(config: &ModelConfig, o: &OpsBench, device: &B::Device, emit: &mut dyn FnMut(&Value)) -> Result<Vec<Value>> {
     B::seed(device, 0);
     let c = config;
     let (b, s, r) = (o.batch, o.seq, o.repeats);
@@ -73,6 +80,10 @@ pub fn bench_ops<B: AutodiffBackend>(config: &ModelConfig, o: &OpsBench, device:
     let model = Llama::<B>::random(c, device).with_compute(o.compute);
     let normal = |dims: Vec<usize>| Tensor::<B, 3>::random(dims, Distribution::Normal(0.0, 1.0), device);
     let mut out = Vec::new();
+    let mut push = |v: Value| {
+        emit(&v);
+        out.push(v);
+    };
 
     // Each distinct projection: x [b, s, d_in] times a weight [d_in, d_out].
     let (h, q, kv, i) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.intermediate_size);
@@ -83,13 +94,13 @@ pub fn bench_ops<B: AutodiffBackend>(config: &ModelConfig, o: &OpsBench, device:
         let w = Tensor::<B, 2>::random([d_in, d_out], Distribution::Normal(0.0, 0.02), device);
         let flops = 2.0 * tokens * (d_in * d_out) as f64;
         let fwd = time::<B>(device, r, || linear_in(x.clone(), w.clone(), None, o.compute).sum())?;
-        out.push(line(name, "forward", flops, &fwd, o));
+        push(line(name, "forward", flops, &fwd, o));
         let (xg, wg) = (x.clone().require_grad(), w.clone().require_grad());
         let both = time::<B::InnerBackend>(device, r, || {
             let grads = linear_in(xg.clone(), wg.clone(), None, o.compute).sum().backward();
             xg.grad(&grads).expect("a gradient").sum() + wg.grad(&grads).expect("a gradient").sum()
         })?;
-        out.push(line(name, "forward+backward", 3.0 * flops, &both, o));
+        push(line(name, "forward+backward", 3.0 * flops, &both, o));
     }
 
     // Attention alone: queries, keys and values by head, causal.
@@ -98,13 +109,23 @@ pub fn bench_ops<B: AutodiffBackend>(config: &ModelConfig, o: &OpsBench, device:
     let (qs, ks, vs) = (heads(c.num_heads), heads(c.num_kv_heads), heads(c.num_kv_heads));
     let attention_flops = 4.0 * (b * c.num_heads * s * s * c.head_dim) as f64;
     let fwd = time::<B>(device, r, || attn.attend(qs.clone(), ks.clone(), vs.clone(), None).sum())?;
-    out.push(line("attention", "forward", attention_flops, &fwd, o));
+    push(line("attention", "forward", attention_flops, &fwd, o));
     let (qg, kg, vg) = (qs.require_grad(), ks.require_grad(), vs.require_grad());
-    let both = time::<B::InnerBackend>(device, r, || {
-        let grads = attn.attend(qg.clone(), kg.clone(), vg.clone(), None).sum().backward();
-        qg.grad(&grads).expect("a gradient").sum() + kg.grad(&grads).expect("a gradient").sum() + vg.grad(&grads).expect("a gradient").sum()
+    let attention_both = |attend: &dyn Fn(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>| {
+        time::<B::InnerBackend>(device, r, || {
+            let grads = attend(qg.clone(), kg.clone(), vg.clone()).sum().backward();
+            qg.grad(&grads).expect("a gradient").sum() + kg.grad(&grads).expect("a gradient").sum() + vg.grad(&grads).expect("a gradient").sum()
+        })
+    };
+    // The model's attention (the op with its own backward), then burn's composed path
+    // differentiated op by op, which the op replaced in training.
+    let both = attention_both(&|q, k, v| attn.attend(q, k, v, None))?;
+    push(line("attention", "forward+backward", 3.0 * attention_flops, &both, o));
+    let both = attention_both(&|q, k, v| {
+        let (q, k, v) = (to_compute(q, o.compute), attn.repeat_kv(to_compute(k, o.compute)), attn.repeat_kv(to_compute(v, o.compute)));
+        attention(q, k, v, None, None, attention_options(c.head_dim, true, false))
     })?;
-    out.push(line("attention", "forward+backward", 3.0 * attention_flops, &both, o));
+    push(line("attention (burn's composed)", "forward+backward", 3.0 * attention_flops, &both, o));
 
     // One decoder layer (norms, projections, RoPE, attention, MLP, residuals).
     let layer = &model.layers[0];
@@ -112,14 +133,14 @@ pub fn bench_ops<B: AutodiffBackend>(config: &ModelConfig, o: &OpsBench, device:
     let layer_flops = 2.0 * tokens * (h * q + 2 * h * kv + q * h + 3 * h * i) as f64 + attention_flops;
     let x = normal(vec![b, s, h]);
     let fwd = time::<B>(device, r, || layer.forward(x.clone(), &at, None).sum())?;
-    out.push(line("decoder_layer", "forward", layer_flops, &fwd, o));
+    push(line("decoder_layer", "forward", layer_flops, &fwd, o));
     let xg = x.require_grad();
     let both = time::<B::InnerBackend>(device, r, || {
         let grads = layer.forward(xg.clone(), &at, None).sum().backward();
         xg.grad(&grads).expect("a gradient").sum()
     })?;
     let layer_both = both;
-    out.push(line("decoder_layer", "forward+backward", 3.0 * layer_flops, &layer_both, o));
+    push(line("decoder_layer", "forward+backward", 3.0 * layer_flops, &layer_both, o));
 
     // The LM head and the loss over the vocabulary.
     let ids = Tensor::<B, 2, Int>::random([b, s], Distribution::Uniform(3.0, c.vocab_size as f64), device);
@@ -131,7 +152,7 @@ pub fn bench_ops<B: AutodiffBackend>(config: &ModelConfig, o: &OpsBench, device:
         hidden.grad(&grads).expect("a gradient").sum()
     })?;
     let head_both = both;
-    out.push(line("lm_head+loss", "forward+backward", 3.0 * head_flops, &head_both, o));
+    push(line("lm_head+loss", "forward+backward", 3.0 * head_flops, &head_both, o));
 
     // The whole model, then the whole step as the pretraining loop runs it.
     let model_flops = tokens * flops_per_token(c, s);
@@ -141,7 +162,7 @@ pub fn bench_ops<B: AutodiffBackend>(config: &ModelConfig, o: &OpsBench, device:
         model.embed_tokens.weight.grad(&grads).expect("a gradient").sum()
     })?;
     let model_both = both;
-    out.push(line("model", "forward+backward", model_flops, &model_both, o));
+    push(line("model", "forward+backward", model_flops, &model_both, o));
     let mut optim = AdamWConfig::new().with_weight_decay(0.01).init::<B, Llama<B>>();
     let mut stepped = Some(model.clone());
     let step = time::<B::InnerBackend>(device, r, || {
@@ -154,12 +175,12 @@ pub fn bench_ops<B: AutodiffBackend>(config: &ModelConfig, o: &OpsBench, device:
         stepped = Some(next);
         probe
     })?;
-    out.push(line("step (with clip + AdamW)", "forward+backward+update", model_flops, &step, o));
+    push(line("step (with clip + AdamW)", "forward+backward+update", model_flops, &step, o));
 
     // How the pieces add up: layers and head against the measured model and step.
     let pieces_s = c.num_layers as f64 * layer_both.seconds + head_both.seconds;
-    out.push(json!({
-        "side": "ours", "piece": "summary", "batch": b, "seq": s, "compute_dtype": compute_name(o.compute),
+    push(json!({
+        "side": "ours", "backend": o.backend, "piece": "summary", "batch": b, "seq": s, "compute_dtype": compute_name(o.compute),
         "layers_ms": c.num_layers as f64 * layer_both.seconds * 1e3, "head_loss_ms": head_both.seconds * 1e3,
         "model_fwd_bwd_ms": model_both.seconds * 1e3, "rest_of_model_ms": (model_both.seconds - pieces_s) * 1e3,
         "clip_and_adamw_ms": (step.seconds - model_both.seconds) * 1e3, "step_ms": step.seconds * 1e3,
@@ -175,10 +196,15 @@ mod tests {
 
     #[test]
     fn every_piece_is_timed_and_the_summary_adds_them_up() {
-        let o = OpsBench { batch: 2, seq: 16, repeats: 2, compute: None };
-        let lines = bench_ops::<crate::CpuAutodiff>(&tiny_config(), &o, &Default::default()).unwrap();
+        let o = OpsBench { batch: 2, seq: 16, repeats: 2, compute: None, backend: "cpu".into() };
+        let lines = {
+            let mut streamed = 0;
+            let lines = bench_ops::<crate::CpuAutodiff>(&tiny_config(), &o, &Default::default(), &mut |_| streamed += 1).unwrap();
+            assert_eq!(streamed, lines.len(), "every line is streamed as it is timed");
+            lines
+        };
         let pieces: Vec<String> = lines.iter().map(|l| format!("{} {}", l["piece"].as_str().unwrap(), l["pass"].as_str().unwrap_or(""))).collect();
-        assert_eq!(pieces.len(), 6 * 2 + 2 + 2 + 1 + 1 + 1 + 1, "{pieces:?}");
+        assert_eq!(pieces.len(), 6 * 2 + 3 + 2 + 1 + 1 + 1 + 1, "{pieces:?}");
         for l in &lines[..lines.len() - 1] {
             assert!(l["ms"].as_f64().unwrap() > 0.0 && l["tflops"].as_f64().unwrap() > 0.0, "{l}");
         }

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use safetensors::{Dtype, SafeTensors};
 
+use crate::ModelBackend;
 use crate::model::Llama;
 use crate::model::config::ModelConfig;
 use crate::model::source::{ParamKind, ParamSource};
@@ -102,7 +103,7 @@ impl<B: Backend> ParamSource<B> for Checkpoint {
 }
 
 /// Loads a model folder (`config.json` + safetensors) onto `device`.
-pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<Llama<B>> {
+pub fn load_model<B: ModelBackend>(dir: &Path, device: &B::Device) -> Result<Llama<B>> {
     let config = ModelConfig::from_file(dir)?;
     load_weights(&config, dir, device)
 }
@@ -110,7 +111,7 @@ pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<Llama<B>
 /// Loads weights for a known config: Hugging Face safetensors (a file, an index or a folder
 /// holding either), or a trainer checkpoint (a `.mpk` record, a checkpoint folder or a run
 /// folder; `train::start_from`).
-pub fn load_weights<B: Backend>(config: &ModelConfig, weights: &Path, device: &B::Device) -> Result<Llama<B>> {
+pub fn load_weights<B: ModelBackend>(config: &ModelConfig, weights: &Path, device: &B::Device) -> Result<Llama<B>> {
     if let Some(record) = crate::train::start_from::trainer_record(weights)? {
         return crate::train::start_from::read_model(config, &record, device);
     }

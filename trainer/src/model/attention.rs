@@ -2,10 +2,11 @@
 //! heads; RoPE on queries and keys; optional q/k/v biases (Qwen2); causal, or with an
 //! explicit mask and a key/value cache for generation.
 //!
-//! Attention always runs as matmul, mask, softmax, matmul: burn's composed path, the one
-//! its autodiff uses for training, so generation computes what training trained (burn
-//! 0.21's CUDA backend would otherwise autotune between that and its flash-attention
-//! kernels in inference).
+//! Attention always runs as matmul, mask, softmax, matmul. In inference that is burn's
+//! composed path (burn 0.21's CUDA backend would otherwise autotune between it and its
+//! flash-attention kernels); causal attention with gradients is one op with its own
+//! backward (`causal_attention`), which computes the same values and keeps only the
+//! probabilities for the backward pass.
 
 use anyhow::Result;
 use burn::nn::Linear;
@@ -13,10 +14,12 @@ use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
+use super::causal_attention::causal_attention;
 use super::config::ModelConfig;
 use super::precision::{Compute, project, to_compute};
 use super::rope;
 use super::source::{ParamSource, linear};
+use crate::ModelBackend;
 
 /// The options for burn's `attention`: an explicit scale selects the composed path on
 /// every backend (the fused kernels take only the default scale); `fused` leaves the
@@ -101,7 +104,7 @@ pub struct Attention<B: Backend> {
     pub(super) compute: Compute,
 }
 
-impl<B: Backend> Attention<B> {
+impl<B: ModelBackend> Attention<B> {
     pub fn build<S: ParamSource<B>>(c: &ModelConfig, src: &mut S, prefix: &str, device: &B::Device) -> Result<Self> {
         let (h, q, kv) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
         Ok(Attention {
@@ -137,7 +140,7 @@ impl<B: Backend> Attention<B> {
         let c = self.compute;
         let (q, k, v) = (to_compute(q, c), self.repeat_kv(to_compute(k, c)), self.repeat_kv(to_compute(v, c)));
         let y = match mask {
-            None => attention(q, k, v, None, None, attention_options(self.head_dim, true, false)),
+            None => causal_attention(q, k, v, 1.0 / (self.head_dim as f64).sqrt()),
             Some(mask) => {
                 let [_, _, tq, tk] = mask.dims();
                 attention(q, k, v, Some(mask.expand([b, self.num_heads, tq, tk])), None, attention_options(self.head_dim, false, false))

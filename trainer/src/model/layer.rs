@@ -8,6 +8,7 @@ use super::attention::{Attention, KvCache, Positions};
 use super::config::ModelConfig;
 use super::mlp::Mlp;
 use super::source::{ParamSource, rms_norm};
+use crate::ModelBackend;
 
 #[derive(Module, Debug)]
 pub struct DecoderLayer<B: Backend> {
@@ -17,7 +18,7 @@ pub struct DecoderLayer<B: Backend> {
     pub mlp: Mlp<B>,
 }
 
-impl<B: Backend> DecoderLayer<B> {
+impl<B: ModelBackend> DecoderLayer<B> {
     pub fn build<S: ParamSource<B>>(c: &ModelConfig, src: &mut S, index: usize, device: &B::Device) -> Result<Self> {
         let p = format!("model.layers.{index}");
         Ok(DecoderLayer {

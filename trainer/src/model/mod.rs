@@ -4,6 +4,7 @@
 //! Parameters are named as in Hugging Face checkpoints, so weights load by name.
 
 pub mod attention;
+pub mod causal_attention;
 pub mod config;
 pub mod layer;
 pub mod mlp;
@@ -21,6 +22,7 @@ use self::layer::DecoderLayer;
 use self::precision::{Compute, linear_in};
 use self::rope::Rope;
 use self::source::{ParamSource, RandomInit, embedding, linear, rms_norm};
+use crate::ModelBackend;
 
 #[derive(Module, Debug)]
 pub struct Llama<B: Backend> {
@@ -39,7 +41,7 @@ pub struct Llama<B: Backend> {
     compute: Compute,
 }
 
-impl<B: Backend> Llama<B> {
+impl<B: ModelBackend> Llama<B> {
     /// Builds the model from a parameter source (a checkpoint or a random init).
     pub fn build<S: ParamSource<B>>(config: &ModelConfig, src: &mut S, device: &B::Device) -> Result<Self> {
         let c = config;

@@ -7,6 +7,7 @@ use burn::module::{ModuleMapper, Param, ParamId};
 use burn::nn::Linear;
 use burn::prelude::*;
 
+use crate::ModelBackend;
 use crate::model::Llama;
 
 #[derive(Module, Debug)]
@@ -25,7 +26,7 @@ impl<B: Backend> ModuleMapper<B> for FreshIds {
     }
 }
 
-impl<B: Backend> Critic<B> {
+impl<B: ModelBackend> Critic<B> {
     /// A critic initialised from the actor's weights.
     pub fn from_actor(actor: &Llama<B>) -> Self {
         let body = actor.clone().map(&mut FreshIds);

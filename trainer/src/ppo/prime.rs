@@ -7,11 +7,11 @@
 use anyhow::{Result, bail};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 
 use super::batch::Packed;
 use super::loss::token_logp;
 use super::tasks::Tasks;
+use crate::TrainBackend;
 use crate::countdown::solver::solve;
 use crate::countdown::task::{Task, prompt};
 use crate::data::set::Sequence;
@@ -77,7 +77,7 @@ impl Traces<'_> {
 
 /// Runs `steps` SFT steps of `batch` traces; returns the model and the last loss.
 #[allow(clippy::too_many_arguments)]
-pub fn prime<B: AutodiffBackend>(
+pub fn prime<B: TrainBackend>(
     mut model: Llama<B>,
     traces: &Traces,
     eos: u32,

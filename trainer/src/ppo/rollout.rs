@@ -6,12 +6,12 @@
 //! Everything the PPO update needs.
 
 use anyhow::Result;
-use burn::prelude::*;
 
 use super::batch::Packed;
 use super::critic::Critic;
 use super::gae::{gae, shaped_rewards, whiten};
 use super::loss::token_logp;
+use crate::ModelBackend;
 use crate::generate::{Sampling, generate};
 use crate::model::Llama;
 
@@ -48,7 +48,7 @@ pub struct Rollout {
 }
 
 /// Samples and scores a batch; `score(prompt_index, text)` rates the decoded prompt + response.
-pub fn rollout<B: Backend, D: Detokenize>(
+pub fn rollout<B: ModelBackend, D: Detokenize>(
     actor: &Llama<B>,
     reference: &Llama<B>,
     critic: &Critic<B>,
@@ -85,7 +85,7 @@ pub fn rollout<B: Backend, D: Detokenize>(
 
 /// Per row and response token: the actor's and the reference's log-probability of the
 /// token, and the critic's value of the state it was chosen in.
-fn score_tokens<B: Backend>(actor: &Llama<B>, reference: &Llama<B>, critic: &Critic<B>, packed: &Packed<B>) -> Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+fn score_tokens<B: ModelBackend>(actor: &Llama<B>, reference: &Llama<B>, critic: &Critic<B>, packed: &Packed<B>) -> Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> {
     let logp_of = |m: &Llama<B>| packed.gather(token_logp(m.forward_range(packed.ids.clone(), packed.start, packed.len), packed.targets()));
     let values = packed.gather(critic.values(packed.ids.clone()).narrow(1, packed.start, packed.len));
     logp_of(actor).into_iter().zip(logp_of(reference)).zip(values).map(|((a, r), v)| (a, r, v)).collect()

@@ -11,8 +11,6 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
 use burn::optim::AdamWConfig;
-use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -34,6 +32,7 @@ use crate::train::config::check_compute_dtype;
 use crate::train::metrics::Metrics;
 use crate::train::run::RunOptions;
 use crate::weights::load_weights;
+use crate::{ModelBackend, TrainBackend};
 
 /// What a run did.
 #[derive(Clone, Debug)]
@@ -84,7 +83,7 @@ fn reference_path(out: &Path) -> PathBuf {
 }
 
 /// Runs (or resumes) a PPO run.
-pub fn ppo<B: AutodiffBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOptions) -> Result<PpoSummary> {
+pub fn ppo<B: TrainBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOptions) -> Result<PpoSummary> {
     let run_started = Instant::now();
     let tok = TextTokenizer::load(cfg.model.tokenizer.as_deref().expect("resolved by load"))?;
     let model_cfg = ModelConfig::from_file(&cfg.model.config)?;
@@ -296,7 +295,7 @@ pub fn ppo<B: AutodiffBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOp
 /// Greedy responses to the held-out tasks, scored; the first few are kept in
 /// `eval_samples.jsonl` (step, task, response, verdict) for reading and behavior tracking.
 #[allow(clippy::too_many_arguments)]
-fn evaluate<B: Backend>(
+fn evaluate<B: ModelBackend>(
     model: &Llama<B>,
     tok: &TextTokenizer,
     tasks: &[Task],

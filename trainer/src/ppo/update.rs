@@ -6,13 +6,13 @@
 
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
 use super::batch::Packed;
 use super::critic::Critic;
 use super::loss::{entropy, policy_loss, token_logp, value_loss};
 use super::rollout::Rollout;
+use crate::TrainBackend;
 use crate::model::Llama;
 use crate::train::clip::clip_global_norm;
 
@@ -46,7 +46,7 @@ pub struct UpdateStats {
 }
 
 /// Runs one epoch of mini-batch updates over `rollouts`.
-pub fn update<B: AutodiffBackend, OA: Optimizer<Llama<B>, B>, OC: Optimizer<Critic<B>, B>>(
+pub fn update<B: TrainBackend, OA: Optimizer<Llama<B>, B>, OC: Optimizer<Critic<B>, B>>(
     mut actor: Llama<B>,
     mut critic: Critic<B>,
     actor_optim: &mut OA,

@@ -10,7 +10,6 @@ use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -25,6 +24,7 @@ use crate::loss::causal_lm_loss;
 use crate::model::Llama;
 use crate::model::config::ModelConfig;
 use crate::weights::load_weights;
+use crate::{ModelBackend, TrainBackend};
 
 /// How to run.
 #[derive(Clone, Debug, Default)]
@@ -59,7 +59,7 @@ pub struct Summary {
 }
 
 /// Runs (or resumes) a pretraining run.
-pub fn pretrain<B: AutodiffBackend>(cfg: &PretrainConfig, device: &B::Device, opts: &RunOptions) -> Result<Summary> {
+pub fn pretrain<B: TrainBackend>(cfg: &PretrainConfig, device: &B::Device, opts: &RunOptions) -> Result<Summary> {
     let run_started = Instant::now();
     let (train, info) = read_split(&cfg.data.set, "train")?;
     if train.is_empty() {
@@ -217,7 +217,7 @@ pub fn pretrain<B: AutodiffBackend>(cfg: &PretrainConfig, device: &B::Device, op
 }
 
 /// Mean loss over the test split's windows (no shuffle), weighted by trained tokens.
-fn evaluate<B: Backend>(model: &Llama<B>, test: &[Window], cfg: &PretrainConfig, device: &B::Device) -> f64 {
+fn evaluate<B: ModelBackend>(model: &Llama<B>, test: &[Window], cfg: &PretrainConfig, device: &B::Device) -> f64 {
     let (mut sum, mut count) = (0.0, 0usize);
     for batch in test.chunks(cfg.train.batch_size) {
         let trained: usize = batch.iter().map(Window::trained).sum();

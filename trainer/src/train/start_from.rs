@@ -12,6 +12,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 
 use super::checkpoint::{latest, read_record};
+use crate::ModelBackend;
 use crate::model::config::ModelConfig;
 use crate::model::{Llama, LlamaRecord};
 
@@ -36,7 +37,7 @@ pub fn trainer_record(path: &Path) -> Result<Option<PathBuf>> {
 }
 
 /// Loads a trainer record into a model of `config`, checking every parameter's shape.
-pub fn read_model<B: Backend>(config: &ModelConfig, record: &Path, device: &B::Device) -> Result<Llama<B>> {
+pub fn read_model<B: ModelBackend>(config: &ModelConfig, record: &Path, device: &B::Device) -> Result<Llama<B>> {
     let empty = Llama::<B>::random(config, device);
     let expected = shapes(&empty);
     let loaded: LlamaRecord<B> = read_record(record, device)?;
