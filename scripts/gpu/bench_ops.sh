@@ -9,9 +9,9 @@
 # cubecl.toml in a scratch folder: one table of kernels, counts and durations per device
 # sync, i.e. per piece, in kernels-bf16.log; profiling serialises kernels, so only its
 # shares count, not its times).
-#   run (device tool) with carry [".device/trainer", ".device/cubecl-cache.tar.xz"] (the
-#   cache only if there is one; all of .device can pass the 64 MiB limit), where .device/trainer is
-#   `cargo build --release -p trainer --features cuda` (stripped).
+#   run (device tool) with carry [".device/trainer.xz", ".device/cubecl-cache.tar.xz"] (the
+#   cache only if there is one), where .device/trainer.xz is the packed CUDA build
+#   (scripts/gpu/trainer_binary.sh).
 # Writes ops.jsonl, logs and ops-table.md to ${OUT:-/tmp/ops-out}. On a fresh machine each
 # precision of ours first compiles and autotunes its kernels: at bf16 on the 1B shape that
 # took over 400 s even with CUBECL_AUTOTUNE_LEVEL=minimal (323 kernels compiled, 29
@@ -21,7 +21,7 @@
 # line is printed as soon as it is timed, so a run cut short still reports what it finished.
 set -uo pipefail
 OUT=${OUT:-/tmp/ops-out}
-BIN=${TRAINER_BIN:-.device/trainer}
+source "$(dirname "$0")/trainer_binary.sh"
 MODEL=${MODEL:-configs/models/llama-3.2-1b-shape.json}
 SHAPE="--batch ${BATCH:-1} --seq ${SEQ:-2048} --repeats ${REPEATS:-5}"
 mkdir -p "$OUT"

@@ -5,13 +5,13 @@
 # same batch and sequence length, in one call (TORCH=0 leaves PyTorch out, COMPARE=0 the
 # check of CUDA against the CPU backend on the committed fixtures; HABITS_CUDA_FUSION=0
 # or 1 picks burn's fusion for ours).
-#   run (device tool) with carry [".device/trainer", ".device/cubecl-cache.tar.xz"] (the
-#   cache only if there is one; all of .device can pass the 64 MiB limit), where .device/trainer is
-#   `cargo build --release -p trainer --features cuda` (stripped).
+#   run (device tool) with carry [".device/trainer.xz", ".device/cubecl-cache.tar.xz"] (the
+#   cache only if there is one), where .device/trainer.xz is the packed CUDA build
+#   (scripts/gpu/trainer_binary.sh).
 # Writes JSON lines and logs to ${OUT:-/tmp/bench-out}.
 set -euo pipefail
 OUT=${OUT:-/tmp/bench-out}
-BIN=${TRAINER_BIN:-.device/trainer}
+source "$(dirname "$0")/trainer_binary.sh"
 BATCH=${BATCH:-2}
 SEQ=${SEQ:-2048}
 STEPS=${STEPS:-12}

@@ -6,11 +6,11 @@
 #   2. a short priming run ($PRIME_STEPS steps of configs/ppo-gpu.toml, stopped before the
 #      first PPO step: its held-out evaluation checks 4 rows alone) and `check-batch` on
 #      the primed actor (its checkpoint at step 0).
-#   run (device tool) with carry [".device"] (see scripts/gpu/ppo_run.sh).
+#   run (device tool) with carry [".device/trainer.xz"] (see scripts/gpu/trainer_binary.sh).
 # Writes logs to ${OUT:-/tmp/check-batch-out}.
 set -uo pipefail
 OUT=${OUT:-/tmp/check-batch-out}
-BIN=${TRAINER_BIN:-.device/trainer}
+source "$(dirname "$0")/trainer_binary.sh"
 MODEL=configs/models/countdown-90m.json
 mkdir -p "$OUT"
 for fusion in 1 0; do

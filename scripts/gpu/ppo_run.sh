@@ -14,14 +14,14 @@
 #   2. rollout generation speed, ours (`trainer bench-generate`, matmuls in each of
 #      $BENCH_COMPUTE, default "f32 bf16") and transformers' `generate` (f32 and bf16) on
 #      the same model shape, batch and lengths (skipped with BENCH=0).
-#   run (device tool) with carry [".device/trainer", ".device/cache", ".device/cubecl-cache.tar.xz"]
-#   (the kernel cache only if there is one, see scripts/gpu/cubecl_cache.sh), where .device/trainer is
-#   `cargo build --release -p trainer --features cuda` and .device/cache a habits cache
+#   run (device tool) with carry [".device/trainer.xz", ".device/cache", ".device/cubecl-cache.tar.xz"]
+#   (the kernel cache only if there is one, see scripts/gpu/cubecl_cache.sh), where
+#   .device/trainer.xz is the packed CUDA build (scripts/gpu/trainer_binary.sh) and .device/cache a habits cache
 #   holding the Llama-3 tokenizer (tokenizers/llama3/tokenizer.json, from scripts/prepare_llm.sh).
 # Writes metrics, samples, logs and JSON lines to ${OUT:-/tmp/ppo-out}.
 set -euo pipefail
 OUT=${OUT:-/tmp/ppo-out}
-BIN=${TRAINER_BIN:-.device/trainer}
+source "$(dirname "$0")/trainer_binary.sh"
 MINUTES=${MINUTES:-7}
 CONFIG=${CONFIG:-configs/ppo-gpu.toml}
 RUN=${RUN:-runs/ppo-gpu}
