@@ -213,7 +213,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::BenchOps { model, backend, batch, seq, repeats, compute_dtype } => {
             let config = trainer::model::config::ModelConfig::from_file(&model)?;
             let compute = check_compute_dtype(&compute_dtype, &backend, "--compute-dtype")?;
-            let o = OpsBench { batch, seq, repeats, compute, backend: backend.clone() };
+            let o = OpsBench { batch, seq, repeats, compute };
             let mut print = |l: &serde_json::Value| println!("{l}");
             match backend.as_str() {
                 "cpu" => bench_ops::<trainer::CpuAutodiff>(&config, &o, &Default::default(), &mut print)?,
@@ -339,18 +339,17 @@ fn cuda_bench_generate(_: &trainer::model::config::ModelConfig, _: &GenerateBenc
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_bench_ops(config: &trainer::model::config::ModelConfig, o: &OpsBench, emit: &mut dyn FnMut(&serde_json::Value)) -> Result<Vec<serde_json::Value>> {
+fn cuda_bench_ops(config: &trainer::model::config::ModelConfig, o: &OpsBench, emit: &mut dyn FnMut(&serde_json::Value)) -> Result<()> {
     use burn::backend::Autodiff;
     if cuda_fusion(fusion_pays_off(o.compute)) {
-        let o = OpsBench { backend: "cuda+fusion".into(), ..o.clone() };
-        bench_ops::<Autodiff<CudaFused>>(config, &o, &Default::default(), emit)
+        bench_ops::<Autodiff<CudaFused>>(config, o, &Default::default(), emit)
     } else {
         bench_ops::<Autodiff<CudaPlain>>(config, o, &Default::default(), emit)
     }
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_bench_ops(_: &trainer::model::config::ModelConfig, _: &OpsBench, _: &mut dyn FnMut(&serde_json::Value)) -> Result<Vec<serde_json::Value>> {
+fn cuda_bench_ops(_: &trainer::model::config::ModelConfig, _: &OpsBench, _: &mut dyn FnMut(&serde_json::Value)) -> Result<()> {
     Err(without_cuda("pass --backend cpu"))
 }
 

@@ -33,8 +33,6 @@ pub struct OpsBench {
     pub repeats: usize,
     /// The dtype the matmuls run in (`None`: f32).
     pub compute: Compute,
-    /// The backend as the lines name it (`cpu`, `cuda`, `cuda+fusion`).
-    pub backend: String,
 }
 
 /// One piece's timing: mean seconds per call and the first (untimed) call's seconds.
@@ -60,10 +58,11 @@ fn time<T: Backend>(device: &T::Device, repeats: usize, mut f: impl FnMut() -> T
     Ok(Timing { seconds: started.elapsed().as_secs_f64() / repeats.max(1) as f64, first_s })
 }
 
-/// One JSON line: the piece, its FLOPs per call and what it reached.
-fn line(piece: &str, pass: &str, flops: f64, t: &Timing, o: &OpsBench) -> Value {
+/// One JSON line: the piece, its FLOPs per call and what it reached, on `backend` (burn's
+/// name of the backend without autodiff: `ndarray`, `cubecl<cuda>`, `fusion<cubecl<cuda>>`).
+fn json_line(piece: &str, pass: &str, flops: f64, t: &Timing, o: &OpsBench, backend: &str) -> Value {
     json!({
-        "side": "ours", "backend": o.backend, "piece": piece, "pass": pass, "batch": o.batch, "seq": o.seq,
+        "side": "ours", "backend": backend, "piece": piece, "pass": pass, "batch": o.batch, "seq": o.seq,
         "compute_dtype": compute_name(o.compute),
         "ms": t.seconds * 1e3, "tflops": flops / t.seconds / 1e12, "first_ms": t.first_s * 1e3,
     })
@@ -72,18 +71,16 @@ fn line(piece: &str, pass: &str, flops: f64, t: &Timing, o: &OpsBench) -> Value 
 /// Runs every piece; one JSON value per piece and pass, then a summary line. Each value goes
 /// to `emit` as soon as its piece is timed (on a fresh GPU a piece can spend minutes
 /// compiling and autotuning, so a run cut short still reports the pieces it finished).
-pub fn bench_ops<B: TrainBackend>(config: &ModelConfig, o: &OpsBench, device: &B::Device, emit: &mut dyn FnMut(&Value)) -> Result<Vec<Value>> {
+pub fn bench_ops<B: TrainBackend>(config: &ModelConfig, o: &OpsBench, device: &B::Device, emit: &mut dyn FnMut(&Value)) -> Result<()> {
     B::seed(device, 0);
     let c = config;
     let (b, s, r) = (o.batch, o.seq, o.repeats);
     let tokens = (b * s) as f64;
     let model = Llama::<B>::random(c, device).with_compute(o.compute);
     let normal = |dims: Vec<usize>| Tensor::<B, 3>::random(dims, Distribution::Normal(0.0, 1.0), device);
-    let mut out = Vec::new();
-    let mut push = |v: Value| {
-        emit(&v);
-        out.push(v);
-    };
+    let backend = B::InnerBackend::name(device);
+    let line = |piece: &str, pass: &str, flops: f64, t: &Timing, o: &OpsBench| json_line(piece, pass, flops, t, o, &backend);
+    let mut push = |v: Value| emit(&v);
 
     // Each distinct projection: x [b, s, d_in] times a weight [d_in, d_out].
     let (h, q, kv, i) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.intermediate_size);
@@ -180,13 +177,13 @@ pub fn bench_ops<B: TrainBackend>(config: &ModelConfig, o: &OpsBench, device: &B
     // How the pieces add up: layers and head against the measured model and step.
     let pieces_s = c.num_layers as f64 * layer_both.seconds + head_both.seconds;
     push(json!({
-        "side": "ours", "backend": o.backend, "piece": "summary", "batch": b, "seq": s, "compute_dtype": compute_name(o.compute),
+        "side": "ours", "backend": backend, "piece": "summary", "batch": b, "seq": s, "compute_dtype": compute_name(o.compute),
         "layers_ms": c.num_layers as f64 * layer_both.seconds * 1e3, "head_loss_ms": head_both.seconds * 1e3,
         "model_fwd_bwd_ms": model_both.seconds * 1e3, "rest_of_model_ms": (model_both.seconds - pieces_s) * 1e3,
         "clip_and_adamw_ms": (step.seconds - model_both.seconds) * 1e3, "step_ms": step.seconds * 1e3,
         "tokens_per_s": tokens / step.seconds, "model_tflops": model_flops / step.seconds / 1e12,
     }));
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -196,13 +193,10 @@ mod tests {
 
     #[test]
     fn every_piece_is_timed_and_the_summary_adds_them_up() {
-        let o = OpsBench { batch: 2, seq: 16, repeats: 2, compute: None, backend: "cpu".into() };
-        let lines = {
-            let mut streamed = 0;
-            let lines = bench_ops::<crate::CpuAutodiff>(&tiny_config(), &o, &Default::default(), &mut |_| streamed += 1).unwrap();
-            assert_eq!(streamed, lines.len(), "every line is streamed as it is timed");
-            lines
-        };
+        let o = OpsBench { batch: 2, seq: 16, repeats: 2, compute: None };
+        let mut lines = Vec::new();
+        bench_ops::<crate::CpuAutodiff>(&tiny_config(), &o, &Default::default(), &mut |l| lines.push(l.clone())).unwrap();
+        assert!(lines.iter().all(|l| l["backend"] == "ndarray"), "every line names the backend");
         let pieces: Vec<String> = lines.iter().map(|l| format!("{} {}", l["piece"].as_str().unwrap(), l["pass"].as_str().unwrap_or(""))).collect();
         assert_eq!(pieces.len(), 6 * 2 + 3 + 2 + 1 + 1 + 1 + 1, "{pieces:?}");
         for l in &lines[..lines.len() - 1] {

@@ -25,8 +25,13 @@ use crate::ModelBackend;
 /// every backend (the fused kernels take only the default scale); `fused` leaves the
 /// choice to the backend (`backend_check` compares both).
 pub(crate) fn attention_options(head_dim: usize, is_causal: bool, fused: bool) -> AttentionModuleOptions {
-    let scale = (!fused).then(|| 1.0 / (head_dim as f64).sqrt());
+    let scale = (!fused).then(|| attention_scale(head_dim));
     AttentionModuleOptions { scale, is_causal, ..Default::default() }
+}
+
+/// The scores' scale, 1 / sqrt(head_dim).
+fn attention_scale(head_dim: usize) -> f64 {
+    1.0 / (head_dim as f64).sqrt()
 }
 
 /// Where the tokens of a forward pass are: the RoPE tables (`[1 or batch, 1, seq,
@@ -140,7 +145,7 @@ impl<B: ModelBackend> Attention<B> {
         let c = self.compute;
         let (q, k, v) = (to_compute(q, c), self.repeat_kv(to_compute(k, c)), self.repeat_kv(to_compute(v, c)));
         let y = match mask {
-            None => causal_attention(q, k, v, 1.0 / (self.head_dim as f64).sqrt()),
+            None => causal_attention(q, k, v, attention_scale(self.head_dim)),
             Some(mask) => {
                 let [_, _, tq, tk] = mask.dims();
                 attention(q, k, v, Some(mask.expand([b, self.num_heads, tq, tk])), None, attention_options(self.head_dim, false, false))
