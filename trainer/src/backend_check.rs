@@ -3,8 +3,9 @@
 //! the grouped-query head expansion, causal and masked attention (prefill and one decoding
 //! step over a full-capacity cache; burn's composed path, which the model uses, and the
 //! backend's fused kernel), the cache update, the LM head on the last position with an
-//! argmax, and an argmax over a vocabulary-wide row. `trainer compare-backends` prints each gap, so that a disagreement
-//! seen in whole-model generation can be traced to one op.
+//! argmax, and an argmax over a vocabulary-wide row; and, for training, AdamW's update (`check_adamw`: on
+//! CUDA without fusion its own kernel). `trainer compare-backends` prints each gap, so that a
+//! disagreement seen in whole-model generation can be traced to one op.
 
 use anyhow::Result;
 use burn::prelude::*;
@@ -15,6 +16,7 @@ use crate::model::Llama;
 
 use crate::ModelBackend;
 use crate::model::attention::attention_options;
+use crate::train::adamw::{AdamWStep, AdamWUpdate};
 
 /// The shapes to check at.
 #[derive(Clone, Copy, Debug)]
@@ -88,6 +90,30 @@ pub fn check_ops<R: Backend, T: Backend>(s: OpShapes, reference: &R::Device, tes
     let logits = floats(&mut rng, b * vocab);
     add("argmax over the vocabulary".into(), run_argmax::<R>(&logits, [b, vocab], reference), run_argmax::<T>(&logits, [b, vocab], tested));
     gaps
+}
+
+/// Three AdamW updates (the first from zero moments) of a `[rows, cols]` parameter on both
+/// backends from the same values: the gaps of the parameter and both moments after them.
+pub fn check_adamw<R: AdamWStep, T: AdamWStep>([rows, cols]: [usize; 2], reference: &R::Device, tested: &T::Device) -> Vec<OpGap> {
+    let mut rng = fastrand::Rng::with_seed(23);
+    let param: Vec<f32> = (0..rows * cols).map(|_| rng.f32() * 2.0 - 1.0).collect();
+    let grads: Vec<Vec<f32>> = (0..3).map(|_| (0..rows * cols).map(|_| (rng.f32() - 0.5) * 1e-2).collect()).collect();
+    fn run<B: AdamWStep>(param: &[f32], grads: &[Vec<f32>], shape: [usize; 2], device: &B::Device) -> [Vec<f32>; 3] {
+        let (mut p, mut m, mut v) = (tensor::<B, 2>(param, shape, device), None, None);
+        for (i, g) in grads.iter().enumerate() {
+            let u = AdamWUpdate { lr: 1e-3, beta_1: 0.9, beta_2: 0.95, epsilon: 1e-8, weight_decay: 0.01, time: i + 1 };
+            let (p2, m2, v2) = B::adamw_step(p, tensor::<B, 2>(g, shape, device), m, v, &u);
+            (p, m, v) = (p2, Some(m2), Some(v2));
+        }
+        [host(p), host(m.expect("updated")), host(v.expect("updated"))]
+    }
+    let expected = run::<R>(&param, &grads, [rows, cols], reference);
+    let actual = run::<T>(&param, &grads, [rows, cols], tested);
+    ["parameter", "first moment", "second moment"]
+        .into_iter()
+        .zip(expected.iter().zip(&actual))
+        .map(|(what, (e, a))| OpGap { op: format!("AdamW, 3 updates of [{rows}, {cols}]: {what}"), gap: relative_gap(e, a) })
+        .collect()
 }
 
 /// The first decoder layer taken apart, on both backends for the same ids (`[batch, seq]`):
@@ -245,6 +271,13 @@ fn run_argmax<B: Backend>(logits: &[f32], shape: [usize; 2], device: &B::Device)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adamw_agrees_with_itself_and_moves_the_parameter() {
+        let gaps = check_adamw::<crate::Cpu, crate::Cpu>([7, 5], &Default::default(), &Default::default());
+        assert_eq!(gaps.len(), 3);
+        assert!(gaps.iter().all(|g| g.gap == 0.0), "{gaps:?}");
+    }
 
     #[test]
     fn a_backend_agrees_with_itself_and_gaps_are_relative() {

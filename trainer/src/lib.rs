@@ -34,6 +34,6 @@ pub type CudaPlain = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i3
 pub use model::causal_attention::CausalAttention as ModelBackend;
 
 /// A backend the model trains on: with gradients, and the model also runs on its inner
-/// backend (generation, evaluation, rollouts).
-pub trait TrainBackend: burn::tensor::backend::AutodiffBackend<InnerBackend: ModelBackend> + ModelBackend {}
-impl<T: burn::tensor::backend::AutodiffBackend<InnerBackend: ModelBackend> + ModelBackend> TrainBackend for T {}
+/// backend (generation, evaluation, rollouts), which also runs AdamW's update.
+pub trait TrainBackend: burn::tensor::backend::AutodiffBackend<InnerBackend: ModelBackend + train::adamw::AdamWStep> + ModelBackend {}
+impl<T: burn::tensor::backend::AutodiffBackend<InnerBackend: ModelBackend + train::adamw::AdamWStep> + ModelBackend> TrainBackend for T {}

@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use anyhow::{Result, anyhow};
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::module::attention;
@@ -22,6 +22,7 @@ use crate::model::Llama;
 use crate::model::attention::attention_options;
 use crate::model::config::ModelConfig;
 use crate::model::precision::{Compute, compute_name, linear_in, to_compute};
+use crate::train::adamw::OnePassAdamW;
 use crate::train::clip::clip_global_norm;
 use crate::train::run::flops_per_token;
 
@@ -160,7 +161,7 @@ pub fn bench_ops<B: TrainBackend>(config: &ModelConfig, o: &OpsBench, device: &B
     })?;
     let model_both = both;
     push(line("model", "forward+backward", model_flops, &model_both, o));
-    let mut optim = AdamWConfig::new().with_weight_decay(0.01).init::<B, Llama<B>>();
+    let mut optim = OnePassAdamW::default().with_weight_decay(0.01).init::<B, Llama<B>>();
     let mut stepped = Some(model.clone());
     let step = time::<B::InnerBackend>(device, r, || {
         let current = stepped.take().expect("a model");

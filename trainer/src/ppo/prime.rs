@@ -5,7 +5,7 @@
 //! completion tokens only (the prompt is context).
 
 use anyhow::{Result, bail};
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 
 use super::batch::Packed;
@@ -17,6 +17,7 @@ use crate::countdown::task::{Task, prompt};
 use crate::data::set::Sequence;
 use crate::model::Llama;
 use crate::tokenizer::TextTokenizer;
+use crate::train::adamw::OnePassAdamW;
 use crate::train::clip::clip_global_norm;
 
 /// The completion the model is taught for a task: a short thought with the solution, then
@@ -87,7 +88,7 @@ pub fn prime<B: TrainBackend>(
     mut log: impl FnMut(usize, f64),
 ) -> Result<(Llama<B>, f64)> {
     let device = model.embed_tokens.weight.val().device();
-    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init::<B, Llama<B>>();
+    let mut optim = OnePassAdamW::default().with_weight_decay(0.0).init::<B, Llama<B>>();
     let mut last = f64::NAN;
     for step in 0..steps {
         let rows = traces.rows(step, batch, eos)?;

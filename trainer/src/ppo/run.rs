@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
-use burn::optim::AdamWConfig;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -27,6 +26,7 @@ use crate::generate::{Sampling, generate};
 use crate::model::Llama;
 use crate::model::config::ModelConfig;
 use crate::tokenizer::TextTokenizer;
+use crate::train::adamw::OnePassAdamW;
 use crate::train::checkpoint::{self, TrainState};
 use crate::train::config::check_compute_dtype;
 use crate::train::metrics::Metrics;
@@ -121,7 +121,7 @@ pub fn ppo<B: TrainBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOptio
         }
         .with_compute(compute))
     };
-    let optimizer = || AdamWConfig::new().with_weight_decay(0.01);
+    let optimizer = || OnePassAdamW::default().with_weight_decay(0.01);
     let (mut actor_optim, mut critic_optim) = (optimizer().init::<B, Llama<B>>(), optimizer().init::<B, Critic<B>>());
 
     let resume = checkpoint::latest(out);

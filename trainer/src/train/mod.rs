@@ -1,8 +1,12 @@
-//! Continued pretraining / SFT: the config (`config`), the learning-rate schedule
+//! Continued pretraining / SFT: the config (`config`), AdamW in one pass per parameter
+//! (`adamw`, its CUDA kernel in `adamw_kernel`), the learning-rate schedule
 //! (`schedule`), global gradient-norm clipping (`clip`), checkpoints that resume exactly
 //! (`checkpoint`), trainer checkpoints as starting weights (`start_from`), metrics
 //! (`metrics`) and the loop (`run`).
 
+pub mod adamw;
+#[cfg(feature = "cuda")]
+mod adamw_kernel;
 pub mod checkpoint;
 pub mod clip;
 pub mod config;

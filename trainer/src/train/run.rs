@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -23,6 +23,7 @@ use crate::data::set::read_split;
 use crate::loss::causal_lm_loss;
 use crate::model::Llama;
 use crate::model::config::ModelConfig;
+use crate::train::adamw::OnePassAdamW;
 use crate::weights::load_weights;
 use crate::{ModelBackend, TrainBackend};
 
@@ -85,12 +86,8 @@ pub fn pretrain<B: TrainBackend>(cfg: &PretrainConfig, device: &B::Device, opts:
         None => Llama::random(&model_cfg, device),
     }
     .with_compute(compute);
-    let optim = AdamWConfig::new()
-        .with_beta_1(t.beta1 as f32)
-        .with_beta_2(t.beta2 as f32)
-        .with_epsilon(t.eps as f32)
-        .with_weight_decay(t.weight_decay as f32)
-        .init::<B, Llama<B>>();
+    let optim =
+        OnePassAdamW { beta_1: t.beta1 as f32, beta_2: t.beta2 as f32, epsilon: t.eps as f32, weight_decay: t.weight_decay as f32 }.init::<B, Llama<B>>();
 
     let pad = model_cfg.eos_token_id.unwrap_or(0);
     let seq_len = cfg.data.seq_len;
