@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
@@ -35,7 +36,10 @@ struct Tally {
 }
 
 /// Sends every job through `ask` and journals its record. `total` and `already` size
-/// the progress bar (all requests of the stage, and those the journal already had).
+/// the progress bar: all requests of the stage, and those of them the journal already
+/// answered. `already` may grow while jobs are sent (a reader that finds the answered
+/// requests as it goes counts them there), so that the bar counts only this stage's
+/// requests even when the journal holds others (another input, an earlier selection).
 #[allow(clippy::too_many_arguments)]
 pub async fn send_journaled<J, F, Fut>(
     label: &str,
@@ -43,7 +47,7 @@ pub async fn send_journaled<J, F, Fut>(
     client: &LlmClient,
     width: usize,
     total: u64,
-    already: u64,
+    already: &AtomicU64,
     journal: &Journal,
     ask: F,
 ) -> Result<BatchOutcome>
@@ -52,7 +56,8 @@ where
     Fut: Future<Output = Record>,
 {
     let bar = count_bar(total, label);
-    bar.set_position(already.min(total));
+    let position = |sent: u64| (already.load(Ordering::Relaxed) + sent).min(total);
+    bar.set_position(position(0));
     let heartbeat = Heartbeat::new(Duration::from_secs(30));
     let started = Instant::now();
     let tally = Mutex::new(Tally::default());
@@ -71,7 +76,7 @@ where
             t.tokens += record.prompt_tokens + record.completion_tokens;
             let tokens_per_s = t.tokens as f64 / started.elapsed().as_secs_f64().max(1e-3);
             let failed: Vec<String> = t.failures.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            bar.inc(1);
+            bar.set_position(position(t.sent));
             bar.set_message(format!(
                 "{label} ({} in flight, {tokens_per_s:.0} tokens/s{}{})",
                 client.in_flight(),

@@ -13,6 +13,7 @@ pub mod prompts;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use arrow_array::cast::AsArray;
@@ -102,7 +103,10 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
     // Pass 1 (a thread): read documents, cut them, and queue what the journal lacks.
     let total_docs = count_rows(&parts)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Job>(4096);
+    // Requests of this input the journal already answered, counted as the reader finds them.
+    let already = Arc::new(AtomicU64::new(0));
     let producer = {
+        let already = already.clone();
         let (parts, prompts, cutter, model, sampling_json) = (parts.clone(), prompts.clone(), cutter.clone(), model.clone(), sampling_json.clone());
         let done_keys: std::collections::HashSet<String> = done.iter().filter(|(k, _)| is_done(k)).map(|(k, _)| k.clone()).collect();
         std::thread::spawn(move || -> Result<Vec<(String, Vec<String>)>> {
@@ -114,7 +118,9 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
                     let mut keys = Vec::with_capacity(prompts.len());
                     for (task, p) in prompts.iter().enumerate() {
                         let key = request_key(&model, &p.hash, &sampling_json, &doc_hash);
-                        if !done_keys.contains(&key) {
+                        if done_keys.contains(&key) {
+                            already.fetch_add(1, Ordering::Relaxed);
+                        } else {
                             let job = Job { key: key.clone(), doc_id: doc_id.to_string(), task, prompt: p.render(doc) };
                             if tx.blocking_send(job).is_err() {
                                 bail!("the request loop stopped");
@@ -132,12 +138,11 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
 
     // Pass 2: send, parse, ask again if needed, journal.
     let total_requests = total_docs * prompts.len() as u64;
-    let already = done.values().filter(|r| is_done(&r.key)).count() as u64;
     // Only keys are needed while sending; the answers are read again for the table.
     drop(done);
     let width = client.settings.endpoints.len() * l.max_concurrency;
     let jobs = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let outcome = send_journaled("classify", jobs, &client, width, total_requests, already, &journal, |job: Job| {
+    let outcome = send_journaled("classify", jobs, &client, width, total_requests, &already, &journal, |job: Job| {
         let (client, prompts, sampling, constraints) = (client.clone(), &prompts, &sampling, &constraints);
         let model = model.clone();
         async move { ask(&client, &prompts[job.task], constraints[job.task].as_ref(), &job, sampling, c.max_count, c.reasks, &model).await }

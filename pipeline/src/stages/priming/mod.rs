@@ -13,6 +13,7 @@ pub mod sets;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 
 use anyhow::{Result, bail};
 use countdown::task::{Task, generate, prompt, read_tasks};
@@ -107,9 +108,9 @@ pub async fn run_priming(cfg: &LoadedConfig, endpoints: &[String], model: Option
         }
     }
     let total = (asked.len() * tasks.len()) as u64;
-    let already = total - jobs.len() as u64;
+    let already = AtomicU64::new(total - jobs.len() as u64);
     let width = client.settings.endpoints.len() * cfg.config.llm.max_concurrency;
-    let outcome = send_journaled("priming", futures_util::stream::iter(jobs), &client, width, total, already, &journal, |job: Job| {
+    let outcome = send_journaled("priming", futures_util::stream::iter(jobs), &client, width, total, &already, &journal, |job: Job| {
         let (client, templates, sampling, model, tasks, asked) = (client.clone(), &templates, &sampling, model.clone(), &tasks, &asked);
         async move {
             let (template, correct, task) = (&templates[job.condition], asked[job.condition].1, &tasks[job.task]);

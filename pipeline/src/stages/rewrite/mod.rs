@@ -9,6 +9,7 @@ pub mod parse;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 use arrow_array::builder::{StringBuilder, UInt64Builder};
@@ -83,7 +84,10 @@ pub async fn run_rewrite(cfg: &LoadedConfig, endpoints: &[String], model: Option
 
     // Pass 1 (a thread): the chosen documents, cut, queued when the journal lacks them.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Job>(1024);
+    // Chosen documents the journal already rewrote, counted as the reader finds them.
+    let already = Arc::new(AtomicU64::new(0));
     let producer = {
+        let already = already.clone();
         let (templates, cutter, model, sampling_json, done_keys) = (templates.clone(), cutter.clone(), model.clone(), sampling_json.clone(), done_keys.clone());
         let chosen = chosen.clone();
         std::thread::spawn(move || -> Result<Vec<(String, usize, String)>> {
@@ -94,7 +98,9 @@ pub async fn run_rewrite(cfg: &LoadedConfig, endpoints: &[String], model: Option
                     let doc = cutter.cut(text)?;
                     let doc_hash = hashing::doc_id(hashing::doc_hash(doc));
                     let key = request_key(&model, &templates[set].hash, &sampling_json, &doc_hash);
-                    if !done_keys.contains(&key) {
+                    if done_keys.contains(&key) {
+                        already.fetch_add(1, Ordering::Relaxed);
+                    } else {
                         let job = Job { key: key.clone(), doc_id: doc_id.to_string(), set, prompt: templates[set].render(doc), doc_chars: doc.chars().count() };
                         if tx.blocking_send(job).is_err() {
                             anyhow::bail!("the request loop stopped");
@@ -112,7 +118,7 @@ pub async fn run_rewrite(cfg: &LoadedConfig, endpoints: &[String], model: Option
     let width = client.settings.endpoints.len() * cfg.config.llm.max_concurrency;
     let jobs = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let total = chosen.len() as u64;
-    let outcome = send_journaled("rewrite", jobs, &client, width, total, done_keys.len() as u64, &journal, |job: Job| {
+    let outcome = send_journaled("rewrite", jobs, &client, width, total, &already, &journal, |job: Job| {
         let (client, templates, sampling, constraint, model) = (client.clone(), &templates, &sampling, constraint.as_ref(), model.clone());
         async move { ask(&client, &templates[job.set], constraint, &job, sampling, r.reasks, r.max_length_ratio, &model).await }
     })
