@@ -16,7 +16,7 @@ use crate::model::Llama;
 
 use crate::ModelBackend;
 use crate::model::attention::attention_options;
-use crate::train::adamw::{AdamWStep, AdamWUpdate};
+use crate::train::adamw::{AdamWStep, AdamWUpdate, OnePassAdamW};
 
 /// The shapes to check at.
 #[derive(Clone, Copy, Debug)]
@@ -101,7 +101,8 @@ pub fn check_adamw<R: AdamWStep, T: AdamWStep>([rows, cols]: [usize; 2], referen
     fn run<B: AdamWStep>(param: &[f32], grads: &[Vec<f32>], shape: [usize; 2], device: &B::Device) -> [Vec<f32>; 3] {
         let (mut p, mut m, mut v) = (tensor::<B, 2>(param, shape, device), None, None);
         for (i, g) in grads.iter().enumerate() {
-            let u = AdamWUpdate { lr: 1e-3, beta_1: 0.9, beta_2: 0.95, epsilon: 1e-8, weight_decay: 0.01, time: i + 1 };
+            let settings = OnePassAdamW { beta_1: 0.9, beta_2: 0.95, epsilon: 1e-8, weight_decay: 0.01 };
+            let u = AdamWUpdate { settings, lr: 1e-3, time: i + 1 };
             let (p2, m2, v2) = B::adamw_step(p, tensor::<B, 2>(g, shape, device), m, v, &u);
             (p, m, v) = (p2, Some(m2), Some(v2));
         }

@@ -15,30 +15,36 @@ use burn::optim::{AdamWState, AdaptiveMomentumState, LearningRate, SimpleOptimiz
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-/// One AdamW update's constants, as burn's `AdamW` computes them (f32 factors, f64 rate).
+/// One AdamW update: the optimizer's settings, the rate and the step count; its constants
+/// as burn's `AdamW` computes them (f32 factors, f64 rate).
 #[derive(Clone, Copy, Debug)]
 pub struct AdamWUpdate {
+    pub settings: OnePassAdamW,
     pub lr: LearningRate,
-    pub beta_1: f32,
-    pub beta_2: f32,
-    pub epsilon: f32,
-    pub weight_decay: f32,
     /// The step count after this update (1 on the first).
     pub time: usize,
 }
 
 impl AdamWUpdate {
+    /// `1 - beta_1`, the gradient's weight in the first moment.
+    pub fn factor_1(&self) -> f32 {
+        1.0 - self.settings.beta_1
+    }
+    /// `1 - beta_2`, the squared gradient's weight in the second moment.
+    pub fn factor_2(&self) -> f32 {
+        1.0 - self.settings.beta_2
+    }
     /// `1 - beta_1^t`, the first moment's bias correction.
     pub fn correction_1(&self) -> f32 {
-        1f32 - self.beta_1.powi(self.time as i32)
+        1f32 - self.settings.beta_1.powi(self.time as i32)
     }
     /// `1 - beta_2^t`, the second moment's bias correction.
     pub fn correction_2(&self) -> f32 {
-        1f32 - self.beta_2.powi(self.time as i32)
+        1f32 - self.settings.beta_2.powi(self.time as i32)
     }
     /// What the parameter is multiplied by before the step: `1 - lr * weight_decay`.
     pub fn decay(&self) -> f64 {
-        1.0 - self.lr * self.weight_decay as f64
+        1.0 - self.lr * self.settings.weight_decay as f64
     }
 }
 
@@ -70,19 +76,19 @@ pub fn composed_adamw_step<B: Backend, const D: usize>(
     moment_2: Option<Tensor<B, D>>,
     u: &AdamWUpdate,
 ) -> (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>) {
-    let (factor_1, factor_2) = (1.0 - u.beta_1, 1.0 - u.beta_2);
+    let OnePassAdamW { beta_1, beta_2, epsilon, weight_decay } = u.settings;
     let moment_1 = match moment_1 {
-        Some(m) => m.mul_scalar(u.beta_1).add(grad.clone().mul_scalar(factor_1)),
-        None => grad.clone().mul_scalar(factor_1),
+        Some(m) => m.mul_scalar(beta_1).add(grad.clone().mul_scalar(u.factor_1())),
+        None => grad.clone().mul_scalar(u.factor_1()),
     };
     let moment_2 = match moment_2 {
-        Some(v) => v.mul_scalar(u.beta_2).add(grad.square().mul_scalar(factor_2)),
-        None => grad.square().mul_scalar(factor_2),
+        Some(v) => v.mul_scalar(beta_2).add(grad.square().mul_scalar(u.factor_2())),
+        None => grad.square().mul_scalar(u.factor_2()),
     };
     let corrected_1 = moment_1.clone().div_scalar(u.correction_1());
     let corrected_2 = moment_2.clone().div_scalar(u.correction_2());
-    let delta = corrected_1.div(corrected_2.sqrt().add_scalar(u.epsilon));
-    let decayed = if u.lr * u.weight_decay as f64 == 0.0 { param } else { param.mul_scalar(u.decay()) };
+    let delta = corrected_1.div(corrected_2.sqrt().add_scalar(epsilon));
+    let decayed = if u.lr * weight_decay as f64 == 0.0 { param } else { param.mul_scalar(u.decay()) };
     (decayed - delta.mul_scalar(u.lr), moment_1, moment_2)
 }
 
@@ -128,7 +134,7 @@ impl<B: AdamWStep> SimpleOptimizer<B> for OnePassAdamW {
             Some(s) => (Some(s.momentum.moment_1), Some(s.momentum.moment_2), s.momentum.time + 1),
             None => (None, None, 1),
         };
-        let update = AdamWUpdate { lr, beta_1: self.beta_1, beta_2: self.beta_2, epsilon: self.epsilon, weight_decay: self.weight_decay, time };
+        let update = AdamWUpdate { settings: *self, lr, time };
         let (param, moment_1, moment_2) = B::adamw_step(tensor, grad, moment_1, moment_2, &update);
         (param, Some(AdamWState::new(AdaptiveMomentumState::new(time, moment_1, moment_2))))
     }
@@ -196,7 +202,8 @@ mod tests {
         // One element by hand: g = 2, m = 0.5, v = 1, step 2, lr 0.1, wd 0.01.
         let device = Default::default();
         let t = |x: f32| Tensor::<Cpu, 1>::from_floats([x], &device);
-        let u = AdamWUpdate { lr: 0.1, beta_1: 0.9, beta_2: 0.99, epsilon: 1e-8, weight_decay: 0.01, time: 2 };
+        let settings = OnePassAdamW { beta_1: 0.9, beta_2: 0.99, epsilon: 1e-8, weight_decay: 0.01 };
+        let u = AdamWUpdate { settings, lr: 0.1, time: 2 };
         let (p, m, v) = Cpu::adamw_step(t(1.0), t(2.0), Some(t(0.5)), Some(t(1.0)), &u);
         let (m_want, v_want) = (0.9 * 0.5 + 0.1 * 2.0, 0.99 * 1.0 + 0.01 * 4.0);
         let step = (m_want / (1.0 - 0.81)) / ((v_want / (1.0 - 0.9801f64)).sqrt() + 1e-8);

@@ -96,13 +96,13 @@ impl AdamWStep for CudaPlain {
         let address = [&param, &grad, &moment_1, &moment_2, &param_out].iter().map(|t| t.required_address_type()).max().unwrap_or_default();
         let f = |x: f32| InputScalar::new(x, DType::F32);
         let constants = AdamWConstantsLaunch::new(
-            f(u.beta_1),
-            f(1.0 - u.beta_1),
-            f(u.beta_2),
-            f(1.0 - u.beta_2),
+            f(u.settings.beta_1),
+            f(u.factor_1()),
+            f(u.settings.beta_2),
+            f(u.factor_2()),
             f(u.correction_1()),
             f(u.correction_2()),
-            f(u.epsilon),
+            f(u.settings.epsilon),
             f(u.decay() as f32),
             f(u.lr as f32),
         );
