@@ -12,3 +12,23 @@ if [ ! -x "$BIN" ]; then
   echo "no trainer at $BIN (nor $BIN.xz): build it with cargo build --release -p trainer --features cuda, strip it and pack it (scripts/gpu/trainer_binary.sh)" >&2
   exit 1
 fi
+# The projections' matmul runs on cuBLAS (trainer/src/model/matmul_cublas.rs) on the
+# stream found through CUPTI (model/cuda_stream.rs), both opened at run time: PyTorch's
+# CUDA wheels ship libcublas and libcupti under site-packages/nvidia/*/lib.
+if [ -z "${CUDA_LIBS:-}" ]; then
+  CUDA_LIBS=$(python3 - <<'PY' 2>/dev/null || true
+import glob, os, site
+dirs = []
+for base in site.getsitepackages():
+    for lib in ("libcublas.so*", "libcupti.so*"):
+        for found in sorted(glob.glob(os.path.join(base, "nvidia", "**", lib), recursive=True))[:1]:
+            if os.path.dirname(found) not in dirs:
+                dirs.append(os.path.dirname(found))
+print(":".join(dirs))
+PY
+)
+fi
+if [ -n "${CUDA_LIBS:-}" ]; then
+  export LD_LIBRARY_PATH="$CUDA_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "libcublas and libcupti from $CUDA_LIBS" >&2
+fi

@@ -4,7 +4,8 @@
 //! step over a full-capacity cache; burn's composed path, which the model uses, and the
 //! backend's fused kernel), the cache update, the LM head on the last position with an
 //! argmax, and an argmax over a vocabulary-wide row; and, for training, AdamW's update (`check_adamw`: on
-//! CUDA without fusion its own kernel). `trainer compare-backends` prints each gap, so that a
+//! CUDA without fusion its own kernel) and the projections' product (`check_matmul`: on CUDA
+//! without fusion cuBLAS). `trainer compare-backends` prints each gap, so that a
 //! disagreement seen in whole-model generation can be traced to one op.
 
 use anyhow::Result;
@@ -16,6 +17,7 @@ use crate::model::Llama;
 
 use crate::ModelBackend;
 use crate::model::attention::attention_options;
+use crate::model::matmul::{Matmul, matmul_2d};
 use crate::train::adamw::{AdamWStep, AdamWUpdate, OnePassAdamW};
 
 /// The shapes to check at.
@@ -114,6 +116,32 @@ pub fn check_adamw<R: AdamWStep, T: AdamWStep>([rows, cols]: [usize; 2], referen
         .into_iter()
         .zip(expected.iter().zip(&actual))
         .map(|(what, (e, a))| OpGap { op: format!("AdamW, 3 updates of [{rows}, {cols}]: {what}"), gap: relative_gap(e, a) })
+        .collect()
+}
+
+/// The projections' product (`Matmul::matmul_2d`) on both backends, in the layouts training
+/// gives it: `a · b` (forward), `dc · bᵀ` and `aᵀ · dc` (backward, transposed views), and an
+/// operand narrowed out of a wider one (rows further apart than their length).
+pub fn check_matmul<R: Matmul, T: Matmul>([m, k, n]: [usize; 3], reference: &R::Device, tested: &T::Device) -> Vec<OpGap> {
+    let mut rng = fastrand::Rng::with_seed(29);
+    let mut floats = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.f32() * 2.0 - 1.0).collect() };
+    let (a, b, dc, wide) = (floats(m * k), floats(k * n), floats(m * n), floats(m * (k + 5)));
+    fn run<B: Matmul>(a: &[f32], b: &[f32], dc: &[f32], wide: &[f32], [m, k, n]: [usize; 3], device: &B::Device) -> [Vec<f32>; 4] {
+        let (a, b, dc) = (tensor::<B, 2>(a, [m, k], device), tensor::<B, 2>(b, [k, n], device), tensor::<B, 2>(dc, [m, n], device));
+        let narrowed = tensor::<B, 2>(wide, [m, k + 5], device).narrow(1, 2, k);
+        [
+            host(matmul_2d(a.clone(), b.clone())),
+            host(matmul_2d(dc.clone(), b.clone().transpose())),
+            host(matmul_2d(a.transpose(), dc)),
+            host(matmul_2d(narrowed, b)),
+        ]
+    }
+    let expected = run::<R>(&a, &b, &dc, &wide, [m, k, n], reference);
+    let actual = run::<T>(&a, &b, &dc, &wide, [m, k, n], tested);
+    ["a · b", "dc · bᵀ", "aᵀ · dc", "a narrowed from a wider matrix · b"]
+        .into_iter()
+        .zip(expected.iter().zip(&actual))
+        .map(|(what, (e, t))| OpGap { op: format!("matmul_2d [{m}, {k}] · [{k}, {n}]: {what}"), gap: relative_gap(e, t) })
         .collect()
 }
 
@@ -277,6 +305,13 @@ mod tests {
     fn adamw_agrees_with_itself_and_moves_the_parameter() {
         let gaps = check_adamw::<crate::Cpu, crate::Cpu>([7, 5], &Default::default(), &Default::default());
         assert_eq!(gaps.len(), 3);
+        assert!(gaps.iter().all(|g| g.gap == 0.0), "{gaps:?}");
+    }
+
+    #[test]
+    fn matmul_agrees_with_itself_in_every_layout() {
+        let gaps = check_matmul::<crate::Cpu, crate::Cpu>([6, 4, 3], &Default::default(), &Default::default());
+        assert_eq!(gaps.len(), 4);
         assert!(gaps.iter().all(|g| g.gap == 0.0), "{gaps:?}");
     }
 

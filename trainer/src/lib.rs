@@ -30,8 +30,10 @@ pub type CudaFused = burn::backend::Cuda<f32, i32>;
 #[cfg(feature = "cuda")]
 pub type CudaPlain = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
 
-/// A backend the model runs on: burn's, plus the attention op with its own backward.
-pub use model::causal_attention::CausalAttention as ModelBackend;
+/// A backend the model runs on: burn's, plus the attention op and the projections' matmul,
+/// each with its own backward.
+pub trait ModelBackend: model::causal_attention::CausalAttention + model::matmul::Matmul {}
+impl<T: model::causal_attention::CausalAttention + model::matmul::Matmul> ModelBackend for T {}
 
 /// A backend the model trains on: with gradients, and the model also runs on its inner
 /// backend (generation, evaluation, rollouts), which also runs AdamW's update.

@@ -382,11 +382,12 @@ fn cuda_pretrain(_: &PretrainConfig, _: &RunOptions) -> Result<trainer::train::r
 }
 
 /// The CPU (NdArray) against CUDA with and without fusion: op by op at a rollout batch's
-/// shapes (and AdamW's update, on CUDA without fusion its own kernel), the first layer stage by stage, then the whole model (logits and batched greedy
+/// shapes (and AdamW's update and the projections' product, on CUDA without fusion its own
+/// kernel and cuBLAS), the first layer stage by stage, then the whole model (logits and batched greedy
 /// generation). Fails when the configured CUDA backend (`HABITS_CUDA_FUSION`) disagrees.
 #[cfg(feature = "cuda")]
 fn compare_backends(source: &ModelSource) -> Result<()> {
-    use trainer::backend_check::{OpShapes, check_adamw, check_ops};
+    use trainer::backend_check::{OpShapes, check_adamw, check_matmul, check_ops};
     let started = std::time::Instant::now();
     let shapes = OpShapes { batch: 256, heads: 8, kv_heads: 4, head_dim: 64, prompt: 96, capacity: 192, vocab: 128_256 };
     for g in check_ops::<trainer::Cpu, CudaFused>(shapes, &Default::default(), &Default::default()) {
@@ -395,6 +396,9 @@ fn compare_backends(source: &ModelSource) -> Result<()> {
     // Odd sizes, so that the kernel's last block is partly outside the tensor.
     for g in check_adamw::<trainer::Cpu, CudaPlain>([1001, 777], &Default::default(), &Default::default()) {
         println!("op {g} (CUDA without fusion: one kernel)");
+    }
+    for g in check_matmul::<trainer::Cpu, CudaPlain>([333, 517, 129], &Default::default(), &Default::default()) {
+        println!("op {g} (CUDA without fusion: cuBLAS unless HABITS_CUBLAS=0)");
     }
     println!("({:.0} s)", started.elapsed().as_secs_f64());
     let cpu = source.load::<trainer::Cpu>(&Default::default())?;

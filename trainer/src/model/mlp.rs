@@ -6,6 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 
 use super::config::ModelConfig;
+use super::matmul::Matmul;
 use super::precision::{Compute, project};
 use super::source::{ParamSource, linear};
 
@@ -19,7 +20,7 @@ pub struct Mlp<B: Backend> {
     pub(super) compute: Compute,
 }
 
-impl<B: Backend> Mlp<B> {
+impl<B: Matmul> Mlp<B> {
     pub fn build<S: ParamSource<B>>(c: &ModelConfig, src: &mut S, prefix: &str, device: &B::Device) -> Result<Self> {
         let (h, i) = (c.hidden_size, c.intermediate_size);
         Ok(Mlp {

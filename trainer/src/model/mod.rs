@@ -6,7 +6,12 @@
 pub mod attention;
 pub mod causal_attention;
 pub mod config;
+#[cfg(feature = "cuda")]
+mod cuda_stream;
 pub mod layer;
+pub mod matmul;
+#[cfg(feature = "cuda")]
+mod matmul_cublas;
 pub mod mlp;
 pub mod precision;
 pub mod rope;

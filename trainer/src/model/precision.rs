@@ -9,6 +9,8 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 use burn::tensor::module::linear;
 
+use super::matmul::{Matmul, matmul_2d};
+
 /// The dtype the matmuls run in; `None`: the parameters' own.
 pub type Compute = Option<FloatDType>;
 
@@ -37,17 +39,28 @@ pub fn to_compute<B: Backend, const D: usize>(x: Tensor<B, D>, compute: Compute)
 }
 
 /// `x · weight + bias` (`weight`: `[d_in, d_out]`) computed in the compute dtype; the
-/// result comes back in `x`'s dtype.
-pub fn linear_in<B: Backend>(x: Tensor<B, 3>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>, compute: Compute) -> Tensor<B, 3> {
-    let Some(dtype) = compute else {
-        return linear(x, weight, bias);
-    };
-    let out: FloatDType = x.dtype().into();
-    linear(x.cast(dtype), weight.cast(dtype), bias.map(|b| b.cast(dtype))).cast(out)
+/// result comes back in `x`'s dtype. A backend with its own product (`Matmul::OWN_PRODUCT`)
+/// gets one `[batch · seq, d_in] · [d_in, d_out]` product, the others burn's `linear`.
+pub fn linear_in<B: Matmul>(x: Tensor<B, 3>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>, compute: Compute) -> Tensor<B, 3> {
+    let dtype: FloatDType = x.dtype().into();
+    let (x, weight, bias) = (to_compute(x, compute), to_compute(weight, compute), bias.map(|b| to_compute(b, compute)));
+    let y = if B::OWN_PRODUCT { flat_linear(x, weight, bias) } else { linear(x, weight, bias) };
+    if compute.is_some() { y.cast(dtype) } else { y }
+}
+
+/// burn's `linear` as one 2-d product of the rows of every sequence (`Matmul::matmul_2d`).
+fn flat_linear<B: Matmul>(x: Tensor<B, 3>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 3> {
+    let [batch, seq, d_in] = x.dims();
+    let d_out = weight.dims()[1];
+    let product = matmul_2d(x.reshape([batch * seq, d_in]), weight).reshape([batch, seq, d_out]);
+    match bias {
+        Some(bias) => product + bias.unsqueeze::<3>(),
+        None => product,
+    }
 }
 
 /// A projection layer's forward in the compute dtype.
-pub fn project<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>, compute: Compute) -> Tensor<B, 3> {
+pub fn project<B: Matmul>(layer: &Linear<B>, x: Tensor<B, 3>, compute: Compute) -> Tensor<B, 3> {
     linear_in(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), compute)
 }
 
@@ -108,6 +121,31 @@ mod tests {
         let plain = generate(&model, &prompts, &greedy, false).unwrap().tokens;
         let mixed = generate(&model.with_compute(Some(FloatDType::F64)), &prompts, &greedy, false).unwrap().tokens;
         assert_eq!(plain, mixed);
+    }
+
+    /// The flattened product the backends with their own product get equals burn's
+    /// `linear`, values and gradients of input, weight and bias.
+    #[test]
+    fn the_flat_product_equals_burns_linear() {
+        let device = Default::default();
+        CpuAutodiff::seed(&device, 5);
+        let random = |dims: &[usize]| Tensor::<CpuAutodiff, 1>::random([dims.iter().product::<usize>()], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let x = random(&[2, 5, 4]).reshape([2, 5, 4]).require_grad();
+        let w = random(&[4, 3]).reshape([4, 3]).require_grad();
+        let b = random(&[3]).require_grad();
+        let weights = random(&[2, 5, 3]).reshape([2, 5, 3]).detach();
+        let run = |flat: bool| {
+            let y = if flat { flat_linear(x.clone(), w.clone(), Some(b.clone())) } else { linear(x.clone(), w.clone(), Some(b.clone())) };
+            let grads = (y.clone() * weights.clone()).sum().backward();
+            let host = |t: Tensor<Cpu, 3>| t.into_data().to_vec::<f32>().unwrap();
+            let host2 = |t: Tensor<Cpu, 2>| t.into_data().to_vec::<f32>().unwrap();
+            (host(y.inner()), host(x.grad(&grads).unwrap()), host2(w.grad(&grads).unwrap()), b.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap())
+        };
+        let (flat, burns) = (run(true), run(false));
+        assert!(max_rel_gap(&burns.0, &flat.0) < 1e-6, "values");
+        assert!(max_rel_gap(&burns.1, &flat.1) < 1e-6, "input gradient");
+        assert!(max_rel_gap(&burns.2, &flat.2) < 1e-6, "weight gradient");
+        assert!(max_rel_gap(&burns.3, &flat.3) < 1e-6, "bias gradient");
     }
 
     /// Training under a compute dtype: the gradients reach every parameter in the

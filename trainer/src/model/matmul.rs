@@ -1,0 +1,175 @@
+//! The projections' matrix product `a · b` (`[m, k] · [k, n]`) as a backend op with its own
+//! backward pass, so that a backend can run it, forward and backward, on a library it
+//! trusts more than burn's kernels: CUDA without fusion runs it on cuBLAS
+//! (`matmul_cublas`). Backends without their own product (the CPU, CUDA with fusion) keep
+//! burn's batched `linear`, differentiated by burn, exactly as before (`OWN_PRODUCT`).
+//!
+//! The backward is the usual pair on transposed views (no copies):
+//!
+//! ```text
+//! da = dc · bᵀ        db = aᵀ · dc
+//! ```
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::prelude::*;
+use burn::tensor::TensorPrimitive;
+use burn::tensor::ops::FloatTensor;
+
+/// A backend that multiplies two matrices, with gradients where it has them.
+pub trait Matmul: Backend {
+    /// Whether `matmul_2d` is the backend's own product, which the projections then use
+    /// (`precision::linear_in`); otherwise they keep burn's `linear`.
+    const OWN_PRODUCT: bool = false;
+
+    /// `a · b` for `a` `[m, k]` and `b` `[k, n]` of one float dtype (either may be a
+    /// transposed view); burn's `matmul` unless the backend has its own.
+    fn matmul_2d(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_matmul(a, b)
+    }
+}
+
+/// [`Matmul::matmul_2d`] on tensors.
+pub fn matmul_2d<B: Matmul>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2> {
+    let raw = |t: Tensor<B, 2>| t.into_primitive().tensor();
+    Tensor::from_primitive(TensorPrimitive::Float(B::matmul_2d(raw(a), raw(b))))
+}
+
+impl Matmul for crate::Cpu {}
+#[cfg(feature = "cuda")]
+impl Matmul for crate::CudaFused {}
+
+/// How a `[rows, cols]` operand lies in memory (for backends that hand it to a BLAS).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) enum Layout {
+    /// Rows one after another, `ld` elements apart.
+    RowMajor { ld: usize },
+    /// A transposed view: columns one after another, `ld` elements apart.
+    ColMajor { ld: usize },
+}
+
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+impl Layout {
+    /// The layout of `strides` for a `[rows, cols]` matrix, or `None` when neither dimension
+    /// is contiguous (such an operand is copied first).
+    pub(crate) fn of([rows, cols]: [usize; 2], [row_stride, col_stride]: [usize; 2]) -> Option<Layout> {
+        if col_stride == 1 || cols == 1 {
+            let ld = if rows == 1 { cols } else { row_stride };
+            if ld >= cols {
+                return Some(Layout::RowMajor { ld });
+            }
+        }
+        if row_stride == 1 || rows == 1 {
+            let ld = if cols == 1 { rows } else { col_stride };
+            if ld >= rows {
+                return Some(Layout::ColMajor { ld });
+            }
+        }
+        None
+    }
+}
+
+/// The backward step: the state is both operands.
+#[derive(Debug)]
+struct MatmulBackward;
+
+impl<B: Matmul> Backward<B, 2> for MatmulBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dc = grads.consume::<B>(&ops.node);
+        let (a, b) = ops.state;
+        let [a_node, b_node] = ops.parents;
+        if let Some(node) = a_node {
+            grads.register::<B>(node.id, B::matmul_2d(dc.clone(), B::float_transpose(b)));
+        }
+        if let Some(node) = b_node {
+            grads.register::<B>(node.id, B::matmul_2d(B::float_transpose(a), dc));
+        }
+    }
+}
+
+impl<B: Matmul, C: CheckpointStrategy> Matmul for Autodiff<B, C> {
+    const OWN_PRODUCT: bool = B::OWN_PRODUCT;
+
+    fn matmul_2d(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        match MatmulBackward.prepare::<C>([a.node.clone(), b.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let out = B::matmul_2d(a.primitive.clone(), b.primitive.clone());
+                prep.finish((a.primitive, b.primitive), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::matmul_2d(a.primitive, b.primitive)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Distribution;
+
+    use super::*;
+    use crate::{Cpu, CpuAutodiff};
+
+    fn random(dims: [usize; 2], seed: u64) -> Tensor<CpuAutodiff, 2> {
+        CpuAutodiff::seed(&Default::default(), seed);
+        Tensor::random(dims, Distribution::Normal(0.0, 1.0), &Default::default())
+    }
+
+    fn max_gap(a: Tensor<Cpu, 2>, b: Tensor<Cpu, 2>) -> f32 {
+        (a - b).abs().max().into_scalar()
+    }
+
+    /// Values and both gradients equal burn's matmul differentiated by burn, for plain
+    /// operands and for transposed views of them, on a loss that weighs every output
+    /// differently.
+    #[test]
+    fn values_and_gradients_equal_burns_matmul() {
+        let [m, k, n] = [5, 7, 3];
+        let weights = random([m, n], 9).detach();
+        for (a_transposed, b_transposed) in [(false, false), (true, false), (false, true), (true, true)] {
+            let a = if a_transposed { random([k, m], 1) } else { random([m, k], 1) }.require_grad();
+            let b = if b_transposed { random([n, k], 2) } else { random([k, n], 2) }.require_grad();
+            let view = |t: &Tensor<CpuAutodiff, 2>, transposed: bool| if transposed { t.clone().transpose() } else { t.clone() };
+            let run = |ours: bool| {
+                let (x, y) = (view(&a, a_transposed), view(&b, b_transposed));
+                let c = if ours { matmul_2d(x, y) } else { x.matmul(y) };
+                let grads = (c.clone() * weights.clone()).sum().backward();
+                (c.inner(), a.grad(&grads).expect("a gradient of a"), b.grad(&grads).expect("a gradient of b"))
+            };
+            let (ours, theirs) = (run(true), run(false));
+            let case = format!("a transposed {a_transposed}, b transposed {b_transposed}");
+            assert_eq!(ours.0.dims(), [m, n], "{case}");
+            assert!(max_gap(ours.0, theirs.0) < 1e-5, "values, {case}");
+            assert!(max_gap(ours.1, theirs.1) < 1e-5, "da, {case}");
+            assert!(max_gap(ours.2, theirs.2) < 1e-5, "db, {case}");
+        }
+    }
+
+    #[test]
+    fn layouts_are_read_from_strides() {
+        assert_eq!(Layout::of([4, 3], [3, 1]), Some(Layout::RowMajor { ld: 3 }));
+        assert_eq!(Layout::of([4, 3], [8, 1]), Some(Layout::RowMajor { ld: 8 }), "rows of a wider buffer");
+        assert_eq!(Layout::of([4, 3], [1, 4]), Some(Layout::ColMajor { ld: 4 }), "a transposed [3, 4]");
+        assert_eq!(Layout::of([1, 3], [0, 1]), Some(Layout::RowMajor { ld: 3 }), "one row: its stride does not matter");
+        assert_eq!(Layout::of([3, 1], [1, 7]), Some(Layout::RowMajor { ld: 1 }), "one column");
+        assert_eq!(Layout::of([4, 3], [6, 2]), None, "every other column");
+        assert_eq!(Layout::of([4, 3], [2, 1]), None, "overlapping rows");
+    }
+
+    /// Only the operands that need a gradient get one; a constant operand stays without.
+    #[test]
+    fn a_constant_operand_gets_no_gradient() {
+        let a = random([4, 6], 3).require_grad();
+        let b = random([6, 2], 4);
+        let grads = matmul_2d(a.clone(), b.clone()).sum().backward();
+        assert!(a.grad(&grads).is_some());
+        assert!(b.grad(&grads).is_none());
+        // d(sum(a · b)) / da = 1 · bᵀ: every row of the gradient is b's row sums.
+        let expected = b.inner().sum_dim(1).transpose().expand([4, 6]);
+        assert!(max_gap(a.grad(&grads).unwrap(), expected) < 1e-5);
+    }
+}

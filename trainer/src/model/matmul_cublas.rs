@@ -1,0 +1,219 @@
+//! The projections' matmul on cuBLAS for burn's CUDA backend without fusion.
+//!
+//! cubecl's bf16 matmul kernels reach 95-170 TFLOP/s on an H200 at the 1B model's shapes
+//! where cuBLAS reaches 320-570 (docs/PERF.md), so `Matmul` for `CudaPlain` calls
+//! `cublasGemmEx` on the cubecl buffers: f32, bf16 or f16 operands (f32 accumulation; no
+//! TF32 for f32), row-major or transposed views read as they lie in memory.
+//!
+//! The product is enqueued on the stream cubecl runs this thread's work on (found once per
+//! thread, `cuda_stream`), so it runs in order with cubecl's kernels and the host never
+//! waits for it.
+//!
+//! libcublas and libcupti are loaded at the first product (`libcublas.so.13`,
+//! `libcupti.so.13` for CUDA 13; PyTorch's wheels ship both under
+//! `site-packages/nvidia/cu13/lib`, put that on `LD_LIBRARY_PATH`). Without them, when
+//! cubecl's stream is not found, with `HABITS_CUBLAS=0`, or for operands cuBLAS is not
+//! given here (other dtypes, an empty dimension), burn's own matmul runs; why is said once
+//! on stderr.
+
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::sync::OnceLock;
+
+use burn::tensor::DType;
+use burn::tensor::ops::{FloatTensor, FloatTensorOps};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::cuda::CudaRuntime;
+use cubecl::prelude::ComputeClient;
+use cudarc::cublas::sys::{self as cublas, cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
+use cudarc::driver::{result as driver, sys as cuda};
+
+use super::cuda_stream::cubecl_stream;
+use super::matmul::{Layout, Matmul};
+use crate::CudaPlain;
+
+/// The cuBLAS operation and leading dimension that read a row-major `[rows, cols]` operand
+/// laid out as `layout` as its column-major transpose `[cols, rows]`.
+fn as_transposed(layout: Layout) -> (cublasOperation_t, i32) {
+    match layout {
+        Layout::RowMajor { ld } => (cublasOperation_t::CUBLAS_OP_N, ld as i32),
+        Layout::ColMajor { ld } => (cublasOperation_t::CUBLAS_OP_T, ld as i32),
+    }
+}
+
+/// A cuBLAS handle on cubecl's stream of this thread.
+struct Cublas {
+    handle: cublas::cublasHandle_t,
+}
+
+thread_local! {
+    /// This thread's handle per device; `Err` once it is known that there is none.
+    static CUBLAS: RefCell<Vec<(i32, Result<Cublas, ()>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Says once, on stderr, why the projections keep to cubecl's matmul.
+fn say_why_not(reason: &str) {
+    static SAID: OnceLock<()> = OnceLock::new();
+    SAID.get_or_init(|| eprintln!("note: the projections use cubecl's matmul kernels, not cuBLAS: {reason} (HABITS_CUBLAS=0 chooses them without this note)"));
+}
+
+/// Whether products go to cuBLAS at all: `HABITS_CUBLAS` is not `0` and libcublas loads.
+fn cublas_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        if std::env::var("HABITS_CUBLAS").is_ok_and(|v| v == "0") {
+            return false;
+        }
+        // SAFETY: only tries to open the library.
+        let present = unsafe { cublas::is_culib_present() };
+        if !present {
+            say_why_not("libcublas (CUDA 13: libcublas.so.13) is not on the library path; put its folder on LD_LIBRARY_PATH (PyTorch ships it under site-packages/nvidia/cu13/lib)");
+        }
+        present
+    })
+}
+
+/// Makes `device`'s primary context (the one cubecl runs in) current on this thread.
+fn make_context_current(device: i32) {
+    static CONTEXTS: OnceLock<std::sync::Mutex<Vec<(i32, usize)>>> = OnceLock::new();
+    let mut known = CONTEXTS.get_or_init(Default::default).lock().expect("the context list");
+    let ctx = match known.iter().find(|(d, _)| *d == device) {
+        Some((_, ctx)) => *ctx as cuda::CUcontext,
+        None => {
+            // SAFETY: retaining the primary context of a device cubecl already runs on.
+            let ctx = unsafe { driver::primary_ctx::retain(driver::device::get(device).expect("a CUDA device")) }.expect("the primary CUDA context");
+            known.push((device, ctx as usize));
+            ctx
+        }
+    };
+    // SAFETY: `ctx` is a retained (never released) primary context.
+    unsafe { driver::ctx::set_current(ctx) }.expect("the CUDA context made current");
+}
+
+/// Runs `f` with this thread's cuBLAS handle (made at the first call, on the stream cubecl
+/// runs this thread's work on), or returns `None` when there is none.
+fn with_cublas<T>(client: &ComputeClient<CudaRuntime>, device: i32, f: impl FnOnce(&Cublas) -> T) -> Option<T> {
+    CUBLAS.with(|cell| {
+        let mut handles = cell.borrow_mut();
+        let at = match handles.iter().position(|(d, _)| *d == device) {
+            Some(at) => at,
+            None => {
+                handles.push((device, new_handle(client, device)));
+                handles.len() - 1
+            }
+        };
+        handles[at].1.as_ref().ok().map(|cublas| {
+            make_context_current(device);
+            f(cublas)
+        })
+    })
+}
+
+/// A cuBLAS handle on the stream cubecl runs this thread's work on `device` on.
+fn new_handle(client: &ComputeClient<CudaRuntime>, device: i32) -> Result<Cublas, ()> {
+    make_context_current(device);
+    let stream = cubecl_stream(client).map_err(|reason| say_why_not(&format!("cubecl's CUDA stream was not found ({reason})")))?;
+    let handle = cudarc::cublas::result::create_handle().expect("a cuBLAS handle");
+    // SAFETY: a new handle and the live stream cubecl runs this thread's work on.
+    unsafe { cudarc::cublas::result::set_stream(handle, stream as cublas::cudaStream_t) }.expect("cuBLAS bound to cubecl's stream");
+    Ok(Cublas { handle })
+}
+
+fn data_type(dtype: DType) -> Option<cudaDataType> {
+    match dtype {
+        DType::F32 => Some(cudaDataType::CUDA_R_32F),
+        DType::BF16 => Some(cudaDataType::CUDA_R_16BF),
+        DType::F16 => Some(cudaDataType::CUDA_R_16F),
+        _ => None,
+    }
+}
+
+fn dims(t: &CubeTensor<CudaRuntime>) -> ([usize; 2], [usize; 2]) {
+    let (shape, strides) = (t.meta.shape(), t.meta.strides());
+    assert_eq!(shape.num_dims(), 2, "matmul_2d takes matrices");
+    ([shape[0], shape[1]], [strides[0], strides[1]])
+}
+
+/// The operand and its layout, copied to row-major first when it has neither.
+fn laid_out(t: CubeTensor<CudaRuntime>) -> (CubeTensor<CudaRuntime>, Layout) {
+    let (shape, strides) = dims(&t);
+    match Layout::of(shape, strides) {
+        Some(layout) => (t, layout),
+        None => {
+            let t = into_contiguous(t);
+            let (shape, strides) = dims(&t);
+            let layout = Layout::of(shape, strides).expect("a contiguous copy has contiguous rows");
+            (t, layout)
+        }
+    }
+}
+
+impl Matmul for CudaPlain {
+    const OWN_PRODUCT: bool = true;
+
+    fn matmul_2d(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (([m, k], _), ([k_b, n], _)) = (dims(&a), dims(&b));
+        assert_eq!(k, k_b, "matmul_2d: [{m}, {k}] · [{k_b}, {n}]");
+        let dtype = a.dtype;
+        let usable = cublas_enabled() && b.dtype == dtype && data_type(dtype).is_some() && m > 0 && n > 0 && k > 0;
+        if !usable {
+            return Self::float_matmul(a, b);
+        }
+        let (client, device) = (a.client.clone(), a.device.index as i32);
+        match with_cublas(&client, device, |_| ()) {
+            Some(()) => gemm(a, b, [m, k, n]),
+            None => Self::float_matmul(a, b),
+        }
+    }
+}
+
+/// `a · b` on cuBLAS, enqueued on cubecl's stream.
+fn gemm(a: CubeTensor<CudaRuntime>, b: CubeTensor<CudaRuntime>, [m, k, n]: [usize; 3]) -> CubeTensor<CudaRuntime> {
+    let (a, a_layout) = laid_out(a);
+    let (b, b_layout) = laid_out(b);
+    let dtype = a.dtype;
+    let kind = data_type(dtype).expect("checked by the caller");
+    let client = a.client.clone();
+    // Contiguous rows (cubecl may pitch a plain `empty` tensor's rows).
+    let out = empty_device_contiguous_dtype(client.clone(), a.device.clone(), [m, n].into(), dtype);
+    let resource = |t: &CubeTensor<CudaRuntime>| client.get_resource(t.handle.clone()).expect("a cubecl buffer's address");
+    let (a_mem, b_mem, out_mem) = (resource(&a), resource(&b), resource(&out));
+    // Row-major `c = a · b` is column-major `cᵀ = bᵀ · aᵀ`: cuBLAS's A is `b`, its B is `a`.
+    let (op_b, ld_b) = as_transposed(b_layout);
+    let (op_a, ld_a) = as_transposed(a_layout);
+    let (alpha, beta) = (1f32, 0f32);
+    with_cublas(&client, a.device.index as i32, |cublas| {
+        // SAFETY: the three addresses are live cubecl buffers of the sizes the layouts
+        // describe (checked by `Layout::of`); the product is enqueued on the stream that
+        // wrote the operands and that will read the output, so cubecl's ordering holds
+        // (buffers dropped after this call are reused only by later work on that stream).
+        unsafe {
+            cudarc::cublas::result::gemm_ex(
+                cublas.handle,
+                op_b,
+                op_a,
+                n as i32,
+                m as i32,
+                k as i32,
+                (&alpha as *const f32).cast::<c_void>(),
+                b_mem.resource().ptr as *const c_void,
+                kind,
+                ld_b,
+                a_mem.resource().ptr as *const c_void,
+                kind,
+                ld_a,
+                (&beta as *const f32).cast::<c_void>(),
+                out_mem.resource().ptr as *mut c_void,
+                kind,
+                n as i32,
+                cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+            .unwrap_or_else(|e| panic!("cuBLAS gemm of [{m}, {k}] · [{k}, {n}] ({dtype:?}) failed: {e}"));
+        }
+    })
+    .expect("cuBLAS was found for this thread before");
+    out
+}
