@@ -7,7 +7,7 @@
 //! CUDA wheels): while subscribed to `cuEventRecord`, a `sync` of cubecl's client records
 //! its fence on the stream, and the callback reads the stream argument. Exactly one stream
 //! must be seen; anything else (no CUPTI, another subscriber such as a profiler, no or
-//! several streams) gives `None` and the caller keeps to cubecl.
+//! several streams) is an error saying which, and the caller keeps to cubecl.
 
 use std::collections::BTreeSet;
 use std::ffi::c_void;

@@ -43,9 +43,11 @@ fn as_transposed(layout: Layout) -> (cublasOperation_t, i32) {
     }
 }
 
-/// A cuBLAS handle on cubecl's stream of this thread.
+/// A cuBLAS handle on cubecl's stream of this thread, and the context it runs in.
+#[derive(Clone, Copy)]
 struct Cublas {
     handle: cublas::cublasHandle_t,
+    context: cuda::CUcontext,
 }
 
 thread_local! {
@@ -75,50 +77,38 @@ fn cublas_enabled() -> bool {
     })
 }
 
-/// Makes `device`'s primary context (the one cubecl runs in) current on this thread.
-fn make_context_current(device: i32) {
-    static CONTEXTS: OnceLock<std::sync::Mutex<Vec<(i32, usize)>>> = OnceLock::new();
-    let mut known = CONTEXTS.get_or_init(Default::default).lock().expect("the context list");
-    let ctx = match known.iter().find(|(d, _)| *d == device) {
-        Some((_, ctx)) => *ctx as cuda::CUcontext,
-        None => {
-            // SAFETY: retaining the primary context of a device cubecl already runs on.
-            let ctx = unsafe { driver::primary_ctx::retain(driver::device::get(device).expect("a CUDA device")) }.expect("the primary CUDA context");
-            known.push((device, ctx as usize));
-            ctx
-        }
-    };
-    // SAFETY: `ctx` is a retained (never released) primary context.
-    unsafe { driver::ctx::set_current(ctx) }.expect("the CUDA context made current");
-}
-
-/// Runs `f` with this thread's cuBLAS handle (made at the first call, on the stream cubecl
-/// runs this thread's work on), or returns `None` when there is none.
-fn with_cublas<T>(client: &ComputeClient<CudaRuntime>, device: i32, f: impl FnOnce(&Cublas) -> T) -> Option<T> {
-    CUBLAS.with(|cell| {
+/// This thread's cuBLAS handle for `device` (made at the first call, on the stream cubecl
+/// runs this thread's work on), with that device's context made current; `None` when there
+/// is none.
+fn cublas_for(client: &ComputeClient<CudaRuntime>, device: i32) -> Option<Cublas> {
+    let cublas = CUBLAS.with(|cell| {
         let mut handles = cell.borrow_mut();
-        let at = match handles.iter().position(|(d, _)| *d == device) {
-            Some(at) => at,
+        match handles.iter().find(|(d, _)| *d == device) {
+            Some((_, known)) => known.ok(),
             None => {
-                handles.push((device, new_handle(client, device)));
-                handles.len() - 1
+                let made = new_handle(client, device);
+                handles.push((device, made));
+                made.ok()
             }
-        };
-        handles[at].1.as_ref().ok().map(|cublas| {
-            make_context_current(device);
-            f(cublas)
-        })
-    })
+        }
+    })?;
+    // SAFETY: a primary context retained by `new_handle` and never released.
+    unsafe { driver::ctx::set_current(cublas.context) }.expect("the CUDA context made current");
+    Some(cublas)
 }
 
-/// A cuBLAS handle on the stream cubecl runs this thread's work on `device` on.
+/// A cuBLAS handle on the stream cubecl runs this thread's work on `device` on, in the
+/// device's primary context (the one cubecl runs in).
 fn new_handle(client: &ComputeClient<CudaRuntime>, device: i32) -> Result<Cublas, ()> {
-    make_context_current(device);
+    // SAFETY: retaining the primary context of a device cubecl already runs on.
+    let context = unsafe { driver::primary_ctx::retain(driver::device::get(device).expect("a CUDA device")) }.expect("the primary CUDA context");
+    // SAFETY: the context was just retained.
+    unsafe { driver::ctx::set_current(context) }.expect("the CUDA context made current");
     let stream = cubecl_stream(client).map_err(|reason| say_why_not(&format!("cubecl's CUDA stream was not found ({reason})")))?;
     let handle = cudarc::cublas::result::create_handle().expect("a cuBLAS handle");
     // SAFETY: a new handle and the live stream cubecl runs this thread's work on.
     unsafe { cudarc::cublas::result::set_stream(handle, stream as cublas::cudaStream_t) }.expect("cuBLAS bound to cubecl's stream");
-    Ok(Cublas { handle })
+    Ok(Cublas { handle, context })
 }
 
 fn data_type(dtype: DType) -> Option<cudaDataType> {
@@ -161,16 +151,15 @@ impl Matmul for CudaPlain {
         if !usable {
             return Self::float_matmul(a, b);
         }
-        let (client, device) = (a.client.clone(), a.device.index as i32);
-        match with_cublas(&client, device, |_| ()) {
-            Some(()) => gemm(a, b, [m, k, n]),
+        match cublas_for(&a.client, a.device.index as i32) {
+            Some(cublas) => gemm(cublas, a, b, [m, k, n]),
             None => Self::float_matmul(a, b),
         }
     }
 }
 
 /// `a · b` on cuBLAS, enqueued on cubecl's stream.
-fn gemm(a: CubeTensor<CudaRuntime>, b: CubeTensor<CudaRuntime>, [m, k, n]: [usize; 3]) -> CubeTensor<CudaRuntime> {
+fn gemm(cublas: Cublas, a: CubeTensor<CudaRuntime>, b: CubeTensor<CudaRuntime>, [m, k, n]: [usize; 3]) -> CubeTensor<CudaRuntime> {
     let (a, a_layout) = laid_out(a);
     let (b, b_layout) = laid_out(b);
     let dtype = a.dtype;
@@ -184,36 +173,33 @@ fn gemm(a: CubeTensor<CudaRuntime>, b: CubeTensor<CudaRuntime>, [m, k, n]: [usiz
     let (op_b, ld_b) = as_transposed(b_layout);
     let (op_a, ld_a) = as_transposed(a_layout);
     let (alpha, beta) = (1f32, 0f32);
-    with_cublas(&client, a.device.index as i32, |cublas| {
-        // SAFETY: the three addresses are live cubecl buffers of the sizes the layouts
-        // describe (checked by `Layout::of`); the product is enqueued on the stream that
-        // wrote the operands and that will read the output, so cubecl's ordering holds
-        // (buffers dropped after this call are reused only by later work on that stream).
-        unsafe {
-            cudarc::cublas::result::gemm_ex(
-                cublas.handle,
-                op_b,
-                op_a,
-                n as i32,
-                m as i32,
-                k as i32,
-                (&alpha as *const f32).cast::<c_void>(),
-                b_mem.resource().ptr as *const c_void,
-                kind,
-                ld_b,
-                a_mem.resource().ptr as *const c_void,
-                kind,
-                ld_a,
-                (&beta as *const f32).cast::<c_void>(),
-                out_mem.resource().ptr as *mut c_void,
-                kind,
-                n as i32,
-                cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-            )
-            .unwrap_or_else(|e| panic!("cuBLAS gemm of [{m}, {k}] · [{k}, {n}] ({dtype:?}) failed: {e}"));
-        }
-    })
-    .expect("cuBLAS was found for this thread before");
+    // SAFETY: the three addresses are live cubecl buffers of the sizes the layouts
+    // describe (checked by `Layout::of`); the product is enqueued on the stream that wrote
+    // the operands and that will read the output, so cubecl's ordering holds (buffers
+    // dropped after this call are reused only by later work on that stream).
+    unsafe {
+        cudarc::cublas::result::gemm_ex(
+            cublas.handle,
+            op_b,
+            op_a,
+            n as i32,
+            m as i32,
+            k as i32,
+            (&alpha as *const f32).cast::<c_void>(),
+            b_mem.resource().ptr as *const c_void,
+            kind,
+            ld_b,
+            a_mem.resource().ptr as *const c_void,
+            kind,
+            ld_a,
+            (&beta as *const f32).cast::<c_void>(),
+            out_mem.resource().ptr as *mut c_void,
+            kind,
+            n as i32,
+            cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+        .unwrap_or_else(|e| panic!("cuBLAS gemm of [{m}, {k}] · [{k}, {n}] ({dtype:?}) failed: {e}"));
+    }
     out
 }
