@@ -1,12 +1,15 @@
 //! habits trainer: a Llama-family decoder on burn (`model`), Hugging Face weights
-//! (`weights`), the language-model loss (`loss`), the built sets as training data
-//! (`data`), continued pretraining (`train`), generation (`generate`, with its benchmark
-//! `generate_bench`), PPO on the Countdown game (`countdown`, `ppo`, `tokenizer`),
+//! (`weights`), the language-model loss (`loss`) and its cross-entropy op
+//! (`cross_entropy`), the built sets as training data (`data`), continued pretraining
+//! (`train`), generation (`generate`, with its benchmark `generate_bench`), PPO on the Countdown game (`countdown`, `ppo`, `tokenizer`),
 //! op-by-op agreement between backends (`backend_check`) and rows of a batch against
 //! themselves alone (`batch_check`), and where a training step's time goes (`ops_bench`).
 
 pub mod backend_check;
 pub mod batch_check;
+pub mod cross_entropy;
+#[cfg(feature = "cuda")]
+mod cross_entropy_kernel;
 pub use countdown;
 pub mod data;
 pub mod generate;
@@ -30,10 +33,10 @@ pub type CudaFused = burn::backend::Cuda<f32, i32>;
 #[cfg(feature = "cuda")]
 pub type CudaPlain = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
 
-/// A backend the model runs on: burn's, plus the attention op and the projections' matmul,
-/// each with its own backward.
-pub trait ModelBackend: model::causal_attention::CausalAttention + model::matmul::Matmul {}
-impl<T: model::causal_attention::CausalAttention + model::matmul::Matmul> ModelBackend for T {}
+/// A backend the model runs on: burn's, plus the attention op, the projections' matmul and
+/// the loss's cross-entropy, each with its own backward.
+pub trait ModelBackend: model::causal_attention::CausalAttention + model::matmul::Matmul + cross_entropy::CrossEntropy {}
+impl<T: model::causal_attention::CausalAttention + model::matmul::Matmul + cross_entropy::CrossEntropy> ModelBackend for T {}
 
 /// A backend the model trains on: with gradients, and the model also runs on its inner
 /// backend (generation, evaluation, rollouts), which also runs AdamW's update.

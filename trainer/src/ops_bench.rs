@@ -17,7 +17,7 @@ use burn::tensor::module::attention;
 use serde_json::{Value, json};
 
 use crate::TrainBackend;
-use crate::loss::causal_lm_loss;
+use crate::loss::{lm_loss, lm_loss_of_hidden};
 use crate::model::Llama;
 use crate::model::attention::attention_options;
 use crate::model::config::ModelConfig;
@@ -40,6 +40,9 @@ pub struct OpsBench {
 struct Timing {
     seconds: f64,
     first_s: f64,
+    /// Of `seconds`, the time the host spent issuing the work (before it waited for the
+    /// device): close to `seconds`, the host is what limits the piece.
+    host_seconds: f64,
 }
 
 /// Times `f` (which returns a scalar tensor, kept until the sync, so that its work cannot
@@ -55,8 +58,10 @@ fn time<T: Backend>(device: &T::Device, repeats: usize, mut f: impl FnMut() -> T
     for _ in 0..repeats.max(1) {
         kept.push(f());
     }
+    let host_s = started.elapsed().as_secs_f64();
     sync()?;
-    Ok(Timing { seconds: started.elapsed().as_secs_f64() / repeats.max(1) as f64, first_s })
+    let n = repeats.max(1) as f64;
+    Ok(Timing { seconds: started.elapsed().as_secs_f64() / n, first_s, host_seconds: host_s / n })
 }
 
 /// One JSON line: the piece, its FLOPs per call and what it reached, on `backend` (burn's
@@ -66,6 +71,7 @@ fn json_line(piece: &str, pass: &str, flops: f64, t: &Timing, o: &OpsBench, back
         "side": "ours", "backend": backend, "piece": piece, "pass": pass, "batch": o.batch, "seq": o.seq,
         "compute_dtype": compute_name(o.compute),
         "ms": t.seconds * 1e3, "tflops": flops / t.seconds / 1e12, "first_ms": t.first_s * 1e3,
+        "host_ms": t.host_seconds * 1e3,
     })
 }
 
@@ -145,7 +151,7 @@ pub fn bench_ops<B: TrainBackend>(config: &ModelConfig, o: &OpsBench, device: &B
     let head_flops = 2.0 * tokens * (h * c.vocab_size) as f64;
     let hidden = normal(vec![b, s, h]).require_grad();
     let both = time::<B::InnerBackend>(device, r, || {
-        let loss = causal_lm_loss(model.head(hidden.clone()), ids.clone());
+        let loss = lm_loss_of_hidden(&model, hidden.clone(), ids.clone());
         let grads = loss.backward();
         hidden.grad(&grads).expect("a gradient").sum()
     })?;
@@ -155,7 +161,7 @@ pub fn bench_ops<B: TrainBackend>(config: &ModelConfig, o: &OpsBench, device: &B
     // The whole model, then the whole step as the pretraining loop runs it.
     let model_flops = tokens * flops_per_token(c, s);
     let both = time::<B::InnerBackend>(device, r, || {
-        let loss = causal_lm_loss(model.forward(ids.clone()), ids.clone());
+        let loss = lm_loss(&model, ids.clone(), ids.clone());
         let grads = loss.backward();
         model.embed_tokens.weight.grad(&grads).expect("a gradient").sum()
     })?;
@@ -165,7 +171,7 @@ pub fn bench_ops<B: TrainBackend>(config: &ModelConfig, o: &OpsBench, device: &B
     let mut stepped = Some(model.clone());
     let step = time::<B::InnerBackend>(device, r, || {
         let current = stepped.take().expect("a model");
-        let loss = causal_lm_loss(current.forward(ids.clone()), ids.clone());
+        let loss = lm_loss(&current, ids.clone(), ids.clone());
         let mut grads = GradientsParams::from_grads(loss.backward(), &current);
         clip_global_norm(&current, &mut grads, 1.0);
         let next = optim.step(1e-5, current, grads);

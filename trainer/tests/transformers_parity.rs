@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
-use trainer::loss::causal_lm_loss;
+use trainer::loss::{causal_lm_loss, lm_loss};
 use trainer::model::config::ModelConfig;
 use trainer::weights::{Checkpoint, load_model, load_weights};
 use trainer::{Cpu, CpuAutodiff};
@@ -62,6 +62,11 @@ fn check_forward(name: &str) {
     let (want_lm, want_sft) = (r.json["lm_loss"].as_f64().unwrap() as f32, r.json["sft_loss"].as_f64().unwrap() as f32);
     assert!((lm - want_lm).abs() < 1e-4 * want_lm, "{name}: lm loss {lm} vs {want_lm}");
     assert!((sft - want_sft).abs() < 1e-4 * want_sft, "{name}: sft loss {sft} vs {want_sft}");
+    // The training loss from the model (the LM head only where a label is predicted).
+    for (labels, want) in [(&r.ids, want_lm), (&r.labels, want_sft)] {
+        let loss = lm_loss(&model, ints::<Cpu>(&r.ids, r.shape, &device), ints::<Cpu>(labels, r.shape, &device)).into_scalar();
+        assert!((loss - want).abs() < 1e-4 * want, "{name}: the model's loss {loss} vs {want}");
+    }
 
     // The same weights, sharded and in bf16.
     let config = ModelConfig::from_file(&fixture(name)).unwrap();
@@ -96,7 +101,7 @@ fn check_one_adamw_step(name: &str) {
         .with_weight_decay(a["weight_decay"].as_f64().unwrap() as f32)
         .init();
     let ids = ints::<CpuAutodiff>(&r.ids, r.shape, &device);
-    let loss = causal_lm_loss(model.forward(ids.clone()), ids.clone());
+    let loss = lm_loss(&model, ids.clone(), ids.clone());
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let model = optim.step(a["lr"].as_f64().unwrap(), model, grads);
     let after = causal_lm_loss(model.forward(ids.clone()), ids).into_scalar();

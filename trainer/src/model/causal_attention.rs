@@ -11,7 +11,11 @@
 //! dq = ds k · scale               dk = dsᵀ q · scale
 //! ```
 //!
-//! Without gradients (generation, evaluation) the backend's own attention runs, as before.
+//! The products are the backend's `Matmul::batched_matmul` (cuBLAS on CUDA without fusion,
+//! the scale folded into the product) and the softmax and its backward are the backend's
+//! `causal_softmax` and `causal_softmax_backward` (one kernel each on CUDA without fusion,
+//! `causal_softmax_kernel`; burn's ops elsewhere). Without gradients (generation,
+//! evaluation) the backend's `causal_attention` runs: burn's own attention by default.
 //! Implemented for the trainer's backends: the CPU (NdArray), CUDA with and without fusion,
 //! and `Autodiff` over any of them.
 
@@ -26,11 +30,44 @@ use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::{AttentionModuleOptions, FloatTensor};
 
-/// A backend that runs causal attention, with gradients where it has them.
-pub trait CausalAttention: Backend {
+use super::matmul::Matmul;
+
+/// A backend that runs causal attention, with gradients where it has them, and the parts
+/// the attention op is made of.
+pub trait CausalAttention: Matmul {
     /// `softmax(q kᵀ · scale + causal mask) v` for `q`, `k`, `v` `[batch, heads, seq,
-    /// head_dim]` (keys and values already repeated to the query heads).
-    fn causal_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64) -> FloatTensor<Self>;
+    /// head_dim]` (keys and values already repeated to the query heads); burn's own
+    /// attention unless the backend has better.
+    fn causal_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+        backend_attention::<Self>(q, k, v, scale)
+    }
+
+    /// The softmax over the last dimension of `scores` (`[batch, heads, seq, seq]`), each
+    /// query seeing the keys up to its own position: later keys get probability 0.
+    fn causal_softmax(scores: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed_causal_softmax::<Self>(scores)
+    }
+
+    /// The scores' gradient from the probabilities `p` and their gradient `dp`:
+    /// `p ⊙ (dp − rowsum(dp ⊙ p))`.
+    fn causal_softmax_backward(p: FloatTensor<Self>, dp: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed_causal_softmax_backward::<Self>(p, dp)
+    }
+}
+
+/// [`CausalAttention::causal_softmax`] from burn's ops: mask, then softmax.
+pub(crate) fn composed_causal_softmax<B: Backend>(scores: FloatTensor<B>) -> FloatTensor<B> {
+    let scores = tensor::<B>(scores);
+    let [b, h, s, keys] = scores.dims();
+    let hidden = Tensor::<B, 2, Bool>::tril_mask([s, keys], 0, &scores.device()).unsqueeze::<4>().expand([b, h, s, keys]);
+    softmax(scores.mask_fill(hidden, f32::NEG_INFINITY), 3).into_primitive().tensor()
+}
+
+/// [`CausalAttention::causal_softmax_backward`] from burn's ops.
+pub(crate) fn composed_causal_softmax_backward<B: Backend>(p: FloatTensor<B>, dp: FloatTensor<B>) -> FloatTensor<B> {
+    let (p, dp) = (tensor::<B>(p), tensor::<B>(dp));
+    let row = (dp.clone() * p.clone()).sum_dim(3);
+    (p * (dp - row)).into_primitive().tensor()
 }
 
 /// [`CausalAttention::causal_attention`] on tensors.
@@ -50,54 +87,54 @@ fn backend_attention<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatT
     attention(tensor::<B>(q), tensor(k), tensor(v), None, None, options).into_primitive().tensor()
 }
 
-/// The forward pass and the probabilities `[batch, heads, seq, seq]` it kept.
-fn forward_keeping_probabilities<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, scale: f64) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    let [b, h, s, _] = q.dims();
-    let hidden = Tensor::<B, 2, Bool>::tril_mask([s, s], 0, &q.device()).unsqueeze::<4>().expand([b, h, s, s]);
-    let scores = q.mul_scalar(scale).matmul(k.swap_dims(2, 3)).mask_fill(hidden, f32::NEG_INFINITY);
-    let p = softmax(scores, 3);
-    (p.clone().matmul(v), p)
+/// The forward pass from the backend's parts, and the probabilities `[batch, heads, seq,
+/// seq]` it kept.
+pub(crate) fn forward_keeping_probabilities<B: CausalAttention>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    scale: f64,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let scores = B::batched_matmul(q, B::float_swap_dims(k, 2, 3), scale);
+    let p = B::causal_softmax(scores);
+    (B::batched_matmul(p.clone(), v, 1.0), p)
 }
 
 /// The gradients of `q`, `k`, `v` from the output's gradient `dy` and the kept `p`.
-fn gradients<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, p: Tensor<B, 4>, dy: Tensor<B, 4>, scale: f64) -> [Tensor<B, 4>; 3] {
-    let dv = p.clone().swap_dims(2, 3).matmul(dy.clone());
-    let dp = dy.matmul(v.swap_dims(2, 3));
-    let row = (dp.clone() * p.clone()).sum_dim(3);
-    let ds = p * (dp - row);
-    let dq = ds.clone().matmul(k).mul_scalar(scale);
-    let dk = ds.swap_dims(2, 3).matmul(q).mul_scalar(scale);
+pub(crate) fn gradients<B: CausalAttention>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    p: FloatTensor<B>,
+    dy: FloatTensor<B>,
+    scale: f64,
+) -> [FloatTensor<B>; 3] {
+    let dv = B::batched_matmul(B::float_swap_dims(p.clone(), 2, 3), dy.clone(), 1.0);
+    let dp = B::batched_matmul(dy, B::float_swap_dims(v, 2, 3), 1.0);
+    let ds = B::causal_softmax_backward(p, dp);
+    let dq = B::batched_matmul(ds.clone(), k, scale);
+    let dk = B::batched_matmul(B::float_swap_dims(ds, 2, 3), q, scale);
     [dq, dk, dv]
 }
 
-macro_rules! with_backend_attention {
-    ($($backend:ty),* $(,)?) => {$(
-        impl CausalAttention for $backend {
-            fn causal_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
-                backend_attention::<Self>(q, k, v, scale)
-            }
-        }
-    )*};
-}
-
-with_backend_attention!(crate::Cpu);
+impl CausalAttention for crate::Cpu {}
 #[cfg(feature = "cuda")]
-with_backend_attention!(crate::CudaFused, crate::CudaPlain);
+impl CausalAttention for crate::CudaFused {}
 
 /// The backward step: the state is `q`, `k`, `v`, the probabilities and the scale.
 #[derive(Debug)]
 struct CausalAttentionBackward;
 
-impl<B: Backend> Backward<B, 3> for CausalAttentionBackward {
+impl<B: CausalAttention> Backward<B, 3> for CausalAttentionBackward {
     type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f64);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dy = tensor::<B>(grads.consume::<B>(&ops.node));
+        let dy = grads.consume::<B>(&ops.node);
         let (q, k, v, p, scale) = ops.state;
-        let all = gradients(tensor::<B>(q), tensor(k), tensor(v), tensor(p), dy, scale);
+        let all = gradients::<B>(q, k, v, p, dy, scale);
         for (parent, grad) in ops.parents.into_iter().zip(all) {
             if let Some(node) = parent {
-                grads.register::<B>(node.id, grad.into_primitive().tensor());
+                grads.register::<B>(node.id, grad);
             }
         }
     }
@@ -107,8 +144,8 @@ impl<B: CausalAttention, C: CheckpointStrategy> CausalAttention for Autodiff<B, 
     fn causal_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
         match CausalAttentionBackward.prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (out, p) = forward_keeping_probabilities(tensor::<B>(q.primitive.clone()), tensor(k.primitive.clone()), tensor(v.primitive.clone()), scale);
-                prep.finish((q.primitive, k.primitive, v.primitive, p.into_primitive().tensor(), scale), out.into_primitive().tensor())
+                let (out, p) = forward_keeping_probabilities::<B>(q.primitive.clone(), k.primitive.clone(), v.primitive.clone(), scale);
+                prep.finish((q.primitive, k.primitive, v.primitive, p, scale), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::causal_attention(q.primitive, k.primitive, v.primitive, scale)),
         }

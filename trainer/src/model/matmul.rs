@@ -3,6 +3,8 @@
 //! trusts more than burn's kernels: CUDA without fusion runs it on cuBLAS
 //! (`matmul_cublas`). Backends without their own product (the CPU, CUDA with fusion) keep
 //! burn's batched `linear`, differentiated by burn, exactly as before (`OWN_PRODUCT`).
+//! The attention op's products (`batched_matmul`, scaled, without gradients: the op has its
+//! own backward) go the same way.
 //!
 //! The backward is the usual pair on transposed views (no copies):
 //!
@@ -30,6 +32,19 @@ pub trait Matmul: Backend {
     fn matmul_2d(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::float_matmul(a, b)
     }
+
+    /// `alpha · a · b` for `a` `[.., m, k]` and `b` `[.., k, n]` with the same leading
+    /// dimensions (either may be a view with the last two swapped), without gradients: for
+    /// ops with their own backward pass. burn's `matmul` unless the backend has its own.
+    fn batched_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>, alpha: f64) -> FloatTensor<Self> {
+        burns_scaled_matmul::<Self>(a, b, alpha)
+    }
+}
+
+/// `alpha · a · b` with burn's `matmul` (the product first, as cuBLAS scales it).
+pub(crate) fn burns_scaled_matmul<B: Backend>(a: FloatTensor<B>, b: FloatTensor<B>, alpha: f64) -> FloatTensor<B> {
+    let product = B::float_matmul(a, b);
+    if alpha == 1.0 { product } else { B::float_mul_scalar(product, alpha.into()) }
 }
 
 /// [`Matmul::matmul_2d`] on tensors.
@@ -70,6 +85,34 @@ impl Layout {
             }
         }
         None
+    }
+}
+
+/// How a batch of `[rows, cols]` operands (`[.., rows, cols]`) lies in memory: the number
+/// of matrices, the distance between consecutive ones, and each one's layout.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) struct BatchLayout {
+    pub count: usize,
+    pub stride: usize,
+    pub matrix: Layout,
+}
+
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+impl BatchLayout {
+    /// The layout of a tensor of `shape` and `strides` (at least two dimensions), or `None`
+    /// when its leading dimensions are not one evenly strided run of matrices or a matrix
+    /// has no contiguous dimension (such an operand is copied first).
+    pub(crate) fn of(shape: &[usize], strides: &[usize]) -> Option<BatchLayout> {
+        let rank = shape.len();
+        assert!(rank >= 2 && strides.len() == rank, "a batch of matrices has at least two dimensions");
+        let matrix = Layout::of([shape[rank - 2], shape[rank - 1]], [strides[rank - 2], strides[rank - 1]])?;
+        // Dimensions of one element do not step; the others, outermost first, must nest.
+        let stepping: Vec<(usize, usize)> = shape[..rank - 2].iter().copied().zip(strides[..rank - 2].iter().copied()).filter(|&(n, _)| n > 1).collect();
+        let nested = stepping.windows(2).all(|pair| pair[0].1 == pair[1].1 * pair[1].0);
+        let count = stepping.iter().map(|&(n, _)| n).product();
+        let stride = stepping.last().map_or(0, |&(_, stride)| stride);
+        nested.then_some(BatchLayout { count, stride, matrix })
     }
 }
 
@@ -158,6 +201,35 @@ mod tests {
         assert_eq!(Layout::of([3, 1], [1, 7]), Some(Layout::RowMajor { ld: 1 }), "one column");
         assert_eq!(Layout::of([4, 3], [6, 2]), None, "every other column");
         assert_eq!(Layout::of([4, 3], [2, 1]), None, "overlapping rows");
+    }
+
+    #[test]
+    fn batches_are_read_from_strides() {
+        let row = |ld| Layout::RowMajor { ld };
+        let of = BatchLayout::of;
+        assert_eq!(of(&[4, 3], &[3, 1]), Some(BatchLayout { count: 1, stride: 0, matrix: row(3) }), "one matrix");
+        assert_eq!(of(&[2, 5, 4, 3], &[60, 12, 3, 1]), Some(BatchLayout { count: 10, stride: 12, matrix: row(3) }), "contiguous");
+        // [batch, heads, seq, dim] as a view of [batch, seq, heads, dim] (swapped heads and seq).
+        assert_eq!(of(&[1, 5, 4, 3], &[60, 3, 15, 1]), Some(BatchLayout { count: 5, stride: 3, matrix: row(15) }), "heads of one sequence");
+        assert_eq!(of(&[2, 5, 4, 3], &[60, 3, 15, 1]), None, "heads of two sequences are not evenly strided");
+        assert_eq!(
+            of(&[2, 1, 3, 4], &[12, 99, 1, 3]),
+            Some(BatchLayout { count: 2, stride: 12, matrix: Layout::ColMajor { ld: 3 } }),
+            "transposed, a dimension of one"
+        );
+        assert_eq!(of(&[3, 4, 3], &[0, 3, 1]), Some(BatchLayout { count: 3, stride: 0, matrix: row(3) }), "one matrix repeated");
+        assert_eq!(of(&[3, 4, 3], &[12, 6, 2]), None, "every other column");
+    }
+
+    /// The default batched product is burn's `matmul`, scaled after the product.
+    #[test]
+    fn the_batched_product_is_burns_matmul_scaled() {
+        let a = random([6, 4], 5).inner().reshape([2, 3, 4]);
+        let b = random([8, 5], 6).inner().reshape([2, 4, 5]);
+        let raw = |t: Tensor<Cpu, 3>| t.into_primitive().tensor();
+        let ours = Tensor::<Cpu, 3>::from_primitive(TensorPrimitive::Float(Cpu::batched_matmul(raw(a.clone()), raw(b.clone()), 0.25)));
+        let theirs = a.matmul(b).mul_scalar(0.25);
+        assert_eq!((ours - theirs).abs().max().into_scalar(), 0.0);
     }
 
     /// Only the operands that need a gradient get one; a constant operand stays without.

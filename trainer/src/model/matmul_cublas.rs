@@ -1,9 +1,11 @@
-//! The projections' matmul on cuBLAS for burn's CUDA backend without fusion.
+//! The projections' and the attention op's matmuls on cuBLAS for burn's CUDA backend
+//! without fusion.
 //!
 //! cubecl's bf16 matmul kernels reach 95-170 TFLOP/s on an H200 at the 1B model's shapes
 //! where cuBLAS reaches 320-570 (docs/PERF.md), so `Matmul` for `CudaPlain` calls
-//! `cublasGemmEx` on the cubecl buffers: f32, bf16 or f16 operands (f32 accumulation; no
-//! TF32 for f32), row-major or transposed views read as they lie in memory.
+//! `cublasGemmEx` (one product) or `cublasGemmStridedBatchedEx` (attention's products per
+//! head) on the cubecl buffers: f32, bf16 or f16 operands (f32 accumulation; no TF32 for
+//! f32), row-major or transposed views read as they lie in memory.
 //!
 //! The product is enqueued on the stream cubecl runs this thread's work on (found once per
 //! thread, `cuda_stream`), so it runs in order with cubecl's kernels and the host never
@@ -21,7 +23,7 @@ use std::ffi::c_void;
 use std::sync::OnceLock;
 
 use burn::tensor::DType;
-use burn::tensor::ops::{FloatTensor, FloatTensorOps};
+use burn::tensor::ops::FloatTensor;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
@@ -31,7 +33,7 @@ use cudarc::cublas::sys::{self as cublas, cublasComputeType_t, cublasGemmAlgo_t,
 use cudarc::driver::{result as driver, sys as cuda};
 
 use super::cuda_stream::cubecl_stream;
-use super::matmul::{Layout, Matmul};
+use super::matmul::{BatchLayout, Layout, Matmul, burns_scaled_matmul};
 use crate::CudaPlain;
 
 /// The cuBLAS operation and leading dimension that read a row-major `[rows, cols]` operand
@@ -120,86 +122,126 @@ fn data_type(dtype: DType) -> Option<cudaDataType> {
     }
 }
 
-fn dims(t: &CubeTensor<CudaRuntime>) -> ([usize; 2], [usize; 2]) {
-    let (shape, strides) = (t.meta.shape(), t.meta.strides());
-    assert_eq!(shape.num_dims(), 2, "matmul_2d takes matrices");
-    ([shape[0], shape[1]], [strides[0], strides[1]])
+/// The operand and its layout, copied to row-major first when it has none cuBLAS reads.
+fn laid_out(t: CubeTensor<CudaRuntime>) -> (CubeTensor<CudaRuntime>, BatchLayout) {
+    if let Some(layout) = BatchLayout::of(&t.meta.shape, &t.meta.strides) {
+        return (t, layout);
+    }
+    let t = into_contiguous(t);
+    let layout = BatchLayout::of(&t.meta.shape, &t.meta.strides).expect("a contiguous copy is one evenly strided run of row-major matrices");
+    (t, layout)
 }
 
-/// The operand and its layout, copied to row-major first when it has neither.
-fn laid_out(t: CubeTensor<CudaRuntime>) -> (CubeTensor<CudaRuntime>, Layout) {
-    let (shape, strides) = dims(&t);
-    match Layout::of(shape, strides) {
-        Some(layout) => (t, layout),
-        None => {
-            let t = into_contiguous(t);
-            let (shape, strides) = dims(&t);
-            let layout = Layout::of(shape, strides).expect("a contiguous copy has contiguous rows");
-            (t, layout)
-        }
-    }
+/// `[m, k, n]` of `a · b` for `a` `[.., m, k]` and `b` `[.., k, n]` with the same leading
+/// dimensions.
+fn product_shape(a: &CubeTensor<CudaRuntime>, b: &CubeTensor<CudaRuntime>) -> [usize; 3] {
+    let (sa, sb): (&[usize], &[usize]) = (&a.meta.shape, &b.meta.shape);
+    let rank = sa.len();
+    let fits = rank >= 2 && sb.len() == rank && sa[..rank - 2] == sb[..rank - 2] && sa[rank - 1] == sb[rank - 2];
+    assert!(fits, "batched matmul of {sa:?} · {sb:?}: the leading dimensions must be equal and a's columns b's rows");
+    [sa[rank - 2], sa[rank - 1], sb[rank - 1]]
 }
 
 impl Matmul for CudaPlain {
     const OWN_PRODUCT: bool = true;
 
     fn matmul_2d(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
-        let (([m, k], _), ([k_b, n], _)) = (dims(&a), dims(&b));
-        assert_eq!(k, k_b, "matmul_2d: [{m}, {k}] · [{k_b}, {n}]");
-        let dtype = a.dtype;
-        let usable = cublas_enabled() && b.dtype == dtype && data_type(dtype).is_some() && m > 0 && n > 0 && k > 0;
-        if !usable {
-            return Self::float_matmul(a, b);
+        assert_eq!(a.meta.shape.len(), 2, "matmul_2d takes matrices");
+        Self::batched_matmul(a, b, 1.0)
+    }
+
+    fn batched_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>, alpha: f64) -> FloatTensor<Self> {
+        let [m, k, n] = product_shape(&a, &b);
+        let usable = cublas_enabled() && b.dtype == a.dtype && data_type(a.dtype).is_some() && a.meta.shape.iter().product::<usize>() > 0 && n > 0;
+        if !usable || m * k == 0 {
+            return burns_scaled_matmul::<Self>(a, b, alpha);
         }
         match cublas_for(&a.client, a.device.index as i32) {
-            Some(cublas) => gemm(cublas, a, b, [m, k, n]),
-            None => Self::float_matmul(a, b),
+            Some(cublas) => gemm(cublas, a, b, alpha),
+            None => burns_scaled_matmul::<Self>(a, b, alpha),
         }
     }
 }
 
-/// `a · b` on cuBLAS, enqueued on cubecl's stream.
-fn gemm(cublas: Cublas, a: CubeTensor<CudaRuntime>, b: CubeTensor<CudaRuntime>, [m, k, n]: [usize; 3]) -> CubeTensor<CudaRuntime> {
+/// `alpha · a · b` on cuBLAS, enqueued on cubecl's stream: one product, or one strided
+/// batch of them.
+fn gemm(cublas: Cublas, a: CubeTensor<CudaRuntime>, b: CubeTensor<CudaRuntime>, alpha: f64) -> CubeTensor<CudaRuntime> {
+    let [m, k, n] = product_shape(&a, &b);
     let (a, a_layout) = laid_out(a);
     let (b, b_layout) = laid_out(b);
     let dtype = a.dtype;
     let kind = data_type(dtype).expect("checked by the caller");
     let client = a.client.clone();
+    let mut shape = a.meta.shape.to_vec();
+    *shape.last_mut().expect("two dimensions at least") = n;
     // Contiguous rows (cubecl may pitch a plain `empty` tensor's rows).
-    let out = empty_device_contiguous_dtype(client.clone(), a.device.clone(), [m, n].into(), dtype);
+    let out = empty_device_contiguous_dtype(client.clone(), a.device.clone(), shape.into(), dtype);
     let resource = |t: &CubeTensor<CudaRuntime>| client.get_resource(t.handle.clone()).expect("a cubecl buffer's address");
     let (a_mem, b_mem, out_mem) = (resource(&a), resource(&b), resource(&out));
+    let (a_ptr, b_ptr, out_ptr) = (a_mem.resource().ptr as *const c_void, b_mem.resource().ptr as *const c_void, out_mem.resource().ptr as *mut c_void);
     // Row-major `c = a · b` is column-major `cᵀ = bᵀ · aᵀ`: cuBLAS's A is `b`, its B is `a`.
-    let (op_b, ld_b) = as_transposed(b_layout);
-    let (op_a, ld_a) = as_transposed(a_layout);
-    let (alpha, beta) = (1f32, 0f32);
+    let (op_b, ld_b) = as_transposed(b_layout.matrix);
+    let (op_a, ld_a) = as_transposed(a_layout.matrix);
+    let (alpha, beta) = (alpha as f32, 0f32);
+    let (alpha, beta) = ((&alpha as *const f32).cast::<c_void>(), (&beta as *const f32).cast::<c_void>());
+    let (dims, count) = ([n as i32, m as i32, k as i32], a_layout.count);
+    let failed = |e| panic!("cuBLAS gemm of {count} x [{m}, {k}] · [{k}, {n}] ({dtype:?}) failed: {e}");
+    let (compute, algorithm) = (cublasComputeType_t::CUBLAS_COMPUTE_32F, cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT);
     // SAFETY: the three addresses are live cubecl buffers of the sizes the layouts
-    // describe (checked by `Layout::of`); the product is enqueued on the stream that wrote
-    // the operands and that will read the output, so cubecl's ordering holds (buffers
+    // describe (checked by `BatchLayout::of`); the product is enqueued on the stream that
+    // wrote the operands and that will read the output, so cubecl's ordering holds (buffers
     // dropped after this call are reused only by later work on that stream).
     unsafe {
-        cudarc::cublas::result::gemm_ex(
-            cublas.handle,
-            op_b,
-            op_a,
-            n as i32,
-            m as i32,
-            k as i32,
-            (&alpha as *const f32).cast::<c_void>(),
-            b_mem.resource().ptr as *const c_void,
-            kind,
-            ld_b,
-            a_mem.resource().ptr as *const c_void,
-            kind,
-            ld_a,
-            (&beta as *const f32).cast::<c_void>(),
-            out_mem.resource().ptr as *mut c_void,
-            kind,
-            n as i32,
-            cublasComputeType_t::CUBLAS_COMPUTE_32F,
-            cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-        )
-        .unwrap_or_else(|e| panic!("cuBLAS gemm of [{m}, {k}] · [{k}, {n}] ({dtype:?}) failed: {e}"));
+        if count == 1 {
+            cudarc::cublas::result::gemm_ex(
+                cublas.handle,
+                op_b,
+                op_a,
+                dims[0],
+                dims[1],
+                dims[2],
+                alpha,
+                b_ptr,
+                kind,
+                ld_b,
+                a_ptr,
+                kind,
+                ld_a,
+                beta,
+                out_ptr,
+                kind,
+                dims[0],
+                compute,
+                algorithm,
+            )
+        } else {
+            cudarc::cublas::result::gemm_strided_batched_ex(
+                cublas.handle,
+                op_b,
+                op_a,
+                dims[0],
+                dims[1],
+                dims[2],
+                alpha,
+                b_ptr,
+                kind,
+                ld_b,
+                b_layout.stride as i64,
+                a_ptr,
+                kind,
+                ld_a,
+                a_layout.stride as i64,
+                beta,
+                out_ptr,
+                kind,
+                dims[0],
+                (m * n) as i64,
+                count as i32,
+                compute,
+                algorithm,
+            )
+        }
+        .unwrap_or_else(failed);
     }
     out
 }

@@ -5,6 +5,8 @@
 
 pub mod attention;
 pub mod causal_attention;
+#[cfg(feature = "cuda")]
+mod causal_softmax_kernel;
 pub mod config;
 #[cfg(feature = "cuda")]
 mod cuda_stream;
@@ -24,7 +26,7 @@ use burn::prelude::*;
 use self::attention::{KvCache, Positions};
 use self::config::ModelConfig;
 use self::layer::DecoderLayer;
-use self::precision::{Compute, linear_in};
+use self::precision::{Compute, linear_computed};
 use self::rope::Rope;
 use self::source::{ParamSource, RandomInit, embedding, linear, rms_norm};
 use crate::ModelBackend;
@@ -127,9 +129,16 @@ impl<B: ModelBackend> Llama<B> {
 
     /// The LM head: logits `[batch, seq, vocab]` of final hidden states.
     pub fn head(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let dtype: burn::tensor::FloatDType = x.dtype().into();
+        let logits = self.head_computed(x);
+        if self.compute.is_some() { logits.cast(dtype) } else { logits }
+    }
+
+    /// The LM head's logits left in the compute dtype (the loss reads them there).
+    pub fn head_computed(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
-            Some(head) => precision::project(head, x, self.compute),
-            None => linear_in(x, self.embed_tokens.weight.val().transpose(), None, self.compute),
+            Some(head) => linear_computed(x, head.weight.val(), head.bias.as_ref().map(|b| b.val()), self.compute),
+            None => linear_computed(x, self.embed_tokens.weight.val().transpose(), None, self.compute),
         }
     }
 }

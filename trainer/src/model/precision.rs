@@ -43,9 +43,15 @@ pub fn to_compute<B: Backend, const D: usize>(x: Tensor<B, D>, compute: Compute)
 /// gets one `[batch · seq, d_in] · [d_in, d_out]` product, the others burn's `linear`.
 pub fn linear_in<B: Matmul>(x: Tensor<B, 3>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>, compute: Compute) -> Tensor<B, 3> {
     let dtype: FloatDType = x.dtype().into();
-    let (x, weight, bias) = (to_compute(x, compute), to_compute(weight, compute), bias.map(|b| to_compute(b, compute)));
-    let y = if B::OWN_PRODUCT { flat_linear(x, weight, bias) } else { linear(x, weight, bias) };
+    let y = linear_computed(x, weight, bias, compute);
     if compute.is_some() { y.cast(dtype) } else { y }
+}
+
+/// [`linear_in`] with the result left in the compute dtype (for a consumer that reads it
+/// there, such as the loss of the LM head's logits).
+pub fn linear_computed<B: Matmul>(x: Tensor<B, 3>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>, compute: Compute) -> Tensor<B, 3> {
+    let (x, weight, bias) = (to_compute(x, compute), to_compute(weight, compute), bias.map(|b| to_compute(b, compute)));
+    if B::OWN_PRODUCT { flat_linear(x, weight, bias) } else { linear(x, weight, bias) }
 }
 
 /// burn's `linear` as one 2-d product of the rows of every sequence (`Matmul::matmul_2d`).
@@ -70,7 +76,7 @@ mod tests {
     use burn::tensor::DType;
 
     use super::*;
-    use crate::loss::causal_lm_loss;
+    use crate::loss::lm_loss;
     use crate::model::Llama;
     use crate::model::tests::tiny_config;
     use crate::{Cpu, CpuAutodiff};
@@ -154,10 +160,7 @@ mod tests {
     fn gradients_flow_through_the_casts_to_f32_parameters() {
         let device = Default::default();
         let model = Llama::<CpuAutodiff>::random(&tiny_config(), &device);
-        let grads_of = |m: &Llama<CpuAutodiff>| {
-            let logits = m.forward(ids(&device));
-            causal_lm_loss(logits, ids(&device)).backward()
-        };
+        let grads_of = |m: &Llama<CpuAutodiff>| lm_loss(m, ids(&device), ids(&device)).backward();
         let mixed = model.clone().with_compute(Some(FloatDType::F64));
         let (gp, gm) = (grads_of(&model), grads_of(&mixed));
         let mut checked = 0;

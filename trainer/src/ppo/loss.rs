@@ -5,6 +5,8 @@
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 
+use crate::cross_entropy::{CrossEntropy, token_cross_entropy};
+
 /// Mean of `x` over the tokens where `mask` is 1.
 pub fn masked_mean<B: Backend, const D: usize>(x: Tensor<B, D>, mask: Tensor<B, D>) -> Tensor<B, 1> {
     (x * mask.clone()).sum() / mask.sum().clamp_min(1.0)
@@ -55,9 +57,11 @@ pub fn entropy<B: Backend>(logits: Tensor<B, 3>, mask: Tensor<B, 2>) -> Tensor<B
     masked_mean(per_token, mask)
 }
 
-/// Log-probabilities of the chosen tokens: `logits` `[batch, seq, vocab]`, `tokens` `[batch, seq]`.
-pub fn token_logp<B: Backend>(logits: Tensor<B, 3>, tokens: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-    log_softmax(logits, 2).gather(2, tokens.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2)
+/// Log-probabilities of the chosen tokens: `logits` `[batch, seq, vocab]`, `tokens` `[batch, seq]`
+/// (the backend's cross-entropy op, negated).
+pub fn token_logp<B: CrossEntropy>(logits: Tensor<B, 3>, tokens: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+    let [b, t, vocab] = logits.dims();
+    token_cross_entropy(logits.reshape([b * t, vocab]), tokens.reshape([b * t])).reshape([b, t]).neg()
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use super::metrics::Metrics;
 use super::schedule::learning_rate;
 use crate::data::pack::{Window, windows};
 use crate::data::set::read_split;
-use crate::loss::causal_lm_loss;
+use crate::loss::lm_loss;
 use crate::model::Llama;
 use crate::model::config::ModelConfig;
 use crate::train::adamw::OnePassAdamW;
@@ -150,7 +150,7 @@ pub fn pretrain<B: TrainBackend>(cfg: &PretrainConfig, device: &B::Device, opts:
         let mut step_loss: Option<Tensor<B::InnerBackend, 1>> = None;
         for batch in &micro {
             let (ids, labels) = tensors::<B>(batch, seq_len, device);
-            let loss = causal_lm_loss(model.forward(ids), labels).div_scalar(micro.len() as f64);
+            let loss = lm_loss(&model, ids, labels).div_scalar(micro.len() as f64);
             step_loss = Some(match step_loss {
                 Some(sum) => sum + loss.clone().inner(),
                 None => loss.clone().inner(),
@@ -222,7 +222,7 @@ fn evaluate<B: ModelBackend>(model: &Llama<B>, test: &[Window], cfg: &PretrainCo
             continue;
         }
         let (ids, labels) = tensors::<B>(batch, cfg.data.seq_len, device);
-        sum += causal_lm_loss(model.forward(ids), labels).into_scalar().elem::<f64>() * trained as f64;
+        sum += lm_loss(model, ids, labels).into_scalar().elem::<f64>() * trained as f64;
         count += trained;
     }
     if count == 0 { f64::NAN } else { sum / count as f64 }
