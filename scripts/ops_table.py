@@ -1,7 +1,8 @@
 """The side-by-side table of `trainer bench-ops` and scripts/gpu/bench_torch_ops.py: reads
 their JSON lines (one or more files, both sides, any precisions and backends) and prints a
-Markdown table of milliseconds and TFLOP/s per piece, one column per run (side, backend,
-precision) and, for each of ours, its time over PyTorch's at the same precision; then each
+Markdown table of milliseconds and TFLOP/s per piece (and, where a line has it, the
+milliseconds the host spent issuing the work: `host` close to the time means the host is
+what limits the piece), one column per run (side, backend, precision) and, for each of ours, its time over PyTorch's at the same precision; then each
 run's summary (layers, head + loss, the rest, clip + AdamW, step, tokens/s).
 
     python3 scripts/ops_table.py ops.jsonl [more.jsonl ...]
@@ -29,7 +30,11 @@ def main(paths):
     head = ["piece", "pass"] + [f"{run} ms (TFLOP/s)" for run in runs] + [f"{a} / {b}" for a, b in ratios]
     print("| " + " | ".join(head) + " |")
     print("| " + " | ".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + " |")
-    show = lambda r: f"{r['ms']:.2f} ({r['tflops']:.3g})" if r else "-"
+    def show(r):
+        if not r:
+            return "-"
+        host = f" host {r['host_ms']:.2f}" if "host_ms" in r else ""
+        return f"{r['ms']:.2f} ({r['tflops']:.3g}){host}"
     for piece, passes in keys:
         cells = [piece, passes] + [show(index.get((run, piece, passes))) for run in runs]
         for a, b in ratios:
