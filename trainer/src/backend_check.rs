@@ -6,8 +6,9 @@
 //! argmax, and an argmax over a vocabulary-wide row; and, for training, AdamW's update (`check_adamw`: on
 //! CUDA without fusion its own kernel), the projections' product (`check_matmul`: on CUDA
 //! without fusion cuBLAS), the attention op's forward and backward (`check_attention`:
-//! on CUDA without fusion cuBLAS and two kernels) and the loss's cross-entropy
-//! (`check_cross_entropy`: on CUDA without fusion two kernels). `trainer compare-backends` prints each gap, so that a
+//! on CUDA without fusion cuBLAS and two kernels), RMSNorm (`check_rms_norm`) and the
+//! loss's cross-entropy (`check_cross_entropy`), on CUDA without fusion two kernels each,
+//! and the gradients' sums of squares for clipping (`check_squared_norms`: cuBLAS). `trainer compare-backends` prints each gap, so that a
 //! disagreement seen in whole-model generation can be traced to one op.
 
 use anyhow::Result;
@@ -23,7 +24,9 @@ use crate::cross_entropy::CrossEntropy;
 use crate::model::attention::attention_options;
 use crate::model::causal_attention::{CausalAttention, forward_keeping_probabilities, gradients};
 use crate::model::matmul::{Matmul, matmul_2d};
+use crate::model::rms_norm::RmsNormOp;
 use crate::train::adamw::{AdamWStep, AdamWUpdate, OnePassAdamW};
+use crate::train::squared_norms::SquaredNorms;
 
 /// The shapes to check at.
 #[derive(Clone, Copy, Debug)]
@@ -201,6 +204,43 @@ pub fn check_cross_entropy<R: CrossEntropy, T: CrossEntropy>([rows, vocab]: [usi
         .collect()
 }
 
+/// RMSNorm's op (`rms_norm`) on both backends: the output and the gradients of the input
+/// and of γ for the same output gradient, `[rows, n]` rows of varied scale.
+pub fn check_rms_norm<R: RmsNormOp, T: RmsNormOp>([rows, n]: [usize; 2], reference: &R::Device, tested: &T::Device) -> Vec<OpGap> {
+    let mut rng = fastrand::Rng::with_seed(41);
+    let x: Vec<f32> = (0..rows * n).map(|i| (rng.f32() - 0.5) * (1 + i / n % 7) as f32).collect();
+    let gamma: Vec<f32> = (0..n).map(|_| rng.f32() + 0.5).collect();
+    let dy: Vec<f32> = (0..rows * n).map(|_| rng.f32() - 0.5).collect();
+    fn run<B: RmsNormOp>(x: &[f32], gamma: &[f32], dy: &[f32], [rows, n]: [usize; 2], device: &B::Device) -> [Vec<f32>; 3] {
+        let raw = |v: &[f32]| tensor::<B, 2>(v, [rows, n], device).into_primitive().tensor();
+        let gamma = || tensor::<B, 1>(gamma, [n], device).into_primitive().tensor();
+        let (y, r) = B::rms_norm_rows(raw(x), gamma(), 1e-5);
+        let (dx, dgamma) = B::rms_norm_backward(raw(x), gamma(), r, raw(dy));
+        let host2 = |t| host(Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(t)));
+        [host2(y), host2(dx), host(Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(dgamma)))]
+    }
+    let expected = run::<R>(&x, &gamma, &dy, [rows, n], reference);
+    let actual = run::<T>(&x, &gamma, &dy, [rows, n], tested);
+    ["output", "dx", "dgamma"]
+        .into_iter()
+        .zip(expected.iter().zip(&actual))
+        .map(|(what, (e, t))| OpGap { op: format!("RMSNorm [{rows}, {n}]: {what}"), gap: relative_gap(e, t) })
+        .collect()
+}
+
+/// The gradients' sums of squares (`squared_norms`, for clipping) on both backends, for
+/// vectors of several lengths.
+pub fn check_squared_norms<R: SquaredNorms, T: SquaredNorms>(lengths: &[usize], reference: &R::Device, tested: &T::Device) -> Vec<OpGap> {
+    let mut rng = fastrand::Rng::with_seed(43);
+    let vectors: Vec<Vec<f32>> = lengths.iter().map(|&n| (0..n).map(|_| rng.f32() - 0.5).collect()).collect();
+    fn run<B: SquaredNorms>(vectors: &[Vec<f32>], device: &B::Device) -> Vec<f32> {
+        let raw = vectors.iter().map(|v| tensor::<B, 1>(v, [v.len()], device).into_primitive().tensor()).collect();
+        host(Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(B::squared_norms(raw))))
+    }
+    let (expected, actual) = (run::<R>(&vectors, reference), run::<T>(&vectors, tested));
+    vec![OpGap { op: format!("sums of squares of {} vectors", lengths.len()), gap: relative_gap(&expected, &actual) }]
+}
+
 /// The first decoder layer taken apart, on both backends for the same ids (`[batch, seq]`):
 /// the gap after each stage (every stage computed from the ids again, as the model chains
 /// it), then the final hidden states and the logits, so that a whole-model disagreement
@@ -217,7 +257,7 @@ fn stages<B: ModelBackend>(m: &Llama<B>, ids: &[i64], [b, t]: [usize; 2]) -> Vec
     let layer = &m.layers[0];
     let attn = &layer.self_attn;
     let embedded = || m.embed_tokens.forward(ids());
-    let normed = || layer.input_layernorm.forward(embedded());
+    let normed = || crate::model::rms_norm::apply_rms_norm(&layer.input_layernorm, embedded());
     let projected = || attn.project(normed(), &at);
     vec![
         ("embedding", host(embedded())),
@@ -402,6 +442,22 @@ mod tests {
         assert!(tie_gap(&logits, 0, 1) <= TOLERANCE, "0.0001 of 8 apart");
         assert!((tie_gap(&logits, 0, 3) - 3.0 / 8.0).abs() < 1e-6);
         assert!(tie_gap(&logits, 0, 9).is_infinite(), "a token out of the vocabulary");
+    }
+
+    #[test]
+    fn squared_norms_agree_with_themselves_and_are_sums_of_squares() {
+        let gaps = check_squared_norms::<crate::Cpu, crate::Cpu>(&[3, 1, 17], &Default::default(), &Default::default());
+        assert_eq!(gaps[0].gap, 0.0);
+        let v = |x: Vec<f32>| Tensor::<crate::Cpu, 1>::from_data(TensorData::new(x.clone(), [x.len()]), &Default::default()).into_primitive().tensor();
+        let sums = host(Tensor::<crate::Cpu, 1>::from_primitive(TensorPrimitive::Float(crate::Cpu::squared_norms(vec![v(vec![3.0, 4.0]), v(vec![-2.0])]))));
+        assert_eq!(sums, vec![25.0, 4.0]);
+    }
+
+    #[test]
+    fn rms_norm_agrees_with_itself() {
+        let gaps = check_rms_norm::<crate::Cpu, crate::Cpu>([5, 12], &Default::default(), &Default::default());
+        assert_eq!(gaps.len(), 3);
+        assert!(gaps.iter().all(|g| g.gap == 0.0), "{gaps:?}");
     }
 
     #[test]

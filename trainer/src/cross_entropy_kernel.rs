@@ -11,17 +11,14 @@
 use burn::tensor::DType;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::CudaRuntime;
-use cubecl::features::Plane;
 use cubecl::prelude::*;
 
 use crate::CudaPlain;
 use crate::cross_entropy::{CrossEntropy, composed_cross_entropy_backward, composed_cross_entropy_rows};
+use crate::plane_rows::{PLANE, empty_like, has_planes};
 
-/// Lanes of a plane on NVIDIA GPUs.
-const PLANE: u32 = 32;
 /// Planes per cube of the forward kernel (one cube per row).
 const PLANES: u32 = 8;
 /// Units per cube of the backward kernel.
@@ -105,18 +102,19 @@ fn cross_entropy_backward_kernel<E: Float, I: Int>(
 }
 
 /// `[rows, vocab]` of contiguous logits the kernels take, or `None` when they do not
-/// (another dtype or rank, no plane operations, too many rows for one launch).
+/// (another dtype or rank, no plane operations, more rows or a longer row than one launch
+/// covers).
 fn kernel_shape(logits: &CubeTensor<CudaRuntime>) -> Option<[u32; 2]> {
     let [rows, vocab] = logits.meta.shape[..] else { return None };
     let dtype = matches!(logits.dtype, DType::F32 | DType::BF16 | DType::F16);
-    let client = &logits.client;
-    let planes = client.features().plane.contains(Plane::Ops) && client.properties().hardware.plane_size_min == PLANE;
-    let fits = rows > 0 && vocab > 0 && rows < i32::MAX as usize && vocab < u32::MAX as usize;
+    let planes = has_planes(logits);
+    // The backward grid has a cube row per `UNITS` logits of a row, at most 65,535.
+    let fits = rows > 0 && vocab > 0 && rows < i32::MAX as usize && vocab.div_ceil(UNITS as usize) <= 65_535;
     (dtype && planes && fits).then_some([rows as u32, vocab as u32])
 }
 
 fn f32_rows(like: &CubeTensor<CudaRuntime>, rows: u32) -> CubeTensor<CudaRuntime> {
-    empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), [rows as usize].into(), DType::F32)
+    empty_like(like, vec![rows as usize], DType::F32)
 }
 
 impl CrossEntropy for CudaPlain {
@@ -149,7 +147,7 @@ impl CrossEntropy for CudaPlain {
         let Some([rows, vocab]) = kernel_shape(&logits).filter(|_| f32_rows(&lse) && f32_rows(&dloss)) else {
             return composed_cross_entropy_backward::<Self>(logits, targets, lse, dloss);
         };
-        let grad = empty_device_contiguous_dtype(logits.client.clone(), logits.device.clone(), logits.meta.shape.clone(), logits.dtype);
+        let grad = empty_like(&logits, logits.meta.shape.to_vec(), logits.dtype);
         let dtypes = [logits.dtype.into(), targets.dtype.into()];
         cross_entropy_backward_kernel::launch::<CudaRuntime>(
             &logits.client.clone(),

@@ -17,6 +17,8 @@ pub mod generate_bench;
 pub mod loss;
 pub mod model;
 pub mod ops_bench;
+#[cfg(feature = "cuda")]
+mod plane_rows;
 pub mod ppo;
 pub mod tokenizer;
 pub mod train;
@@ -33,12 +35,19 @@ pub type CudaFused = burn::backend::Cuda<f32, i32>;
 #[cfg(feature = "cuda")]
 pub type CudaPlain = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
 
-/// A backend the model runs on: burn's, plus the attention op, the projections' matmul and
-/// the loss's cross-entropy, each with its own backward.
-pub trait ModelBackend: model::causal_attention::CausalAttention + model::matmul::Matmul + cross_entropy::CrossEntropy {}
-impl<T: model::causal_attention::CausalAttention + model::matmul::Matmul + cross_entropy::CrossEntropy> ModelBackend for T {}
+/// A backend the model runs on: burn's, plus the attention op, the projections' matmul,
+/// RMSNorm and the loss's cross-entropy, each with its own backward.
+pub trait ModelBackend: model::causal_attention::CausalAttention + model::matmul::Matmul + model::rms_norm::RmsNormOp + cross_entropy::CrossEntropy {}
+impl<T: model::causal_attention::CausalAttention + model::matmul::Matmul + model::rms_norm::RmsNormOp + cross_entropy::CrossEntropy> ModelBackend for T {}
 
 /// A backend the model trains on: with gradients, and the model also runs on its inner
-/// backend (generation, evaluation, rollouts), which also runs AdamW's update.
-pub trait TrainBackend: burn::tensor::backend::AutodiffBackend<InnerBackend: ModelBackend + train::adamw::AdamWStep> + ModelBackend {}
-impl<T: burn::tensor::backend::AutodiffBackend<InnerBackend: ModelBackend + train::adamw::AdamWStep> + ModelBackend> TrainBackend for T {}
+/// backend (generation, evaluation, rollouts), which also runs AdamW's update and the
+/// gradients' sums of squares for clipping.
+pub trait TrainBackend:
+    burn::tensor::backend::AutodiffBackend<InnerBackend: ModelBackend + train::adamw::AdamWStep + train::squared_norms::SquaredNorms> + ModelBackend
+{
+}
+impl<T: burn::tensor::backend::AutodiffBackend<InnerBackend: ModelBackend + train::adamw::AdamWStep + train::squared_norms::SquaredNorms> + ModelBackend>
+    TrainBackend for T
+{
+}

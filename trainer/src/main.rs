@@ -387,7 +387,7 @@ fn cuda_pretrain(_: &PretrainConfig, _: &RunOptions) -> Result<trainer::train::r
 /// generation). Fails when the configured CUDA backend (`HABITS_CUDA_FUSION`) disagrees.
 #[cfg(feature = "cuda")]
 fn compare_backends(source: &ModelSource) -> Result<()> {
-    use trainer::backend_check::{OpShapes, check_adamw, check_attention, check_cross_entropy, check_matmul, check_ops};
+    use trainer::backend_check::{OpShapes, check_adamw, check_attention, check_cross_entropy, check_matmul, check_ops, check_rms_norm, check_squared_norms};
     let started = std::time::Instant::now();
     let shapes = OpShapes { batch: 256, heads: 8, kv_heads: 4, head_dim: 64, prompt: 96, capacity: 192, vocab: 128_256 };
     for g in check_ops::<trainer::Cpu, CudaFused>(shapes, &Default::default(), &Default::default()) {
@@ -404,6 +404,13 @@ fn compare_backends(source: &ModelSource) -> Result<()> {
         for g in check_attention::<trainer::Cpu, CudaPlain>(shape, &Default::default(), &Default::default()) {
             println!("op {g} (CUDA without fusion: cuBLAS and two kernels)");
         }
+    }
+    for g in check_squared_norms::<trainer::Cpu, CudaPlain>(&[1, 1000, 1_048_583], &Default::default(), &Default::default()) {
+        println!("op {g} (CUDA without fusion: cuBLAS unless HABITS_CUBLAS=0)");
+    }
+    // Rows not a whole number of cubes, a width not a multiple of a plane.
+    for g in check_rms_norm::<trainer::Cpu, CudaPlain>([77, 2050], &Default::default(), &Default::default()) {
+        println!("op {g} (CUDA without fusion: two kernels)");
     }
     // A vocabulary that is not a multiple of the 256 units a cube walks a row with.
     for g in check_cross_entropy::<trainer::Cpu, CudaPlain>([37, 50_021], &Default::default(), &Default::default()) {

@@ -17,19 +17,13 @@
 use burn::tensor::DType;
 use burn::tensor::ops::FloatTensor;
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::CudaRuntime;
-use cubecl::features::Plane;
 use cubecl::prelude::*;
 
 use super::causal_attention::{CausalAttention, composed_causal_softmax, composed_causal_softmax_backward, forward_keeping_probabilities};
 use crate::CudaPlain;
-
-/// Lanes of a plane on NVIDIA GPUs: one plane per row of scores.
-const PLANE: u32 = 32;
-/// Rows (planes) per cube.
-const ROWS_PER_CUBE: u32 = 8;
+use crate::plane_rows::{empty_like, has_planes, plane_per_row};
 
 /// `probabilities[row] = softmax(scores[row][..=query])`, zero after the query; `rows` rows
 /// of `keys` scores, the query's position being the row's index modulo `keys`.
@@ -96,17 +90,12 @@ fn kernel_shape(t: &CubeTensor<CudaRuntime>) -> Option<(u32, u32)> {
     let [b, h, s, keys] = dims[..] else { return None };
     let fits = s == keys && b * h * s * keys < u32::MAX as usize && keys > 0;
     let dtype = matches!(t.dtype, DType::F32 | DType::BF16 | DType::F16);
-    let planes = t.client.features().plane.contains(Plane::Ops) && t.client.properties().hardware.plane_size_min == PLANE;
+    let planes = has_planes(t);
     (fits && dtype && planes).then_some(((b * h * s) as u32, keys as u32))
 }
 
-/// The launch grid: one plane per row, `ROWS_PER_CUBE` rows per cube.
-fn grid(rows: u32) -> (CubeCount, CubeDim) {
-    (CubeCount::new_1d(rows.div_ceil(ROWS_PER_CUBE)), CubeDim::new_2d(PLANE, ROWS_PER_CUBE))
-}
-
 fn output_like(t: &CubeTensor<CudaRuntime>) -> CubeTensor<CudaRuntime> {
-    empty_device_contiguous_dtype(t.client.clone(), t.device.clone(), t.meta.shape().clone(), t.dtype)
+    empty_like(t, t.meta.shape.to_vec(), t.dtype)
 }
 
 impl CausalAttention for CudaPlain {
@@ -120,7 +109,7 @@ impl CausalAttention for CudaPlain {
             return composed_causal_softmax::<Self>(scores);
         };
         let probabilities = output_like(&scores);
-        let (count, dim) = grid(rows);
+        let (count, dim) = plane_per_row(rows);
         let dtype = scores.dtype;
         causal_softmax_kernel::launch::<CudaRuntime>(
             &scores.client.clone(),
@@ -142,7 +131,7 @@ impl CausalAttention for CudaPlain {
             return composed_causal_softmax_backward::<Self>(p, dp);
         };
         let ds = output_like(&p);
-        let (count, dim) = grid(rows);
+        let (count, dim) = plane_per_row(rows);
         let dtype = p.dtype;
         causal_softmax_backward_kernel::launch::<CudaRuntime>(
             &p.client.clone(),

@@ -7,6 +7,7 @@ use burn::prelude::*;
 use super::attention::{Attention, KvCache, Positions};
 use super::config::ModelConfig;
 use super::mlp::Mlp;
+use super::rms_norm::apply_rms_norm;
 use super::source::{ParamSource, rms_norm};
 use crate::ModelBackend;
 
@@ -30,7 +31,7 @@ impl<B: ModelBackend> DecoderLayer<B> {
     }
 
     pub fn forward(&self, x: Tensor<B, 3>, at: &Positions<B>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
-        let x = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), at, cache);
-        x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
+        let x = x.clone() + self.self_attn.forward(apply_rms_norm(&self.input_layernorm, x), at, cache);
+        x.clone() + self.mlp.forward(apply_rms_norm(&self.post_attention_layernorm, x))
     }
 }

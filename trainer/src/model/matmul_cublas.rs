@@ -47,8 +47,8 @@ fn as_transposed(layout: Layout) -> (cublasOperation_t, i32) {
 
 /// A cuBLAS handle on cubecl's stream of this thread, and the context it runs in.
 #[derive(Clone, Copy)]
-struct Cublas {
-    handle: cublas::cublasHandle_t,
+pub(crate) struct Cublas {
+    pub(crate) handle: cublas::cublasHandle_t,
     context: cuda::CUcontext,
 }
 
@@ -64,7 +64,7 @@ fn say_why_not(reason: &str) {
 }
 
 /// Whether products go to cuBLAS at all: `HABITS_CUBLAS` is not `0` and libcublas loads.
-fn cublas_enabled() -> bool {
+pub(crate) fn cublas_enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
     *ENABLED.get_or_init(|| {
         if std::env::var("HABITS_CUBLAS").is_ok_and(|v| v == "0") {
@@ -82,7 +82,7 @@ fn cublas_enabled() -> bool {
 /// This thread's cuBLAS handle for `device` (made at the first call, on the stream cubecl
 /// runs this thread's work on), with that device's context made current; `None` when there
 /// is none.
-fn cublas_for(client: &ComputeClient<CudaRuntime>, device: i32) -> Option<Cublas> {
+pub(crate) fn cublas_for(client: &ComputeClient<CudaRuntime>, device: i32) -> Option<Cublas> {
     let cublas = CUBLAS.with(|cell| {
         let mut handles = cell.borrow_mut();
         match handles.iter().find(|(d, _)| *d == device) {

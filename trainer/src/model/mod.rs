@@ -13,9 +13,12 @@ mod cuda_stream;
 pub mod layer;
 pub mod matmul;
 #[cfg(feature = "cuda")]
-mod matmul_cublas;
+pub(crate) mod matmul_cublas;
 pub mod mlp;
 pub mod precision;
+pub mod rms_norm;
+#[cfg(feature = "cuda")]
+mod rms_norm_kernel;
 pub mod rope;
 pub mod source;
 
@@ -27,6 +30,7 @@ use self::attention::{KvCache, Positions};
 use self::config::ModelConfig;
 use self::layer::DecoderLayer;
 use self::precision::{Compute, linear_computed};
+use self::rms_norm::apply_rms_norm;
 use self::rope::Rope;
 use self::source::{ParamSource, RandomInit, embedding, linear, rms_norm};
 use crate::ModelBackend;
@@ -93,7 +97,7 @@ impl<B: ModelBackend> Llama<B> {
         for layer in &self.layers {
             x = layer.forward(x, &at, None);
         }
-        self.norm.forward(x)
+        apply_rms_norm(&self.norm, x)
     }
 
     /// Positions `0..t` for every row, causal attention.
@@ -119,7 +123,7 @@ impl<B: ModelBackend> Llama<B> {
         for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
             x = layer.forward(x, &at, Some(cache));
         }
-        self.head(self.norm.forward(x.narrow(1, t - 1, 1)))
+        self.head(apply_rms_norm(&self.norm, x.narrow(1, t - 1, 1)))
     }
 
     /// Empty caches for up to `capacity` positions, one per layer.

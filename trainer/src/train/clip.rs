@@ -1,10 +1,15 @@
 //! Gradient-norm clipping over all parameters together (as `torch.nn.utils.clip_grad_norm_`
-//! does), not per tensor.
+//! does), not per tensor. The gradients' sums of squares are one backend operation
+//! (`squared_norms`).
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
+use burn::tensor::TensorPrimitive;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ops::FloatTensor;
+
+use super::squared_norms::SquaredNorms;
 
 struct Ids(Vec<(ParamId, usize)>);
 
@@ -14,8 +19,12 @@ impl<B: Backend> ModuleVisitor<B> for Ids {
     }
 }
 
-fn sum_of_squares<B: Backend, const D: usize>(grads: &GradientsParams, id: ParamId) -> Option<Tensor<B, 1>> {
-    grads.get::<B, D>(id).map(|g| g.square().sum())
+/// The gradient of `id` as a vector (a view: gradients are contiguous).
+fn flat<B: Backend, const D: usize>(grads: &GradientsParams, id: ParamId) -> Option<FloatTensor<B>> {
+    grads.get::<B, D>(id).map(|g| {
+        let n = g.shape().num_elements();
+        g.reshape([n]).into_primitive().tensor()
+    })
 }
 
 fn scale<B: Backend, const D: usize>(grads: &mut GradientsParams, id: ParamId, factor: f64) {
@@ -26,25 +35,25 @@ fn scale<B: Backend, const D: usize>(grads: &mut GradientsParams, id: ParamId, f
 
 /// The global L2 norm of the gradients; when it exceeds `max_norm` (> 0), every gradient is
 /// scaled by `max_norm / norm`. Returns the norm before clipping.
-pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(module: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+pub fn clip_global_norm<B: AutodiffBackend<InnerBackend: SquaredNorms>, M: AutodiffModule<B>>(module: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
     let mut ids = Ids(Vec::new());
     module.visit(&mut ids);
-    let mut total: Option<Tensor<B::InnerBackend, 1>> = None;
-    for &(id, rank) in &ids.0 {
-        let part = match rank {
-            1 => sum_of_squares::<B::InnerBackend, 1>(grads, id),
-            2 => sum_of_squares::<B::InnerBackend, 2>(grads, id),
-            3 => sum_of_squares::<B::InnerBackend, 3>(grads, id),
-            _ => sum_of_squares::<B::InnerBackend, 4>(grads, id),
-        };
-        if let Some(p) = part {
-            total = Some(match total {
-                Some(t) => t + p,
-                None => p,
-            });
-        }
-    }
-    let norm = total.map(|t| t.into_scalar().elem::<f64>().sqrt()).unwrap_or(0.0);
+    let vectors: Vec<FloatTensor<B::InnerBackend>> = ids
+        .0
+        .iter()
+        .filter_map(|&(id, rank)| match rank {
+            1 => flat::<B::InnerBackend, 1>(grads, id),
+            2 => flat::<B::InnerBackend, 2>(grads, id),
+            3 => flat::<B::InnerBackend, 3>(grads, id),
+            _ => flat::<B::InnerBackend, 4>(grads, id),
+        })
+        .collect();
+    let norm = if vectors.is_empty() {
+        0.0
+    } else {
+        let sums = Tensor::<B::InnerBackend, 1>::from_primitive(TensorPrimitive::Float(B::InnerBackend::squared_norms(vectors)));
+        sums.sum().into_scalar().elem::<f64>().sqrt()
+    };
     if max_norm > 0.0 && norm > max_norm {
         let factor = max_norm / (norm + 1e-6);
         for &(id, rank) in &ids.0 {

@@ -13,4 +13,7 @@ pub mod config;
 pub mod metrics;
 pub mod run;
 pub mod schedule;
+pub mod squared_norms;
+#[cfg(feature = "cuda")]
+mod squared_norms_cublas;
 pub mod start_from;

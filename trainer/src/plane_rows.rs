@@ -1,0 +1,28 @@
+//! What the row kernels (causal softmax, RMSNorm, cross-entropy) share on CUDA: a plane of
+//! 32 lanes works on one row, and a cube holds `ROWS_PER_CUBE` planes.
+
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::cuda::CudaRuntime;
+use cubecl::features::Plane;
+use cubecl::prelude::*;
+
+/// Lanes of a plane on NVIDIA GPUs.
+pub(crate) const PLANE: u32 = 32;
+/// Planes (rows) per cube.
+pub(crate) const ROWS_PER_CUBE: u32 = 8;
+
+/// Whether the device has plane operations on planes of `PLANE` lanes (the kernels' reductions).
+pub(crate) fn has_planes(t: &CubeTensor<CudaRuntime>) -> bool {
+    t.client.features().plane.contains(Plane::Ops) && t.client.properties().hardware.plane_size_min == PLANE
+}
+
+/// The launch grid for `rows` rows, one plane each.
+pub(crate) fn plane_per_row(rows: u32) -> (CubeCount, CubeDim) {
+    (CubeCount::new_1d(rows.div_ceil(ROWS_PER_CUBE)), CubeDim::new_2d(PLANE, ROWS_PER_CUBE))
+}
+
+/// A contiguous tensor of `shape` and `dtype` on `like`'s device.
+pub(crate) fn empty_like(like: &CubeTensor<CudaRuntime>, shape: Vec<usize>, dtype: burn::tensor::DType) -> CubeTensor<CudaRuntime> {
+    empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape.into(), dtype)
+}
