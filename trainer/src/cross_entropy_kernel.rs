@@ -143,8 +143,8 @@ impl CrossEntropy for CudaPlain {
 
     fn cross_entropy_backward(logits: FloatTensor<Self>, targets: IntTensor<Self>, lse: FloatTensor<Self>, dloss: FloatTensor<Self>) -> FloatTensor<Self> {
         let [logits, targets, lse, dloss] = [logits, targets, lse, dloss].map(into_contiguous);
-        let f32_rows = |t: &CubeTensor<CudaRuntime>| t.dtype == DType::F32 && t.meta.shape.len() == 1;
-        let Some([rows, vocab]) = kernel_shape(&logits).filter(|_| f32_rows(&lse) && f32_rows(&dloss)) else {
+        let is_f32_vector = |t: &CubeTensor<CudaRuntime>| t.dtype == DType::F32 && t.meta.shape.len() == 1;
+        let Some([rows, vocab]) = kernel_shape(&logits).filter(|_| is_f32_vector(&lse) && is_f32_vector(&dloss)) else {
             return composed_cross_entropy_backward::<Self>(logits, targets, lse, dloss);
         };
         let grad = empty_like(&logits, logits.meta.shape.to_vec(), logits.dtype);

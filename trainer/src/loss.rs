@@ -21,7 +21,7 @@ pub const IGNORE: i64 = -100;
 pub fn causal_lm_loss<B: CrossEntropy>(logits: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 1> {
     let [b, t, vocab] = logits.dims();
     let logits = logits.narrow(1, 0, t - 1).reshape([b * (t - 1), vocab]);
-    mean_over_counted(logits, labels.narrow(1, 1, t - 1).reshape([b * (t - 1)]))
+    mean_over_counted(logits, predicted(labels))
 }
 
 /// [`causal_lm_loss`] of the model on `ids` `[batch, seq]`.
@@ -36,7 +36,13 @@ pub fn lm_loss_of_hidden<B: ModelBackend>(model: &Llama<B>, hidden: Tensor<B, 3>
     let [b, t, _] = hidden.dims();
     let logits = model.head_computed(hidden.narrow(1, 0, t - 1));
     let vocab = logits.dims()[2];
-    mean_over_counted(logits.reshape([b * (t - 1), vocab]), labels.narrow(1, 1, t - 1).reshape([b * (t - 1)]))
+    mean_over_counted(logits.reshape([b * (t - 1), vocab]), predicted(labels))
+}
+
+/// The labels the positions `0..seq - 1` predict (`labels[:, 1..]`), one row per position.
+fn predicted<B: Backend>(labels: Tensor<B, 2, Int>) -> Tensor<B, 1, Int> {
+    let [b, t] = labels.dims();
+    labels.narrow(1, 1, t - 1).reshape([b * (t - 1)])
 }
 
 /// The mean cross-entropy of the rows of `logits` `[rows, vocab]` whose target is counted

@@ -152,12 +152,13 @@ impl Matmul for CudaPlain {
 
     fn batched_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>, alpha: f64) -> FloatTensor<Self> {
         let [m, k, n] = product_shape(&a, &b);
-        let usable = cublas_enabled() && b.dtype == a.dtype && data_type(a.dtype).is_some() && a.meta.shape.iter().product::<usize>() > 0 && n > 0;
-        if !usable || m * k == 0 {
+        let empty = a.meta.shape.iter().product::<usize>() == 0 || n == 0;
+        let usable = cublas_enabled() && b.dtype == a.dtype && data_type(a.dtype).is_some() && !empty;
+        if !usable {
             return burns_scaled_matmul::<Self>(a, b, alpha);
         }
         match cublas_for(&a.client, a.device.index as i32) {
-            Some(cublas) => gemm(cublas, a, b, alpha),
+            Some(cublas) => gemm(cublas, a, b, [m, k, n], alpha),
             None => burns_scaled_matmul::<Self>(a, b, alpha),
         }
     }
@@ -165,8 +166,7 @@ impl Matmul for CudaPlain {
 
 /// `alpha · a · b` on cuBLAS, enqueued on cubecl's stream: one product, or one strided
 /// batch of them.
-fn gemm(cublas: Cublas, a: CubeTensor<CudaRuntime>, b: CubeTensor<CudaRuntime>, alpha: f64) -> CubeTensor<CudaRuntime> {
-    let [m, k, n] = product_shape(&a, &b);
+fn gemm(cublas: Cublas, a: CubeTensor<CudaRuntime>, b: CubeTensor<CudaRuntime>, [m, k, n]: [usize; 3], alpha: f64) -> CubeTensor<CudaRuntime> {
     let (a, a_layout) = laid_out(a);
     let (b, b_layout) = laid_out(b);
     let dtype = a.dtype;
