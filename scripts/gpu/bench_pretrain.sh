@@ -4,7 +4,9 @@
 # (transformers LlamaForCausalLM, eager) on a random-init Llama-3.2-1B-shaped model, the
 # same batch and sequence length, in one call (TORCH=0 leaves PyTorch out, COMPARE=0 the
 # check of CUDA against the CPU backend on the committed fixtures; HABITS_CUDA_FUSION=0
-# or 1 picks burn's fusion for ours).
+# or 1 picks burn's fusion for ours; HOST_PROFILE=1 profiles our host over the steps after
+# the third, written to $OUT/host-<compute>.folded and summarised in host-<compute>.txt:
+# needs a build with --features cuda,host-profile).
 #   run (device tool) with carry [".device/trainer.xz", ".device/cubecl-cache.tar.xz"] (the
 #   cache only if there is one), where .device/trainer.xz is the packed CUDA build
 #   (scripts/gpu/trainer_binary.sh).
@@ -51,7 +53,10 @@ TOML
 ( while true; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits; sleep 0.5; done ) > "$OUT/ours-$compute-gpu-mem.txt" &
 SAMPLER=$!
 status=0
-timeout "${OURS_TIMEOUT:-420}" "$BIN" pretrain --config "$WORK/bench-$compute.toml" --stop-after "$STEPS" > "$OUT/ours-$compute.log" 2>&1 || status=$?
+profile=()
+[ "${HOST_PROFILE:-0}" = 1 ] && profile=(--host-profile "$OUT/host-$compute.folded")
+timeout "${OURS_TIMEOUT:-420}" "$BIN" pretrain --config "$WORK/bench-$compute.toml" --stop-after "$STEPS" "${profile[@]}" > "$OUT/ours-$compute.log" 2>&1 || status=$?
+if [ -f "$OUT/host-$compute.folded" ]; then python3 scripts/host_profile.py "$OUT/host-$compute.folded" > "$OUT/host-$compute.txt"; head -30 "$OUT/host-$compute.txt"; fi
 kill $SAMPLER
 if [ $status != 0 ]; then echo "ours ($compute): exit $status"; tail -40 "$OUT/ours-$compute.log"; continue; fi
 echo "ours ($compute): peak GPU memory in use $(sort -n "$OUT/ours-$compute-gpu-mem.txt" | tail -1) MiB" | tee -a "$OUT/compare.txt"

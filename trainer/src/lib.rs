@@ -3,7 +3,8 @@
 //! (`cross_entropy`), the built sets as training data (`data`), continued pretraining
 //! (`train`), generation (`generate`, with its benchmark `generate_bench`), PPO on the Countdown game (`countdown`, `ppo`, `tokenizer`),
 //! op-by-op agreement between backends (`backend_check`) and rows of a batch against
-//! themselves alone (`batch_check`), and where a training step's time goes (`ops_bench`).
+//! themselves alone (`batch_check`), where a training step's time goes (`ops_bench`) and
+//! where the host's goes (`host_profile`).
 
 pub mod backend_check;
 pub mod batch_check;
@@ -14,6 +15,7 @@ pub use countdown;
 pub mod data;
 pub mod generate;
 pub mod generate_bench;
+pub mod host_profile;
 pub mod loss;
 pub mod model;
 pub mod ops_bench;

@@ -126,11 +126,20 @@ struct RunArgs {
     /// evaluation and a checkpoint; the next invocation resumes.
     #[arg(long)]
     time_limit_minutes: Option<f64>,
+    /// Write a sampling profile of the host over the steps after the third (folded stacks;
+    /// summarise with scripts/host_profile.py). Needs the `host-profile` cargo feature.
+    #[arg(long)]
+    host_profile: Option<PathBuf>,
 }
 
 impl RunArgs {
     fn options(&self) -> RunOptions {
-        RunOptions { fresh: self.fresh, stop_after: self.stop_after, time_limit: self.time_limit_minutes.map(|m| std::time::Duration::from_secs_f64(m * 60.0)) }
+        RunOptions {
+            fresh: self.fresh,
+            stop_after: self.stop_after,
+            time_limit: self.time_limit_minutes.map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
+            host_profile: self.host_profile.clone(),
+        }
     }
 }
 
@@ -164,6 +173,9 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Ppo(args) => {
+            if args.host_profile.is_some() {
+                bail!("--host-profile profiles pretraining steps; `trainer ppo` does not take it");
+            }
             let cfg = PpoConfig::load(&args.config)?;
             let opts = args.options();
             let summary = match cfg.ppo.backend.as_str() {

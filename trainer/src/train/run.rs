@@ -20,6 +20,7 @@ use super::metrics::Metrics;
 use super::schedule::learning_rate;
 use crate::data::pack::{Window, windows};
 use crate::data::set::read_split;
+use crate::host_profile::HostProfile;
 use crate::loss::lm_loss;
 use crate::model::Llama;
 use crate::model::config::ModelConfig;
@@ -38,7 +39,13 @@ pub struct RunOptions {
     /// priming count): the step in progress finishes, then an evaluation and a checkpoint
     /// (for a job's time limit on a cluster).
     pub time_limit: Option<std::time::Duration>,
+    /// Write a sampling profile of the host over the steps after the third to this file
+    /// (`host_profile`; needs the `host-profile` feature).
+    pub host_profile: Option<std::path::PathBuf>,
 }
+
+/// Steps before a host profile starts (kernel compilation and autotuning happen in the first).
+const PROFILE_AFTER_STEPS: usize = 3;
 
 impl RunOptions {
     /// Whether the time limit has passed since `started`.
@@ -135,7 +142,13 @@ pub fn pretrain<B: TrainBackend>(cfg: &PretrainConfig, device: &B::Device, opts:
     let mut epoch_cache: Option<(usize, Vec<Window>)> = None;
     let (mut last_loss, mut eval_loss, mut checkpoint_dir) = (None, None, None);
     let mut ran = 0usize;
+    let mut profile: Option<HostProfile> = None;
     while state.step < total && opts.stop_after.is_none_or(|n| ran < n) && !opts.out_of_time(run_started) {
+        if ran == PROFILE_AFTER_STEPS
+            && let Some(path) = &opts.host_profile
+        {
+            profile = Some(HostProfile::start(path)?);
+        }
         let started = Instant::now();
         let (epoch, in_epoch) = (state.step / steps_per_epoch, state.step % steps_per_epoch);
         if epoch_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
@@ -209,6 +222,10 @@ pub fn pretrain<B: TrainBackend>(cfg: &PretrainConfig, device: &B::Device, opts:
     }
     if let Some(bar) = bar {
         bar.finish();
+    }
+    if let Some(profile) = profile {
+        let samples = profile.finish()?;
+        eprintln!("host profile: {samples} samples over {} steps in {}", ran - PROFILE_AFTER_STEPS, opts.host_profile.as_ref().expect("a path").display());
     }
     Ok(Summary { steps: state.step, total_steps: total, resumed_from, last_loss, eval_loss, tokens_seen: state.tokens_seen, checkpoint: checkpoint_dir })
 }
