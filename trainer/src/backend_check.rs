@@ -6,9 +6,11 @@
 //! argmax, and an argmax over a vocabulary-wide row; and, for training, AdamW's update (`check_adamw`: on
 //! CUDA without fusion its own kernel), the projections' product (`check_matmul`: on CUDA
 //! without fusion cuBLAS), the attention op's forward and backward (`check_attention`:
-//! on CUDA without fusion cuBLAS and two kernels), RMSNorm (`check_rms_norm`) and the
-//! loss's cross-entropy (`check_cross_entropy`), on CUDA without fusion two kernels each,
-//! and the gradients' sums of squares for clipping (`check_squared_norms`: cuBLAS). `trainer compare-backends` prints each gap, so that a
+//! on CUDA without fusion cuBLAS and two kernels, grouped query heads included), RMSNorm
+//! (`check_rms_norm`), RoPE on the heads (`check_rotary_heads`), the MLP's gate
+//! (`check_swiglu`) and the loss's cross-entropy (`check_cross_entropy`), on CUDA without
+//! fusion one kernel each way, and the gradients' sums of squares for clipping
+//! (`check_squared_norms`: cuBLAS). `trainer compare-backends` prints each gap, so that a
 //! disagreement seen in whole-model generation can be traced to one op.
 
 use anyhow::Result;
@@ -25,6 +27,8 @@ use crate::model::attention::attention_options;
 use crate::model::causal_attention::{CausalAttention, forward_keeping_probabilities, gradients};
 use crate::model::matmul::{Matmul, matmul_2d};
 use crate::model::rms_norm::RmsNormOp;
+use crate::model::rotary_heads::RotaryHeads;
+use crate::model::swiglu::Swiglu;
 use crate::train::adamw::{AdamWStep, AdamWUpdate, OnePassAdamW};
 use crate::train::squared_norms::SquaredNorms;
 
@@ -158,25 +162,78 @@ pub fn check_matmul<R: Matmul, T: Matmul>([m, k, n]: [usize; 3], reference: &R::
 /// gradients of `q`, `k`, `v` for the same output gradient, `[batch, heads, seq, head_dim]`
 /// with `q` and `v` given as views of `[batch, seq, heads, head_dim]` as the model gives
 /// them (one sequence: evenly strided heads; more: copied first).
-pub fn check_attention<R: CausalAttention, T: CausalAttention>([b, h, s, d]: [usize; 4], reference: &R::Device, tested: &T::Device) -> Vec<OpGap> {
+pub fn check_attention<R: CausalAttention, T: CausalAttention>([b, h, kv, s, d]: [usize; 5], reference: &R::Device, tested: &T::Device) -> Vec<OpGap> {
     let mut rng = fastrand::Rng::with_seed(31);
     let mut floats = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.f32() * 2.0 - 1.0).collect() };
-    let [q, k, v, dy] = [floats(b * h * s * d), floats(b * h * s * d), floats(b * h * s * d), floats(b * h * s * d)];
-    fn run<B: CausalAttention>(q: &[f32], k: &[f32], v: &[f32], dy: &[f32], [b, h, s, d]: [usize; 4], device: &B::Device) -> [Vec<f32>; 4] {
-        let by_head = |x: &[f32]| tensor::<B, 4>(x, [b, s, h, d], device).swap_dims(1, 2).into_primitive().tensor();
-        let plain = |x: &[f32]| tensor::<B, 4>(x, [b, h, s, d], device).into_primitive().tensor();
+    let [q, k, v, dy] = [floats(b * h * s * d), floats(b * kv * s * d), floats(b * kv * s * d), floats(b * h * s * d)];
+    fn run<B: CausalAttention>(q: &[f32], k: &[f32], v: &[f32], dy: &[f32], [b, h, kv, s, d]: [usize; 5], device: &B::Device) -> [Vec<f32>; 4] {
+        let by_head = |x: &[f32], n: usize| tensor::<B, 4>(x, [b, s, n, d], device).swap_dims(1, 2).into_primitive().tensor();
+        let plain = |x: &[f32], n: usize| tensor::<B, 4>(x, [b, n, s, d], device).into_primitive().tensor();
         let host4 = |x| host(Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(x)));
         let scale = 1.0 / (d as f64).sqrt();
-        let (y, p) = forward_keeping_probabilities::<B>(by_head(q), plain(k), by_head(v), scale);
-        let [dq, dk, dv] = gradients::<B>(by_head(q), plain(k), by_head(v), p, plain(dy), scale);
+        let (y, p) = forward_keeping_probabilities::<B>(by_head(q, h), plain(k, kv), by_head(v, kv), scale);
+        let [dq, dk, dv] = gradients::<B>(by_head(q, h), plain(k, kv), by_head(v, kv), p, plain(dy, h), scale);
         [host4(y), host4(dq), host4(dk), host4(dv)]
     }
-    let expected = run::<R>(&q, &k, &v, &dy, [b, h, s, d], reference);
-    let actual = run::<T>(&q, &k, &v, &dy, [b, h, s, d], tested);
+    let expected = run::<R>(&q, &k, &v, &dy, [b, h, kv, s, d], reference);
+    let actual = run::<T>(&q, &k, &v, &dy, [b, h, kv, s, d], tested);
     ["output", "dq", "dk", "dv"]
         .into_iter()
         .zip(expected.iter().zip(&actual))
-        .map(|(what, (e, t))| OpGap { op: format!("attention op [{b}, {h}, {s}, {d}]: {what}"), gap: relative_gap(e, t) })
+        .map(|(what, (e, t))| OpGap { op: format!("attention op [{b}, {h} ({kv} kv), {s}, {d}]: {what}"), gap: relative_gap(e, t) })
+        .collect()
+}
+
+/// RoPE on a projection's heads (`rotary_heads`) on both backends: the rotated heads and
+/// the rows' gradient for `[batch, seq, heads · head_dim]` rows, with one table for the
+/// batch and with a table per row (positions shifted by the row, as in generation).
+pub fn check_rotary_heads<R: RotaryHeads, T: RotaryHeads>([b, t, heads, d]: [usize; 4], reference: &R::Device, tested: &T::Device) -> Vec<OpGap> {
+    let mut rng = fastrand::Rng::with_seed(43);
+    let x: Vec<f32> = (0..b * t * heads * d).map(|_| rng.f32() * 2.0 - 1.0).collect();
+    let dy: Vec<f32> = (0..b * t * heads * d).map(|_| rng.f32() * 2.0 - 1.0).collect();
+    let angles = |rows: usize| -> (Vec<f32>, Vec<f32>) {
+        let angle = |row: usize, p: usize, i: usize| ((p + 3 * row) as f32) * 10000f32.powf(-2.0 * (i % (d / 2)) as f32 / d as f32);
+        let all: Vec<f32> = (0..rows).flat_map(|row| (0..t).flat_map(move |p| (0..d).map(move |i| angle(row, p, i)))).collect();
+        (all.iter().map(|a| a.cos()).collect(), all.iter().map(|a| a.sin()).collect())
+    };
+    type Tables<'a> = (&'a [f32], &'a [f32], usize);
+    fn run<B: RotaryHeads>(x: &[f32], dy: &[f32], (cos, sin, rows): Tables, [b, t, heads, d]: [usize; 4], device: &B::Device) -> [Vec<f32>; 2] {
+        let table = |v: &[f32]| tensor::<B, 4>(v, [rows, 1, t, d], device).into_primitive().tensor();
+        let y = B::rotary_heads(tensor::<B, 3>(x, [b, t, heads * d], device).into_primitive().tensor(), table(cos), table(sin), heads);
+        let dx = B::rotary_heads_backward(tensor::<B, 4>(dy, [b, heads, t, d], device).into_primitive().tensor(), table(cos), table(sin));
+        [host(Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(y))), host(Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(dx)))]
+    }
+    let mut gaps = Vec::new();
+    for (rows, which) in [(1, "one table"), (b, "a table per row")] {
+        let (cos, sin) = angles(rows);
+        let expected = run::<R>(&x, &dy, (&cos, &sin, rows), [b, t, heads, d], reference);
+        let actual = run::<T>(&x, &dy, (&cos, &sin, rows), [b, t, heads, d], tested);
+        for (what, (e, a)) in ["output", "dx"].into_iter().zip(expected.iter().zip(&actual)) {
+            gaps.push(OpGap { op: format!("RoPE on heads [{b}, {t}, {heads} x {d}], {which}: {what}"), gap: relative_gap(e, a) });
+        }
+    }
+    gaps
+}
+
+/// The MLP's gate (`swiglu`) on both backends: `silu(gate) ⊙ up` and the gradients of
+/// gate and up, with gates far into both tails of the sigmoid.
+pub fn check_swiglu<R: Swiglu, T: Swiglu>([rows, n]: [usize; 2], reference: &R::Device, tested: &T::Device) -> Vec<OpGap> {
+    let mut rng = fastrand::Rng::with_seed(47);
+    let mut floats = |scale: f32| -> Vec<f32> { (0..rows * n).map(|_| (rng.f32() - 0.5) * scale).collect() };
+    let (gate, up, dh) = (floats(40.0), floats(4.0), floats(2.0));
+    fn run<B: Swiglu>(gate: &[f32], up: &[f32], dh: &[f32], shape: [usize; 2], device: &B::Device) -> [Vec<f32>; 3] {
+        let raw = |v: &[f32]| tensor::<B, 2>(v, shape, device).into_primitive().tensor();
+        let host2 = |t| host(Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(t)));
+        let h = B::swiglu(raw(gate), raw(up));
+        let (dgate, dup) = B::swiglu_backward(raw(gate), raw(up), raw(dh));
+        [host2(h), host2(dgate), host2(dup)]
+    }
+    let expected = run::<R>(&gate, &up, &dh, [rows, n], reference);
+    let actual = run::<T>(&gate, &up, &dh, [rows, n], tested);
+    ["output", "dgate", "dup"]
+        .into_iter()
+        .zip(expected.iter().zip(&actual))
+        .map(|(what, (e, t))| OpGap { op: format!("SwiGLU gate [{rows}, {n}]: {what}"), gap: relative_gap(e, t) })
         .collect()
 }
 
@@ -482,8 +539,16 @@ mod tests {
     }
 
     #[test]
+    fn rotary_heads_and_swiglu_agree_with_themselves() {
+        let gaps = check_rotary_heads::<crate::Cpu, crate::Cpu>([2, 5, 3, 8], &Default::default(), &Default::default());
+        assert_eq!(gaps.len(), 4);
+        let gaps = gaps.into_iter().chain(check_swiglu::<crate::Cpu, crate::Cpu>([3, 7], &Default::default(), &Default::default())).collect::<Vec<_>>();
+        assert!(gaps.iter().all(|g| g.gap == 0.0), "{gaps:?}");
+    }
+
+    #[test]
     fn attention_agrees_with_itself_for_one_and_two_sequences() {
-        for shape in [[1, 3, 9, 4], [2, 2, 9, 4]] {
+        for shape in [[1, 3, 3, 9, 4], [2, 4, 2, 9, 4]] {
             let gaps = check_attention::<crate::Cpu, crate::Cpu>(shape, &Default::default(), &Default::default());
             assert_eq!(gaps.len(), 4);
             assert!(gaps.iter().all(|g| g.gap == 0.0), "{gaps:?}");

@@ -38,9 +38,27 @@ pub type CudaFused = burn::backend::Cuda<f32, i32>;
 pub type CudaPlain = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
 
 /// A backend the model runs on: burn's, plus the attention op, the projections' matmul,
-/// RMSNorm and the loss's cross-entropy, each with its own backward.
-pub trait ModelBackend: model::causal_attention::CausalAttention + model::matmul::Matmul + model::rms_norm::RmsNormOp + cross_entropy::CrossEntropy {}
-impl<T: model::causal_attention::CausalAttention + model::matmul::Matmul + model::rms_norm::RmsNormOp + cross_entropy::CrossEntropy> ModelBackend for T {}
+/// RMSNorm, RoPE on the heads, the MLP's gate and the loss's cross-entropy, each with its
+/// own backward.
+pub trait ModelBackend:
+    model::causal_attention::CausalAttention
+    + model::matmul::Matmul
+    + model::rms_norm::RmsNormOp
+    + model::rotary_heads::RotaryHeads
+    + model::swiglu::Swiglu
+    + cross_entropy::CrossEntropy
+{
+}
+impl<
+    T: model::causal_attention::CausalAttention
+        + model::matmul::Matmul
+        + model::rms_norm::RmsNormOp
+        + model::rotary_heads::RotaryHeads
+        + model::swiglu::Swiglu
+        + cross_entropy::CrossEntropy,
+> ModelBackend for T
+{
+}
 
 /// A backend the model trains on: with gradients, and the model also runs on its inner
 /// backend (generation, evaluation, rollouts), which also runs AdamW's update and the

@@ -399,7 +399,10 @@ fn cuda_pretrain(_: &PretrainConfig, _: &RunOptions) -> Result<trainer::train::r
 /// generation). Fails when the configured CUDA backend (`HABITS_CUDA_FUSION`) disagrees.
 #[cfg(feature = "cuda")]
 fn compare_backends(source: &ModelSource) -> Result<()> {
-    use trainer::backend_check::{OpShapes, check_adamw, check_attention, check_cross_entropy, check_matmul, check_ops, check_rms_norm, check_squared_norms};
+    use trainer::backend_check::{
+        OpShapes, check_adamw, check_attention, check_cross_entropy, check_matmul, check_ops, check_rms_norm, check_rotary_heads, check_squared_norms,
+        check_swiglu,
+    };
     let started = std::time::Instant::now();
     let shapes = OpShapes { batch: 256, heads: 8, kv_heads: 4, head_dim: 64, prompt: 96, capacity: 192, vocab: 128_256 };
     for g in check_ops::<trainer::Cpu, CudaFused>(shapes, &Default::default(), &Default::default()) {
@@ -412,7 +415,8 @@ fn compare_backends(source: &ModelSource) -> Result<()> {
     for g in check_matmul::<trainer::Cpu, CudaPlain>([333, 517, 129], &Default::default(), &Default::default()) {
         println!("op {g} (CUDA without fusion: cuBLAS unless HABITS_CUBLAS=0)");
     }
-    for shape in [[1, 6, 77, 16], [2, 3, 77, 16]] {
+    // Grouped heads (3 and 2 query heads per key/value head), one sequence and two.
+    for shape in [[1, 6, 2, 77, 16], [2, 4, 2, 77, 16]] {
         for g in check_attention::<trainer::Cpu, CudaPlain>(shape, &Default::default(), &Default::default()) {
             println!("op {g} (CUDA without fusion: cuBLAS and two kernels)");
         }
@@ -423,6 +427,13 @@ fn compare_backends(source: &ModelSource) -> Result<()> {
     // Rows not a whole number of cubes, a width not a multiple of a plane.
     for g in check_rms_norm::<trainer::Cpu, CudaPlain>([77, 2050], &Default::default(), &Default::default()) {
         println!("op {g} (CUDA without fusion: two kernels)");
+    }
+    // Pairs not a whole number of cubes.
+    for g in check_rotary_heads::<trainer::Cpu, CudaPlain>([3, 77, 5, 64], &Default::default(), &Default::default()) {
+        println!("op {g} (CUDA without fusion: one kernel each way)");
+    }
+    for g in check_swiglu::<trainer::Cpu, CudaPlain>([77, 1001], &Default::default(), &Default::default()) {
+        println!("op {g} (CUDA without fusion: one kernel each way)");
     }
     // A vocabulary that is not a multiple of the 256 units a cube walks a row with.
     for g in check_cross_entropy::<trainer::Cpu, CudaPlain>([37, 50_021], &Default::default(), &Default::default()) {

@@ -14,10 +14,10 @@ use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
-use super::causal_attention::causal_attention;
+use super::causal_attention::{causal_attention, repeat_kv};
 use super::config::ModelConfig;
-use super::precision::{Compute, project, to_compute};
-use super::rope;
+use super::precision::{Compute, project, project_computed, to_compute};
+use super::rotary_heads::rotary_heads;
 use super::source::{ParamSource, linear};
 use crate::ModelBackend;
 
@@ -125,33 +125,38 @@ impl<B: ModelBackend> Attention<B> {
     }
 
     /// Queries, keys and values of `x` (`[batch, seq, hidden]`) at `at`, by head, RoPE
-    /// applied: `[batch, heads or kv_heads, seq, head_dim]`.
+    /// applied, in the compute dtype: `[batch, heads or kv_heads, seq, head_dim]`. `x` is
+    /// cast once for the three projections; RoPE is one op from a projection's rows to its
+    /// rotated heads (`rotary_heads`).
     pub fn project(&self, x: Tensor<B, 3>, at: &Positions<B>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, t, _] = x.dims();
-        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, self.head_dim]).swap_dims(1, 2);
         let c = self.compute;
-        let q = rope::apply(heads(project(&self.q_proj, x.clone(), c), self.num_heads), at.cos.clone(), at.sin.clone());
-        let k = rope::apply(heads(project(&self.k_proj, x.clone(), c), self.num_kv_heads), at.cos.clone(), at.sin.clone());
-        let v = heads(project(&self.v_proj, x, c), self.num_kv_heads);
+        let x = to_compute(x, c);
+        let rows = |layer: &Linear<B>| project_computed(layer, x.clone(), c);
+        let q = rotary_heads(rows(&self.q_proj), at.cos.clone(), at.sin.clone(), self.num_heads);
+        let k = rotary_heads(rows(&self.k_proj), at.cos.clone(), at.sin.clone(), self.num_kv_heads);
+        let v = rows(&self.v_proj).reshape([b, t, self.num_kv_heads, self.head_dim]).swap_dims(1, 2);
         (q, k, v)
     }
 
-    /// Attention of `q` over `k`, `v` (kv heads, repeated here), causal or under `mask`
-    /// (`[batch, 1, seq, keys]`): `[batch, heads, seq, head_dim]`, in `q`'s dtype; the
-    /// matmuls and the softmax run in the compute dtype.
+    /// Attention of `q` over `k`, `v` (`[batch, kv_heads, keys, head_dim]`), causal or under
+    /// `mask` (`[batch, 1, seq, keys]`): `[batch, heads, seq, head_dim]`, in `q`'s dtype; the
+    /// matmuls and the softmax run in the compute dtype. The causal op reads the key/value
+    /// heads as they are; burn's masked attention gets them repeated to the query heads.
     pub fn attend(&self, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, mask: Option<Tensor<B, 4, Bool>>) -> Tensor<B, 4> {
         let [b, ..] = q.dims();
         let out: burn::tensor::FloatDType = q.dtype().into();
         let c = self.compute;
-        let (q, k, v) = (to_compute(q, c), self.repeat_kv(to_compute(k, c)), self.repeat_kv(to_compute(v, c)));
+        let (q, k, v) = (to_compute(q, c), to_compute(k, c), to_compute(v, c));
         let y = match mask {
             None => causal_attention(q, k, v, attention_scale(self.head_dim)),
             Some(mask) => {
                 let [_, _, tq, tk] = mask.dims();
+                let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
                 attention(q, k, v, Some(mask.expand([b, self.num_heads, tq, tk])), None, attention_options(self.head_dim, false, false))
             }
         };
-        y.cast(out)
+        if y.dtype() != out.into() { y.cast(out) } else { y }
     }
 
     /// `x`: `[batch, seq, hidden]` at `at`. Without a mask, attention is causal over `x`
@@ -159,23 +164,18 @@ impl<B: ModelBackend> Attention<B> {
     /// the queries attend to the whole cache under the mask (`[batch, 1, seq, capacity]`).
     pub fn forward(&self, x: Tensor<B, 3>, at: &Positions<B>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
-        let (q, k, v) = self.project(x, at);
-        // Keys and values are cached in the compute dtype: cast once, not at every step.
-        let (mut k, mut v) = (to_compute(k, self.compute), to_compute(v, self.compute));
+        // Keys and values come (and are cached) in the compute dtype.
+        let (q, mut k, mut v) = self.project(x, at);
         if let Some(cache) = cache {
             (k, v) = cache.append(k, v);
         }
+        // The heads stay in the compute dtype for the output projection, which returns f32.
         let out = self.attend(q, k, v, at.mask.clone());
         project(&self.o_proj, out.swap_dims(1, 2).reshape([b, t, self.num_heads * self.head_dim]), self.compute)
     }
 
     /// `[b, kv_heads, t, d]` -> `[b, heads, t, d]`, each kv head serving its group.
     pub fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let rep = self.num_heads / self.num_kv_heads;
-        if rep == 1 {
-            return x;
-        }
-        let [b, n, t, d] = x.dims();
-        x.unsqueeze_dim::<5>(2).expand([b, n, rep, t, d]).reshape([b, n * rep, t, d])
+        repeat_kv(x, self.num_heads)
     }
 }

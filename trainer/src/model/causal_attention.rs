@@ -11,6 +11,12 @@
 //! dq = ds k · scale               dk = dsᵀ q · scale
 //! ```
 //!
+//! Keys and values come with their own (fewer) heads: the `rep = heads / kv_heads` query
+//! heads of a group are consecutive in memory, so a group's queries are one `[rep · seq,
+//! head_dim]` matrix and each product above is one product per key/value head, `dk` and
+//! `dv` summed over the group by the product itself (no repeated copies of `k` and `v`, and
+//! no sum over the copies' gradients).
+//!
 //! The products are the backend's `Matmul::batched_matmul` (cuBLAS on CUDA without fusion,
 //! the scale folded into the product) and the softmax and its backward are the backend's
 //! `causal_softmax` and `causal_softmax_backward` (one kernel each on CUDA without fusion,
@@ -25,19 +31,20 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::*;
-use burn::tensor::TensorPrimitive;
 use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::{AttentionModuleOptions, FloatTensor};
+use burn::tensor::{TensorMetadata, TensorPrimitive};
 
 use super::matmul::Matmul;
 
 /// A backend that runs causal attention, with gradients where it has them, and the parts
 /// the attention op is made of.
 pub trait CausalAttention: Matmul {
-    /// `softmax(q kᵀ · scale + causal mask) v` for `q`, `k`, `v` `[batch, heads, seq,
-    /// head_dim]` (keys and values already repeated to the query heads); burn's own
-    /// attention unless the backend has better.
+    /// `softmax(q kᵀ · scale + causal mask) v` for `q` `[batch, heads, seq, head_dim]` and
+    /// `k`, `v` `[batch, kv_heads, seq, head_dim]` (`heads` a multiple of `kv_heads`, query
+    /// head `i` reading key/value head `i / (heads / kv_heads)`); burn's own attention
+    /// unless the backend has better.
     fn causal_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
         backend_attention::<Self>(q, k, v, scale)
     }
@@ -80,11 +87,52 @@ fn tensor<B: Backend>(raw: FloatTensor<B>) -> Tensor<B, 4> {
     Tensor::from_primitive(TensorPrimitive::Float(raw))
 }
 
+/// `[b, kv_heads, t, d]` -> `[b, heads, t, d]`, each key/value head serving its group.
+pub(crate) fn repeat_kv<B: Backend>(x: Tensor<B, 4>, heads: usize) -> Tensor<B, 4> {
+    let [b, n, t, d] = x.dims();
+    if heads == n {
+        return x;
+    }
+    x.unsqueeze_dim::<5>(2).expand([b, n, heads / n, t, d]).reshape([b, heads, t, d])
+}
+
 /// The backend's own attention (burn's composed path: an explicit scale selects it on every
-/// backend, see `attention::attention_options`).
+/// backend, see `attention::attention_options`), keys and values repeated to the query heads.
 fn backend_attention<B: Backend>(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>, scale: f64) -> FloatTensor<B> {
     let options = AttentionModuleOptions { scale: Some(scale), is_causal: true, ..Default::default() };
-    attention(tensor::<B>(q), tensor(k), tensor(v), None, None, options).into_primitive().tensor()
+    let heads = q.shape()[1];
+    let (k, v) = (repeat_kv(tensor::<B>(k), heads), repeat_kv(tensor::<B>(v), heads));
+    attention(tensor::<B>(q), k, v, None, None, options).into_primitive().tensor()
+}
+
+/// How the query heads group over the key/value heads: `[b, heads, t, d]` as `[b, kv_heads,
+/// rep · t, d]` and back (reshapes of contiguous memory).
+#[derive(Clone, Copy, Debug)]
+struct Groups {
+    batch: usize,
+    heads: usize,
+    kv_heads: usize,
+    seq: usize,
+}
+
+impl Groups {
+    fn of<B: Backend>(q: &FloatTensor<B>, k: &FloatTensor<B>) -> Self {
+        let (q, k) = (q.shape(), k.shape());
+        assert!(k[1] > 0 && q[1] % k[1] == 0, "{} query heads cannot share {} key/value heads", q[1], k[1]);
+        Groups { batch: q[0], heads: q[1], kv_heads: k[1], seq: q[2] }
+    }
+
+    /// A `[b, heads, t, last]` tensor as `[b, kv_heads, rep · t, last]`.
+    fn grouped<B: Backend>(self, x: FloatTensor<B>) -> FloatTensor<B> {
+        let last = x.shape()[3];
+        B::float_reshape(x, [self.batch, self.kv_heads, self.heads / self.kv_heads * self.seq, last].into())
+    }
+
+    /// A `[b, kv_heads, rep · t, last]` tensor as `[b, heads, t, last]`.
+    fn by_head<B: Backend>(self, x: FloatTensor<B>) -> FloatTensor<B> {
+        let last = x.shape()[3];
+        B::float_reshape(x, [self.batch, self.heads, self.seq, last].into())
+    }
 }
 
 /// The forward pass from the backend's parts, and the probabilities `[batch, heads, seq,
@@ -95,12 +143,18 @@ pub(crate) fn forward_keeping_probabilities<B: CausalAttention>(
     v: FloatTensor<B>,
     scale: f64,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let scores = B::batched_matmul(q, B::float_swap_dims(k, 2, 3), scale);
-    let p = B::causal_softmax(scores);
-    (B::batched_matmul(p.clone(), v, 1.0), p)
+    let g = Groups::of::<B>(&q, &k);
+    let scores = B::batched_matmul(g.grouped::<B>(q), B::float_swap_dims(k, 2, 3), scale);
+    let p = B::causal_softmax(g.by_head::<B>(scores));
+    (g.by_head::<B>(B::batched_matmul(g.grouped::<B>(p.clone()), v, 1.0)), p)
 }
 
-/// The gradients of `q`, `k`, `v` from the output's gradient `dy` and the kept `p`.
+fn two<T>(products: Vec<T>) -> [T; 2] {
+    products.try_into().unwrap_or_else(|_| panic!("two products asked, two given"))
+}
+
+/// The gradients of `q`, `k`, `v` from the output's gradient `dy` and the kept `p` (the
+/// products that read the same input issued together).
 pub(crate) fn gradients<B: CausalAttention>(
     q: FloatTensor<B>,
     k: FloatTensor<B>,
@@ -109,12 +163,13 @@ pub(crate) fn gradients<B: CausalAttention>(
     dy: FloatTensor<B>,
     scale: f64,
 ) -> [FloatTensor<B>; 3] {
-    let dv = B::batched_matmul(B::float_swap_dims(p.clone(), 2, 3), dy.clone(), 1.0);
-    let dp = B::batched_matmul(dy, B::float_swap_dims(v, 2, 3), 1.0);
-    let ds = B::causal_softmax_backward(p, dp);
-    let dq = B::batched_matmul(ds.clone(), k, scale);
-    let dk = B::batched_matmul(B::float_swap_dims(ds, 2, 3), q, scale);
-    [dq, dk, dv]
+    let g = Groups::of::<B>(&q, &k);
+    let dy = g.grouped::<B>(dy);
+    let [dv, dp] =
+        two(B::batched_matmuls(vec![(B::float_swap_dims(g.grouped::<B>(p.clone()), 2, 3), dy.clone(), 1.0), (dy, B::float_swap_dims(v, 2, 3), 1.0)]));
+    let ds = g.grouped::<B>(B::causal_softmax_backward(p, g.by_head::<B>(dp)));
+    let [dq, dk] = two(B::batched_matmuls(vec![(ds.clone(), k, scale), (B::float_swap_dims(ds, 2, 3), g.grouped::<B>(q), scale)]));
+    [g.by_head::<B>(dq), dk, dv]
 }
 
 impl CausalAttention for crate::Cpu {}
@@ -168,15 +223,14 @@ mod tests {
         (a - b).abs().max().into_scalar()
     }
 
-    /// Values and the gradients of q, k and v equal burn's composed attention differentiated
-    /// op by op, on a loss that weighs every output differently.
-    #[test]
-    fn values_and_gradients_equal_burns_composed_attention() {
-        let dims = [2, 3, 7, 4];
+    /// Values and the gradients of q, k and v of the op against burn's composed attention
+    /// (keys and values repeated to the query heads) differentiated op by op, on a loss that
+    /// weighs every output differently: the largest gap of each.
+    fn gaps_to_burns_composed_attention(q_dims: [usize; 4], kv_dims: [usize; 4]) -> [f32; 4] {
         let scale = 0.5;
-        let weights = random(dims, 9).detach();
+        let weights = random(q_dims, 9).detach();
         let run = |ours: bool| {
-            let (q, k, v) = (random(dims, 1).require_grad(), random(dims, 2).require_grad(), random(dims, 3).require_grad());
+            let (q, k, v) = (random(q_dims, 1).require_grad(), random(kv_dims, 2).require_grad(), random(kv_dims, 3).require_grad());
             let y = if ours {
                 causal_attention(q.clone(), k.clone(), v.clone(), scale)
             } else {
@@ -192,10 +246,21 @@ mod tests {
             (y.inner(), g(&q), g(&k), g(&v))
         };
         let (ours, theirs) = (run(true), run(false));
-        assert!(max_gap(ours.0, theirs.0) < 1e-5, "values");
-        assert!(max_gap(ours.1, theirs.1) < 1e-5, "dq");
-        assert!(max_gap(ours.2, theirs.2) < 1e-5, "dk");
-        assert!(max_gap(ours.3, theirs.3) < 1e-5, "dv");
+        [max_gap(ours.0, theirs.0), max_gap(ours.1, theirs.1), max_gap(ours.2, theirs.2), max_gap(ours.3, theirs.3)]
+    }
+
+    #[test]
+    fn values_and_gradients_equal_burns_composed_attention() {
+        let gaps = gaps_to_burns_composed_attention([2, 3, 7, 4], [2, 3, 7, 4]);
+        assert!(gaps.iter().all(|&g| g < 1e-5), "values, dq, dk, dv: {gaps:?}");
+    }
+
+    /// Grouped-query attention (3 query heads per key/value head): the same values and
+    /// gradients as with the keys and values repeated, `dk` and `dv` summed over each group.
+    #[test]
+    fn grouped_heads_equal_repeated_keys_and_values() {
+        let gaps = gaps_to_burns_composed_attention([2, 6, 7, 4], [2, 2, 7, 4]);
+        assert!(gaps.iter().all(|&g| g < 1e-5), "values, dq, dk, dv: {gaps:?}");
     }
 
     /// Causal: the first position's output is its own value, and no output depends on a

@@ -39,6 +39,12 @@ pub trait Matmul: Backend {
     fn batched_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>, alpha: f64) -> FloatTensor<Self> {
         burns_scaled_matmul::<Self>(a, b, alpha)
     }
+
+    /// Independent products `alpha · a · b` (as `batched_matmul` each), which a backend may
+    /// issue together (on CUDA without fusion: one request for all their buffers).
+    fn batched_matmuls(products: Vec<(FloatTensor<Self>, FloatTensor<Self>, f64)>) -> Vec<FloatTensor<Self>> {
+        products.into_iter().map(|(a, b, alpha)| Self::batched_matmul(a, b, alpha)).collect()
+    }
 }
 
 /// `alpha · a · b` with burn's `matmul` (the product first, as cuBLAS scales it).
@@ -127,11 +133,17 @@ impl<B: Matmul> Backward<B, 2> for MatmulBackward {
         let dc = grads.consume::<B>(&ops.node);
         let (a, b) = ops.state;
         let [a_node, b_node] = ops.parents;
-        if let Some(node) = a_node {
-            grads.register::<B>(node.id, B::matmul_2d(dc.clone(), B::float_transpose(b)));
+        // Both products at once when both gradients are wanted.
+        let mut products = Vec::with_capacity(2);
+        if a_node.is_some() {
+            products.push((dc.clone(), B::float_transpose(b), 1.0));
         }
-        if let Some(node) = b_node {
-            grads.register::<B>(node.id, B::matmul_2d(B::float_transpose(a), dc));
+        if b_node.is_some() {
+            products.push((B::float_transpose(a), dc, 1.0));
+        }
+        let mut gradients = B::batched_matmuls(products).into_iter();
+        for node in [a_node, b_node].into_iter().flatten() {
+            grads.register::<B>(node.id, gradients.next().expect("one gradient per parent"));
         }
     }
 }

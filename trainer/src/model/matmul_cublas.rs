@@ -151,46 +151,93 @@ impl Matmul for CudaPlain {
     }
 
     fn batched_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>, alpha: f64) -> FloatTensor<Self> {
-        let [m, k, n] = product_shape(&a, &b);
-        let empty = a.meta.shape.iter().product::<usize>() == 0 || n == 0;
-        let usable = cublas_enabled() && b.dtype == a.dtype && data_type(a.dtype).is_some() && !empty;
-        if !usable {
-            return burns_scaled_matmul::<Self>(a, b, alpha);
-        }
-        match cublas_for(&a.client, a.device.index as i32) {
-            Some(cublas) => gemm(cublas, a, b, [m, k, n], alpha),
-            None => burns_scaled_matmul::<Self>(a, b, alpha),
+        Self::batched_matmuls(vec![(a, b, alpha)]).pop().expect("one product")
+    }
+
+    fn batched_matmuls(products: Vec<(FloatTensor<Self>, FloatTensor<Self>, f64)>) -> Vec<FloatTensor<Self>> {
+        let shapes: Vec<[usize; 3]> = products.iter().map(|(a, b, _)| product_shape(a, b)).collect();
+        let usable = |(a, b, _): &(FloatTensor<Self>, FloatTensor<Self>, f64), [_, _, n]: [usize; 3]| {
+            let empty = a.meta.shape.iter().product::<usize>() == 0 || n == 0;
+            b.dtype == a.dtype && data_type(a.dtype).is_some() && !empty
+        };
+        let all_usable = cublas_enabled() && !products.is_empty() && products.iter().zip(&shapes).all(|(p, &s)| usable(p, s));
+        let first = products.first().map(|(a, _, _)| (a.client.clone(), a.device.index as i32));
+        match first.filter(|_| all_usable).and_then(|(client, device)| cublas_for(&client, device)) {
+            Some(cublas) => gemms(cublas, products, &shapes),
+            None => products.into_iter().map(|(a, b, alpha)| burns_scaled_matmul::<Self>(a, b, alpha)).collect(),
         }
     }
 }
 
-/// `alpha · a · b` on cuBLAS, enqueued on cubecl's stream: one product, or one strided
-/// batch of them.
-fn gemm(cublas: Cublas, a: CubeTensor<CudaRuntime>, b: CubeTensor<CudaRuntime>, [m, k, n]: [usize; 3], alpha: f64) -> CubeTensor<CudaRuntime> {
-    let (a, a_layout) = laid_out(a);
-    let (b, b_layout) = laid_out(b);
-    let dtype = a.dtype;
+/// The device addresses of `tensors`' buffers, fetched in one request to cubecl's device
+/// thread (each `get_resource` alone is a round trip the host waits for: three a product
+/// made the host's time of a training step), handed to `issue` while the buffers are held.
+pub(crate) fn with_addresses<R>(client: &ComputeClient<CudaRuntime>, tensors: &[&CubeTensor<CudaRuntime>], issue: impl FnOnce(&[u64]) -> R) -> R {
+    let handles: Vec<_> = tensors.iter().map(|t| t.handle.clone()).collect();
+    let device_thread = client.clone();
+    // On cubecl's device thread, `get_resource` runs at once (no further round trip).
+    let resources =
+        client.exclusive(move || handles.into_iter().map(|h| device_thread.get_resource(h)).collect::<Vec<_>>()).expect("cubecl's device thread answers");
+    let resources: Vec<_> = resources.into_iter().map(|r| r.expect("a cubecl buffer's address")).collect();
+    let addresses: Vec<u64> = resources.iter().map(|r| r.resource().ptr as u64).collect();
+    issue(&addresses)
+}
+
+/// One product for cuBLAS: its operands with their layouts, the output and `[m, k, n]`.
+struct Product {
+    a: (CubeTensor<CudaRuntime>, BatchLayout),
+    b: (CubeTensor<CudaRuntime>, BatchLayout),
+    out: CubeTensor<CudaRuntime>,
+    shape: [usize; 3],
+    alpha: f64,
+}
+
+/// `alpha · a · b` for each product on cuBLAS, enqueued on cubecl's stream in order: one
+/// product, or one strided batch of them, each; the buffers' addresses in one request.
+fn gemms(cublas: Cublas, products: Vec<(FloatTensor<CudaPlain>, FloatTensor<CudaPlain>, f64)>, shapes: &[[usize; 3]]) -> Vec<CubeTensor<CudaRuntime>> {
+    let products: Vec<Product> = products
+        .into_iter()
+        .zip(shapes)
+        .map(|((a, b, alpha), &shape)| {
+            let (a, b) = (laid_out(a), laid_out(b));
+            let mut out_shape = a.0.meta.shape.to_vec();
+            *out_shape.last_mut().expect("two dimensions at least") = shape[2];
+            // Contiguous rows (cubecl may pitch a plain `empty` tensor's rows).
+            let out = empty_device_contiguous_dtype(a.0.client.clone(), a.0.device.clone(), out_shape.into(), a.0.dtype);
+            Product { a, b, out, shape, alpha }
+        })
+        .collect();
+    let buffers: Vec<&CubeTensor<CudaRuntime>> = products.iter().flat_map(|p| [&p.a.0, &p.b.0, &p.out]).collect();
+    with_addresses(&products[0].a.0.client, &buffers, |addresses| {
+        for (p, at) in products.iter().zip(addresses.chunks(3)) {
+            // SAFETY: the addresses are the live buffers of `p`, held until this returns.
+            unsafe { gemm(cublas, p, [at[0], at[1], at[2]]) };
+        }
+    });
+    products.into_iter().map(|p| p.out).collect()
+}
+
+/// Enqueues one product at the given addresses of its `a`, `b` and output.
+///
+/// # Safety
+/// The addresses must be `p`'s live buffers, of the sizes its layouts describe (checked
+/// by `BatchLayout::of`). The product is enqueued on the stream that wrote the operands and
+/// that will read the output, so cubecl's ordering holds (buffers dropped after this call
+/// are reused only by later work on that stream).
+unsafe fn gemm(cublas: Cublas, p: &Product, [a_at, b_at, out_at]: [u64; 3]) {
+    let [m, k, n] = p.shape;
+    let (a_layout, b_layout) = (p.a.1, p.b.1);
+    let dtype = p.out.dtype;
     let kind = data_type(dtype).expect("checked by the caller");
-    let client = a.client.clone();
-    let mut shape = a.meta.shape.to_vec();
-    *shape.last_mut().expect("two dimensions at least") = n;
-    // Contiguous rows (cubecl may pitch a plain `empty` tensor's rows).
-    let out = empty_device_contiguous_dtype(client.clone(), a.device.clone(), shape.into(), dtype);
-    let resource = |t: &CubeTensor<CudaRuntime>| client.get_resource(t.handle.clone()).expect("a cubecl buffer's address");
-    let (a_mem, b_mem, out_mem) = (resource(&a), resource(&b), resource(&out));
-    let (a_ptr, b_ptr, out_ptr) = (a_mem.resource().ptr as *const c_void, b_mem.resource().ptr as *const c_void, out_mem.resource().ptr as *mut c_void);
+    let (a_ptr, b_ptr, out_ptr) = (a_at as *const c_void, b_at as *const c_void, out_at as *mut c_void);
     // Row-major `c = a · b` is column-major `cᵀ = bᵀ · aᵀ`: cuBLAS's A is `b`, its B is `a`.
     let (op_b, ld_b) = as_transposed(b_layout.matrix);
     let (op_a, ld_a) = as_transposed(a_layout.matrix);
-    let (alpha, beta) = (alpha as f32, 0f32);
+    let (alpha, beta) = (p.alpha as f32, 0f32);
     let (alpha, beta) = ((&alpha as *const f32).cast::<c_void>(), (&beta as *const f32).cast::<c_void>());
     let (dims, count) = ([n as i32, m as i32, k as i32], a_layout.count);
     let failed = |e| panic!("cuBLAS gemm of {count} x [{m}, {k}] · [{k}, {n}] ({dtype:?}) failed: {e}");
     let (compute, algorithm) = (cublasComputeType_t::CUBLAS_COMPUTE_32F, cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT);
-    // SAFETY: the three addresses are live cubecl buffers of the sizes the layouts
-    // describe (checked by `BatchLayout::of`); the product is enqueued on the stream that
-    // wrote the operands and that will read the output, so cubecl's ordering holds (buffers
-    // dropped after this call are reused only by later work on that stream).
     unsafe {
         if count == 1 {
             cudarc::cublas::result::gemm_ex(
@@ -243,5 +290,4 @@ fn gemm(cublas: Cublas, a: CubeTensor<CudaRuntime>, b: CubeTensor<CudaRuntime>, 
         }
         .unwrap_or_else(failed);
     }
-    out
 }

@@ -3,12 +3,12 @@
 use anyhow::Result;
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 
 use super::config::ModelConfig;
 use super::matmul::Matmul;
-use super::precision::{Compute, project};
+use super::precision::{Compute, project, project_computed, to_compute};
 use super::source::{ParamSource, linear};
+use super::swiglu::{Swiglu, swiglu};
 
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
@@ -20,7 +20,7 @@ pub struct Mlp<B: Backend> {
     pub(super) compute: Compute,
 }
 
-impl<B: Matmul> Mlp<B> {
+impl<B: Matmul + Swiglu> Mlp<B> {
     pub fn build<S: ParamSource<B>>(c: &ModelConfig, src: &mut S, prefix: &str, device: &B::Device) -> Result<Self> {
         let (h, i) = (c.hidden_size, c.intermediate_size);
         Ok(Mlp {
@@ -31,8 +31,12 @@ impl<B: Matmul> Mlp<B> {
         })
     }
 
+    /// `x` is cast once for both input projections; the gate (`swiglu`, one op) and the
+    /// down projection's input stay in the compute dtype; the result is in the parameters'.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let c = self.compute;
-        project(&self.down_proj, silu(project(&self.gate_proj, x.clone(), c)) * project(&self.up_proj, x, c), c)
+        let x = to_compute(x, c);
+        let gated = swiglu(project_computed(&self.gate_proj, x.clone(), c), project_computed(&self.up_proj, x, c));
+        project(&self.down_proj, gated, c)
     }
 }

@@ -20,7 +20,13 @@ pub mod rms_norm;
 #[cfg(feature = "cuda")]
 mod rms_norm_kernel;
 pub mod rope;
+pub mod rotary_heads;
+#[cfg(feature = "cuda")]
+mod rotary_heads_kernel;
 pub mod source;
+pub mod swiglu;
+#[cfg(feature = "cuda")]
+mod swiglu_kernel;
 
 use anyhow::Result;
 use burn::nn::{Embedding, Linear, RmsNorm};
@@ -102,8 +108,7 @@ impl<B: ModelBackend> Llama<B> {
 
     /// Positions `0..t` for every row, causal attention.
     pub fn causal_positions(&self, t: usize, device: &B::Device) -> Positions<B> {
-        let positions: Vec<usize> = (0..t).collect();
-        let (cos, sin) = self.rope.tables::<B>(&positions, device);
+        let (cos, sin) = self.rope.causal_tables::<B>(t, device);
         Positions { cos: cos.unsqueeze::<4>(), sin: sin.unsqueeze::<4>(), mask: None }
     }
 

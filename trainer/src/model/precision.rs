@@ -1,7 +1,11 @@
 //! Mixed precision: the matmuls (projections, attention, LM head) can run in a lower float
 //! dtype than the parameters, as PyTorch's autocast does, while the parameters, optimizer
-//! state, norms, RoPE, the residual stream and the loss stay in the parameters' dtype (f32).
-//! Casts are differentiable, so the gradients reach the f32 parameters in f32.
+//! state, norms, the residual stream and the loss stay in the parameters' dtype (f32).
+//! Between the products of a block the values stay in the compute dtype (the queries, keys
+//! and values through RoPE and attention, the MLP's gate), each op computing in f32 where
+//! it has a kernel; a block's input is cast once for all its projections and its output
+//! comes back in f32. Casts are differentiable, so the gradients reach the f32 parameters
+//! in f32.
 
 use anyhow::{Result, bail};
 use burn::nn::Linear;
@@ -30,21 +34,23 @@ pub fn compute_name(compute: Compute) -> String {
     compute.map_or("f32".to_string(), |d| format!("{d:?}").to_lowercase())
 }
 
-/// `x` in the compute dtype (unchanged when there is none).
+/// `x` in the compute dtype (unchanged when there is none or it is there already: a cast
+/// is an operation the host issues, forward and backward).
 pub fn to_compute<B: Backend, const D: usize>(x: Tensor<B, D>, compute: Compute) -> Tensor<B, D> {
     match compute {
-        Some(dtype) => x.cast(dtype),
-        None => x,
+        Some(dtype) if x.dtype() != dtype.into() => x.cast(dtype),
+        _ => x,
     }
 }
 
 /// `x · weight + bias` (`weight`: `[d_in, d_out]`) computed in the compute dtype; the
-/// result comes back in `x`'s dtype. A backend with its own product (`Matmul::OWN_PRODUCT`)
-/// gets one `[batch · seq, d_in] · [d_in, d_out]` product, the others burn's `linear`.
+/// result comes back in the weight's dtype (the parameters'). `x` may come in either. A
+/// backend with its own product (`Matmul::OWN_PRODUCT`) gets one `[batch · seq, d_in] ·
+/// [d_in, d_out]` product, the others burn's `linear`.
 pub fn linear_in<B: Matmul>(x: Tensor<B, 3>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>, compute: Compute) -> Tensor<B, 3> {
-    let dtype: FloatDType = x.dtype().into();
+    let dtype: FloatDType = weight.dtype().into();
     let y = linear_computed(x, weight, bias, compute);
-    if compute.is_some() { y.cast(dtype) } else { y }
+    if y.dtype() != dtype.into() { y.cast(dtype) } else { y }
 }
 
 /// [`linear_in`] with the result left in the compute dtype (for a consumer that reads it
@@ -65,9 +71,15 @@ fn flat_linear<B: Matmul>(x: Tensor<B, 3>, weight: Tensor<B, 2>, bias: Option<Te
     }
 }
 
-/// A projection layer's forward in the compute dtype.
+/// A projection layer's forward in the compute dtype, the result in the parameters' dtype.
 pub fn project<B: Matmul>(layer: &Linear<B>, x: Tensor<B, 3>, compute: Compute) -> Tensor<B, 3> {
     linear_in(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), compute)
+}
+
+/// A projection layer's forward with the result left in the compute dtype (for a consumer
+/// that computes there: attention, the MLP's gate).
+pub fn project_computed<B: Matmul>(layer: &Linear<B>, x: Tensor<B, 3>, compute: Compute) -> Tensor<B, 3> {
+    linear_computed(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), compute)
 }
 
 #[cfg(test)]

@@ -1,16 +1,41 @@
 //! Rotary position embeddings in the Hugging Face layout (the two halves of each head are
 //! rotated against each other: `x * cos + rotate_half(x) * sin`), with the Llama-3
 //! frequency scaling: long wavelengths are divided by `factor`, short ones kept, and the
-//! band between blended smoothly.
+//! band between blended smoothly. The tables of positions `0..seq` are made once per
+//! backend, device and length.
+
+use std::any::{Any, TypeId};
+use std::sync::{Arc, Mutex};
 
 use burn::prelude::*;
 
 use super::config::ModelConfig;
 
-/// The inverse frequencies of one head (`head_dim / 2` of them).
+/// The inverse frequencies of one head (`head_dim / 2` of them), and the tables of the
+/// positions `0..seq` already made on a device.
 #[derive(Clone, Debug)]
 pub struct Rope {
     inv_freq: Vec<f64>,
+    causal: CausalTables,
+}
+
+/// Tables of positions `0..seq` per backend, device and length: training and evaluation
+/// ask for the same ones at every forward pass, and making them costs the host a few
+/// milliseconds and two uploads it waits for. Shared by the clones of a model.
+#[derive(Clone, Default)]
+struct CausalTables(Arc<Mutex<Vec<CachedTables>>>);
+
+/// The backend's type, the device (as it prints), the length, and the `(cos, sin)` pair.
+type CachedTables = (TypeId, String, usize, Box<dyn Any + Send>);
+
+/// Tables kept at most (the oldest goes first).
+const CACHED_TABLES: usize = 8;
+
+impl std::fmt::Debug for CausalTables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map(|v| v.len()).unwrap_or(0);
+        write!(f, "CausalTables({n} kept)")
+    }
 }
 
 impl Rope {
@@ -30,7 +55,24 @@ impl Rope {
                 }
             }
         }
-        Rope { inv_freq }
+        Rope { inv_freq, causal: CausalTables::default() }
+    }
+
+    /// [`Rope::tables`] for positions `0..seq`, made once per backend, device and length.
+    pub fn causal_tables<B: Backend>(&self, seq: usize, device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let key = (TypeId::of::<B>(), format!("{device:?}"), seq);
+        let mut kept = self.causal.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let found = kept.iter().find(|(b, d, n, _)| (b, d, n) == (&key.0, &key.1, &key.2)).and_then(|(.., t)| t.downcast_ref::<(Tensor<B, 2>, Tensor<B, 2>)>());
+        if let Some(tables) = found {
+            return tables.clone();
+        }
+        let positions: Vec<usize> = (0..seq).collect();
+        let tables = self.tables::<B>(&positions, device);
+        if kept.len() == CACHED_TABLES {
+            kept.remove(0);
+        }
+        kept.push((key.0, key.1, key.2, Box::new(tables.clone())));
+        tables
     }
 
     /// `cos` and `sin` tables `[positions, head_dim]` for the given positions.
@@ -66,6 +108,22 @@ pub fn apply<B: Backend>(x: Tensor<B, 4>, cos: Tensor<B, 4>, sin: Tensor<B, 4>) 
 mod tests {
     use super::*;
     use crate::model::config::Llama3Scaling;
+
+    /// The kept tables are the ones made anew, per length.
+    #[test]
+    fn causal_tables_are_kept_per_length_and_equal_fresh_ones() {
+        let rope = Rope::new(&crate::model::tests::tiny_config());
+        let device = Default::default();
+        for seq in [5, 9, 5] {
+            let (cos, sin) = rope.causal_tables::<crate::Cpu>(seq, &device);
+            let positions: Vec<usize> = (0..seq).collect();
+            let (fresh_cos, fresh_sin) = rope.tables::<crate::Cpu>(&positions, &device);
+            assert_eq!(cos.dims()[0], seq);
+            assert_eq!(cos.into_data(), fresh_cos.into_data());
+            assert_eq!(sin.into_data(), fresh_sin.into_data());
+        }
+        assert_eq!(rope.causal.0.lock().unwrap().len(), 2, "5 was kept, not made twice");
+    }
 
     #[test]
     fn llama3_scaling_keeps_short_and_divides_long_wavelengths() {
