@@ -124,11 +124,7 @@ pub fn check_adamw<R: AdamWStep, T: AdamWStep>([rows, cols]: [usize; 2], referen
     }
     let expected = run::<R>(&param, &grads, [rows, cols], reference);
     let actual = run::<T>(&param, &grads, [rows, cols], tested);
-    ["parameter", "first moment", "second moment"]
-        .into_iter()
-        .zip(expected.iter().zip(&actual))
-        .map(|(what, (e, a))| OpGap { op: format!("AdamW, 3 updates of [{rows}, {cols}]: {what}"), gap: relative_gap(e, a) })
-        .collect()
+    named_gaps(&format!("AdamW, 3 updates of [{rows}, {cols}]"), &["parameter", "first moment", "second moment"], &expected, &actual)
 }
 
 /// The projections' product (`Matmul::matmul_2d`) on both backends, in the layouts training
@@ -150,11 +146,7 @@ pub fn check_matmul<R: Matmul, T: Matmul>([m, k, n]: [usize; 3], reference: &R::
     }
     let expected = run::<R>(&a, &b, &dc, &wide, [m, k, n], reference);
     let actual = run::<T>(&a, &b, &dc, &wide, [m, k, n], tested);
-    ["a · b", "dc · bᵀ", "aᵀ · dc", "a narrowed from a wider matrix · b"]
-        .into_iter()
-        .zip(expected.iter().zip(&actual))
-        .map(|(what, (e, t))| OpGap { op: format!("matmul_2d [{m}, {k}] · [{k}, {n}]: {what}"), gap: relative_gap(e, t) })
-        .collect()
+    named_gaps(&format!("matmul_2d [{m}, {k}] · [{k}, {n}]"), &["a · b", "dc · bᵀ", "aᵀ · dc", "a narrowed from a wider matrix · b"], &expected, &actual)
 }
 
 /// The attention op's forward and backward (`causal_attention`'s parts: the batched
@@ -177,11 +169,12 @@ pub fn check_attention<R: CausalAttention, T: CausalAttention>([b, h, kv, s, d]:
     }
     let expected = run::<R>(&q, &k, &v, &dy, [b, h, kv, s, d], reference);
     let actual = run::<T>(&q, &k, &v, &dy, [b, h, kv, s, d], tested);
-    ["output", "dq", "dk", "dv"]
-        .into_iter()
-        .zip(expected.iter().zip(&actual))
-        .map(|(what, (e, t))| OpGap { op: format!("attention op [{b}, {h} ({kv} kv), {s}, {d}]: {what}"), gap: relative_gap(e, t) })
-        .collect()
+    named_gaps(&format!("attention op [{b}, {h} ({kv} kv), {s}, {d}]"), &["output", "dq", "dk", "dv"], &expected, &actual)
+}
+
+/// One gap per named output: `expected[i]` against `actual[i]`, reported as "`what`: name".
+fn named_gaps(what: &str, names: &[&str], expected: &[Vec<f32>], actual: &[Vec<f32>]) -> Vec<OpGap> {
+    names.iter().zip(expected.iter().zip(actual)).map(|(name, (e, t))| OpGap { op: format!("{what}: {name}"), gap: relative_gap(e, t) }).collect()
 }
 
 /// RoPE on a projection's heads (`rotary_heads`) on both backends: the rotated heads and
@@ -208,9 +201,7 @@ pub fn check_rotary_heads<R: RotaryHeads, T: RotaryHeads>([b, t, heads, d]: [usi
         let (cos, sin) = angles(rows);
         let expected = run::<R>(&x, &dy, (&cos, &sin, rows), [b, t, heads, d], reference);
         let actual = run::<T>(&x, &dy, (&cos, &sin, rows), [b, t, heads, d], tested);
-        for (what, (e, a)) in ["output", "dx"].into_iter().zip(expected.iter().zip(&actual)) {
-            gaps.push(OpGap { op: format!("RoPE on heads [{b}, {t}, {heads} x {d}], {which}: {what}"), gap: relative_gap(e, a) });
-        }
+        gaps.extend(named_gaps(&format!("RoPE on heads [{b}, {t}, {heads} x {d}], {which}"), &["output", "dx"], &expected, &actual));
     }
     gaps
 }
@@ -230,11 +221,7 @@ pub fn check_swiglu<R: Swiglu, T: Swiglu>([rows, n]: [usize; 2], reference: &R::
     }
     let expected = run::<R>(&gate, &up, &dh, [rows, n], reference);
     let actual = run::<T>(&gate, &up, &dh, [rows, n], tested);
-    ["output", "dgate", "dup"]
-        .into_iter()
-        .zip(expected.iter().zip(&actual))
-        .map(|(what, (e, t))| OpGap { op: format!("SwiGLU gate [{rows}, {n}]: {what}"), gap: relative_gap(e, t) })
-        .collect()
+    named_gaps(&format!("SwiGLU gate [{rows}, {n}]"), &["output", "dgate", "dup"], &expected, &actual)
 }
 
 /// The loss's cross-entropy op (`cross_entropy`) on both backends: each row's loss and the
@@ -254,11 +241,7 @@ pub fn check_cross_entropy<R: CrossEntropy, T: CrossEntropy>([rows, vocab]: [usi
     }
     let expected = run::<R>(&logits, &targets, &dloss, [rows, vocab], reference);
     let actual = run::<T>(&logits, &targets, &dloss, [rows, vocab], tested);
-    ["losses", "logits' gradient"]
-        .into_iter()
-        .zip(expected.iter().zip(&actual))
-        .map(|(what, (e, t))| OpGap { op: format!("cross-entropy [{rows}, {vocab}]: {what}"), gap: relative_gap(e, t) })
-        .collect()
+    named_gaps(&format!("cross-entropy [{rows}, {vocab}]"), &["losses", "logits' gradient"], &expected, &actual)
 }
 
 /// RMSNorm's op (`rms_norm`) on both backends: the output and the gradients of the input
@@ -278,11 +261,7 @@ pub fn check_rms_norm<R: RmsNormOp, T: RmsNormOp>([rows, n]: [usize; 2], referen
     }
     let expected = run::<R>(&x, &gamma, &dy, [rows, n], reference);
     let actual = run::<T>(&x, &gamma, &dy, [rows, n], tested);
-    ["output", "dx", "dgamma"]
-        .into_iter()
-        .zip(expected.iter().zip(&actual))
-        .map(|(what, (e, t))| OpGap { op: format!("RMSNorm [{rows}, {n}]: {what}"), gap: relative_gap(e, t) })
-        .collect()
+    named_gaps(&format!("RMSNorm [{rows}, {n}]"), &["output", "dx", "dgamma"], &expected, &actual)
 }
 
 /// The gradients' sums of squares (`squared_norms`, for clipping) on both backends, for

@@ -1,5 +1,6 @@
-//! What the row kernels (causal softmax, RMSNorm, cross-entropy) share on CUDA: a plane of
-//! 32 lanes works on one row, and a cube holds `ROWS_PER_CUBE` planes.
+//! What the trainer's CUDA kernels share: for the row kernels (causal softmax, RMSNorm,
+//! cross-entropy) a plane of 32 lanes works on one row and a cube holds `ROWS_PER_CUBE`
+//! planes; the others (AdamW, RoPE, the MLP's gate) run one unit per value or pair.
 
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
@@ -20,6 +21,12 @@ pub(crate) fn has_planes(t: &CubeTensor<CudaRuntime>) -> bool {
 /// The launch grid for `rows` rows, one plane each.
 pub(crate) fn plane_per_row(rows: u32) -> (CubeCount, CubeDim) {
     (CubeCount::new_1d(rows.div_ceil(ROWS_PER_CUBE)), CubeDim::new_2d(PLANE, ROWS_PER_CUBE))
+}
+
+/// The launch grid for `units` units, one per value (or pair) of an elementwise kernel.
+pub(crate) fn one_unit_each(client: &ComputeClient<CudaRuntime>, units: usize) -> (CubeCount, CubeDim) {
+    let cube_dim = CubeDim::new(client, units);
+    (cubecl::calculate_cube_count_elemwise(client, units, cube_dim), cube_dim)
 }
 
 /// A contiguous tensor of `shape` and `dtype` on `like`'s device.

@@ -16,7 +16,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use super::causal_attention::{causal_attention, repeat_kv};
 use super::config::ModelConfig;
-use super::precision::{Compute, project, project_computed, to_compute};
+use super::precision::{Compute, cast_to, project, project_computed, to_compute};
 use super::rotary_heads::rotary_heads;
 use super::source::{ParamSource, linear};
 use crate::ModelBackend;
@@ -156,7 +156,7 @@ impl<B: ModelBackend> Attention<B> {
                 attention(q, k, v, Some(mask.expand([b, self.num_heads, tq, tk])), None, attention_options(self.head_dim, false, false))
             }
         };
-        if y.dtype() != out.into() { y.cast(out) } else { y }
+        cast_to(y, out)
     }
 
     /// `x`: `[batch, seq, hidden]` at `at`. Without a mask, attention is causal over `x`

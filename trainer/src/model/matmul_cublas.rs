@@ -170,8 +170,9 @@ impl Matmul for CudaPlain {
 }
 
 /// The device addresses of `tensors`' buffers, fetched in one request to cubecl's device
-/// thread (each `get_resource` alone is a round trip the host waits for: three a product
-/// made the host's time of a training step), handed to `issue` while the buffers are held.
+/// thread (each `get_resource` alone is a round trip the host waits for; one request instead
+/// of three a product cut the host's CPU time of a step by a third, docs/PERF.md), handed
+/// to `issue` while the buffers are held.
 pub(crate) fn with_addresses<R>(client: &ComputeClient<CudaRuntime>, tensors: &[&CubeTensor<CudaRuntime>], issue: impl FnOnce(&[u64]) -> R) -> R {
     let handles: Vec<_> = tensors.iter().map(|t| t.handle.clone()).collect();
     let device_thread = client.clone();
@@ -179,7 +180,7 @@ pub(crate) fn with_addresses<R>(client: &ComputeClient<CudaRuntime>, tensors: &[
     let resources =
         client.exclusive(move || handles.into_iter().map(|h| device_thread.get_resource(h)).collect::<Vec<_>>()).expect("cubecl's device thread answers");
     let resources: Vec<_> = resources.into_iter().map(|r| r.expect("a cubecl buffer's address")).collect();
-    let addresses: Vec<u64> = resources.iter().map(|r| r.resource().ptr as u64).collect();
+    let addresses: Vec<u64> = resources.iter().map(|r| r.resource().ptr).collect();
     issue(&addresses)
 }
 

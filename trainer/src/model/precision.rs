@@ -34,12 +34,17 @@ pub fn compute_name(compute: Compute) -> String {
     compute.map_or("f32".to_string(), |d| format!("{d:?}").to_lowercase())
 }
 
-/// `x` in the compute dtype (unchanged when there is none or it is there already: a cast
-/// is an operation the host issues, forward and backward).
+/// `x` in `dtype`, unchanged when it is there already (under autodiff a cast to the same
+/// dtype is still an operation, forward and backward).
+pub fn cast_to<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: FloatDType) -> Tensor<B, D> {
+    if x.dtype() == dtype.into() { x } else { x.cast(dtype) }
+}
+
+/// `x` in the compute dtype (unchanged when there is none or it is there already).
 pub fn to_compute<B: Backend, const D: usize>(x: Tensor<B, D>, compute: Compute) -> Tensor<B, D> {
     match compute {
-        Some(dtype) if x.dtype() != dtype.into() => x.cast(dtype),
-        _ => x,
+        Some(dtype) => cast_to(x, dtype),
+        None => x,
     }
 }
 
@@ -49,8 +54,7 @@ pub fn to_compute<B: Backend, const D: usize>(x: Tensor<B, D>, compute: Compute)
 /// [d_in, d_out]` product, the others burn's `linear`.
 pub fn linear_in<B: Matmul>(x: Tensor<B, 3>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>, compute: Compute) -> Tensor<B, 3> {
     let dtype: FloatDType = weight.dtype().into();
-    let y = linear_computed(x, weight, bias, compute);
-    if y.dtype() != dtype.into() { y.cast(dtype) } else { y }
+    cast_to(linear_computed(x, weight, bias, compute), dtype)
 }
 
 /// [`linear_in`] with the result left in the compute dtype (for a consumer that reads it

@@ -10,13 +10,12 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, FloatDType, Tensor as BurnTensor, TensorPrimitive};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
-use cubecl::calculate_cube_count_elemwise;
 use cubecl::cuda::CudaRuntime;
 use cubecl::prelude::*;
 
 use super::rotary_heads::{RotaryHeads, composed_rotary_heads, composed_rotary_heads_backward};
 use crate::CudaPlain;
-use crate::plane_rows::empty_like;
+use crate::plane_rows::{empty_like, one_unit_each};
 
 /// `from_*` and `to_*` are the strides, in elements, of the input's and the output's
 /// `(batch, head, position)` rows of `head_dim` values.
@@ -96,13 +95,12 @@ fn rotate(
 ) -> CubeTensor<CudaRuntime> {
     let output = empty_like(&input, out_shape, input.dtype);
     let client = input.client.clone();
-    let units = output.meta.shape.num_elements() / 2;
-    let cube_dim = CubeDim::new(&client, units);
+    let (count, dim) = one_unit_each(&client, output.meta.shape.num_elements() / 2);
     let dtype = input.dtype;
     rotary_kernel::launch::<CudaRuntime>(
         &client,
-        calculate_cube_count_elemwise(&client, units, cube_dim),
-        cube_dim,
+        count,
+        dim,
         input.into_tensor_arg(),
         cos.into_tensor_arg(),
         sin.into_tensor_arg(),
@@ -128,7 +126,7 @@ impl RotaryHeads for CudaPlain {
         let x = into_contiguous(x);
         let [b, t, width] = x.meta.shape[..] else { return composed_rotary_heads::<Self>(x, cos, sin, heads) };
         let d = width / heads.max(1);
-        let shaped = heads > 0 && width == heads * d && d % 2 == 0 && b * t * width > 0 && b * t * width < u32::MAX as usize;
+        let shaped = heads > 0 && width == heads * d && d.is_multiple_of(2) && b * t * width > 0 && b * t * width < u32::MAX as usize;
         let tables = if shaped && float_dtype(&x) { kernel_tables(cos.clone(), sin.clone(), [b, t, d]) } else { None };
         let Some(tables) = tables else { return composed_rotary_heads::<Self>(x, cos, sin, heads) };
         let rows = [t * width, d, width];
@@ -140,7 +138,7 @@ impl RotaryHeads for CudaPlain {
         let dy = into_contiguous(dy);
         let [b, heads, t, d] = dy.meta.shape[..] else { return composed_rotary_heads_backward::<Self>(dy, cos, sin) };
         let n = b * heads * t * d;
-        let shaped = d % 2 == 0 && n > 0 && n < u32::MAX as usize;
+        let shaped = d.is_multiple_of(2) && n > 0 && n < u32::MAX as usize;
         let tables = if shaped && float_dtype(&dy) { kernel_tables(cos.clone(), sin.clone(), [b, t, d]) } else { None };
         let Some(tables) = tables else { return composed_rotary_heads_backward::<Self>(dy, cos, sin) };
         let width = heads * d;

@@ -5,13 +5,12 @@ use burn::tensor::DType;
 use burn::tensor::ops::FloatTensor;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
-use cubecl::calculate_cube_count_elemwise;
 use cubecl::cuda::CudaRuntime;
 use cubecl::prelude::*;
 
 use super::swiglu::{Swiglu, composed_swiglu, composed_swiglu_backward};
 use crate::CudaPlain;
-use crate::plane_rows::empty_like;
+use crate::plane_rows::{empty_like, one_unit_each};
 
 #[cube(launch)]
 fn swiglu_kernel<E: Float>(gate: &Tensor<E>, up: &Tensor<E>, h: &mut Tensor<E>, #[define(E)] _dtype: StorageType) {
@@ -54,9 +53,7 @@ fn fits(all: &[&CubeTensor<CudaRuntime>]) -> bool {
 
 /// The launch grid for one unit per value of `like`.
 fn grid(like: &CubeTensor<CudaRuntime>) -> (CubeCount, CubeDim) {
-    let n = like.meta.shape.num_elements();
-    let cube_dim = CubeDim::new(&like.client, n);
-    (calculate_cube_count_elemwise(&like.client, n, cube_dim), cube_dim)
+    one_unit_each(&like.client, like.meta.shape.num_elements())
 }
 
 impl Swiglu for CudaPlain {

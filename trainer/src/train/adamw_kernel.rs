@@ -15,13 +15,13 @@ use burn::tensor::{DType, Tensor, TensorPrimitive};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
-use cubecl::calculate_cube_count_elemwise;
 use cubecl::cuda::CudaRuntime;
 use cubecl::prelude::*;
 use cubecl::std::tensor::layout::linear::LinearView;
 
 use super::adamw::{AdamWStep, AdamWUpdate, composed_adamw_step};
 use crate::CudaPlain;
+use crate::plane_rows::one_unit_each;
 
 #[cube(launch_unchecked, address_type = "dynamic")]
 #[allow(clippy::too_many_arguments)]
@@ -91,8 +91,7 @@ impl AdamWStep for CudaPlain {
         let (param_out, moment_1_out, moment_2_out) = (out(), out(), out());
         let n = param.meta.shape().num_elements();
         let client = param.client.clone();
-        let cube_dim = CubeDim::new(&client, n);
-        let cube_count = calculate_cube_count_elemwise(&client, n, cube_dim);
+        let (cube_count, cube_dim) = one_unit_each(&client, n);
         let address = [&param, &grad, &moment_1, &moment_2, &param_out].iter().map(|t| t.required_address_type()).max().unwrap_or_default();
         let f = |x: f32| InputScalar::new(x, DType::F32);
         let constants = AdamWConstantsLaunch::new(
