@@ -6,7 +6,8 @@
 # check of CUDA against the CPU backend on the committed fixtures; HABITS_CUDA_FUSION=0
 # or 1 picks burn's fusion for ours; HOST_PROFILE=1 profiles our host over the steps after
 # the third, written to $OUT/host-<compute>.folded and summarised in host-<compute>.txt:
-# needs a build with --features cuda,host-profile).
+# needs a build with --features cuda,host-profile; GPU_PROFILE=1 records every kernel over
+# the same steps, written to $OUT/gpu-<compute>.jsonl and summarised in gpu-<compute>.txt).
 #   run (device tool) with carry [".device/trainer.xz", ".device/cubecl-cache.tar.xz"] (the
 #   cache only if there is one), where .device/trainer.xz is the packed CUDA build
 #   (scripts/gpu/trainer_binary.sh).
@@ -54,8 +55,13 @@ TOML
 SAMPLER=$!
 status=0
 profile=()
-[ "${HOST_PROFILE:-0}" = 1 ] && profile=(--host-profile "$OUT/host-$compute.folded")
+[ "${HOST_PROFILE:-0}" = 1 ] && profile+=(--host-profile "$OUT/host-$compute.folded")
+[ "${GPU_PROFILE:-0}" = 1 ] && profile+=(--gpu-profile "$OUT/gpu-$compute.jsonl")
 timeout "${OURS_TIMEOUT:-420}" "$BIN" pretrain --config "$WORK/bench-$compute.toml" --stop-after "$STEPS" "${profile[@]}" > "$OUT/ours-$compute.log" 2>&1 || status=$?
+if [ -f "$OUT/gpu-$compute.jsonl" ]; then
+  { python3 scripts/gpu_profile.py "$OUT/gpu-$compute.jsonl" --families --top 15; python3 scripts/gpu_profile.py "$OUT/gpu-$compute.jsonl" --top 40; } > "$OUT/gpu-$compute.txt"
+  head -60 "$OUT/gpu-$compute.txt"
+fi
 if [ -f "$OUT/host-$compute.folded" ]; then python3 scripts/host_profile.py "$OUT/host-$compute.folded" > "$OUT/host-$compute.txt"; head -30 "$OUT/host-$compute.txt"; fi
 kill $SAMPLER
 if [ $status != 0 ]; then echo "ours ($compute): exit $status"; tail -40 "$OUT/ours-$compute.log"; continue; fi

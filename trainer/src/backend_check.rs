@@ -24,7 +24,7 @@ use crate::model::Llama;
 use crate::ModelBackend;
 use crate::cross_entropy::CrossEntropy;
 use crate::model::attention::attention_options;
-use crate::model::causal_attention::{CausalAttention, forward_keeping_probabilities, gradients};
+use crate::model::causal_attention::CausalAttention;
 use crate::model::matmul::{Matmul, matmul_2d};
 use crate::model::rms_norm::RmsNormOp;
 use crate::model::rotary_heads::RotaryHeads;
@@ -149,6 +149,35 @@ pub fn check_matmul<R: Matmul, T: Matmul>([m, k, n]: [usize; 3], reference: &R::
     named_gaps(&format!("matmul_2d [{m}, {k}] · [{k}, {n}]"), &["a · b", "dc · bᵀ", "aᵀ · dc", "a narrowed from a wider matrix · b"], &expected, &actual)
 }
 
+/// The product's gradients (`matmul_2d` under autodiff) on both backends: `a`'s and `b`'s
+/// for `b` stored as `[k, n]` and for `b` a transposed view of a stored `[n, k]` (the tied
+/// LM head's case, whose gradient a backend may write in the stored layout).
+pub fn check_matmul_gradients<R: Matmul, T: Matmul>([m, k, n]: [usize; 3], reference: &R::Device, tested: &T::Device) -> Vec<OpGap> {
+    let mut rng = fastrand::Rng::with_seed(37);
+    let mut floats = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.f32() * 2.0 - 1.0).collect() };
+    let (a, b, weights) = (floats(m * k), floats(k * n), floats(m * n));
+    fn run<B: Matmul>(a: &[f32], b: &[f32], weights: &[f32], [m, k, n]: [usize; 3], device: &B::Device) -> [Vec<f32>; 4] {
+        type A<B> = burn::backend::Autodiff<B>;
+        let grads_of = |b_stored_transposed: bool| {
+            let a = tensor::<A<B>, 2>(a, [m, k], device).require_grad();
+            let b = if b_stored_transposed { tensor::<A<B>, 2>(b, [n, k], device) } else { tensor::<A<B>, 2>(b, [k, n], device) }.require_grad();
+            let view = if b_stored_transposed { b.clone().transpose() } else { b.clone() };
+            let grads = (matmul_2d(a.clone(), view) * tensor::<A<B>, 2>(weights, [m, n], device)).sum().backward();
+            (host(a.grad(&grads).expect("a's gradient")), host(b.grad(&grads).expect("b's gradient")))
+        };
+        let ((da, db), (da_t, db_t)) = (grads_of(false), grads_of(true));
+        [da, db, da_t, db_t]
+    }
+    let expected = run::<R>(&a, &b, &weights, [m, k, n], reference);
+    let actual = run::<T>(&a, &b, &weights, [m, k, n], tested);
+    named_gaps(
+        &format!("matmul_2d gradients [{m}, {k}] · [{k}, {n}]"),
+        &["da", "db", "da (b a transposed view)", "db (b a transposed view)"],
+        &expected,
+        &actual,
+    )
+}
+
 /// The attention op's forward and backward (`causal_attention`'s parts: the batched
 /// products, the causal softmax and its backward) on both backends: the output and the
 /// gradients of `q`, `k`, `v` for the same output gradient, `[batch, heads, seq, head_dim]`
@@ -163,8 +192,8 @@ pub fn check_attention<R: CausalAttention, T: CausalAttention>([b, h, kv, s, d]:
         let plain = |x: &[f32], n: usize| tensor::<B, 4>(x, [b, n, s, d], device).into_primitive().tensor();
         let host4 = |x| host(Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(x)));
         let scale = 1.0 / (d as f64).sqrt();
-        let (y, p) = forward_keeping_probabilities::<B>(by_head(q, h), plain(k, kv), by_head(v, kv), scale);
-        let [dq, dk, dv] = gradients::<B>(by_head(q, h), plain(k, kv), by_head(v, kv), p, plain(dy, h), scale);
+        let (y, p) = B::attention_forward(by_head(q, h), plain(k, kv), by_head(v, kv), scale);
+        let [dq, dk, dv] = B::attention_backward(by_head(q, h), plain(k, kv), by_head(v, kv), p, plain(dy, h), scale);
         [host4(y), host4(dq), host4(dk), host4(dv)]
     }
     let expected = run::<R>(&q, &k, &v, &dy, [b, h, kv, s, d], reference);

@@ -4,7 +4,7 @@
 //! (`train`), generation (`generate`, with its benchmark `generate_bench`), PPO on the Countdown game (`countdown`, `ppo`, `tokenizer`),
 //! op-by-op agreement between backends (`backend_check`) and rows of a batch against
 //! themselves alone (`batch_check`), where a training step's time goes (`ops_bench`) and
-//! where the host's goes (`host_profile`).
+//! where the host's goes (`host_profile`) and the GPU's (`gpu_profile`).
 
 pub mod backend_check;
 pub mod batch_check;
@@ -15,6 +15,7 @@ pub use countdown;
 pub mod data;
 pub mod generate;
 pub mod generate_bench;
+pub mod gpu_profile;
 pub mod host_profile;
 pub mod loss;
 pub mod model;

@@ -130,6 +130,11 @@ struct RunArgs {
     /// summarise with scripts/host_profile.py). Needs the `host-profile` cargo feature.
     #[arg(long)]
     host_profile: Option<PathBuf>,
+    /// Record every GPU kernel over the steps after the third and write where the GPU's
+    /// time went (JSON lines: the window, then each kernel most time first). Needs a CUDA
+    /// build and libcupti.
+    #[arg(long)]
+    gpu_profile: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -139,6 +144,7 @@ impl RunArgs {
             stop_after: self.stop_after,
             time_limit: self.time_limit_minutes.map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
             host_profile: self.host_profile.clone(),
+            gpu_profile: self.gpu_profile.clone(),
         }
     }
 }
@@ -173,8 +179,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Ppo(args) => {
-            if args.host_profile.is_some() {
-                bail!("--host-profile profiles pretraining steps; `trainer ppo` does not take it");
+            if args.host_profile.is_some() || args.gpu_profile.is_some() {
+                bail!("--host-profile and --gpu-profile profile pretraining steps; `trainer ppo` does not take them");
             }
             let cfg = PpoConfig::load(&args.config)?;
             let opts = args.options();
@@ -400,8 +406,8 @@ fn cuda_pretrain(_: &PretrainConfig, _: &RunOptions) -> Result<trainer::train::r
 #[cfg(feature = "cuda")]
 fn compare_backends(source: &ModelSource) -> Result<()> {
     use trainer::backend_check::{
-        OpShapes, check_adamw, check_attention, check_cross_entropy, check_matmul, check_ops, check_rms_norm, check_rotary_heads, check_squared_norms,
-        check_swiglu,
+        OpShapes, check_adamw, check_attention, check_cross_entropy, check_matmul, check_matmul_gradients, check_ops, check_rms_norm, check_rotary_heads,
+        check_squared_norms, check_swiglu,
     };
     let started = std::time::Instant::now();
     let shapes = OpShapes { batch: 256, heads: 8, kv_heads: 4, head_dim: 64, prompt: 96, capacity: 192, vocab: 128_256 };
@@ -415,12 +421,22 @@ fn compare_backends(source: &ModelSource) -> Result<()> {
     for g in check_matmul::<trainer::Cpu, CudaPlain>([333, 517, 129], &Default::default(), &Default::default()) {
         println!("op {g} (CUDA without fusion: cuBLAS unless HABITS_CUBLAS=0)");
     }
-    // Grouped heads (3 and 2 query heads per key/value head), one sequence and two.
-    for shape in [[1, 6, 2, 77, 16], [2, 4, 2, 77, 16]] {
-        for g in check_attention::<trainer::Cpu, CudaPlain>(shape, &Default::default(), &Default::default()) {
-            println!("op {g} (CUDA without fusion: cuBLAS and two kernels)");
+    for g in check_matmul_gradients::<trainer::Cpu, CudaPlain>([333, 517, 129], &Default::default(), &Default::default()) {
+        println!("op {g} (CUDA without fusion: cuBLAS unless HABITS_CUBLAS=0)");
+    }
+    // Grouped heads (3 and 2 query heads per key/value head), one sequence and two; the
+    // scores in chunks of 16 queries (the last of 13), in one chunk, and one chunk a query;
+    // 64 positions for the kernels' vectors of 4 values (f32).
+    let chunk = trainer::model::attention_chunk();
+    for shape in [[1, 6, 2, 77, 16], [2, 4, 2, 77, 16], [2, 4, 2, 64, 16]] {
+        for positions in [16, 77, 1] {
+            trainer::model::set_attention_chunk(positions);
+            for g in check_attention::<trainer::Cpu, CudaPlain>(shape, &Default::default(), &Default::default()) {
+                println!("op {g} (CUDA without fusion: cuBLAS on chunks of {positions} queries, two kernels)");
+            }
         }
     }
+    trainer::model::set_attention_chunk(chunk);
     for g in check_squared_norms::<trainer::Cpu, CudaPlain>(&[1, 1000, 1_048_583], &Default::default(), &Default::default()) {
         println!("op {g} (CUDA without fusion: cuBLAS unless HABITS_CUBLAS=0)");
     }

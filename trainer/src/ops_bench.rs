@@ -71,8 +71,18 @@ fn json_line(piece: &str, pass: &str, flops: f64, t: &Timing, o: &OpsBench, back
         "side": "ours", "backend": backend, "piece": piece, "pass": pass, "batch": o.batch, "seq": o.seq,
         "compute_dtype": compute_name(o.compute),
         "ms": t.seconds * 1e3, "tflops": flops / t.seconds / 1e12, "first_ms": t.first_s * 1e3,
-        "host_ms": t.host_seconds * 1e3,
+        "host_ms": t.host_seconds * 1e3, "attention_chunk": attention_chunk(backend),
     })
+}
+
+/// The attention's query chunk on CUDA without fusion (`model::attention_cublas`), else none.
+fn attention_chunk(backend: &str) -> Option<usize> {
+    #[cfg(feature = "cuda")]
+    if backend == "cubecl<cuda>" {
+        return Some(crate::model::attention_chunk());
+    }
+    let _ = backend;
+    None
 }
 
 /// Runs every piece; one JSON value per piece and pass, then a summary line. Each value goes

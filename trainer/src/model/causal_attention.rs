@@ -17,11 +17,13 @@
 //! `dv` summed over the group by the product itself (no repeated copies of `k` and `v`, and
 //! no sum over the copies' gradients).
 //!
-//! The products are the backend's `Matmul::batched_matmul` (cuBLAS on CUDA without fusion,
-//! the scale folded into the product) and the softmax and its backward are the backend's
-//! `causal_softmax` and `causal_softmax_backward` (one kernel each on CUDA without fusion,
-//! `causal_softmax_kernel`; burn's ops elsewhere). Without gradients (generation,
-//! evaluation) the backend's `causal_attention` runs: burn's own attention by default.
+//! These generic passes take the products from the backend's `Matmul::batched_matmul` and
+//! the softmax and its backward from the backend's `causal_softmax` and
+//! `causal_softmax_backward` (burn's ops by default). A backend may run both passes its own
+//! way (`attention_forward`, `attention_backward`): CUDA without fusion keeps only the
+//! scores causal attention reads, as a staircase of query chunks on cuBLAS
+//! (`attention_cublas`). Without gradients (generation, evaluation) the backend's
+//! `causal_attention` runs: burn's own attention by default.
 //! Implemented for the trainer's backends: the CPU (NdArray), CUDA with and without fusion,
 //! and `Autodiff` over any of them.
 
@@ -47,6 +49,25 @@ pub trait CausalAttention: Matmul {
     /// unless the backend has better.
     fn causal_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
         backend_attention::<Self>(q, k, v, scale)
+    }
+
+    /// The forward pass with gradients to come: the output and the probabilities the
+    /// backward pass reads (in the layout the backend keeps them in).
+    fn attention_forward(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        forward_keeping_probabilities::<Self>(q, k, v, scale)
+    }
+
+    /// The gradients of `q`, `k`, `v` from the output's gradient `dy` and the probabilities
+    /// `attention_forward` kept.
+    fn attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        p: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        scale: f64,
+    ) -> [FloatTensor<Self>; 3] {
+        gradients::<Self>(q, k, v, p, dy, scale)
     }
 
     /// The softmax over the last dimension of `scores` (`[batch, heads, seq, seq]`), each
@@ -186,7 +207,7 @@ impl<B: CausalAttention> Backward<B, 3> for CausalAttentionBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = grads.consume::<B>(&ops.node);
         let (q, k, v, p, scale) = ops.state;
-        let all = gradients::<B>(q, k, v, p, dy, scale);
+        let all = B::attention_backward(q, k, v, p, dy, scale);
         for (parent, grad) in ops.parents.into_iter().zip(all) {
             if let Some(node) = parent {
                 grads.register::<B>(node.id, grad);
@@ -199,7 +220,7 @@ impl<B: CausalAttention, C: CheckpointStrategy> CausalAttention for Autodiff<B, 
     fn causal_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
         match CausalAttentionBackward.prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (out, p) = forward_keeping_probabilities::<B>(q.primitive.clone(), k.primitive.clone(), v.primitive.clone(), scale);
+                let (out, p) = B::attention_forward(q.primitive.clone(), k.primitive.clone(), v.primitive.clone(), scale);
                 prep.finish((q.primitive, k.primitive, v.primitive, p, scale), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::causal_attention(q.primitive, k.primitive, v.primitive, scale)),

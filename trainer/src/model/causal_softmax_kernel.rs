@@ -1,149 +1,213 @@
 //! The attention op's causal softmax and its backward as one CUDA kernel each (burn's CUDA
-//! backend without fusion), and the attention op's parts put together for that backend.
+//! backend without fusion), on scores laid out as a staircase (`staircase`: each row holds
+//! the keys its chunk of queries needs; one chunk of the whole sequence is the plain
+//! `[seq, seq]` square).
 //!
 //! Composed from burn's ops, the softmax over `[batch, heads, seq, seq]` scores is a mask,
 //! a max, a shift, an exponential, a sum and a division: six passes over a tensor of 268 MB
 //! (bf16, 32 heads of 2048 x 2048) per layer, and its backward three more. Here one plane
 //! (32 lanes) owns one row of scores: it reads the row's visible keys (those up to the
 //! query's own position) for the max, again for the sum of exponentials (from the cache),
-//! and writes the whole row once, zeros after the query's position. The backward reads `p`
-//! and `dp` for the row's dot product and writes `ds = p ⊙ (dp − dot)` once. Values are
-//! read in their dtype (f32, bf16, f16) and computed in f32.
-//!
-//! With gradients, the scores and the products around the softmax are cuBLAS's
-//! (`matmul_cublas`), so the attention op is five products and two kernels per layer;
-//! without gradients (evaluation) the same forward runs.
+//! and writes the row once, zeros after the query's position. The backward reads `p` and
+//! `dp` for the row's dot product and writes `ds = p ⊙ (dp − dot)` once. Values are read
+//! in their dtype (f32, bf16, f16), 16 bytes a load where the rows allow it (one value a
+//! load, the first version, reached about a third of the memory's bandwidth: 1.1 and 1.4
+//! ms a layer at batch 4, docs/PERF.md), and computed in f32.
 
 use burn::tensor::DType;
-use burn::tensor::ops::FloatTensor;
-use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::CudaRuntime;
 use cubecl::prelude::*;
 
-use super::causal_attention::{CausalAttention, composed_causal_softmax, composed_causal_softmax_backward, forward_keeping_probabilities};
-use crate::CudaPlain;
+use super::staircase::Staircase;
 use crate::plane_rows::{empty_like, has_planes, plane_per_row};
 
-/// `probabilities[row] = softmax(scores[row][..=query])`, zero after the query; `rows` rows
-/// of `keys` scores, the query's position being the row's index modulo `keys`.
+/// How many keys row `row` (of `seq` rows a head) holds in a staircase of chunks of
+/// `chunk` positions (`Staircase::row`).
+#[cube]
+fn row_width(row: u32, seq: u32, chunk: u32) -> u32 {
+    let mut width = (row % seq / chunk + 1) * chunk;
+    if width > seq {
+        width = seq;
+    }
+    width
+}
+
+/// Where row `row` of width `width` starts in the heads' staircase of `per_head` elements
+/// a head (`Staircase::row`: every chunk before the row's is full).
+#[cube]
+fn row_start(row: u32, seq: u32, chunk: u32, per_head: u32, width: u32) -> usize {
+    let t = row % seq;
+    let i = t / chunk;
+    let offset = chunk * chunk * (i * (i + 1) / 2) + (t - i * chunk) * width;
+    (row / seq) as usize * per_head as usize + offset as usize
+}
+
+/// `probabilities[row] = softmax(scores[row][..=query])`, zero after the query up to the
+/// row's width; `rows` rows, the query's position being the row's index modulo `seq`. Each
+/// lane reads and writes vectors of `N` values (rows start and end on whole vectors).
 #[cube(launch)]
-fn causal_softmax_kernel<E: Float>(scores: &Tensor<E>, probabilities: &mut Tensor<E>, rows: u32, keys: u32, #[define(E)] _dtype: StorageType) {
+fn causal_softmax_kernel<E: Float, N: Size>(
+    scores: &Tensor<Vector<E, N>>,
+    probabilities: &mut Tensor<Vector<E, N>>,
+    rows: u32,
+    seq: u32,
+    chunk: u32,
+    per_head: u32,
+    #[define(E)] _dtype: StorageType,
+) {
     let row = CUBE_POS_X * CUBE_DIM_Y + UNIT_POS_Y;
     if row >= rows {
         terminate!();
     }
-    let visible = row % keys + 1;
-    let start = (row * keys) as usize;
+    let size = scores.vector_size();
+    let width = row_width(row, seq, chunk);
+    let first = row_start(row, seq, chunk, per_head, width) / size;
+    let visible = (row % seq + 1) as usize;
+    let seen = visible.div_ceil(size) as u32;
     let mut max = f32::new(-3.0e38);
-    for j in range_stepped(UNIT_POS_X, visible, CUBE_DIM_X) {
-        let x = f32::cast_from(scores[start + j as usize]);
-        if x > max {
-            max = x;
+    for j in range_stepped(UNIT_POS_X, seen, CUBE_DIM_X) {
+        let x = scores[first + j as usize];
+        #[unroll]
+        for k in 0..size {
+            let e = f32::cast_from(x[k]);
+            if j as usize * size + k < visible && e > max {
+                max = e;
+            }
         }
     }
     let max = plane_max(max);
     let mut sum = f32::new(0.0);
-    for j in range_stepped(UNIT_POS_X, visible, CUBE_DIM_X) {
-        sum += (f32::cast_from(scores[start + j as usize]) - max).exp();
+    for j in range_stepped(UNIT_POS_X, seen, CUBE_DIM_X) {
+        let x = scores[first + j as usize];
+        #[unroll]
+        for k in 0..size {
+            if j as usize * size + k < visible {
+                sum += (f32::cast_from(x[k]) - max).exp();
+            }
+        }
     }
     let scale = f32::new(1.0) / plane_sum(sum);
-    for j in range_stepped(UNIT_POS_X, keys, CUBE_DIM_X) {
-        let mut p = f32::new(0.0);
-        if j < visible {
-            p = (f32::cast_from(scores[start + j as usize]) - max).exp() * scale;
+    for j in range_stepped(UNIT_POS_X, width / size as u32, CUBE_DIM_X) {
+        let x = scores[first + j as usize];
+        let mut out = Vector::<E, N>::empty();
+        #[unroll]
+        for k in 0..size {
+            let mut p = f32::new(0.0);
+            if j as usize * size + k < visible {
+                p = (f32::cast_from(x[k]) - max).exp() * scale;
+            }
+            out[k] = E::cast_from(p);
         }
-        probabilities[start + j as usize] = E::cast_from(p);
+        probabilities[first + j as usize] = out;
     }
 }
 
-/// `ds[row] = p[row] ⊙ (dp[row] − p[row] · dp[row])` over the row's visible keys, zero after.
+/// `ds[row] = p[row] ⊙ (dp[row] − p[row] · dp[row])` over the row's visible keys, zero
+/// after them up to the row's width; vectors of `N` values as in the forward.
 #[cube(launch)]
-fn causal_softmax_backward_kernel<E: Float>(p: &Tensor<E>, dp: &Tensor<E>, ds: &mut Tensor<E>, rows: u32, keys: u32, #[define(E)] _dtype: StorageType) {
+fn causal_softmax_backward_kernel<E: Float, N: Size>(
+    p: &Tensor<Vector<E, N>>,
+    dp: &Tensor<Vector<E, N>>,
+    ds: &mut Tensor<Vector<E, N>>,
+    rows: u32,
+    seq: u32,
+    chunk: u32,
+    per_head: u32,
+    #[define(E)] _dtype: StorageType,
+) {
     let row = CUBE_POS_X * CUBE_DIM_Y + UNIT_POS_Y;
     if row >= rows {
         terminate!();
     }
-    let visible = row % keys + 1;
-    let start = (row * keys) as usize;
+    let size = p.vector_size();
+    let width = row_width(row, seq, chunk);
+    let first = row_start(row, seq, chunk, per_head, width) / size;
+    let visible = (row % seq + 1) as usize;
+    let seen = visible.div_ceil(size) as u32;
     let mut dot = f32::new(0.0);
-    for j in range_stepped(UNIT_POS_X, visible, CUBE_DIM_X) {
-        let at = start + j as usize;
-        dot += f32::cast_from(p[at]) * f32::cast_from(dp[at]);
+    for j in range_stepped(UNIT_POS_X, seen, CUBE_DIM_X) {
+        let (x, dx) = (p[first + j as usize], dp[first + j as usize]);
+        #[unroll]
+        for k in 0..size {
+            if j as usize * size + k < visible {
+                dot += f32::cast_from(x[k]) * f32::cast_from(dx[k]);
+            }
+        }
     }
     let dot = plane_sum(dot);
-    for j in range_stepped(UNIT_POS_X, keys, CUBE_DIM_X) {
-        let at = start + j as usize;
-        let mut g = f32::new(0.0);
-        if j < visible {
-            g = f32::cast_from(p[at]) * (f32::cast_from(dp[at]) - dot);
+    for j in range_stepped(UNIT_POS_X, width / size as u32, CUBE_DIM_X) {
+        let (x, dx) = (p[first + j as usize], dp[first + j as usize]);
+        let mut out = Vector::<E, N>::empty();
+        #[unroll]
+        for k in 0..size {
+            let mut g = f32::new(0.0);
+            if j as usize * size + k < visible {
+                g = f32::cast_from(x[k]) * (f32::cast_from(dx[k]) - dot);
+            }
+            out[k] = E::cast_from(g);
         }
-        ds[at] = E::cast_from(g);
+        ds[first + j as usize] = out;
     }
 }
 
-/// Rows and keys of contiguous `[batch, heads, seq, seq]` scores the kernels take, or `None`
-/// when they do not (another dtype, no plane operations, more than `u32` elements).
-fn kernel_shape(t: &CubeTensor<CudaRuntime>) -> Option<(u32, u32)> {
-    let shape = t.meta.shape();
-    let dims: Vec<usize> = (0..shape.num_dims()).map(|i| shape[i]).collect();
-    let [b, h, s, keys] = dims[..] else { return None };
-    let fits = s == keys && b * h * s * keys < u32::MAX as usize && keys > 0;
-    let dtype = matches!(t.dtype, DType::F32 | DType::BF16 | DType::F16);
-    let planes = has_planes(t);
-    (fits && dtype && planes).then_some(((b * h * s) as u32, keys as u32))
+/// Values per vector the kernels read and write for `plan` in `dtype`: 16 bytes when every
+/// row starts and ends on a whole vector of them (sequence and chunk multiples of it), else 1.
+fn vector_size(plan: Staircase, dtype: DType) -> usize {
+    let size = 16 / dtype.size();
+    if plan.seq.is_multiple_of(size) && plan.chunk.is_multiple_of(size) { size } else { 1 }
 }
 
-fn output_like(t: &CubeTensor<CudaRuntime>) -> CubeTensor<CudaRuntime> {
-    empty_like(t, t.meta.shape.to_vec(), t.dtype)
+/// Whether the kernels take `heads` heads of scores laid out as `plan` in the dtype and
+/// on the device of `like` (sizes they index, a float dtype, plane operations).
+pub(crate) fn kernels_take(like: &CubeTensor<CudaRuntime>, plan: Staircase, heads: usize) -> bool {
+    let fits = plan.seq > 0 && heads * plan.per_head() < u32::MAX as usize;
+    fits && matches!(like.dtype, DType::F32 | DType::BF16 | DType::F16) && has_planes(like)
 }
 
-impl CausalAttention for CudaPlain {
-    fn causal_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
-        forward_keeping_probabilities::<Self>(q, k, v, scale).0
-    }
+/// The probabilities of contiguous staircase `scores` of `heads` heads (see `kernels_take`).
+pub(crate) fn staircase_softmax(scores: CubeTensor<CudaRuntime>, plan: Staircase, heads: usize) -> CubeTensor<CudaRuntime> {
+    let probabilities = empty_like(&scores, scores.meta.shape.to_vec(), scores.dtype);
+    let rows = (heads * plan.seq) as u32;
+    let (count, dim) = plane_per_row(rows);
+    let dtype = scores.dtype;
+    causal_softmax_kernel::launch::<CudaRuntime>(
+        &scores.client.clone(),
+        count,
+        dim,
+        vector_size(plan, dtype),
+        scores.into_tensor_arg(),
+        probabilities.clone().into_tensor_arg(),
+        rows,
+        plan.seq as u32,
+        plan.chunk as u32,
+        plan.per_head() as u32,
+        dtype.into(),
+    );
+    probabilities
+}
 
-    fn causal_softmax(scores: FloatTensor<Self>) -> FloatTensor<Self> {
-        let scores = into_contiguous(scores);
-        let Some((rows, keys)) = kernel_shape(&scores) else {
-            return composed_causal_softmax::<Self>(scores);
-        };
-        let probabilities = output_like(&scores);
-        let (count, dim) = plane_per_row(rows);
-        let dtype = scores.dtype;
-        causal_softmax_kernel::launch::<CudaRuntime>(
-            &scores.client.clone(),
-            count,
-            dim,
-            scores.into_tensor_arg(),
-            probabilities.clone().into_tensor_arg(),
-            rows,
-            keys,
-            dtype.into(),
-        );
-        probabilities
-    }
-
-    fn causal_softmax_backward(p: FloatTensor<Self>, dp: FloatTensor<Self>) -> FloatTensor<Self> {
-        let (p, dp) = (into_contiguous(p), into_contiguous(dp));
-        let shape = kernel_shape(&p).filter(|_| dp.dtype == p.dtype && dp.meta.shape() == p.meta.shape());
-        let Some((rows, keys)) = shape else {
-            return composed_causal_softmax_backward::<Self>(p, dp);
-        };
-        let ds = output_like(&p);
-        let (count, dim) = plane_per_row(rows);
-        let dtype = p.dtype;
-        causal_softmax_backward_kernel::launch::<CudaRuntime>(
-            &p.client.clone(),
-            count,
-            dim,
-            p.into_tensor_arg(),
-            dp.into_tensor_arg(),
-            ds.clone().into_tensor_arg(),
-            rows,
-            keys,
-            dtype.into(),
-        );
-        ds
-    }
+/// The scores' gradient from contiguous staircase probabilities `p` and their gradient
+/// `dp` (same shape and dtype) of `heads` heads.
+pub(crate) fn staircase_softmax_backward(p: CubeTensor<CudaRuntime>, dp: CubeTensor<CudaRuntime>, plan: Staircase, heads: usize) -> CubeTensor<CudaRuntime> {
+    assert!(dp.dtype == p.dtype && dp.meta.shape == p.meta.shape, "the probabilities and their gradient differ in shape or dtype");
+    let ds = empty_like(&p, p.meta.shape.to_vec(), p.dtype);
+    let rows = (heads * plan.seq) as u32;
+    let (count, dim) = plane_per_row(rows);
+    let dtype = p.dtype;
+    causal_softmax_backward_kernel::launch::<CudaRuntime>(
+        &p.client.clone(),
+        count,
+        dim,
+        vector_size(plan, dtype),
+        p.into_tensor_arg(),
+        dp.into_tensor_arg(),
+        ds.clone().into_tensor_arg(),
+        rows,
+        plan.seq as u32,
+        plan.chunk as u32,
+        plan.per_head() as u32,
+        dtype.into(),
+    );
+    ds
 }

@@ -45,6 +45,14 @@ pub trait Matmul: Backend {
     fn batched_matmuls(products: Vec<(FloatTensor<Self>, FloatTensor<Self>, f64)>) -> Vec<FloatTensor<Self>> {
         products.into_iter().map(|(a, b, alpha)| Self::batched_matmul(a, b, alpha)).collect()
     }
+
+    /// Whether `b` is a transposed view of a matrix in memory (a `[k, n]` operand whose
+    /// columns lie one after another), so that its gradient is best written as the
+    /// transpose of a row-major `[n, k]` product: the view's own layout, which the ops
+    /// back to the stored matrix then read as it lies. No by default.
+    fn is_transposed_view(_b: &FloatTensor<Self>) -> bool {
+        false
+    }
 }
 
 /// `alpha · a · b` with burn's `matmul` (the product first, as cuBLAS scales it).
@@ -133,15 +141,22 @@ impl<B: Matmul> Backward<B, 2> for MatmulBackward {
         let dc = grads.consume::<B>(&ops.node);
         let (a, b) = ops.state;
         let [a_node, b_node] = ops.parents;
+        // A transposed view's gradient comes as `(dcᵀ · a)ᵀ`, laid out as the matrix it views.
+        let b_transposed = b_node.is_some() && B::is_transposed_view(&b);
         // Both products at once when both gradients are wanted.
         let mut products = Vec::with_capacity(2);
         if a_node.is_some() {
             products.push((dc.clone(), B::float_transpose(b), 1.0));
         }
         if b_node.is_some() {
-            products.push((B::float_transpose(a), dc, 1.0));
+            products.push(if b_transposed { (B::float_transpose(dc), a, 1.0) } else { (B::float_transpose(a), dc, 1.0) });
         }
-        let mut gradients = B::batched_matmuls(products).into_iter();
+        let mut gradients = B::batched_matmuls(products);
+        if b_transposed {
+            let db_transposed = gradients.pop().expect("b's gradient, last");
+            gradients.push(B::float_transpose(db_transposed));
+        }
+        let mut gradients = gradients.into_iter();
         for node in [a_node, b_node].into_iter().flatten() {
             grads.register::<B>(node.id, gradients.next().expect("one gradient per parent"));
         }

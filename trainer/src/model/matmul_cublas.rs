@@ -113,7 +113,7 @@ fn new_handle(client: &ComputeClient<CudaRuntime>, device: i32) -> Result<Cublas
     Ok(Cublas { handle, context })
 }
 
-fn data_type(dtype: DType) -> Option<cudaDataType> {
+pub(crate) fn data_type(dtype: DType) -> Option<cudaDataType> {
     match dtype {
         DType::F32 => Some(cudaDataType::CUDA_R_32F),
         DType::BF16 => Some(cudaDataType::CUDA_R_16BF),
@@ -152,6 +152,11 @@ impl Matmul for CudaPlain {
 
     fn batched_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>, alpha: f64) -> FloatTensor<Self> {
         Self::batched_matmuls(vec![(a, b, alpha)]).pop().expect("one product")
+    }
+
+    fn is_transposed_view(b: &FloatTensor<Self>) -> bool {
+        let (shape, strides): (&[usize], &[usize]) = (&b.meta.shape, &b.meta.strides);
+        shape.len() == 2 && shape[0] > 1 && shape[1] > 1 && matches!(Layout::of([shape[0], shape[1]], [strides[0], strides[1]]), Some(Layout::ColMajor { .. }))
     }
 
     fn batched_matmuls(products: Vec<(FloatTensor<Self>, FloatTensor<Self>, f64)>) -> Vec<FloatTensor<Self>> {
@@ -226,17 +231,56 @@ fn gemms(cublas: Cublas, products: Vec<(FloatTensor<CudaPlain>, FloatTensor<Cuda
 /// that will read the output, so cubecl's ordering holds (buffers dropped after this call
 /// are reused only by later work on that stream).
 unsafe fn gemm(cublas: Cublas, p: &Product, [a_at, b_at, out_at]: [u64; 3]) {
+    let [m, _, n] = p.shape;
+    let out = Placed { at: out_at, layout: Layout::RowMajor { ld: n }, stride: m * n };
+    let a = Placed { at: a_at, layout: p.a.1.matrix, stride: p.a.1.stride };
+    let b = Placed { at: b_at, layout: p.b.1.matrix, stride: p.b.1.stride };
+    let raw = RawProduct { shape: p.shape, a, b, out, count: p.a.1.count, alpha: p.alpha, beta: 0.0, dtype: p.out.dtype };
+    // SAFETY: as this function's.
+    unsafe { raw_gemm(cublas, &raw) }
+}
+
+/// An operand of a [`RawProduct`]: the address of its first matrix, each matrix's layout
+/// and the distance between consecutive matrices (elements).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Placed {
+    pub at: u64,
+    pub layout: Layout,
+    pub stride: usize,
+}
+
+/// `out = alpha · a · b + beta · out` for `count` products of `[m, k] · [k, n]` (`shape`),
+/// operands and output of one dtype; the output's layout row-major.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawProduct {
+    pub shape: [usize; 3],
+    pub a: Placed,
+    pub b: Placed,
+    pub out: Placed,
+    pub count: usize,
+    pub alpha: f64,
+    pub beta: f64,
+    pub dtype: DType,
+}
+
+/// Enqueues `p` on the stream of `cublas`: one product, or one strided batch of them.
+///
+/// # Safety
+/// The addresses must be live buffers holding every matrix the layouts and strides
+/// describe, on the stream's device, and the work that writes the operands and reads the
+/// output must be ordered on that stream (see `gemm`).
+pub(crate) unsafe fn raw_gemm(cublas: Cublas, p: &RawProduct) {
     let [m, k, n] = p.shape;
-    let (a_layout, b_layout) = (p.a.1, p.b.1);
-    let dtype = p.out.dtype;
-    let kind = data_type(dtype).expect("checked by the caller");
-    let (a_ptr, b_ptr, out_ptr) = (a_at as *const c_void, b_at as *const c_void, out_at as *mut c_void);
+    let dtype = p.dtype;
+    let kind = data_type(dtype).unwrap_or_else(|| panic!("cuBLAS is not given {dtype:?} operands"));
+    let Layout::RowMajor { ld: ld_out } = p.out.layout else { panic!("a product's output is written row-major") };
+    let (a_ptr, b_ptr, out_ptr) = (p.a.at as *const c_void, p.b.at as *const c_void, p.out.at as *mut c_void);
     // Row-major `c = a · b` is column-major `cᵀ = bᵀ · aᵀ`: cuBLAS's A is `b`, its B is `a`.
-    let (op_b, ld_b) = as_transposed(b_layout.matrix);
-    let (op_a, ld_a) = as_transposed(a_layout.matrix);
-    let (alpha, beta) = (p.alpha as f32, 0f32);
+    let (op_b, ld_b) = as_transposed(p.b.layout);
+    let (op_a, ld_a) = as_transposed(p.a.layout);
+    let (alpha, beta) = (p.alpha as f32, p.beta as f32);
     let (alpha, beta) = ((&alpha as *const f32).cast::<c_void>(), (&beta as *const f32).cast::<c_void>());
-    let (dims, count) = ([n as i32, m as i32, k as i32], a_layout.count);
+    let (dims, count) = ([n as i32, m as i32, k as i32], p.count);
     let failed = |e| panic!("cuBLAS gemm of {count} x [{m}, {k}] · [{k}, {n}] ({dtype:?}) failed: {e}");
     let (compute, algorithm) = (cublasComputeType_t::CUBLAS_COMPUTE_32F, cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT);
     unsafe {
@@ -258,7 +302,7 @@ unsafe fn gemm(cublas: Cublas, p: &Product, [a_at, b_at, out_at]: [u64; 3]) {
                 beta,
                 out_ptr,
                 kind,
-                dims[0],
+                ld_out as i32,
                 compute,
                 algorithm,
             )
@@ -274,16 +318,16 @@ unsafe fn gemm(cublas: Cublas, p: &Product, [a_at, b_at, out_at]: [u64; 3]) {
                 b_ptr,
                 kind,
                 ld_b,
-                b_layout.stride as i64,
+                p.b.stride as i64,
                 a_ptr,
                 kind,
                 ld_a,
-                a_layout.stride as i64,
+                p.a.stride as i64,
                 beta,
                 out_ptr,
                 kind,
-                dims[0],
-                (m * n) as i64,
+                ld_out as i32,
+                p.out.stride as i64,
                 count as i32,
                 compute,
                 algorithm,

@@ -4,6 +4,8 @@
 //! Parameters are named as in Hugging Face checkpoints, so weights load by name.
 
 pub mod attention;
+#[cfg(feature = "cuda")]
+mod attention_cublas;
 pub mod causal_attention;
 #[cfg(feature = "cuda")]
 mod causal_softmax_kernel;
@@ -24,9 +26,14 @@ pub mod rotary_heads;
 #[cfg(feature = "cuda")]
 mod rotary_heads_kernel;
 pub mod source;
+#[cfg(any(test, feature = "cuda"))]
+mod staircase;
 pub mod swiglu;
 #[cfg(feature = "cuda")]
 mod swiglu_kernel;
+
+#[cfg(feature = "cuda")]
+pub use self::attention_cublas::{attention_chunk, set_attention_chunk};
 
 use anyhow::Result;
 use burn::nn::{Embedding, Linear, RmsNorm};
@@ -35,7 +42,7 @@ use burn::prelude::*;
 use self::attention::{KvCache, Positions};
 use self::config::ModelConfig;
 use self::layer::DecoderLayer;
-use self::precision::{Compute, linear_computed};
+use self::precision::{Compute, linear_computed, to_compute};
 use self::rms_norm::apply_rms_norm;
 use self::rope::Rope;
 use self::source::{ParamSource, RandomInit, embedding, linear, rms_norm};
@@ -147,7 +154,10 @@ impl<B: ModelBackend> Llama<B> {
     pub fn head_computed(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
             Some(head) => linear_computed(x, head.weight.val(), head.bias.as_ref().map(|b| b.val()), self.compute),
-            None => linear_computed(x, self.embed_tokens.weight.val().transpose(), None, self.compute),
+            // Cast, then transpose: the cast reads and writes the embedding as it lies (a
+            // cast of the transposed view walks it column by column), and the product
+            // reads the transposed view as it lies.
+            None => linear_computed(x, to_compute(self.embed_tokens.weight.val(), self.compute).transpose(), None, self.compute),
         }
     }
 }

@@ -20,6 +20,7 @@ use super::metrics::Metrics;
 use super::schedule::learning_rate;
 use crate::data::pack::{Window, windows};
 use crate::data::set::read_split;
+use crate::gpu_profile::GpuProfile;
 use crate::host_profile::HostProfile;
 use crate::loss::lm_loss;
 use crate::model::Llama;
@@ -42,9 +43,12 @@ pub struct RunOptions {
     /// Write a sampling profile of the host over the steps after the third to this file
     /// (`host_profile`; needs the `host-profile` feature).
     pub host_profile: Option<std::path::PathBuf>,
+    /// Record every GPU kernel over the steps after the third and write where the GPU's
+    /// time went to this file (`gpu_profile`; needs a CUDA build).
+    pub gpu_profile: Option<std::path::PathBuf>,
 }
 
-/// Steps before a host profile starts (kernel compilation and autotuning happen in the first).
+/// Steps before a host or GPU profile starts (kernel compilation and autotuning happen in the first).
 const PROFILE_AFTER_STEPS: usize = 3;
 
 impl RunOptions {
@@ -143,11 +147,18 @@ pub fn pretrain<B: TrainBackend>(cfg: &PretrainConfig, device: &B::Device, opts:
     let (mut last_loss, mut eval_loss, mut checkpoint_dir) = (None, None, None);
     let mut ran = 0usize;
     let mut profile: Option<HostProfile> = None;
+    let mut gpu_profile: Option<GpuProfile> = None;
     while state.step < total && opts.stop_after.is_none_or(|n| ran < n) && !opts.out_of_time(run_started) {
         if ran == PROFILE_AFTER_STEPS
             && let Some(path) = &opts.host_profile
         {
             profile = Some(HostProfile::start(path)?);
+        }
+        if ran == PROFILE_AFTER_STEPS
+            && let Some(path) = &opts.gpu_profile
+        {
+            B::sync(device).map_err(|e| anyhow::anyhow!("the device failed: {e:?}"))?;
+            gpu_profile = Some(GpuProfile::start(path)?);
         }
         let started = Instant::now();
         let (epoch, in_epoch) = (state.step / steps_per_epoch, state.step % steps_per_epoch);
@@ -206,6 +217,14 @@ pub fn pretrain<B: TrainBackend>(cfg: &PretrainConfig, device: &B::Device, opts:
             None => eprintln!("step {}/{total}  {line}", state.step),
         }
         let last = state.step == total || opts.out_of_time(run_started);
+        // The GPU profile ends with the last step of this invocation, before its evaluation.
+        if (last || opts.stop_after.is_some_and(|n| ran >= n))
+            && let Some(recording) = gpu_profile.take()
+        {
+            B::sync(device).map_err(|e| anyhow::anyhow!("the device failed: {e:?}"))?;
+            let window = recording.finish(ran - PROFILE_AFTER_STEPS)?;
+            eprintln!("GPU profile: {window} in {}", opts.gpu_profile.as_ref().expect("a path").display());
+        }
         if !test.is_empty() && ((t.eval_every > 0 && state.step % t.eval_every == 0) || last) {
             let loss = evaluate(&model.valid(), &test_windows, cfg, device);
             metrics.write(&json!({ "kind": "eval", "step": state.step, "eval_loss": loss }))?;
