@@ -448,8 +448,11 @@ fn compare_backends(source: &ModelSource) -> Result<()> {
     for g in check_rotary_heads::<trainer::Cpu, CudaPlain>([3, 77, 5, 64], &Default::default(), &Default::default()) {
         println!("op {g} (CUDA without fusion: one kernel each way)");
     }
-    for g in check_swiglu::<trainer::Cpu, CudaPlain>([77, 1001], &Default::default(), &Default::default()) {
-        println!("op {g} (CUDA without fusion: one kernel each way)");
+    // One value a unit (77 x 1001 is odd) and vectors of four f32.
+    for shape in [[77, 1001], [64, 1000]] {
+        for g in check_swiglu::<trainer::Cpu, CudaPlain>(shape, &Default::default(), &Default::default()) {
+            println!("op {g} (CUDA without fusion: one kernel each way)");
+        }
     }
     // A vocabulary that is not a multiple of the 256 units a cube walks a row with.
     for g in check_cross_entropy::<trainer::Cpu, CudaPlain>([37, 50_021], &Default::default(), &Default::default()) {

@@ -174,6 +174,14 @@ impl Matmul for CudaPlain {
     }
 }
 
+/// Stops with what a failed address request means: the GPU work queued before it failed,
+/// most often for want of device memory (cubecl's own message comes first on stderr).
+fn device_failed(e: impl std::fmt::Debug) -> ! {
+    panic!(
+        "the GPU's work before this product failed ({e:?}; cubecl's message is above): most often the device ran out of memory, so lower train.batch_size or data.seq_len"
+    )
+}
+
 /// The device addresses of `tensors`' buffers, fetched in one request to cubecl's device
 /// thread (each `get_resource` alone is a round trip the host waits for; one request instead
 /// of three a product cut the host's CPU time of a step by a third, docs/PERF.md), handed
@@ -183,8 +191,8 @@ pub(crate) fn with_addresses<R>(client: &ComputeClient<CudaRuntime>, tensors: &[
     let device_thread = client.clone();
     // On cubecl's device thread, `get_resource` runs at once (no further round trip).
     let resources =
-        client.exclusive(move || handles.into_iter().map(|h| device_thread.get_resource(h)).collect::<Vec<_>>()).expect("cubecl's device thread answers");
-    let resources: Vec<_> = resources.into_iter().map(|r| r.expect("a cubecl buffer's address")).collect();
+        client.exclusive(move || handles.into_iter().map(|h| device_thread.get_resource(h)).collect::<Vec<_>>()).unwrap_or_else(|e| device_failed(e));
+    let resources: Vec<_> = resources.into_iter().map(|r| r.unwrap_or_else(|e| device_failed(e))).collect();
     let addresses: Vec<u64> = resources.iter().map(|r| r.resource().ptr).collect();
     issue(&addresses)
 }
