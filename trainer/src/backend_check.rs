@@ -115,8 +115,9 @@ pub fn check_adamw<R: AdamWStep, T: AdamWStep>([rows, cols]: [usize; 2], referen
     fn run<B: AdamWStep>(param: &[f32], grads: &[Vec<f32>], shape: [usize; 2], device: &B::Device) -> [Vec<f32>; 3] {
         let (mut p, mut m, mut v) = (tensor::<B, 2>(param, shape, device), None, None);
         for (i, g) in grads.iter().enumerate() {
-            let settings = OnePassAdamW { beta_1: 0.9, beta_2: 0.95, epsilon: 1e-8, weight_decay: 0.01 };
-            let u = AdamWUpdate { settings, lr: 1e-3, time: i + 1 };
+            let settings = OnePassAdamW { beta_1: 0.9, beta_2: 0.95, epsilon: 1e-8, weight_decay: 0.01, ..Default::default() };
+            // The clip's factor folded into the update on the first two.
+            let u = AdamWUpdate { settings, lr: 1e-3, time: i + 1, grad_scale: if i < 2 { 0.37 } else { 1.0 } };
             let (p2, m2, v2) = B::adamw_step(p, tensor::<B, 2>(g, shape, device), m, v, &u);
             (p, m, v) = (p2, Some(m2), Some(v2));
         }

@@ -23,7 +23,7 @@ use crate::model::attention::attention_options;
 use crate::model::config::ModelConfig;
 use crate::model::precision::{Compute, compute_name, linear_in, to_compute};
 use crate::train::adamw::OnePassAdamW;
-use crate::train::clip::clip_global_norm;
+use crate::train::clip::{clip_factor, global_norm};
 use crate::train::run::flops_per_token;
 
 /// The shapes and precision to time.
@@ -182,8 +182,10 @@ pub fn bench_ops<B: TrainBackend>(config: &ModelConfig, o: &OpsBench, device: &B
     let step = time::<B::InnerBackend>(device, r, || {
         let current = stepped.take().expect("a model");
         let loss = lm_loss(&current, ids.clone(), ids.clone());
-        let mut grads = GradientsParams::from_grads(loss.backward(), &current);
-        clip_global_norm(&current, &mut grads, 1.0);
+        let grads = GradientsParams::from_grads(loss.backward(), &current);
+        // As the pretraining loop: the clip's factor folded into the update.
+        let norm = global_norm(&current, &grads);
+        optim.optim().grad_scale.set(clip_factor(norm, 1.0).unwrap_or(1.0) as f32);
         let next = optim.step(1e-5, current, grads);
         let probe = next.embed_tokens.weight.val().inner().slice([0..1, 0..1]).reshape([1]);
         stepped = Some(next);

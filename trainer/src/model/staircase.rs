@@ -26,6 +26,7 @@
 //! against the attention op's generic passes.
 
 /// Positions per query chunk when the user names none (`HABITS_ATTENTION_CHUNK`).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) const DEFAULT_CHUNK: usize = 256;
 
 /// The staircase of one head's scores for `seq` positions in chunks of `chunk`.

@@ -40,7 +40,7 @@ fn adamw_kernel<E: Float>(
     if !param_out.is_in_bounds(i) {
         terminate!();
     }
-    let g = grad[i];
+    let g = grad[i] * constants.grad_scale.get::<E>();
     let m = moment_1[i] * constants.beta_1.get::<E>() + g * constants.factor_1.get::<E>();
     let v = moment_2[i] * constants.beta_2.get::<E>() + (g * g) * constants.factor_2.get::<E>();
     let corrected_2 = v / constants.correction_2.get::<E>();
@@ -53,6 +53,7 @@ fn adamw_kernel<E: Float>(
 /// The update's constants, as kernel scalars.
 #[derive(CubeLaunch, CubeType)]
 struct AdamWConstants {
+    grad_scale: InputScalar,
     beta_1: InputScalar,
     factor_1: InputScalar,
     beta_2: InputScalar,
@@ -95,6 +96,7 @@ impl AdamWStep for CudaPlain {
         let address = [&param, &grad, &moment_1, &moment_2, &param_out].iter().map(|t| t.required_address_type()).max().unwrap_or_default();
         let f = |x: f32| InputScalar::new(x, DType::F32);
         let constants = AdamWConstantsLaunch::new(
+            f(u.grad_scale),
             f(u.settings.beta_1),
             f(u.factor_1()),
             f(u.settings.beta_2),

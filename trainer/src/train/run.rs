@@ -14,7 +14,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::checkpoint::{self, TrainState};
-use super::clip::clip_global_norm;
+use super::clip::{clip_factor, global_norm};
 use super::config::{PretrainConfig, check_compute_dtype};
 use super::metrics::Metrics;
 use super::schedule::learning_rate;
@@ -98,7 +98,8 @@ pub fn pretrain<B: TrainBackend>(cfg: &PretrainConfig, device: &B::Device, opts:
     }
     .with_compute(compute);
     let optim =
-        OnePassAdamW { beta_1: t.beta1 as f32, beta_2: t.beta2 as f32, epsilon: t.eps as f32, weight_decay: t.weight_decay as f32 }.init::<B, Llama<B>>();
+        OnePassAdamW { beta_1: t.beta1 as f32, beta_2: t.beta2 as f32, epsilon: t.eps as f32, weight_decay: t.weight_decay as f32, ..Default::default() }
+            .init::<B, Llama<B>>();
 
     let pad = model_cfg.eos_token_id.unwrap_or(0);
     let seq_len = cfg.data.seq_len;
@@ -183,8 +184,10 @@ pub fn pretrain<B: TrainBackend>(cfg: &PretrainConfig, device: &B::Device, opts:
             accumulator.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
         }
         let loss_sum = step_loss.map_or(0.0, |l| l.into_scalar().elem::<f64>());
-        let mut grads = accumulator.grads();
-        let grad_norm = clip_global_norm(&model, &mut grads, t.grad_clip);
+        let grads = accumulator.grads();
+        // The clip's factor goes into the optimizer's update (no pass over the gradients).
+        let grad_norm = global_norm(&model, &grads);
+        optim.optim().grad_scale.set(clip_factor(grad_norm, t.grad_clip).unwrap_or(1.0) as f32);
         if !loss_sum.is_finite() || loss_sum < 0.0 || !grad_norm.is_finite() {
             bail!(
                 "step {}: the loss is {loss_sum} and the gradient norm {grad_norm}: the run is broken (out of device memory? see the messages above; lower train.batch_size or data.seq_len); the last checkpoint is kept",
