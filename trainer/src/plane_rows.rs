@@ -1,6 +1,7 @@
 //! What the trainer's CUDA kernels share: for the row kernels (causal softmax, RMSNorm,
 //! cross-entropy) a plane of 32 lanes works on one row and a cube holds `ROWS_PER_CUBE`
-//! planes; the others (AdamW, RoPE, the MLP's gate) run one unit per value or pair.
+//! planes; the others (AdamW, RoPE, the MLP's gate) run one unit per value or pair; the
+//! softmax and the gate read 16-byte vectors where the lengths allow (`vector_size`).
 
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
@@ -27,6 +28,13 @@ pub(crate) fn plane_per_row(rows: u32) -> (CubeCount, CubeDim) {
 pub(crate) fn one_unit_each(client: &ComputeClient<CudaRuntime>, units: usize) -> (CubeCount, CubeDim) {
     let cube_dim = CubeDim::new(client, units);
     (cubecl::calculate_cube_count_elemwise(client, units, cube_dim), cube_dim)
+}
+
+/// Values of `dtype` a unit reads and writes at once: a 16-byte vector when its length
+/// divides every one of `lengths` (rows, tensors), else one value.
+pub(crate) fn vector_size(dtype: burn::tensor::DType, lengths: &[usize]) -> usize {
+    let size = 16 / dtype.size();
+    if lengths.iter().all(|n| n.is_multiple_of(size)) { size } else { 1 }
 }
 
 /// A contiguous tensor of `shape` and `dtype` on `like`'s device.

@@ -20,7 +20,7 @@ use cubecl::cuda::CudaRuntime;
 use cubecl::prelude::*;
 
 use super::staircase::Staircase;
-use crate::plane_rows::{empty_like, has_planes, plane_per_row};
+use crate::plane_rows::{empty_like, has_planes, plane_per_row, vector_size};
 
 /// How many keys row `row` (of `seq` rows a head) holds in a staircase of chunks of
 /// `chunk` positions (`Staircase::row`).
@@ -151,11 +151,26 @@ fn causal_softmax_backward_kernel<E: Float, N: Size>(
     }
 }
 
-/// Values per vector the kernels read and write for `plan` in `dtype`: 16 bytes when every
-/// row starts and ends on a whole vector of them (sequence and chunk multiples of it), else 1.
-fn vector_size(plan: Staircase, dtype: DType) -> usize {
-    let size = 16 / dtype.size();
-    if plan.seq.is_multiple_of(size) && plan.chunk.is_multiple_of(size) { size } else { 1 }
+/// How a row kernel runs over `heads` heads of scores laid out as `plan` in `dtype`: a
+/// plane per row, 16-byte vectors when every row starts and ends on a whole one (sequence
+/// and chunk multiples of it), and the kernels' shape arguments.
+struct RowLaunch {
+    count: CubeCount,
+    dim: CubeDim,
+    vector: usize,
+    rows: u32,
+    seq: u32,
+    chunk: u32,
+    per_head: u32,
+}
+
+impl RowLaunch {
+    fn new(plan: Staircase, heads: usize, dtype: DType) -> Self {
+        let rows = (heads * plan.seq) as u32;
+        let (count, dim) = plane_per_row(rows);
+        let vector = vector_size(dtype, &[plan.seq, plan.chunk]);
+        RowLaunch { count, dim, vector, rows, seq: plan.seq as u32, chunk: plan.chunk as u32, per_head: plan.per_head() as u32 }
+    }
 }
 
 /// Whether the kernels take `heads` heads of scores laid out as `plan` in the dtype and
@@ -168,20 +183,18 @@ pub(crate) fn kernels_take(like: &CubeTensor<CudaRuntime>, plan: Staircase, head
 /// The probabilities of contiguous staircase `scores` of `heads` heads (see `kernels_take`).
 pub(crate) fn staircase_softmax(scores: CubeTensor<CudaRuntime>, plan: Staircase, heads: usize) -> CubeTensor<CudaRuntime> {
     let probabilities = empty_like(&scores, scores.meta.shape.to_vec(), scores.dtype);
-    let rows = (heads * plan.seq) as u32;
-    let (count, dim) = plane_per_row(rows);
-    let dtype = scores.dtype;
+    let (l, dtype) = (RowLaunch::new(plan, heads, scores.dtype), scores.dtype);
     causal_softmax_kernel::launch::<CudaRuntime>(
         &scores.client.clone(),
-        count,
-        dim,
-        vector_size(plan, dtype),
+        l.count,
+        l.dim,
+        l.vector,
         scores.into_tensor_arg(),
         probabilities.clone().into_tensor_arg(),
-        rows,
-        plan.seq as u32,
-        plan.chunk as u32,
-        plan.per_head() as u32,
+        l.rows,
+        l.seq,
+        l.chunk,
+        l.per_head,
         dtype.into(),
     );
     probabilities
@@ -192,21 +205,19 @@ pub(crate) fn staircase_softmax(scores: CubeTensor<CudaRuntime>, plan: Staircase
 pub(crate) fn staircase_softmax_backward(p: CubeTensor<CudaRuntime>, dp: CubeTensor<CudaRuntime>, plan: Staircase, heads: usize) -> CubeTensor<CudaRuntime> {
     assert!(dp.dtype == p.dtype && dp.meta.shape == p.meta.shape, "the probabilities and their gradient differ in shape or dtype");
     let ds = empty_like(&p, p.meta.shape.to_vec(), p.dtype);
-    let rows = (heads * plan.seq) as u32;
-    let (count, dim) = plane_per_row(rows);
-    let dtype = p.dtype;
+    let (l, dtype) = (RowLaunch::new(plan, heads, p.dtype), p.dtype);
     causal_softmax_backward_kernel::launch::<CudaRuntime>(
         &p.client.clone(),
-        count,
-        dim,
-        vector_size(plan, dtype),
+        l.count,
+        l.dim,
+        l.vector,
         p.into_tensor_arg(),
         dp.into_tensor_arg(),
         ds.clone().into_tensor_arg(),
-        rows,
-        plan.seq as u32,
-        plan.chunk as u32,
-        plan.per_head() as u32,
+        l.rows,
+        l.seq,
+        l.chunk,
+        l.per_head,
         dtype.into(),
     );
     ds

@@ -12,7 +12,7 @@ use cubecl::prelude::*;
 
 use super::swiglu::{Swiglu, composed_swiglu, composed_swiglu_backward};
 use crate::CudaPlain;
-use crate::plane_rows::{empty_like, one_unit_each};
+use crate::plane_rows::{empty_like, one_unit_each, vector_size};
 
 #[cube(launch)]
 fn swiglu_kernel<E: Float, N: Size>(
@@ -77,7 +77,7 @@ fn fits(all: &[&CubeTensor<CudaRuntime>]) -> bool {
 /// vectors, and the launch grid for one unit per vector of `like`.
 fn grid(like: &CubeTensor<CudaRuntime>) -> (usize, u32, CubeCount, CubeDim) {
     let n = like.meta.shape.num_elements();
-    let size = Some(16 / like.dtype.size()).filter(|&size| n.is_multiple_of(size)).unwrap_or(1);
+    let size = vector_size(like.dtype, &[n]);
     let (count, dim) = one_unit_each(&like.client, n / size);
     (size, (n / size) as u32, count, dim)
 }
