@@ -410,6 +410,19 @@ fn compare_backends(source: &ModelSource) -> Result<()> {
         check_squared_norms, check_swiglu,
     };
     let started = std::time::Instant::now();
+    // Flash attention in bf16 (heads of 64, whole 64-position blocks; grouped heads, one
+    // sequence and two) against the CPU in f32, and the staircase on the same bf16 inputs:
+    // the two gaps are bf16's.
+    let flash = trainer::model::flash_attention();
+    for shape in [[1, 4, 2, 128, 64], [2, 6, 2, 192, 64]] {
+        for (on, name) in [(true, "flash kernels"), (false, "staircase")] {
+            trainer::model::set_flash_attention(on);
+            for g in check_attention::<trainer::Cpu, CudaPlain>(shape, burn::tensor::DType::BF16, &Default::default(), &Default::default()) {
+                println!("op {g} (CUDA without fusion: {name})");
+            }
+        }
+    }
+    trainer::model::set_flash_attention(flash);
     let shapes = OpShapes { batch: 256, heads: 8, kv_heads: 4, head_dim: 64, prompt: 96, capacity: 192, vocab: 128_256 };
     for g in check_ops::<trainer::Cpu, CudaFused>(shapes, &Default::default(), &Default::default()) {
         println!("op {g}");
@@ -431,7 +444,7 @@ fn compare_backends(source: &ModelSource) -> Result<()> {
     for shape in [[1, 6, 2, 77, 16], [2, 4, 2, 77, 16], [2, 4, 2, 64, 16]] {
         for positions in [16, 77, 1] {
             trainer::model::set_attention_chunk(positions);
-            for g in check_attention::<trainer::Cpu, CudaPlain>(shape, &Default::default(), &Default::default()) {
+            for g in check_attention::<trainer::Cpu, CudaPlain>(shape, burn::tensor::DType::F32, &Default::default(), &Default::default()) {
                 println!("op {g} (CUDA without fusion: cuBLAS on chunks of {positions} queries, two kernels)");
             }
         }

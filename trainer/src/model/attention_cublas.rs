@@ -11,6 +11,8 @@
 //! repeated to the query heads for the products (their copies are `seq · head_dim` a head,
 //! small beside the scores) and their gradients summed back over each group.
 //!
+//! Where the flash-attention kernels take the inputs (`attention_flash`: bf16 or f16, heads
+//! of 64, whole 64-position blocks) they run instead, and the scores are never written.
 //! Without cuBLAS (see `matmul_cublas`), or for inputs the kernels do not take, the
 //! attention op's generic passes run (`causal_attention`).
 
@@ -23,8 +25,9 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::CudaRuntime;
 
+use super::attention_flash::Flash;
 use super::causal_attention::{
-    CausalAttention, composed_causal_softmax, composed_causal_softmax_backward, forward_keeping_probabilities, gradients, repeat_kv,
+    CausalAttention, Kept, composed_causal_softmax, composed_causal_softmax_backward, forward_keeping_probabilities, gradients, repeat_kv,
 };
 use super::causal_softmax_kernel::{kernels_take, staircase_softmax, staircase_softmax_backward};
 use super::matmul::Layout;
@@ -161,9 +164,14 @@ impl CausalAttention for CudaPlain {
         Self::attention_forward(q, k, v, scale).0
     }
 
-    fn attention_forward(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64) -> (FloatTensor<Self>, FloatTensor<Self>) {
+    fn attention_forward(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64) -> (FloatTensor<Self>, Kept<Self>) {
+        if let Some(flash) = Flash::of(&q, &k, &v) {
+            let (out, lse) = flash.forward(scale);
+            return (out.clone(), Kept::LogSumExp { out, lse });
+        }
         let Some(heads) = Heads::of(&q, &k, &v) else {
-            return forward_keeping_probabilities::<Self>(q, k, v, scale);
+            let (y, p) = forward_keeping_probabilities::<Self>(q, k, v, scale);
+            return (y, Kept::Probabilities(p));
         };
         let d = heads.dims[4];
         let scores = heads.new_staircase();
@@ -171,17 +179,24 @@ impl CausalAttention for CudaPlain {
         let p = staircase_softmax(scores, heads.plan, heads.head_count());
         let y = heads.new_heads();
         heads.run(&heads.plan.values(d), &[(Buffer::Probabilities, &p), (Buffer::V, &heads.v), (Buffer::Y, &y)]);
-        (y, p)
+        (y, Kept::Probabilities(p))
     }
 
     fn attention_backward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
-        p: FloatTensor<Self>,
+        kept: Kept<Self>,
         dy: FloatTensor<Self>,
         scale: f64,
     ) -> [FloatTensor<Self>; 3] {
+        let p = match kept {
+            Kept::LogSumExp { out, lse } => {
+                let flash = Flash::of(&q, &k, &v).expect("the attention's forward pass ran flash attention on inputs its backward pass does not take");
+                return flash.backward(out, lse, dy, scale);
+            }
+            Kept::Probabilities(p) => p,
+        };
         // The forward pass kept `[batch, heads, seq, seq]` probabilities when it fell back.
         let heads = Heads::of(&q, &k, &v).filter(|_| p.meta.shape.len() == 3);
         let Some(heads) = heads else {

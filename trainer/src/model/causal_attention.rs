@@ -20,9 +20,11 @@
 //! These generic passes take the products from the backend's `Matmul::batched_matmul` and
 //! the softmax and its backward from the backend's `causal_softmax` and
 //! `causal_softmax_backward` (burn's ops by default). A backend may run both passes its own
-//! way (`attention_forward`, `attention_backward`): CUDA without fusion keeps only the
-//! scores causal attention reads, as a staircase of query chunks on cuBLAS
-//! (`attention_cublas`). Without gradients (generation, evaluation) the backend's
+//! way (`attention_forward`, `attention_backward`, and what the forward keeps for the
+//! backward, `Kept`): CUDA without fusion runs flash-attention kernels on tensor cores where
+//! they take the inputs (`attention_flash`: the scores never leave the chip, and only each
+//! row's log-sum-exp is kept), else keeps only the scores causal attention reads, as a
+//! staircase of query chunks on cuBLAS (`attention_cublas`). Without gradients (generation, evaluation) the backend's
 //! `causal_attention` runs: burn's own attention by default.
 //! Implemented for the trainer's backends: the CPU (NdArray), CUDA with and without fusion,
 //! and `Autodiff` over any of them.
@@ -51,23 +53,24 @@ pub trait CausalAttention: Matmul {
         backend_attention::<Self>(q, k, v, scale)
     }
 
-    /// The forward pass with gradients to come: the output and the probabilities the
-    /// backward pass reads (in the layout the backend keeps them in).
-    fn attention_forward(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        forward_keeping_probabilities::<Self>(q, k, v, scale)
+    /// The forward pass with gradients to come: the output and what the backward pass
+    /// reads.
+    fn attention_forward(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64) -> (FloatTensor<Self>, Kept<Self>) {
+        let (y, p) = forward_keeping_probabilities::<Self>(q, k, v, scale);
+        (y, Kept::Probabilities(p))
     }
 
-    /// The gradients of `q`, `k`, `v` from the output's gradient `dy` and the probabilities
+    /// The gradients of `q`, `k`, `v` from the output's gradient `dy` and what
     /// `attention_forward` kept.
     fn attention_backward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
-        p: FloatTensor<Self>,
+        kept: Kept<Self>,
         dy: FloatTensor<Self>,
         scale: f64,
     ) -> [FloatTensor<Self>; 3] {
-        gradients::<Self>(q, k, v, p, dy, scale)
+        gradients::<Self>(q, k, v, kept.probabilities(), dy, scale)
     }
 
     /// The softmax over the last dimension of `scores` (`[batch, heads, seq, seq]`), each
@@ -80,6 +83,30 @@ pub trait CausalAttention: Matmul {
     /// `p ⊙ (dp − rowsum(dp ⊙ p))`.
     fn causal_softmax_backward(p: FloatTensor<Self>, dp: FloatTensor<Self>) -> FloatTensor<Self> {
         composed_causal_softmax_backward::<Self>(p, dp)
+    }
+}
+
+/// What the attention's forward pass keeps for its backward pass.
+#[derive(Clone, Debug)]
+pub enum Kept<B: Backend> {
+    /// The probabilities, in the layout the backend keeps them in.
+    Probabilities(FloatTensor<B>),
+    /// The output and each query row's log-sum-exp of its scaled scores, `[batch, heads,
+    /// seq]` f32 (flash attention: the backward pass computes the probabilities again).
+    LogSumExp { out: FloatTensor<B>, lse: FloatTensor<B> },
+}
+
+impl<B: Backend> Kept<B> {
+    /// The kept probabilities.
+    ///
+    /// # Panics
+    /// When the forward pass kept the log-sum-exp: a backward pass that computes the
+    /// probabilities from it must take it.
+    pub fn probabilities(self) -> FloatTensor<B> {
+        match self {
+            Kept::Probabilities(p) => p,
+            Kept::LogSumExp { .. } => panic!("the attention's forward pass ran flash attention, and this backward pass needs its probabilities"),
+        }
     }
 }
 
@@ -197,17 +224,17 @@ impl CausalAttention for crate::Cpu {}
 #[cfg(feature = "cuda")]
 impl CausalAttention for crate::CudaFused {}
 
-/// The backward step: the state is `q`, `k`, `v`, the probabilities and the scale.
+/// The backward step: the state is `q`, `k`, `v`, what the forward pass kept and the scale.
 #[derive(Debug)]
 struct CausalAttentionBackward;
 
 impl<B: CausalAttention> Backward<B, 3> for CausalAttentionBackward {
-    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f64);
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, Kept<B>, f64);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = grads.consume::<B>(&ops.node);
-        let (q, k, v, p, scale) = ops.state;
-        let all = B::attention_backward(q, k, v, p, dy, scale);
+        let (q, k, v, kept, scale) = ops.state;
+        let all = B::attention_backward(q, k, v, kept, dy, scale);
         for (parent, grad) in ops.parents.into_iter().zip(all) {
             if let Some(node) = parent {
                 grads.register::<B>(node.id, grad);
@@ -220,8 +247,8 @@ impl<B: CausalAttention, C: CheckpointStrategy> CausalAttention for Autodiff<B, 
     fn causal_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
         match CausalAttentionBackward.prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (out, p) = B::attention_forward(q.primitive.clone(), k.primitive.clone(), v.primitive.clone(), scale);
-                prep.finish((q.primitive, k.primitive, v.primitive, p, scale), out)
+                let (out, kept) = B::attention_forward(q.primitive.clone(), k.primitive.clone(), v.primitive.clone(), scale);
+                prep.finish((q.primitive, k.primitive, v.primitive, kept, scale), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::causal_attention(q.primitive, k.primitive, v.primitive, scale)),
         }

@@ -6,12 +6,18 @@
 pub mod attention;
 #[cfg(feature = "cuda")]
 mod attention_cublas;
+#[cfg(feature = "cuda")]
+mod attention_flash;
 pub mod causal_attention;
 #[cfg(feature = "cuda")]
 mod causal_softmax_kernel;
 pub mod config;
 #[cfg(feature = "cuda")]
 mod cuda_stream;
+#[cfg(feature = "cuda")]
+mod flash_attention_kernel;
+#[cfg(feature = "cuda")]
+mod flash_tiles;
 pub mod layer;
 pub mod matmul;
 #[cfg(feature = "cuda")]
@@ -34,6 +40,8 @@ mod swiglu_kernel;
 
 #[cfg(feature = "cuda")]
 pub use self::attention_cublas::{attention_chunk, set_attention_chunk};
+#[cfg(feature = "cuda")]
+pub use self::attention_flash::{flash_attention, set_flash_attention};
 
 use anyhow::Result;
 use burn::nn::{Embedding, Linear, RmsNorm};
