@@ -411,8 +411,9 @@ fn compare_backends(source: &ModelSource) -> Result<()> {
     };
     let started = std::time::Instant::now();
     // Flash attention in bf16 (heads of 64, whole 64-position blocks; grouped heads, one
-    // sequence and two) against the CPU in f32, and the staircase on the same bf16 inputs:
-    // the two gaps are bf16's.
+    // sequence and two; the queries and values token-major, the keys and the output's
+    // gradient head-major) against the CPU in f32, and the staircase on the same bf16
+    // inputs: the two gaps are bf16's.
     let flash = trainer::model::flash_attention();
     for shape in [[1, 4, 2, 128, 64], [2, 6, 2, 192, 64]] {
         for (on, name) in [(true, "flash kernels"), (false, "staircase")] {

@@ -5,11 +5,15 @@
 //! a GPU with `mma.sync` and `ldmatrix` for the dtype (NVIDIA sm_80 and later); other
 //! inputs run the staircase (`attention_cublas`). `HABITS_FLASH_ATTENTION=0` (or
 //! `set_flash_attention(false)`) runs the staircase everywhere, to compare the two.
-//! Keys and values are read by their own (fewer) heads; nothing is repeated.
+//! Keys and values are read by their own (fewer) heads; nothing is repeated. Inputs are
+//! read where they lie when head-major or token-major (values, and the output's gradient,
+//! come token-major from the projections); the output and the values' gradient are
+//! written token-major, so the projections around attention take them without a copy.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::tensor::DType;
+use burn::tensor::ops::FloatTensorOps;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::CudaRuntime;
@@ -17,8 +21,9 @@ use cubecl::features::MmaConfig;
 use cubecl::ir::{ElemType, FloatKind, StorageType};
 use cubecl::prelude::*;
 
-use super::flash_attention_kernel::{flash_delta_kernel, flash_forward_kernel, flash_key_value_gradient_kernel, flash_query_gradient_kernel};
-use super::flash_tiles::{BLOCK, UNITS};
+use super::flash_attention_kernel::{FORWARD_BLOCK, flash_delta_kernel, flash_forward_kernel, flash_key_value_gradient_kernel, flash_query_gradient_kernel};
+use super::flash_tiles::{BLOCK, Layouts, UNITS};
+use crate::CudaPlain;
 use crate::plane_rows::{PLANE, empty_like, has_planes, one_unit_each};
 
 /// The head width the kernels are built for.
@@ -42,11 +47,50 @@ pub fn set_flash_attention(on: bool) {
     FLASH.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
 
-/// The attention's inputs as the kernels read them, contiguous.
+/// A `[batch, heads, seq, d]` tensor as the kernels read it: a contiguous buffer, and
+/// whether it is token-major (`Layouts`).
+struct Rows {
+    buffer: CubeTensor<CudaRuntime>,
+    tokens: bool,
+}
+
+impl Rows {
+    /// `x` in place when it is head-major or a token-major view (`swap_dims(1, 2)` of a
+    /// contiguous `[batch, seq, heads, d]`), else a head-major copy.
+    fn of(x: &CubeTensor<CudaRuntime>) -> Rows {
+        if is_contiguous(x) {
+            return Rows { buffer: x.clone(), tokens: false };
+        }
+        let swapped = swap_positions_and_heads(x.clone());
+        if is_contiguous(&swapped) {
+            return Rows { buffer: swapped, tokens: true };
+        }
+        Rows { buffer: into_contiguous(x.clone()), tokens: false }
+    }
+}
+
+/// Whether `x`'s strides are row-major for its shape (dimensions of one element aside).
+fn is_contiguous(x: &CubeTensor<CudaRuntime>) -> bool {
+    let mut expected = 1;
+    for (&len, &stride) in x.meta.shape.iter().zip(x.meta.strides.iter()).rev() {
+        if len != 1 && stride != expected {
+            return false;
+        }
+        expected *= len;
+    }
+    true
+}
+
+/// `[a, b, c, d]` -> `[a, c, b, d]` as a view.
+fn swap_positions_and_heads(x: CubeTensor<CudaRuntime>) -> CubeTensor<CudaRuntime> {
+    <CudaPlain as FloatTensorOps<CudaPlain>>::float_swap_dims(x, 1, 2)
+}
+
+/// The attention's inputs as the kernels read them.
 pub(crate) struct Flash {
-    q: CubeTensor<CudaRuntime>,
-    k: CubeTensor<CudaRuntime>,
-    v: CubeTensor<CudaRuntime>,
+    q: Rows,
+    k: Rows,
+    v: Rows,
     /// `[batch, heads, kv_heads, seq]`
     dims: [usize; 4],
 }
@@ -58,11 +102,11 @@ impl Flash {
         let [b, h, s, d] = qs[..] else { return None };
         let kv = ks[1];
         let same = q.dtype == k.dtype && q.dtype == v.dtype && k.meta.shape == v.meta.shape && ks[..] == [b, kv, s, d];
-        let sizes = d == HEAD_DIM && s > 0 && s % BLOCK == 0 && kv > 0 && h % kv == 0 && b * h * s * d < u32::MAX as usize;
+        let sizes = d == HEAD_DIM && s > 0 && s % FORWARD_BLOCK == 0 && kv > 0 && h % kv == 0 && b * h * s * d < u32::MAX as usize;
         if !(flash_attention() && same && sizes && tensor_cores(q)) {
             return None;
         }
-        Some(Flash { q: into_contiguous(q.clone()), k: into_contiguous(k.clone()), v: into_contiguous(v.clone()), dims: [b, h, kv, s] })
+        Some(Flash { q: Rows::of(q), k: Rows::of(k), v: Rows::of(v), dims: [b, h, kv, s] })
     }
 
     fn blocks(&self) -> u32 {
@@ -73,42 +117,62 @@ impl Flash {
         (self.dims[1] / self.dims[2]) as u32
     }
 
+    fn like(&self) -> &CubeTensor<CudaRuntime> {
+        &self.q.buffer
+    }
+
+    /// A new `[batch, heads, seq, 64]` tensor of `heads` heads, head-major or token-major
+    /// (`tokens`; as a view of the `[batch, seq, heads, 64]` buffer the kernels write).
+    fn new_heads(&self, heads: usize, tokens: bool) -> CubeTensor<CudaRuntime> {
+        let [b, _, _, s] = self.dims;
+        let like = self.like();
+        match tokens {
+            true => swap_positions_and_heads(empty_like(like, vec![b, s, heads, HEAD_DIM], like.dtype)),
+            false => empty_like(like, vec![b, heads, s, HEAD_DIM], like.dtype),
+        }
+    }
+
     /// Per query row: `[batch, heads, seq]` f32.
     fn new_rows(&self) -> CubeTensor<CudaRuntime> {
         let [b, h, _, s] = self.dims;
-        empty_like(&self.q, vec![b, h, s], DType::F32)
+        empty_like(self.like(), vec![b, h, s], DType::F32)
     }
 
-    /// The output `[batch, heads, seq, 64]` and each query row's log-sum-exp of its scaled
-    /// scores (`[batch, heads, seq]`, f32), which the backward pass reads.
+    /// The output `[batch, heads, seq, 64]` (a token-major view, as the output projection
+    /// reads it) and each query row's log-sum-exp of its scaled scores (`[batch, heads,
+    /// seq]`, f32), which the backward pass reads.
     pub(crate) fn forward(&self, scale: f64) -> (CubeTensor<CudaRuntime>, CubeTensor<CudaRuntime>) {
         let [b, h, _, s] = self.dims;
-        let out = empty_like(&self.q, self.q.meta.shape.to_vec(), self.q.dtype);
+        let out = self.new_heads(h, true);
         let lse = self.new_rows();
-        // SAFETY: `of` checked the shapes the kernel indexes (whole blocks of contiguous
-        // rows of 64 values; every launched cube's rows exist) and the dtype.
+        let layouts = Layouts { q: self.q.tokens, k: self.k.tokens, v: self.v.tokens, ..Default::default() };
+        // SAFETY: `of` checked the shapes the kernel indexes (whole blocks of rows of 64
+        // values, contiguous buffers in the layouts given; every launched cube's rows
+        // exist) and the dtype.
         unsafe {
             flash_forward_kernel::launch_unchecked::<CudaRuntime>(
-                &self.q.client,
-                CubeCount::new_2d(self.blocks(), (b * h) as u32),
+                &self.like().client,
+                CubeCount::new_2d((s / FORWARD_BLOCK) as u32, (b * h) as u32),
                 cube_dim(),
-                self.q.clone().into_tensor_arg(),
-                self.k.clone().into_tensor_arg(),
-                self.v.clone().into_tensor_arg(),
-                out.clone().into_tensor_arg(),
+                self.q.buffer.clone().into_tensor_arg(),
+                self.k.buffer.clone().into_tensor_arg(),
+                self.v.buffer.clone().into_tensor_arg(),
+                buffer_of(&out).into_tensor_arg(),
                 lse.clone().into_tensor_arg(),
                 s as u32,
+                h as u32,
                 self.group(),
                 scale as f32,
+                layouts,
                 HEAD_DIM,
-                self.q.dtype.into(),
+                self.like().dtype.into(),
             );
         }
         (out, lse)
     }
 
-    /// The gradients of `q`, `k`, `v` from the output `out`, its gradient `dy` and the
-    /// forward pass's `lse`.
+    /// The gradients of `q`, `k`, `v` (`dq`, `dk` head-major, `dv` a token-major view) from
+    /// the output `out`, its gradient `dy` and the forward pass's `lse`.
     pub(crate) fn backward(
         &self,
         out: CubeTensor<CudaRuntime>,
@@ -118,27 +182,31 @@ impl Flash {
     ) -> [CubeTensor<CudaRuntime>; 3] {
         let [b, h, kv, s] = self.dims;
         assert!(
-            lse.dtype == DType::F32 && lse.meta.shape[..] == [b, h, s] && out.meta.shape == self.q.meta.shape,
+            lse.dtype == DType::F32 && lse.meta.shape[..] == [b, h, s] && out.meta.shape[..] == [b, h, s, HEAD_DIM] && dy.meta.shape == out.meta.shape,
             "the flash attention's backward pass got another forward pass's output or log-sum-exp"
         );
-        let (out, dy, lse) = (into_contiguous(out), into_contiguous(dy), into_contiguous(lse));
-        let client = self.q.client.clone();
+        let (out, dy, lse) = (Rows::of(&out), Rows::of(&dy), into_contiguous(lse));
+        let layouts = Layouts { q: self.q.tokens, k: self.k.tokens, v: self.v.tokens, dy: dy.tokens, out: out.tokens };
+        let client = self.like().client.clone();
         let rows = b * h * s;
         let delta = self.new_rows();
         let (count, dim) = one_unit_each(&client, rows);
-        let (dq, dk, dv) = (empty_like(&self.q, self.q.meta.shape.to_vec(), self.q.dtype), self.new_like_k(), self.new_like_k());
-        let dtype = self.q.dtype;
-        // SAFETY: as in `forward`; `delta`'s kernel returns for units past the last row, and
-        // `out`, `dy` are contiguous in the queries' shape.
+        let (dq, dk, dv) = (self.new_heads(h, false), self.new_heads(kv, false), self.new_heads(kv, true));
+        let dtype = self.like().dtype;
+        let arg = |rows: &Rows| rows.buffer.clone().into_tensor_arg();
+        // SAFETY: as in `forward`; `delta`'s kernel returns for units past the last row.
         unsafe {
             flash_delta_kernel::launch_unchecked::<CudaRuntime>(
                 &client,
                 count,
                 dim,
-                out.into_tensor_arg(),
-                dy.clone().into_tensor_arg(),
+                arg(&out),
+                arg(&dy),
                 delta.clone().into_tensor_arg(),
                 rows as u32,
+                s as u32,
+                h as u32,
+                layouts,
                 HEAD_DIM,
                 dtype.into(),
             );
@@ -146,16 +214,18 @@ impl Flash {
                 &client,
                 CubeCount::new_2d(self.blocks(), (b * h) as u32),
                 cube_dim(),
-                self.q.clone().into_tensor_arg(),
-                self.k.clone().into_tensor_arg(),
-                self.v.clone().into_tensor_arg(),
-                dy.clone().into_tensor_arg(),
+                arg(&self.q),
+                arg(&self.k),
+                arg(&self.v),
+                arg(&dy),
                 lse.clone().into_tensor_arg(),
                 delta.clone().into_tensor_arg(),
                 dq.clone().into_tensor_arg(),
                 s as u32,
+                h as u32,
                 self.group(),
                 scale as f32,
+                layouts,
                 HEAD_DIM,
                 dtype.into(),
             );
@@ -163,27 +233,30 @@ impl Flash {
                 &client,
                 CubeCount::new_2d(self.blocks(), (b * kv) as u32),
                 cube_dim(),
-                self.q.clone().into_tensor_arg(),
-                self.k.clone().into_tensor_arg(),
-                self.v.clone().into_tensor_arg(),
-                dy.into_tensor_arg(),
+                arg(&self.q),
+                arg(&self.k),
+                arg(&self.v),
+                arg(&dy),
                 lse.into_tensor_arg(),
                 delta.into_tensor_arg(),
                 dk.clone().into_tensor_arg(),
-                dv.clone().into_tensor_arg(),
+                buffer_of(&dv).into_tensor_arg(),
                 s as u32,
+                h as u32,
                 self.group(),
                 scale as f32,
+                layouts,
                 HEAD_DIM,
                 dtype.into(),
             );
         }
         [dq, dk, dv]
     }
+}
 
-    fn new_like_k(&self) -> CubeTensor<CudaRuntime> {
-        empty_like(&self.k, self.k.meta.shape.to_vec(), self.k.dtype)
-    }
+/// The contiguous buffer behind a token-major view made by `new_heads`.
+fn buffer_of(view: &CubeTensor<CudaRuntime>) -> CubeTensor<CudaRuntime> {
+    swap_positions_and_heads(view.clone())
 }
 
 /// Four planes a cube.

@@ -1,9 +1,11 @@
 //! Causal flash attention's kernels on tensor cores: the scores never leave the chip.
 //!
-//! Inputs are contiguous `[batch · heads, seq, d]` (queries, outputs and their gradients)
-//! and `[batch · kv_heads, seq, d]` (keys, values and theirs) in bf16 or f16, `seq` a
-//! multiple of `BLOCK`; query head `h` reads key/value head `h / group`. Every kernel runs
-//! cubes of four planes over blocks of 64 rows (`flash_tiles`).
+//! Tensors are `[batch, heads, seq, d]` (queries, outputs and their gradients) and `[batch,
+//! kv_heads, seq, d]` (keys, values and theirs) in bf16 or f16, each head-major or
+//! token-major in memory (`Layouts`: read where the projections left them, so nothing is
+//! transposed in between), `seq` a multiple of `BLOCK`; query head `h` reads key/value
+//! head `h / group`. Every kernel runs cubes of four planes over blocks of 64 rows
+//! (`flash_tiles`).
 //!
 //! - Forward, a cube per block of queries: each key block's scores `s = q kᵀ · scale`
 //!   stay in registers, the running row max `m` and sum `l` rescale the output (the
@@ -22,12 +24,20 @@
 use cubecl::prelude::*;
 
 use super::flash_tiles::{
-    BLOCK, Pair, Wide, new_block, pairs_times_block, row_max, row_operands, row_sum, stage_block, stage_row_values, times_block_transposed, zeros,
+    BLOCK, Layouts, Pair, Wide, new_block, pairs_times_block, row_max, row_of, row_operands, row_sum, stage_block, stage_row_values, times_block_transposed,
+    zeros,
 };
 
 /// A score that no probability comes from (masked, or no key seen yet): finite, so that
 /// no infinity or NaN ever enters the kernels' arithmetic.
 const HIDDEN: f32 = -1.0e30;
+
+/// Query tiles of 16 rows a plane of the forward takes. With two, every operand read from
+/// shared memory serves two products, but on an H100 the forward ran 4% slower (its
+/// registers); one keeps blocks of 64 queries.
+const FORWARD_TILES: usize = 1;
+/// Query rows a cube of the forward takes.
+pub(crate) const FORWARD_BLOCK: usize = 4 * 16 * FORWARD_TILES;
 
 /// `o = softmax(q kᵀ · scale, causal) v` and `lse` per query row.
 #[cube(launch_unchecked)]
@@ -39,111 +49,113 @@ pub(crate) fn flash_forward_kernel<E: Float>(
     out: &mut Tensor<Vector<E, Pair>>,
     lse: &mut Tensor<f32>,
     seq: u32,
+    heads: u32,
     group: u32,
     scale: f32,
+    #[comptime] layouts: Layouts,
     #[comptime] d: usize,
     #[define(E)] _dtype: StorageType,
 ) {
     let block = BLOCK as u32;
-    let qb = seq / block - 1 - CUBE_POS_X;
+    let rows = FORWARD_BLOCK as u32;
+    let qb = seq / rows - 1 - CUBE_POS_X;
     let head = CUBE_POS_Y;
     let kv_head = head / group;
+    let kv_heads = heads / group;
     let (plane, lane) = (UNIT_POS_Y, UNIT_POS_PLANE);
     let (g, t) = (lane / 4, lane % 4);
-    let mut qs = new_block::<E>(d);
-    let mut ks = new_block::<E>(d);
-    let mut vs = new_block::<E>(d);
-    stage_block::<E>(q, head * seq + qb * block, &mut qs, d);
+    let mut qs = new_block::<E>(FORWARD_BLOCK, d);
+    let mut ks = new_block::<E>(BLOCK, d);
+    let mut vs = new_block::<E>(BLOCK, d);
+    stage_block::<E>(q, head, qb * rows, heads, seq, &mut qs, layouts.q, FORWARD_BLOCK, d);
     sync_cube();
-    let qf = row_operands::<E>(&qs, plane * 16, d);
-    let mut o = zeros(comptime!(d / 8 * 2));
-    let top = qb * block + plane * 16 + g;
-    let mut m_top = f32::new(HIDDEN);
-    let mut m_bottom = f32::new(HIDDEN);
-    let mut l_top = f32::new(0.0);
-    let mut l_bottom = f32::new(0.0);
-    for kb in 0..qb + 1 {
-        sync_cube();
-        stage_block::<E>(k, kv_head * seq + kb * block, &mut ks, d);
-        stage_block::<E>(v, kv_head * seq + kb * block, &mut vs, d);
-        sync_cube();
-        let mut s = zeros(comptime!(BLOCK / 8 * 2));
-        times_block_transposed::<E>(&qf, &ks, &mut s, d);
-        let first_key = kb * block + 2 * t;
-        let mut max_top = f32::new(HIDDEN);
-        let mut max_bottom = f32::new(HIDDEN);
-        #[unroll]
-        for n in 0..comptime!(BLOCK / 8) {
-            let mut x = s[2 * n] * Vector::new(scale);
-            let mut y = s[2 * n + 1] * Vector::new(scale);
-            #[unroll]
-            for e in 0..2usize {
-                let key = first_key + n as u32 * 8 + e as u32;
-                if key > top {
-                    x[e] = f32::new(HIDDEN);
-                }
-                if key > top + 8 {
-                    y[e] = f32::new(HIDDEN);
-                }
-                max_top = max(max_top, x[e]);
-                max_bottom = max(max_bottom, y[e]);
-            }
-            s[2 * n] = x;
-            s[2 * n + 1] = y;
-        }
-        let new_top = max(m_top, row_max(max_top));
-        let new_bottom = max(m_bottom, row_max(max_bottom));
-        let alpha_top = (m_top - new_top).exp();
-        let alpha_bottom = (m_bottom - new_bottom).exp();
-        m_top = new_top;
-        m_bottom = new_bottom;
-        let mut sum_top = f32::new(0.0);
-        let mut sum_bottom = f32::new(0.0);
-        #[unroll]
-        for n in 0..comptime!(BLOCK / 8) {
-            let mut x = s[2 * n];
-            let mut y = s[2 * n + 1];
-            #[unroll]
-            for e in 0..2usize {
-                x[e] = (x[e] - m_top).exp();
-                y[e] = (y[e] - m_bottom).exp();
-                sum_top += x[e];
-                sum_bottom += y[e];
-            }
-            s[2 * n] = x;
-            s[2 * n + 1] = y;
-        }
-        l_top = l_top * alpha_top + sum_top;
-        l_bottom = l_bottom * alpha_bottom + sum_bottom;
-        #[unroll]
-        for j in 0..comptime!(d / 8) {
-            o[2 * j] = o[2 * j] * Vector::new(alpha_top);
-            o[2 * j + 1] = o[2 * j + 1] * Vector::new(alpha_bottom);
-        }
-        pairs_times_block::<E>(&s, &vs, &mut o, d);
+    let qf = row_operands::<E>(&qs, plane * comptime!(16 * FORWARD_TILES as u32), FORWARD_TILES, d);
+    let mut o = zeros(comptime!(FORWARD_TILES * d / 4));
+    // The rows this lane holds: `r = 2m + h` is tile m's row g (h = 0) or g + 8 (h = 1),
+    // with its running max and sum.
+    let first_row = qb * rows + plane * comptime!(16 * FORWARD_TILES as u32) + g;
+    let mut m_run = Array::<f32>::new(comptime!(2 * FORWARD_TILES));
+    let mut l_run = Array::<f32>::new(comptime!(2 * FORWARD_TILES));
+    #[unroll]
+    for r in 0..comptime!(2 * FORWARD_TILES) {
+        m_run[r] = f32::new(HIDDEN);
+        l_run[r] = f32::new(0.0);
     }
-    let l_top = row_sum(l_top);
-    let l_bottom = row_sum(l_bottom);
-    let row = (head * seq + top) as usize;
+    for kb in 0..(qb + 1) * rows / block {
+        sync_cube();
+        stage_block::<E>(k, kv_head, kb * block, kv_heads, seq, &mut ks, layouts.k, BLOCK, d);
+        stage_block::<E>(v, kv_head, kb * block, kv_heads, seq, &mut vs, layouts.v, BLOCK, d);
+        sync_cube();
+        let mut s = zeros(comptime!(FORWARD_TILES * BLOCK / 4));
+        times_block_transposed::<E>(&qf, &ks, &mut s, FORWARD_TILES, d);
+        let first_key = kb * block + 2 * t;
+        #[unroll]
+        for r in 0..comptime!(2 * FORWARD_TILES) {
+            let row = first_row + (r / 2) as u32 * 16 + (r % 2) as u32 * 8;
+            let base = (r / 2) * comptime!(BLOCK / 4) + r % 2;
+            let mut block_max = f32::new(HIDDEN);
+            #[unroll]
+            for n in 0..comptime!(BLOCK / 8) {
+                let mut x = s[base + 2 * n] * Vector::new(scale);
+                #[unroll]
+                for e in 0..2usize {
+                    if first_key + n as u32 * 8 + e as u32 > row {
+                        x[e] = f32::new(HIDDEN);
+                    }
+                    block_max = max(block_max, x[e]);
+                }
+                s[base + 2 * n] = x;
+            }
+            let new_max = max(m_run[r], row_max(block_max));
+            let alpha = (m_run[r] - new_max).exp();
+            m_run[r] = new_max;
+            let mut sum = f32::new(0.0);
+            #[unroll]
+            for n in 0..comptime!(BLOCK / 8) {
+                let mut x = s[base + 2 * n];
+                #[unroll]
+                for e in 0..2usize {
+                    x[e] = (x[e] - new_max).exp();
+                    sum += x[e];
+                }
+                s[base + 2 * n] = x;
+            }
+            l_run[r] = l_run[r] * alpha + sum;
+            let o_base = (r / 2) * comptime!(d / 4) + r % 2;
+            #[unroll]
+            for j in 0..comptime!(d / 8) {
+                o[o_base + 2 * j] = o[o_base + 2 * j] * Vector::new(alpha);
+            }
+        }
+        pairs_times_block::<E>(&s, &vs, &mut o, FORWARD_TILES, d);
+    }
     let half = comptime!(d / 2);
     #[unroll]
-    for j in 0..comptime!(d / 8) {
-        out[row * half + j * 4 + t as usize] = Vector::cast_from(o[2 * j] * Vector::new(1.0 / l_top));
-        out[(row + 8) * half + j * 4 + t as usize] = Vector::cast_from(o[2 * j + 1] * Vector::new(1.0 / l_bottom));
-    }
-    if t == 0 {
-        lse[row] = m_top + l_top.ln();
-        lse[row + 8] = m_bottom + l_bottom.ln();
+    for r in 0..comptime!(2 * FORWARD_TILES) {
+        let pos = first_row + (r / 2) as u32 * 16 + (r % 2) as u32 * 8;
+        let l = row_sum(l_run[r]);
+        let at = row_of(head, pos, heads, seq, true) as usize;
+        let o_base = (r / 2) * comptime!(d / 4) + r % 2;
+        #[unroll]
+        for j in 0..comptime!(d / 8) {
+            out[at * half + j * 4 + t as usize] = Vector::cast_from(o[o_base + 2 * j] * Vector::new(1.0 / l));
+        }
+        if t == 0 {
+            lse[(head * seq + pos) as usize] = m_run[r] + l.ln();
+        }
     }
 }
 
-/// `delta[row] = Σ dy[row] ⊙ y[row]` for `rows` rows of `d` values.
+/// `delta[row] = Σ dy[row] ⊙ y[row]` for `rows` rows of `d` values (`row` head-major).
 #[cube(launch_unchecked)]
 pub(crate) fn flash_delta_kernel<E: Float>(
     y: &Tensor<Vector<E, Wide>>,
     dy: &Tensor<Vector<E, Wide>>,
     delta: &mut Tensor<f32>,
     rows: u32,
+    seq: u32,
+    heads: u32,
+    #[comptime] layouts: Layouts,
     #[comptime] d: usize,
     #[define(E)] _dtype: StorageType,
 ) {
@@ -151,10 +163,13 @@ pub(crate) fn flash_delta_kernel<E: Float>(
     if row >= rows as usize {
         terminate!();
     }
+    let (head, pos) = (row as u32 / seq, row as u32 % seq);
+    let y_row = row_of(head, pos, heads, seq, layouts.out) as usize * comptime!(d / 8);
+    let dy_row = row_of(head, pos, heads, seq, layouts.dy) as usize * comptime!(d / 8);
     let mut acc = f32::new(0.0);
     #[unroll]
     for j in 0..comptime!(d / 8) {
-        let (a, b) = (y[row * comptime!(d / 8) + j], dy[row * comptime!(d / 8) + j]);
+        let (a, b) = (y[y_row + j], dy[dy_row + j]);
         #[unroll]
         for e in 0..8usize {
             acc += f32::cast_from(a[e]) * f32::cast_from(b[e]);
@@ -194,8 +209,10 @@ pub(crate) fn flash_query_gradient_kernel<E: Float>(
     delta: &Tensor<f32>,
     dq: &mut Tensor<Vector<E, Pair>>,
     seq: u32,
+    heads: u32,
     group: u32,
     scale: f32,
+    #[comptime] layouts: Layouts,
     #[comptime] d: usize,
     #[define(E)] _dtype: StorageType,
 ) {
@@ -203,17 +220,18 @@ pub(crate) fn flash_query_gradient_kernel<E: Float>(
     let qb = seq / block - 1 - CUBE_POS_X;
     let head = CUBE_POS_Y;
     let kv_head = head / group;
+    let kv_heads = heads / group;
     let (plane, lane) = (UNIT_POS_Y, UNIT_POS_PLANE);
     let (g, t) = (lane / 4, lane % 4);
-    let mut qs = new_block::<E>(d);
-    let mut dys = new_block::<E>(d);
-    let mut ks = new_block::<E>(d);
-    let mut vs = new_block::<E>(d);
-    stage_block::<E>(q, head * seq + qb * block, &mut qs, d);
-    stage_block::<E>(dy, head * seq + qb * block, &mut dys, d);
+    let mut qs = new_block::<E>(BLOCK, d);
+    let mut dys = new_block::<E>(BLOCK, d);
+    let mut ks = new_block::<E>(BLOCK, d);
+    let mut vs = new_block::<E>(BLOCK, d);
+    stage_block::<E>(q, head, qb * block, heads, seq, &mut qs, layouts.q, BLOCK, d);
+    stage_block::<E>(dy, head, qb * block, heads, seq, &mut dys, layouts.dy, BLOCK, d);
     sync_cube();
-    let qf = row_operands::<E>(&qs, plane * 16, d);
-    let dyf = row_operands::<E>(&dys, plane * 16, d);
+    let qf = row_operands::<E>(&qs, plane * 16, 1usize, d);
+    let dyf = row_operands::<E>(&dys, plane * 16, 1usize, d);
     let top = qb * block + plane * 16 + g;
     let row = (head * seq + top) as usize;
     let (lse_top, lse_bottom) = (lse[row], lse[row + 8]);
@@ -221,20 +239,20 @@ pub(crate) fn flash_query_gradient_kernel<E: Float>(
     let mut acc = zeros(comptime!(d / 8 * 2));
     for kb in 0..qb + 1 {
         sync_cube();
-        stage_block::<E>(k, kv_head * seq + kb * block, &mut ks, d);
-        stage_block::<E>(v, kv_head * seq + kb * block, &mut vs, d);
+        stage_block::<E>(k, kv_head, kb * block, kv_heads, seq, &mut ks, layouts.k, BLOCK, d);
+        stage_block::<E>(v, kv_head, kb * block, kv_heads, seq, &mut vs, layouts.v, BLOCK, d);
         sync_cube();
         let mut s = zeros(comptime!(BLOCK / 8 * 2));
-        times_block_transposed::<E>(&qf, &ks, &mut s, d);
+        times_block_transposed::<E>(&qf, &ks, &mut s, 1usize, d);
         row_probabilities(&mut s, scale, lse_top, lse_bottom, kb * block + 2 * t, top);
         let mut dp = zeros(comptime!(BLOCK / 8 * 2));
-        times_block_transposed::<E>(&dyf, &vs, &mut dp, d);
+        times_block_transposed::<E>(&dyf, &vs, &mut dp, 1usize, d);
         #[unroll]
         for n in 0..comptime!(BLOCK / 8) {
             s[2 * n] = s[2 * n] * (dp[2 * n] - Vector::new(delta_top));
             s[2 * n + 1] = s[2 * n + 1] * (dp[2 * n + 1] - Vector::new(delta_bottom));
         }
-        pairs_times_block::<E>(&s, &ks, &mut acc, d);
+        pairs_times_block::<E>(&s, &ks, &mut acc, 1usize, d);
     }
     let half = comptime!(d / 2);
     #[unroll]
@@ -258,27 +276,30 @@ pub(crate) fn flash_key_value_gradient_kernel<E: Float>(
     dk: &mut Tensor<Vector<E, Pair>>,
     dv: &mut Tensor<Vector<E, Pair>>,
     seq: u32,
+    heads: u32,
     group: u32,
     scale: f32,
+    #[comptime] layouts: Layouts,
     #[comptime] d: usize,
     #[define(E)] _dtype: StorageType,
 ) {
     let block = BLOCK as u32;
     let kb = CUBE_POS_X;
     let kv_head = CUBE_POS_Y;
+    let kv_heads = heads / group;
     let (plane, lane) = (UNIT_POS_Y, UNIT_POS_PLANE);
     let (g, t) = (lane / 4, lane % 4);
-    let mut ks = new_block::<E>(d);
-    let mut vs = new_block::<E>(d);
-    let mut qs = new_block::<E>(d);
-    let mut dys = new_block::<E>(d);
+    let mut ks = new_block::<E>(BLOCK, d);
+    let mut vs = new_block::<E>(BLOCK, d);
+    let mut qs = new_block::<E>(BLOCK, d);
+    let mut dys = new_block::<E>(BLOCK, d);
     let mut lses = SharedMemory::<f32>::new(BLOCK);
     let mut deltas = SharedMemory::<f32>::new(BLOCK);
-    stage_block::<E>(k, kv_head * seq + kb * block, &mut ks, d);
-    stage_block::<E>(v, kv_head * seq + kb * block, &mut vs, d);
+    stage_block::<E>(k, kv_head, kb * block, kv_heads, seq, &mut ks, layouts.k, BLOCK, d);
+    stage_block::<E>(v, kv_head, kb * block, kv_heads, seq, &mut vs, layouts.v, BLOCK, d);
     sync_cube();
-    let kf = row_operands::<E>(&ks, plane * 16, d);
-    let vf = row_operands::<E>(&vs, plane * 16, d);
+    let kf = row_operands::<E>(&ks, plane * 16, 1usize, d);
+    let vf = row_operands::<E>(&vs, plane * 16, 1usize, d);
     let key_top = kb * block + plane * 16 + g;
     let mut dk_acc = zeros(comptime!(d / 8 * 2));
     let mut dv_acc = zeros(comptime!(d / 8 * 2));
@@ -287,13 +308,13 @@ pub(crate) fn flash_key_value_gradient_kernel<E: Float>(
         for qb in kb..seq / block {
             let first = head * seq + qb * block;
             sync_cube();
-            stage_block::<E>(q, first, &mut qs, d);
-            stage_block::<E>(dy, first, &mut dys, d);
+            stage_block::<E>(q, head, qb * block, heads, seq, &mut qs, layouts.q, BLOCK, d);
+            stage_block::<E>(dy, head, qb * block, heads, seq, &mut dys, layouts.dy, BLOCK, d);
             stage_row_values(lse, first, &mut lses);
             stage_row_values(delta, first, &mut deltas);
             sync_cube();
             let mut p = zeros(comptime!(BLOCK / 8 * 2));
-            times_block_transposed::<E>(&kf, &qs, &mut p, d);
+            times_block_transposed::<E>(&kf, &qs, &mut p, 1usize, d);
             let first_query = qb * block + 2 * t;
             #[unroll]
             for n in 0..comptime!(BLOCK / 8) {
@@ -309,9 +330,9 @@ pub(crate) fn flash_key_value_gradient_kernel<E: Float>(
                 p[2 * n] = x;
                 p[2 * n + 1] = y;
             }
-            pairs_times_block::<E>(&p, &dys, &mut dv_acc, d);
+            pairs_times_block::<E>(&p, &dys, &mut dv_acc, 1usize, d);
             let mut dp = zeros(comptime!(BLOCK / 8 * 2));
-            times_block_transposed::<E>(&vf, &dys, &mut dp, d);
+            times_block_transposed::<E>(&vf, &dys, &mut dp, 1usize, d);
             #[unroll]
             for n in 0..comptime!(BLOCK / 8) {
                 let mut delta_pair = Vector::<f32, Pair>::new(0.0);
@@ -322,16 +343,17 @@ pub(crate) fn flash_key_value_gradient_kernel<E: Float>(
                 p[2 * n] = p[2 * n] * (dp[2 * n] - delta_pair);
                 p[2 * n + 1] = p[2 * n + 1] * (dp[2 * n + 1] - delta_pair);
             }
-            pairs_times_block::<E>(&p, &qs, &mut dk_acc, d);
+            pairs_times_block::<E>(&p, &qs, &mut dk_acc, 1usize, d);
         }
     }
     let row = (kv_head * seq + key_top) as usize;
+    let (dv_top, dv_bottom) = (row_of(kv_head, key_top, kv_heads, seq, true) as usize, row_of(kv_head, key_top + 8, kv_heads, seq, true) as usize);
     let half = comptime!(d / 2);
     #[unroll]
     for j in 0..comptime!(d / 8) {
         dk[row * half + j * 4 + t as usize] = Vector::cast_from(dk_acc[2 * j] * Vector::new(scale));
         dk[(row + 8) * half + j * 4 + t as usize] = Vector::cast_from(dk_acc[2 * j + 1] * Vector::new(scale));
-        dv[row * half + j * 4 + t as usize] = Vector::cast_from(dv_acc[2 * j]);
-        dv[(row + 8) * half + j * 4 + t as usize] = Vector::cast_from(dv_acc[2 * j + 1]);
+        dv[dv_top * half + j * 4 + t as usize] = Vector::cast_from(dv_acc[2 * j]);
+        dv[dv_bottom * half + j * 4 + t as usize] = Vector::cast_from(dv_acc[2 * j + 1]);
     }
 }

@@ -1,14 +1,15 @@
 //! What the flash-attention kernels share: blocks of `BLOCK` rows of a head's `[seq,
 //! head_dim]` matrix staged in shared memory, and the tensor-core operands read from them.
 //!
-//! A cube is four planes (128 units); each plane owns 16 of a block's 64 rows. Products
+//! A cube is four planes (128 units); each plane owns 16 rows of a block (a tile; the
+//! forward can give a plane several, `FORWARD_TILES`). Products
 //! run on `mma.sync` m16n8k16 (16-bit floats in, f32 accumulators), through cubecl's
 //! manual MMA: a lane holds an A operand (16 x 16) as 4 pairs, a B operand (16 x 8) as 2
 //! pairs and an accumulator (16 x 8) as 2 f32 pairs, in PTX's layout: for lane `4g + t`
 //! the accumulator's pairs are row `g`, columns `2t, 2t + 1`, and row `g + 8`, the same
 //! columns. The A operand of a 16-column slice is the accumulators of its two 8-column
 //! tiles in that order, which lets probabilities computed in registers feed the next
-//! product without leaving them (`pairs_as_operand`).
+//! product without leaving them (`pairs_as_operands`).
 //!
 //! Staged rows are 16-byte vectors, padded by one vector so that the 8 rows one
 //! `ldmatrix` reads start in different banks. `ldmatrix` fills the operands: A and a
@@ -28,22 +29,64 @@ pub(crate) type Wide = Const<8>;
 /// Two values: one 32-bit register of 16-bit floats, or an accumulator's f32 pair.
 pub(crate) type Pair = Const<2>;
 
-/// A block of `BLOCK` rows of `d` values in shared memory (padded rows).
+/// A block of `rows` rows of `d` values in shared memory (padded rows).
 #[cube]
-pub(crate) fn new_block<E: Float>(#[comptime] d: usize) -> SharedMemory<Vector<E, Wide>> {
-    SharedMemory::<Vector<E, Wide>>::new(comptime!(BLOCK * (d / 8 + 1)))
+pub(crate) fn new_block<E: Float>(#[comptime] rows: usize, #[comptime] d: usize) -> SharedMemory<Vector<E, Wide>> {
+    SharedMemory::<Vector<E, Wide>>::new(comptime!(rows * (d / 8 + 1)))
 }
 
-/// Copies rows `first_row..first_row + BLOCK` of `src` (rows of `d` values, contiguous)
-/// into `block`: every unit of the cube copies its share of 16-byte vectors.
+/// How the kernels' `[batch, heads, seq, d]` tensors lie in memory: for each, `true` when
+/// token-major (a `[batch, seq, heads, d]` buffer, as the projections give keys and values
+/// and take the output back), `false` when head-major (contiguous `[batch, heads, seq,
+/// d]`). `out` is the forward's output as the backward reads it; the forward writes it
+/// token-major, the backward writes `dq`, `dk` head-major and `dv` token-major.
+#[derive(Clone, Copy, Debug, Default, Hash, PartialEq, Eq)]
+pub(crate) struct Layouts {
+    pub q: bool,
+    pub k: bool,
+    pub v: bool,
+    pub dy: bool,
+    pub out: bool,
+}
+
+/// The row (of `d` values) of position `pos` of head `head` (`batch · heads + h`) in a
+/// tensor of `heads` heads, token-major or head-major (`Layouts`).
 #[cube]
-pub(crate) fn stage_block<E: Float>(src: &Tensor<Vector<E, Wide>>, first_row: u32, block: &mut SharedMemory<Vector<E, Wide>>, #[comptime] d: usize) {
+pub(crate) fn row_of(head: u32, pos: u32, heads: u32, seq: u32, #[comptime] tokens: bool) -> u32 {
+    let mut row = head * seq + pos;
+    if tokens {
+        row = ((head / heads) * seq + pos) * heads + head % heads;
+    }
+    row
+}
+
+/// Copies positions `first_pos..first_pos + rows` of head `head` of `src` (rows of `d`
+/// values; `heads` heads, token-major or not) into `block`: every unit of the cube copies
+/// its share of 16-byte vectors.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn stage_block<E: Float>(
+    src: &Tensor<Vector<E, Wide>>,
+    head: u32,
+    first_pos: u32,
+    heads: u32,
+    seq: u32,
+    block: &mut SharedMemory<Vector<E, Wide>>,
+    #[comptime] tokens: bool,
+    #[comptime] rows: usize,
+    #[comptime] d: usize,
+) {
     let row_vectors = comptime!(d / 8);
-    let first = first_row as usize * row_vectors;
+    let first = row_of(head, first_pos, heads, seq, tokens) as usize;
+    let mut step = 1usize;
+    if tokens {
+        step = heads as usize;
+    }
     #[unroll]
-    for i in 0..comptime!(BLOCK * d / 8 / UNITS as usize) {
+    for i in 0..comptime!(rows * d / 8 / UNITS as usize) {
         let at = UNIT_POS as usize + i * UNITS as usize;
-        block[at / row_vectors * (row_vectors + 1) + at % row_vectors] = src[first + at];
+        let (row, col) = (at / row_vectors, at % row_vectors);
+        block[row * (row_vectors + 1) + col] = src[(first + row * step) * row_vectors + col];
     }
 }
 
@@ -83,17 +126,25 @@ pub(crate) fn load_four<E: Float>(
     def.load_matrix::<Vector<E, Wide>, Pair>(&block.slice(at, at + 1), MatrixIdent::A, 4usize, transpose)
 }
 
-/// The A operands of this plane's 16 rows of `block` (starting at `row`) over all `d`
-/// columns: `d / 16` slices of 4 pairs.
+/// The A operands of this plane's `16 · tiles` rows of `block` (starting at `row`) over all
+/// `d` columns: for each 16-row tile, `d / 16` slices of 4 pairs.
 #[cube]
-pub(crate) fn row_operands<E: Float>(block: &SharedMemory<Vector<E, Wide>>, row: u32, #[comptime] d: usize) -> Array<Vector<E, Pair>> {
-    let mut out = Array::<Vector<E, Pair>>::new(comptime!(d / 16 * 4));
+pub(crate) fn row_operands<E: Float>(
+    block: &SharedMemory<Vector<E, Wide>>,
+    row: u32,
+    #[comptime] tiles: usize,
+    #[comptime] d: usize,
+) -> Array<Vector<E, Pair>> {
+    let mut out = Array::<Vector<E, Pair>>::new(comptime!(tiles * d / 16 * 4));
     #[unroll]
-    for kk in 0..comptime!(d / 16) {
-        let four = load_four::<E>(block, row, kk as u32 * 16, true, false, d);
+    for m in 0..tiles {
         #[unroll]
-        for i in 0..4usize {
-            out[kk * 4 + i] = four[i];
+        for kk in 0..comptime!(d / 16) {
+            let four = load_four::<E>(block, row + m as u32 * 16, kk as u32 * 16, true, false, d);
+            #[unroll]
+            for i in 0..4usize {
+                out[(m * comptime!(d / 16) + kk) * 4 + i] = four[i];
+            }
         }
     }
     out
@@ -130,14 +181,16 @@ pub(crate) fn zeros(#[comptime] len: usize) -> Array<Vector<f32, Pair>> {
     out
 }
 
-/// `acc` (16 rows x `8 · tiles` columns, 2 pairs a tile) `+= a · bᵀ` where `a` is this
-/// plane's A operands over `d` columns and `b` the 64 rows of `block` (the product's 64
-/// output columns, `tiles` = 8).
+/// `acc` `+= a · bᵀ` for each of this plane's `tiles` 16-row tiles: `a` its A operands
+/// over `d` columns (`row_operands`), `b` the `BLOCK` rows of `block` (the product's
+/// columns); a tile's accumulator is `BLOCK / 8` column tiles of 2 pairs. Each operand read
+/// from `block` serves every row tile.
 #[cube]
 pub(crate) fn times_block_transposed<E: Float>(
     a: &Array<Vector<E, Pair>>,
     block: &SharedMemory<Vector<E, Wide>>,
     acc: &mut Array<Vector<f32, Pair>>,
+    #[comptime] tiles: usize,
     #[comptime] d: usize,
 ) {
     #[unroll]
@@ -145,41 +198,54 @@ pub(crate) fn times_block_transposed<E: Float>(
         #[unroll]
         for np in 0..comptime!(BLOCK / 16) {
             let b = load_four::<E>(block, np as u32 * 16, kk as u32 * 16, false, false, d);
-            mma::<E>(a, kk * 4, b[0], b[1], acc, np * 4);
-            mma::<E>(a, kk * 4, b[2], b[3], acc, np * 4 + 2);
+            #[unroll]
+            for m in 0..tiles {
+                let (a_at, at) = ((m * comptime!(d / 16) + kk) * 4, m * comptime!(BLOCK / 4) + np * 4);
+                mma::<E>(a, a_at, b[0], b[1], acc, at);
+                mma::<E>(a, a_at, b[2], b[3], acc, at + 2);
+            }
         }
     }
 }
 
-/// `acc` (16 rows x `d` columns) `+= p · block` where `p` is 16 rows x 64 accumulator
-/// pairs (converted to `E`) and `block` 64 rows of `d` values.
+/// `acc` (per row tile, 16 rows x `d` columns) `+= p · block` where `p` is, per row tile,
+/// 16 rows x `BLOCK` accumulator pairs (converted to `E`) and `block` `BLOCK` rows of `d`
+/// values.
 #[cube]
 pub(crate) fn pairs_times_block<E: Float>(
     p: &Array<Vector<f32, Pair>>,
     block: &SharedMemory<Vector<E, Wide>>,
     acc: &mut Array<Vector<f32, Pair>>,
+    #[comptime] tiles: usize,
     #[comptime] d: usize,
 ) {
     #[unroll]
     for kk in 0..comptime!(BLOCK / 16) {
-        let a = pairs_as_operand::<E>(p, kk * 4);
+        let a = pairs_as_operands::<E>(p, kk, tiles);
         #[unroll]
         for dp in 0..comptime!(d / 16) {
             let b = load_four::<E>(block, kk as u32 * 16, dp as u32 * 16, true, true, d);
-            mma::<E>(&a, 0, b[0], b[1], acc, dp * 4);
-            mma::<E>(&a, 0, b[2], b[3], acc, dp * 4 + 2);
+            #[unroll]
+            for m in 0..tiles {
+                let at = m * comptime!(d / 4) + dp * 4;
+                mma::<E>(&a, m * 4, b[0], b[1], acc, at);
+                mma::<E>(&a, m * 4, b[2], b[3], acc, at + 2);
+            }
         }
     }
 }
 
-/// The A operand of 16 columns from the accumulator pairs of its two 8-column tiles
-/// (`p[at..at + 4]`), converted to `E`.
+/// For each row tile, the A operand of columns `16 · kk..16 · kk + 16` from the
+/// accumulator pairs of its two 8-column tiles, converted to `E`: 4 pairs a row tile.
 #[cube]
-pub(crate) fn pairs_as_operand<E: Float>(p: &Array<Vector<f32, Pair>>, at: usize) -> Array<Vector<E, Pair>> {
-    let mut a = Array::<Vector<E, Pair>>::new(4usize);
+pub(crate) fn pairs_as_operands<E: Float>(p: &Array<Vector<f32, Pair>>, kk: usize, #[comptime] tiles: usize) -> Array<Vector<E, Pair>> {
+    let mut a = Array::<Vector<E, Pair>>::new(comptime!(tiles * 4));
     #[unroll]
-    for i in 0..4usize {
-        a[i] = Vector::cast_from(p[at + i]);
+    for m in 0..tiles {
+        #[unroll]
+        for i in 0..4usize {
+            a[m * 4 + i] = Vector::cast_from(p[m * comptime!(BLOCK / 4) + kk * 4 + i]);
+        }
     }
     a
 }
