@@ -33,10 +33,15 @@ const HEAD_DIM: usize = 64;
 static FLASH: AtomicU8 = AtomicU8::new(0);
 
 /// Whether attention runs the flash kernels where they take the inputs: the last
-/// `set_flash_attention`, else `HABITS_FLASH_ATTENTION` (`0` turns them off), else on.
+/// `set_flash_attention`, else `HABITS_FLASH_ATTENTION` (`0` turns them off; read once),
+/// else on.
 pub fn flash_attention() -> bool {
     match FLASH.load(Ordering::Relaxed) {
-        0 => std::env::var("HABITS_FLASH_ATTENTION").map_or(true, |v| v.trim() != "0"),
+        0 => {
+            let on = std::env::var("HABITS_FLASH_ATTENTION").map_or(true, |v| v.trim() != "0");
+            set_flash_attention(on);
+            on
+        }
         set => set == 1,
     }
 }
@@ -58,27 +63,15 @@ impl Rows {
     /// `x` in place when it is head-major or a token-major view (`swap_dims(1, 2)` of a
     /// contiguous `[batch, seq, heads, d]`), else a head-major copy.
     fn of(x: &CubeTensor<CudaRuntime>) -> Rows {
-        if is_contiguous(x) {
+        if x.is_contiguous() {
             return Rows { buffer: x.clone(), tokens: false };
         }
         let swapped = swap_positions_and_heads(x.clone());
-        if is_contiguous(&swapped) {
+        if swapped.is_contiguous() {
             return Rows { buffer: swapped, tokens: true };
         }
         Rows { buffer: into_contiguous(x.clone()), tokens: false }
     }
-}
-
-/// Whether `x`'s strides are row-major for its shape (dimensions of one element aside).
-fn is_contiguous(x: &CubeTensor<CudaRuntime>) -> bool {
-    let mut expected = 1;
-    for (&len, &stride) in x.meta.shape.iter().zip(x.meta.strides.iter()).rev() {
-        if len != 1 && stride != expected {
-            return false;
-        }
-        expected *= len;
-    }
-    true
 }
 
 /// `[a, b, c, d]` -> `[a, c, b, d]` as a view.
