@@ -47,13 +47,16 @@ plan: build
 demo-source: $(DEMO_SOURCE)/README.md
 
 $(DEMO_SOURCE)/README.md: scripts/demo_source.py scripts/assets.lock scripts/fetch_assets.sh
+	scripts/need.sh python3 pip sha256sum npm
 	scripts/fetch_assets.sh champ-dataset sagemath-doc >/dev/null
 	$(PYTHON) scripts/demo_source.py --assets $(ASSETS) --out $(DEMO_SOURCE)
 
 llm-assets:
+	scripts/need.sh python3 sha256sum npm cmake g++
 	scripts/prepare_llm.sh >/dev/null
 
 python-deps:
+	@scripts/need.sh python3 pip font pgrep
 	@$(PYTHON) -c "import pyarrow, huggingface_hub, numpy, datasets, tokenizers, duckdb, PIL" 2>/dev/null || PIP_BREAK_SYSTEM_PACKAGES=1 $(PYTHON) -m pip install --quiet -r tests/requirements.txt
 
 test: python-deps llm-assets

@@ -1,7 +1,9 @@
 //! habits pipeline: turns raw math web text into behavior-enriched pretraining sets.
 //!
-//! The stages (fetch, sample, and later classify, select, rewrite, build) read and write
-//! parquet tables under a run directory; see `DESIGN.md` and the README for the contracts.
+//! The stages (`stages/`: plan, fetch, sample, classify, select, rewrite, build, priming)
+//! read and write parquet tables under a run directory (`run_dir`); the hub client
+//! (`hub/`), the LLM client (`llm/`), the request journal (`journal`) and retries
+//! (`retry`) are shared by them. docs/ARCHITECTURE.md and the README give the contracts.
 
 pub mod cli;
 pub mod config;

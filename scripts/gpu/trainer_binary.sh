@@ -12,7 +12,7 @@ if [ ! -x "$BIN" ]; then
   echo "no trainer at $BIN (nor $BIN.xz): build it with cargo build --release -p trainer --features cuda, strip it and pack it (scripts/gpu/trainer_binary.sh)" >&2
   exit 1
 fi
-# The projections' matmul runs on cuBLAS (trainer/src/model/matmul_cublas.rs) on the
+# The projections' matmul runs on cuBLAS (trainer/src/ops/matmul/cublas.rs) on the
 # stream found through CUPTI (model/cuda_stream.rs), both opened at run time: PyTorch's
 # CUDA wheels ship libcublas and libcupti under site-packages/nvidia/*/lib.
 if [ -z "${CUDA_LIBS:-}" ]; then

@@ -10,8 +10,8 @@
 use burn::prelude::*;
 
 use crate::ModelBackend;
-use crate::cross_entropy::{CrossEntropy, token_cross_entropy};
 use crate::model::Llama;
+use crate::ops::cross_entropy::{CrossEntropy, token_cross_entropy};
 
 /// The label that is not predicted.
 pub const IGNORE: i64 = -100;

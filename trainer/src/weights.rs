@@ -112,8 +112,8 @@ pub fn load_model<B: ModelBackend>(dir: &Path, device: &B::Device) -> Result<Lla
 /// holding either), or a trainer checkpoint (a `.mpk` record, a checkpoint folder or a run
 /// folder; `train::start_from`).
 pub fn load_weights<B: ModelBackend>(config: &ModelConfig, weights: &Path, device: &B::Device) -> Result<Llama<B>> {
-    if let Some(record) = crate::train::start_from::trainer_record(weights)? {
-        return crate::train::start_from::read_model(config, &record, device);
+    if let Some(record) = crate::run::start_from::trainer_record(weights)? {
+        return crate::run::start_from::read_model(config, &record, device);
     }
     let mut ckpt = Checkpoint::open(weights)?;
     Llama::build(config, &mut ckpt, device).with_context(|| format!("cannot load {}", weights.display()))

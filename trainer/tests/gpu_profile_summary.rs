@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use trainer::gpu_profile::{KernelRun, summary_lines};
+use trainer::diag::gpu_profile::{KernelRun, summary_lines};
 
 fn summarise(text: &str, extra: &[&str]) -> Output {
     let dir = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use burn::optim::GradientsParams;
 use pipeline::stages::build::megatron::{MegatronWriter, TokenType};
 use trainer::loss::causal_lm_loss;
-use trainer::train::clip::clip_global_norm;
+use trainer::run::clip::clip_global_norm;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)

@@ -14,12 +14,12 @@ use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
-use super::causal_attention::{causal_attention, repeat_kv};
-use super::config::ModelConfig;
-use super::precision::{Compute, cast_to, project, project_computed, to_compute};
-use super::rotary_heads::rotary_heads;
-use super::source::{ParamSource, linear};
 use crate::ModelBackend;
+use crate::model::config::ModelConfig;
+use crate::model::precision::{Compute, cast_to, project, project_computed, to_compute};
+use crate::model::source::{ParamSource, linear};
+use crate::ops::attention::{causal_attention, repeat_kv};
+use crate::ops::rotary_heads::rotary_heads;
 
 /// The options for burn's `attention`: an explicit scale selects the composed path on
 /// every backend (the fused kernels take only the default scale); `fused` leaves the

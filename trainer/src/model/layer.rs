@@ -4,12 +4,12 @@ use anyhow::Result;
 use burn::nn::RmsNorm;
 use burn::prelude::*;
 
-use super::attention::{Attention, KvCache, Positions};
-use super::config::ModelConfig;
-use super::mlp::Mlp;
-use super::rms_norm::apply_rms_norm;
-use super::source::{ParamSource, rms_norm};
 use crate::ModelBackend;
+use crate::model::attention::{Attention, KvCache, Positions};
+use crate::model::config::ModelConfig;
+use crate::model::mlp::Mlp;
+use crate::model::source::{ParamSource, rms_norm};
+use crate::ops::rms_norm::apply_rms_norm;
 
 #[derive(Module, Debug)]
 pub struct DecoderLayer<B: Backend> {

@@ -4,11 +4,11 @@ use anyhow::Result;
 use burn::nn::Linear;
 use burn::prelude::*;
 
-use super::config::ModelConfig;
-use super::matmul::Matmul;
-use super::precision::{Compute, project, project_computed, to_compute};
-use super::source::{ParamSource, linear};
-use super::swiglu::{Swiglu, swiglu};
+use crate::model::config::ModelConfig;
+use crate::model::precision::{Compute, project, project_computed, to_compute};
+use crate::model::source::{ParamSource, linear};
+use crate::ops::matmul::Matmul;
+use crate::ops::swiglu::{Swiglu, swiglu};
 
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {

@@ -4,44 +4,12 @@
 //! Parameters are named as in Hugging Face checkpoints, so weights load by name.
 
 pub mod attention;
-#[cfg(feature = "cuda")]
-mod attention_cublas;
-#[cfg(feature = "cuda")]
-mod attention_flash;
-pub mod causal_attention;
-#[cfg(feature = "cuda")]
-mod causal_softmax_kernel;
 pub mod config;
-#[cfg(feature = "cuda")]
-mod cuda_stream;
-#[cfg(feature = "cuda")]
-mod flash_attention_kernel;
-#[cfg(feature = "cuda")]
-mod flash_tiles;
 pub mod layer;
-pub mod matmul;
-#[cfg(feature = "cuda")]
-pub(crate) mod matmul_cublas;
 pub mod mlp;
 pub mod precision;
-pub mod rms_norm;
-#[cfg(feature = "cuda")]
-mod rms_norm_kernel;
 pub mod rope;
-pub mod rotary_heads;
-#[cfg(feature = "cuda")]
-mod rotary_heads_kernel;
 pub mod source;
-#[cfg(any(test, feature = "cuda"))]
-mod staircase;
-pub mod swiglu;
-#[cfg(feature = "cuda")]
-mod swiglu_kernel;
-
-#[cfg(feature = "cuda")]
-pub use self::attention_cublas::{attention_chunk, set_attention_chunk};
-#[cfg(feature = "cuda")]
-pub use self::attention_flash::{flash_attention, set_flash_attention};
 
 use anyhow::Result;
 use burn::nn::{Embedding, Linear, RmsNorm};
@@ -51,10 +19,10 @@ use self::attention::{KvCache, Positions};
 use self::config::ModelConfig;
 use self::layer::DecoderLayer;
 use self::precision::{Compute, linear_computed, to_compute};
-use self::rms_norm::apply_rms_norm;
 use self::rope::Rope;
 use self::source::{ParamSource, RandomInit, embedding, linear, rms_norm};
 use crate::ModelBackend;
+use crate::ops::rms_norm::apply_rms_norm;
 
 #[derive(Module, Debug)]
 pub struct Llama<B: Backend> {

@@ -13,7 +13,7 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 use burn::tensor::module::linear;
 
-use super::matmul::{Matmul, matmul_2d};
+use crate::ops::matmul::{Matmul, matmul_2d};
 
 /// The dtype the matmuls run in; `None`: the parameters' own.
 pub type Compute = Option<FloatDType>;

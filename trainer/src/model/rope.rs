@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use burn::prelude::*;
 
-use super::config::ModelConfig;
+use crate::model::config::ModelConfig;
 
 /// The inverse frequencies of one head (`head_dim / 2` of them), and the tables of the
 /// positions `0..seq` already made on a device.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::track::TrackSection;
 use crate::countdown::task::TaskSpec;
+use crate::ops::backend::BackendKind;
 use crate::train::config::{base_dir, check_compute_dtype};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -256,10 +257,8 @@ impl PpoConfig {
 
     pub fn validate(&self) -> Result<()> {
         let p = &self.ppo;
-        if !["cpu", "cuda"].contains(&p.backend.as_str()) {
-            bail!("ppo.backend `{}`: use \"cpu\" or \"cuda\"", p.backend);
-        }
-        check_compute_dtype(&p.compute_dtype, &p.backend, "ppo.compute_dtype")?;
+        let backend = BackendKind::parse(&p.backend, "ppo.backend")?;
+        check_compute_dtype(&p.compute_dtype, backend, "ppo.compute_dtype")?;
         if p.steps == 0 || p.prompts_per_step == 0 || p.samples == 0 || p.mini_batch == 0 || p.micro_batch == 0 || p.max_response_tokens == 0 {
             bail!("ppo.steps, prompts_per_step, samples, mini_batch, micro_batch and max_response_tokens must be at least 1");
         }

@@ -5,7 +5,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 
-use crate::cross_entropy::{CrossEntropy, token_cross_entropy};
+use crate::ops::cross_entropy::{CrossEntropy, token_cross_entropy};
 
 /// Mean of `x` over the tokens where `mask` is 1.
 pub fn masked_mean<B: Backend, const D: usize>(x: Tensor<B, D>, mask: Tensor<B, D>) -> Tensor<B, 1> {

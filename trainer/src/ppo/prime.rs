@@ -16,9 +16,9 @@ use crate::countdown::solver::solve;
 use crate::countdown::task::{Task, prompt};
 use crate::data::set::Sequence;
 use crate::model::Llama;
+use crate::ops::adamw::OnePassAdamW;
+use crate::run::clip::clip_global_norm;
 use crate::tokenizer::TextTokenizer;
-use crate::train::adamw::OnePassAdamW;
-use crate::train::clip::clip_global_norm;
 
 /// The completion the model is taught for a task: a short thought with the solution, then
 /// the equation alone on the last line.

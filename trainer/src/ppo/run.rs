@@ -13,7 +13,7 @@ use burn::module::AutodiffModule;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::config::PpoConfig;
+use super::config::{PpoConfig, PpoSection};
 use super::critic::Critic;
 use super::prime::{Traces, prime};
 use super::rollout::{Detokenize, RolloutSettings, rollout};
@@ -25,12 +25,13 @@ use crate::countdown::task::{Task, prompt};
 use crate::generate::{Sampling, generate};
 use crate::model::Llama;
 use crate::model::config::ModelConfig;
+use crate::ops::adamw::OnePassAdamW;
+use crate::ops::backend::BackendKind;
+use crate::run::checkpoint::{self, TrainState};
+use crate::run::metrics::Metrics;
+use crate::run::options::RunOptions;
 use crate::tokenizer::TextTokenizer;
-use crate::train::adamw::OnePassAdamW;
-use crate::train::checkpoint::{self, TrainState};
 use crate::train::config::check_compute_dtype;
-use crate::train::metrics::Metrics;
-use crate::train::run::RunOptions;
 use crate::weights::load_weights;
 use crate::{ModelBackend, TrainBackend};
 
@@ -82,214 +83,275 @@ fn reference_path(out: &Path) -> PathBuf {
     out.join("reference")
 }
 
+/// What the run reads before it starts: the tokenizer, the model's shape and the tasks,
+/// checked to fit each other.
+struct Inputs {
+    tok: TextTokenizer,
+    model: ModelConfig,
+    eos: u32,
+    bos: Option<u32>,
+    tasks: Tasks,
+    fingerprint: String,
+}
+
+impl Inputs {
+    fn read(cfg: &PpoConfig) -> Result<Self> {
+        let tok = TextTokenizer::load(cfg.model.tokenizer.as_deref().expect("resolved by load"))?;
+        let model = ModelConfig::from_file(&cfg.model.config)?;
+        if tok.vocab_size() > model.vocab_size {
+            bail!(
+                "the tokenizer {} has {} ids but the model {} only {}: use the model's own tokenizer",
+                tok.path.display(),
+                tok.vocab_size(),
+                cfg.model.config.display(),
+                model.vocab_size
+            );
+        }
+        let eos = model
+            .eos_token_id
+            .or_else(|| tok.token_id("<|end_of_text|>"))
+            .context("the model config has no eos_token_id and the tokenizer no <|end_of_text|>")?;
+        let fingerprint = fingerprint(cfg, &model, &tok.sha256()?);
+        Ok(Inputs { bos: model.bos_token_id, tasks: Tasks::load(&cfg.tasks)?, tok, model, eos, fingerprint })
+    }
+
+    /// A task's prompt as token ids.
+    fn encode(&self, task: &Task) -> Result<Vec<u32>> {
+        let mut ids: Vec<u32> = self.bos.into_iter().collect();
+        ids.extend(self.tok.encode(&prompt(task))?);
+        Ok(ids)
+    }
+}
+
+type Optim<B, M> = burn::optim::adaptor::OptimizerAdaptor<OnePassAdamW, M, B>;
+
+/// What a PPO run trains and keeps: the actor and critic with their optimizers, the frozen
+/// reference policy, the step reached, and the metrics file.
+struct Policy<B: TrainBackend> {
+    actor: Llama<B>,
+    critic: Critic<B>,
+    actor_optim: Optim<B, Llama<B>>,
+    critic_optim: Optim<B, Critic<B>>,
+    reference: Llama<B::InnerBackend>,
+    state: TrainState,
+    metrics: Metrics,
+    resumed: bool,
+}
+
 /// Runs (or resumes) a PPO run.
 pub fn ppo<B: TrainBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOptions) -> Result<PpoSummary> {
     let run_started = Instant::now();
-    let tok = TextTokenizer::load(cfg.model.tokenizer.as_deref().expect("resolved by load"))?;
-    let model_cfg = ModelConfig::from_file(&cfg.model.config)?;
-    if tok.vocab_size() > model_cfg.vocab_size {
-        bail!(
-            "the tokenizer {} has {} ids but the model {} only {}: use the model's own tokenizer",
-            tok.path.display(),
-            tok.vocab_size(),
-            cfg.model.config.display(),
-            model_cfg.vocab_size
-        );
-    }
-    let eos = model_cfg
-        .eos_token_id
-        .or_else(|| tok.token_id("<|end_of_text|>"))
-        .context("the model config has no eos_token_id and the tokenizer no <|end_of_text|>")?;
-    let bos = model_cfg.bos_token_id;
-    let tasks = Tasks::load(&cfg.tasks)?;
+    let inputs = Inputs::read(cfg)?;
     let p = &cfg.ppo;
-    let fingerprint = fingerprint(cfg, &model_cfg, &tok.sha256()?);
     let out = &cfg.output.dir;
+    let mut run = start::<B>(cfg, &inputs, device, opts)?;
+    eprintln!(
+        "ppo: {} parameters, {} steps of {} prompts x {} samples (responses up to {} tokens), {} held-out tasks",
+        inputs.model.num_parameters(),
+        p.steps,
+        p.prompts_per_step,
+        p.samples,
+        p.max_response_tokens,
+        inputs.tasks.eval.len()
+    );
+    let eval_prompts: Vec<Vec<u32>> = inputs.tasks.eval.iter().map(|t| inputs.encode(t)).collect::<Result<_>>()?;
+    let eval = |actor: &Llama<B>, step: usize| {
+        // Evaluation generates as many rows at once as a rollout does.
+        let (eos, rows) = (inputs.eos, p.prompts_per_step * p.samples);
+        evaluate(&actor.valid(), &inputs.tok, &inputs.tasks.eval, &eval_prompts, eos, p.max_response_tokens, rows, out, step)
+    };
+    let (mut first_eval, mut last_eval, mut checkpoint_dir) = (None, None, None);
+    if !run.resumed {
+        let score = eval(&run.actor, 0)?;
+        run.metrics.write(&json!({"kind": "eval", "step": 0, "score": score}))?;
+        eprintln!("eval before PPO: accuracy {:.3}, reward {:.3}, format {:.3}", score.accuracy, score.reward_mean, score.format_rate);
+        first_eval = Some(score);
+        // The primed model and its evaluation are kept: a run stopped before its first step
+        // resumes here, without priming again.
+        checkpoint_dir = Some(save(cfg, &run)?);
+    }
+    let mut ran = 0usize;
+    while opts.another_step(run.state.step, p.steps, ran, run_started) {
+        let step = run.state.step + 1;
+        run = ppo_step(run, step, cfg, &inputs)?;
+        ran += 1;
+        let ends_run = opts.ends_run(step, p.steps, run_started);
+        if step % p.eval_every.max(1) == 0 || ends_run {
+            let score = eval(&run.actor, step)?;
+            run.metrics.write(&json!({"kind": "eval", "step": step, "score": score}))?;
+            eprintln!("eval at step {step}: accuracy {:.3}, reward {:.3}, format {:.3}", score.accuracy, score.reward_mean, score.format_rate);
+            last_eval = Some(score);
+        }
+        if step % p.save_every.max(1) == 0 || ends_run {
+            checkpoint_dir = Some(save(cfg, &run)?);
+        }
+    }
+    Ok(PpoSummary { steps: run.state.step, total_steps: p.steps, first_eval, last_eval, checkpoint: checkpoint_dir })
+}
+
+/// The policy to start from: the newest checkpoint's, or a fresh (primed, when the config
+/// asks) actor that also becomes the reference and the critic's trunk.
+fn start<B: TrainBackend>(cfg: &PpoConfig, inputs: &Inputs, device: &B::Device, opts: &RunOptions) -> Result<Policy<B>> {
+    let (p, out) = (&cfg.ppo, &cfg.output.dir);
     if opts.fresh {
         std::fs::remove_dir_all(out.join("checkpoints")).ok();
         std::fs::remove_file(reference_path(out).with_extension("mpk")).ok();
         std::fs::remove_dir_all(super::track::rollouts_dir(out)).ok();
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    std::fs::write(out.join("config.json"), serde_json::to_vec_pretty(&json!({ "ppo": cfg, "model": model_cfg }))?)?;
+    std::fs::write(out.join("config.json"), serde_json::to_vec_pretty(&json!({ "ppo": cfg, "model": inputs.model }))?)?;
     B::seed(device, p.seed);
-    let compute = check_compute_dtype(&p.compute_dtype, &p.backend, "ppo.compute_dtype")?;
+    let compute = check_compute_dtype(&p.compute_dtype, BackendKind::parse(&p.backend, "ppo.backend")?, "ppo.compute_dtype")?;
     let fresh_actor = || -> Result<Llama<B>> {
         Ok(match &cfg.model.weights {
-            Some(w) => load_weights(&model_cfg, w, device)?,
-            None => Llama::random(&model_cfg, device),
+            Some(w) => load_weights(&inputs.model, w, device)?,
+            None => Llama::random(&inputs.model, device),
         }
         .with_compute(compute))
     };
     let optimizer = || OnePassAdamW::default().with_weight_decay(0.01);
-    let (mut actor_optim, mut critic_optim) = (optimizer().init::<B, Llama<B>>(), optimizer().init::<B, Critic<B>>());
+    let (actor_optim, critic_optim) = (optimizer().init::<B, Llama<B>>(), optimizer().init::<B, Critic<B>>());
+    let Some(dir) = checkpoint::latest(out) else {
+        let mut metrics = Metrics::open(&out.join("metrics.jsonl"), 0)?;
+        let actor = match &cfg.prime {
+            Some(_) => prime_actor(fresh_actor()?, cfg, inputs, &mut metrics)?,
+            None => fresh_actor()?,
+        };
+        checkpoint::write_module(&reference_path(out), &actor.valid())?;
+        let (critic, reference) = (Critic::from_actor(&actor), actor.valid());
+        let state = TrainState { fingerprint: inputs.fingerprint.clone(), ..Default::default() };
+        return Ok(Policy { actor, critic, actor_optim, critic_optim, reference, state, metrics, resumed: false });
+    };
+    let state = checkpoint::read_state(&dir, &inputs.fingerprint)?;
+    let shape = fresh_actor()?;
+    let policy = Policy {
+        actor: checkpoint::read_module(&dir.join("actor"), shape.clone(), device)?,
+        critic: checkpoint::read_module(&dir.join("critic"), Critic::from_actor(&shape), device)?,
+        actor_optim: checkpoint::read_optimizer(&dir.join("actor_optimizer"), actor_optim, device)?,
+        critic_optim: checkpoint::read_optimizer(&dir.join("critic_optimizer"), critic_optim, device)?,
+        reference: checkpoint::read_module(&reference_path(out), shape.valid(), device)?,
+        metrics: Metrics::open(&out.join("metrics.jsonl"), state.step)?,
+        state,
+        resumed: true,
+    };
+    eprintln!("ppo: resuming after step {} from {}", policy.state.step, dir.display());
+    Ok(policy)
+}
 
-    let resume = checkpoint::latest(out);
-    let resumed = resume.is_some();
-    let (mut actor, mut critic, reference, mut state, mut metrics) = match resume {
-        Some(dir) => {
-            let state = checkpoint::read_state(&dir, &fingerprint)?;
-            let shape = fresh_actor()?;
-            let actor = checkpoint::read_module(&dir.join("actor"), shape.clone(), device)?;
-            let critic = checkpoint::read_module(&dir.join("critic"), Critic::from_actor(&shape), device)?;
-            actor_optim = checkpoint::read_optimizer(&dir.join("actor_optimizer"), actor_optim, device)?;
-            critic_optim = checkpoint::read_optimizer(&dir.join("critic_optimizer"), critic_optim, device)?;
-            let reference = checkpoint::read_module(&reference_path(out), shape.valid(), device)?;
-            let metrics = Metrics::open(&out.join("metrics.jsonl"), state.step)?;
-            eprintln!("ppo: resuming after step {} from {}", state.step, dir.display());
-            (actor, critic, reference, state, metrics)
-        }
-        None => {
-            let mut metrics = Metrics::open(&out.join("metrics.jsonl"), 0)?;
-            let mut actor = fresh_actor()?;
-            if let Some(pr) = &cfg.prime {
-                let started = Instant::now();
-                // Solver traces come from tasks of steps past the PPO run's.
-                let set = pr.set.as_deref().map(|dir| read_priming_set(dir, &tok)).transpose()?;
-                let traces = match &set {
-                    Some(sequences) => Traces::Set(sequences),
-                    None => Traces::Solver { tasks: &tasks, tok: &tok, bos, first_step: p.steps + 1 },
-                };
-                let (primed, loss) = prime(actor, &traces, eos, pr.steps, pr.batch_size, pr.lr, |step, loss| {
-                    if step % 10 == 0 || step == pr.steps {
-                        eprintln!("prime: step {step}/{}  loss {loss:.4}", pr.steps);
-                    }
-                    metrics.write(&json!({"kind": "prime", "step": 0, "prime_step": step, "loss": loss})).ok();
-                })?;
-                eprintln!("prime: {} steps in {:.0} s, last loss {loss:.4}", pr.steps, started.elapsed().as_secs_f64());
-                actor = primed;
-            }
-            checkpoint::write_module(&reference_path(out), &actor.valid())?;
-            let critic = Critic::from_actor(&actor);
-            let reference = actor.valid();
-            (actor, critic, reference, TrainState { fingerprint: fingerprint.clone(), ..Default::default() }, metrics)
-        }
+/// Priming before PPO (`[prime]`): SFT on a priming set's traces, or on solver traces of
+/// tasks past the PPO run's.
+fn prime_actor<B: TrainBackend>(actor: Llama<B>, cfg: &PpoConfig, inputs: &Inputs, metrics: &mut Metrics) -> Result<Llama<B>> {
+    let pr = cfg.prime.as_ref().expect("asked for priming");
+    let started = Instant::now();
+    let set = pr.set.as_deref().map(|dir| read_priming_set(dir, &inputs.tok)).transpose()?;
+    let traces = match &set {
+        Some(sequences) => Traces::Set(sequences),
+        None => Traces::Solver { tasks: &inputs.tasks, tok: &inputs.tok, bos: inputs.bos, first_step: cfg.ppo.steps + 1 },
     };
+    let (primed, loss) = prime(actor, &traces, inputs.eos, pr.steps, pr.batch_size, pr.lr, |step, loss| {
+        if step % 10 == 0 || step == pr.steps {
+            eprintln!("prime: step {step}/{}  loss {loss:.4}", pr.steps);
+        }
+        metrics.write(&json!({"kind": "prime", "step": 0, "prime_step": step, "loss": loss})).ok();
+    })?;
+    eprintln!("prime: {} steps in {:.0} s, last loss {loss:.4}", pr.steps, started.elapsed().as_secs_f64());
+    Ok(primed)
+}
 
-    eprintln!(
-        "ppo: {} parameters, {} steps of {} prompts x {} samples (responses up to {} tokens), {} held-out tasks",
-        model_cfg.num_parameters(),
-        p.steps,
-        p.prompts_per_step,
-        p.samples,
-        p.max_response_tokens,
-        tasks.eval.len()
-    );
-    let encode = |task: &Task| -> Result<Vec<u32>> {
-        let mut ids: Vec<u32> = bos.into_iter().collect();
-        ids.extend(tok.encode(&prompt(task))?);
-        Ok(ids)
-    };
-    let eval_prompts: Vec<Vec<u32>> = tasks.eval.iter().map(encode).collect::<Result<_>>()?;
-    // Evaluation generates as many rows at once as a rollout does.
-    let rollout_rows = p.prompts_per_step * p.samples;
-    let mut first_eval = None;
-    let mut last_eval = None;
-    let save = |state: &TrainState, actor: &Llama<B>, critic: &Critic<B>, actor_optim: &_, critic_optim: &_| {
-        checkpoint::save_with(out, state, p.keep_checkpoints, |dir| {
-            checkpoint::write_module(&dir.join("actor"), actor)?;
-            checkpoint::write_module(&dir.join("critic"), critic)?;
-            checkpoint::write_optimizer::<B, Llama<B>, _>(&dir.join("actor_optimizer"), actor_optim)?;
-            checkpoint::write_optimizer::<B, Critic<B>, _>(&dir.join("critic_optimizer"), critic_optim)
-        })
-    };
-    let mut checkpoint_dir = None;
-    if !resumed {
-        let score = evaluate(&actor.valid(), &tok, &tasks.eval, &eval_prompts, eos, p.max_response_tokens, rollout_rows, out, 0)?;
-        metrics.write(&json!({"kind": "eval", "step": 0, "score": score}))?;
-        eprintln!("eval before PPO: accuracy {:.3}, reward {:.3}, format {:.3}", score.accuracy, score.reward_mean, score.format_rate);
-        first_eval = Some(score);
-        // The primed model and its evaluation are kept: a run stopped before its first step
-        // resumes here, without priming again.
-        checkpoint_dir = Some(save(&state, &actor, &critic, &actor_optim, &critic_optim)?);
+/// Writes a checkpoint of the policy (actor, critic, both optimizers).
+fn save<B: TrainBackend>(cfg: &PpoConfig, run: &Policy<B>) -> Result<PathBuf> {
+    checkpoint::save_with(&cfg.output.dir, &run.state, cfg.ppo.keep_checkpoints, |dir| {
+        checkpoint::write_module(&dir.join("actor"), &run.actor)?;
+        checkpoint::write_module(&dir.join("critic"), &run.critic)?;
+        checkpoint::write_optimizer::<B, Llama<B>, _>(&dir.join("actor_optimizer"), &run.actor_optim)?;
+        checkpoint::write_optimizer::<B, Critic<B>, _>(&dir.join("critic_optimizer"), &run.critic_optim)
+    })
+}
+
+/// One PPO step (`step`, counted from 1): the step's tasks rolled out and scored, the
+/// tracked rollouts written, actor and critic updated, the step's metrics logged.
+fn ppo_step<B: TrainBackend>(mut run: Policy<B>, step: usize, cfg: &PpoConfig, inputs: &Inputs) -> Result<Policy<B>> {
+    let p = &cfg.ppo;
+    let started = Instant::now();
+    let drawn: Vec<Task> = inputs.tasks.for_step(step, p.prompts_per_step).into_iter().map(|(t, _)| t).collect();
+    let prompts: Vec<Vec<u32>> = drawn.iter().map(|t| inputs.encode(t)).collect::<Result<_>>()?;
+    let settings = rollout_settings(p, step, inputs.eos);
+    let batch = rollout(&run.actor.valid(), &run.reference, &run.critic.valid(), &prompts, &inputs.tok, |i, text| judge(text, &drawn[i]).score(), &settings)?;
+    let rollout_s = started.elapsed().as_secs_f64();
+    if batch.is_empty() {
+        bail!("step {step}: every response was empty");
     }
-    let update_settings = UpdateSettings {
+    if let Some(track) = &cfg.track
+        && (step == 1 || step.is_multiple_of(track.every))
+    {
+        let kept: Vec<TrackedRollout> = batch
+            .iter()
+            .take(track.samples)
+            .map(|r| TrackedRollout { task: &drawn[r.index], response: inputs.tok.decode(&r.response), score: r.score, response_tokens: r.response.len() })
+            .collect();
+        write_rollouts(&cfg.output.dir, step, &kept)?;
+    }
+    let update_started = Instant::now();
+    let (actor, critic, stats) = update(run.actor, run.critic, &mut run.actor_optim, &mut run.critic_optim, &batch, &update_settings(p, inputs.eos));
+    (run.actor, run.critic) = (actor, critic);
+    if !(stats.policy_loss.is_finite() && stats.value_loss.is_finite()) {
+        bail!("step {step}: the losses are not finite ({stats:?}); the last checkpoint is kept");
+    }
+    let n = batch.len() as f64;
+    let response_tokens: usize = batch.iter().map(|r| r.response.len()).sum();
+    run.state.step = step;
+    run.state.tokens_seen += response_tokens as u64;
+    let kl: f64 = batch.iter().flat_map(|r| r.old_logp.iter().zip(&r.ref_logp).map(|(a, b)| a - b)).sum::<f64>() / response_tokens.max(1) as f64;
+    let reward_mean = batch.iter().map(|r| r.score).sum::<f64>() / n;
+    let accuracy = batch.iter().filter(|r| r.score >= CORRECT_SCORE).count() as f64 / n;
+    let format_rate = batch.iter().filter(|r| r.score > 0.0).count() as f64 / n;
+    let step_s = started.elapsed().as_secs_f64();
+    run.metrics.write(&json!({
+        "kind": "train", "step": step, "reward_mean": reward_mean, "accuracy": accuracy, "format_rate": format_rate,
+        "response_tokens_mean": response_tokens as f64 / n, "kl": kl, "entropy": stats.entropy, "policy_loss": stats.policy_loss,
+        "value_loss": stats.value_loss, "clip_fraction": stats.clip_fraction, "value_clip_fraction": stats.value_clip_fraction,
+        "actor_grad_norm": stats.actor_grad_norm, "critic_grad_norm": stats.critic_grad_norm, "responses": batch.len(),
+        "rollout_tokens_per_s": response_tokens as f64 / rollout_s, "rollout_s": rollout_s, "update_s": update_started.elapsed().as_secs_f64(), "step_s": step_s,
+    }))?;
+    eprintln!(
+        "step {step}/{}  reward {reward_mean:.3}  accuracy {accuracy:.3}  format {format_rate:.3}  kl {kl:.4}  entropy {:.3}  {:.1} tokens/response  {step_s:.1} s",
+        p.steps,
+        stats.entropy,
+        response_tokens as f64 / n
+    );
+    Ok(run)
+}
+
+/// How step `step` rolls out: its sampling seeded by the run's seed and the step.
+fn rollout_settings(p: &PpoSection, step: usize, eos: u32) -> RolloutSettings {
+    RolloutSettings {
+        samples: p.samples,
+        sampling: Sampling {
+            max_new_tokens: p.max_response_tokens,
+            temperature: p.temperature,
+            top_p: p.top_p,
+            seed: p.seed ^ (step as u64).wrapping_mul(0x2545_f491_4f6c_dd1d),
+            eos: Some(eos),
+        },
+        micro_batch: p.micro_batch,
+        kl_coef: p.kl_coef,
+        gamma: p.gamma,
+        lambda: p.lambda,
+    }
+}
+
+fn update_settings(p: &PpoSection, pad: u32) -> UpdateSettings {
+    UpdateSettings {
         clip: p.clip,
         value_clip: p.value_clip,
         entropy_coef: p.entropy_coef,
         mini_batch: p.mini_batch,
         micro_batch: p.micro_batch,
-        pad: eos,
+        pad,
         grad_clip: p.grad_clip,
         actor_lr: p.actor_lr,
         critic_lr: p.critic_lr,
-    };
-    let mut ran = 0usize;
-    while state.step < p.steps && opts.stop_after.is_none_or(|n| ran < n) && !opts.out_of_time(run_started) {
-        let step = state.step + 1;
-        let started = Instant::now();
-        let drawn: Vec<Task> = tasks.for_step(step, p.prompts_per_step).into_iter().map(|(t, _)| t).collect();
-        let prompts: Vec<Vec<u32>> = drawn.iter().map(encode).collect::<Result<_>>()?;
-        let settings = RolloutSettings {
-            samples: p.samples,
-            sampling: Sampling {
-                max_new_tokens: p.max_response_tokens,
-                temperature: p.temperature,
-                top_p: p.top_p,
-                seed: p.seed ^ (step as u64).wrapping_mul(0x2545_f491_4f6c_dd1d),
-                eos: Some(eos),
-            },
-            micro_batch: p.micro_batch,
-            kl_coef: p.kl_coef,
-            gamma: p.gamma,
-            lambda: p.lambda,
-        };
-        let batch = rollout(&actor.valid(), &reference, &critic.valid(), &prompts, &tok, |i, text| judge(text, &drawn[i]).score(), &settings)?;
-        let rollout_s = started.elapsed().as_secs_f64();
-        if batch.is_empty() {
-            bail!("step {step}: every response was empty");
-        }
-        let n = batch.len() as f64;
-        let response_tokens: usize = batch.iter().map(|r| r.response.len()).sum();
-        let kl: f64 = batch.iter().flat_map(|r| r.old_logp.iter().zip(&r.ref_logp).map(|(a, b)| a - b)).sum::<f64>() / response_tokens.max(1) as f64;
-        let reward_mean = batch.iter().map(|r| r.score).sum::<f64>() / n;
-        let accuracy = batch.iter().filter(|r| r.score >= CORRECT_SCORE).count() as f64 / n;
-        let format_rate = batch.iter().filter(|r| r.score > 0.0).count() as f64 / n;
-        if let Some(track) = &cfg.track
-            && (step == 1 || step % track.every == 0)
-        {
-            let kept: Vec<TrackedRollout> = batch
-                .iter()
-                .take(track.samples)
-                .map(|r| TrackedRollout { task: &drawn[r.index], response: tok.decode(&r.response), score: r.score, response_tokens: r.response.len() })
-                .collect();
-            write_rollouts(out, step, &kept)?;
-        }
-        let update_started = Instant::now();
-        let (a, c, stats) = update(actor, critic, &mut actor_optim, &mut critic_optim, &batch, &update_settings);
-        (actor, critic) = (a, c);
-        if !(stats.policy_loss.is_finite() && stats.value_loss.is_finite()) {
-            bail!("step {step}: the losses are not finite ({stats:?}); the last checkpoint is kept");
-        }
-        state.step = step;
-        state.tokens_seen += response_tokens as u64;
-        ran += 1;
-        let step_s = started.elapsed().as_secs_f64();
-        metrics.write(&json!({
-            "kind": "train", "step": step, "reward_mean": reward_mean, "accuracy": accuracy, "format_rate": format_rate,
-            "response_tokens_mean": response_tokens as f64 / n, "kl": kl, "entropy": stats.entropy, "policy_loss": stats.policy_loss,
-            "value_loss": stats.value_loss, "clip_fraction": stats.clip_fraction, "value_clip_fraction": stats.value_clip_fraction,
-            "actor_grad_norm": stats.actor_grad_norm, "critic_grad_norm": stats.critic_grad_norm, "responses": batch.len(),
-            "rollout_tokens_per_s": response_tokens as f64 / rollout_s, "rollout_s": rollout_s, "update_s": update_started.elapsed().as_secs_f64(), "step_s": step_s,
-        }))?;
-        eprintln!(
-            "step {step}/{}  reward {reward_mean:.3}  accuracy {accuracy:.3}  format {format_rate:.3}  kl {kl:.4}  entropy {:.3}  {:.1} tokens/response  {step_s:.1} s",
-            p.steps,
-            stats.entropy,
-            response_tokens as f64 / n
-        );
-        let last = step == p.steps || opts.out_of_time(run_started);
-        if step % p.eval_every.max(1) == 0 || last {
-            let score = evaluate(&actor.valid(), &tok, &tasks.eval, &eval_prompts, eos, p.max_response_tokens, rollout_rows, out, step)?;
-            metrics.write(&json!({"kind": "eval", "step": step, "score": score}))?;
-            eprintln!("eval at step {step}: accuracy {:.3}, reward {:.3}, format {:.3}", score.accuracy, score.reward_mean, score.format_rate);
-            last_eval = Some(score);
-        }
-        if step % p.save_every.max(1) == 0 || last {
-            checkpoint_dir = Some(save(&state, &actor, &critic, &actor_optim, &critic_optim)?);
-        }
     }
-    Ok(PpoSummary { steps: state.step, total_steps: p.steps, first_eval, last_eval, checkpoint: checkpoint_dir })
 }
 
 /// Greedy responses to the held-out tasks, scored; the first few are kept in

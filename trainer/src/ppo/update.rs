@@ -14,7 +14,7 @@ use super::loss::{entropy, policy_loss, token_logp, value_loss};
 use super::rollout::Rollout;
 use crate::TrainBackend;
 use crate::model::Llama;
-use crate::train::clip::clip_global_norm;
+use crate::run::clip::clip_global_norm;
 
 /// The PPO update's settings (the study's: clip 0.2, value clip 0.5, entropy 0.001,
 /// gradient clip 1.0, actor lr 1e-6, critic lr 1e-5).

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::pack::Objective;
 use crate::model::precision::{Compute, parse_compute};
+use crate::ops::backend::BackendKind;
 use burn::tensor::FloatDType;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -170,10 +171,8 @@ impl PretrainConfig {
 
     pub fn validate(&self) -> Result<()> {
         let t = &self.train;
-        if !["cpu", "cuda"].contains(&t.backend.as_str()) {
-            bail!("train.backend `{}`: use \"cpu\" or \"cuda\"", t.backend);
-        }
-        check_compute_dtype(&t.compute_dtype, &t.backend, "train.compute_dtype")?;
+        let backend = BackendKind::parse(&t.backend, "train.backend")?;
+        check_compute_dtype(&t.compute_dtype, backend, "train.compute_dtype")?;
         if t.batch_size == 0 || t.grad_accum == 0 || self.data.seq_len < 2 || (t.epochs == 0 && t.max_steps == 0) {
             bail!("train.batch_size, train.grad_accum and train.epochs (or max_steps) must be at least 1, data.seq_len at least 2");
         }
@@ -186,9 +185,9 @@ impl PretrainConfig {
 
 /// A compute dtype (`what` names the setting) must be one the backend has kernels for:
 /// the CPU backend has no bf16 or f16.
-pub fn check_compute_dtype(name: &str, backend: &str, what: &str) -> Result<Compute> {
+pub fn check_compute_dtype(name: &str, backend: BackendKind, what: &str) -> Result<Compute> {
     let compute = parse_compute(name).with_context(|| what.to_string())?;
-    if backend == "cpu" && matches!(compute, Some(FloatDType::BF16 | FloatDType::F16)) {
+    if backend == BackendKind::Cpu && matches!(compute, Some(FloatDType::BF16 | FloatDType::F16)) {
         bail!("{what} = {name} needs the cuda backend: the CPU backend has no {name} kernels; use f32");
     }
     Ok(compute)

@@ -13,50 +13,23 @@ use burn::prelude::*;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::checkpoint::{self, TrainState};
-use super::clip::{clip_factor, global_norm};
-use super::config::{PretrainConfig, check_compute_dtype};
-use super::metrics::Metrics;
-use super::schedule::learning_rate;
 use crate::data::pack::{Window, windows};
-use crate::data::set::read_split;
-use crate::gpu_profile::GpuProfile;
-use crate::host_profile::HostProfile;
+use crate::data::set::{Sequence, read_split};
 use crate::loss::lm_loss;
 use crate::model::Llama;
 use crate::model::config::ModelConfig;
-use crate::train::adamw::OnePassAdamW;
+use crate::ops::adamw::OnePassAdamW;
+use crate::ops::backend::BackendKind;
+use crate::run::checkpoint::{self, TrainState};
+use crate::run::clip::{clip_factor, global_norm};
+use crate::run::metrics::Metrics;
+use crate::run::options::RunOptions;
+use crate::run::profiles::Profiles;
+use crate::run::progress::Progress;
+use crate::train::config::{PretrainConfig, check_compute_dtype};
+use crate::train::schedule::learning_rate;
 use crate::weights::load_weights;
 use crate::{ModelBackend, TrainBackend};
-
-/// How to run.
-#[derive(Clone, Debug, Default)]
-pub struct RunOptions {
-    /// Ignore existing checkpoints and start over.
-    pub fresh: bool,
-    /// Stop after this many steps of this invocation (for tests and smoke runs).
-    pub stop_after: Option<usize>,
-    /// Stop cleanly once this much time has passed since the invocation started (loading and
-    /// priming count): the step in progress finishes, then an evaluation and a checkpoint
-    /// (for a job's time limit on a cluster).
-    pub time_limit: Option<std::time::Duration>,
-    /// Write a sampling profile of the host over the steps after the third to this file
-    /// (`host_profile`; needs the `host-profile` feature).
-    pub host_profile: Option<std::path::PathBuf>,
-    /// Record every GPU kernel over the steps after the third and write where the GPU's
-    /// time went to this file (`gpu_profile`; needs a CUDA build).
-    pub gpu_profile: Option<std::path::PathBuf>,
-}
-
-/// Steps before a host or GPU profile starts (kernel compilation and autotuning happen in the first).
-const PROFILE_AFTER_STEPS: usize = 3;
-
-impl RunOptions {
-    /// Whether the time limit has passed since `started`.
-    pub fn out_of_time(&self, started: Instant) -> bool {
-        self.time_limit.is_some_and(|limit| started.elapsed() >= limit)
-    }
-}
 
 /// What a run did.
 #[derive(Clone, Debug)]
@@ -70,186 +43,241 @@ pub struct Summary {
     pub checkpoint: Option<PathBuf>,
 }
 
+/// The optimizer of a pretraining run.
+type Optim<B> = burn::optim::adaptor::OptimizerAdaptor<OnePassAdamW, Llama<B>, B>;
+
 /// Runs (or resumes) a pretraining run.
 pub fn pretrain<B: TrainBackend>(cfg: &PretrainConfig, device: &B::Device, opts: &RunOptions) -> Result<Summary> {
     let run_started = Instant::now();
-    let (train, info) = read_split(&cfg.data.set, "train")?;
-    if train.is_empty() {
-        bail!("the train split of {} is empty: nothing to train on", cfg.data.set.display());
-    }
-    let (test, _) = read_split(&cfg.data.set, "test")?;
-    let model_cfg = ModelConfig::from_file(&cfg.model.config)?;
-    if info.vocab_size > model_cfg.vocab_size {
-        bail!(
-            "the set {} was tokenized with a vocabulary of {} ids, but the model ({}) has {}: use a model of the set's tokenizer family (the sets use Llama-3's)",
-            cfg.data.set.display(),
-            info.vocab_size,
-            cfg.model.config.display(),
-            model_cfg.vocab_size
-        );
-    }
+    let inputs = Inputs::read(cfg)?;
+    let plan = Plan::new(cfg, &inputs.train);
+    let Start { mut model, mut optim, mut state, resumed_from } = start::<B>(cfg, &inputs, device, opts)?;
+    let mut metrics = Metrics::open(&cfg.output.dir.join("metrics.jsonl"), state.step)?;
+    std::fs::write(cfg.output.dir.join("config.json"), serde_json::to_vec_pretty(&json!({ "pretrain": cfg, "model": inputs.model }))?)?;
+    eprintln!(
+        "pretrain: {} parameters, {} train sequences ({} windows of {} per epoch), {} test sequences; {} steps of {} windows, matmuls in {}{}",
+        inputs.model.num_parameters(),
+        inputs.train.len(),
+        plan.windows_per_epoch,
+        cfg.data.seq_len,
+        inputs.test.len(),
+        plan.total,
+        plan.per_step,
+        cfg.train.compute_dtype,
+        resumed_from.map(|s| format!("; resuming after step {s}")).unwrap_or_default()
+    );
     let t = &cfg.train;
-    let fingerprint = fingerprint(cfg, &model_cfg, &info.tokenizer_sha256);
+    let pad = inputs.model.eos_token_id.unwrap_or(0);
+    let test_windows = windows(&inputs.test, cfg.data.seq_len, cfg.data.objective, None, pad);
+    let progress = Progress::new(plan.total, state.step);
+    let mut profiles = Profiles::new(opts);
+    let mut epoch_cache: Option<(usize, Vec<Window>)> = None;
+    let (mut last_loss, mut eval_loss, mut checkpoint_dir) = (None, None, None);
+    let mut ran = 0usize;
+    while opts.another_step(state.step, plan.total, ran, run_started) {
+        profiles.before_step::<B>(ran, device)?;
+        let started = Instant::now();
+        let (epoch, in_epoch) = (state.step / plan.steps_per_epoch, state.step % plan.steps_per_epoch);
+        if epoch_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            epoch_cache = Some((epoch, windows(&inputs.train, cfg.data.seq_len, cfg.data.objective, Some((t.seed, epoch as u64)), pad)));
+        }
+        let epoch_windows = &epoch_cache.as_ref().expect("cached").1;
+        let group = &epoch_windows[in_epoch * plan.per_step..((in_epoch + 1) * plan.per_step).min(epoch_windows.len())];
+        let lr = learning_rate(state.step, plan.total, plan.warmup, t.lr, t.min_lr_ratio);
+        let stats;
+        (model, stats) = train_step(model, &mut optim, group, lr, cfg, state.step + 1, device)?;
+        state.step += 1;
+        ran += 1;
+        state.tokens_seen += stats.tokens;
+        last_loss = Some(stats.loss);
+        let line = report(&mut metrics, &stats, &state, (epoch, started.elapsed().as_secs_f64()), cfg, &inputs.model)?;
+        progress.step(state.step, line);
+        let ends_run = opts.ends_run(state.step, plan.total, run_started);
+        if !opts.another_step(state.step, plan.total, ran, run_started) {
+            profiles.after_last_step::<B>(ran, device)?;
+        }
+        if !inputs.test.is_empty() && ((t.eval_every > 0 && state.step % t.eval_every == 0) || ends_run) {
+            let loss = evaluate(&model.valid(), &test_windows, cfg, device);
+            metrics.write(&json!({ "kind": "eval", "step": state.step, "eval_loss": loss }))?;
+            progress.note(format!("step {}  eval loss {loss:.4} on {} test sequences", state.step, inputs.test.len()));
+            eval_loss = Some(loss);
+        }
+        if (t.save_every > 0 && state.step % t.save_every == 0) || ends_run {
+            checkpoint_dir = Some(checkpoint::save(&cfg.output.dir, &model, &optim, &state, t.keep_checkpoints)?);
+        }
+    }
+    progress.finish();
+    profiles.finish(ran)?;
+    Ok(Summary { steps: state.step, total_steps: plan.total, resumed_from, last_loss, eval_loss, tokens_seen: state.tokens_seen, checkpoint: checkpoint_dir })
+}
+
+/// What a run reads before it starts: the set's splits and the model's shape, checked to
+/// fit each other.
+struct Inputs {
+    train: Vec<Sequence>,
+    test: Vec<Sequence>,
+    model: ModelConfig,
+    tokenizer_sha256: String,
+}
+
+impl Inputs {
+    fn read(cfg: &PretrainConfig) -> Result<Self> {
+        let (train, info) = read_split(&cfg.data.set, "train")?;
+        if train.is_empty() {
+            bail!("the train split of {} is empty: nothing to train on", cfg.data.set.display());
+        }
+        let (test, _) = read_split(&cfg.data.set, "test")?;
+        let model = ModelConfig::from_file(&cfg.model.config)?;
+        if info.vocab_size > model.vocab_size {
+            bail!(
+                "the set {} was tokenized with a vocabulary of {} ids, but the model ({}) has {}: use a model of the set's tokenizer family (the sets use Llama-3's)",
+                cfg.data.set.display(),
+                info.vocab_size,
+                cfg.model.config.display(),
+                model.vocab_size
+            );
+        }
+        Ok(Inputs { train, test, model, tokenizer_sha256: info.tokenizer_sha256 })
+    }
+}
+
+/// How many steps a run takes: `per_step` windows each, epochs of `steps_per_epoch`.
+struct Plan {
+    per_step: usize,
+    windows_per_epoch: usize,
+    steps_per_epoch: usize,
+    total: usize,
+    warmup: usize,
+}
+
+impl Plan {
+    fn new(cfg: &PretrainConfig, train: &[Sequence]) -> Self {
+        let t = &cfg.train;
+        let per_step = t.batch_size * t.grad_accum;
+        // Packing concatenates every sequence, so the count does not depend on the order.
+        let windows_per_epoch = train.iter().map(|s| s.ids.len()).sum::<usize>().div_ceil(cfg.data.seq_len);
+        let steps_per_epoch = windows_per_epoch.div_ceil(per_step);
+        let total = if t.max_steps > 0 { t.max_steps } else { t.epochs * steps_per_epoch };
+        let warmup = (total as f64 * t.warmup_fraction).round() as usize;
+        Plan { per_step, windows_per_epoch, steps_per_epoch, total, warmup }
+    }
+}
+
+/// Where a run starts: the model, its optimizer and the state, and the step resumed after.
+struct Start<B: TrainBackend> {
+    model: Llama<B>,
+    optim: Optim<B>,
+    state: TrainState,
+    resumed_from: Option<usize>,
+}
+
+/// The model and optimizer to start from: the newest checkpoint's (unless `opts.fresh`),
+/// else the configured weights or a random init.
+fn start<B: TrainBackend>(cfg: &PretrainConfig, inputs: &Inputs, device: &B::Device, opts: &RunOptions) -> Result<Start<B>> {
+    let t = &cfg.train;
+    let fingerprint = fingerprint(cfg, &inputs.model, &inputs.tokenizer_sha256);
     B::seed(device, t.seed);
-    let compute = check_compute_dtype(&t.compute_dtype, &t.backend, "train.compute_dtype")?;
+    let compute = check_compute_dtype(&t.compute_dtype, BackendKind::parse(&t.backend, "train.backend")?, "train.compute_dtype")?;
     let model: Llama<B> = match &cfg.model.weights {
-        Some(w) => load_weights(&model_cfg, w, device)?,
-        None => Llama::random(&model_cfg, device),
+        Some(w) => load_weights(&inputs.model, w, device)?,
+        None => Llama::random(&inputs.model, device),
     }
     .with_compute(compute);
     let optim =
         OnePassAdamW { beta_1: t.beta1 as f32, beta_2: t.beta2 as f32, epsilon: t.eps as f32, weight_decay: t.weight_decay as f32, ..Default::default() }
             .init::<B, Llama<B>>();
-
-    let pad = model_cfg.eos_token_id.unwrap_or(0);
-    let seq_len = cfg.data.seq_len;
-    let per_step = t.batch_size * t.grad_accum;
-    // Packing concatenates every sequence, so the count does not depend on the order.
-    let windows_per_epoch = train.iter().map(|s| s.ids.len()).sum::<usize>().div_ceil(seq_len);
-    let steps_per_epoch = windows_per_epoch.div_ceil(per_step);
-    let total = if t.max_steps > 0 { t.max_steps } else { t.epochs * steps_per_epoch };
-    let warmup = (total as f64 * t.warmup_fraction).round() as usize;
-
     std::fs::create_dir_all(&cfg.output.dir).with_context(|| format!("cannot create {}", cfg.output.dir.display()))?;
-    let (mut model, mut optim, mut state, resumed_from) = match checkpoint::latest(&cfg.output.dir).filter(|_| !opts.fresh) {
+    match checkpoint::latest(&cfg.output.dir).filter(|_| !opts.fresh) {
         Some(dir) => {
-            let (m, o, s) = checkpoint::load(&dir, model, optim, &fingerprint, device)?;
-            let step = s.step;
-            (m, o, s, Some(step))
+            let (model, optim, state) = checkpoint::load(&dir, model, optim, &fingerprint, device)?;
+            let resumed_from = Some(state.step);
+            Ok(Start { model, optim, state, resumed_from })
         }
         None => {
             if opts.fresh {
                 std::fs::remove_dir_all(cfg.output.dir.join("checkpoints")).ok();
             }
-            (model, optim, TrainState { fingerprint: fingerprint.clone(), ..Default::default() }, None)
+            Ok(Start { model, optim, state: TrainState { fingerprint, ..Default::default() }, resumed_from: None })
         }
-    };
-    let mut metrics = Metrics::open(&cfg.output.dir.join("metrics.jsonl"), state.step)?;
-    std::fs::write(cfg.output.dir.join("config.json"), serde_json::to_vec_pretty(&json!({ "pretrain": cfg, "model": model_cfg }))?)?;
-    let flops_per_token = flops_per_token(&model_cfg, seq_len);
-    eprintln!(
-        "pretrain: {} parameters, {} train sequences ({} windows of {seq_len} per epoch), {} test sequences; {total} steps of {per_step} windows, matmuls in {}{}",
-        model_cfg.num_parameters(),
-        train.len(),
-        windows_per_epoch,
-        test.len(),
-        t.compute_dtype,
-        resumed_from.map(|s| format!("; resuming after step {s}")).unwrap_or_default()
-    );
+    }
+}
 
-    // A bar on a terminal; a line per step otherwise (logs, CI, Slurm).
-    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
-        let bar = indicatif::ProgressBar::new(total as u64).with_position(state.step as u64);
-        bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]").expect("a valid template"));
-        bar
-    });
-    let test_windows = windows(&test, seq_len, cfg.data.objective, None, pad);
-    let mut epoch_cache: Option<(usize, Vec<Window>)> = None;
-    let (mut last_loss, mut eval_loss, mut checkpoint_dir) = (None, None, None);
-    let mut ran = 0usize;
-    let mut profile: Option<HostProfile> = None;
-    let mut gpu_profile: Option<GpuProfile> = None;
-    while state.step < total && opts.stop_after.is_none_or(|n| ran < n) && !opts.out_of_time(run_started) {
-        if ran == PROFILE_AFTER_STEPS
-            && let Some(path) = &opts.host_profile
-        {
-            profile = Some(HostProfile::start(path)?);
-        }
-        if ran == PROFILE_AFTER_STEPS
-            && let Some(path) = &opts.gpu_profile
-        {
-            B::sync(device).map_err(|e| anyhow::anyhow!("the device failed: {e:?}"))?;
-            gpu_profile = Some(GpuProfile::start(path)?);
-        }
-        let started = Instant::now();
-        let (epoch, in_epoch) = (state.step / steps_per_epoch, state.step % steps_per_epoch);
-        if epoch_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            epoch_cache = Some((epoch, windows(&train, seq_len, cfg.data.objective, Some((t.seed, epoch as u64)), pad)));
-        }
-        let epoch_windows = &epoch_cache.as_ref().expect("cached").1;
-        let group = &epoch_windows[in_epoch * per_step..((in_epoch + 1) * per_step).min(epoch_windows.len())];
-        let micro: Vec<&[Window]> = group.chunks(t.batch_size).collect();
-        let mut accumulator = GradientsAccumulator::<Llama<B>>::new();
-        let mut trained = 0usize;
-        // The step's loss stays on the device until the step is done (no sync per micro-batch).
-        let mut step_loss: Option<Tensor<B::InnerBackend, 1>> = None;
-        for batch in &micro {
-            let (ids, labels) = tensors::<B>(batch, seq_len, device);
-            let loss = lm_loss(&model, ids, labels).div_scalar(micro.len() as f64);
-            step_loss = Some(match step_loss {
-                Some(sum) => sum + loss.clone().inner(),
-                None => loss.clone().inner(),
-            });
-            trained += batch.iter().map(Window::trained).sum::<usize>();
-            accumulator.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
-        }
-        let loss_sum = step_loss.map_or(0.0, |l| l.into_scalar().elem::<f64>());
-        let grads = accumulator.grads();
-        // The clip's factor goes into the optimizer's update (no pass over the gradients).
-        let grad_norm = global_norm(&model, &grads);
-        optim.optim().grad_scale.set(clip_factor(grad_norm, t.grad_clip).unwrap_or(1.0) as f32);
-        if !loss_sum.is_finite() || loss_sum < 0.0 || !grad_norm.is_finite() {
-            bail!(
-                "step {}: the loss is {loss_sum} and the gradient norm {grad_norm}: the run is broken (out of device memory? see the messages above; lower train.batch_size or data.seq_len); the last checkpoint is kept",
-                state.step + 1
-            );
-        }
-        let lr = learning_rate(state.step, total, warmup, t.lr, t.min_lr_ratio);
-        model = optim.step(lr, model, grads);
-        state.step += 1;
-        ran += 1;
-        let tokens = (group.len() * seq_len) as u64;
-        state.tokens_seen += tokens;
-        let seconds = started.elapsed().as_secs_f64();
-        let tokens_per_s = tokens as f64 / seconds;
-        let mfu = (t.peak_tflops > 0.0).then(|| tokens_per_s * flops_per_token / (t.peak_tflops * 1e12));
-        last_loss = Some(loss_sum);
-        metrics.write(&json!({
-            "kind": "train", "step": state.step, "epoch": epoch, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
-            "trained_tokens": trained, "tokens_seen": state.tokens_seen, "tokens_per_s": tokens_per_s, "mfu": mfu, "step_s": seconds,
-        }))?;
-        let line = format!(
-            "loss {loss_sum:.4}  lr {lr:.3e}  grad norm {grad_norm:.3}  {tokens_per_s:.0} tok/s{}",
-            mfu.map(|m| format!("  MFU {:.1}%", m * 100.0)).unwrap_or_default()
+/// What one optimizer step did.
+struct StepStats {
+    loss: f64,
+    grad_norm: f64,
+    lr: f64,
+    /// Tokens that counted in the loss.
+    trained: usize,
+    /// Tokens the step read (whole windows).
+    tokens: u64,
+}
+
+/// One optimizer step (`step`, counted from 1) over `group`'s windows: micro-batches of
+/// `train.batch_size` with accumulated gradients, the global-norm clip folded into the
+/// update, AdamW at `lr`.
+fn train_step<B: TrainBackend>(
+    model: Llama<B>,
+    optim: &mut Optim<B>,
+    group: &[Window],
+    lr: f64,
+    cfg: &PretrainConfig,
+    step: usize,
+    device: &B::Device,
+) -> Result<(Llama<B>, StepStats)> {
+    let micro: Vec<&[Window]> = group.chunks(cfg.train.batch_size).collect();
+    let mut accumulator = GradientsAccumulator::<Llama<B>>::new();
+    let mut trained = 0usize;
+    // The step's loss stays on the device until the step is done (no sync per micro-batch).
+    let mut step_loss: Option<Tensor<B::InnerBackend, 1>> = None;
+    for batch in &micro {
+        let (ids, labels) = tensors::<B>(batch, cfg.data.seq_len, device);
+        let loss = lm_loss(&model, ids, labels).div_scalar(micro.len() as f64);
+        step_loss = Some(match step_loss {
+            Some(sum) => sum + loss.clone().inner(),
+            None => loss.clone().inner(),
+        });
+        trained += batch.iter().map(Window::trained).sum::<usize>();
+        accumulator.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+    }
+    let loss = step_loss.map_or(0.0, |l| l.into_scalar().elem::<f64>());
+    let grads = accumulator.grads();
+    // The clip's factor goes into the optimizer's update (no pass over the gradients).
+    let grad_norm = global_norm(&model, &grads);
+    optim.optim().grad_scale.set(clip_factor(grad_norm, cfg.train.grad_clip).unwrap_or(1.0) as f32);
+    if !loss.is_finite() || loss < 0.0 || !grad_norm.is_finite() {
+        bail!(
+            "step {step}: the loss is {loss} and the gradient norm {grad_norm}: the run is broken (out of device memory? see the messages above; lower train.batch_size or data.seq_len); the last checkpoint is kept"
         );
-        match &bar {
-            Some(bar) => {
-                bar.set_position(state.step as u64);
-                bar.set_message(line);
-            }
-            None => eprintln!("step {}/{total}  {line}", state.step),
-        }
-        let last = state.step == total || opts.out_of_time(run_started);
-        // The GPU profile ends with the last step of this invocation, before its evaluation.
-        if (last || opts.stop_after.is_some_and(|n| ran >= n))
-            && let Some(recording) = gpu_profile.take()
-        {
-            B::sync(device).map_err(|e| anyhow::anyhow!("the device failed: {e:?}"))?;
-            let window = recording.finish(ran - PROFILE_AFTER_STEPS)?;
-            eprintln!("GPU profile: {window} in {}", opts.gpu_profile.as_ref().expect("a path").display());
-        }
-        if !test.is_empty() && ((t.eval_every > 0 && state.step % t.eval_every == 0) || last) {
-            let loss = evaluate(&model.valid(), &test_windows, cfg, device);
-            metrics.write(&json!({ "kind": "eval", "step": state.step, "eval_loss": loss }))?;
-            let line = format!("step {}  eval loss {loss:.4} on {} test sequences", state.step, test.len());
-            match &bar {
-                Some(bar) => bar.println(line),
-                None => eprintln!("{line}"),
-            }
-            eval_loss = Some(loss);
-        }
-        if (t.save_every > 0 && state.step % t.save_every == 0) || last {
-            checkpoint_dir = Some(checkpoint::save(&cfg.output.dir, &model, &optim, &state, t.keep_checkpoints)?);
-        }
     }
-    if let Some(bar) = bar {
-        bar.finish();
-    }
-    if let Some(profile) = profile {
-        let samples = profile.finish()?;
-        eprintln!("host profile: {samples} samples over {} steps in {}", ran - PROFILE_AFTER_STEPS, opts.host_profile.as_ref().expect("a path").display());
-    }
-    Ok(Summary { steps: state.step, total_steps: total, resumed_from, last_loss, eval_loss, tokens_seen: state.tokens_seen, checkpoint: checkpoint_dir })
+    let model = optim.step(lr, model, grads);
+    Ok((model, StepStats { loss, grad_norm, lr, trained, tokens: (group.len() * cfg.data.seq_len) as u64 }))
+}
+
+/// Writes the metrics line of a step of `epoch` that took `seconds`; returns its progress
+/// line.
+fn report(
+    metrics: &mut Metrics,
+    s: &StepStats,
+    state: &TrainState,
+    (epoch, seconds): (usize, f64),
+    cfg: &PretrainConfig,
+    model: &ModelConfig,
+) -> Result<String> {
+    let tokens_per_s = s.tokens as f64 / seconds;
+    let peak_tflops = cfg.train.peak_tflops;
+    let mfu = (peak_tflops > 0.0).then(|| tokens_per_s * flops_per_token(model, cfg.data.seq_len) / (peak_tflops * 1e12));
+    metrics.write(&json!({
+        "kind": "train", "step": state.step, "epoch": epoch, "loss": s.loss, "lr": s.lr, "grad_norm": s.grad_norm,
+        "trained_tokens": s.trained, "tokens_seen": state.tokens_seen, "tokens_per_s": tokens_per_s, "mfu": mfu, "step_s": seconds,
+    }))?;
+    Ok(format!(
+        "loss {:.4}  lr {:.3e}  grad norm {:.3}  {tokens_per_s:.0} tok/s{}",
+        s.loss,
+        s.lr,
+        s.grad_norm,
+        mfu.map(|m| format!("  MFU {:.1}%", m * 100.0)).unwrap_or_default()
+    ))
 }
 
 /// Mean loss over the test split's windows (no shuffle), weighted by trained tokens.

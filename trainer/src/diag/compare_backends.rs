@@ -1,0 +1,115 @@
+//! `trainer compare-backends`: the CPU (NdArray) against CUDA with and without fusion, in
+//! this order: the attention op by the flash kernels and by the staircase in bf16, the
+//! inference ops at a rollout batch's shapes (`compare::check_ops`), every training op's
+//! own check (`ops/<op>/check.rs`: on CUDA without fusion its kernel or cuBLAS), then the
+//! first layer stage by stage and the whole model (logits and batched greedy generation).
+//! Fails when the configured CUDA backend (`HABITS_CUDA_FUSION`) disagrees.
+
+use anyhow::Result;
+
+use crate::diag::model_source::ModelSource;
+
+/// Runs every check and prints each gap; an error when the model disagrees.
+#[cfg(feature = "cuda")]
+pub fn compare_backends(source: &ModelSource) -> Result<()> {
+    let started = std::time::Instant::now();
+    check_training_ops();
+    println!("({:.0} s)", started.elapsed().as_secs_f64());
+    let cpu = source.load::<crate::Cpu>(&Default::default())?;
+    let name = source.to_string();
+    // The GPU models get the CPU model's weights (a record written once; burn's records do
+    // not depend on the backend).
+    let record = std::env::temp_dir().join(format!("habits-compare-{}", std::process::id()));
+    crate::run::checkpoint::write_module(&record, &cpu)?;
+    let fused = compare_model::<crate::CudaFused>(&name, &record, &cpu, "CUDA with fusion", started);
+    let plain = compare_model::<crate::CudaPlain>(&name, &record, &cpu, "CUDA without fusion", started);
+    std::fs::remove_file(record.with_extension("mpk")).ok();
+    if crate::ops::backend::cuda_fusion(true) { fused } else { plain }
+}
+
+#[cfg(not(feature = "cuda"))]
+pub fn compare_backends(_: &ModelSource) -> Result<()> {
+    Err(crate::ops::backend::without_cuda())
+}
+
+/// Each op's check at shapes chosen to reach its kernels' edges, printed as it finishes.
+#[cfg(feature = "cuda")]
+fn check_training_ops() {
+    use crate::diag::compare::{OpShapes, check_ops};
+    use crate::ops;
+    use crate::{Cpu, CudaFused, CudaPlain};
+    let (cpu, gpu) = (&Default::default(), &Default::default());
+    // Flash attention in bf16 (heads of 64, whole 64-position blocks; grouped heads, one
+    // sequence and two; the queries and values token-major, the keys and the output's
+    // gradient head-major) against the CPU in f32, and the staircase on the same bf16
+    // inputs: the two gaps are bf16's.
+    let flash = ops::attention::flash_attention();
+    for shape in [[1, 4, 2, 128, 64], [2, 6, 2, 192, 64]] {
+        for (on, name) in [(true, "flash kernels"), (false, "staircase")] {
+            ops::attention::set_flash_attention(on);
+            for g in ops::attention::check::check_attention::<Cpu, CudaPlain>(shape, burn::tensor::DType::BF16, cpu, gpu) {
+                println!("op {g} (CUDA without fusion: {name})");
+            }
+        }
+    }
+    ops::attention::set_flash_attention(flash);
+    let shapes = OpShapes { batch: 256, heads: 8, kv_heads: 4, head_dim: 64, prompt: 96, capacity: 192, vocab: 128_256 };
+    for g in check_ops::<Cpu, CudaFused>(shapes, cpu, gpu) {
+        println!("op {g}");
+    }
+    let print = |gaps: Vec<ops::check::OpGap>, how: &str| gaps.iter().for_each(|g| println!("op {g} (CUDA without fusion: {how})"));
+    // Odd sizes, so that the kernel's last block is partly outside the tensor.
+    print(ops::adamw::check::check_adamw::<Cpu, CudaPlain>([1001, 777], cpu, gpu), "one kernel");
+    print(ops::matmul::check::check_matmul::<Cpu, CudaPlain>([333, 517, 129], cpu, gpu), "cuBLAS unless HABITS_CUBLAS=0");
+    print(ops::matmul::check::check_matmul_gradients::<Cpu, CudaPlain>([333, 517, 129], cpu, gpu), "cuBLAS unless HABITS_CUBLAS=0");
+    // Grouped heads (3 and 2 query heads per key/value head), one sequence and two; the
+    // scores in chunks of 16 queries (the last of 13), in one chunk, and one chunk a query;
+    // 64 positions for the kernels' vectors of 4 values (f32).
+    let chunk = ops::attention::attention_chunk();
+    for shape in [[1, 6, 2, 77, 16], [2, 4, 2, 77, 16], [2, 4, 2, 64, 16]] {
+        for positions in [16, 77, 1] {
+            ops::attention::set_attention_chunk(positions);
+            let gaps = ops::attention::check::check_attention::<Cpu, CudaPlain>(shape, burn::tensor::DType::F32, cpu, gpu);
+            print(gaps, &format!("cuBLAS on chunks of {positions} queries, two kernels"));
+        }
+    }
+    ops::attention::set_attention_chunk(chunk);
+    print(ops::squared_norms::check::check_squared_norms::<Cpu, CudaPlain>(&[1, 1000, 1_048_583], cpu, gpu), "cuBLAS unless HABITS_CUBLAS=0");
+    // Rows not a whole number of cubes, a width not a multiple of a plane.
+    print(ops::rms_norm::check::check_rms_norm::<Cpu, CudaPlain>([77, 2050], cpu, gpu), "two kernels");
+    // Pairs not a whole number of cubes.
+    print(ops::rotary_heads::check::check_rotary_heads::<Cpu, CudaPlain>([3, 77, 5, 64], cpu, gpu), "one kernel each way");
+    // One value a unit (77 x 1001 is odd) and vectors of four f32.
+    for shape in [[77, 1001], [64, 1000]] {
+        print(ops::swiglu::check::check_swiglu::<Cpu, CudaPlain>(shape, cpu, gpu), "one kernel each way");
+    }
+    // A vocabulary that is not a multiple of the 256 units a cube walks a row with.
+    print(ops::cross_entropy::check::check_cross_entropy::<Cpu, CudaPlain>([37, 50_021], cpu, gpu), "two kernels");
+}
+
+/// One CUDA backend's model, with the CPU model's weights, against the CPU model.
+#[cfg(feature = "cuda")]
+fn compare_model<G: crate::ModelBackend>(
+    source: &str,
+    record: &std::path::Path,
+    cpu: &crate::model::Llama<crate::Cpu>,
+    name: &str,
+    started: std::time::Instant,
+) -> Result<()> {
+    let shape = crate::model::Llama::<G>::random(&cpu.config, &Default::default());
+    let gpu = crate::run::checkpoint::read_module(record, shape, &Default::default())?;
+    let vocab = cpu.config.vocab_size as i64;
+    // Rows of a rollout batch's length, enough of them to show rows mixing up.
+    let [rows, len] = [16, 112];
+    let ids: Vec<i64> = (0..rows * len).map(|i| (i as i64 * 7919 + 3) % vocab).collect();
+    for g in crate::diag::compare::trace_first_layer(cpu, &gpu, &ids, [rows, len]) {
+        println!("{name}: {g}");
+    }
+    let report = |l: &str| println!("{source}, {name}: {l} ({:.0} s)", started.elapsed().as_secs_f64());
+    let verdict = crate::diag::compare::compare_models(cpu, &gpu, report);
+    match &verdict {
+        Ok(()) => println!("{source}, {name}: AGREES with the CPU"),
+        Err(e) => println!("{source}, {name}: DIFFERS: {e:#}"),
+    }
+    verdict
+}

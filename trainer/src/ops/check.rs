@@ -1,0 +1,60 @@
+//! What every op's conformance check reports: the largest gap between a tested backend's
+//! values and a reference's, relative to the reference's largest magnitude, judged at a
+//! tolerance (f32 or bf16), and the helpers the checks move values with.
+
+use burn::prelude::*;
+
+/// Relative gaps above this are disagreements (f32 on different kernels stays far below).
+pub const TOLERANCE: f32 = 1e-3;
+/// The same for an op run in bf16 against f32: bf16 rounds each input to 8 significant
+/// bits (3.9e-3 relative), and attention in bf16 lands at 3e-3 - 7e-3 by either kernel.
+pub const BF16_TOLERANCE: f32 = 2e-2;
+
+/// One op's result: the largest gap relative to the reference's largest magnitude, and the
+/// gap above which it disagrees.
+#[derive(Clone, Debug)]
+pub struct OpGap {
+    pub op: String,
+    pub gap: f32,
+    pub tolerance: f32,
+}
+
+impl OpGap {
+    /// The gap of `tested` to `reference`, judged at `TOLERANCE`.
+    pub(crate) fn new(op: String, reference: &[f32], tested: &[f32]) -> Self {
+        OpGap { op, gap: relative_gap(reference, tested), tolerance: TOLERANCE }
+    }
+
+    /// Whether the gap is within the tolerance.
+    pub fn agrees(&self) -> bool {
+        self.gap <= self.tolerance
+    }
+}
+
+impl std::fmt::Display for OpGap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:<60} CPU vs CUDA relative gap {:.3e}{}", self.op, self.gap, if self.agrees() { "" } else { "  DIFFERS" })
+    }
+}
+
+/// One gap per named output: `expected[i]` against `actual[i]`, reported as "`what`: name".
+pub(crate) fn named_gaps(what: &str, names: &[&str], expected: &[Vec<f32>], actual: &[Vec<f32>]) -> Vec<OpGap> {
+    names.iter().zip(expected.iter().zip(actual)).map(|(name, (e, t))| OpGap::new(format!("{what}: {name}"), e, t)).collect()
+}
+
+/// `max |a - t| / max |a|` (0 when both are empty; infinite when the lengths differ).
+pub fn relative_gap(a: &[f32], t: &[f32]) -> f32 {
+    if a.len() != t.len() {
+        return f32::INFINITY;
+    }
+    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(f32::MIN_POSITIVE);
+    a.iter().zip(t).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+pub(crate) fn tensor<B: Backend, const D: usize>(data: &[f32], shape: [usize; D], device: &B::Device) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(data.to_vec(), shape), device)
+}
+
+pub(crate) fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 values")
+}

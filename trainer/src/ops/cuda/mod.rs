@@ -1,0 +1,6 @@
+//! What the CUDA paths of the ops share: the stream cubecl runs a thread's work on, so
+//! cuBLAS can run in order with cubecl's kernels (`stream`), and how row and elementwise
+//! kernels are launched (`plane_rows`).
+
+pub mod plane_rows;
+pub mod stream;

@@ -1,0 +1,35 @@
+//! The gradients' sums of squares against a reference backend. `trainer compare-backends` runs it with the CPU as the
+//! reference and CUDA as the backend under test; the tests here run it CPU against CPU.
+
+use burn::prelude::*;
+use burn::tensor::TensorPrimitive;
+
+use super::SquaredNorms;
+use crate::ops::check::{OpGap, host, tensor};
+
+/// The gradients' sums of squares (`squared_norms`, for clipping) on both backends, for
+/// vectors of several lengths.
+pub fn check_squared_norms<R: SquaredNorms, T: SquaredNorms>(lengths: &[usize], reference: &R::Device, tested: &T::Device) -> Vec<OpGap> {
+    let mut rng = fastrand::Rng::with_seed(43);
+    let vectors: Vec<Vec<f32>> = lengths.iter().map(|&n| (0..n).map(|_| rng.f32() - 0.5).collect()).collect();
+    fn run<B: SquaredNorms>(vectors: &[Vec<f32>], device: &B::Device) -> Vec<f32> {
+        let raw = vectors.iter().map(|v| tensor::<B, 1>(v, [v.len()], device).into_primitive().tensor()).collect();
+        host(Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(B::squared_norms(raw))))
+    }
+    let (expected, actual) = (run::<R>(&vectors, reference), run::<T>(&vectors, tested));
+    vec![OpGap::new(format!("sums of squares of {} vectors", lengths.len()), &expected, &actual)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn squared_norms_agree_with_themselves_and_are_sums_of_squares() {
+        let gaps = check_squared_norms::<crate::Cpu, crate::Cpu>(&[3, 1, 17], &Default::default(), &Default::default());
+        assert_eq!(gaps[0].gap, 0.0);
+        let v = |x: Vec<f32>| Tensor::<crate::Cpu, 1>::from_data(TensorData::new(x.clone(), [x.len()]), &Default::default()).into_primitive().tensor();
+        let sums = host(Tensor::<crate::Cpu, 1>::from_primitive(TensorPrimitive::Float(crate::Cpu::squared_norms(vec![v(vec![3.0, 4.0]), v(vec![-2.0])]))));
+        assert_eq!(sums, vec![25.0, 4.0]);
+    }
+}
