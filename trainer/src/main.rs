@@ -18,10 +18,10 @@ use trainer::model::config::ModelConfig;
 use trainer::model::precision::parse_compute;
 use trainer::ops::backend::{BackendKind, BackendWork, fusion_pays_off, on_backend};
 use trainer::ppo::config::PpoConfig;
-use trainer::ppo::run::{EvalScore, ppo};
+use trainer::ppo::run::{EvalScore, PpoSummary, ppo};
 use trainer::run::options::RunOptions;
 use trainer::train::config::{PretrainConfig, check_compute_dtype};
-use trainer::train::run::pretrain;
+use trainer::train::run::{Summary, pretrain};
 
 /// mimalloc instead of glibc malloc: the logits over a 128k vocabulary are large buffers
 /// that glibc maps and unmaps on every step (a third of the tiny PPO run was system time).
@@ -172,38 +172,74 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Pretrain(args) => run_pretrain(&args),
-        Command::Ppo(args) => run_ppo(&args),
+        Command::Pretrain(args) => {
+            let cfg = PretrainConfig::load(&args.config)?;
+            let fusion = fusion_pays_off(parse_compute(&cfg.train.compute_dtype)?);
+            on_backend(BackendKind::parse(&cfg.train.backend, "train.backend")?, fusion, Work::Pretrain(&cfg, args.options()))
+        }
+        Command::Ppo(args) => {
+            if args.host_profile.is_some() || args.gpu_profile.is_some() {
+                bail!("--host-profile and --gpu-profile profile pretraining steps; `trainer ppo` does not take them");
+            }
+            let cfg = PpoConfig::load(&args.config)?;
+            on_backend(BackendKind::parse(&cfg.ppo.backend, "ppo.backend")?, false, Work::Ppo(&cfg, args.options()))
+        }
         Command::CompareBackends(source) => compare_backends(&source.source()?),
         Command::CheckBatch { source, backend, rows, alone, new_tokens } => {
-            let work = CheckBatch { source: source.source()?, check: BatchCheck { rows, alone, new_tokens } };
-            let bad = on_backend(BackendKind::parse(&backend, "--backend")?, true, work)?;
-            if bad > 0 {
-                bail!("{bad} of {alone} rows differ from themselves generated alone: the backend mixes rows up");
-            }
-            Ok(())
+            let work = Work::CheckBatch(source.source()?, BatchCheck { rows, alone, new_tokens });
+            on_backend(BackendKind::parse(&backend, "--backend")?, true, work)
         }
         Command::BenchGenerate { model, backend, batch, prompt_tokens, new_tokens, repeats, compute_dtype } => {
             let kind = BackendKind::parse(&backend, "--backend")?;
             let compute = check_compute_dtype(&compute_dtype, kind, "--compute-dtype")?;
-            let work = BenchGenerate { config: ModelConfig::from_file(&model)?, bench: GenerateBench { batch, prompt_tokens, new_tokens, repeats, compute } };
-            println!("{}", on_backend(kind, false, work)?);
-            Ok(())
+            on_backend(kind, false, Work::BenchGenerate(ModelConfig::from_file(&model)?, GenerateBench { batch, prompt_tokens, new_tokens, repeats, compute }))
         }
         Command::BenchOps { model, backend, batch, seq, repeats, compute_dtype } => {
             let kind = BackendKind::parse(&backend, "--backend")?;
             let compute = check_compute_dtype(&compute_dtype, kind, "--compute-dtype")?;
-            let work = BenchOps { config: ModelConfig::from_file(&model)?, bench: OpsBench { batch, seq, repeats, compute } };
-            on_backend(kind, fusion_pays_off(compute), work)
+            on_backend(kind, fusion_pays_off(compute), Work::BenchOps(ModelConfig::from_file(&model)?, OpsBench { batch, seq, repeats, compute }))
         }
     }
 }
 
-fn run_pretrain(args: &RunArgs) -> Result<()> {
-    let cfg = PretrainConfig::load(&args.config)?;
-    let kind = BackendKind::parse(&cfg.train.backend, "train.backend")?;
-    let fusion = fusion_pays_off(parse_compute(&cfg.train.compute_dtype)?);
-    let summary = on_backend(kind, fusion, Pretrain { cfg: &cfg, opts: args.options() })?;
+/// What a command runs on its backend, with what it was given.
+enum Work<'a> {
+    Pretrain(&'a PretrainConfig, RunOptions),
+    Ppo(&'a PpoConfig, RunOptions),
+    CheckBatch(ModelSource, BatchCheck),
+    BenchGenerate(ModelConfig, GenerateBench),
+    BenchOps(ModelConfig, OpsBench),
+}
+
+impl BackendWork for Work<'_> {
+    type Output = ();
+    fn run<B: TrainBackend>(self, device: &B::Device) -> Result<()> {
+        match self {
+            Work::Pretrain(cfg, opts) => {
+                print_pretrain(&pretrain::<B>(cfg, device, &opts)?, cfg);
+                Ok(())
+            }
+            Work::Ppo(cfg, opts) => {
+                print_ppo(&ppo::<B>(cfg, device, &opts)?, cfg);
+                Ok(())
+            }
+            Work::CheckBatch(source, check) => {
+                let bad = check_batch::<B::InnerBackend>(&source, &check)?;
+                if bad > 0 {
+                    bail!("{bad} of {} rows differ from themselves generated alone: the backend mixes rows up", check.alone);
+                }
+                Ok(())
+            }
+            Work::BenchGenerate(config, bench) => {
+                println!("{}", bench_generate::<B::InnerBackend>(&config, &bench, device)?);
+                Ok(())
+            }
+            Work::BenchOps(config, bench) => bench_ops::<B>(&config, &bench, device, &mut |l| println!("{l}")),
+        }
+    }
+}
+
+fn print_pretrain(summary: &Summary, cfg: &PretrainConfig) {
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     eprintln!(
         "pretrain: {} of {} steps done, {} tokens seen, last loss {}, eval loss {}; checkpoint {}; metrics {}",
@@ -212,19 +248,12 @@ fn run_pretrain(args: &RunArgs) -> Result<()> {
         summary.tokens_seen,
         or_dash(summary.last_loss.map(|l| format!("{l:.4}"))),
         or_dash(summary.eval_loss.map(|l| format!("{l:.4}"))),
-        or_dash(summary.checkpoint.map(|p| p.display().to_string())),
+        or_dash(summary.checkpoint.as_ref().map(|p| p.display().to_string())),
         cfg.output.dir.join("metrics.jsonl").display()
     );
-    Ok(())
 }
 
-fn run_ppo(args: &RunArgs) -> Result<()> {
-    if args.host_profile.is_some() || args.gpu_profile.is_some() {
-        bail!("--host-profile and --gpu-profile profile pretraining steps; `trainer ppo` does not take them");
-    }
-    let cfg = PpoConfig::load(&args.config)?;
-    let kind = BackendKind::parse(&cfg.ppo.backend, "ppo.backend")?;
-    let summary = on_backend(kind, false, Ppo { cfg: &cfg, opts: args.options() })?;
+fn print_ppo(summary: &PpoSummary, cfg: &PpoConfig) {
     let eval = |e: &Option<EvalScore>| e.as_ref().map(|e| format!("accuracy {:.3}, reward {:.3}", e.accuracy, e.reward_mean)).unwrap_or("-".into());
     eprintln!(
         "ppo: {} of {} steps done; held-out tasks before: {}, last: {}; checkpoint {}; metrics {}",
@@ -232,68 +261,7 @@ fn run_ppo(args: &RunArgs) -> Result<()> {
         summary.total_steps,
         eval(&summary.first_eval),
         eval(&summary.last_eval),
-        summary.checkpoint.map(|p| p.display().to_string()).unwrap_or("-".into()),
+        summary.checkpoint.as_ref().map(|p| p.display().to_string()).unwrap_or("-".into()),
         cfg.output.dir.join("metrics.jsonl").display()
     );
-    Ok(())
-}
-
-struct Pretrain<'a> {
-    cfg: &'a PretrainConfig,
-    opts: RunOptions,
-}
-
-impl BackendWork for Pretrain<'_> {
-    type Output = trainer::train::run::Summary;
-    fn run<B: TrainBackend>(self, device: &B::Device) -> Result<Self::Output> {
-        pretrain::<B>(self.cfg, device, &self.opts)
-    }
-}
-
-struct Ppo<'a> {
-    cfg: &'a PpoConfig,
-    opts: RunOptions,
-}
-
-impl BackendWork for Ppo<'_> {
-    type Output = trainer::ppo::run::PpoSummary;
-    fn run<B: TrainBackend>(self, device: &B::Device) -> Result<Self::Output> {
-        ppo::<B>(self.cfg, device, &self.opts)
-    }
-}
-
-struct CheckBatch {
-    source: ModelSource,
-    check: BatchCheck,
-}
-
-impl BackendWork for CheckBatch {
-    type Output = usize;
-    fn run<B: TrainBackend>(self, _: &B::Device) -> Result<usize> {
-        check_batch::<B::InnerBackend>(&self.source, &self.check)
-    }
-}
-
-struct BenchGenerate {
-    config: ModelConfig,
-    bench: GenerateBench,
-}
-
-impl BackendWork for BenchGenerate {
-    type Output = serde_json::Value;
-    fn run<B: TrainBackend>(self, device: &B::Device) -> Result<Self::Output> {
-        bench_generate::<B::InnerBackend>(&self.config, &self.bench, device)
-    }
-}
-
-struct BenchOps {
-    config: ModelConfig,
-    bench: OpsBench,
-}
-
-impl BackendWork for BenchOps {
-    type Output = ();
-    fn run<B: TrainBackend>(self, device: &B::Device) -> Result<()> {
-        bench_ops::<B>(&self.config, &self.bench, device, &mut |l| println!("{l}"))
-    }
 }

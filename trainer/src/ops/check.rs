@@ -58,3 +58,72 @@ pub(crate) fn tensor<B: Backend, const D: usize>(data: &[f32], shape: [usize; D]
 pub(crate) fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 values")
 }
+
+/// Each op's check with the CPU as both backends: every gap exactly zero.
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{DType, TensorPrimitive};
+
+    use super::*;
+    use crate::Cpu;
+    use crate::ops::squared_norms::SquaredNorms;
+    use crate::ops::{adamw, attention, cross_entropy, matmul, rms_norm, rotary_heads, squared_norms, swiglu};
+
+    fn assert_identical(gaps: &[OpGap], count: usize) {
+        assert_eq!(gaps.len(), count, "{gaps:?}");
+        assert!(gaps.iter().all(|g| g.gap == 0.0), "{gaps:?}");
+    }
+
+    #[test]
+    fn adamw_agrees_with_itself_and_moves_the_parameter() {
+        let gaps = adamw::check::check_adamw::<Cpu, Cpu>([7, 5], &Default::default(), &Default::default());
+        assert_identical(&gaps, 3);
+    }
+
+    #[test]
+    fn attention_agrees_with_itself_for_one_and_two_sequences() {
+        for shape in [[1, 3, 3, 9, 4], [2, 4, 2, 9, 4]] {
+            let gaps = attention::check::check_attention::<Cpu, Cpu>(shape, DType::F32, &Default::default(), &Default::default());
+            assert_identical(&gaps, 4);
+        }
+    }
+
+    #[test]
+    fn cross_entropy_agrees_with_itself() {
+        let gaps = cross_entropy::check::check_cross_entropy::<Cpu, Cpu>([5, 13], &Default::default(), &Default::default());
+        assert_identical(&gaps, 2);
+    }
+
+    #[test]
+    fn matmul_agrees_with_itself_in_every_layout() {
+        let gaps = matmul::check::check_matmul::<Cpu, Cpu>([6, 4, 3], &Default::default(), &Default::default());
+        assert_identical(&gaps, 4);
+    }
+
+    #[test]
+    fn rms_norm_agrees_with_itself() {
+        let gaps = rms_norm::check::check_rms_norm::<Cpu, Cpu>([5, 12], &Default::default(), &Default::default());
+        assert_identical(&gaps, 3);
+    }
+
+    #[test]
+    fn rotary_heads_agree_with_themselves() {
+        let gaps = rotary_heads::check::check_rotary_heads::<Cpu, Cpu>([2, 5, 3, 8], &Default::default(), &Default::default());
+        assert_identical(&gaps, 4);
+    }
+
+    #[test]
+    fn squared_norms_agree_with_themselves_and_are_sums_of_squares() {
+        let gaps = squared_norms::check::check_squared_norms::<Cpu, Cpu>(&[3, 1, 17], &Default::default(), &Default::default());
+        assert_eq!(gaps[0].gap, 0.0);
+        let v = |x: Vec<f32>| Tensor::<Cpu, 1>::from_data(TensorData::new(x.clone(), [x.len()]), &Default::default()).into_primitive().tensor();
+        let sums = host(Tensor::<Cpu, 1>::from_primitive(TensorPrimitive::Float(Cpu::squared_norms(vec![v(vec![3.0, 4.0]), v(vec![-2.0])]))));
+        assert_eq!(sums, vec![25.0, 4.0]);
+    }
+
+    #[test]
+    fn swiglu_agrees_with_itself() {
+        let gaps = swiglu::check::check_swiglu::<Cpu, Cpu>([3, 7], &Default::default(), &Default::default());
+        assert_identical(&gaps, 3);
+    }
+}

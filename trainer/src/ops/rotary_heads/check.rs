@@ -35,15 +35,3 @@ pub fn check_rotary_heads<R: RotaryHeads, T: RotaryHeads>([b, t, heads, d]: [usi
     }
     gaps
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rotary_heads_agree_with_themselves() {
-        let gaps = check_rotary_heads::<crate::Cpu, crate::Cpu>([2, 5, 3, 8], &Default::default(), &Default::default());
-        assert_eq!(gaps.len(), 4);
-        assert!(gaps.iter().all(|g| g.gap == 0.0), "{gaps:?}");
-    }
-}

@@ -19,17 +19,3 @@ pub fn check_squared_norms<R: SquaredNorms, T: SquaredNorms>(lengths: &[usize], 
     let (expected, actual) = (run::<R>(&vectors, reference), run::<T>(&vectors, tested));
     vec![OpGap::new(format!("sums of squares of {} vectors", lengths.len()), &expected, &actual)]
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn squared_norms_agree_with_themselves_and_are_sums_of_squares() {
-        let gaps = check_squared_norms::<crate::Cpu, crate::Cpu>(&[3, 1, 17], &Default::default(), &Default::default());
-        assert_eq!(gaps[0].gap, 0.0);
-        let v = |x: Vec<f32>| Tensor::<crate::Cpu, 1>::from_data(TensorData::new(x.clone(), [x.len()]), &Default::default()).into_primitive().tensor();
-        let sums = host(Tensor::<crate::Cpu, 1>::from_primitive(TensorPrimitive::Float(crate::Cpu::squared_norms(vec![v(vec![3.0, 4.0]), v(vec![-2.0])]))));
-        assert_eq!(sums, vec![25.0, 4.0]);
-    }
-}
