@@ -17,6 +17,7 @@ use trainer::diag::ops_bench::{OpsBench, bench_ops};
 use trainer::model::config::ModelConfig;
 use trainer::model::precision::parse_compute;
 use trainer::ops::backend::{BackendKind, BackendWork, fusion_pays_off, on_backend};
+use trainer::ops::kernels::Kernels;
 use trainer::ppo::config::PpoConfig;
 use trainer::ppo::run::{EvalScore, PpoSummary, ppo};
 use trainer::run::options::RunOptions;
@@ -173,31 +174,38 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Pretrain(args) => {
-            let cfg = PretrainConfig::load(&args.config)?;
+            let mut cfg = PretrainConfig::load(&args.config)?;
+            cfg.kernels = cfg.kernels.with_env_overrides()?;
+            eprintln!("{}", cfg.kernels.describe());
             let fusion = fusion_pays_off(parse_compute(&cfg.train.compute_dtype)?);
-            on_backend(BackendKind::parse(&cfg.train.backend, "train.backend")?, fusion, Work::Pretrain(&cfg, args.options()))
+            on_backend(BackendKind::parse(&cfg.train.backend, "train.backend")?, cfg.kernels, fusion, Work::Pretrain(&cfg, args.options()))
         }
         Command::Ppo(args) => {
             if args.host_profile.is_some() || args.gpu_profile.is_some() {
                 bail!("--host-profile and --gpu-profile profile pretraining steps; `trainer ppo` does not take them");
             }
-            let cfg = PpoConfig::load(&args.config)?;
-            on_backend(BackendKind::parse(&cfg.ppo.backend, "ppo.backend")?, false, Work::Ppo(&cfg, args.options()))
+            let mut cfg = PpoConfig::load(&args.config)?;
+            cfg.kernels = cfg.kernels.with_env_overrides()?;
+            eprintln!("{}", cfg.kernels.describe());
+            on_backend(BackendKind::parse(&cfg.ppo.backend, "ppo.backend")?, cfg.kernels, false, Work::Ppo(&cfg, args.options()))
         }
-        Command::CompareBackends(source) => compare_backends(&source.source()?),
+        Command::CompareBackends(source) => compare_backends(&source.source()?, Kernels::default().with_env_overrides()?),
         Command::CheckBatch { source, backend, rows, alone, new_tokens } => {
-            let work = Work::CheckBatch(source.source()?, BatchCheck { rows, alone, new_tokens });
-            on_backend(BackendKind::parse(&backend, "--backend")?, true, work)
+            let kernels = Kernels::default().with_env_overrides()?;
+            let work = Work::CheckBatch(source.source()?, BatchCheck { rows, alone, new_tokens, kernels });
+            on_backend(BackendKind::parse(&backend, "--backend")?, kernels, true, work)
         }
         Command::BenchGenerate { model, backend, batch, prompt_tokens, new_tokens, repeats, compute_dtype } => {
-            let kind = BackendKind::parse(&backend, "--backend")?;
+            let (kind, kernels) = (BackendKind::parse(&backend, "--backend")?, Kernels::default().with_env_overrides()?);
             let compute = check_compute_dtype(&compute_dtype, kind, "--compute-dtype")?;
-            on_backend(kind, false, Work::BenchGenerate(ModelConfig::from_file(&model)?, GenerateBench { batch, prompt_tokens, new_tokens, repeats, compute }))
+            let bench = GenerateBench { batch, prompt_tokens, new_tokens, repeats, compute, kernels };
+            on_backend(kind, kernels, false, Work::BenchGenerate(ModelConfig::from_file(&model)?, bench))
         }
         Command::BenchOps { model, backend, batch, seq, repeats, compute_dtype } => {
-            let kind = BackendKind::parse(&backend, "--backend")?;
+            let (kind, kernels) = (BackendKind::parse(&backend, "--backend")?, Kernels::default().with_env_overrides()?);
             let compute = check_compute_dtype(&compute_dtype, kind, "--compute-dtype")?;
-            on_backend(kind, fusion_pays_off(compute), Work::BenchOps(ModelConfig::from_file(&model)?, OpsBench { batch, seq, repeats, compute }))
+            let bench = OpsBench { batch, seq, repeats, compute, kernels };
+            on_backend(kind, kernels, fusion_pays_off(compute), Work::BenchOps(ModelConfig::from_file(&model)?, bench))
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::diag::model_source::ModelSource;
 use crate::generate::{Generated, Sampling, generate};
 use crate::model::Llama;
 use crate::ops::check::relative_gap;
+use crate::ops::kernels::Kernels;
 
 /// Logits gaps below this are float noise (reduced-precision matmuls included); a row
 /// mixed up with another differs by far more.
@@ -46,13 +47,15 @@ pub struct BatchCheck {
     pub rows: usize,
     pub alone: usize,
     pub new_tokens: usize,
+    /// The kernel paths the model's ops take.
+    pub kernels: Kernels,
 }
 
 /// `trainer check-batch`: prints each checked row; returns how many differ from themselves
 /// alone.
 pub fn check_batch<B: ModelBackend>(source: &ModelSource, c: &BatchCheck) -> Result<usize> {
     let started = std::time::Instant::now();
-    let model = source.load::<B>(&Default::default())?;
+    let model = source.load::<B>(&Default::default())?.with_kernels(c.kernels);
     let prompts = rollout_like_prompts(c.rows, model.config.vocab_size);
     let checks = batch_vs_alone(&model, &prompts, c.alone, c.new_tokens)?;
     for check in &checks {

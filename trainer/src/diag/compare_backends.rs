@@ -8,12 +8,14 @@
 use anyhow::Result;
 
 use crate::diag::model_source::ModelSource;
+use crate::ops::kernels::Kernels;
 
 /// Runs every check and prints each gap; an error when the model disagrees.
 #[cfg(feature = "cuda")]
-pub fn compare_backends(source: &ModelSource) -> Result<()> {
+pub fn compare_backends(source: &ModelSource, kernels: Kernels) -> Result<()> {
     let started = std::time::Instant::now();
-    check_training_ops();
+    eprintln!("{}", kernels.describe());
+    check_training_ops(kernels);
     println!("({:.0} s)", started.elapsed().as_secs_f64());
     let cpu = source.load::<crate::Cpu>(&Default::default())?;
     let name = source.to_string();
@@ -21,60 +23,55 @@ pub fn compare_backends(source: &ModelSource) -> Result<()> {
     // not depend on the backend).
     let record = std::env::temp_dir().join(format!("habits-compare-{}", std::process::id()));
     crate::run::checkpoint::write_module(&record, &cpu)?;
-    let fused = compare_model::<crate::CudaFused>(&name, &record, &cpu, "CUDA with fusion", started);
-    let plain = compare_model::<crate::CudaPlain>(&name, &record, &cpu, "CUDA without fusion", started);
+    let fused = compare_model::<crate::CudaFused>(&name, &record, &cpu, ("CUDA with fusion", kernels), started);
+    let plain = compare_model::<crate::CudaPlain>(&name, &record, &cpu, ("CUDA without fusion", kernels), started);
     std::fs::remove_file(record.with_extension("mpk")).ok();
-    if crate::ops::backend::cuda_fusion(true) { fused } else { plain }
+    if kernels.fusion.unwrap_or(true) { fused } else { plain }
 }
 
 #[cfg(not(feature = "cuda"))]
-pub fn compare_backends(_: &ModelSource) -> Result<()> {
+pub fn compare_backends(_: &ModelSource, _: Kernels) -> Result<()> {
     Err(crate::ops::backend::without_cuda())
 }
 
-/// Each op's check at shapes chosen to reach its kernels' edges, printed as it finishes.
+/// Each op's check at shapes chosen to reach its kernels' edges, printed as it finishes;
+/// `kernels` are the settings the run would use, varied where a check compares paths.
 #[cfg(feature = "cuda")]
-fn check_training_ops() {
+fn check_training_ops(kernels: Kernels) {
     use crate::diag::compare::{OpShapes, check_ops};
     use crate::ops;
     use crate::{Cpu, CudaFused, CudaPlain};
     let (cpu, gpu) = (&Default::default(), &Default::default());
+    let print = |gaps: Vec<ops::check::OpGap>, how: &str| gaps.iter().for_each(|g| println!("op {g} (CUDA without fusion: {how})"));
     // Flash attention in bf16 (heads of 64, whole 64-position blocks; grouped heads, one
     // sequence and two; the queries and values token-major, the keys and the output's
     // gradient head-major) against the CPU in f32, and the staircase on the same bf16
     // inputs: the two gaps are bf16's.
-    let flash = ops::attention::flash_attention();
     for shape in [[1, 4, 2, 128, 64], [2, 6, 2, 192, 64]] {
-        for (on, name) in [(true, "flash kernels"), (false, "staircase")] {
-            ops::attention::set_flash_attention(on);
-            for g in ops::attention::check::check_attention::<Cpu, CudaPlain>(shape, burn::tensor::DType::BF16, cpu, gpu) {
-                println!("op {g} (CUDA without fusion: {name})");
-            }
+        for (flash_attention, name) in [(true, "flash kernels"), (false, "staircase")] {
+            let k = Kernels { flash_attention, ..kernels };
+            print(ops::attention::check::check_attention::<Cpu, CudaPlain>(shape, burn::tensor::DType::BF16, k, cpu, gpu), name);
         }
     }
-    ops::attention::set_flash_attention(flash);
     let shapes = OpShapes { batch: 256, heads: 8, kv_heads: 4, head_dim: 64, prompt: 96, capacity: 192, vocab: 128_256 };
     for g in check_ops::<Cpu, CudaFused>(shapes, cpu, gpu) {
         println!("op {g}");
     }
-    let print = |gaps: Vec<ops::check::OpGap>, how: &str| gaps.iter().for_each(|g| println!("op {g} (CUDA without fusion: {how})"));
     // Odd sizes, so that the kernel's last block is partly outside the tensor.
     print(ops::adamw::check::check_adamw::<Cpu, CudaPlain>([1001, 777], cpu, gpu), "one kernel");
-    print(ops::matmul::check::check_matmul::<Cpu, CudaPlain>([333, 517, 129], cpu, gpu), "cuBLAS unless HABITS_CUBLAS=0");
-    print(ops::matmul::check::check_matmul_gradients::<Cpu, CudaPlain>([333, 517, 129], cpu, gpu), "cuBLAS unless HABITS_CUBLAS=0");
+    print(ops::matmul::check::check_matmul::<Cpu, CudaPlain>([333, 517, 129], kernels, cpu, gpu), "cuBLAS unless HABITS_CUBLAS=0");
+    print(ops::matmul::check::check_matmul_gradients::<Cpu, CudaPlain>([333, 517, 129], kernels, cpu, gpu), "cuBLAS unless HABITS_CUBLAS=0");
     // Grouped heads (3 and 2 query heads per key/value head), one sequence and two; the
     // scores in chunks of 16 queries (the last of 13), in one chunk, and one chunk a query;
     // 64 positions for the kernels' vectors of 4 values (f32).
-    let chunk = ops::attention::attention_chunk();
     for shape in [[1, 6, 2, 77, 16], [2, 4, 2, 77, 16], [2, 4, 2, 64, 16]] {
-        for positions in [16, 77, 1] {
-            ops::attention::set_attention_chunk(positions);
-            let gaps = ops::attention::check::check_attention::<Cpu, CudaPlain>(shape, burn::tensor::DType::F32, cpu, gpu);
-            print(gaps, &format!("cuBLAS on chunks of {positions} queries, two kernels"));
+        for attention_chunk in [16, 77, 1] {
+            let k = Kernels { attention_chunk, ..kernels };
+            let gaps = ops::attention::check::check_attention::<Cpu, CudaPlain>(shape, burn::tensor::DType::F32, k, cpu, gpu);
+            print(gaps, &format!("cuBLAS on chunks of {attention_chunk} queries, two kernels"));
         }
     }
-    ops::attention::set_attention_chunk(chunk);
-    print(ops::squared_norms::check::check_squared_norms::<Cpu, CudaPlain>(&[1, 1000, 1_048_583], cpu, gpu), "cuBLAS unless HABITS_CUBLAS=0");
+    print(ops::squared_norms::check::check_squared_norms::<Cpu, CudaPlain>(&[1, 1000, 1_048_583], kernels, cpu, gpu), "cuBLAS unless HABITS_CUBLAS=0");
     // Rows not a whole number of cubes, a width not a multiple of a plane.
     print(ops::rms_norm::check::check_rms_norm::<Cpu, CudaPlain>([77, 2050], cpu, gpu), "two kernels");
     // Pairs not a whole number of cubes.
@@ -93,11 +90,11 @@ fn compare_model<G: crate::ModelBackend>(
     source: &str,
     record: &std::path::Path,
     cpu: &crate::model::Llama<crate::Cpu>,
-    name: &str,
+    (name, kernels): (&str, Kernels),
     started: std::time::Instant,
 ) -> Result<()> {
     let shape = crate::model::Llama::<G>::random(&cpu.config, &Default::default());
-    let gpu = crate::run::checkpoint::read_module(record, shape, &Default::default())?;
+    let gpu = crate::run::checkpoint::read_module(record, shape, &Default::default())?.with_kernels(kernels);
     let vocab = cpu.config.vocab_size as i64;
     // Rows of a rollout batch's length, enough of them to show rows mixing up.
     let [rows, len] = [16, 112];

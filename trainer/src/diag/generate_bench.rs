@@ -14,6 +14,7 @@ use crate::generate::{Sampling, generate};
 use crate::model::Llama;
 use crate::model::config::ModelConfig;
 use crate::model::precision::{Compute, compute_name};
+use crate::ops::kernels::Kernels;
 
 /// What to generate.
 #[derive(Clone, Debug)]
@@ -24,12 +25,14 @@ pub struct GenerateBench {
     pub repeats: usize,
     /// The dtype the matmuls run in (`None`: f32).
     pub compute: Compute,
+    /// The kernel paths the ops take.
+    pub kernels: Kernels,
 }
 
 /// Runs the benchmark; returns one JSON object (tokens/s over the timed calls).
 pub fn bench_generate<B: ModelBackend>(config: &ModelConfig, b: &GenerateBench, device: &B::Device) -> Result<Value> {
     B::seed(device, 0);
-    let model = Llama::<B>::random(config, device).with_compute(b.compute);
+    let model = Llama::<B>::random(config, device).with_compute(b.compute).with_kernels(b.kernels);
     let vocab = config.vocab_size as u64;
     let prompts: Vec<Vec<u32>> =
         (0..b.batch as u64).map(|row| (0..b.prompt_tokens as u64).map(|i| ((row * 7919 + i * 104_729 + 3) % vocab) as u32).collect()).collect();

@@ -23,6 +23,7 @@ use crate::model::attention::attention_options;
 use crate::model::config::ModelConfig;
 use crate::model::precision::{Compute, compute_name, linear_in, to_compute};
 use crate::ops::adamw::OnePassAdamW;
+use crate::ops::kernels::Kernels;
 use crate::run::clip::{clip_factor, global_norm};
 use crate::train::run::flops_per_token;
 
@@ -34,6 +35,8 @@ pub struct OpsBench {
     pub repeats: usize,
     /// The dtype the matmuls run in (`None`: f32).
     pub compute: Compute,
+    /// The kernel paths the ops take.
+    pub kernels: Kernels,
 }
 
 /// One piece's timing: mean seconds per call and the first (untimed) call's seconds.
@@ -71,18 +74,8 @@ fn json_line(piece: &str, pass: &str, flops: f64, t: &Timing, o: &OpsBench, back
         "side": "ours", "backend": backend, "piece": piece, "pass": pass, "batch": o.batch, "seq": o.seq,
         "compute_dtype": compute_name(o.compute),
         "ms": t.seconds * 1e3, "tflops": flops / t.seconds / 1e12, "first_ms": t.first_s * 1e3,
-        "host_ms": t.host_seconds * 1e3, "attention_chunk": attention_chunk(backend),
+        "host_ms": t.host_seconds * 1e3, "attention_chunk": (backend == "cubecl<cuda>").then_some(o.kernels.attention_chunk),
     })
-}
-
-/// The attention's query chunk on CUDA without fusion (`model::attention_cublas`), else none.
-fn attention_chunk(backend: &str) -> Option<usize> {
-    #[cfg(feature = "cuda")]
-    if backend == "cubecl<cuda>" {
-        return Some(crate::ops::attention::attention_chunk());
-    }
-    let _ = backend;
-    None
 }
 
 /// Runs every piece; one JSON value per piece and pass, then a summary line. Each value goes
@@ -93,7 +86,7 @@ pub fn bench_ops<B: TrainBackend>(config: &ModelConfig, o: &OpsBench, device: &B
     let c = config;
     let (b, s, r) = (o.batch, o.seq, o.repeats);
     let tokens = (b * s) as f64;
-    let model = Llama::<B>::random(c, device).with_compute(o.compute);
+    let model = Llama::<B>::random(c, device).with_compute(o.compute).with_kernels(o.kernels);
     let normal = |dims: Vec<usize>| Tensor::<B, 3>::random(dims, Distribution::Normal(0.0, 1.0), device);
     let backend = B::InnerBackend::name(device);
     let line = |piece: &str, pass: &str, flops: f64, t: &Timing, o: &OpsBench| json_line(piece, pass, flops, t, o, &backend);
@@ -107,11 +100,11 @@ pub fn bench_ops<B: TrainBackend>(config: &ModelConfig, o: &OpsBench, device: &B
         let x = normal(vec![b, s, d_in]);
         let w = Tensor::<B, 2>::random([d_in, d_out], Distribution::Normal(0.0, 0.02), device);
         let flops = 2.0 * tokens * (d_in * d_out) as f64;
-        let fwd = time::<B>(device, r, || linear_in(x.clone(), w.clone(), None, o.compute).sum())?;
+        let fwd = time::<B>(device, r, || linear_in(x.clone(), w.clone(), None, o.compute, o.kernels).sum())?;
         push(line(name, "forward", flops, &fwd, o));
         let (xg, wg) = (x.clone().require_grad(), w.clone().require_grad());
         let both = time::<B::InnerBackend>(device, r, || {
-            let grads = linear_in(xg.clone(), wg.clone(), None, o.compute).sum().backward();
+            let grads = linear_in(xg.clone(), wg.clone(), None, o.compute, o.kernels).sum().backward();
             xg.grad(&grads).expect("a gradient").sum() + wg.grad(&grads).expect("a gradient").sum()
         })?;
         push(line(name, "forward+backward", 3.0 * flops, &both, o));
@@ -184,7 +177,7 @@ pub fn bench_ops<B: TrainBackend>(config: &ModelConfig, o: &OpsBench, device: &B
         let loss = lm_loss(&current, ids.clone(), ids.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &current);
         // As the pretraining loop: the clip's factor folded into the update.
-        let norm = global_norm(&current, &grads);
+        let norm = global_norm(&current, &grads, current.kernels());
         optim.optim().grad_scale.set(clip_factor(norm, 1.0).unwrap_or(1.0) as f32);
         let next = optim.step(1e-5, current, grads);
         let probe = next.embed_tokens.weight.val().inner().slice([0..1, 0..1]).reshape([1]);
@@ -212,7 +205,7 @@ mod tests {
 
     #[test]
     fn every_piece_is_timed_and_the_summary_adds_them_up() {
-        let o = OpsBench { batch: 2, seq: 16, repeats: 2, compute: None };
+        let o = OpsBench { batch: 2, seq: 16, repeats: 2, compute: None, kernels: Kernels::default() };
         let mut lines = Vec::new();
         bench_ops::<crate::CpuAutodiff>(&tiny_config(), &o, &Default::default(), &mut |l| lines.push(l.clone())).unwrap();
         assert!(lines.iter().all(|l| l["backend"] == "ndarray"), "every line names the backend");

@@ -19,6 +19,7 @@ use crate::model::config::ModelConfig;
 use crate::model::precision::{Compute, cast_to, project, project_computed, to_compute};
 use crate::model::source::{ParamSource, linear};
 use crate::ops::attention::{causal_attention, repeat_kv};
+use crate::ops::kernels::Kernels;
 use crate::ops::rotary_heads::rotary_heads;
 
 /// The options for burn's `attention`: an explicit scale selects the composed path on
@@ -107,6 +108,9 @@ pub struct Attention<B: Backend> {
     /// The dtype the projections and the attention matmuls run in; see `precision`.
     #[module(skip)]
     pub(super) compute: Compute,
+    /// Which kernel paths the products and attention take; see `ops::kernels`.
+    #[module(skip)]
+    pub(super) kernels: Kernels,
 }
 
 impl<B: ModelBackend> Attention<B> {
@@ -121,6 +125,7 @@ impl<B: ModelBackend> Attention<B> {
             num_kv_heads: c.num_kv_heads,
             head_dim: c.head_dim,
             compute: None,
+            kernels: Kernels::default(),
         })
     }
 
@@ -132,7 +137,7 @@ impl<B: ModelBackend> Attention<B> {
         let [b, t, _] = x.dims();
         let c = self.compute;
         let x = to_compute(x, c);
-        let rows = |layer: &Linear<B>| project_computed(layer, x.clone(), c);
+        let rows = |layer: &Linear<B>| project_computed(layer, x.clone(), c, self.kernels);
         let q = rotary_heads(rows(&self.q_proj), at.cos.clone(), at.sin.clone(), self.num_heads);
         let k = rotary_heads(rows(&self.k_proj), at.cos.clone(), at.sin.clone(), self.num_kv_heads);
         let v = rows(&self.v_proj).reshape([b, t, self.num_kv_heads, self.head_dim]).swap_dims(1, 2);
@@ -149,7 +154,7 @@ impl<B: ModelBackend> Attention<B> {
         let c = self.compute;
         let (q, k, v) = (to_compute(q, c), to_compute(k, c), to_compute(v, c));
         let y = match mask {
-            None => causal_attention(q, k, v, attention_scale(self.head_dim)),
+            None => causal_attention(q, k, v, attention_scale(self.head_dim), self.kernels),
             Some(mask) => {
                 let [_, _, tq, tk] = mask.dims();
                 let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
@@ -171,7 +176,7 @@ impl<B: ModelBackend> Attention<B> {
         }
         // The heads stay in the compute dtype for the output projection, which returns f32.
         let out = self.attend(q, k, v, at.mask.clone());
-        project(&self.o_proj, out.swap_dims(1, 2).reshape([b, t, self.num_heads * self.head_dim]), self.compute)
+        project(&self.o_proj, out.swap_dims(1, 2).reshape([b, t, self.num_heads * self.head_dim]), self.compute, self.kernels)
     }
 
     /// `[b, kv_heads, t, d]` -> `[b, heads, t, d]`, each kv head serving its group.

@@ -7,6 +7,7 @@ use burn::prelude::*;
 use crate::model::config::ModelConfig;
 use crate::model::precision::{Compute, project, project_computed, to_compute};
 use crate::model::source::{ParamSource, linear};
+use crate::ops::kernels::Kernels;
 use crate::ops::matmul::Matmul;
 use crate::ops::swiglu::{Swiglu, swiglu};
 
@@ -18,6 +19,9 @@ pub struct Mlp<B: Backend> {
     /// The dtype the projections run in; see `precision`.
     #[module(skip)]
     pub(super) compute: Compute,
+    /// Which kernel paths the products take; see `ops::kernels`.
+    #[module(skip)]
+    pub(super) kernels: Kernels,
 }
 
 impl<B: Matmul + Swiglu> Mlp<B> {
@@ -28,15 +32,16 @@ impl<B: Matmul + Swiglu> Mlp<B> {
             up_proj: linear(src, &format!("{prefix}.up_proj"), h, i, false, device)?,
             down_proj: linear(src, &format!("{prefix}.down_proj"), i, h, false, device)?,
             compute: None,
+            kernels: Kernels::default(),
         })
     }
 
     /// `x` is cast once for both input projections; the gate (`swiglu`, one op) and the
     /// down projection's input stay in the compute dtype; the result is in the parameters'.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let c = self.compute;
+        let (c, k) = (self.compute, self.kernels);
         let x = to_compute(x, c);
-        let gated = swiglu(project_computed(&self.gate_proj, x.clone(), c), project_computed(&self.up_proj, x, c));
-        project(&self.down_proj, gated, c)
+        let gated = swiglu(project_computed(&self.gate_proj, x.clone(), c, k), project_computed(&self.up_proj, x, c, k));
+        project(&self.down_proj, gated, c, k)
     }
 }

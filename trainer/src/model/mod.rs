@@ -22,6 +22,7 @@ use self::precision::{Compute, linear_computed, to_compute};
 use self::rope::Rope;
 use self::source::{ParamSource, RandomInit, embedding, linear, rms_norm};
 use crate::ModelBackend;
+use crate::ops::kernels::Kernels;
 use crate::ops::rms_norm::apply_rms_norm;
 
 #[derive(Module, Debug)]
@@ -39,6 +40,10 @@ pub struct Llama<B: Backend> {
     /// by `with_compute` only, which gives every layer the same.
     #[module(skip)]
     compute: Compute,
+    /// Which kernel paths the ops take (`ops::kernels`). Set by `with_kernels` only, which
+    /// gives every layer the same.
+    #[module(skip)]
+    kernels: Kernels,
 }
 
 impl<B: ModelBackend> Llama<B> {
@@ -49,7 +54,7 @@ impl<B: ModelBackend> Llama<B> {
         let layers = (0..c.num_layers).map(|i| DecoderLayer::build(c, src, i, device)).collect::<Result<Vec<_>>>()?;
         let norm = rms_norm(src, "model.norm.weight", c.hidden_size, c.rms_norm_eps, device)?;
         let lm_head = if c.tie_word_embeddings { None } else { Some(linear(src, "lm_head", c.hidden_size, c.vocab_size, false, device)?) };
-        Ok(Llama { embed_tokens, layers, norm, lm_head, config: c.clone(), rope: Rope::new(c), compute: None })
+        Ok(Llama { embed_tokens, layers, norm, lm_head, config: c.clone(), rope: Rope::new(c), compute: None, kernels: Kernels::default() })
     }
 
     /// A randomly initialised model (matrices N(0, 0.02), as Hugging Face initialises Llama).
@@ -66,6 +71,21 @@ impl<B: ModelBackend> Llama<B> {
             layer.mlp.compute = compute;
         }
         self
+    }
+
+    /// The same model with its ops taking the paths `kernels` chooses.
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.kernels = kernels;
+        for layer in &mut self.layers {
+            layer.self_attn.kernels = kernels;
+            layer.mlp.kernels = kernels;
+        }
+        self
+    }
+
+    /// The kernel paths the model's ops take.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]` at positions `0..seq`.
@@ -129,11 +149,11 @@ impl<B: ModelBackend> Llama<B> {
     /// The LM head's logits left in the compute dtype (the loss reads them there).
     pub fn head_computed(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
-            Some(head) => linear_computed(x, head.weight.val(), head.bias.as_ref().map(|b| b.val()), self.compute),
+            Some(head) => linear_computed(x, head.weight.val(), head.bias.as_ref().map(|b| b.val()), self.compute, self.kernels),
             // Cast, then transpose: the cast reads and writes the embedding as it lies (a
             // cast of the transposed view walks it column by column), and the product
             // reads the transposed view as it lies.
-            None => linear_computed(x, to_compute(self.embed_tokens.weight.val(), self.compute).transpose(), None, self.compute),
+            None => linear_computed(x, to_compute(self.embed_tokens.weight.val(), self.compute).transpose(), None, self.compute, self.kernels),
         }
     }
 }

@@ -13,6 +13,7 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 use burn::tensor::module::linear;
 
+use crate::ops::kernels::Kernels;
 use crate::ops::matmul::{Matmul, matmul_2d};
 
 /// The dtype the matmuls run in; `None`: the parameters' own.
@@ -52,23 +53,23 @@ pub fn to_compute<B: Backend, const D: usize>(x: Tensor<B, D>, compute: Compute)
 /// result comes back in the weight's dtype (the parameters'). `x` may come in either. A
 /// backend with its own product (`Matmul::OWN_PRODUCT`) gets one `[batch · seq, d_in] ·
 /// [d_in, d_out]` product, the others burn's `linear`.
-pub fn linear_in<B: Matmul>(x: Tensor<B, 3>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>, compute: Compute) -> Tensor<B, 3> {
+pub fn linear_in<B: Matmul>(x: Tensor<B, 3>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>, compute: Compute, kernels: Kernels) -> Tensor<B, 3> {
     let dtype: FloatDType = weight.dtype().into();
-    cast_to(linear_computed(x, weight, bias, compute), dtype)
+    cast_to(linear_computed(x, weight, bias, compute, kernels), dtype)
 }
 
 /// [`linear_in`] with the result left in the compute dtype (for a consumer that reads it
 /// there, such as the loss of the LM head's logits).
-pub fn linear_computed<B: Matmul>(x: Tensor<B, 3>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>, compute: Compute) -> Tensor<B, 3> {
+pub fn linear_computed<B: Matmul>(x: Tensor<B, 3>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>, compute: Compute, kernels: Kernels) -> Tensor<B, 3> {
     let (x, weight, bias) = (to_compute(x, compute), to_compute(weight, compute), bias.map(|b| to_compute(b, compute)));
-    if B::OWN_PRODUCT { flat_linear(x, weight, bias) } else { linear(x, weight, bias) }
+    if B::OWN_PRODUCT { flat_linear(x, weight, bias, kernels) } else { linear(x, weight, bias) }
 }
 
 /// burn's `linear` as one 2-d product of the rows of every sequence (`Matmul::matmul_2d`).
-fn flat_linear<B: Matmul>(x: Tensor<B, 3>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 3> {
+fn flat_linear<B: Matmul>(x: Tensor<B, 3>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>, kernels: Kernels) -> Tensor<B, 3> {
     let [batch, seq, d_in] = x.dims();
     let d_out = weight.dims()[1];
-    let product = matmul_2d(x.reshape([batch * seq, d_in]), weight).reshape([batch, seq, d_out]);
+    let product = matmul_2d(x.reshape([batch * seq, d_in]), weight, kernels).reshape([batch, seq, d_out]);
     match bias {
         Some(bias) => product + bias.unsqueeze::<3>(),
         None => product,
@@ -76,14 +77,14 @@ fn flat_linear<B: Matmul>(x: Tensor<B, 3>, weight: Tensor<B, 2>, bias: Option<Te
 }
 
 /// A projection layer's forward in the compute dtype, the result in the parameters' dtype.
-pub fn project<B: Matmul>(layer: &Linear<B>, x: Tensor<B, 3>, compute: Compute) -> Tensor<B, 3> {
-    linear_in(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), compute)
+pub fn project<B: Matmul>(layer: &Linear<B>, x: Tensor<B, 3>, compute: Compute, kernels: Kernels) -> Tensor<B, 3> {
+    linear_in(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), compute, kernels)
 }
 
 /// A projection layer's forward with the result left in the compute dtype (for a consumer
 /// that computes there: attention, the MLP's gate).
-pub fn project_computed<B: Matmul>(layer: &Linear<B>, x: Tensor<B, 3>, compute: Compute) -> Tensor<B, 3> {
-    linear_computed(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), compute)
+pub fn project_computed<B: Matmul>(layer: &Linear<B>, x: Tensor<B, 3>, compute: Compute, kernels: Kernels) -> Tensor<B, 3> {
+    linear_computed(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), compute, kernels)
 }
 
 #[cfg(test)]
@@ -157,7 +158,7 @@ mod tests {
         let b = random(&[3]).require_grad();
         let weights = random(&[2, 5, 3]).reshape([2, 5, 3]).detach();
         let run = |flat: bool| {
-            let y = if flat { flat_linear(x.clone(), w.clone(), Some(b.clone())) } else { linear(x.clone(), w.clone(), Some(b.clone())) };
+            let y = if flat { flat_linear(x.clone(), w.clone(), Some(b.clone()), Kernels::default()) } else { linear(x.clone(), w.clone(), Some(b.clone())) };
             let grads = (y.clone() * weights.clone()).sum().backward();
             let host = |t: Tensor<Cpu, 3>| t.into_data().to_vec::<f32>().unwrap();
             let host2 = |t: Tensor<Cpu, 2>| t.into_data().to_vec::<f32>().unwrap();

@@ -3,6 +3,7 @@
 //! training run (`TrainBackend`) need from a backend.
 
 use crate::ops;
+use crate::ops::kernels::Kernels;
 
 /// The CPU backend the tests and the tiny profile run on.
 pub type Cpu = burn::backend::NdArray<f32>;
@@ -75,14 +76,15 @@ pub trait BackendWork {
     fn run<B: TrainBackend>(self, device: &B::Device) -> anyhow::Result<Self::Output>;
 }
 
-/// Runs `work` on `kind`. On CUDA, burn's fusion layer is on when `HABITS_CUDA_FUSION` says
-/// so (1 or 0), else when `fusion_by_default`: PPO and generation run without it (on the
-/// GPU, a 90M actor trained with fusion generated other rows' answers in a batch,
-/// docs/PERF.md), the checks with it, pretraining where it pays off ([`fusion_pays_off`]).
-pub fn on_backend<W: BackendWork>(kind: BackendKind, fusion_by_default: bool, work: W) -> anyhow::Result<W::Output> {
+/// Runs `work` on `kind`. On CUDA, burn's fusion layer is on when `kernels.fusion` says so
+/// (`HABITS_CUDA_FUSION` overrides it), else when `fusion_by_default`: PPO and generation run
+/// without it (on the GPU, a 90M actor trained with fusion generated other rows' answers in
+/// a batch, docs/PERF.md), the checks with it, pretraining where it pays off
+/// ([`fusion_pays_off`]).
+pub fn on_backend<W: BackendWork>(kind: BackendKind, kernels: Kernels, fusion_by_default: bool, work: W) -> anyhow::Result<W::Output> {
     match kind {
         BackendKind::Cpu => work.run::<CpuAutodiff>(&Default::default()),
-        BackendKind::Cuda => on_cuda(cuda_fusion(fusion_by_default), work),
+        BackendKind::Cuda => on_cuda(kernels.fusion.unwrap_or(fusion_by_default), work),
     }
 }
 
@@ -94,17 +96,10 @@ pub fn fusion_pays_off(compute: crate::model::precision::Compute) -> bool {
     compute.is_none()
 }
 
-/// Whether CUDA runs with burn's fusion: `HABITS_CUDA_FUSION` (1 or 0) when set, else
-/// `default_on`; says which on stderr.
-pub fn cuda_fusion(default_on: bool) -> bool {
-    let on = std::env::var("HABITS_CUDA_FUSION").map_or(default_on, |v| v != "0");
-    eprintln!("cuda: {} (HABITS_CUDA_FUSION=1 or 0 picks)", if on { "with burn's fusion" } else { "without burn's fusion" });
-    on
-}
-
 #[cfg(feature = "cuda")]
 fn on_cuda<W: BackendWork>(fusion: bool, work: W) -> anyhow::Result<W::Output> {
     use burn::backend::Autodiff;
+    eprintln!("cuda: {} (kernels.fusion or HABITS_CUDA_FUSION=1/0 picks)", if fusion { "with burn's fusion" } else { "without burn's fusion" });
     eprintln!("cuda: the first steps compile and tune kernels (minutes on a 1B model); the steady speed comes after");
     if fusion { work.run::<Autodiff<CudaFused>>(&Default::default()) } else { work.run::<Autodiff<CudaPlain>>(&Default::default()) }
 }

@@ -66,6 +66,7 @@ mod tests {
 
     use super::*;
     use crate::Cpu;
+    use crate::ops::kernels::Kernels;
     use crate::ops::squared_norms::SquaredNorms;
     use crate::ops::{adamw, attention, cross_entropy, matmul, rms_norm, rotary_heads, squared_norms, swiglu};
 
@@ -83,7 +84,7 @@ mod tests {
     #[test]
     fn attention_agrees_with_itself_for_one_and_two_sequences() {
         for shape in [[1, 3, 3, 9, 4], [2, 4, 2, 9, 4]] {
-            let gaps = attention::check::check_attention::<Cpu, Cpu>(shape, DType::F32, &Default::default(), &Default::default());
+            let gaps = attention::check::check_attention::<Cpu, Cpu>(shape, DType::F32, Kernels::default(), &Default::default(), &Default::default());
             assert_identical(&gaps, 4);
         }
     }
@@ -96,7 +97,7 @@ mod tests {
 
     #[test]
     fn matmul_agrees_with_itself_in_every_layout() {
-        let gaps = matmul::check::check_matmul::<Cpu, Cpu>([6, 4, 3], &Default::default(), &Default::default());
+        let gaps = matmul::check::check_matmul::<Cpu, Cpu>([6, 4, 3], Kernels::default(), &Default::default(), &Default::default());
         assert_identical(&gaps, 4);
     }
 
@@ -114,10 +115,11 @@ mod tests {
 
     #[test]
     fn squared_norms_agree_with_themselves_and_are_sums_of_squares() {
-        let gaps = squared_norms::check::check_squared_norms::<Cpu, Cpu>(&[3, 1, 17], &Default::default(), &Default::default());
+        let gaps = squared_norms::check::check_squared_norms::<Cpu, Cpu>(&[3, 1, 17], Kernels::default(), &Default::default(), &Default::default());
         assert_eq!(gaps[0].gap, 0.0);
         let v = |x: Vec<f32>| Tensor::<Cpu, 1>::from_data(TensorData::new(x.clone(), [x.len()]), &Default::default()).into_primitive().tensor();
-        let sums = host(Tensor::<Cpu, 1>::from_primitive(TensorPrimitive::Float(Cpu::squared_norms(vec![v(vec![3.0, 4.0]), v(vec![-2.0])]))));
+        let sums =
+            host(Tensor::<Cpu, 1>::from_primitive(TensorPrimitive::Float(Cpu::squared_norms(vec![v(vec![3.0, 4.0]), v(vec![-2.0])], Kernels::default()))));
         assert_eq!(sums, vec![25.0, 4.0]);
     }
 

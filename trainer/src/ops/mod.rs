@@ -3,7 +3,8 @@
 //! its CUDA kernel or cuBLAS path (`kernel.rs`, `cublas.rs`) and its conformance check
 //! against a reference backend (`check.rs`). `backend` names the backends and the bundles
 //! of ops a model and a training run need; `cuda` holds what the CUDA paths share;
-//! `check` the gaps every conformance check reports.
+//! `check` the gaps every conformance check reports; `kernels` which kernel paths the ops
+//! take (one settings value, passed to each op that chooses).
 
 pub mod adamw;
 pub mod attention;
@@ -12,6 +13,7 @@ pub mod check;
 pub mod cross_entropy;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
+pub mod kernels;
 pub mod matmul;
 pub mod rms_norm;
 pub mod rotary_heads;

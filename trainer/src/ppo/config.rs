@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::track::TrackSection;
 use crate::countdown::task::TaskSpec;
 use crate::ops::backend::BackendKind;
+use crate::ops::kernels::Kernels;
 use crate::train::config::{base_dir, check_compute_dtype};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -27,6 +28,9 @@ pub struct PpoConfig {
     #[serde(default)]
     pub track: Option<TrackSection>,
     pub output: PpoOutput,
+    /// Which kernel paths the ops take (`ops::kernels`; the environment overrides it).
+    #[serde(default)]
+    pub kernels: Kernels,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -104,7 +104,7 @@ pub fn prime<B: TrainBackend>(
             bail!("priming step {step}: the loss is {last}; lower prime.lr");
         }
         let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-        clip_global_norm(&model, &mut grads, 1.0);
+        clip_global_norm(&model, &mut grads, 1.0, model.kernels());
         model = optim.step(lr, model, grads);
         log(step + 1, last);
     }

@@ -145,6 +145,8 @@ pub fn ppo<B: TrainBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOptio
     let p = &cfg.ppo;
     let out = &cfg.output.dir;
     let mut run = start::<B>(cfg, &inputs, device, opts)?;
+    // Each invocation's header: what it runs on, and how.
+    run.metrics.write(&json!({"kind": "run", "step": run.state.step, "backend": B::name(device), "compute_dtype": p.compute_dtype, "kernels": cfg.kernels}))?;
     eprintln!(
         "ppo: {} parameters, {} steps of {} prompts x {} samples (responses up to {} tokens), {} held-out tasks",
         inputs.model.num_parameters(),
@@ -207,7 +209,8 @@ fn start<B: TrainBackend>(cfg: &PpoConfig, inputs: &Inputs, device: &B::Device, 
             Some(w) => load_weights(&inputs.model, w, device)?,
             None => Llama::random(&inputs.model, device),
         }
-        .with_compute(compute))
+        .with_compute(compute)
+        .with_kernels(cfg.kernels))
     };
     let optimizer = || OnePassAdamW::default().with_weight_decay(0.01);
     let (actor_optim, critic_optim) = (optimizer().init::<B, Llama<B>>(), optimizer().init::<B, Critic<B>>());

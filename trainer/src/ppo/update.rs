@@ -88,8 +88,9 @@ pub fn update<B: TrainBackend, OA: Optimizer<Llama<B>, B>, OC: Optimizer<Critic<
             critic_grads.accumulate(&critic, GradientsParams::from_grads(critic_loss.backward(), &critic));
         }
         let (mut ga, mut gc) = (actor_grads.grads(), critic_grads.grads());
-        stats.actor_grad_norm += clip_global_norm(&actor, &mut ga, s.grad_clip) / steps;
-        stats.critic_grad_norm += clip_global_norm(&critic, &mut gc, s.grad_clip) / steps;
+        let kernels = actor.kernels();
+        stats.actor_grad_norm += clip_global_norm(&actor, &mut ga, s.grad_clip, kernels) / steps;
+        stats.critic_grad_norm += clip_global_norm(&critic, &mut gc, s.grad_clip, kernels) / steps;
         actor = actor_optim.step(s.actor_lr, actor, ga);
         critic = critic_optim.step(s.critic_lr, critic, gc);
     }

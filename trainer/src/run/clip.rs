@@ -9,6 +9,7 @@ use burn::tensor::TensorPrimitive;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 
+use crate::ops::kernels::Kernels;
 use crate::ops::squared_norms::SquaredNorms;
 
 struct Ids(Vec<(ParamId, usize)>);
@@ -35,8 +36,13 @@ fn scale<B: Backend, const D: usize>(grads: &mut GradientsParams, id: ParamId, f
 
 /// The global L2 norm of the gradients; when it exceeds `max_norm` (> 0), every gradient is
 /// scaled by `max_norm / norm`. Returns the norm before clipping.
-pub fn clip_global_norm<B: AutodiffBackend<InnerBackend: SquaredNorms>, M: AutodiffModule<B>>(module: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
-    let norm = global_norm(module, grads);
+pub fn clip_global_norm<B: AutodiffBackend<InnerBackend: SquaredNorms>, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+    kernels: Kernels,
+) -> f64 {
+    let norm = global_norm(module, grads, kernels);
     if let Some(factor) = clip_factor(norm, max_norm) {
         for &(id, rank) in &param_ids(module) {
             match rank {
@@ -64,8 +70,9 @@ fn param_ids<B: AutodiffBackend, M: AutodiffModule<B>>(module: &M) -> Vec<(Param
     ids.0
 }
 
-/// The global L2 norm of the module's gradients (one read of each).
-pub fn global_norm<B: AutodiffBackend<InnerBackend: SquaredNorms>, M: AutodiffModule<B>>(module: &M, grads: &GradientsParams) -> f64 {
+/// The global L2 norm of the module's gradients (one read of each; the sums of squares by
+/// the path `kernels` chooses).
+pub fn global_norm<B: AutodiffBackend<InnerBackend: SquaredNorms>, M: AutodiffModule<B>>(module: &M, grads: &GradientsParams, kernels: Kernels) -> f64 {
     let vectors: Vec<FloatTensor<B::InnerBackend>> = param_ids(module)
         .iter()
         .filter_map(|&(id, rank)| match rank {
@@ -78,7 +85,7 @@ pub fn global_norm<B: AutodiffBackend<InnerBackend: SquaredNorms>, M: AutodiffMo
     if vectors.is_empty() {
         return 0.0;
     }
-    let sums = Tensor::<B::InnerBackend, 1>::from_primitive(TensorPrimitive::Float(B::InnerBackend::squared_norms(vectors)));
+    let sums = Tensor::<B::InnerBackend, 1>::from_primitive(TensorPrimitive::Float(B::InnerBackend::squared_norms(vectors, kernels)));
     sums.sum().into_scalar().elem::<f64>().sqrt()
 }
 
@@ -100,15 +107,15 @@ mod tests {
     fn clipping_scales_every_gradient_by_the_factor() {
         let model = LinearConfig::new(3, 2).init::<CpuAutodiff>(&Default::default());
         let grads = grads_of(&model, 10.0);
-        let norm = global_norm(&model, &grads);
+        let norm = global_norm(&model, &grads, Kernels::default());
         let weight = grads.get::<crate::Cpu, 2>(model.weight.id).expect("a gradient").into_data().to_vec::<f32>().unwrap();
         let bias = grads.get::<crate::Cpu, 1>(model.bias.as_ref().expect("a bias").id).expect("a gradient").into_data().to_vec::<f32>().unwrap();
         let by_hand = weight.iter().chain(&bias).map(|g| (g * g) as f64).sum::<f64>().sqrt();
         assert!((norm - by_hand).abs() < 1e-4 * by_hand, "{norm} against {by_hand}");
         let factor = clip_factor(norm, 1.0).expect("a norm above 1 is clipped");
         let mut clipped = grads_of(&model, 10.0);
-        assert_eq!(clip_global_norm(&model, &mut clipped, 1.0), norm);
-        assert!((global_norm(&model, &clipped) - norm * factor).abs() < 1e-4, "scaled by the factor");
+        assert_eq!(clip_global_norm(&model, &mut clipped, 1.0, Kernels::default()), norm);
+        assert!((global_norm(&model, &clipped, Kernels::default()) - norm * factor).abs() < 1e-4, "scaled by the factor");
         assert_eq!(clip_factor(norm, norm * 2.0), None);
         assert_eq!(clip_factor(norm, 0.0), None);
     }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::pack::Objective;
 use crate::model::precision::{Compute, parse_compute};
 use crate::ops::backend::BackendKind;
+use crate::ops::kernels::Kernels;
 use burn::tensor::FloatDType;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -19,6 +20,9 @@ pub struct PretrainConfig {
     #[serde(default)]
     pub train: TrainSection,
     pub output: OutputSection,
+    /// Which kernel paths the ops take (`ops::kernels`; the environment overrides it).
+    #[serde(default)]
+    pub kernels: Kernels,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

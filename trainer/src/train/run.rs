@@ -53,6 +53,8 @@ pub fn pretrain<B: TrainBackend>(cfg: &PretrainConfig, device: &B::Device, opts:
     let plan = Plan::new(cfg, &inputs.train);
     let Start { mut model, mut optim, mut state, resumed_from } = start::<B>(cfg, &inputs, device, opts)?;
     let mut metrics = Metrics::open(&cfg.output.dir.join("metrics.jsonl"), state.step)?;
+    // Each invocation's header: what it runs on, and how.
+    metrics.write(&json!({"kind": "run", "step": state.step, "backend": B::name(device), "compute_dtype": cfg.train.compute_dtype, "kernels": cfg.kernels}))?;
     std::fs::write(cfg.output.dir.join("config.json"), serde_json::to_vec_pretty(&json!({ "pretrain": cfg, "model": inputs.model }))?)?;
     eprintln!(
         "pretrain: {} parameters, {} train sequences ({} windows of {} per epoch), {} test sequences; {} steps of {} windows, matmuls in {}{}",
@@ -182,7 +184,8 @@ fn start<B: TrainBackend>(cfg: &PretrainConfig, inputs: &Inputs, device: &B::Dev
         Some(w) => load_weights(&inputs.model, w, device)?,
         None => Llama::random(&inputs.model, device),
     }
-    .with_compute(compute);
+    .with_compute(compute)
+    .with_kernels(cfg.kernels);
     let optim =
         OnePassAdamW { beta_1: t.beta1 as f32, beta_2: t.beta2 as f32, epsilon: t.eps as f32, weight_decay: t.weight_decay as f32, ..Default::default() }
             .init::<B, Llama<B>>();
@@ -243,7 +246,7 @@ fn train_step<B: TrainBackend>(
     let loss = step_loss.map_or(0.0, |l| l.into_scalar().elem::<f64>());
     let grads = accumulator.grads();
     // The clip's factor goes into the optimizer's update (no pass over the gradients).
-    let grad_norm = global_norm(&model, &grads);
+    let grad_norm = global_norm(&model, &grads, model.kernels());
     optim.optim().grad_scale.set(clip_factor(grad_norm, cfg.train.grad_clip).unwrap_or(1.0) as f32);
     if !loss.is_finite() || loss < 0.0 || !grad_norm.is_finite() {
         bail!(

@@ -2,8 +2,8 @@
 //! plan (`staircase`) on cuBLAS, the softmax and its backward one kernel each
 //! (`causal_softmax_kernel`).
 //!
-//! The scores of each head are kept as the staircase of chunks of `attention_chunk()`
-//! query positions (`HABITS_ATTENTION_CHUNK`, default `staircase::DEFAULT_CHUNK`), so the
+//! The scores of each head are kept as the staircase of chunks of `Kernels::attention_chunk`
+//! query positions (`HABITS_ATTENTION_CHUNK`, default 256), so the
 //! products, the kernels and the probabilities kept for the backward pass touch only the
 //! keys each chunk needs. Each block product is one strided batch over every head on
 //! cubecl's stream (the buffers' addresses in one request per group of products, which also
@@ -16,8 +16,6 @@
 //! Without cuBLAS (see `matmul_cublas`), or for inputs the kernels do not take, the
 //! attention op's generic passes run (`causal_attention`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{TensorMetadata, TensorPrimitive};
@@ -28,43 +26,13 @@ use cubecl::cuda::CudaRuntime;
 use crate::CudaPlain;
 use crate::ops::attention::flash::Flash;
 use crate::ops::attention::softmax_kernel::{kernels_take, staircase_softmax, staircase_softmax_backward};
-use crate::ops::attention::staircase::{BlockProduct, Buffer, DEFAULT_CHUNK, Operand, Staircase};
+use crate::ops::attention::staircase::{BlockProduct, Buffer, Operand, Staircase};
 use crate::ops::attention::{
     CausalAttention, Kept, composed_causal_softmax, composed_causal_softmax_backward, forward_keeping_probabilities, gradients, repeat_kv,
 };
+use crate::ops::kernels::Kernels;
 use crate::ops::matmul::Layout;
-use crate::ops::matmul::cublas::{Cublas, Placed, RawProduct, cublas_enabled, cublas_for, data_type, raw_gemm, with_addresses};
-
-/// The chunk width set by `set_attention_chunk` (0: not set).
-static CHUNK: AtomicUsize = AtomicUsize::new(0);
-
-/// Positions per query chunk of the attention's staircase: the last `set_attention_chunk`,
-/// else `HABITS_ATTENTION_CHUNK`, else `staircase::DEFAULT_CHUNK`.
-///
-/// # Panics
-/// When `HABITS_ATTENTION_CHUNK` is not a positive whole number.
-pub fn attention_chunk() -> usize {
-    match CHUNK.load(Ordering::Relaxed) {
-        0 => {
-            let chunk = match std::env::var("HABITS_ATTENTION_CHUNK") {
-                Ok(v) => v.trim().parse().ok().filter(|&n: &usize| n > 0).unwrap_or_else(|| {
-                    panic!("HABITS_ATTENTION_CHUNK={v:?}: give the attention's query chunk as a positive whole number of positions (default {DEFAULT_CHUNK})")
-                }),
-                Err(_) => DEFAULT_CHUNK,
-            };
-            CHUNK.store(chunk, Ordering::Relaxed);
-            chunk
-        }
-        chunk => chunk,
-    }
-}
-
-/// Sets the positions per query chunk of the attention's staircase from now on (a
-/// backward pass must run with the chunk its forward pass ran with).
-pub fn set_attention_chunk(positions: usize) {
-    assert!(positions > 0, "an attention chunk holds at least one position");
-    CHUNK.store(positions, Ordering::Relaxed);
-}
+use crate::ops::matmul::cublas::{Cublas, Placed, RawProduct, cublas_for, cublas_usable, data_type, raw_gemm, with_addresses};
 
 /// The attention's inputs as the staircase reads them: contiguous, keys and values repeated
 /// to the query heads, one dtype.
@@ -81,14 +49,14 @@ struct Heads {
 impl Heads {
     /// The inputs, or `None` when the staircase does not run on them (no cuBLAS, mixed or
     /// other dtypes, sizes the kernels do not index).
-    fn of(q: &CubeTensor<CudaRuntime>, k: &CubeTensor<CudaRuntime>, v: &CubeTensor<CudaRuntime>) -> Option<Heads> {
+    fn of(q: &CubeTensor<CudaRuntime>, k: &CubeTensor<CudaRuntime>, v: &CubeTensor<CudaRuntime>, kernels: Kernels) -> Option<Heads> {
         let (qs, ks) = (q.shape(), k.shape());
         let dims = [qs[0], qs[1], ks[1], qs[2], qs[3]];
         let [b, h, kv, s, d] = dims;
         let same = q.dtype == k.dtype && q.dtype == v.dtype && data_type(q.dtype).is_some();
-        let plan = Staircase::new(s, attention_chunk());
+        let plan = Staircase::new(s, kernels.attention_chunk);
         let sizes = b * h * s * d > 0 && kv > 0 && h % kv == 0 && b * h * plan.per_head() < i32::MAX as usize;
-        if !(cublas_enabled() && same && sizes && kernels_take(q, plan, b * h)) {
+        if !(cublas_usable(kernels) && same && sizes && kernels_take(q, plan, b * h)) {
             return None;
         }
         let cublas = cublas_for(&q.client, q.device.index as i32)?;
@@ -160,17 +128,17 @@ fn tensor<const D: usize>(x: CubeTensor<CudaRuntime>) -> Tensor<CudaPlain, D> {
 }
 
 impl CausalAttention for CudaPlain {
-    fn causal_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
-        Self::attention_forward(q, k, v, scale).0
+    fn causal_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64, kernels: Kernels) -> FloatTensor<Self> {
+        Self::attention_forward(q, k, v, scale, kernels).0
     }
 
-    fn attention_forward(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64) -> (FloatTensor<Self>, Kept<Self>) {
-        if let Some(flash) = Flash::of(&q, &k, &v) {
+    fn attention_forward(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64, kernels: Kernels) -> (FloatTensor<Self>, Kept<Self>) {
+        if let Some(flash) = Flash::of(&q, &k, &v, kernels) {
             let (out, lse) = flash.forward(scale);
             return (out.clone(), Kept::LogSumExp { out, lse });
         }
-        let Some(heads) = Heads::of(&q, &k, &v) else {
-            let (y, p) = forward_keeping_probabilities::<Self>(q, k, v, scale);
+        let Some(heads) = Heads::of(&q, &k, &v, kernels) else {
+            let (y, p) = forward_keeping_probabilities::<Self>(q, k, v, scale, kernels);
             return (y, Kept::Probabilities(p));
         };
         let d = heads.dims[4];
@@ -189,24 +157,25 @@ impl CausalAttention for CudaPlain {
         kept: Kept<Self>,
         dy: FloatTensor<Self>,
         scale: f64,
+        kernels: Kernels,
     ) -> [FloatTensor<Self>; 3] {
         let p = match kept {
             Kept::LogSumExp { out, lse } => {
-                let flash = Flash::of(&q, &k, &v).expect("the attention's forward pass ran flash attention on inputs its backward pass does not take");
+                let flash = Flash::of(&q, &k, &v, kernels).expect("the attention's forward pass ran flash attention on inputs its backward pass does not take");
                 return flash.backward(out, lse, dy, scale);
             }
             Kept::Probabilities(p) => p,
         };
         // The forward pass kept `[batch, heads, seq, seq]` probabilities when it fell back.
-        let heads = Heads::of(&q, &k, &v).filter(|_| p.meta.shape.len() == 3);
+        let heads = Heads::of(&q, &k, &v, kernels).filter(|_| p.meta.shape.len() == 3);
         let Some(heads) = heads else {
-            return gradients::<Self>(q, k, v, p, dy, scale);
+            return gradients::<Self>(q, k, v, p, dy, scale, kernels);
         };
         let [b, h, _, _, d] = heads.dims;
         assert_eq!(
             p.meta.shape[..],
             [b, h, heads.plan.per_head()],
-            "the attention's probabilities were kept for another chunk width than {} (set_attention_chunk between a forward pass and its backward)",
+            "the attention's probabilities were kept for another chunk width than {} (the kernel settings changed between a forward pass and its backward)",
             heads.plan.chunk
         );
         let dy = into_contiguous(dy);

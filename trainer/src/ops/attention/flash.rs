@@ -3,14 +3,12 @@
 //!
 //! They take bf16 or f16 heads of 64 values over a sequence of whole 64-position blocks on
 //! a GPU with `mma.sync` and `ldmatrix` for the dtype (NVIDIA sm_80 and later); other
-//! inputs run the staircase (`attention_cublas`). `HABITS_FLASH_ATTENTION=0` (or
-//! `set_flash_attention(false)`) runs the staircase everywhere, to compare the two.
+//! inputs run the staircase (`cublas`). `Kernels::flash_attention` off
+//! (`HABITS_FLASH_ATTENTION=0`) runs the staircase everywhere, to compare the two.
 //! Keys and values are read by their own (fewer) heads; nothing is repeated. Inputs are
 //! read where they lie when head-major or token-major (values, and the output's gradient,
 //! come token-major from the projections); the output and the values' gradient are
 //! written token-major, so the projections around attention take them without a copy.
-
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::tensor::DType;
 use burn::tensor::ops::FloatTensorOps;
@@ -27,32 +25,10 @@ use crate::ops::attention::flash_kernel::{
 };
 use crate::ops::attention::flash_tiles::{BLOCK, Layouts, UNITS};
 use crate::ops::cuda::plane_rows::{PLANE, empty_like, has_planes, one_unit_each};
+use crate::ops::kernels::Kernels;
 
 /// The head width the kernels are built for.
 const HEAD_DIM: usize = 64;
-
-/// `set_flash_attention`'s choice: 0 not set, 1 on, 2 off.
-static FLASH: AtomicU8 = AtomicU8::new(0);
-
-/// Whether attention runs the flash kernels where they take the inputs: the last
-/// `set_flash_attention`, else `HABITS_FLASH_ATTENTION` (`0` turns them off; read once),
-/// else on.
-pub fn flash_attention() -> bool {
-    match FLASH.load(Ordering::Relaxed) {
-        0 => {
-            let on = std::env::var("HABITS_FLASH_ATTENTION").map_or(true, |v| v.trim() != "0");
-            set_flash_attention(on);
-            on
-        }
-        set => set == 1,
-    }
-}
-
-/// Turns the flash kernels on or off from now on (a backward pass must run as its
-/// forward pass did).
-pub fn set_flash_attention(on: bool) {
-    FLASH.store(if on { 1 } else { 2 }, Ordering::Relaxed);
-}
 
 /// A `[batch, heads, seq, d]` tensor as the kernels read it: a contiguous buffer, and
 /// whether it is token-major (`Layouts`).
@@ -92,13 +68,13 @@ pub(crate) struct Flash {
 
 impl Flash {
     /// The inputs, or `None` when the kernels do not take them (see the module's doc).
-    pub(crate) fn of(q: &CubeTensor<CudaRuntime>, k: &CubeTensor<CudaRuntime>, v: &CubeTensor<CudaRuntime>) -> Option<Flash> {
+    pub(crate) fn of(q: &CubeTensor<CudaRuntime>, k: &CubeTensor<CudaRuntime>, v: &CubeTensor<CudaRuntime>, kernels: Kernels) -> Option<Flash> {
         let (qs, ks) = (q.meta.shape.to_vec(), k.meta.shape.to_vec());
         let [b, h, s, d] = qs[..] else { return None };
         let kv = ks[1];
         let same = q.dtype == k.dtype && q.dtype == v.dtype && k.meta.shape == v.meta.shape && ks[..] == [b, kv, s, d];
         let sizes = d == HEAD_DIM && s > 0 && s % FORWARD_BLOCK == 0 && kv > 0 && h % kv == 0 && b * h * s * d < u32::MAX as usize;
-        if !(flash_attention() && same && sizes && tensor_cores(q)) {
+        if !(kernels.flash_attention && same && sizes && tensor_cores(q)) {
             return None;
         }
         Some(Flash { q: Rows::of(q), k: Rows::of(k), v: Rows::of(v), dims: [b, h, kv, s] })

@@ -44,11 +44,6 @@ mod softmax_kernel;
 #[cfg(any(test, feature = "cuda"))]
 mod staircase;
 
-#[cfg(feature = "cuda")]
-pub use self::cublas::{attention_chunk, set_attention_chunk};
-#[cfg(feature = "cuda")]
-pub use self::flash::{flash_attention, set_flash_attention};
-
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -60,6 +55,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::{AttentionModuleOptions, FloatTensor};
 use burn::tensor::{TensorMetadata, TensorPrimitive};
 
+use crate::ops::kernels::Kernels;
 use crate::ops::matmul::Matmul;
 
 /// A backend that runs causal attention, with gradients where it has them, and the parts
@@ -69,14 +65,14 @@ pub trait CausalAttention: Matmul {
     /// `k`, `v` `[batch, kv_heads, seq, head_dim]` (`heads` a multiple of `kv_heads`, query
     /// head `i` reading key/value head `i / (heads / kv_heads)`); burn's own attention
     /// unless the backend has better.
-    fn causal_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
+    fn causal_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64, _kernels: Kernels) -> FloatTensor<Self> {
         backend_attention::<Self>(q, k, v, scale)
     }
 
     /// The forward pass with gradients to come: the output and what the backward pass
     /// reads.
-    fn attention_forward(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64) -> (FloatTensor<Self>, Kept<Self>) {
-        let (y, p) = forward_keeping_probabilities::<Self>(q, k, v, scale);
+    fn attention_forward(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64, kernels: Kernels) -> (FloatTensor<Self>, Kept<Self>) {
+        let (y, p) = forward_keeping_probabilities::<Self>(q, k, v, scale, kernels);
         (y, Kept::Probabilities(p))
     }
 
@@ -89,8 +85,9 @@ pub trait CausalAttention: Matmul {
         kept: Kept<Self>,
         dy: FloatTensor<Self>,
         scale: f64,
+        kernels: Kernels,
     ) -> [FloatTensor<Self>; 3] {
-        gradients::<Self>(q, k, v, kept.probabilities(), dy, scale)
+        gradients::<Self>(q, k, v, kept.probabilities(), dy, scale, kernels)
     }
 
     /// The softmax over the last dimension of `scores` (`[batch, heads, seq, seq]`), each
@@ -146,9 +143,9 @@ pub(crate) fn composed_causal_softmax_backward<B: Backend>(p: FloatTensor<B>, dp
 }
 
 /// [`CausalAttention::causal_attention`] on tensors.
-pub fn causal_attention<B: CausalAttention>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, scale: f64) -> Tensor<B, 4> {
+pub fn causal_attention<B: CausalAttention>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, scale: f64, kernels: Kernels) -> Tensor<B, 4> {
     let raw = |t: Tensor<B, 4>| t.into_primitive().tensor();
-    Tensor::from_primitive(TensorPrimitive::Float(B::causal_attention(raw(q), raw(k), raw(v), scale)))
+    Tensor::from_primitive(TensorPrimitive::Float(B::causal_attention(raw(q), raw(k), raw(v), scale, kernels)))
 }
 
 fn tensor<B: Backend>(raw: FloatTensor<B>) -> Tensor<B, 4> {
@@ -210,11 +207,12 @@ pub(crate) fn forward_keeping_probabilities<B: CausalAttention>(
     k: FloatTensor<B>,
     v: FloatTensor<B>,
     scale: f64,
+    kernels: Kernels,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let g = Groups::of::<B>(&q, &k);
-    let scores = B::batched_matmul(g.grouped::<B>(q), B::float_swap_dims(k, 2, 3), scale);
+    let scores = B::batched_matmul(g.grouped::<B>(q), B::float_swap_dims(k, 2, 3), scale, kernels);
     let p = B::causal_softmax(g.by_head::<B>(scores));
-    (g.by_head::<B>(B::batched_matmul(g.grouped::<B>(p.clone()), v, 1.0)), p)
+    (g.by_head::<B>(B::batched_matmul(g.grouped::<B>(p.clone()), v, 1.0, kernels)), p)
 }
 
 fn two<T>(products: Vec<T>) -> [T; 2] {
@@ -230,13 +228,14 @@ pub(crate) fn gradients<B: CausalAttention>(
     p: FloatTensor<B>,
     dy: FloatTensor<B>,
     scale: f64,
+    kernels: Kernels,
 ) -> [FloatTensor<B>; 3] {
     let g = Groups::of::<B>(&q, &k);
     let dy = g.grouped::<B>(dy);
     let [dv, dp] =
-        two(B::batched_matmuls(vec![(B::float_swap_dims(g.grouped::<B>(p.clone()), 2, 3), dy.clone(), 1.0), (dy, B::float_swap_dims(v, 2, 3), 1.0)]));
+        two(B::batched_matmuls(vec![(B::float_swap_dims(g.grouped::<B>(p.clone()), 2, 3), dy.clone(), 1.0), (dy, B::float_swap_dims(v, 2, 3), 1.0)], kernels));
     let ds = g.grouped::<B>(B::causal_softmax_backward(p, g.by_head::<B>(dp)));
-    let [dq, dk] = two(B::batched_matmuls(vec![(ds.clone(), k, scale), (B::float_swap_dims(ds, 2, 3), g.grouped::<B>(q), scale)]));
+    let [dq, dk] = two(B::batched_matmuls(vec![(ds.clone(), k, scale), (B::float_swap_dims(ds, 2, 3), g.grouped::<B>(q), scale)], kernels));
     [g.by_head::<B>(dq), dk, dv]
 }
 
@@ -244,9 +243,10 @@ impl CausalAttention for crate::Cpu {}
 #[cfg(feature = "cuda")]
 impl CausalAttention for crate::CudaFused {}
 
-/// The backward step: the state is `q`, `k`, `v`, what the forward pass kept and the scale.
+/// The backward step (with the forward's kernel settings): the state is `q`, `k`, `v`, what
+/// the forward pass kept and the scale.
 #[derive(Debug)]
-struct CausalAttentionBackward;
+struct CausalAttentionBackward(Kernels);
 
 impl<B: CausalAttention> Backward<B, 3> for CausalAttentionBackward {
     type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, Kept<B>, f64);
@@ -254,7 +254,7 @@ impl<B: CausalAttention> Backward<B, 3> for CausalAttentionBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = grads.consume::<B>(&ops.node);
         let (q, k, v, kept, scale) = ops.state;
-        let all = B::attention_backward(q, k, v, kept, dy, scale);
+        let all = B::attention_backward(q, k, v, kept, dy, scale, self.0);
         for (parent, grad) in ops.parents.into_iter().zip(all) {
             if let Some(node) = parent {
                 grads.register::<B>(node.id, grad);
@@ -264,13 +264,13 @@ impl<B: CausalAttention> Backward<B, 3> for CausalAttentionBackward {
 }
 
 impl<B: CausalAttention, C: CheckpointStrategy> CausalAttention for Autodiff<B, C> {
-    fn causal_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64) -> FloatTensor<Self> {
-        match CausalAttentionBackward.prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
+    fn causal_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, scale: f64, kernels: Kernels) -> FloatTensor<Self> {
+        match CausalAttentionBackward(kernels).prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (out, kept) = B::attention_forward(q.primitive.clone(), k.primitive.clone(), v.primitive.clone(), scale);
+                let (out, kept) = B::attention_forward(q.primitive.clone(), k.primitive.clone(), v.primitive.clone(), scale, kernels);
                 prep.finish((q.primitive, k.primitive, v.primitive, kept, scale), out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::causal_attention(q.primitive, k.primitive, v.primitive, scale)),
+            OpsKind::UnTracked(prep) => prep.finish(B::causal_attention(q.primitive, k.primitive, v.primitive, scale, kernels)),
         }
     }
 }
@@ -300,7 +300,7 @@ mod tests {
         let run = |ours: bool| {
             let (q, k, v) = (random(q_dims, 1).require_grad(), random(kv_dims, 2).require_grad(), random(kv_dims, 3).require_grad());
             let y = if ours {
-                causal_attention(q.clone(), k.clone(), v.clone(), scale)
+                causal_attention(q.clone(), k.clone(), v.clone(), scale, Kernels::default())
             } else {
                 tensor::<CpuAutodiff>(backend_attention::<CpuAutodiff>(
                     q.clone().into_primitive().tensor(),
@@ -337,7 +337,7 @@ mod tests {
     fn no_position_sees_a_later_one() {
         let dims = [1, 2, 5, 3];
         let (q, k, v) = (random(dims, 4).require_grad(), random(dims, 5).require_grad(), random(dims, 6).require_grad());
-        let y = causal_attention(q, k.clone(), v.clone(), 0.7);
+        let y = causal_attention(q, k.clone(), v.clone(), 0.7, Kernels::default());
         let first = y.clone().narrow(2, 0, 1);
         assert!(max_gap(first.clone().inner(), v.clone().narrow(2, 0, 1).inner()) < 1e-6);
         let grads = y.narrow(2, 0, 2).sum().backward();
@@ -351,7 +351,7 @@ mod tests {
     fn without_gradients_it_is_the_backends_attention() {
         let dims = [1, 2, 6, 4];
         let (q, k, v) = (random(dims, 7).inner(), random(dims, 8).inner(), random(dims, 9).inner());
-        let ours = causal_attention(q.clone(), k.clone(), v.clone(), 0.5);
+        let ours = causal_attention(q.clone(), k.clone(), v.clone(), 0.5, Kernels::default());
         let theirs = tensor::<Cpu>(backend_attention::<Cpu>(q.into_primitive().tensor(), k.into_primitive().tensor(), v.into_primitive().tensor(), 0.5));
         assert_eq!(max_gap(ours, theirs), 0.0);
     }

@@ -22,12 +22,8 @@
 //!
 //! The sums over chunks run from the last chunk (whose keys are all of them, so it writes
 //! every row of `dV` and `dK`) to the first, each later product adding to what is there.
-//! CUDA runs the plan on cuBLAS (`attention_cublas`); the tests run it with plain loops
+//! CUDA runs the plan on cuBLAS (`cublas`); the tests run it with plain loops
 //! against the attention op's generic passes.
-
-/// Positions per query chunk when the user names none (`HABITS_ATTENTION_CHUNK`).
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-pub(crate) const DEFAULT_CHUNK: usize = 256;
 
 /// The staircase of one head's scores for `seq` positions in chunks of `chunk`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,6 +228,7 @@ mod tests {
     use super::*;
     use crate::Cpu;
     use crate::ops::attention::{forward_keeping_probabilities, gradients};
+    use crate::ops::kernels::Kernels;
 
     #[test]
     fn rows_lie_one_after_another_and_see_their_keys() {
@@ -346,8 +343,8 @@ mod tests {
         };
         let (q, k, v, dy) = (random(1), random(2), random(3), random(4));
         let raw = |t: &Tensor<Cpu, 4>| t.clone().into_primitive().tensor();
-        let (y, p) = forward_keeping_probabilities::<Cpu>(raw(&q), raw(&k), raw(&v), scale);
-        let [dq, dk, dv] = gradients::<Cpu>(raw(&q), raw(&k), raw(&v), p, raw(&dy), scale);
+        let (y, p) = forward_keeping_probabilities::<Cpu>(raw(&q), raw(&k), raw(&v), scale, Kernels::default());
+        let [dq, dk, dv] = gradients::<Cpu>(raw(&q), raw(&k), raw(&v), p, raw(&dy), scale, Kernels::default());
         let expected = [host(y), host(dq), host(dk), host(dv)];
         for chunk in [1, 3, 4, 11, 64] {
             let plan = Staircase::new(seq, chunk);

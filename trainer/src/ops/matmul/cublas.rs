@@ -34,6 +34,7 @@ use cudarc::driver::{result as driver, sys as cuda};
 
 use crate::CudaPlain;
 use crate::ops::cuda::stream::cubecl_stream;
+use crate::ops::kernels::Kernels;
 use crate::ops::matmul::{BatchLayout, Layout, Matmul, burns_scaled_matmul};
 
 /// The cuBLAS operation and leading dimension that read a row-major `[rows, cols]` operand
@@ -63,13 +64,15 @@ fn say_why_not(reason: &str) {
     SAID.get_or_init(|| eprintln!("note: the projections use cubecl's matmul kernels, not cuBLAS: {reason} (HABITS_CUBLAS=0 chooses them without this note)"));
 }
 
-/// Whether products go to cuBLAS at all: `HABITS_CUBLAS` is not `0` and libcublas loads.
-pub(crate) fn cublas_enabled() -> bool {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| {
-        if std::env::var("HABITS_CUBLAS").is_ok_and(|v| v == "0") {
-            return false;
-        }
+/// Whether products go to cuBLAS: the settings ask for it and libcublas loads.
+pub(crate) fn cublas_usable(kernels: Kernels) -> bool {
+    kernels.cublas && cublas_loads()
+}
+
+/// Whether libcublas loads (tried once; a fact of the machine, not a setting).
+fn cublas_loads() -> bool {
+    static LOADS: OnceLock<bool> = OnceLock::new();
+    *LOADS.get_or_init(|| {
         // SAFETY: only tries to open the library.
         let present = unsafe { cublas::is_culib_present() };
         if !present {
@@ -145,13 +148,13 @@ fn product_shape(a: &CubeTensor<CudaRuntime>, b: &CubeTensor<CudaRuntime>) -> [u
 impl Matmul for CudaPlain {
     const OWN_PRODUCT: bool = true;
 
-    fn matmul_2d(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn matmul_2d(a: FloatTensor<Self>, b: FloatTensor<Self>, kernels: Kernels) -> FloatTensor<Self> {
         assert_eq!(a.meta.shape.len(), 2, "matmul_2d takes matrices");
-        Self::batched_matmul(a, b, 1.0)
+        Self::batched_matmul(a, b, 1.0, kernels)
     }
 
-    fn batched_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>, alpha: f64) -> FloatTensor<Self> {
-        Self::batched_matmuls(vec![(a, b, alpha)]).pop().expect("one product")
+    fn batched_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>, alpha: f64, kernels: Kernels) -> FloatTensor<Self> {
+        Self::batched_matmuls(vec![(a, b, alpha)], kernels).pop().expect("one product")
     }
 
     fn is_transposed_view(b: &FloatTensor<Self>) -> bool {
@@ -159,13 +162,13 @@ impl Matmul for CudaPlain {
         shape.len() == 2 && shape[0] > 1 && shape[1] > 1 && matches!(Layout::of([shape[0], shape[1]], [strides[0], strides[1]]), Some(Layout::ColMajor { .. }))
     }
 
-    fn batched_matmuls(products: Vec<(FloatTensor<Self>, FloatTensor<Self>, f64)>) -> Vec<FloatTensor<Self>> {
+    fn batched_matmuls(products: Vec<(FloatTensor<Self>, FloatTensor<Self>, f64)>, kernels: Kernels) -> Vec<FloatTensor<Self>> {
         let shapes: Vec<[usize; 3]> = products.iter().map(|(a, b, _)| product_shape(a, b)).collect();
         let usable = |(a, b, _): &(FloatTensor<Self>, FloatTensor<Self>, f64), [_, _, n]: [usize; 3]| {
             let empty = a.meta.shape.iter().product::<usize>() == 0 || n == 0;
             b.dtype == a.dtype && data_type(a.dtype).is_some() && !empty
         };
-        let all_usable = cublas_enabled() && !products.is_empty() && products.iter().zip(&shapes).all(|(p, &s)| usable(p, s));
+        let all_usable = cublas_usable(kernels) && !products.is_empty() && products.iter().zip(&shapes).all(|(p, &s)| usable(p, s));
         let first = products.first().map(|(a, _, _)| (a.client.clone(), a.device.index as i32));
         match first.filter(|_| all_usable).and_then(|(client, device)| cublas_for(&client, device)) {
             Some(cublas) => gemms(cublas, products, &shapes),

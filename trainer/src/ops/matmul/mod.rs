@@ -26,6 +26,8 @@ use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use burn::tensor::ops::FloatTensor;
 
+use crate::ops::kernels::Kernels;
+
 /// A backend that multiplies two matrices, with gradients where it has them.
 pub trait Matmul: Backend {
     /// Whether `matmul_2d` is the backend's own product, which the projections then use
@@ -34,21 +36,21 @@ pub trait Matmul: Backend {
 
     /// `a · b` for `a` `[m, k]` and `b` `[k, n]` of one float dtype (either may be a
     /// transposed view); burn's `matmul` unless the backend has its own.
-    fn matmul_2d(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn matmul_2d(a: FloatTensor<Self>, b: FloatTensor<Self>, _kernels: Kernels) -> FloatTensor<Self> {
         Self::float_matmul(a, b)
     }
 
     /// `alpha · a · b` for `a` `[.., m, k]` and `b` `[.., k, n]` with the same leading
     /// dimensions (either may be a view with the last two swapped), without gradients: for
     /// ops with their own backward pass. burn's `matmul` unless the backend has its own.
-    fn batched_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>, alpha: f64) -> FloatTensor<Self> {
+    fn batched_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>, alpha: f64, _kernels: Kernels) -> FloatTensor<Self> {
         burns_scaled_matmul::<Self>(a, b, alpha)
     }
 
     /// Independent products `alpha · a · b` (as `batched_matmul` each), which a backend may
     /// issue together (on CUDA without fusion: one request for all their buffers).
-    fn batched_matmuls(products: Vec<(FloatTensor<Self>, FloatTensor<Self>, f64)>) -> Vec<FloatTensor<Self>> {
-        products.into_iter().map(|(a, b, alpha)| Self::batched_matmul(a, b, alpha)).collect()
+    fn batched_matmuls(products: Vec<(FloatTensor<Self>, FloatTensor<Self>, f64)>, kernels: Kernels) -> Vec<FloatTensor<Self>> {
+        products.into_iter().map(|(a, b, alpha)| Self::batched_matmul(a, b, alpha, kernels)).collect()
     }
 
     /// Whether `b` is a transposed view of a matrix in memory (a `[k, n]` operand whose
@@ -67,9 +69,9 @@ pub(crate) fn burns_scaled_matmul<B: Backend>(a: FloatTensor<B>, b: FloatTensor<
 }
 
 /// [`Matmul::matmul_2d`] on tensors.
-pub fn matmul_2d<B: Matmul>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2> {
+pub fn matmul_2d<B: Matmul>(a: Tensor<B, 2>, b: Tensor<B, 2>, kernels: Kernels) -> Tensor<B, 2> {
     let raw = |t: Tensor<B, 2>| t.into_primitive().tensor();
-    Tensor::from_primitive(TensorPrimitive::Float(B::matmul_2d(raw(a), raw(b))))
+    Tensor::from_primitive(TensorPrimitive::Float(B::matmul_2d(raw(a), raw(b), kernels)))
 }
 
 impl Matmul for crate::Cpu {}
@@ -135,9 +137,10 @@ impl BatchLayout {
     }
 }
 
-/// The backward step: the state is both operands.
+/// The backward step (its products with the forward's kernel settings): the state is both
+/// operands.
 #[derive(Debug)]
-struct MatmulBackward;
+struct MatmulBackward(Kernels);
 
 impl<B: Matmul> Backward<B, 2> for MatmulBackward {
     type State = (FloatTensor<B>, FloatTensor<B>);
@@ -156,7 +159,7 @@ impl<B: Matmul> Backward<B, 2> for MatmulBackward {
         if b_node.is_some() {
             products.push(if b_transposed { (B::float_transpose(dc), a, 1.0) } else { (B::float_transpose(a), dc, 1.0) });
         }
-        let mut gradients = B::batched_matmuls(products);
+        let mut gradients = B::batched_matmuls(products, self.0);
         if b_transposed {
             let db_transposed = gradients.pop().expect("b's gradient, last");
             gradients.push(B::float_transpose(db_transposed));
@@ -171,13 +174,13 @@ impl<B: Matmul> Backward<B, 2> for MatmulBackward {
 impl<B: Matmul, C: CheckpointStrategy> Matmul for Autodiff<B, C> {
     const OWN_PRODUCT: bool = B::OWN_PRODUCT;
 
-    fn matmul_2d(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
-        match MatmulBackward.prepare::<C>([a.node.clone(), b.node.clone()]).compute_bound().stateful() {
+    fn matmul_2d(a: FloatTensor<Self>, b: FloatTensor<Self>, kernels: Kernels) -> FloatTensor<Self> {
+        match MatmulBackward(kernels).prepare::<C>([a.node.clone(), b.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let out = B::matmul_2d(a.primitive.clone(), b.primitive.clone());
+                let out = B::matmul_2d(a.primitive.clone(), b.primitive.clone(), kernels);
                 prep.finish((a.primitive, b.primitive), out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::matmul_2d(a.primitive, b.primitive)),
+            OpsKind::UnTracked(prep) => prep.finish(B::matmul_2d(a.primitive, b.primitive, kernels)),
         }
     }
 }
@@ -211,7 +214,7 @@ mod tests {
             let view = |t: &Tensor<CpuAutodiff, 2>, transposed: bool| if transposed { t.clone().transpose() } else { t.clone() };
             let run = |ours: bool| {
                 let (x, y) = (view(&a, a_transposed), view(&b, b_transposed));
-                let c = if ours { matmul_2d(x, y) } else { x.matmul(y) };
+                let c = if ours { matmul_2d(x, y, Kernels::default()) } else { x.matmul(y) };
                 let grads = (c.clone() * weights.clone()).sum().backward();
                 (c.inner(), a.grad(&grads).expect("a gradient of a"), b.grad(&grads).expect("a gradient of b"))
             };
@@ -259,7 +262,7 @@ mod tests {
         let a = random([6, 4], 5).inner().reshape([2, 3, 4]);
         let b = random([8, 5], 6).inner().reshape([2, 4, 5]);
         let raw = |t: Tensor<Cpu, 3>| t.into_primitive().tensor();
-        let ours = Tensor::<Cpu, 3>::from_primitive(TensorPrimitive::Float(Cpu::batched_matmul(raw(a.clone()), raw(b.clone()), 0.25)));
+        let ours = Tensor::<Cpu, 3>::from_primitive(TensorPrimitive::Float(Cpu::batched_matmul(raw(a.clone()), raw(b.clone()), 0.25, Kernels::default())));
         let theirs = a.matmul(b).mul_scalar(0.25);
         assert_eq!((ours - theirs).abs().max().into_scalar(), 0.0);
     }
@@ -269,7 +272,7 @@ mod tests {
     fn a_constant_operand_gets_no_gradient() {
         let a = random([4, 6], 3).require_grad();
         let b = random([6, 2], 4);
-        let grads = matmul_2d(a.clone(), b.clone()).sum().backward();
+        let grads = matmul_2d(a.clone(), b.clone(), Kernels::default()).sum().backward();
         assert!(a.grad(&grads).is_some());
         assert!(b.grad(&grads).is_none());
         // d(sum(a · b)) / da = 1 · bᵀ: every row of the gradient is b's row sums.

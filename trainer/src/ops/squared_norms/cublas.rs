@@ -14,15 +14,16 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cudarc::cublas::sys::{self as cublas, cublasPointerMode_t, cudaDataType};
 
 use crate::CudaPlain;
-use crate::ops::matmul::cublas::{cublas_enabled, cublas_for, with_addresses};
+use crate::ops::kernels::Kernels;
+use crate::ops::matmul::cublas::{cublas_for, cublas_usable, with_addresses};
 use crate::ops::squared_norms::{SquaredNorms, composed_squared_norms};
 
 impl SquaredNorms for CudaPlain {
-    fn squared_norms(vectors: Vec<FloatTensor<Self>>) -> FloatTensor<Self> {
+    fn squared_norms(vectors: Vec<FloatTensor<Self>>, kernels: Kernels) -> FloatTensor<Self> {
         let vectors: Vec<_> = vectors.into_iter().map(into_contiguous).collect();
         let fits = |v: &FloatTensor<Self>| v.dtype == DType::F32 && v.meta.shape.len() == 1 && v.meta.shape[0] <= i32::MAX as usize;
         let first = vectors.first().expect("at least one vector");
-        let cublas = (cublas_enabled() && vectors.iter().all(fits)).then(|| cublas_for(&first.client, first.device.index as i32)).flatten();
+        let cublas = (cublas_usable(kernels) && vectors.iter().all(fits)).then(|| cublas_for(&first.client, first.device.index as i32)).flatten();
         let Some(cublas) = cublas else {
             return composed_squared_norms::<Self>(vectors);
         };

@@ -12,6 +12,7 @@ pub mod check;
 #[cfg(feature = "cuda")]
 mod cublas;
 
+use crate::ops::kernels::Kernels;
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{FloatDType, TensorPrimitive};
@@ -20,7 +21,7 @@ use burn::tensor::{FloatDType, TensorPrimitive};
 pub trait SquaredNorms: Backend {
     /// `Σ x²` of each of `vectors` (1-d, at least one), as an f32 vector `[vectors.len()]`
     /// on the device.
-    fn squared_norms(vectors: Vec<FloatTensor<Self>>) -> FloatTensor<Self> {
+    fn squared_norms(vectors: Vec<FloatTensor<Self>>, _kernels: Kernels) -> FloatTensor<Self> {
         composed_squared_norms::<Self>(vectors)
     }
 }
