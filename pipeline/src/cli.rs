@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::config::{HubConfig, LoadedConfig};
+use crate::config::LoadedConfig;
+use crate::hub::config::HubConfig;
 use crate::shard::Shard;
 use crate::stages::classify::{ClassifyOptions, run_classify};
 use crate::stages::fetch::{FetchRequest, fetch};

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod cache;
+pub mod config;
 pub mod download;
 pub mod error;
 pub mod glob;

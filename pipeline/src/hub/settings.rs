@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::HubConfig;
+use crate::hub::config::HubConfig;
 use crate::retry::Backoff;
 use crate::secret::Secret;
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::ServeConfig;
+use crate::llm::config::ServeConfig;
 
 /// A running server; stopped when dropped.
 pub struct LocalServer {

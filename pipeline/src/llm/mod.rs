@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod client;
+pub mod config;
 pub mod error;
 pub mod limiter;
 pub mod local_server;

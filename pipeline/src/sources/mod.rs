@@ -2,6 +2,7 @@
 //! files. A source resolves to a sorted list of input files, each read for only the two
 //! columns the pipeline needs (text and url).
 
+pub mod config;
 pub mod read;
 pub mod resolve;
 
@@ -9,9 +10,9 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-use crate::config::SourceConfig;
 use crate::hub::RepoFile;
 use crate::hub::glob::Includes;
+use crate::sources::config::SourceConfig;
 
 /// Where a source's files come from.
 #[derive(Clone, Debug)]

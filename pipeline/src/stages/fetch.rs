@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::config::HubConfig;
 use crate::hub::cache::Destination;
+use crate::hub::config::HubConfig;
 use crate::hub::download::{Downloader, FileRequest};
 use crate::hub::glob::Includes;
 use crate::hub::{HubClient, HubSettings};

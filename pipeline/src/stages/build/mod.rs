@@ -6,6 +6,7 @@
 
 pub mod budget;
 pub mod card;
+pub mod config;
 pub mod examples;
 pub mod megatron;
 pub mod shards;
@@ -21,8 +22,9 @@ use self::budget::{Candidate, ChoiceReport, Goal, LengthSummary, choose, ks_stat
 use self::examples::{Example, Gathered, SETS, gather, tokenize};
 use self::megatron::TokenType;
 use self::shards::{Packing, SplitTotals, write_splits};
-use crate::config::{BuildConfig, LoadedConfig};
+use crate::config::LoadedConfig;
 use crate::run_dir::{RunDir, publish_table, sha256_file, staging_for, write_atomic, write_json};
+use crate::stages::build::config::BuildConfig;
 use crate::stages::template::Template;
 
 /// The stage's folder: `runs/<name>/sets/`.

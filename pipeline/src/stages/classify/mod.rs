@@ -4,6 +4,7 @@
 //! (`runs/<name>/journal/classify.jsonl`), so a rerun sends only what is missing; the
 //! `labels` table and its statistics are then built from the journal.
 
+pub mod config;
 pub mod cut;
 pub mod format;
 pub mod labels;

@@ -9,6 +9,7 @@
 //! status when it still fails.
 
 pub mod conditions;
+pub mod config;
 pub mod sets;
 
 use std::collections::{BTreeMap, HashSet};

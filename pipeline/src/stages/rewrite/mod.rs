@@ -4,6 +4,7 @@
 //! classification (`journal/rewrite.jsonl`); answers are parsed strictly, asked again a
 //! bounded number of times, and failures are recorded with their reason. Table `rewrites`.
 
+pub mod config;
 pub mod parse;
 
 use std::collections::HashMap;

@@ -6,6 +6,7 @@
 //! `kill -9` or with another `--shard`) skips it without downloading it again. When every
 //! file has its part, `merge` picks the sample and writes `docs/`.
 
+pub mod config;
 pub mod merge;
 pub mod scan;
 pub mod selector;

@@ -4,6 +4,7 @@
 //! both sets need a problem and a solution; rich = backtracking >= 1; control = all four
 //! counts known and zero. A document whose rule is unknown (a missing count) is in neither.
 
+pub mod config;
 pub mod expr;
 
 use std::path::Path;
@@ -19,8 +20,9 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
 use self::expr::{Rule, Type, Value};
-use crate::config::{LoadedConfig, SelectConfig};
+use crate::config::LoadedConfig;
 use crate::run_dir::{RunDir, publish_table, staging_for};
+use crate::stages::select::config::SelectConfig;
 use crate::stages::tables::{PartInfo, PartWriter, parquet_parts};
 
 /// The stage's table: `runs/<name>/select/`.

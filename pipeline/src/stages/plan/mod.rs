@@ -2,17 +2,20 @@
 //! read with byte ranges), counts rows and text bytes, and estimates what the later stages
 //! will cost: documents sampled, LLM requests and prompt tokens.
 
+pub mod config;
+
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use serde::Serialize;
 
-use crate::config::{LoadedConfig, PlanConfig};
+use crate::config::LoadedConfig;
 use crate::hub::HubClient;
 use crate::hub::cache::Destination;
 use crate::sources::{Format, InputFile, Location};
 use crate::stages::inputs::resolve_inputs;
+use crate::stages::plan::config::PlanConfig;
 use crate::stages::sample::selector::quotas;
 
 /// The plan of one source.
