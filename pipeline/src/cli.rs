@@ -8,10 +8,15 @@ use clap::{Parser, Subcommand};
 use crate::config::LoadedConfig;
 use crate::hub::config::HubConfig;
 use crate::shard::Shard;
-use crate::stages::classify::{ClassifyOptions, run_classify};
+use crate::stages::build::Build;
+use crate::stages::classify::Classify;
 use crate::stages::fetch::{FetchRequest, fetch};
 use crate::stages::plan::{human_bytes, plan, render};
-use crate::stages::sample::{SampleOptions, SampleOutcome, run_sample};
+use crate::stages::priming::Priming;
+use crate::stages::rewrite::Rewrite;
+use crate::stages::sample::Sample;
+use crate::stages::select::Select;
+use crate::stages::stage::{Stage, StageContext, StageName, run_and_report};
 
 #[derive(Debug, Parser)]
 #[command(name = "pipeline", version, about = "habits: build behavior-enriched pretraining corpora", long_about = None)]
@@ -61,17 +66,7 @@ pub struct RunArgs {
     pub stage: StageArgs,
     /// Stop after this stage (e.g. `select`, to look at the counts before paying for rewrites).
     #[arg(long, value_enum, default_value = "build")]
-    pub until: Stage,
-}
-
-/// The stages, in run order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
-pub enum Stage {
-    Sample,
-    Classify,
-    Select,
-    Rewrite,
-    Build,
+    pub until: StageName,
 }
 
 #[derive(Debug, clap::Args)]
@@ -146,23 +141,18 @@ pub struct FetchArgs {
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => run_all(&args.stage, args.until).await,
-        Command::Sample(args) => sample(&args).await.map(|_| ()),
-        Command::Select(a) => select(&LoadedConfig::load(&a.config)?),
-        Command::Build(a) => build(&LoadedConfig::load(&a.config)?).map(|_| ()),
-        Command::Rewrite(a) => rewrite(&LoadedConfig::load(&a.stage.config)?, &a.endpoints, a.model.as_deref()).await,
-        Command::Prime(a) => {
-            let cfg = LoadedConfig::load(&a.stage.config)?;
-            let m = crate::stages::priming::run_priming(&cfg, &a.endpoints, a.model.as_deref()).await?;
-            eprint!("{}", crate::stages::priming::render(&m, &cfg.run_path().join(crate::stages::priming::TABLE)));
-            Ok(())
-        }
+        Command::Sample(a) => stage::<Sample>(a.context()?).await,
+        Command::Select(a) => stage::<Select>(a.context()?).await,
+        Command::Build(a) => stage::<Build>(a.context()?).await,
+        Command::Rewrite(a) => stage::<Rewrite>(a.context()?).await,
+        Command::Prime(a) => stage::<Priming>(a.context()?).await,
         Command::Classify(a) => {
-            let mut cfg = LoadedConfig::load(&a.llm.stage.config)?;
+            let mut ctx = a.llm.context()?;
             if let Some(run) = &a.run {
-                cfg.set_run_path(run)?;
+                ctx.cfg.set_run_path(run)?;
             }
-            let opts = ClassifyOptions { endpoints: a.llm.endpoints, model: a.llm.model, input: a.input };
-            classify(&cfg, &opts).await
+            ctx.input = a.input;
+            stage::<Classify>(ctx).await
         }
         Command::Plan { stage, json } => {
             let cfg = LoadedConfig::load(&stage.config)?;
@@ -191,85 +181,46 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Runs the sample stage; whether `docs/` is complete (false: other shards still scan).
-async fn sample(args: &StageArgs) -> Result<bool> {
-    let cfg = LoadedConfig::load(&args.config)?;
-    let opts = SampleOptions { shard: args.shard, cache_dir: args.cache_dir.clone() };
-    let docs = cfg.run_path().join(crate::stages::sample::TABLE);
-    match run_sample(&cfg, &opts).await? {
-        SampleOutcome::UpToDate(m) => eprintln!("docs: up to date, {} documents in {}", m.rows, docs.display()),
-        SampleOutcome::Written(m) => {
-            eprintln!("docs: {} documents ({} parts) in {}", m.rows, m.parts.len(), docs.display());
-            for s in &m.sources {
-                eprintln!(
-                    "  {:<16} sampled {:>8} of {:>10} rows scanned (quota {}, {} repeated texts dropped)",
-                    s.name, s.counts.sampled, s.counts.rows_scanned, s.quota, s.counts.duplicates_removed
-                );
-            }
+impl StageArgs {
+    fn context(&self) -> Result<StageContext> {
+        let mut ctx = StageContext::new(LoadedConfig::load(&self.config)?);
+        ctx.shard = self.shard;
+        ctx.cache_dir = self.cache_dir.clone();
+        Ok(ctx)
+    }
+}
+
+impl LlmStageArgs {
+    fn context(&self) -> Result<StageContext> {
+        let mut ctx = self.stage.context()?;
+        ctx.endpoints = self.endpoints.clone();
+        ctx.model = self.model.clone();
+        Ok(ctx)
+    }
+}
+
+/// One stage's verb: the stage, then its report.
+async fn stage<S: Stage>(ctx: StageContext) -> Result<()> {
+    run_and_report::<S>(&ctx).await.map(|_| ())
+}
+
+/// `pipeline run`: every stage in order up to `until`; stops early when a stage is not
+/// complete (other shards still scan) or no LLM is configured for the LLM stages.
+async fn run_all(args: &StageArgs, until: StageName) -> Result<()> {
+    let ctx = args.context()?;
+    for name in StageName::ORDER {
+        if name == StageName::Classify && ctx.cfg.config.llm.endpoints.is_empty() && ctx.cfg.config.llm.serve.is_none() {
+            eprintln!(
+                "classify: skipped (no llm.endpoints nor [llm.serve] in {}; or run `pipeline classify --endpoint URL --model NAME`)",
+                args.config.display()
+            );
+            return Ok(());
         }
-        SampleOutcome::ShardDone { scanned, missing } => {
-            eprintln!("shard {} done: {scanned} files scanned, {missing} still to scan by other shards; the last shard to finish writes docs/", args.shard);
-            return Ok(false);
+        if !name.run(&ctx).await? || name == until {
+            return Ok(());
         }
     }
-    Ok(true)
-}
-
-async fn classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<()> {
-    let m = run_classify(cfg, opts).await?;
-    let dir = cfg.run_path().join(crate::stages::classify::TABLE);
-    eprint!("{}", crate::stages::classify::labels::render(&m.stats));
-    eprintln!("labels: {} documents ({} requests sent now) in {}", m.rows, m.requests_sent, dir.display());
-    Ok(())
-}
-
-fn select(cfg: &LoadedConfig) -> Result<()> {
-    let m = crate::stages::select::run_select(cfg)?;
-    eprint!("{}", crate::stages::select::render(&m));
-    eprintln!("select: {}", cfg.run_path().join(crate::stages::select::TABLE).display());
-    Ok(())
-}
-
-async fn rewrite(cfg: &LoadedConfig, endpoints: &[String], model: Option<&str>) -> Result<()> {
-    let m = crate::stages::rewrite::run_rewrite(cfg, endpoints, model).await?;
-    for (set, by) in &m.statuses {
-        let mut by: Vec<_> = by.iter().collect();
-        by.sort();
-        eprintln!("rewrite {set}: {}", by.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
-    }
-    eprintln!("rewrites: {} documents ({} requests sent now) in {}", m.rows, m.requests_sent, cfg.run_path().join(crate::stages::rewrite::TABLE).display());
-    Ok(())
-}
-
-fn build(cfg: &LoadedConfig) -> Result<crate::stages::build::BuildManifest> {
-    let m = crate::stages::build::run_build(cfg)?;
-    eprint!("{}", crate::stages::build::render(&m, &cfg.run_path().join(crate::stages::build::TABLE)));
-    Ok(m)
-}
-
-async fn run_all(args: &StageArgs, until: Stage) -> Result<()> {
-    if !sample(args).await? || until == Stage::Sample {
-        return Ok(());
-    }
-    let cfg = LoadedConfig::load(&args.config)?;
-    if cfg.config.llm.endpoints.is_empty() && cfg.config.llm.serve.is_none() {
-        eprintln!("classify: skipped (no llm.endpoints nor [llm.serve] in {}; or run `pipeline classify --endpoint URL --model NAME`)", args.config.display());
-        return Ok(());
-    }
-    classify(&cfg, &ClassifyOptions::default()).await?;
-    if until == Stage::Classify {
-        return Ok(());
-    }
-    select(&cfg)?;
-    if until == Stage::Select {
-        return Ok(());
-    }
-    rewrite(&cfg, &[], None).await?;
-    if until == Stage::Rewrite {
-        return Ok(());
-    }
-    let built = build(&cfg)?;
-    eprint!("{}", summary(&cfg, &built));
+    eprint!("{}", summary(&ctx.cfg, &crate::stages::build::read_manifest(&ctx.cfg)?));
     Ok(())
 }
 

@@ -48,10 +48,6 @@ pub struct Config {
     pub priming: PrimingConfig,
 }
 
-pub(crate) fn default_one_u32() -> u32 {
-    1
-}
-
 /// `[run]`: where the run's tables live.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -66,18 +62,6 @@ pub struct RunConfig {
 
 fn default_runs_dir() -> PathBuf {
     PathBuf::from("runs")
-}
-
-pub(crate) fn default_backoff_ms() -> u64 {
-    1000
-}
-
-pub(crate) fn default_true() -> bool {
-    true
-}
-
-pub(crate) fn default_seed() -> u64 {
-    20250304
 }
 
 /// A loaded config with the folder its relative paths are taken from.

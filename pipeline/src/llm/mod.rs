@@ -10,6 +10,7 @@ pub mod limiter;
 pub mod local_server;
 pub mod protocol;
 pub mod setup;
+pub mod stage;
 
 pub use client::{Completion, LlmClient, LlmSettings};
 pub use error::{FailureClass, LlmError};

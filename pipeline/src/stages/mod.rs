@@ -10,5 +10,6 @@ pub mod priming;
 pub mod rewrite;
 pub mod sample;
 pub mod select;
+pub mod stage;
 pub mod tables;
 pub mod template;

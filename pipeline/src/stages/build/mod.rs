@@ -25,6 +25,7 @@ use self::shards::{Packing, SplitTotals, write_splits};
 use crate::config::LoadedConfig;
 use crate::run_dir::{RunDir, publish_table, sha256_file, staging_for, write_atomic, write_json};
 use crate::stages::build::config::BuildConfig;
+use crate::stages::stage::{Stage, StageContext};
 use crate::stages::template::Template;
 
 /// The stage's folder: `runs/<name>/sets/`.
@@ -88,7 +89,27 @@ pub struct BuildManifest {
 }
 
 /// Runs the stage over the run's `rewrites` and `docs` tables.
-pub fn run_build(cfg: &LoadedConfig) -> Result<BuildManifest> {
+/// The build stage: the two token-matched training sets.
+pub struct Build;
+
+impl Stage for Build {
+    type Manifest = BuildManifest;
+
+    async fn run(ctx: &StageContext) -> Result<BuildManifest> {
+        run_build(&ctx.cfg)
+    }
+
+    fn render(m: &BuildManifest, ctx: &StageContext) -> String {
+        render(m, &ctx.cfg.run_path().join(TABLE))
+    }
+}
+
+/// The build's manifest as the last build wrote it (`sets/_manifest.json`).
+pub fn read_manifest(cfg: &LoadedConfig) -> Result<BuildManifest> {
+    crate::run_dir::read_json(&cfg.run_path().join(TABLE).join("_manifest.json"))?.context("no sets/_manifest.json: run `pipeline build` first")
+}
+
+fn run_build(cfg: &LoadedConfig) -> Result<BuildManifest> {
     let b = &cfg.config.build;
     let run = RunDir::new(cfg.run_path());
     let template_dir = cfg.resolve(&b.prompts_dir);

@@ -13,8 +13,6 @@ pub mod prompts;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use arrow_array::cast::AsArray;
@@ -24,15 +22,15 @@ use self::cut::Cutter;
 use self::labels::{LabelStats, LabelsBuilder, records_of};
 use self::parse::{parse_count, parse_joint, parse_problem_solution};
 use self::prompts::{Answer, Prompt, TASKS};
-use crate::config::LoadedConfig;
 use crate::hashing;
-use crate::journal::{Journal, Record, request_key};
+use crate::journal::Record;
 use crate::llm::LlmClient;
-use crate::llm::batch::{RequestId, ask_until_parsed, send_journaled};
+use crate::llm::batch::{RequestId, ask_until_parsed};
 use crate::llm::client::Extra;
 use crate::llm::protocol::Sampling;
-use crate::llm::setup::connect;
+use crate::llm::stage::LlmSession;
 use crate::run_dir::{RunDir, publish_table, staging_for};
+use crate::stages::stage::{Stage, StageContext};
 use crate::stages::tables::{PartInfo, PartWriter, parquet_parts};
 
 /// The stage's table: `runs/<name>/labels/`.
@@ -40,15 +38,6 @@ pub const TABLE: &str = "labels";
 
 /// Asked when an answer cannot be parsed.
 const REASK: &str = "Your answer did not end in the required format. Reply again, ending exactly with the tag(s) the instructions ask for.";
-
-/// Command-line overrides.
-#[derive(Clone, Debug, Default)]
-pub struct ClassifyOptions {
-    pub endpoints: Vec<String>,
-    pub model: Option<String>,
-    /// A parquet file or folder with `doc_id` and `text` instead of the run's `docs`.
-    pub input: Option<PathBuf>,
-}
 
 /// `labels/_manifest.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -76,86 +65,68 @@ struct Job {
     prompt: String,
 }
 
-/// Runs the stage.
-pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<LabelsManifest> {
-    let c = &cfg.config.classify;
-    let l = &cfg.config.llm;
+/// The classify stage: every document asked about every behavior, the answers parsed into
+/// `labels/`.
+pub struct Classify;
+
+impl Stage for Classify {
+    type Manifest = LabelsManifest;
+
+    async fn run(ctx: &StageContext) -> Result<LabelsManifest> {
+        run_classify(ctx).await
+    }
+
+    fn render(m: &LabelsManifest, ctx: &StageContext) -> String {
+        let dir = ctx.cfg.run_path().join(TABLE);
+        format!("{}labels: {} documents ({} requests sent now) in {}\n", labels::render(&m.stats), m.rows, m.requests_sent, dir.display())
+    }
+}
+
+/// Runs the stage: the requests of a document are one per task (prompt), sent where the
+/// journal lacks them; an answer is parsed by its task's rule; the labels table is built
+/// from the journal.
+async fn run_classify(ctx: &StageContext) -> Result<LabelsManifest> {
+    let cfg = &ctx.cfg;
+    let (c, l) = (&cfg.config.classify, &cfg.config.llm);
     let run = RunDir::new(cfg.run_path());
-    // Held for the whole stage: a local server stops when this is dropped.
-    let connection = connect(cfg, "classify", &opts.endpoints, opts.model.as_deref(), &run.root).await?;
-    let (client, model) = (connection.client.clone(), connection.model.clone());
-    let input = match &opts.input {
-        Some(p) => p.clone(),
-        None => run.stage(crate::stages::sample::TABLE),
-    };
+    let input = ctx.input.clone().unwrap_or_else(|| run.stage(crate::stages::sample::TABLE));
     let parts = parquet_parts(&input, "run `pipeline sample` first, or pass --input FILE")?;
     let prompts_dir = cfg.resolve(&c.prompts_dir);
     let prompts: Vec<Prompt> =
         TASKS.iter().filter(|(t, _)| c.tasks.iter().any(|x| x == t)).map(|(t, a)| Prompt::load(&prompts_dir, t, *a)).collect::<Result<_>>()?;
     let tokenizer = c.tokenizer.as_ref().map(|t| cfg.resolve(t));
-    let cutter = Arc::new(Cutter::for_stage("classify", tokenizer.as_deref(), c.max_doc_tokens, c.chars_per_token)?);
+    let cutter = Cutter::for_stage("classify", tokenizer.as_deref(), c.max_doc_tokens, c.chars_per_token)?;
     let sampling = Sampling { temperature: c.temperature, max_tokens: c.max_tokens, top_p: None, seed: None };
     // The answer constraint changes answers, so it is part of every key.
-    let sampling_json = format!("{}|structured_output={}", serde_json::to_string(&sampling)?, l.structured_output);
+    let session = LlmSession::open(ctx, "classify", sampling, &format!("|structured_output={}", l.structured_output)).await?;
     let constraints: Vec<Option<Extra>> = prompts.iter().map(|p| format::constraint(p.answer, &l.structured_output)).collect();
-    let (journal, done) = Journal::open(&run.root.join("journal").join("classify.jsonl"))?;
-    let is_done = |key: &str| done.get(key).is_some_and(|r| r.status == "ok" || !r.retry_on_rerun);
 
-    // Pass 1 (a thread): read documents, cut them, and queue what the journal lacks.
-    let total_docs = count_rows(&parts)?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Job>(4096);
-    // Requests of this input the journal already answered, counted as the reader finds them.
-    let already = Arc::new(AtomicU64::new(0));
-    let producer = {
-        let already = already.clone();
-        let (parts, prompts, cutter, model, sampling_json) = (parts.clone(), prompts.clone(), cutter.clone(), model.clone(), sampling_json.clone());
-        let done_keys: std::collections::HashSet<String> = done.iter().filter(|(k, _)| is_done(k)).map(|(k, _)| k.clone()).collect();
-        std::thread::spawn(move || -> Result<Vec<(String, Vec<String>)>> {
-            let mut order = Vec::new();
-            for part in &parts {
-                for_each_doc(part, |doc_id, text| {
-                    let doc = cutter.cut(text)?;
-                    let doc_hash = hashing::doc_id(hashing::doc_hash(doc));
-                    let mut keys = Vec::with_capacity(prompts.len());
-                    for (task, p) in prompts.iter().enumerate() {
-                        let key = request_key(&model, &p.hash, &sampling_json, &doc_hash);
-                        if done_keys.contains(&key) {
-                            already.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            let job = Job { key: key.clone(), doc_id: doc_id.to_string(), task, prompt: p.render(doc) };
-                            if tx.blocking_send(job).is_err() {
-                                bail!("the request loop stopped");
-                            }
-                        }
-                        keys.push(key);
-                    }
-                    order.push((doc_id.to_string(), keys));
-                    Ok(())
-                })?;
-            }
-            Ok(order)
-        })
+    let requests_of = {
+        let (prompts, keys) = (prompts.clone(), session.keys.clone());
+        move |doc_id: &str, text: &str| -> Result<Vec<(String, Job)>> {
+            let doc = cutter.cut(text)?;
+            let doc_hash = hashing::doc_id(hashing::doc_hash(doc));
+            let job = |(task, p): (usize, &Prompt)| {
+                let key = keys.key(&p.hash, &doc_hash);
+                (key.clone(), Job { key, doc_id: doc_id.to_string(), task, prompt: p.render(doc) })
+            };
+            Ok(prompts.iter().enumerate().map(job).collect())
+        }
     };
+    let total = count_rows(&parts)? * prompts.len() as u64;
+    let (outcome, order) = session
+        .send_documents(parts, total, requests_of, |job: Job| {
+            let (client, prompt, constraint, sampling, model) =
+                (session.client(), &prompts[job.task], constraints[job.task].as_ref(), &session.sampling, session.model());
+            async move { ask(client, prompt, constraint, &job, sampling, c.max_count, c.reasks, model).await }
+        })
+        .await?;
 
-    // Pass 2: send, parse, ask again if needed, journal.
-    let total_requests = total_docs * prompts.len() as u64;
-    // Only keys are needed while sending; the answers are read again for the table.
-    drop(done);
-    let width = client.settings.endpoints.len() * l.max_concurrency;
-    let jobs = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let outcome = send_journaled("classify", jobs, &client, width, total_requests, &already, &journal, |job: Job| {
-        let (client, prompts, sampling, constraints) = (client.clone(), &prompts, &sampling, &constraints);
-        let model = model.clone();
-        async move { ask(&client, &prompts[job.task], constraints[job.task].as_ref(), &job, sampling, c.max_count, c.reasks, &model).await }
-    })
-    .await?;
-    let order = producer.join().map_err(|_| anyhow::anyhow!("the document reader panicked"))??;
-
-    // Pass 3: the labels table, from the journal.
-    let (_, records) = Journal::open(journal.path())?;
+    // The labels table, from the journal.
+    let records = session.records()?;
     let out = run.stage(TABLE);
     let staging = staging_for(&out)?;
-    let mut builder = LabelsBuilder::new(&prompts, &model, c.max_count);
+    let mut builder = LabelsBuilder::new(&prompts, session.model(), c.max_count);
     let mut writer = PartWriter::new(&staging, builder.schema(), cfg.config.sample.part_rows)?;
     for chunk in order.chunks(8192) {
         for (doc_id, keys) in chunk {
@@ -168,10 +139,10 @@ pub async fn run_classify(cfg: &LoadedConfig, opts: &ClassifyOptions) -> Result<
     let manifest = LabelsManifest {
         stage: TABLE.into(),
         state: "complete".into(),
-        model,
+        model: session.model().to_string(),
         input: input.display().to_string(),
         prompts: prompts.iter().map(|p| (p.task.clone(), p.hash.clone())).collect(),
-        sampling,
+        sampling: session.sampling.clone(),
         max_doc_tokens: c.max_doc_tokens,
         cut_by: if c.tokenizer.is_some() { "tokenizer".into() } else { "characters".into() },
         rows: order.len() as u64,

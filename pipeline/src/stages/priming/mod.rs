@@ -25,14 +25,15 @@ use self::conditions::{ALL_STRATEGIES, Source, Trace, check, completion, puzzle,
 use self::sets::{SetRows, write_condition};
 use crate::config::LoadedConfig;
 use crate::hashing;
-use crate::journal::{Journal, Record, request_key};
-use crate::llm::batch::{RequestId, ask_until_parsed, send_journaled};
+use crate::journal::Record;
+use crate::llm::batch::{RequestId, ask_until_parsed};
 use crate::llm::protocol::Sampling;
-use crate::llm::setup::connect;
+use crate::llm::stage::LlmSession;
 use crate::run_dir::{RunDir, publish_table, staging_for};
 use crate::stages::build::examples::{Example, Lineage, tokenize};
 use crate::stages::build::load_tokenizer;
 use crate::stages::build::shards::Packing;
+use crate::stages::stage::{Stage, StageContext};
 use crate::stages::template::Template;
 
 /// The stage's folder: `runs/<name>/priming/`.
@@ -67,8 +68,24 @@ struct Job {
     prompt: String,
 }
 
+/// The priming stage (`pipeline prime`): Countdown traces per condition, written by the LLM.
+pub struct Priming;
+
+impl Stage for Priming {
+    type Manifest = PrimingManifest;
+
+    async fn run(ctx: &StageContext) -> Result<PrimingManifest> {
+        run_priming(ctx).await
+    }
+
+    fn render(m: &PrimingManifest, ctx: &StageContext) -> String {
+        render(m, &ctx.cfg.run_path().join(TABLE))
+    }
+}
+
 /// Runs the stage: asks what the journal lacks, then writes every condition's set.
-pub async fn run_priming(cfg: &LoadedConfig, endpoints: &[String], model: Option<&str>) -> Result<PrimingManifest> {
+async fn run_priming(ctx: &StageContext) -> Result<PrimingManifest> {
+    let cfg = &ctx.cfg;
     let p = &cfg.config.priming;
     let run = RunDir::new(cfg.run_path());
     let tasks = load_puzzles(cfg)?;
@@ -90,39 +107,35 @@ pub async fn run_priming(cfg: &LoadedConfig, endpoints: &[String], model: Option
     let (tokenizer, tokenizer_info) = load_tokenizer(cfg)?;
     let placeholder = placeholder_id(&tokenizer, &p.placeholder)?;
 
-    let connection = connect(cfg, "priming", endpoints, model, &run.root).await?;
-    let (client, model) = (connection.client.clone(), connection.model.clone());
     let sampling = Sampling { temperature: p.temperature, max_tokens: p.max_tokens, top_p: None, seed: None };
-    let sampling_json = serde_json::to_string(&sampling)?;
-    let (journal, done) = Journal::open(&run.root.join("journal").join("priming.jsonl"))?;
-    let done_keys: HashSet<String> = done.values().filter(|x| x.status == "ok" || !x.retry_on_rerun).map(|x| x.key.clone()).collect();
-    drop(done);
+    let session = LlmSession::open(ctx, "priming", sampling, "").await?;
     let ids: Vec<String> = tasks.iter().map(|t| hashing::doc_id(hashing::doc_hash(&puzzle(t)))).collect();
-    let key = |c: usize, t: usize| request_key(&model, &templates[c].hash, &sampling_json, &ids[t]);
+    let key = |c: usize, t: usize| session.keys.key(&templates[c].hash, &ids[t]);
     let mut jobs = Vec::new();
     for (c, template) in templates.iter().enumerate() {
         for (t, (task, id)) in tasks.iter().zip(&ids).enumerate() {
             let key = key(c, t);
-            if !done_keys.contains(&key) {
+            if !session.is_done(&key) {
                 jobs.push(Job { key, puzzle_id: id.clone(), task: t, condition: c, prompt: template.render(&puzzle(task)) });
             }
         }
     }
     let total = (asked.len() * tasks.len()) as u64;
     let already = AtomicU64::new(total - jobs.len() as u64);
-    let width = client.settings.endpoints.len() * cfg.config.llm.max_concurrency;
-    let outcome = send_journaled("priming", futures_util::stream::iter(jobs), &client, width, total, &already, &journal, |job: Job| {
-        let (client, templates, sampling, model, tasks, asked) = (client.clone(), &templates, &sampling, model.clone(), &tasks, &asked);
-        async move {
+    let outcome = session
+        .send(futures_util::stream::iter(jobs), total, &already, |job: Job| {
+            let (client, sampling, model) = (session.client(), &session.sampling, session.model());
             let (template, correct, task) = (&templates[job.condition], asked[job.condition].1, &tasks[job.task]);
-            let id = RequestId { key: &job.key, doc_id: &job.puzzle_id, task: &template.name, prompt_hash: &template.hash, model: &model };
-            ask_until_parsed(&client, id, job.prompt, sampling, None, p.reasks, reask(correct), |c| check(c, task, correct).map(|_| ())).await
-        }
-    })
-    .await?;
+            async move {
+                let id = RequestId { key: &job.key, doc_id: &job.puzzle_id, task: &template.name, prompt_hash: &template.hash, model };
+                ask_until_parsed(client, id, job.prompt, sampling, None, p.reasks, reask(correct), |c| check(c, task, correct).map(|_| ())).await
+            }
+        })
+        .await?;
+    let model = session.model().to_string();
 
     // Every asked condition's traces, from the journal.
-    let (_, records) = Journal::open(journal.path())?;
+    let records = session.records()?;
     let mut statuses: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut traces: Vec<Vec<Option<Trace>>> = Vec::new();
     for (c, (name, correct)) in asked.iter().enumerate() {
@@ -208,7 +221,7 @@ pub async fn run_priming(cfg: &LoadedConfig, endpoints: &[String], model: Option
         state: "complete".into(),
         model,
         prompts: asked.iter().zip(&templates).map(|((c, _), t)| (c.to_string(), t.hash.clone())).collect(),
-        sampling,
+        sampling: session.sampling.clone(),
         puzzles: tasks.len(),
         requests_sent: outcome.sent,
         failures_by_class: outcome.failures_by_class,

@@ -10,7 +10,6 @@ pub mod parse;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 use arrow_array::builder::{StringBuilder, UInt64Builder};
@@ -20,18 +19,17 @@ use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
-use self::parse::parse_qa;
-use crate::config::LoadedConfig;
+use self::parse::{Qa, parse_qa};
 use crate::hashing;
-use crate::journal::{Journal, Record, request_key};
+use crate::journal::Record;
 use crate::llm::LlmClient;
-use crate::llm::batch::{RequestId, ask_until_parsed, send_journaled};
+use crate::llm::batch::{RequestId, ask_until_parsed};
 use crate::llm::client::Extra;
 use crate::llm::protocol::Sampling;
-use crate::llm::setup::connect;
+use crate::llm::stage::LlmSession;
 use crate::run_dir::{RunDir, publish_table, staging_for};
 use crate::stages::classify::cut::Cutter;
-use crate::stages::classify::for_each_doc;
+use crate::stages::stage::{Stage, StageContext};
 use crate::stages::tables::{PartInfo, PartWriter, parquet_parts};
 use crate::stages::template::Template;
 
@@ -64,8 +62,34 @@ struct Job {
     doc_chars: usize,
 }
 
-/// Runs the stage over the run's `select` and `docs` tables.
-pub async fn run_rewrite(cfg: &LoadedConfig, endpoints: &[String], model: Option<&str>) -> Result<RewritesManifest> {
+/// The rewrite stage: the selected documents rewritten into question / thoughts / answer.
+pub struct Rewrite;
+
+impl Stage for Rewrite {
+    type Manifest = RewritesManifest;
+
+    async fn run(ctx: &StageContext) -> Result<RewritesManifest> {
+        run_rewrite(ctx).await
+    }
+
+    fn render(m: &RewritesManifest, ctx: &StageContext) -> String {
+        let mut s = String::new();
+        for (set, by) in &m.statuses {
+            let mut by: Vec<_> = by.iter().collect();
+            by.sort();
+            s.push_str(&format!("rewrite {set}: {}\n", by.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")));
+        }
+        s.push_str(&format!("rewrites: {} documents ({} requests sent now) in {}\n", m.rows, m.requests_sent, ctx.cfg.run_path().join(TABLE).display()));
+        s
+    }
+}
+
+/// Runs the stage over the run's `select` and `docs` tables: the request of a chosen
+/// document is its set's prompt around the cut document, sent where the journal lacks it;
+/// an answer must parse as question / thoughts / answer within the length limit; the
+/// rewrites table is built from the journal.
+async fn run_rewrite(ctx: &StageContext) -> Result<RewritesManifest> {
+    let cfg = &ctx.cfg;
     let r = &cfg.config.rewrite;
     let run = RunDir::new(cfg.run_path());
     let chosen = read_select(&run.stage(crate::stages::select::TABLE))?;
@@ -73,61 +97,31 @@ pub async fn run_rewrite(cfg: &LoadedConfig, endpoints: &[String], model: Option
     let dir = cfg.resolve(&r.prompts_dir);
     let templates: Vec<Template> = SETS.iter().map(|s| Template::load(&dir, s, "rewrite.prompts_dir")).collect::<Result<_>>()?;
     let tokenizer = r.tokenizer.as_ref().or(cfg.config.classify.tokenizer.as_ref()).map(|t| cfg.resolve(t));
-    let cutter = Arc::new(Cutter::for_stage("rewrite", tokenizer.as_deref(), r.max_doc_tokens, cfg.config.classify.chars_per_token)?);
-    let connection = connect(cfg, "rewrite", endpoints, model, &run.root).await?;
-    let (client, model) = (connection.client.clone(), connection.model.clone());
+    let cutter = Cutter::for_stage("rewrite", tokenizer.as_deref(), r.max_doc_tokens, cfg.config.classify.chars_per_token)?;
     let sampling = Sampling { temperature: r.temperature, max_tokens: r.max_tokens, top_p: None, seed: None };
-    let sampling_json = format!("{}|structured_output={}", serde_json::to_string(&sampling)?, cfg.config.llm.structured_output);
+    let session = LlmSession::open(ctx, "rewrite", sampling, &format!("|structured_output={}", cfg.config.llm.structured_output)).await?;
     let constraint = constraint(&cfg.config.llm.structured_output, r.max_tokens);
-    let (journal, done) = Journal::open(&run.root.join("journal").join("rewrite.jsonl"))?;
-    let done_keys: std::collections::HashSet<String> = done.values().filter(|x| x.status == "ok" || !x.retry_on_rerun).map(|x| x.key.clone()).collect();
-    drop(done);
 
-    // Pass 1 (a thread): the chosen documents, cut, queued when the journal lacks them.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Job>(1024);
-    // Chosen documents the journal already rewrote, counted as the reader finds them.
-    let already = Arc::new(AtomicU64::new(0));
-    let producer = {
-        let already = already.clone();
-        let (templates, cutter, model, sampling_json, done_keys) = (templates.clone(), cutter.clone(), model.clone(), sampling_json.clone(), done_keys.clone());
-        let chosen = chosen.clone();
-        std::thread::spawn(move || -> Result<Vec<(String, usize, String)>> {
-            let mut order = Vec::new();
-            for part in &parts {
-                for_each_doc(part, |doc_id, text| {
-                    let Some(&set) = chosen.get(doc_id) else { return Ok(()) };
-                    let doc = cutter.cut(text)?;
-                    let doc_hash = hashing::doc_id(hashing::doc_hash(doc));
-                    let key = request_key(&model, &templates[set].hash, &sampling_json, &doc_hash);
-                    if done_keys.contains(&key) {
-                        already.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        let job = Job { key: key.clone(), doc_id: doc_id.to_string(), set, prompt: templates[set].render(doc), doc_chars: doc.chars().count() };
-                        if tx.blocking_send(job).is_err() {
-                            anyhow::bail!("the request loop stopped");
-                        }
-                    }
-                    order.push((doc_id.to_string(), set, key));
-                    Ok(())
-                })?;
-            }
-            Ok(order)
-        })
+    let requests_of = {
+        let (templates, keys, chosen) = (templates.clone(), session.keys.clone(), chosen.clone());
+        move |doc_id: &str, text: &str| -> Result<Vec<(String, Job)>> {
+            let Some(&set) = chosen.get(doc_id) else { return Ok(Vec::new()) };
+            let doc = cutter.cut(text)?;
+            let key = keys.key(&templates[set].hash, &hashing::doc_id(hashing::doc_hash(doc)));
+            let job = Job { key: key.clone(), doc_id: doc_id.to_string(), set, prompt: templates[set].render(doc), doc_chars: doc.chars().count() };
+            Ok(vec![(key, job)])
+        }
     };
+    let (outcome, order) = session
+        .send_documents(parts, chosen.len() as u64, requests_of, |job: Job| {
+            let (client, template, constraint, sampling, model) =
+                (session.client(), &templates[job.set], constraint.as_ref(), &session.sampling, session.model());
+            async move { ask(client, template, constraint, &job, sampling, r.reasks, r.max_length_ratio, model).await }
+        })
+        .await?;
 
-    // Pass 2: send, parse, ask again if needed, journal.
-    let width = client.settings.endpoints.len() * cfg.config.llm.max_concurrency;
-    let jobs = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let total = chosen.len() as u64;
-    let outcome = send_journaled("rewrite", jobs, &client, width, total, &already, &journal, |job: Job| {
-        let (client, templates, sampling, constraint, model) = (client.clone(), &templates, &sampling, constraint.as_ref(), model.clone());
-        async move { ask(&client, &templates[job.set], constraint, &job, sampling, r.reasks, r.max_length_ratio, &model).await }
-    })
-    .await?;
-    let order = producer.join().map_err(|_| anyhow::anyhow!("the document reader panicked"))??;
-
-    // Pass 3: the rewrites table, from the journal.
-    let (_, records) = Journal::open(journal.path())?;
+    // The rewrites table, from the journal.
+    let records = session.records()?;
     let out = run.stage(TABLE);
     let staging = staging_for(&out)?;
     let schema = rewrites_schema();
@@ -135,40 +129,20 @@ pub async fn run_rewrite(cfg: &LoadedConfig, endpoints: &[String], model: Option
     let mut statuses: HashMap<String, HashMap<String, u64>> = HashMap::new();
     for chunk in order.chunks(4096) {
         let mut b = RowsBuilder::default();
-        for (doc_id, set, key) in chunk {
-            let rec = records.get(key);
-            // The length limit was applied when the answer came (its verdict is the record's
-            // `reason`); here the fields are only taken apart again.
-            let (status, qa) = match rec {
-                None => ("not_asked".to_string(), None),
-                Some(x) if x.status != "ok" => (format!("failed:{}", x.failure.as_deref().unwrap_or("unknown")), None),
-                Some(x) => match (&x.reason, parse_qa(x.content.as_deref().unwrap_or(""), usize::MAX)) {
-                    (Some(verdict), _) => (verdict.clone(), None),
-                    (None, Ok(qa)) => ("ok".to_string(), Some(qa)),
-                    (None, Err(s)) => (s.to_string(), None),
-                },
-            };
-            *statuses.entry(SETS[*set].to_string()).or_default().entry(status.clone()).or_default() += 1;
-            b.doc_id.append_value(doc_id);
-            b.set.append_value(SETS[*set]);
-            b.question.append_option(qa.as_ref().map(|q| q.question.as_str()));
-            b.thoughts.append_option(qa.as_ref().map(|q| q.thoughts.as_str()));
-            b.answer.append_option(qa.as_ref().map(|q| q.answer.as_str()));
-            b.status.append_value(&status);
-            b.raw.append_option(rec.and_then(|x| x.content.as_deref().or(x.reason.as_deref())));
-            b.model.append_value(&model);
-            b.prompt_hash.append_value(&templates[*set].hash);
-            b.prompt_tokens.append_value(rec.map(|x| x.prompt_tokens).unwrap_or(0));
-            b.completion_tokens.append_value(rec.map(|x| x.completion_tokens).unwrap_or(0));
+        for (doc_id, keys) in chunk {
+            let (set, rec) = (chosen[doc_id], records.get(&keys[0]));
+            let (status, qa) = verdict(rec);
+            *statuses.entry(SETS[set].to_string()).or_default().entry(status.clone()).or_default() += 1;
+            b.push(doc_id, SETS[set], &status, qa.as_ref(), rec, (session.model(), &templates[set].hash));
         }
         writer.write(&b.finish(&schema)?)?;
     }
     let manifest = RewritesManifest {
         stage: TABLE.into(),
         state: "complete".into(),
-        model,
+        model: session.model().to_string(),
         prompts: templates.iter().map(|t| (t.name.clone(), t.hash.clone())).collect(),
-        sampling,
+        sampling: session.sampling.clone(),
         rows: order.len() as u64,
         statuses,
         requests_sent: outcome.sent,
@@ -177,6 +151,21 @@ pub async fn run_rewrite(cfg: &LoadedConfig, endpoints: &[String], model: Option
     };
     publish_table(&staging, &out, &manifest)?;
     Ok(manifest)
+}
+
+/// A rewrite's status and its fields from its journal record. The length limit was applied
+/// when the answer came (its verdict is the record's `reason`); here the fields are only
+/// taken apart again.
+fn verdict(rec: Option<&Record>) -> (String, Option<Qa>) {
+    match rec {
+        None => ("not_asked".to_string(), None),
+        Some(x) if x.status != "ok" => (format!("failed:{}", x.failure.as_deref().unwrap_or("unknown")), None),
+        Some(x) => match (&x.reason, parse_qa(x.content.as_deref().unwrap_or(""), usize::MAX)) {
+            (Some(verdict), _) => (verdict.clone(), None),
+            (None, Ok(qa)) => ("ok".to_string(), Some(qa)),
+            (None, Err(s)) => (s.to_string(), None),
+        },
+    }
 }
 
 /// Sends one rewrite, asking again while the answer does not parse. A parse failure after
@@ -270,6 +259,22 @@ struct RowsBuilder {
 }
 
 impl RowsBuilder {
+    /// One row: a document of `set` with its status, its fields (when they parsed), its
+    /// journal record and `(model, prompt hash)`.
+    fn push(&mut self, doc_id: &str, set: &str, status: &str, qa: Option<&Qa>, rec: Option<&Record>, (model, prompt_hash): (&str, &str)) {
+        self.doc_id.append_value(doc_id);
+        self.set.append_value(set);
+        self.question.append_option(qa.map(|q| q.question.as_str()));
+        self.thoughts.append_option(qa.map(|q| q.thoughts.as_str()));
+        self.answer.append_option(qa.map(|q| q.answer.as_str()));
+        self.status.append_value(status);
+        self.raw.append_option(rec.and_then(|x| x.content.as_deref().or(x.reason.as_deref())));
+        self.model.append_value(model);
+        self.prompt_hash.append_value(prompt_hash);
+        self.prompt_tokens.append_value(rec.map(|x| x.prompt_tokens).unwrap_or(0));
+        self.completion_tokens.append_value(rec.map(|x| x.completion_tokens).unwrap_or(0));
+    }
+
     fn finish(mut self, schema: &Arc<Schema>) -> Result<RecordBatch> {
         let cols: Vec<ArrayRef> = vec![
             Arc::new(self.doc_id.finish()),

@@ -5,38 +5,20 @@ use serde::{Deserialize, Serialize};
 
 /// `[sample]`: the deterministic sample of documents.
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SampleConfig {
     /// Documents in the sample, over all sources.
-    #[serde(default = "default_sample_size")]
     pub size: u64,
     /// Seed of the sample keys: another seed, another sample.
-    #[serde(default = "crate::config::default_seed")]
     pub seed: u64,
     /// Rows decoded at a time from an input file.
-    #[serde(default = "default_batch_rows")]
     pub batch_rows: usize,
     /// Rows per output part file of the docs table.
-    #[serde(default = "default_part_rows")]
     pub part_rows: usize,
     /// Input files scanned at the same time (0 = one per CPU core).
-    #[serde(default)]
     pub threads: usize,
     /// Documents shorter than this many characters are skipped (0 keeps all, empty texts never count).
-    #[serde(default)]
     pub min_chars: u64,
-}
-
-fn default_sample_size() -> u64 {
-    200_000
-}
-
-fn default_batch_rows() -> usize {
-    4096
-}
-
-fn default_part_rows() -> usize {
-    50_000
 }
 
 impl SampleConfig {
@@ -53,13 +35,6 @@ impl SampleConfig {
 
 impl Default for SampleConfig {
     fn default() -> Self {
-        SampleConfig {
-            size: default_sample_size(),
-            seed: crate::config::default_seed(),
-            batch_rows: default_batch_rows(),
-            part_rows: default_part_rows(),
-            threads: 0,
-            min_chars: 0,
-        }
+        Self { size: 200_000, seed: 20250304, batch_rows: 4096, part_rows: 50_000, threads: Default::default(), min_chars: Default::default() }
     }
 }

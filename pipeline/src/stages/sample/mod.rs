@@ -27,21 +27,13 @@ use crate::hub::cache::Destination;
 use crate::hub::download::{Downloader, FileRequest};
 use crate::progress::{Heartbeat, bytes_bar, count_bar, log_line};
 use crate::run_dir::{RunDir, publish_table, read_json, remove_stale_temps, staging_for};
-use crate::shard::Shard;
 use crate::sources::{InputFile, Location, SourceKind};
 use crate::stages::inputs::{Inputs, resolve_inputs};
+use crate::stages::stage::{Stage, StageContext};
 use crate::stages::tables::PartInfo;
 
 /// The stage's name: its table is `runs/<name>/docs/`.
 pub const TABLE: &str = "docs";
-
-/// Options from the command line.
-#[derive(Clone, Debug)]
-pub struct SampleOptions {
-    pub shard: Shard,
-    /// Overrides the hub cache folder.
-    pub cache_dir: Option<PathBuf>,
-}
 
 /// `docs/_manifest.json` (the leading `_` keeps parquet readers such as pyarrow from taking it for data).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -92,8 +84,44 @@ pub enum SampleOutcome {
     ShardDone { scanned: usize, missing: usize },
 }
 
+/// The sample stage: the documents of every source, sampled by hash into `docs/`.
+pub struct Sample;
+
+impl Stage for Sample {
+    type Manifest = SampleOutcome;
+
+    async fn run(ctx: &StageContext) -> Result<SampleOutcome> {
+        run_sample(ctx).await
+    }
+
+    fn render(m: &SampleOutcome, ctx: &StageContext) -> String {
+        let docs = ctx.cfg.run_path().join(TABLE);
+        match m {
+            SampleOutcome::UpToDate(m) => format!("docs: up to date, {} documents in {}\n", m.rows, docs.display()),
+            SampleOutcome::Written(m) => {
+                let mut s = format!("docs: {} documents ({} parts) in {}\n", m.rows, m.parts.len(), docs.display());
+                for e in &m.sources {
+                    s.push_str(&format!(
+                        "  {:<16} sampled {:>8} of {:>10} rows scanned (quota {}, {} repeated texts dropped)\n",
+                        e.name, e.counts.sampled, e.counts.rows_scanned, e.quota, e.counts.duplicates_removed
+                    ));
+                }
+                s
+            }
+            SampleOutcome::ShardDone { scanned, missing } => {
+                format!("shard {} done: {scanned} files scanned, {missing} still to scan by other shards; the last shard to finish writes docs/\n", ctx.shard)
+            }
+        }
+    }
+
+    fn complete(m: &SampleOutcome) -> bool {
+        !matches!(m, SampleOutcome::ShardDone { .. })
+    }
+}
+
 /// Runs the stage.
-pub async fn run_sample(cfg: &LoadedConfig, opts: &SampleOptions) -> Result<SampleOutcome> {
+async fn run_sample(ctx: &StageContext) -> Result<SampleOutcome> {
+    let (cfg, opts) = (&ctx.cfg, ctx);
     let run = RunDir::new(cfg.run_path());
     let inputs = resolve_inputs(cfg, opts.cache_dir.clone(), Some(&run)).await?;
     let sc = &cfg.config.sample;

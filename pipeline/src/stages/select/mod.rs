@@ -23,6 +23,7 @@ use self::expr::{Rule, Type, Value};
 use crate::config::LoadedConfig;
 use crate::run_dir::{RunDir, publish_table, staging_for};
 use crate::stages::select::config::SelectConfig;
+use crate::stages::stage::{Stage, StageContext};
 use crate::stages::tables::{PartInfo, PartWriter, parquet_parts};
 
 /// The stage's table: `runs/<name>/select/`.
@@ -59,7 +60,22 @@ pub struct SelectManifest {
 }
 
 /// Runs the stage over the run's labels.
-pub fn run_select(cfg: &LoadedConfig) -> Result<SelectManifest> {
+/// The select stage: the `[select]` rules applied to the labels.
+pub struct Select;
+
+impl Stage for Select {
+    type Manifest = SelectManifest;
+
+    async fn run(ctx: &StageContext) -> Result<SelectManifest> {
+        run_select(&ctx.cfg)
+    }
+
+    fn render(m: &SelectManifest, ctx: &StageContext) -> String {
+        format!("{}select: {}\n", render(m), ctx.cfg.run_path().join(TABLE).display())
+    }
+}
+
+fn run_select(cfg: &LoadedConfig) -> Result<SelectManifest> {
     let rules = &cfg.config.select;
     let parse = |name: &str, text: &str| Rule::parse(text, &NAMES, &TYPES).with_context(|| format!("select.{name} = \"{text}\" is not a valid rule"));
     let (require, rich, control) = (parse("require", &rules.require)?, parse("rich", &rules.rich)?, parse("control", &rules.control)?);

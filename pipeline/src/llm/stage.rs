@@ -1,0 +1,155 @@
+//! What every LLM stage (classify, rewrite, priming) does around its own two parts, "the
+//! requests of a row" and "parse an answer": connect to the served model, open the stage's
+//! journal, key each request by everything that decides its answer, send only what the
+//! journal lacks (at most the client's window at a time, each answer journaled as it
+//! arrives), then read the journal back to build the stage's table.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Result, bail};
+use futures_util::Stream;
+
+use super::LlmClient;
+use super::batch::{BatchOutcome, send_journaled};
+use super::protocol::Sampling;
+use super::setup::{Connection, connect};
+use crate::journal::{Journal, Record, request_key};
+use crate::run_dir::RunDir;
+use crate::stages::classify::for_each_doc;
+use crate::stages::stage::StageContext;
+
+/// How requests are keyed: the served model and the sampling settings (with whatever else
+/// changes answers), so that a request's key is the same on any machine and changes when
+/// any of them does. Cheap to clone into a reader thread.
+#[derive(Clone, Debug)]
+pub struct RequestKeys {
+    pub model: String,
+    sampling_json: String,
+}
+
+impl RequestKeys {
+    /// The key of the request that sends a document (`doc_hash`) through a prompt (`prompt_hash`).
+    pub fn key(&self, prompt_hash: &str, doc_hash: &str) -> String {
+        request_key(&self.model, prompt_hash, &self.sampling_json, doc_hash)
+    }
+}
+
+/// An LLM stage's connection and journal, open for the stage's run.
+pub struct LlmSession {
+    /// Held for the whole stage: a local server stops when this is dropped.
+    connection: Connection,
+    pub keys: RequestKeys,
+    pub sampling: Sampling,
+    journal: Journal,
+    /// Keys the journal already answered for good (an answer, or a failure not worth
+    /// asking again on a rerun).
+    done: Arc<HashSet<String>>,
+    label: &'static str,
+}
+
+impl LlmSession {
+    /// Connects stage `label` (its journal is `journal/<label>.jsonl`); `key_extra` is
+    /// added to the sampling settings in every key (what else changes the answers, such as
+    /// the structured-output mode).
+    pub async fn open(ctx: &StageContext, label: &'static str, sampling: Sampling, key_extra: &str) -> Result<Self> {
+        let run = RunDir::new(ctx.cfg.run_path());
+        let connection = connect(&ctx.cfg, label, &ctx.endpoints, ctx.model.as_deref(), &run.root).await?;
+        let sampling_json = format!("{}{key_extra}", serde_json::to_string(&sampling)?);
+        let (journal, records) = Journal::open(&journal_path(&run, label))?;
+        let done = records.into_values().filter(|r| r.status == "ok" || !r.retry_on_rerun).map(|r| r.key).collect();
+        let keys = RequestKeys { model: connection.model.clone(), sampling_json };
+        Ok(LlmSession { connection, keys, sampling, journal, done: Arc::new(done), label })
+    }
+
+    pub fn client(&self) -> &LlmClient {
+        &self.connection.client
+    }
+
+    pub fn model(&self) -> &str {
+        &self.keys.model
+    }
+
+    /// Whether the journal already answered `key` for good.
+    pub fn is_done(&self, key: &str) -> bool {
+        self.done.contains(key)
+    }
+
+    /// Sends `jobs` (requests the journal lacks) through `ask`, journaling each answer; `total`
+    /// and `already` size the progress (all of the stage's requests, and those answered
+    /// before, which may grow while a reader finds them).
+    pub async fn send<J, F, Fut>(&self, jobs: impl Stream<Item = J>, total: u64, already: &AtomicU64, ask: F) -> Result<BatchOutcome>
+    where
+        F: Fn(J) -> Fut,
+        Fut: Future<Output = Record>,
+    {
+        let width = self.client().settings.endpoints.len() * self.client().settings.max_concurrency;
+        send_journaled(self.label, jobs, self.client(), width, total, already, &self.journal, ask).await
+    }
+
+    /// Every key's last record, read back from the journal (for the stage's table).
+    pub fn records(&self) -> Result<HashMap<String, Record>> {
+        Ok(Journal::open(self.journal.path())?.1)
+    }
+
+    /// Sends the requests of every document of `parts` (parquet files with `doc_id` and
+    /// `text`): a reader thread calls `requests_of(doc_id, text)` for each row, queues the
+    /// requests (key and job) the journal lacks and counts the others; `ask` sends each.
+    /// Returns what was sent and, in document order, each row's keys (rows without requests
+    /// left out).
+    pub async fn send_documents<J, R, F, Fut>(
+        &self,
+        parts: Vec<PathBuf>,
+        total: u64,
+        requests_of: R,
+        ask: F,
+    ) -> Result<(BatchOutcome, Vec<(String, Vec<String>)>)>
+    where
+        J: Send + 'static,
+        R: FnMut(&str, &str) -> Result<Vec<(String, J)>> + Send + 'static,
+        F: Fn(J) -> Fut,
+        Fut: Future<Output = Record>,
+    {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<J>(1024);
+        let already = Arc::new(AtomicU64::new(0));
+        let reader = {
+            let (already, done) = (already.clone(), self.done.clone());
+            let mut requests_of = requests_of;
+            std::thread::spawn(move || -> Result<Vec<(String, Vec<String>)>> {
+                let mut order = Vec::new();
+                for part in &parts {
+                    for_each_doc(part, |doc_id, text| {
+                        let requests = requests_of(doc_id, text)?;
+                        if requests.is_empty() {
+                            return Ok(());
+                        }
+                        let mut keys = Vec::with_capacity(requests.len());
+                        for (key, job) in requests {
+                            if done.contains(&key) {
+                                already.fetch_add(1, Ordering::Relaxed);
+                            } else if tx.blocking_send(job).is_err() {
+                                bail!("the request loop stopped");
+                            }
+                            keys.push(key);
+                        }
+                        order.push((doc_id.to_string(), keys));
+                        Ok(())
+                    })?;
+                }
+                Ok(order)
+            })
+        };
+        let jobs = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let outcome = self.send(jobs, total, &already, ask).await?;
+        let order = reader.join().map_err(|_| anyhow::anyhow!("the document reader panicked"))??;
+        Ok((outcome, order))
+    }
+}
+
+/// `journal/<label>.jsonl` under the run.
+pub fn journal_path(run: &RunDir, label: &str) -> PathBuf {
+    run.root.join("journal").join(format!("{label}.jsonl"))
+}
