@@ -11,13 +11,15 @@ use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::*;
 
+use run_contract::tables;
+
 use crate::journal;
 use crate::manifests;
 
 /// The parquet run tables: SQL name, folder under the run. `rollouts` is a PPO run's
 /// (`trainer ppo` with `[track]`): the responses that behavior tracking classifies.
 pub const STAGE_TABLES: [(&str, &str); 5] =
-    [("docs", "docs"), ("labels", "labels"), ("selection", "select"), ("rewrites", "rewrites"), ("rollouts", "rollouts")];
+    [("docs", tables::DOCS), ("labels", tables::LABELS), ("selection", tables::SELECT), ("rewrites", tables::REWRITES), ("rollouts", tables::ROLLOUTS)];
 
 /// The request journals: SQL name, stage (file `journal/<stage>.jsonl`); `priming` is
 /// `pipeline prime`'s.
@@ -25,7 +27,7 @@ pub const JOURNALS: [(&str, &str); 3] = [("classify_requests", "classify"), ("re
 
 /// Folders of sets in the layout of a built set (`<folder>/<name>/data/*.parquet`): SQL
 /// name, folder under the run. `priming` holds `pipeline prime`'s sets, one per condition.
-pub const SET_TABLES: [(&str, &str); 2] = [("sets", "sets"), ("priming_sets", "priming")];
+pub const SET_TABLES: [(&str, &str); 2] = [("sets", tables::SETS), ("priming_sets", tables::PRIMING)];
 
 /// One registered table, for listings and error messages.
 #[derive(Clone, Debug)]
@@ -61,7 +63,7 @@ impl Catalog {
         }
         for (name, folder) in SET_TABLES {
             let parts: Vec<PathBuf> =
-                sets_in(run, folder).iter().flat_map(|s| parquet_files(&run.join(folder).join(s).join("data")).unwrap_or_default()).collect();
+                sets_in(run, folder).iter().flat_map(|s| parquet_files(&run.join(folder).join(s).join(run_contract::set::DATA)).unwrap_or_default()).collect();
             if !parts.is_empty() {
                 catalog.register_parquet(name, &format!("{folder}/*/data/*.parquet"), parts).await?;
             }
@@ -159,7 +161,8 @@ pub fn set_names(run: &Path) -> Vec<String> {
 /// The sets under `<run>/<folder>/` (folders holding a `data/` folder), sorted.
 pub fn sets_in(run: &Path, folder: &str) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(run.join(folder)) else { return Vec::new() };
-    let mut names: Vec<String> = entries.flatten().filter(|e| e.path().join("data").is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> =
+        entries.flatten().filter(|e| e.path().join(run_contract::set::DATA).is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     names
 }

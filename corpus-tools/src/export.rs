@@ -51,8 +51,8 @@ pub async fn run(run: &Path, format: ExportFormat, out: &Path, only: Option<&str
     std::fs::create_dir_all(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
     let mut manifests = Vec::new();
     for set in &sets {
-        let set_dir = run.join("sets").join(set);
-        let manifest_path = set_dir.join("manifest.json");
+        let set_dir = run.join(run_contract::tables::SETS).join(set);
+        let manifest_path = set_dir.join(run_contract::set::MANIFEST);
         let bytes = std::fs::read(&manifest_path).with_context(|| format!("cannot read {}: run the build stage again", manifest_path.display()))?;
         let json: Value =
             serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid JSON: run the build stage again", manifest_path.display()))?;
@@ -131,7 +131,7 @@ fn export_set(set_dir: &Path, json: &Value, format: ExportFormat, target: &Path,
         out.push(ListedFile { path: exported, sha256: sha256_file(&dest)?, bytes, ..f.clone() });
     }
     if out.is_empty() {
-        bail!("{} lists no {format:?} files", set_dir.join("manifest.json").display());
+        bail!("{} lists no {format:?} files", set_dir.join(run_contract::set::MANIFEST).display());
     }
     Ok(out)
 }

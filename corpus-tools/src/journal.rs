@@ -14,36 +14,26 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::*;
+use run_contract::{ColumnKind, JOURNAL_COLUMNS};
 
-/// The columns of a journal line, in the order the pipeline writes them.
+/// The columns of a journal line, in the order the pipeline writes them
+/// (`run_contract::JOURNAL_COLUMNS`).
 pub fn schema() -> SchemaRef {
-    let s = |n: &str, nullable: bool| Field::new(n, DataType::Utf8, nullable);
-    let i = |n: &str| Field::new(n, DataType::Int64, true);
-    Arc::new(Schema::new(vec![
-        s("key", false),
-        s("doc_id", false),
-        s("task", false),
-        s("prompt_hash", false),
-        s("model", false),
-        s("status", false),
-        s("content", true),
-        s("finish_reason", true),
-        s("failure", true),
-        s("reason", true),
-        Field::new("retry_on_rerun", DataType::Boolean, true),
-        i("prompt_tokens"),
-        i("completion_tokens"),
-        i("latency_ms"),
-        s("endpoint", true),
-        i("attempts"),
-        i("finished_at"),
-    ]))
+    let field = |&(name, kind, nullable): &(&str, ColumnKind, bool)| {
+        let t = match kind {
+            ColumnKind::Text => DataType::Utf8,
+            ColumnKind::Integer => DataType::Int64,
+            ColumnKind::Flag => DataType::Boolean,
+        };
+        Field::new(name, t, nullable)
+    };
+    Arc::new(Schema::new(JOURNAL_COLUMNS.iter().map(field).collect::<Vec<_>>()))
 }
 
 /// The journal of `stage` in `run` as a table (from its parquet copy when that is current),
 /// or `None` when the run has no such journal.
 pub async fn read(ctx: &SessionContext, run: &Path, stage: &str, warnings: &mut Vec<String>) -> Result<Option<DataFrame>> {
-    let path = run.join("journal").join(format!("{stage}.jsonl"));
+    let path = run_contract::journal_path(run, stage);
     let Ok(meta) = std::fs::metadata(&path) else { return read_json(ctx, &path, warnings).await };
     if meta.len() > 0 && !ends_with_newline(&path)? {
         // Torn by a kill: read what is complete, say so, and keep no copy.

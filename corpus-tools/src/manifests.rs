@@ -54,17 +54,17 @@ impl Manifest {
 pub fn find(run: &Path) -> Result<Vec<Manifest>> {
     let mut out = Vec::new();
     for (_, folder) in STAGE_TABLES {
-        if let Some(m) = load(run, folder, &format!("{folder}/_manifest.json"))? {
+        if let Some(m) = load(run, folder, &format!("{folder}/{}", run_contract::TABLE_MANIFEST))? {
             out.push(m);
         }
     }
     // The built sets and a priming run's sets: an index per folder, a manifest per set.
     for (_, folder) in SET_TABLES {
-        if let Some(m) = load(run, folder, &format!("{folder}/_manifest.json"))? {
+        if let Some(m) = load(run, folder, &format!("{folder}/{}", run_contract::TABLE_MANIFEST))? {
             out.push(m);
         }
         for set in sets_in(run, folder) {
-            if let Some(m) = load(run, &format!("{folder}/{set}"), &format!("{folder}/{set}/manifest.json"))? {
+            if let Some(m) = load(run, &format!("{folder}/{set}"), &format!("{folder}/{set}/{}", run_contract::set::MANIFEST))? {
                 out.push(m);
             }
         }

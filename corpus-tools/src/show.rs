@@ -143,7 +143,7 @@ async fn render(catalog: &Catalog, id: &str, cut: usize) -> Result<String> {
 async fn shards_holding(catalog: &Catalog, id: &str) -> Result<Vec<(String, String, u64)>> {
     let mut out = Vec::new();
     for set in set_names(&catalog.run) {
-        for file in parquet_files(&catalog.run.join("sets").join(&set).join("data"))? {
+        for file in parquet_files(&catalog.run.join(run_contract::tables::SETS).join(&set).join(run_contract::set::DATA))? {
             let df = catalog.ctx.read_parquet(file.display().to_string(), Default::default()).await?;
             let df = df.filter(col("doc_id").eq(lit(id)))?.select(vec![col("split"), (col("prompt_tokens") + col("completion_tokens")).alias("tokens")])?;
             let rel = file.strip_prefix(&catalog.run).unwrap_or(&file).display().to_string();

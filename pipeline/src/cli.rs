@@ -233,7 +233,7 @@ fn summary(cfg: &LoadedConfig, built: &crate::stages::build::BuildManifest) -> S
     {
         s.push_str(&format!("  {:<10} {}  ({what})\n", table, run.join(table).display()));
     }
-    s.push_str(&format!("  {:<10} {}  (request journals)\n", "journal", run.join("journal").display()));
+    s.push_str(&format!("  {:<10} {}  (request journals)\n", "journal", run.join(run_contract::JOURNAL_DIR).display()));
     for (set, rows) in &built.rows {
         let tokens: u64 = built.completion_tokens.get(set).map(|t| t.values().sum()).unwrap_or(0);
         let dir = run.join(crate::stages::build::TABLE).join(set);

@@ -12,40 +12,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// One finished request.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Record {
-    /// [`request_key`] of the request.
-    pub key: String,
-    pub doc_id: String,
-    /// The prompt's name, e.g. `backtracking`.
-    pub task: String,
-    pub prompt_hash: String,
-    pub model: String,
-    /// `ok` (an answer came back) or `failed` (with `failure` and `reason`).
-    pub status: String,
-    #[serde(default)]
-    pub content: Option<String>,
-    #[serde(default)]
-    pub finish_reason: Option<String>,
-    #[serde(default)]
-    pub failure: Option<String>,
-    #[serde(default)]
-    pub reason: Option<String>,
-    /// Whether a rerun may try again (a failure of a retryable class).
-    #[serde(default)]
-    pub retry_on_rerun: bool,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub latency_ms: u64,
-    pub endpoint: String,
-    pub attempts: u32,
-    /// Seconds since the Unix epoch.
-    pub finished_at: u64,
-}
+pub use run_contract::Record;
 
 /// The key of a request: same inputs, same key, on any machine.
 pub fn request_key(model: &str, prompt_hash: &str, sampling_json: &str, document_hash: &str) -> String {

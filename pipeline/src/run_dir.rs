@@ -43,17 +43,14 @@ pub fn staging_for(table_dir: &Path) -> Result<PathBuf> {
 
 /// Writes the manifest into the staging folder and swaps the folder in for the table.
 pub fn publish_table<T: Serialize>(staging: &Path, table_dir: &Path, manifest: &T) -> Result<()> {
-    write_json(&staging.join("_manifest.json"), manifest)?;
+    write_json(&staging.join(run_contract::TABLE_MANIFEST), manifest)?;
     if table_dir.exists() {
         std::fs::remove_dir_all(table_dir).with_context(|| format!("cannot replace {}", table_dir.display()))?;
     }
     std::fs::rename(staging, table_dir).with_context(|| format!("cannot move {} to {}", staging.display(), table_dir.display()))
 }
 
-/// The name of part `index` of a table: `part-00000.parquet`.
-pub fn part_name(index: usize) -> String {
-    format!("part-{index:05}.parquet")
-}
+pub use run_contract::part_name;
 
 /// A temporary sibling of `path` in the same folder (so the rename is atomic).
 pub fn temp_sibling(path: &Path) -> PathBuf {

@@ -126,7 +126,7 @@ fn jsonl_counts(path: &Path, extra: u64) -> Result<(u64, Option<u64>)> {
 fn unlisted(run: &Path, m: &Manifest) -> Vec<String> {
     let listed: BTreeSet<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
     let folders: Vec<String> = if m.is_set() {
-        ["data", "jsonl", "megatron"].iter().map(|d| format!("{}/{d}", m.name)).collect()
+        [run_contract::set::DATA, run_contract::set::JSONL, run_contract::set::MEGATRON].iter().map(|d| format!("{}/{d}", m.name)).collect()
     } else if m.is_set_index() {
         Vec::new()
     } else {

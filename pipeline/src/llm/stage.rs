@@ -59,7 +59,7 @@ impl LlmSession {
         let run = RunDir::new(ctx.cfg.run_path());
         let connection = connect(&ctx.cfg, label, &ctx.endpoints, ctx.model.as_deref(), &run.root).await?;
         let sampling_json = format!("{}{key_extra}", serde_json::to_string(&sampling)?);
-        let (journal, records) = Journal::open(&journal_path(&run, label))?;
+        let (journal, records) = Journal::open(&run_contract::journal_path(&run.root, label))?;
         let done = records.into_values().filter(|r| r.status == "ok" || !r.retry_on_rerun).map(|r| r.key).collect();
         let keys = RequestKeys { model: connection.model.clone(), sampling_json };
         Ok(LlmSession { connection, keys, sampling, journal, done: Arc::new(done), label })
@@ -147,9 +147,4 @@ impl LlmSession {
         let order = reader.join().map_err(|_| anyhow::anyhow!("the document reader panicked"))??;
         Ok((outcome, order))
     }
-}
-
-/// `journal/<label>.jsonl` under the run.
-pub fn journal_path(run: &RunDir, label: &str) -> PathBuf {
-    run.root.join("journal").join(format!("{label}.jsonl"))
 }

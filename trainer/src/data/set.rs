@@ -51,7 +51,7 @@ struct Row {
 
 /// Reads the `split` (`train` or `test`) of the set in `dir`; a missing split is empty.
 pub fn read_split(dir: &Path, split: &str) -> Result<(Vec<Sequence>, SetInfo)> {
-    let manifest_path = dir.join("manifest.json");
+    let manifest_path = dir.join(run_contract::set::MANIFEST);
     let text = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("{} is not a built set (no manifest.json): run `make corpus` (or `pipeline build`) first", dir.display()))?;
     let m: Manifest = serde_json::from_str(&text).with_context(|| format!("{} is not a set manifest this trainer reads", manifest_path.display()))?;
@@ -65,7 +65,8 @@ pub fn read_split(dir: &Path, split: &str) -> Result<(Vec<Sequence>, SetInfo)> {
     for f in idx {
         let prefix = dir.join(f.path.trim_end_matches(".idx"));
         let sequences = read_megatron(&prefix)?;
-        let jsonl = dir.join(f.path.replace("megatron/", "jsonl/").replace(".idx", ".jsonl"));
+        let (megatron, jsonl) = (format!("{}/", run_contract::set::MEGATRON), format!("{}/", run_contract::set::JSONL));
+        let jsonl = dir.join(f.path.replace(&megatron, &jsonl).replace(".idx", ".jsonl"));
         let rows = std::fs::read_to_string(&jsonl).with_context(|| format!("cannot read {}", jsonl.display()))?;
         let prompts: Vec<usize> = rows
             .lines()

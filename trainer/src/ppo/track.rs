@@ -49,7 +49,7 @@ pub struct TrackedRollout<'a> {
 
 /// The folder of the parts.
 pub fn rollouts_dir(out: &Path) -> PathBuf {
-    out.join("rollouts")
+    out.join(run_contract::tables::ROLLOUTS)
 }
 
 /// The text the classifier reads: the puzzle, then the attempt.

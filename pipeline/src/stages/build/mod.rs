@@ -29,7 +29,7 @@ use crate::stages::stage::{Stage, StageContext};
 use crate::stages::template::Template;
 
 /// The stage's folder: `runs/<name>/sets/`.
-pub const TABLE: &str = "sets";
+pub const TABLE: &str = run_contract::tables::SETS;
 /// The placeholder of the conversation template.
 pub const QUESTION: &str = "{{question}}";
 /// Bumped when a file layout changes.
@@ -106,7 +106,7 @@ impl Stage for Build {
 
 /// The build's manifest as the last build wrote it (`sets/_manifest.json`).
 pub fn read_manifest(cfg: &LoadedConfig) -> Result<BuildManifest> {
-    crate::run_dir::read_json(&cfg.run_path().join(TABLE).join("_manifest.json"))?.context("no sets/_manifest.json: run `pipeline build` first")
+    crate::run_dir::read_json(&cfg.run_path().join(TABLE).join(run_contract::TABLE_MANIFEST))?.context("no sets/_manifest.json: run `pipeline build` first")
 }
 
 fn run_build(cfg: &LoadedConfig) -> Result<BuildManifest> {
@@ -189,8 +189,8 @@ fn run_build(cfg: &LoadedConfig) -> Result<BuildManifest> {
             candidate_lengths: summarize(&all[set]),
             config: b.clone(),
         };
-        write_atomic(&set_dir.join("README.md"), card::render(&m, &card::ALL_FILES).as_bytes())?;
-        write_json(&set_dir.join("manifest.json"), &m)?;
+        write_atomic(&set_dir.join(run_contract::set::CARD), card::render(&m, &card::ALL_FILES).as_bytes())?;
+        write_json(&set_dir.join(run_contract::set::MANIFEST), &m)?;
         manifest.rows.insert(name.to_string(), m.splits.rows.clone());
         manifest.completion_tokens.insert(name.to_string(), m.splits.completion_tokens.clone());
     }

@@ -189,11 +189,11 @@ pub fn write_split(set_dir: &Path, split: &str, rows: &[&Example], packing: &Pac
                 tokens,
             })
         };
-        write_parquet(&set_dir.join("data").join(format!("{stem}.parquet")), &rows)?;
+        write_parquet(&set_dir.join(run_contract::set::DATA).join(format!("{stem}.parquet")), &rows)?;
         files.push(info(format!("data/{stem}.parquet"), "parquet")?);
-        write_jsonl(&set_dir.join("jsonl").join(format!("{stem}.jsonl")), &rows)?;
+        write_jsonl(&set_dir.join(run_contract::set::JSONL).join(format!("{stem}.jsonl")), &rows)?;
         files.push(info(format!("jsonl/{stem}.jsonl"), "jsonl")?);
-        let mut mega = MegatronWriter::create(&set_dir.join("megatron").join(&stem), packing.dtype)?;
+        let mut mega = MegatronWriter::create(&set_dir.join(run_contract::set::MEGATRON).join(&stem), packing.dtype)?;
         for e in chunk {
             mega.push(&packing.sequence(e))?;
         }

@@ -34,7 +34,7 @@ use crate::stages::stage::{Stage, StageContext};
 use crate::stages::tables::{PartInfo, PartWriter, parquet_parts};
 
 /// The stage's table: `runs/<name>/labels/`.
-pub const TABLE: &str = "labels";
+pub const TABLE: &str = run_contract::tables::LABELS;
 
 /// Asked when an answer cannot be parsed.
 const REASK: &str = "Your answer did not end in the required format. Reply again, ending exactly with the tag(s) the instructions ask for.";

@@ -37,7 +37,7 @@ use crate::stages::stage::{Stage, StageContext};
 use crate::stages::template::Template;
 
 /// The stage's folder: `runs/<name>/priming/`.
-pub const TABLE: &str = "priming";
+pub const TABLE: &str = run_contract::tables::PRIMING;
 /// The placeholder of the condition prompts.
 pub const PUZZLE: &str = "{{puzzle}}";
 

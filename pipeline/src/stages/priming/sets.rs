@@ -54,8 +54,8 @@ pub fn write_condition(dir: &Path, info: &SetRows, splits: &[(&str, &[&Example])
         tokenizer: tokenizer.clone(),
         splits: write_splits(dir, splits, packing)?,
     };
-    write_atomic(&dir.join("README.md"), card(&m, info.license).as_bytes())?;
-    write_json(&dir.join("manifest.json"), &m)?;
+    write_atomic(&dir.join(run_contract::set::CARD), card(&m, info.license).as_bytes())?;
+    write_json(&dir.join(run_contract::set::MANIFEST), &m)?;
     Ok(m)
 }
 

@@ -34,7 +34,7 @@ use crate::stages::tables::{PartInfo, PartWriter, parquet_parts};
 use crate::stages::template::Template;
 
 /// The stage's table: `runs/<name>/rewrites/`.
-pub const TABLE: &str = "rewrites";
+pub const TABLE: &str = run_contract::tables::REWRITES;
 const SETS: [&str; 2] = ["rich", "control"];
 const REASK: &str = "Your answer was not in the required format. Reply again with exactly <question>...</question>, <thoughts>...</thoughts>, <answer>...</answer> and nothing else.";
 

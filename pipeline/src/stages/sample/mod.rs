@@ -33,7 +33,7 @@ use crate::stages::stage::{Stage, StageContext};
 use crate::stages::tables::PartInfo;
 
 /// The stage's name: its table is `runs/<name>/docs/`.
-pub const TABLE: &str = "docs";
+pub const TABLE: &str = run_contract::tables::DOCS;
 
 /// `docs/_manifest.json` (the leading `_` keeps parquet readers such as pyarrow from taking it for data).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -129,7 +129,7 @@ async fn run_sample(ctx: &StageContext) -> Result<SampleOutcome> {
     let quotas = quotas(sc.size, &weights);
     let key = config_key(cfg, &inputs);
     let docs_dir = run.stage(TABLE);
-    if let Some(m) = read_json::<DocsManifest>(&docs_dir.join("_manifest.json"))? {
+    if let Some(m) = read_json::<DocsManifest>(&docs_dir.join(run_contract::TABLE_MANIFEST))? {
         if m.state == "complete" && m.config_key == key {
             tracing::info!("docs: up to date ({} documents in {})", m.rows, docs_dir.display());
             return Ok(SampleOutcome::UpToDate(m));
@@ -155,7 +155,7 @@ async fn run_sample(ctx: &StageContext) -> Result<SampleOutcome> {
         return Ok(SampleOutcome::ShardDone { scanned: files.len() - missing, missing });
     }
     let _lock = lock_merge(&work)?;
-    if let Some(m) = read_json::<DocsManifest>(&docs_dir.join("_manifest.json"))?
+    if let Some(m) = read_json::<DocsManifest>(&docs_dir.join(run_contract::TABLE_MANIFEST))?
         && m.state == "complete"
         && m.config_key == key
     {

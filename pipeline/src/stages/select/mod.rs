@@ -27,7 +27,7 @@ use crate::stages::stage::{Stage, StageContext};
 use crate::stages::tables::{PartInfo, PartWriter, parquet_parts};
 
 /// The stage's table: `runs/<name>/select/`.
-pub const TABLE: &str = "select";
+pub const TABLE: &str = run_contract::tables::SELECT;
 
 /// The label columns a rule may name.
 const NAMES: [&str; 6] = ["backtracking", "verification", "subgoal_setting", "backward_chaining", "has_problem", "has_solution"];

@@ -1,0 +1,172 @@
+//! The run directory's contract, declared once for the crates that write and read it
+//! (`pipeline` writes it; `corpus-tools` and `trainer` read it):
+//!
+//! ```text
+//! runs/<name>/
+//!   docs/ labels/ select/ rewrites/     a table: part-NNNNN.parquet + _manifest.json
+//!   sets/<set>/                         a built set: data/ jsonl/ megatron/ manifest.json README.md
+//!   sets/_manifest.json                 the build as a whole
+//!   priming/<condition>/                a priming set (the same layout as a built set)
+//!   journal/<stage>.jsonl               one `Record` per finished LLM request
+//!   rollouts/step-N.parquet             a PPO run's tracked rollouts
+//!   work/                               scratch state that makes stages resumable
+//! ```
+//!
+//! The README ("Output files") specifies every column; this crate names the places.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The folders of the run's tables and sets.
+pub mod tables {
+    /// The sampled documents (`pipeline sample`).
+    pub const DOCS: &str = "docs";
+    /// The behavior labels (`pipeline classify`).
+    pub const LABELS: &str = "labels";
+    /// Set membership (`pipeline select`).
+    pub const SELECT: &str = "select";
+    /// Question / thoughts / answer rewrites (`pipeline rewrite`).
+    pub const REWRITES: &str = "rewrites";
+    /// The built training sets (`pipeline build`), one folder per set.
+    pub const SETS: &str = "sets";
+    /// The priming sets (`pipeline prime`), one folder per condition.
+    pub const PRIMING: &str = "priming";
+    /// A PPO run's tracked rollouts (`trainer ppo` with `[track]`).
+    pub const ROLLOUTS: &str = "rollouts";
+}
+
+/// A table's (or a build's) manifest, beside its parts; the leading `_` keeps parquet
+/// readers such as pyarrow from taking it for data.
+pub const TABLE_MANIFEST: &str = "_manifest.json";
+
+/// The file name of a table's part `index`.
+pub fn part_name(index: usize) -> String {
+    format!("part-{index:05}.parquet")
+}
+
+/// A built (or priming) set's folders and files.
+pub mod set {
+    /// Parquet shards (`prompt`, `completion`, `text`, ids).
+    pub const DATA: &str = "data";
+    /// JSON lines shards (with `prompt_tokens`).
+    pub const JSONL: &str = "jsonl";
+    /// Megatron packed token ids (`<split>-NNNNN.bin` + `.idx`).
+    pub const MEGATRON: &str = "megatron";
+    /// The set's manifest: rows, tokens, files with their sha256, the tokenizer.
+    pub const MANIFEST: &str = "manifest.json";
+    /// The dataset card.
+    pub const CARD: &str = "README.md";
+}
+
+/// The request journals' folder under the run.
+pub const JOURNAL_DIR: &str = "journal";
+
+/// The journal of LLM stage `stage` (`classify`, `rewrite`, `priming`) under `run`.
+pub fn journal_path(run: &Path, stage: &str) -> PathBuf {
+    run.join(JOURNAL_DIR).join(format!("{stage}.jsonl"))
+}
+
+/// One finished request: a line of a journal.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// The request's key (model, prompt hash, sampling, document hash).
+    pub key: String,
+    pub doc_id: String,
+    /// The prompt's name, e.g. `backtracking`.
+    pub task: String,
+    pub prompt_hash: String,
+    pub model: String,
+    /// `ok` (an answer came back) or `failed` (with `failure` and `reason`).
+    pub status: String,
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    #[serde(default)]
+    pub failure: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Whether a rerun may try again (a failure of a retryable class).
+    #[serde(default)]
+    pub retry_on_rerun: bool,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub latency_ms: u64,
+    pub endpoint: String,
+    pub attempts: u32,
+    /// Seconds since the Unix epoch.
+    pub finished_at: u64,
+}
+
+/// What a journal column holds, for readers that type it (SQL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnKind {
+    Text,
+    Integer,
+    Flag,
+}
+
+/// A journal line's columns in the order `Record` writes them: name, kind, nullable.
+pub const JOURNAL_COLUMNS: [(&str, ColumnKind, bool); 17] = [
+    ("key", ColumnKind::Text, false),
+    ("doc_id", ColumnKind::Text, false),
+    ("task", ColumnKind::Text, false),
+    ("prompt_hash", ColumnKind::Text, false),
+    ("model", ColumnKind::Text, false),
+    ("status", ColumnKind::Text, false),
+    ("content", ColumnKind::Text, true),
+    ("finish_reason", ColumnKind::Text, true),
+    ("failure", ColumnKind::Text, true),
+    ("reason", ColumnKind::Text, true),
+    ("retry_on_rerun", ColumnKind::Flag, true),
+    ("prompt_tokens", ColumnKind::Integer, true),
+    ("completion_tokens", ColumnKind::Integer, true),
+    ("latency_ms", ColumnKind::Integer, true),
+    ("endpoint", ColumnKind::Text, true),
+    ("attempts", ColumnKind::Integer, true),
+    ("finished_at", ColumnKind::Integer, true),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The column list is the record's fields, in the order serde writes them.
+    #[test]
+    fn journal_columns_are_the_records_fields_in_order() {
+        let r = Record {
+            key: "k".into(),
+            doc_id: "d".into(),
+            task: "t".into(),
+            prompt_hash: "h".into(),
+            model: "m".into(),
+            status: "ok".into(),
+            content: Some("c".into()),
+            finish_reason: None,
+            failure: None,
+            reason: None,
+            retry_on_rerun: false,
+            prompt_tokens: 1,
+            completion_tokens: 2,
+            latency_ms: 3,
+            endpoint: "e".into(),
+            attempts: 1,
+            finished_at: 4,
+        };
+        let line = serde_json::to_string(&r).unwrap();
+        let mut at = 0;
+        for (name, _, _) in JOURNAL_COLUMNS {
+            let found = line[at..].find(&format!("\"{name}\":")).unwrap_or_else(|| panic!("{name} missing or out of order in {line}"));
+            at += found + name.len();
+        }
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value.as_object().unwrap().len(), JOURNAL_COLUMNS.len(), "no field beyond the columns");
+    }
+
+    #[test]
+    fn paths_are_where_the_readme_says() {
+        assert_eq!(part_name(7), "part-00007.parquet");
+        assert_eq!(journal_path(Path::new("runs/demo"), "classify"), Path::new("runs/demo/journal/classify.jsonl"));
+    }
+}
