@@ -12,7 +12,7 @@ pub mod conditions;
 pub mod config;
 pub mod sets;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 
@@ -28,11 +28,11 @@ use crate::hashing;
 use crate::journal::Record;
 use crate::llm::batch::{RequestId, ask_until_parsed};
 use crate::llm::protocol::Sampling;
-use crate::llm::stage::LlmSession;
+use crate::llm::stage::{LlmSession, RequestKeys};
 use crate::run_dir::{RunDir, publish_table, staging_for};
 use crate::stages::build::examples::{Example, Lineage, tokenize};
-use crate::stages::build::load_tokenizer;
 use crate::stages::build::shards::Packing;
+use crate::stages::build::{TokenizerInfo, load_tokenizer};
 use crate::stages::stage::{Stage, StageContext};
 use crate::stages::template::Template;
 
@@ -83,146 +83,155 @@ impl Stage for Priming {
     }
 }
 
+/// What a priming run asks and writes: the wanted conditions, those asked of the LLM (the
+/// wanted ones, and "all strategies" for the controls made from its traces), their
+/// templates, the puzzles and their ids.
+struct Plan<'a> {
+    wanted: Vec<&'a str>,
+    asked: Vec<(&'a str, bool)>,
+    templates: Vec<Template>,
+    tasks: Vec<Task>,
+    ids: Vec<String>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(cfg: &'a LoadedConfig) -> Result<Self> {
+        let p = &cfg.config.priming;
+        let tasks = load_puzzles(cfg)?;
+        let wanted: Vec<&str> = p.conditions.iter().map(String::as_str).collect();
+        let mut asked: Vec<(&str, bool)> = wanted
+            .iter()
+            .filter_map(|&c| match conditions::source(c) {
+                Some(Source::Llm { correct }) => Some((c, correct)),
+                _ => None,
+            })
+            .collect();
+        let derived = wanted.iter().any(|&c| matches!(conditions::source(c), Some(Source::EmptyThoughts | Source::Placeholder)));
+        if derived && !asked.iter().any(|(c, _)| *c == ALL_STRATEGIES) {
+            asked.push((ALL_STRATEGIES, true));
+        }
+        let dir = cfg.resolve(&p.prompts_dir);
+        let templates = asked.iter().map(|(c, _)| Template::load_with(&dir, c, "priming.prompts_dir", PUZZLE)).collect::<Result<_>>()?;
+        let ids = tasks.iter().map(|t| hashing::doc_id(hashing::doc_hash(&puzzle(t)))).collect();
+        Ok(Plan { wanted, asked, templates, tasks, ids })
+    }
+
+    /// The key of asked condition `c` about puzzle `t`.
+    fn key(&self, keys: &RequestKeys, c: usize, t: usize) -> String {
+        keys.key(&self.templates[c].hash, &self.ids[t])
+    }
+
+    /// The requests the journal lacks.
+    fn jobs(&self, session: &LlmSession) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        for (c, template) in self.templates.iter().enumerate() {
+            for (t, (task, id)) in self.tasks.iter().zip(&self.ids).enumerate() {
+                let key = self.key(&session.keys, c, t);
+                if !session.is_done(&key) {
+                    jobs.push(Job { key, puzzle_id: id.clone(), task: t, condition: c, prompt: template.render(&puzzle(task)) });
+                }
+            }
+        }
+        jobs
+    }
+
+    /// Every asked condition's traces (by puzzle, `None` where none was kept) and the
+    /// statuses by condition, from the journal's records.
+    fn traces(&self, records: &HashMap<String, Record>, keys: &RequestKeys) -> (Statuses, Vec<Vec<Option<Trace>>>) {
+        let mut statuses = Statuses::new();
+        let mut traces = Vec::new();
+        for (c, (name, correct)) in self.asked.iter().enumerate() {
+            let row = self.tasks.iter().enumerate().map(|(t, task)| {
+                let (status, trace) = verdict(records.get(&self.key(keys, c, t)), task, *correct);
+                *statuses.entry(name.to_string()).or_default().entry(status).or_default() += 1;
+                trace
+            });
+            traces.push(row.collect());
+        }
+        (statuses, traces)
+    }
+
+    /// Each wanted condition's examples (from its own traces, or "all strategies"' for the
+    /// controls, whose statuses they take), with the indices of the placeholder control's
+    /// examples and their thoughts (their lengths become placeholder tokens).
+    fn examples(&self, traces: &[Vec<Option<Trace>>], statuses: &mut Statuses, lineage: &Lineage, model: &str) -> (Vec<Example>, Vec<(usize, String)>) {
+        let all = self.asked.iter().position(|(c, _)| *c == ALL_STRATEGIES);
+        let (mut examples, mut placeholders) = (Vec::new(), Vec::new());
+        for (set, &name) in self.wanted.iter().enumerate() {
+            let from = self.asked.iter().position(|(c, _)| *c == name).unwrap_or_else(|| all.expect("asked for the controls"));
+            let kind = conditions::source(name).expect("validated");
+            for (t, trace) in traces[from].iter().enumerate() {
+                let Some(trace) = trace else { continue };
+                let thoughts = if matches!(kind, Source::Llm { .. }) { trace.thoughts.as_str() } else { "" };
+                if kind == Source::Placeholder {
+                    placeholders.push((examples.len(), trace.thoughts.clone()));
+                }
+                examples.push(Example {
+                    doc_id: self.ids[t].clone(),
+                    set,
+                    prompt: prompt(&self.tasks[t]),
+                    completion: completion(thoughts, &trace.equation),
+                    lineage: Lineage { row: t as u64, ..lineage.clone() },
+                    model: model.to_string(),
+                    rewrite_prompt_hash: self.templates[from].hash.clone(),
+                    prompt_ids: Vec::new(),
+                    completion_ids: Vec::new(),
+                });
+            }
+            if !matches!(kind, Source::Llm { .. }) {
+                statuses.insert(name.to_string(), statuses.get(ALL_STRATEGIES).cloned().unwrap_or_default());
+            }
+        }
+        (examples, placeholders)
+    }
+}
+
+/// Statuses by condition: condition -> status -> puzzles.
+type Statuses = BTreeMap<String, BTreeMap<String, u64>>;
+
 /// Runs the stage: asks what the journal lacks, then writes every condition's set.
 async fn run_priming(ctx: &StageContext) -> Result<PrimingManifest> {
     let cfg = &ctx.cfg;
     let p = &cfg.config.priming;
-    let run = RunDir::new(cfg.run_path());
-    let tasks = load_puzzles(cfg)?;
-    let wanted: Vec<&str> = p.conditions.iter().map(String::as_str).collect();
-    // The conditions asked of the LLM: the wanted ones, and "all strategies" for the controls.
-    let mut asked: Vec<(&str, bool)> = wanted
-        .iter()
-        .filter_map(|&c| match conditions::source(c) {
-            Some(Source::Llm { correct }) => Some((c, correct)),
-            _ => None,
-        })
-        .collect();
-    let derived = wanted.iter().any(|&c| matches!(conditions::source(c), Some(Source::EmptyThoughts | Source::Placeholder)));
-    if derived && !asked.iter().any(|(c, _)| *c == ALL_STRATEGIES) {
-        asked.push((ALL_STRATEGIES, true));
-    }
-    let dir = cfg.resolve(&p.prompts_dir);
-    let templates: Vec<Template> = asked.iter().map(|(c, _)| Template::load_with(&dir, c, "priming.prompts_dir", PUZZLE)).collect::<Result<_>>()?;
+    let plan = Plan::new(cfg)?;
     let (tokenizer, tokenizer_info) = load_tokenizer(cfg)?;
     let placeholder = placeholder_id(&tokenizer, &p.placeholder)?;
-
     let sampling = Sampling { temperature: p.temperature, max_tokens: p.max_tokens, top_p: None, seed: None };
     let session = LlmSession::open(ctx, "priming", sampling, "").await?;
-    let ids: Vec<String> = tasks.iter().map(|t| hashing::doc_id(hashing::doc_hash(&puzzle(t)))).collect();
-    let key = |c: usize, t: usize| session.keys.key(&templates[c].hash, &ids[t]);
-    let mut jobs = Vec::new();
-    for (c, template) in templates.iter().enumerate() {
-        for (t, (task, id)) in tasks.iter().zip(&ids).enumerate() {
-            let key = key(c, t);
-            if !session.is_done(&key) {
-                jobs.push(Job { key, puzzle_id: id.clone(), task: t, condition: c, prompt: template.render(&puzzle(task)) });
-            }
-        }
-    }
-    let total = (asked.len() * tasks.len()) as u64;
+    let jobs = plan.jobs(&session);
+    let total = (plan.asked.len() * plan.tasks.len()) as u64;
     let already = AtomicU64::new(total - jobs.len() as u64);
     let outcome = session
         .send(futures_util::stream::iter(jobs), total, &already, |job: Job| {
             let (client, sampling, model) = (session.client(), &session.sampling, session.model());
-            let (template, correct, task) = (&templates[job.condition], asked[job.condition].1, &tasks[job.task]);
+            let (template, correct, task) = (&plan.templates[job.condition], plan.asked[job.condition].1, &plan.tasks[job.task]);
             async move {
                 let id = RequestId { key: &job.key, doc_id: &job.puzzle_id, task: &template.name, prompt_hash: &template.hash, model };
                 ask_until_parsed(client, id, job.prompt, sampling, None, p.reasks, reask(correct), |c| check(c, task, correct).map(|_| ())).await
             }
         })
         .await?;
-    let model = session.model().to_string();
 
-    // Every asked condition's traces, from the journal.
-    let records = session.records()?;
-    let mut statuses: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    let mut traces: Vec<Vec<Option<Trace>>> = Vec::new();
-    for (c, (name, correct)) in asked.iter().enumerate() {
-        let mut row = Vec::with_capacity(tasks.len());
-        for (t, task) in tasks.iter().enumerate() {
-            let (status, trace) = verdict(records.get(&key(c, t)), task, *correct);
-            *statuses.entry(name.to_string()).or_default().entry(status).or_default() += 1;
-            row.push(trace);
-        }
-        traces.push(row);
-    }
-    let all = asked.iter().position(|(c, _)| *c == ALL_STRATEGIES);
-    let source = match &p.tasks_file {
+    let (mut statuses, traces) = plan.traces(&session.records()?, &session.keys);
+    let lineage = match &p.tasks_file {
         Some(f) => Lineage { source: cfg.resolve(f).display().to_string(), revision: String::new(), file: String::new(), row: 0 },
         None => Lineage { source: "countdown-generator".into(), revision: format!("seed {}", p.seed), file: String::new(), row: 0 },
     };
-    let mut examples = Vec::new();
-    let mut placeholder_lengths = Vec::new();
-    for (set, &name) in wanted.iter().enumerate() {
-        let (from, hash) = match asked.iter().position(|(c, _)| *c == name) {
-            Some(c) => (c, &templates[c].hash),
-            None => {
-                let c = all.expect("asked for the controls");
-                (c, &templates[c].hash)
-            }
-        };
-        let kind = conditions::source(name).expect("validated");
-        for (t, trace) in traces[from].iter().enumerate() {
-            let Some(trace) = trace else { continue };
-            let thoughts = if matches!(kind, Source::Llm { .. }) { trace.thoughts.as_str() } else { "" };
-            if kind == Source::Placeholder {
-                placeholder_lengths.push((examples.len(), trace.thoughts.clone()));
-            }
-            examples.push(Example {
-                doc_id: ids[t].clone(),
-                set,
-                prompt: prompt(&tasks[t]),
-                completion: completion(thoughts, &trace.equation),
-                lineage: Lineage { row: t as u64, ..source.clone() },
-                model: model.clone(),
-                rewrite_prompt_hash: hash.clone(),
-                prompt_ids: Vec::new(),
-                completion_ids: Vec::new(),
-            });
-        }
-        if !matches!(kind, Source::Llm { .. }) {
-            statuses.insert(name.to_string(), statuses.get(ALL_STRATEGIES).cloned().unwrap_or_default());
-        }
-    }
+    let (mut examples, placeholders) = plan.examples(&traces, &mut statuses, &lineage, session.model());
     tokenize(&tokenizer, &mut examples)?;
-    // The placeholder control: as many placeholder tokens as the thoughts had, then the answer.
-    for (i, thoughts) in placeholder_lengths {
-        let n = tokenizer.encode_fast(format!("\n{thoughts}\n"), false).map_err(|e| anyhow::anyhow!("tokenizer failed: {e}"))?.len();
-        let e = &mut examples[i];
-        let mut ids = vec![placeholder; n];
-        ids.extend_from_slice(&e.completion_ids);
-        e.completion = tokenizer.decode(&ids, false).map_err(|e| anyhow::anyhow!("tokenizer failed: {e}"))?;
-        e.completion_ids = ids;
-    }
+    fill_placeholders(&tokenizer, placeholder, &mut examples, placeholders)?;
 
-    let b = &cfg.config.build;
-    let out = run.stage(TABLE);
+    let out = RunDir::new(cfg.run_path()).stage(TABLE);
     let staging = staging_for(&out)?;
-    let packing = Packing {
-        bos: tokenizer_info.bos,
-        eos: tokenizer_info.eos,
-        max_completion_tokens: b.max_completion_tokens as usize,
-        dtype: crate::stages::build::megatron::TokenType::for_vocabulary(tokenizer_info.vocab_size),
-        template_hash: "",
-        shard_rows: b.shard_rows,
-        set_names: &wanted,
-    };
-    let mut rows = BTreeMap::new();
-    for (set, name) in wanted.iter().enumerate() {
-        let mine: Vec<&Example> = examples.iter().filter(|e| e.set == set).collect();
-        let (test, train): (Vec<&Example>, Vec<&Example>) = mine.into_iter().partition(|e| is_test(&e.doc_id, b.seed, b.test_fraction));
-        let info = SetRows { name, run: &cfg.config.run.name, model: &model, license: &b.license, statuses: statuses.get(*name).cloned().unwrap_or_default() };
-        let m = write_condition(&staging.join(name), &info, &[("train", train.as_slice()), ("test", test.as_slice())], &packing, &tokenizer_info)?;
-        rows.insert(name.to_string(), m.splits.rows);
-    }
+    let sets = Sets { cfg, wanted: &plan.wanted, model: session.model(), tokenizer: &tokenizer_info };
+    let rows = sets.write(&staging, &examples, &statuses)?;
     let manifest = PrimingManifest {
         stage: TABLE.into(),
         state: "complete".into(),
-        model,
-        prompts: asked.iter().zip(&templates).map(|((c, _), t)| (c.to_string(), t.hash.clone())).collect(),
+        model: session.model().to_string(),
+        prompts: plan.asked.iter().zip(&plan.templates).map(|((c, _), t)| (c.to_string(), t.hash.clone())).collect(),
         sampling: session.sampling.clone(),
-        puzzles: tasks.len(),
+        puzzles: plan.tasks.len(),
         requests_sent: outcome.sent,
         failures_by_class: outcome.failures_by_class,
         statuses,
@@ -230,6 +239,54 @@ async fn run_priming(ctx: &StageContext) -> Result<PrimingManifest> {
     };
     publish_table(&staging, &out, &manifest)?;
     Ok(manifest)
+}
+
+/// The placeholder control: as many placeholder tokens as the thoughts had (`placeholders`:
+/// example index and thoughts), then the answer.
+fn fill_placeholders(tokenizer: &tokenizers::Tokenizer, placeholder: u32, examples: &mut [Example], placeholders: Vec<(usize, String)>) -> Result<()> {
+    for (i, thoughts) in placeholders {
+        let n = tokenizer.encode_fast(format!("\n{thoughts}\n"), false).map_err(|e| anyhow::anyhow!("tokenizer failed: {e}"))?.len();
+        let e = &mut examples[i];
+        let mut ids = vec![placeholder; n];
+        ids.extend_from_slice(&e.completion_ids);
+        e.completion = tokenizer.decode(&ids, false).map_err(|e| anyhow::anyhow!("tokenizer failed: {e}"))?;
+        e.completion_ids = ids;
+    }
+    Ok(())
+}
+
+/// Where and how the conditions' sets are written (the layout and split of `[build]`).
+struct Sets<'a> {
+    cfg: &'a LoadedConfig,
+    wanted: &'a [&'a str],
+    model: &'a str,
+    tokenizer: &'a TokenizerInfo,
+}
+
+impl Sets<'_> {
+    /// Writes each wanted condition's set under `staging`; its rows by split.
+    fn write(&self, staging: &Path, examples: &[Example], statuses: &Statuses) -> Result<BTreeMap<String, BTreeMap<String, u64>>> {
+        let b = &self.cfg.config.build;
+        let packing = Packing {
+            bos: self.tokenizer.bos,
+            eos: self.tokenizer.eos,
+            max_completion_tokens: b.max_completion_tokens as usize,
+            dtype: crate::stages::build::megatron::TokenType::for_vocabulary(self.tokenizer.vocab_size),
+            template_hash: "",
+            shard_rows: b.shard_rows,
+            set_names: self.wanted,
+        };
+        let mut rows = BTreeMap::new();
+        for (set, name) in self.wanted.iter().enumerate() {
+            let mine: Vec<&Example> = examples.iter().filter(|e| e.set == set).collect();
+            let (test, train): (Vec<&Example>, Vec<&Example>) = mine.into_iter().partition(|e| is_test(&e.doc_id, b.seed, b.test_fraction));
+            let statuses = statuses.get(*name).cloned().unwrap_or_default();
+            let info = SetRows { name, run: &self.cfg.config.run.name, model: self.model, license: &b.license, statuses };
+            let m = write_condition(&staging.join(name), &info, &[("train", train.as_slice()), ("test", test.as_slice())], &packing, self.tokenizer)?;
+            rows.insert(name.to_string(), m.splits.rows);
+        }
+        Ok(rows)
+    }
 }
 
 /// The puzzles: the first `tasks` rows of `tasks_file`, or as many generated from `seed`
