@@ -19,6 +19,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use self::config::SampleConfig;
 use self::merge::{SourceCounts, for_each_batch, merge};
 use self::scan::{ScanParams, candidate_path, scan_file};
 use self::selector::{Selector, quotas};
@@ -27,7 +28,7 @@ use crate::hub::cache::Destination;
 use crate::hub::download::{Downloader, FileRequest};
 use crate::progress::{Heartbeat, bytes_bar, count_bar, log_line};
 use crate::run_dir::{RunDir, publish_table, read_json, remove_stale_temps, staging_for};
-use crate::sources::{InputFile, Location, SourceKind};
+use crate::sources::{InputFile, Location, Source, SourceKind};
 use crate::stages::inputs::{Inputs, resolve_inputs};
 use crate::stages::stage::{Stage, StageContext};
 use crate::stages::tables::PartInfo;
@@ -198,47 +199,75 @@ async fn scan_all(cfg: &LoadedConfig, inputs: &Inputs, todo: Vec<InputFile>, sel
     if hub_bytes == 0 {
         download_bar.finish_and_clear();
     }
-    let scan_bar = count_bar(todo.len() as u64, "scan");
-    let heartbeat = Arc::new(Heartbeat::new(std::time::Duration::from_secs(30)));
     let downloader = inputs.client.clone().map(|c| Downloader::new(c.clone(), Destination::Cache(c.settings.cache_dir.clone())));
-    let concurrency = cfg.config.hub.concurrency;
-    let keep_downloads = cfg.config.hub.keep_downloads;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(InputFile, PathBuf)>>(threads);
-
-    // Producer: local files as they are, hub files as their downloads finish.
-    let producer = {
-        let downloader = downloader.clone();
-        let download_bar = download_bar.clone();
-        async move {
-            futures_util::stream::iter(todo)
-                .map(|f| {
-                    let downloader = downloader.clone();
-                    let bar = download_bar.clone();
-                    async move {
-                        match &f.location {
-                            Location::Local(p) => Ok((f.clone(), p.clone())),
-                            Location::Hub { repo, commit, file } => {
-                                let d = downloader.context("internal: hub file without a downloader")?;
-                                let req = FileRequest { repo: repo.clone(), commit: commit.clone(), file: file.clone() };
-                                let path = d.download(&req, &bar).await?;
-                                Ok((f.clone(), path))
-                            }
-                        }
-                    }
-                })
-                .buffer_unordered(concurrency)
-                .for_each(|r| {
-                    let tx = tx.clone();
-                    async move {
-                        let _ = tx.send(r).await;
-                    }
-                })
-                .await;
-        }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<(InputFile, PathBuf)>>(threads);
+    let scanner = Scanner {
+        sample: sc,
+        selector: selector.clone(),
+        work: work.to_path_buf(),
+        bar: count_bar(todo.len() as u64, "scan"),
+        heartbeat: Arc::new(Heartbeat::new(std::time::Duration::from_secs(30))),
+        keep_downloads: cfg.config.hub.keep_downloads,
     };
+    let arrivals = arrive(todo, downloader, cfg.config.hub.concurrency, download_bar.clone(), tx);
+    let ((), failures) = tokio::join!(arrivals, scanner.scan_arrivals(rx, inputs, threads));
+    let failures = failures?;
+    download_bar.finish_and_clear();
+    scanner.bar.finish_and_clear();
+    if !failures.is_empty() {
+        bail!("{} input file(s) failed (the others are done and kept; rerun to retry only these):\n  - {}", failures.len(), failures.join("\n  - "));
+    }
+    Ok(())
+}
 
-    // Consumer: scans on blocking threads, at most `threads` at a time.
-    let consumer = async {
+/// Sends each input file to `tx` as it becomes readable: a local file as it is, a hub file
+/// when its download finishes (`concurrency` at a time).
+async fn arrive(
+    todo: Vec<InputFile>,
+    downloader: Option<Downloader>,
+    concurrency: usize,
+    bar: indicatif::ProgressBar,
+    tx: tokio::sync::mpsc::Sender<Result<(InputFile, PathBuf)>>,
+) {
+    futures_util::stream::iter(todo)
+        .map(|f| {
+            let (downloader, bar) = (downloader.clone(), bar.clone());
+            async move {
+                match &f.location {
+                    Location::Local(p) => Ok((f.clone(), p.clone())),
+                    Location::Hub { repo, commit, file } => {
+                        let d = downloader.context("internal: hub file without a downloader")?;
+                        let req = FileRequest { repo: repo.clone(), commit: commit.clone(), file: file.clone() };
+                        let path = d.download(&req, &bar).await?;
+                        Ok((f.clone(), path))
+                    }
+                }
+            }
+        })
+        .buffer_unordered(concurrency)
+        .for_each(|r| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(r).await;
+            }
+        })
+        .await;
+}
+
+/// Scans arrived input files into candidate files under `work`.
+struct Scanner {
+    sample: SampleConfig,
+    selector: Arc<Selector>,
+    work: PathBuf,
+    bar: indicatif::ProgressBar,
+    heartbeat: Arc<Heartbeat>,
+    keep_downloads: bool,
+}
+
+impl Scanner {
+    /// Scans files as they arrive on blocking threads, at most `threads` at a time; the
+    /// failures, one line each (a failed file does not stop the others).
+    async fn scan_arrivals(&self, mut rx: tokio::sync::mpsc::Receiver<Result<(InputFile, PathBuf)>>, inputs: &Inputs, threads: usize) -> Result<Vec<String>> {
         let permits = Arc::new(tokio::sync::Semaphore::new(threads));
         let mut tasks = tokio::task::JoinSet::new();
         let mut failures: Vec<String> = Vec::new();
@@ -247,39 +276,17 @@ async fn scan_all(cfg: &LoadedConfig, inputs: &Inputs, todo: Vec<InputFile>, sel
                 Ok(x) => x,
                 Err(e) => {
                     failures.push(format!("{e:#}"));
-                    scan_bar.inc(1);
+                    self.bar.inc(1);
                     continue;
                 }
             };
             let permit = permits.clone().acquire_owned().await.expect("semaphore open");
-            let selector = selector.clone();
-            let work = work.to_path_buf();
             let source = inputs.sources[input.source].source.clone();
-            let sc = sc.clone();
-            let bar = scan_bar.clone();
-            let heartbeat = heartbeat.clone();
+            let scan = self.one(input, path, source);
             tasks.spawn_blocking(move || {
-                let params = ScanParams {
-                    seed: sc.seed,
-                    min_chars: sc.min_chars,
-                    batch_rows: sc.batch_rows,
-                    text_column: &source.text_column,
-                    url_column: &source.url_column,
-                    source_name: &source.name,
-                };
-                let result = scan_file(&input, &path, &params, &selector, &work);
-                if let (Ok(stats), Location::Hub { .. }) = (&result, &input.location) {
-                    if !keep_downloads {
-                        remove_download(&path);
-                    }
-                    tracing::debug!("scanned {} ({} rows, {} candidates)", input.file, stats.rows, stats.candidates);
-                }
-                bar.inc(1);
-                if heartbeat.due() {
-                    log_line(&bar, "sample files scanned");
-                }
+                let result = scan();
                 drop(permit);
-                result.map(|_| ()).map_err(|e| format!("{e:#}"))
+                result
             });
             while let Some(done) = tasks.try_join_next() {
                 if let Err(e) = done.context("scan task panicked")? {
@@ -292,16 +299,37 @@ async fn scan_all(cfg: &LoadedConfig, inputs: &Inputs, todo: Vec<InputFile>, sel
                 failures.push(e);
             }
         }
-        anyhow::Ok(failures)
-    };
-    let ((), failures) = tokio::join!(producer, consumer);
-    let failures = failures?;
-    download_bar.finish_and_clear();
-    scan_bar.finish_and_clear();
-    if !failures.is_empty() {
-        bail!("{} input file(s) failed (the others are done and kept; rerun to retry only these):\n  - {}", failures.len(), failures.join("\n  - "));
+        Ok(failures)
     }
-    Ok(())
+
+    /// The scan of one file (to run on a blocking thread): its candidates written, a
+    /// finished download removed unless kept, the bar moved.
+    fn one(&self, input: InputFile, path: PathBuf, source: Source) -> impl FnOnce() -> Result<(), String> + Send + 'static {
+        let (sc, selector, work, bar, heartbeat, keep) =
+            (self.sample.clone(), self.selector.clone(), self.work.clone(), self.bar.clone(), self.heartbeat.clone(), self.keep_downloads);
+        move || {
+            let params = ScanParams {
+                seed: sc.seed,
+                min_chars: sc.min_chars,
+                batch_rows: sc.batch_rows,
+                text_column: &source.text_column,
+                url_column: &source.url_column,
+                source_name: &source.name,
+            };
+            let result = scan_file(&input, &path, &params, &selector, &work);
+            if let (Ok(stats), Location::Hub { .. }) = (&result, &input.location) {
+                if !keep {
+                    remove_download(&path);
+                }
+                tracing::debug!("scanned {} ({} rows, {} candidates)", input.file, stats.rows, stats.candidates);
+            }
+            bar.inc(1);
+            if heartbeat.due() {
+                log_line(&bar, "sample files scanned");
+            }
+            result.map(|_| ()).map_err(|e| format!("{e:#}"))
+        }
+    }
 }
 
 /// Frees the disk of a scanned hub file: the snapshot link and the blob it points to.
