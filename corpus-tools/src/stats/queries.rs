@@ -23,6 +23,11 @@ pub struct Query {
 
 /// Every query the run's tables allow, in report order.
 pub fn standard(c: &Catalog) -> Vec<Query> {
+    [documents(c), behaviors(c), problems(c), statuses(c), llm_usage(c), sets(c)].concat()
+}
+
+/// The sampled documents by source.
+fn documents(c: &Catalog) -> Vec<Query> {
     let mut q = Vec::new();
     let mut add = |name: &'static str, sql: String| q.push(Query { name, sql });
     if c.has("docs") {
@@ -32,6 +37,13 @@ pub fn standard(c: &Catalog) -> Vec<Query> {
                 .into(),
         );
     }
+    q
+}
+
+/// How common each behavior is, by source and by count, and in a PPO run's rollouts.
+fn behaviors(c: &Catalog) -> Vec<Query> {
+    let mut q = Vec::new();
+    let mut add = |name: &'static str, sql: String| q.push(Query { name, sql });
     let behaviors: Vec<&str> = BEHAVIORS.iter().copied().filter(|b| c.has_column("labels", b)).collect();
     if c.has("docs") && !behaviors.is_empty() {
         let missing = |b: &str| format!("sum(CASE WHEN l.{b} IS NULL THEN 1 ELSE 0 END) AS {b}_missing");
@@ -65,6 +77,13 @@ pub fn standard(c: &Catalog) -> Vec<Query> {
             ),
         );
     }
+    q
+}
+
+/// Documents with a problem and a solution, by source.
+fn problems(c: &Catalog) -> Vec<Query> {
+    let mut q = Vec::new();
+    let mut add = |name: &'static str, sql: String| q.push(Query { name, sql });
     if c.has("docs") && c.has_column("labels", "has_problem") {
         let pct = |e: &str| format!("100.0 * avg(CASE WHEN l.has_problem IS NULL THEN NULL WHEN {e} THEN 1.0 ELSE 0.0 END)");
         add(
@@ -78,6 +97,13 @@ pub fn standard(c: &Catalog) -> Vec<Query> {
             ),
         );
     }
+    q
+}
+
+/// How the label requests and the rewrites ended.
+fn statuses(c: &Catalog) -> Vec<Query> {
+    let mut q = Vec::new();
+    let mut add = |name: &'static str, sql: String| q.push(Query { name, sql });
     let tasks: Vec<&str> = TASKS.iter().copied().filter(|t| c.has_column("labels", &format!("{t}_status"))).collect();
     if !tasks.is_empty() {
         let union = tasks.iter().map(|t| format!("SELECT '{t}' AS task, {t}_status AS status FROM labels")).collect::<Vec<_>>().join(" UNION ALL ");
@@ -95,6 +121,13 @@ pub fn standard(c: &Catalog) -> Vec<Query> {
                 .into(),
         );
     }
+    q
+}
+
+/// What the LLM requests cost and how they failed.
+fn llm_usage(c: &Catalog) -> Vec<Query> {
+    let mut q = Vec::new();
+    let mut add = |name: &'static str, sql: String| q.push(Query { name, sql });
     if c.has("requests") {
         add(
             "llm_usage",
@@ -109,6 +142,13 @@ pub fn standard(c: &Catalog) -> Vec<Query> {
             "SELECT stage, failure, count(*) AS requests, count(DISTINCT doc_id) AS documents FROM requests WHERE status = 'failed' GROUP BY stage, failure ORDER BY stage, failure".into(),
         );
     }
+    q
+}
+
+/// The built sets: lengths, composition and their distribution.
+fn sets(c: &Catalog) -> Vec<Query> {
+    let mut q = Vec::new();
+    let mut add = |name: &'static str, sql: String| q.push(Query { name, sql });
     if c.has("sets") {
         add(
             "set_lengths",
