@@ -47,6 +47,16 @@ async fn resolve(catalog: &Catalog, given: &str) -> Result<String> {
 
 async fn render(catalog: &Catalog, id: &str, cut: usize) -> Result<String> {
     let mut s = String::new();
+    render_document(catalog, id, cut, &mut s).await?;
+    render_labels(catalog, id, cut, &mut s).await?;
+    render_choice(catalog, id, cut, &mut s).await?;
+    render_sets(catalog, id, &mut s).await?;
+    render_requests(catalog, id, &mut s).await?;
+    Ok(s)
+}
+
+/// The document: where it came from, and its text.
+async fn render_document(catalog: &Catalog, id: &str, cut: usize, s: &mut String) -> Result<()> {
     let one = |rows: Vec<Map<String, Value>>| rows.into_iter().next();
     let doc = one(catalog.rows(&format!("SELECT * FROM docs WHERE doc_id = '{id}'")).await?).unwrap_or_default();
     let _ = writeln!(s, "# document {id}\n");
@@ -55,6 +65,12 @@ async fn render(catalog: &Catalog, id: &str, cut: usize) -> Result<String> {
     }
     let _ = writeln!(s, "\n## text\n\n{}\n", clip(&plain(doc.get("text")), cut));
 
+    Ok(())
+}
+
+/// Its labels: each task's values, status and raw answer.
+async fn render_labels(catalog: &Catalog, id: &str, cut: usize, s: &mut String) -> Result<()> {
+    let one = |rows: Vec<Map<String, Value>>| rows.into_iter().next();
     s.push_str("## labels\n\n");
     match catalog.has("labels").then_some(()) {
         None => s.push_str("(no labels table: the classify stage has not run)\n\n"),
@@ -86,6 +102,12 @@ async fn render(catalog: &Catalog, id: &str, cut: usize) -> Result<String> {
         },
     }
 
+    Ok(())
+}
+
+/// Its selection and its rewrite.
+async fn render_choice(catalog: &Catalog, id: &str, cut: usize, s: &mut String) -> Result<()> {
+    let one = |rows: Vec<Map<String, Value>>| rows.into_iter().next();
     s.push_str("## selection\n\n");
     let chosen = if catalog.has("selection") { one(catalog.rows(&format!("SELECT \"set\" FROM selection WHERE doc_id = '{id}'")).await?) } else { None };
     let _ = writeln!(s, "{}\n", chosen.map_or("not selected for either set".to_string(), |r| format!("selected for the {} set", plain(r.get("set")))));
@@ -105,6 +127,11 @@ async fn render(catalog: &Catalog, id: &str, cut: usize) -> Result<String> {
         }
     }
 
+    Ok(())
+}
+
+/// The set shards that hold it.
+async fn render_sets(catalog: &Catalog, id: &str, s: &mut String) -> Result<()> {
     s.push_str("## in the sets\n\n");
     let places = shards_holding(catalog, id).await?;
     if places.is_empty() {
@@ -114,6 +141,11 @@ async fn render(catalog: &Catalog, id: &str, cut: usize) -> Result<String> {
         let _ = writeln!(s, "- {file} (split {split}, {tokens} tokens)");
     }
 
+    Ok(())
+}
+
+/// The LLM requests about it.
+async fn render_requests(catalog: &Catalog, id: &str, s: &mut String) -> Result<()> {
     if catalog.has("requests") {
         s.push_str("\n## requests\n\n");
         let rows = catalog
@@ -136,7 +168,7 @@ async fn render(catalog: &Catalog, id: &str, cut: usize) -> Result<String> {
             );
         }
     }
-    Ok(s)
+    Ok(())
 }
 
 /// The set shards (relative paths) that hold the document, with split and packed tokens.
