@@ -83,119 +83,166 @@ fn json_line(piece: &str, pass: &str, flops: f64, t: &Timing, o: &OpsBench, back
 /// compiling and autotuning, so a run cut short still reports the pieces it finished).
 pub fn bench_ops<B: TrainBackend>(config: &ModelConfig, o: &OpsBench, device: &B::Device, emit: &mut dyn FnMut(&Value)) -> Result<()> {
     B::seed(device, 0);
-    let c = config;
-    let (b, s, r) = (o.batch, o.seq, o.repeats);
-    let tokens = (b * s) as f64;
-    let model = Llama::<B>::random(c, device).with_compute(o.compute).with_kernels(o.kernels);
-    let normal = |dims: Vec<usize>| Tensor::<B, 3>::random(dims, Distribution::Normal(0.0, 1.0), device);
-    let backend = B::InnerBackend::name(device);
-    let line = |piece: &str, pass: &str, flops: f64, t: &Timing, o: &OpsBench| json_line(piece, pass, flops, t, o, &backend);
-    let mut push = |v: Value| emit(&v);
+    let model = Llama::<B>::random(config, device).with_compute(o.compute).with_kernels(o.kernels);
+    let mut bench = Bench::<B> { c: config, o, device, backend: B::InnerBackend::name(device), emit };
+    bench.projections()?;
+    let attention_flops = bench.attention(&model)?;
+    let layer = bench.layer(&model, attention_flops)?;
+    let ids = Tensor::<B, 2, Int>::random([o.batch, o.seq], Distribution::Uniform(3.0, config.vocab_size as f64), device);
+    let head = bench.head(&model, &ids)?;
+    let (whole, step) = bench.model_and_step(model, &ids)?;
+    bench.summary([&layer, &head, &whole, &step]);
+    Ok(())
+}
 
-    // Each distinct projection: x [b, s, d_in] times a weight [d_in, d_out].
-    let (h, q, kv, i) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.intermediate_size);
-    let projections =
-        [("q_proj", h, q), ("k_proj/v_proj", h, kv), ("o_proj", q, h), ("gate_proj/up_proj", h, i), ("down_proj", i, h), ("lm_head", h, c.vocab_size)];
-    for (name, d_in, d_out) in projections {
-        let x = normal(vec![b, s, d_in]);
-        let w = Tensor::<B, 2>::random([d_in, d_out], Distribution::Normal(0.0, 0.02), device);
-        let flops = 2.0 * tokens * (d_in * d_out) as f64;
-        let fwd = time::<B>(device, r, || linear_in(x.clone(), w.clone(), None, o.compute, o.kernels).sum())?;
-        push(line(name, "forward", flops, &fwd, o));
-        let (xg, wg) = (x.clone().require_grad(), w.clone().require_grad());
-        let both = time::<B::InnerBackend>(device, r, || {
-            let grads = linear_in(xg.clone(), wg.clone(), None, o.compute, o.kernels).sum().backward();
-            xg.grad(&grads).expect("a gradient").sum() + wg.grad(&grads).expect("a gradient").sum()
-        })?;
-        push(line(name, "forward+backward", 3.0 * flops, &both, o));
+/// One benchmark run: the model's shape, the settings, the device and where lines go.
+struct Bench<'a, B: TrainBackend> {
+    c: &'a ModelConfig,
+    o: &'a OpsBench,
+    device: &'a B::Device,
+    backend: String,
+    emit: &'a mut dyn FnMut(&Value),
+}
+
+impl<B: TrainBackend> Bench<'_, B> {
+    fn push(&mut self, piece: &str, pass: &str, flops: f64, t: &Timing) {
+        let line = json_line(piece, pass, flops, t, self.o, &self.backend);
+        (self.emit)(&line);
     }
 
-    // Attention alone: queries, keys and values by head, causal.
-    let attn = &model.layers[0].self_attn;
-    let heads = |n: usize| Tensor::<B, 4>::random([b, n, s, c.head_dim], Distribution::Normal(0.0, 1.0), device);
-    let (qs, ks, vs) = (heads(c.num_heads), heads(c.num_kv_heads), heads(c.num_kv_heads));
-    let attention_flops = 4.0 * (b * c.num_heads * s * s * c.head_dim) as f64;
-    let fwd = time::<B>(device, r, || attn.attend(qs.clone(), ks.clone(), vs.clone(), None).sum())?;
-    push(line("attention", "forward", attention_flops, &fwd, o));
-    let (qg, kg, vg) = (qs.require_grad(), ks.require_grad(), vs.require_grad());
-    let attention_both = |attend: &dyn Fn(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>| {
-        time::<B::InnerBackend>(device, r, || {
-            let grads = attend(qg.clone(), kg.clone(), vg.clone()).sum().backward();
-            qg.grad(&grads).expect("a gradient").sum() + kg.grad(&grads).expect("a gradient").sum() + vg.grad(&grads).expect("a gradient").sum()
-        })
-    };
-    // The model's attention (the op with its own backward), then burn's composed path
-    // differentiated op by op, which the op replaced in training.
-    let both = attention_both(&|q, k, v| attn.attend(q, k, v, None))?;
-    push(line("attention", "forward+backward", 3.0 * attention_flops, &both, o));
-    let both = attention_both(&|q, k, v| {
-        let (q, k, v) = (to_compute(q, o.compute), attn.repeat_kv(to_compute(k, o.compute)), attn.repeat_kv(to_compute(v, o.compute)));
-        attention(q, k, v, None, None, attention_options(c.head_dim, true, false))
-    })?;
-    push(line("attention (burn's composed)", "forward+backward", 3.0 * attention_flops, &both, o));
+    fn tokens(&self) -> f64 {
+        (self.o.batch * self.o.seq) as f64
+    }
 
-    // One decoder layer (norms, projections, RoPE, attention, MLP, residuals).
-    let layer = &model.layers[0];
-    let at = model.causal_positions(s, device);
-    let layer_flops = 2.0 * tokens * (h * q + 2 * h * kv + q * h + 3 * h * i) as f64 + attention_flops;
-    let x = normal(vec![b, s, h]);
-    let fwd = time::<B>(device, r, || layer.forward(x.clone(), &at, None).sum())?;
-    push(line("decoder_layer", "forward", layer_flops, &fwd, o));
-    let xg = x.require_grad();
-    let both = time::<B::InnerBackend>(device, r, || {
-        let grads = layer.forward(xg.clone(), &at, None).sum().backward();
-        xg.grad(&grads).expect("a gradient").sum()
-    })?;
-    let layer_both = both;
-    push(line("decoder_layer", "forward+backward", 3.0 * layer_flops, &layer_both, o));
+    fn normal(&self, dims: Vec<usize>) -> Tensor<B, 3> {
+        Tensor::<B, 3>::random(dims, Distribution::Normal(0.0, 1.0), self.device)
+    }
 
-    // The LM head and the loss over the vocabulary.
-    let ids = Tensor::<B, 2, Int>::random([b, s], Distribution::Uniform(3.0, c.vocab_size as f64), device);
-    let head_flops = 2.0 * tokens * (h * c.vocab_size) as f64;
-    let hidden = normal(vec![b, s, h]).require_grad();
-    let both = time::<B::InnerBackend>(device, r, || {
-        let loss = lm_loss_of_hidden(&model, hidden.clone(), ids.clone());
-        let grads = loss.backward();
-        hidden.grad(&grads).expect("a gradient").sum()
-    })?;
-    let head_both = both;
-    push(line("lm_head+loss", "forward+backward", 3.0 * head_flops, &head_both, o));
+    /// Each distinct projection: x `[b, s, d_in]` times a weight `[d_in, d_out]`.
+    fn projections(&mut self) -> Result<()> {
+        let (c, o, device, r) = (self.c, self.o, self.device, self.o.repeats);
+        let (h, q, kv, i) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.intermediate_size);
+        let projections =
+            [("q_proj", h, q), ("k_proj/v_proj", h, kv), ("o_proj", q, h), ("gate_proj/up_proj", h, i), ("down_proj", i, h), ("lm_head", h, c.vocab_size)];
+        for (name, d_in, d_out) in projections {
+            let x = self.normal(vec![o.batch, o.seq, d_in]);
+            let w = Tensor::<B, 2>::random([d_in, d_out], Distribution::Normal(0.0, 0.02), device);
+            let flops = 2.0 * self.tokens() * (d_in * d_out) as f64;
+            let fwd = time::<B>(device, r, || linear_in(x.clone(), w.clone(), None, o.compute, o.kernels).sum())?;
+            self.push(name, "forward", flops, &fwd);
+            let (xg, wg) = (x.clone().require_grad(), w.clone().require_grad());
+            let both = time::<B::InnerBackend>(device, r, || {
+                let grads = linear_in(xg.clone(), wg.clone(), None, o.compute, o.kernels).sum().backward();
+                xg.grad(&grads).expect("a gradient").sum() + wg.grad(&grads).expect("a gradient").sum()
+            })?;
+            self.push(name, "forward+backward", 3.0 * flops, &both);
+        }
+        Ok(())
+    }
 
-    // The whole model, then the whole step as the pretraining loop runs it.
-    let model_flops = tokens * flops_per_token(c, s);
-    let both = time::<B::InnerBackend>(device, r, || {
-        let loss = lm_loss(&model, ids.clone(), ids.clone());
-        let grads = loss.backward();
-        model.embed_tokens.weight.grad(&grads).expect("a gradient").sum()
-    })?;
-    let model_both = both;
-    push(line("model", "forward+backward", model_flops, &model_both, o));
-    let mut optim = OnePassAdamW::default().with_weight_decay(0.01).init::<B, Llama<B>>();
-    let mut stepped = Some(model.clone());
-    let step = time::<B::InnerBackend>(device, r, || {
-        let current = stepped.take().expect("a model");
-        let loss = lm_loss(&current, ids.clone(), ids.clone());
-        let grads = GradientsParams::from_grads(loss.backward(), &current);
-        // As the pretraining loop: the clip's factor folded into the update.
-        let norm = global_norm(&current, &grads, current.kernels());
-        optim.optim().grad_scale.set(clip_factor(norm, 1.0).unwrap_or(1.0) as f32);
-        let next = optim.step(1e-5, current, grads);
-        let probe = next.embed_tokens.weight.val().inner().slice([0..1, 0..1]).reshape([1]);
-        stepped = Some(next);
-        probe
-    })?;
-    push(line("step (with clip + AdamW)", "forward+backward+update", model_flops, &step, o));
+    /// Attention alone (queries, keys and values by head, causal): the model's op, then
+    /// burn's composed path differentiated op by op, which the op replaced in training.
+    /// Returns attention's FLOPs.
+    fn attention(&mut self, model: &Llama<B>) -> Result<f64> {
+        let (c, o, device, r) = (self.c, self.o, self.device, self.o.repeats);
+        let (b, s) = (o.batch, o.seq);
+        let attn = &model.layers[0].self_attn;
+        let heads = |n: usize| Tensor::<B, 4>::random([b, n, s, c.head_dim], Distribution::Normal(0.0, 1.0), device);
+        let (qs, ks, vs) = (heads(c.num_heads), heads(c.num_kv_heads), heads(c.num_kv_heads));
+        let flops = 4.0 * (b * c.num_heads * s * s * c.head_dim) as f64;
+        let fwd = time::<B>(device, r, || attn.attend(qs.clone(), ks.clone(), vs.clone(), None).sum())?;
+        self.push("attention", "forward", flops, &fwd);
+        let (qg, kg, vg) = (qs.require_grad(), ks.require_grad(), vs.require_grad());
+        let both = |attend: &dyn Fn(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>| {
+            time::<B::InnerBackend>(device, r, || {
+                let grads = attend(qg.clone(), kg.clone(), vg.clone()).sum().backward();
+                qg.grad(&grads).expect("a gradient").sum() + kg.grad(&grads).expect("a gradient").sum() + vg.grad(&grads).expect("a gradient").sum()
+            })
+        };
+        let ours = both(&|q, k, v| attn.attend(q, k, v, None))?;
+        self.push("attention", "forward+backward", 3.0 * flops, &ours);
+        let composed = both(&|q, k, v| {
+            let (q, k, v) = (to_compute(q, o.compute), attn.repeat_kv(to_compute(k, o.compute)), attn.repeat_kv(to_compute(v, o.compute)));
+            attention(q, k, v, None, None, attention_options(c.head_dim, true, false))
+        })?;
+        self.push("attention (burn's composed)", "forward+backward", 3.0 * flops, &composed);
+        Ok(flops)
+    }
 
-    // How the pieces add up: layers and head against the measured model and step.
-    let pieces_s = c.num_layers as f64 * layer_both.seconds + head_both.seconds;
-    push(json!({
-        "side": "ours", "backend": backend, "piece": "summary", "batch": b, "seq": s, "compute_dtype": compute_name(o.compute),
-        "layers_ms": c.num_layers as f64 * layer_both.seconds * 1e3, "head_loss_ms": head_both.seconds * 1e3,
-        "model_fwd_bwd_ms": model_both.seconds * 1e3, "rest_of_model_ms": (model_both.seconds - pieces_s) * 1e3,
-        "clip_and_adamw_ms": (step.seconds - model_both.seconds) * 1e3, "step_ms": step.seconds * 1e3,
-        "tokens_per_s": tokens / step.seconds, "model_tflops": model_flops / step.seconds / 1e12,
-    }));
-    Ok(())
+    /// One decoder layer (norms, projections, RoPE, attention, MLP, residuals); its
+    /// forward and backward.
+    fn layer(&mut self, model: &Llama<B>, attention_flops: f64) -> Result<Timing> {
+        let (c, o, device, r) = (self.c, self.o, self.device, self.o.repeats);
+        let (h, q, kv, i) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.intermediate_size);
+        let layer = &model.layers[0];
+        let at = model.causal_positions(o.seq, device);
+        let flops = 2.0 * self.tokens() * (h * q + 2 * h * kv + q * h + 3 * h * i) as f64 + attention_flops;
+        let x = self.normal(vec![o.batch, o.seq, h]);
+        let fwd = time::<B>(device, r, || layer.forward(x.clone(), &at, None).sum())?;
+        self.push("decoder_layer", "forward", flops, &fwd);
+        let xg = x.require_grad();
+        let both = time::<B::InnerBackend>(device, r, || {
+            let grads = layer.forward(xg.clone(), &at, None).sum().backward();
+            xg.grad(&grads).expect("a gradient").sum()
+        })?;
+        self.push("decoder_layer", "forward+backward", 3.0 * flops, &both);
+        Ok(both)
+    }
+
+    /// The LM head and the loss over the vocabulary, forward and backward.
+    fn head(&mut self, model: &Llama<B>, ids: &Tensor<B, 2, Int>) -> Result<Timing> {
+        let (c, o) = (self.c, self.o);
+        let flops = 2.0 * self.tokens() * (c.hidden_size * c.vocab_size) as f64;
+        let hidden = self.normal(vec![o.batch, o.seq, c.hidden_size]).require_grad();
+        let both = time::<B::InnerBackend>(self.device, o.repeats, || {
+            let grads = lm_loss_of_hidden(model, hidden.clone(), ids.clone()).backward();
+            hidden.grad(&grads).expect("a gradient").sum()
+        })?;
+        self.push("lm_head+loss", "forward+backward", 3.0 * flops, &both);
+        Ok(both)
+    }
+
+    /// The whole model, then the whole step as the pretraining loop runs it (the clip's
+    /// factor folded into AdamW's update).
+    fn model_and_step(&mut self, model: Llama<B>, ids: &Tensor<B, 2, Int>) -> Result<(Timing, Timing)> {
+        let (device, r) = (self.device, self.o.repeats);
+        let flops = self.tokens() * flops_per_token(self.c, self.o.seq);
+        let whole = time::<B::InnerBackend>(device, r, || {
+            let grads = lm_loss(&model, ids.clone(), ids.clone()).backward();
+            model.embed_tokens.weight.grad(&grads).expect("a gradient").sum()
+        })?;
+        self.push("model", "forward+backward", flops, &whole);
+        let mut optim = OnePassAdamW::default().with_weight_decay(0.01).init::<B, Llama<B>>();
+        let mut stepped = Some(model);
+        let step = time::<B::InnerBackend>(device, r, || {
+            let current = stepped.take().expect("a model");
+            let loss = lm_loss(&current, ids.clone(), ids.clone());
+            let grads = GradientsParams::from_grads(loss.backward(), &current);
+            let norm = global_norm(&current, &grads, current.kernels());
+            optim.optim().grad_scale.set(clip_factor(norm, 1.0).unwrap_or(1.0) as f32);
+            let next = optim.step(1e-5, current, grads);
+            let probe = next.embed_tokens.weight.val().inner().slice([0..1, 0..1]).reshape([1]);
+            stepped = Some(next);
+            probe
+        })?;
+        self.push("step (with clip + AdamW)", "forward+backward+update", flops, &step);
+        Ok((whole, step))
+    }
+
+    /// How the pieces add up: layers and head against the measured model and step.
+    fn summary(&mut self, [layer, head, whole, step]: [&Timing; 4]) {
+        let (c, o) = (self.c, self.o);
+        let tokens = self.tokens();
+        let flops = tokens * flops_per_token(c, o.seq);
+        let pieces_s = c.num_layers as f64 * layer.seconds + head.seconds;
+        (self.emit)(&json!({
+            "side": "ours", "backend": self.backend, "piece": "summary", "batch": o.batch, "seq": o.seq, "compute_dtype": compute_name(o.compute),
+            "layers_ms": c.num_layers as f64 * layer.seconds * 1e3, "head_loss_ms": head.seconds * 1e3,
+            "model_fwd_bwd_ms": whole.seconds * 1e3, "rest_of_model_ms": (whole.seconds - pieces_s) * 1e3,
+            "clip_and_adamw_ms": (step.seconds - whole.seconds) * 1e3, "step_ms": step.seconds * 1e3,
+            "tokens_per_s": tokens / step.seconds, "model_tflops": flops / step.seconds / 1e12,
+        }));
+    }
 }
 
 #[cfg(test)]
