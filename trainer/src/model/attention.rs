@@ -24,7 +24,7 @@ use crate::ops::rotary_heads::rotary_heads;
 
 /// The options for burn's `attention`: an explicit scale selects the composed path on
 /// every backend (the fused kernels take only the default scale); `fused` leaves the
-/// choice to the backend (`backend_check` compares both).
+/// choice to the backend (`diag::compare` compares both).
 pub(crate) fn attention_options(head_dim: usize, is_causal: bool, fused: bool) -> AttentionModuleOptions {
     let scale = (!fused).then(|| attention_scale(head_dim));
     AttentionModuleOptions { scale, is_causal, ..Default::default() }

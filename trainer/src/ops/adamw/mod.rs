@@ -1,13 +1,13 @@
 //! AdamW whose update of a parameter is one backend operation.
 //!
 //! burn 0.21's `AdamW` updates each parameter with about fifteen tensor operations (moments,
-//! bias corrections, square root, decay, step), each a pass over the whole tensor: on a 1B
-//! model on CUDA without fusion that was 51 ms of a 247 ms step. [`OnePassAdamW`] computes
+//! bias corrections, square root, decay, step), each a pass over the whole tensor (what that
+//! cost is in docs/PERF.md). [`OnePassAdamW`] computes
 //! the same update (same formula, same order of operations, same state record, so
 //! checkpoints of either load into the other) through [`AdamWStep::adamw_step`]: on the CPU
 //! and under burn's fusion the composed operations, on CUDA without fusion one kernel that
 //! reads the parameter, its gradient and both moments once and writes the three results
-//! (`adamw_kernel`).
+//! (`kernel`).
 
 pub mod check;
 

@@ -1,6 +1,6 @@
 //! The attention op on burn's CUDA backend without fusion: the products of the staircase
 //! plan (`staircase`) on cuBLAS, the softmax and its backward one kernel each
-//! (`causal_softmax_kernel`).
+//! (`softmax_kernel`).
 //!
 //! The scores of each head are kept as the staircase of chunks of `Kernels::attention_chunk`
 //! query positions (`HABITS_ATTENTION_CHUNK`, default 256), so the
@@ -11,9 +11,9 @@
 //! repeated to the query heads for the products (their copies are `seq · head_dim` a head,
 //! small beside the scores) and their gradients summed back over each group.
 //!
-//! Where the flash-attention kernels take the inputs (`attention_flash`: bf16 or f16, heads
+//! Where the flash-attention kernels take the inputs (`flash`: bf16 or f16, heads
 //! of 64, whole 64-position blocks) they run instead, and the scores are never written.
-//! Without cuBLAS (see `matmul_cublas`), or for inputs the kernels do not take, the
+//! Without cuBLAS (see `ops::matmul::cublas`), or for inputs the kernels do not take, the
 //! attention op's generic passes run (`causal_attention`).
 
 use burn::prelude::*;

@@ -1,4 +1,4 @@
-//! Causal attention by flash-attention kernels (`flash_attention_kernel`) on burn's CUDA
+//! Causal attention by flash-attention kernels (`flash_kernel`) on burn's CUDA
 //! backend without fusion: which inputs they take, and their launches.
 //!
 //! They take bf16 or f16 heads of 64 values over a sequence of whole 64-position blocks on

@@ -22,9 +22,9 @@
 //! `causal_softmax_backward` (burn's ops by default). A backend may run both passes its own
 //! way (`attention_forward`, `attention_backward`, and what the forward keeps for the
 //! backward, `Kept`): CUDA without fusion runs flash-attention kernels on tensor cores where
-//! they take the inputs (`attention_flash`: the scores never leave the chip, and only each
+//! they take the inputs (`flash`: the scores never leave the chip, and only each
 //! row's log-sum-exp is kept), else keeps only the scores causal attention reads, as a
-//! staircase of query chunks on cuBLAS (`attention_cublas`). Without gradients (generation, evaluation) the backend's
+//! staircase of query chunks on cuBLAS (`ops::attention::cublas`). Without gradients (generation, evaluation) the backend's
 //! `causal_attention` runs: burn's own attention by default.
 //! Implemented for the trainer's backends: the CPU (NdArray), CUDA with and without fusion,
 //! and `Autodiff` over any of them.

@@ -10,9 +10,8 @@
 //! query's own position) for the max, again for the sum of exponentials (from the cache),
 //! and writes the row once, zeros after the query's position. The backward reads `p` and
 //! `dp` for the row's dot product and writes `ds = p ⊙ (dp − dot)` once. Values are read
-//! in their dtype (f32, bf16, f16), 16 bytes a load where the rows allow it (one value a
-//! load, the first version, reached about a third of the memory's bandwidth: 1.1 and 1.4
-//! ms a layer at batch 4, docs/PERF.md), and computed in f32.
+//! in their dtype (f32, bf16, f16), 16 bytes a load where the rows allow it, and computed
+//! in f32.
 
 use burn::tensor::DType;
 use burn_cubecl::tensor::CubeTensor;

@@ -13,7 +13,7 @@
 //! ```
 //!
 //! A backend opts in with `OWN_LOSS` (CUDA without fusion: one kernel each way,
-//! `cross_entropy_kernel`); the others keep burn's `log_softmax` and `gather`,
+//! `kernel`); the others keep burn's `log_softmax` and `gather`,
 //! differentiated by burn, exactly as before.
 
 pub mod check;

@@ -1,7 +1,7 @@
 //! The projections' matrix product `a · b` (`[m, k] · [k, n]`) as a backend op with its own
 //! backward pass, so that a backend can run it, forward and backward, on a library it
 //! trusts more than burn's kernels: CUDA without fusion runs it on cuBLAS
-//! (`matmul_cublas`). Backends without their own product (the CPU, CUDA with fusion) keep
+//! (`ops::matmul::cublas`). Backends without their own product (the CPU, CUDA with fusion) keep
 //! burn's batched `linear`, differentiated by burn, exactly as before (`OWN_PRODUCT`).
 //! The attention op's products (`batched_matmul`, scaled, without gradients: the op has its
 //! own backward) go the same way.

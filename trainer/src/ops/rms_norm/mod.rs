@@ -11,7 +11,7 @@
 //! ```
 //!
 //! A backend opts in with `OWN_NORM` (CUDA without fusion: one kernel each way and a sum
-//! over rows, `rms_norm_kernel`); the others keep burn's `RmsNorm` exactly as before.
+//! over rows, `kernel`); the others keep burn's `RmsNorm` exactly as before.
 
 pub mod check;
 

@@ -16,7 +16,7 @@
 //!
 //! The tables are `[1 or batch, 1, seq, head_dim]` (one row of positions for the batch, or
 //! one per row in generation). On CUDA without fusion each way is one kernel
-//! (`rotary_heads_kernel`, f32 arithmetic in any float dtype); elsewhere burn's ops in the
+//! (`kernel`, f32 arithmetic in any float dtype); elsewhere burn's ops in the
 //! input's dtype.
 
 pub mod check;

@@ -32,7 +32,7 @@ impl SquaredNorms for CudaPlain {
         let buffers: Vec<_> = std::iter::once(&out).chain(&vectors).collect();
         // SAFETY: `out` holds one f32 per vector; each vector is a live contiguous f32 cubecl
         // buffer of `len` elements, held until this returns; cuBLAS runs on cubecl's stream
-        // (see `matmul_cublas`), and the pointer mode is set back to "host" (what the
+        // (see `ops::matmul::cublas`), and the pointer mode is set back to "host" (what the
         // products pass) before returning.
         with_addresses(&client, &buffers, |addresses| unsafe {
             let out_ptr = addresses[0] as *mut f32;

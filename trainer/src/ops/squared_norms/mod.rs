@@ -5,7 +5,7 @@
 //! for the 1B model's 147 gradients, which the host issues one by one (on CUDA without
 //! fusion the host is what limits a step; docs/PERF.md). CUDA without fusion computes each
 //! tensor's sum with one `cublasDotEx(x, x)` written straight into its slot of one device
-//! vector (`squared_norms_cublas`).
+//! vector (`cublas`).
 
 pub mod check;
 

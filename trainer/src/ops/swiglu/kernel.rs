@@ -1,7 +1,6 @@
 //! The MLP's gate (`swiglu`) as one CUDA kernel each way for burn's CUDA backend without
 //! fusion: one unit per 16 bytes of values (8 in bf16) where they divide the tensor, read
-//! in their dtype and computed in f32 (one value a unit, the first version, ran at about
-//! half the memory's bandwidth: 0.37 and 0.44 ms a layer at batch 4, docs/PERF.md).
+//! in their dtype and computed in f32.
 
 use burn::tensor::DType;
 use burn::tensor::ops::FloatTensor;

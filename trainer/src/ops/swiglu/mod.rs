@@ -9,7 +9,7 @@
 //! ```
 //!
 //! keeping only `gate` and `up`. On CUDA without fusion each way is one kernel
-//! (`swiglu_kernel`, f32 arithmetic in any float dtype); elsewhere burn's ops in the
+//! (`kernel`, f32 arithmetic in any float dtype); elsewhere burn's ops in the
 //! inputs' dtype.
 
 pub mod check;
