@@ -35,19 +35,32 @@ struct Tally {
     journal_error: Option<anyhow::Error>,
 }
 
+/// The requests a batch is part of: all of the stage's, and those the journal already
+/// answered (which may grow while a reader finds them).
+#[derive(Clone, Copy)]
+pub struct Counts<'a> {
+    pub total: u64,
+    pub already: &'a AtomicU64,
+}
+
+/// How often, and with what message, an answer that does not parse is asked again.
+#[derive(Clone, Copy)]
+pub struct Reask<'a> {
+    pub times: u32,
+    pub text: &'a str,
+}
+
 /// Sends every job through `ask` and journals its record. `total` and `already` size
 /// the progress bar: all requests of the stage, and those of them the journal already
 /// answered. `already` may grow while jobs are sent (a reader that finds the answered
 /// requests as it goes counts them there), so that the bar counts only this stage's
 /// requests even when the journal holds others (another input, an earlier selection).
-#[allow(clippy::too_many_arguments)]
 pub async fn send_journaled<J, F, Fut>(
     label: &str,
     jobs: impl Stream<Item = J>,
     client: &LlmClient,
     width: usize,
-    total: u64,
-    already: &AtomicU64,
+    Counts { total, already }: Counts<'_>,
     journal: &Journal,
     ask: F,
 ) -> Result<BatchOutcome>
@@ -108,17 +121,14 @@ pub struct RequestId<'a> {
 }
 
 /// Sends `prompt`; while `check` rejects the answer, continues the conversation with
-/// `reask` at most `reasks` times. Returns the journal record: the last answer (with the
+/// `reask.text` at most `reask.times` times. Returns the journal record: the last answer (with the
 /// reason `check` gave, if it still rejects it), or the failure with its class.
-#[allow(clippy::too_many_arguments)]
 pub async fn ask_until_parsed(
-    client: &LlmClient,
+    (client, sampling): (&LlmClient, &Sampling),
     id: RequestId<'_>,
     prompt: String,
-    sampling: &Sampling,
     constraint: Option<&Extra>,
-    reasks: u32,
-    reask: &str,
+    reask: Reask<'_>,
     check: impl Fn(&str) -> Result<(), &'static str>,
 ) -> Record {
     let mut messages = vec![Message::user(prompt)];
@@ -131,12 +141,12 @@ pub async fn ask_until_parsed(
                 latency += c.latency;
                 attempts += c.attempts;
                 let verdict = check(&c.content);
-                if verdict.is_ok() || asked >= reasks {
+                if verdict.is_ok() || asked >= reask.times {
                     break Ok((c, verdict.err()));
                 }
                 asked += 1;
                 messages.push(Message::assistant(c.content));
-                messages.push(Message::user(reask));
+                messages.push(Message::user(reask.text));
             }
             Err(Failure { error, attempts: a }) => {
                 attempts += a;

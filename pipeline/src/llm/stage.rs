@@ -14,7 +14,8 @@ use anyhow::{Result, bail};
 use futures_util::Stream;
 
 use super::LlmClient;
-use super::batch::{BatchOutcome, send_journaled};
+use super::batch::{BatchOutcome, Counts, Reask, RequestId, ask_until_parsed, send_journaled};
+use super::client::Extra;
 use super::protocol::Sampling;
 use super::setup::{Connection, connect};
 use crate::journal::{Journal, Record, request_key};
@@ -87,7 +88,20 @@ impl LlmSession {
         Fut: Future<Output = Record>,
     {
         let width = self.client().settings.endpoints.len() * self.client().settings.max_concurrency;
-        send_journaled(self.label, jobs, self.client(), width, total, already, &self.journal, ask).await
+        send_journaled(self.label, jobs, self.client(), width, Counts { total, already }, &self.journal, ask).await
+    }
+
+    /// One request: `prompt` sent with the session's sampling, and asked again as `reask`
+    /// says while `check` rejects the answer; its journal record.
+    pub async fn ask(
+        &self,
+        id: RequestId<'_>,
+        prompt: String,
+        constraint: Option<&Extra>,
+        reask: Reask<'_>,
+        check: impl Fn(&str) -> Result<(), &'static str>,
+    ) -> Record {
+        ask_until_parsed((self.client(), &self.sampling), id, prompt, constraint, reask, check).await
     }
 
     /// Every key's last record, read back from the journal (for the stage's table).

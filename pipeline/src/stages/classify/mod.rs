@@ -24,8 +24,7 @@ use self::parse::{parse_count, parse_joint, parse_problem_solution};
 use self::prompts::{Answer, Prompt, TASKS};
 use crate::hashing;
 use crate::journal::Record;
-use crate::llm::LlmClient;
-use crate::llm::batch::{RequestId, ask_until_parsed};
+use crate::llm::batch::{Reask, RequestId};
 use crate::llm::client::Extra;
 use crate::llm::protocol::Sampling;
 use crate::llm::stage::LlmSession;
@@ -116,9 +115,8 @@ async fn run_classify(ctx: &StageContext) -> Result<LabelsManifest> {
     let total = count_rows(&parts)? * prompts.len() as u64;
     let (outcome, order) = session
         .send_documents(parts, total, requests_of, |job: Job| {
-            let (client, prompt, constraint, sampling, model) =
-                (session.client(), &prompts[job.task], constraints[job.task].as_ref(), &session.sampling, session.model());
-            async move { ask(client, prompt, constraint, &job, sampling, c.max_count, c.reasks, model).await }
+            let (session, prompt, constraint) = (&session, &prompts[job.task], constraints[job.task].as_ref());
+            async move { ask(session, prompt, constraint, &job, c.max_count, c.reasks).await }
         })
         .await?;
 
@@ -156,25 +154,16 @@ async fn run_classify(ctx: &StageContext) -> Result<LabelsManifest> {
 }
 
 /// Sends one job (and re-asks while the answer cannot be parsed); the journal record.
-#[allow(clippy::too_many_arguments)]
-async fn ask(
-    client: &LlmClient,
-    prompt: &Prompt,
-    constraint: Option<&Extra>,
-    job: &Job,
-    sampling: &Sampling,
-    max_count: u32,
-    reasks: u32,
-    model: &str,
-) -> Record {
-    let id = RequestId { key: &job.key, doc_id: &job.doc_id, task: &prompt.task, prompt_hash: &prompt.hash, model };
+async fn ask(session: &LlmSession, prompt: &Prompt, constraint: Option<&Extra>, job: &Job, max_count: u32, reasks: u32) -> Record {
+    let id = RequestId { key: &job.key, doc_id: &job.doc_id, task: &prompt.task, prompt_hash: &prompt.hash, model: session.model() };
     let answer = prompt.answer;
-    ask_until_parsed(client, id, job.prompt.clone(), sampling, constraint, reasks, REASK, |content| match answer {
-        Answer::Count => parse_count(content, max_count).map(|_| ()),
-        Answer::ProblemSolution => parse_problem_solution(content).map(|_| ()),
-        Answer::Joint => parse_joint(content, max_count).map(|_| ()),
-    })
-    .await
+    session
+        .ask(id, job.prompt.clone(), constraint, Reask { times: reasks, text: REASK }, |content| match answer {
+            Answer::Count => parse_count(content, max_count).map(|_| ()),
+            Answer::ProblemSolution => parse_problem_solution(content).map(|_| ()),
+            Answer::Joint => parse_joint(content, max_count).map(|_| ()),
+        })
+        .await
 }
 
 fn count_rows(parts: &[PathBuf]) -> Result<u64> {

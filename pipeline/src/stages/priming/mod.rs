@@ -26,7 +26,7 @@ use self::sets::{SetRows, write_condition};
 use crate::config::LoadedConfig;
 use crate::hashing;
 use crate::journal::Record;
-use crate::llm::batch::{RequestId, ask_until_parsed};
+use crate::llm::batch::{Reask, RequestId};
 use crate::llm::protocol::Sampling;
 use crate::llm::stage::{LlmSession, RequestKeys};
 use crate::run_dir::{RunDir, publish_table, staging_for};
@@ -203,11 +203,11 @@ async fn run_priming(ctx: &StageContext) -> Result<PrimingManifest> {
     let already = AtomicU64::new(total - jobs.len() as u64);
     let outcome = session
         .send(futures_util::stream::iter(jobs), total, &already, |job: Job| {
-            let (client, sampling, model) = (session.client(), &session.sampling, session.model());
-            let (template, correct, task) = (&plan.templates[job.condition], plan.asked[job.condition].1, &plan.tasks[job.task]);
+            let (session, template, correct, task) = (&session, &plan.templates[job.condition], plan.asked[job.condition].1, &plan.tasks[job.task]);
             async move {
-                let id = RequestId { key: &job.key, doc_id: &job.puzzle_id, task: &template.name, prompt_hash: &template.hash, model };
-                ask_until_parsed(client, id, job.prompt, sampling, None, p.reasks, reask(correct), |c| check(c, task, correct).map(|_| ())).await
+                let id = RequestId { key: &job.key, doc_id: &job.puzzle_id, task: &template.name, prompt_hash: &template.hash, model: session.model() };
+                let again = Reask { times: p.reasks, text: reask(correct) };
+                session.ask(id, job.prompt, None, again, |c| check(c, task, correct).map(|_| ())).await
             }
         })
         .await?;

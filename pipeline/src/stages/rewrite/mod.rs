@@ -22,8 +22,7 @@ use serde::{Deserialize, Serialize};
 use self::parse::{Qa, parse_qa};
 use crate::hashing;
 use crate::journal::Record;
-use crate::llm::LlmClient;
-use crate::llm::batch::{RequestId, ask_until_parsed};
+use crate::llm::batch::{Reask, RequestId};
 use crate::llm::client::Extra;
 use crate::llm::protocol::Sampling;
 use crate::llm::stage::LlmSession;
@@ -114,9 +113,8 @@ async fn run_rewrite(ctx: &StageContext) -> Result<RewritesManifest> {
     };
     let (outcome, order) = session
         .send_documents(parts, chosen.len() as u64, requests_of, |job: Job| {
-            let (client, template, constraint, sampling, model) =
-                (session.client(), &templates[job.set], constraint.as_ref(), &session.sampling, session.model());
-            async move { ask(client, template, constraint, &job, sampling, r.reasks, r.max_length_ratio, model).await }
+            let (session, template, constraint) = (&session, &templates[job.set], constraint.as_ref());
+            async move { ask(session, template, constraint, &job, r.reasks, r.max_length_ratio).await }
         })
         .await?;
 
@@ -170,20 +168,11 @@ fn verdict(rec: Option<&Record>) -> (String, Option<Qa>) {
 
 /// Sends one rewrite, asking again while the answer does not parse. A parse failure after
 /// the last re-ask is kept in the record's `reason` (status stays `ok`: an answer came).
-#[allow(clippy::too_many_arguments)]
-async fn ask(
-    client: &LlmClient,
-    template: &Template,
-    constraint: Option<&Extra>,
-    job: &Job,
-    sampling: &Sampling,
-    reasks: u32,
-    ratio: f64,
-    model: &str,
-) -> Record {
+async fn ask(session: &LlmSession, template: &Template, constraint: Option<&Extra>, job: &Job, reasks: u32, ratio: f64) -> Record {
     let max_chars = ((job.doc_chars.max(100)) as f64 * ratio) as usize;
-    let id = RequestId { key: &job.key, doc_id: &job.doc_id, task: &template.name, prompt_hash: &template.hash, model };
-    ask_until_parsed(client, id, job.prompt.clone(), sampling, constraint, reasks, REASK, |content| parse_qa(content, max_chars).map(|_| ())).await
+    let id = RequestId { key: &job.key, doc_id: &job.doc_id, task: &template.name, prompt_hash: &template.hash, model: session.model() };
+    let reask = Reask { times: reasks, text: REASK };
+    session.ask(id, job.prompt.clone(), constraint, reask, |content| parse_qa(content, max_chars).map(|_| ())).await
 }
 
 /// The answer format as a llama.cpp grammar or a vLLM regex, with field lengths (in
