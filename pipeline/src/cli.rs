@@ -216,11 +216,16 @@ async fn run_all(args: &StageArgs, until: StageName) -> Result<()> {
             );
             return Ok(());
         }
-        if !name.run(&ctx).await? || name == until {
+        if !name.run(&ctx).await? {
             return Ok(());
         }
+        if name == until {
+            break;
+        }
     }
-    eprint!("{}", summary(&ctx.cfg, &crate::stages::build::read_manifest(&ctx.cfg)?));
+    if until == StageName::Build {
+        eprint!("{}", summary(&ctx.cfg, &crate::stages::build::read_manifest(&ctx.cfg)?));
+    }
     Ok(())
 }
 
