@@ -58,8 +58,9 @@ pub fn check_ops<R: Backend, T: Backend>(s: OpShapes, reference: &R::Device, tes
     for (fused, path) in [(false, "composed"), (true, "fused kernel")] {
         let mut attend = |what: &str, q: &[f32], mask: Option<&[bool]>, tq: usize, keys: usize| {
             let op = format!("{what} ({path})");
-            let a = run_attention::<R>(q, &k_cache, &v_cache, mask, s, tq, keys, fused, reference);
-            add(op, a, run_attention::<T>(q, &k_cache, &v_cache, mask, s, tq, keys, fused, tested));
+            let case = AttentionCase { q, mask, tq, keys, fused };
+            let a = run_attention::<R>(&case, (&k_cache, &v_cache), s, reference);
+            add(op, a, run_attention::<T>(&case, (&k_cache, &v_cache), s, tested));
         };
         attend("causal attention, prefill", &q_pre, None, tq, tq);
         attend("masked attention, prefill over the cache", &q_pre, Some(&prefill_mask), tq, tk);
@@ -199,18 +200,18 @@ fn run_repeat_kv<B: Backend>(x: &[f32], [b, n, t, d]: [usize; 4], heads: usize, 
     host(tensor::<B, 4>(x, [b, n, t, d], device).unsqueeze_dim::<5>(2).expand([b, n, rep, t, d]).reshape([b, n * rep, t, d]))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_attention<B: Backend>(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    mask: Option<&[bool]>,
-    s: OpShapes,
+/// One attention case of `check_ops`: `tq` queries over the first `keys` positions of the
+/// cache, causal or under `mask`, by burn's fused kernel or its composed path.
+struct AttentionCase<'a> {
+    q: &'a [f32],
+    mask: Option<&'a [bool]>,
     tq: usize,
     keys: usize,
     fused: bool,
-    device: &B::Device,
-) -> Vec<f32> {
+}
+
+fn run_attention<B: Backend>(case: &AttentionCase, (k, v): (&[f32], &[f32]), s: OpShapes, device: &B::Device) -> Vec<f32> {
+    let AttentionCase { q, mask, tq, keys, fused } = *case;
     let OpShapes { batch: b, heads: h, kv_heads: kv, head_dim: d, capacity, .. } = s;
     let rep = h / kv;
     let expand = |x: &[f32]| {

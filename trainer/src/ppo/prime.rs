@@ -77,7 +77,6 @@ impl Traces<'_> {
 }
 
 /// Runs `steps` SFT steps of `batch` traces; returns the model and the last loss.
-#[allow(clippy::too_many_arguments)]
 pub fn prime<B: TrainBackend>(
     mut model: Llama<B>,
     traces: &Traces,

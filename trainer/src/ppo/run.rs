@@ -159,8 +159,8 @@ pub fn ppo<B: TrainBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOptio
     let eval_prompts: Vec<Vec<u32>> = inputs.tasks.eval.iter().map(|t| inputs.encode(t)).collect::<Result<_>>()?;
     let eval = |actor: &Llama<B>, step: usize| {
         // Evaluation generates as many rows at once as a rollout does.
-        let (eos, rows) = (inputs.eos, p.prompts_per_step * p.samples);
-        evaluate(&actor.valid(), &inputs.tok, &inputs.tasks.eval, &eval_prompts, eos, p.max_response_tokens, rows, out, step)
+        let rows = p.prompts_per_step * p.samples;
+        evaluate(&actor.valid(), &inputs, &eval_prompts, (p.max_response_tokens, rows), out, step)
     };
     let (mut first_eval, mut last_eval, mut checkpoint_dir) = (None, None, None);
     if !run.resumed {
@@ -359,18 +359,16 @@ fn update_settings(p: &PpoSection, pad: u32) -> UpdateSettings {
 
 /// Greedy responses to the held-out tasks, scored; the first few are kept in
 /// `eval_samples.jsonl` (step, task, response, verdict) for reading and behavior tracking.
-#[allow(clippy::too_many_arguments)]
+/// Generates `rows` at a time (as many as a rollout), up to `max_tokens` each.
 fn evaluate<B: ModelBackend>(
     model: &Llama<B>,
-    tok: &TextTokenizer,
-    tasks: &[Task],
+    inputs: &Inputs,
     prompts: &[Vec<u32>],
-    eos: u32,
-    max_tokens: usize,
-    rows: usize,
+    (max_tokens, rows): (usize, usize),
     out: &Path,
     step: usize,
 ) -> Result<EvalScore> {
+    let (tok, tasks, eos) = (&inputs.tok, inputs.tasks.eval.as_slice(), inputs.eos);
     let sampling = Sampling { max_new_tokens: max_tokens, temperature: 0.0, top_p: 1.0, seed: 0, eos: Some(eos) };
     let (mut correct, mut formatted, mut reward, mut tokens) = (0usize, 0usize, 0.0, 0usize);
     let mut samples = Vec::new();
