@@ -45,8 +45,52 @@ pub fn part_name(index: usize) -> String {
     format!("part-{index:05}.parquet")
 }
 
-/// A built (or priming) set's folders and files.
+/// A built (or priming) set's folders and files, and the parts of its manifest that
+/// readers other than the pipeline rely on.
 pub mod set {
+    use serde::{Deserialize, Serialize};
+
+    /// The layout's version, in every set's manifest; bumped when a file layout changes.
+    pub const FORMAT_VERSION: u32 = 1;
+
+    /// The tokenizer a set was counted and packed with (the manifest's `tokenizer`). The
+    /// pipeline writes every field; a reader needs `sha256`, `vocab_size` and `bos`, so a set
+    /// made by another tool may leave the others out.
+    #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+    pub struct TokenizerInfo {
+        #[serde(default)]
+        pub path: String,
+        pub sha256: String,
+        pub vocab_size: usize,
+        pub bos: Option<u32>,
+        #[serde(default)]
+        pub eos: Option<u32>,
+        /// Megatron dtype of the packed ids.
+        #[serde(default)]
+        pub dtype: String,
+    }
+
+    /// A written file, as the manifest's `files` list it. The pipeline writes every field;
+    /// a reader needs `path`, `split` and `format`, so a set made by another tool may leave
+    /// the counts and checksum out.
+    #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+    pub struct FileInfo {
+        /// Relative to the set's folder.
+        pub path: String,
+        pub split: String,
+        /// `parquet`, `jsonl`, `megatron-bin` or `megatron-idx`.
+        pub format: String,
+        #[serde(default)]
+        pub rows: u64,
+        /// Tokens packed in this shard (the same for all three formats of a shard).
+        #[serde(default)]
+        pub tokens: u64,
+        #[serde(default)]
+        pub bytes: u64,
+        #[serde(default)]
+        pub sha256: String,
+    }
+
     /// Parquet shards (`prompt`, `completion`, `text`, ids).
     pub const DATA: &str = "data";
     /// JSON lines shards (with `prompt_tokens`).

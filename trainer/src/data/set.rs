@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use run_contract::set::{FORMAT_VERSION, FileInfo, TokenizerInfo};
 use serde::Deserialize;
 
 /// One training sequence: `[bos] + prompt + completion + [eos]` token ids.
@@ -23,25 +24,12 @@ pub struct SetInfo {
     pub dir: PathBuf,
 }
 
+/// What the trainer reads of a set's manifest (the pipeline writes more).
 #[derive(Deserialize)]
 struct Manifest {
     format_version: u32,
     tokenizer: TokenizerInfo,
-    files: Vec<FileEntry>,
-}
-
-#[derive(Deserialize)]
-struct TokenizerInfo {
-    vocab_size: usize,
-    sha256: String,
-    bos: Option<u32>,
-}
-
-#[derive(Deserialize)]
-struct FileEntry {
-    path: String,
-    split: String,
-    format: String,
+    files: Vec<FileInfo>,
 }
 
 #[derive(Deserialize)]
@@ -55,12 +43,12 @@ pub fn read_split(dir: &Path, split: &str) -> Result<(Vec<Sequence>, SetInfo)> {
     let text = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("{} is not a built set (no manifest.json): run `make corpus` (or `pipeline build`) first", dir.display()))?;
     let m: Manifest = serde_json::from_str(&text).with_context(|| format!("{} is not a set manifest this trainer reads", manifest_path.display()))?;
-    if m.format_version != 1 {
-        bail!("{}: set format {} is not supported (this trainer reads format 1)", manifest_path.display(), m.format_version);
+    if m.format_version != FORMAT_VERSION {
+        bail!("{}: set format {} is not supported (this trainer reads format {FORMAT_VERSION})", manifest_path.display(), m.format_version);
     }
     let bos = usize::from(m.tokenizer.bos.is_some());
     let mut out = Vec::new();
-    let mut idx: Vec<&FileEntry> = m.files.iter().filter(|f| f.split == split && f.format == "megatron-idx").collect();
+    let mut idx: Vec<&FileInfo> = m.files.iter().filter(|f| f.split == split && f.format == "megatron-idx").collect();
     idx.sort_by(|a, b| a.path.cmp(&b.path));
     for f in idx {
         let prefix = dir.join(f.path.trim_end_matches(".idx"));

@@ -32,20 +32,7 @@ use crate::stages::template::Template;
 pub const TABLE: &str = run_contract::tables::SETS;
 /// The placeholder of the conversation template.
 pub const QUESTION: &str = "{{question}}";
-/// Bumped when a file layout changes.
-pub const FORMAT_VERSION: u32 = 1;
-
-/// The tokenizer a set was counted and packed with.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct TokenizerInfo {
-    pub path: String,
-    pub sha256: String,
-    pub vocab_size: usize,
-    pub bos: Option<u32>,
-    pub eos: Option<u32>,
-    /// Megatron dtype of the packed ids.
-    pub dtype: String,
-}
+pub use run_contract::set::{FORMAT_VERSION, TokenizerInfo};
 
 /// `sets/<set>/manifest.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -53,19 +53,7 @@ impl Packing<'_> {
     }
 }
 
-/// A written file, as listed in the set's manifest.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct FileInfo {
-    /// Relative to the set's folder.
-    pub path: String,
-    pub split: String,
-    pub format: String,
-    pub rows: u64,
-    /// Tokens packed in this shard (the same for all three formats of a shard).
-    pub tokens: u64,
-    pub bytes: u64,
-    pub sha256: String,
-}
+pub use run_contract::set::FileInfo;
 
 /// The columns of the parquet shards (and the keys of the JSONL lines, in this order).
 pub fn schema() -> Arc<Schema> {
