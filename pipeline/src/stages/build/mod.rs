@@ -96,15 +96,8 @@ pub fn read_manifest(cfg: &LoadedConfig) -> Result<BuildManifest> {
     crate::run_dir::read_json(&cfg.run_path().join(TABLE).join(run_contract::TABLE_MANIFEST))?.context("no sets/_manifest.json: run `pipeline build` first")
 }
 
-fn run_build(cfg: &LoadedConfig) -> Result<BuildManifest> {
-    let b = &cfg.config.build;
-    let run = RunDir::new(cfg.run_path());
-    let template_dir = cfg.resolve(&b.prompts_dir);
-    let template = Template::load_with(&template_dir, "prompt", "build.prompts_dir", QUESTION)?;
-    let (tokenizer, tokenizer_info) = load_tokenizer(cfg)?;
-    let (bos, eos, dtype) = (tokenizer_info.bos, tokenizer_info.eos, TokenType::for_vocabulary(tokenizer_info.vocab_size));
-
-    let (mut examples, gathered) = gather(&run.root, &template)?;
+/// One clear error when either set has no example to choose from.
+fn check_both_sets(examples: &[Example], gathered: &Gathered) -> Result<()> {
     for (set, name) in SETS.iter().enumerate() {
         if !examples.iter().any(|e| e.set == set) {
             bail!(
@@ -114,6 +107,31 @@ fn run_build(cfg: &LoadedConfig) -> Result<BuildManifest> {
             );
         }
     }
+    Ok(())
+}
+
+/// Says when the sets could not reach the budget.
+fn warn_unmet_budget(r: &ChoiceReport, budget: u64) {
+    if !r.budget_met {
+        tracing::warn!(
+            "build: the budget of {budget} tokens per set was not met; both sets hold {} / {} tokens (target {}): the sample has too few examples for this budget",
+            r.tokens[0],
+            r.tokens[1],
+            r.target_tokens
+        );
+    }
+}
+
+fn run_build(cfg: &LoadedConfig) -> Result<BuildManifest> {
+    let b = &cfg.config.build;
+    let run = RunDir::new(cfg.run_path());
+    let template_dir = cfg.resolve(&b.prompts_dir);
+    let template = Template::load_with(&template_dir, "prompt", "build.prompts_dir", QUESTION)?;
+    let (tokenizer, tokenizer_info) = load_tokenizer(cfg)?;
+    let (bos, eos, dtype) = (tokenizer_info.bos, tokenizer_info.eos, TokenType::for_vocabulary(tokenizer_info.vocab_size));
+
+    let (mut examples, gathered) = gather(&run.root, &template)?;
+    check_both_sets(&examples, &gathered)?;
     let started = std::time::Instant::now();
     tokenize(&tokenizer, &mut examples)?;
     tracing::info!("build: tokenized {} examples in {:.1}s", examples.len(), started.elapsed().as_secs_f64());
@@ -130,15 +148,7 @@ fn run_build(cfg: &LoadedConfig) -> Result<BuildManifest> {
         examples.iter().map(|e| Candidate { set: e.set, tokens: packing.counted(e) as u64, key: xxh3_64_with_seed(e.doc_id.as_bytes(), b.seed) }).collect();
     let choice = choose(&cands, &Goal { budget: b.budget_tokens, tolerance: b.tolerance, match_lengths: b.match_lengths, bins: b.length_bins });
     let r = &choice.report;
-    if !r.budget_met {
-        tracing::warn!(
-            "build: the budget of {} tokens per set was not met; both sets hold {} / {} tokens (target {}): the sample has too few examples for this budget",
-            b.budget_tokens,
-            r.tokens[0],
-            r.tokens[1],
-            r.target_tokens
-        );
-    }
+    warn_unmet_budget(r, b.budget_tokens);
 
     let out = run.stage(TABLE);
     let staging = staging_for(&out)?;
