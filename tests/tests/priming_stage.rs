@@ -72,8 +72,24 @@ fn priming_sets_hold_checked_traces_per_condition() {
     assert!(!err.contains("unknown"), "{err}");
 
     let root = tmp.path().join("runs/priming/priming");
+    let status = statuses_are_as_answered(&root, &llm);
+    let sets = sets_are_read_and_scored(&root, &status);
+    // A rerun pays for nothing.
+    let before = llm.seen().len();
+    run_expect(pipeline().arg("-q").arg("prime").arg("--config").arg(&cfg), true);
+    assert_eq!(llm.seen().len(), before);
+
+    sql_and_verify_read_the_sets(tmp.path(), &root, &sets);
+    the_trainer_primes_on_the_sets(tmp.path(), &root, &sets);
+}
+
+type Statuses = Box<dyn Fn(&str) -> BTreeMap<String, u64>>;
+
+/// The manifest's statuses per condition are what the fake server answered; a rejected
+/// reply was asked again with the reason. Returns the statuses by condition.
+fn statuses_are_as_answered(root: &Path, llm: &FakeLlm) -> Statuses {
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(root.join("_manifest.json")).unwrap()).unwrap();
-    let status = |c: &str| -> BTreeMap<String, u64> { serde_json::from_value(manifest["statuses"][c].clone()).unwrap() };
+    let status = move |c: &str| -> BTreeMap<String, u64> { serde_json::from_value(manifest["statuses"][c].clone()).unwrap() };
     let counts = |pairs: &[(&str, u64)]| pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>();
     assert_eq!(status("all_strategies"), counts(&[("ok", 5), ("wrong_result", 1)]));
     assert_eq!(status("backtracking"), counts(&[("ok", 5), ("unparsed", 1)]));
@@ -89,7 +105,12 @@ fn priming_sets_hold_checked_traces_per_condition() {
     assert_eq!(asked("priming_backtracking_subgoals", "Target: 21"), 2);
     assert!(seen.iter().any(|s| s.task == "priming_backtracking_subgoals" && s.messages == 3));
 
-    // Every set, read by pyarrow (train and test shards), scored by the study's reward.
+    Box::new(status)
+}
+
+/// Every set, read by pyarrow (train and test shards), scored by the study's reward; the
+/// controls are the all-strategies puzzles in the same splits. Returns the rows by set.
+fn sets_are_read_and_scored(root: &Path, status: &Statuses) -> BTreeMap<String, Vec<serde_json::Value>> {
     let script = r#"
 import sys, json, glob, pyarrow.parquet as pq
 out = {}
@@ -146,22 +167,21 @@ print(json.dumps(out))
         }
     }
 
-    // A rerun pays for nothing.
-    let before = llm.seen().len();
-    run_expect(pipeline().arg("-q").arg("prime").arg("--config").arg(&cfg), true);
-    assert_eq!(llm.seen().len(), before);
+    sets
+}
 
-    // The run's journal and sets under SQL (`corpus-tools`): every journaled request, every
-    // condition's rows.
-    let journaled = std::fs::read_to_string(tmp.path().join("runs/priming/journal/priming.jsonl")).unwrap().lines().count();
+/// The run's journal and sets under SQL (`corpus-tools`): every journaled request, every
+/// condition's rows; `corpus-tools verify` checks every priming shard and names a damaged one.
+fn sql_and_verify_read_the_sets(tmp: &Path, root: &Path, sets: &BTreeMap<String, Vec<serde_json::Value>>) {
+    let journaled = std::fs::read_to_string(tmp.join("runs/priming/journal/priming.jsonl")).unwrap().lines().count();
     let query = "SELECT (SELECT count(*) FROM priming_requests) AS requests, (SELECT count(*) FROM requests WHERE stage = 'priming') AS tagged, \
                  (SELECT count(DISTINCT \"set\") FROM priming_sets) AS sets, (SELECT count(*) FROM priming_sets WHERE \"set\" = 'backtracking') AS backtracking";
-    let out = run_expect(Command::new(binary("corpus-tools")).args(["sql", "--format", "json", "--run"]).arg(tmp.path().join("runs/priming")).arg(query), true);
+    let out = run_expect(Command::new(binary("corpus-tools")).args(["sql", "--format", "json", "--run"]).arg(tmp.join("runs/priming")).arg(query), true);
     let counts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let want = serde_json::json!([{ "requests": journaled, "tagged": journaled, "sets": 8, "backtracking": sets["backtracking"].len() }]);
     assert_eq!(counts, want);
     // `corpus-tools verify` checks every priming shard against its manifest, and names a damaged one.
-    let verify = || Command::new(binary("corpus-tools")).arg("verify").arg("--run").arg(tmp.path().join("runs/priming")).output().unwrap();
+    let verify = || Command::new(binary("corpus-tools")).arg("verify").arg("--run").arg(tmp.join("runs/priming")).output().unwrap();
     let ok = verify();
     let report = String::from_utf8_lossy(&ok.stdout).into_owned() + &String::from_utf8_lossy(&ok.stderr);
     assert!(ok.status.success() && report.contains("priming/backtracking/manifest.json"), "{report}");
@@ -175,10 +195,14 @@ print(json.dumps(out))
     assert!(!damaged.status.success() && report.contains(shard.file_name().unwrap().to_str().unwrap()), "{report}");
     bytes[10] ^= 0xff;
     std::fs::write(&shard, &bytes).unwrap();
+}
 
+/// The trainer primes on a set before PPO, and runs the study's recipe: SFT on a set with
+/// `trainer pretrain`, then PPO from that run.
+fn the_trainer_primes_on_the_sets(tmp: &Path, root: &Path, sets: &BTreeMap<String, Vec<serde_json::Value>>) {
     // The trainer primes on a set (its train split) before PPO.
     let ppo_config = |name: &str, model_extra: &str, prime: &str| -> PathBuf {
-        let path = tmp.path().join(format!("{name}.toml"));
+        let path = tmp.join(format!("{name}.toml"));
         std::fs::write(
             &path,
             format!(
@@ -186,7 +210,7 @@ print(json.dumps(out))
                  [ppo]\nsteps = 1\nprompts_per_step = 2\nsamples = 2\nmax_response_tokens = 8\nmini_batch = 4\neval_every = 1\nsave_every = 1\n\n[output]\ndir = \"{}\"\n",
                 repo("configs/models/tiny-llama3.json").display(),
                 llama3_tokenizer().display(),
-                tmp.path().join(name).display()
+                tmp.join(name).display()
             ),
         )
         .unwrap();
@@ -201,7 +225,7 @@ print(json.dumps(out))
 
     // The study's recipe: SFT on a set with `trainer pretrain`, then PPO from that run
     // (model.weights = the run folder: its newest checkpoint's model).
-    let sft = tmp.path().join("sft.toml");
+    let sft = tmp.join("sft.toml");
     std::fs::write(
         &sft,
         format!(
@@ -209,15 +233,15 @@ print(json.dumps(out))
              [train]\nlr = 1e-3\nbatch_size = 2\nmax_steps = 2\nsave_every = 1\n\n[output]\ndir = \"{}\"\n",
             repo("configs/models/tiny-llama3.json").display(),
             root.join("all_strategies").display(),
-            tmp.path().join("sft").display()
+            tmp.join("sft").display()
         ),
     )
     .unwrap();
     run_expect(Command::new(binary("trainer")).arg("pretrain").arg("--config").arg(&sft), true);
-    let ppo = ppo_config("ppo-from-sft", &format!("weights = \"{}\"\n", tmp.path().join("sft").display()), "");
+    let ppo = ppo_config("ppo-from-sft", &format!("weights = \"{}\"\n", tmp.join("sft").display()), "");
     run_expect(Command::new(binary("trainer")).arg("ppo").arg("--config").arg(&ppo), true);
     // The PPO run's frozen reference is its starting actor: the SFT run's last model.
-    let sft_model = std::fs::read(tmp.path().join("sft/checkpoints/step-00000002/model.mpk")).unwrap();
-    let reference = std::fs::read(tmp.path().join("ppo-from-sft/reference.mpk")).unwrap();
+    let sft_model = std::fs::read(tmp.join("sft/checkpoints/step-00000002/model.mpk")).unwrap();
+    let reference = std::fs::read(tmp.join("ppo-from-sft/reference.mpk")).unwrap();
     assert!(sft_model == reference, "PPO starts from the SFT run's newest checkpoint");
 }
