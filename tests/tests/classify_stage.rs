@@ -90,29 +90,7 @@ fn every_fault_ends_classified_or_recorded_and_nothing_is_lost_or_doubled() {
     let rows = labels(tmp.path(), "faults");
     assert_eq!(rows.len(), docs.len(), "every document has a labels row");
     for doc in &docs {
-        let row = &rows[doc];
-        let permanent = doc.starts_with('P');
-        for b in BEHAVIORS {
-            let status = row[format!("{b}_status")].as_str().unwrap();
-            if !permanent {
-                assert_eq!(status, "ok", "{doc}: {b}");
-                assert_eq!(row[b].as_u64(), Some(expected_count(b, doc) as u64), "{doc}: {b}");
-            } else {
-                assert!(row[b].is_null(), "{doc}: a failed answer is missing, never zero");
-                let want = if doc.starts_with("PEMPTY") {
-                    "empty"
-                } else if doc.starts_with("PABSURD") {
-                    "out_of_range"
-                } else {
-                    "failed:context_overflow"
-                };
-                assert_eq!(status, want, "{doc}");
-            }
-        }
-        if !permanent {
-            let (p, s) = expected_problem_solution(doc);
-            assert_eq!((row["has_problem"].as_bool(), row["has_solution"].as_bool()), (Some(p), Some(s)), "{doc}");
-        }
+        labels_are_the_answers_or_the_failure(doc, &rows[doc]);
     }
     // The steering document got the model's answer, not its own.
     let steer = &rows[faulty.last().unwrap().to_owned()];
@@ -141,6 +119,33 @@ fn every_fault_ends_classified_or_recorded_and_nothing_is_lost_or_doubled() {
     let before = llm.seen().len();
     run_expect(pipeline().arg("-q").arg("classify").arg("--config").arg(&cfg), true);
     assert_eq!(llm.seen().len(), before, "a finished stage must not pay again");
+}
+
+/// A document's labels row: the model's counts where it answered, a missing value with the
+/// failure's status where it could not (permanent faults start with `P`).
+fn labels_are_the_answers_or_the_failure(doc: &str, row: &serde_json::Value) {
+    let permanent = doc.starts_with('P');
+    for b in BEHAVIORS {
+        let status = row[format!("{b}_status")].as_str().unwrap();
+        if !permanent {
+            assert_eq!(status, "ok", "{doc}: {b}");
+            assert_eq!(row[b].as_u64(), Some(expected_count(b, doc) as u64), "{doc}: {b}");
+        } else {
+            assert!(row[b].is_null(), "{doc}: a failed answer is missing, never zero");
+            let want = if doc.starts_with("PEMPTY") {
+                "empty"
+            } else if doc.starts_with("PABSURD") {
+                "out_of_range"
+            } else {
+                "failed:context_overflow"
+            };
+            assert_eq!(status, want, "{doc}");
+        }
+    }
+    if !permanent {
+        let (p, s) = expected_problem_solution(doc);
+        assert_eq!((row["has_problem"].as_bool(), row["has_solution"].as_bool()), (Some(p), Some(s)), "{doc}");
+    }
 }
 
 #[test]
