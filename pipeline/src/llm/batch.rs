@@ -2,20 +2,19 @@
 //! each finished record appended to the journal as it arrives, a progress bar (requests/s,
 //! ETA, in flight, tokens/s, failures by class) with heartbeat log lines for batch jobs.
 //! A journal that cannot be written stops the batch: no request is paid for unrecorded.
-//! `ask_until_parsed` is the one request of such a batch, with re-asks for bad answers.
+//! One request of such a batch, with re-asks for bad answers, is `LlmSession::ask`
+//! (`llm::stage`).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use futures_util::{Stream, StreamExt};
 
 use super::LlmClient;
-use super::client::{Extra, Failure};
-use super::protocol::{Message, Sampling};
 use crate::journal::{Journal, Record};
 use crate::progress::{Heartbeat, count_bar, log_line};
 
@@ -118,72 +117,4 @@ pub struct RequestId<'a> {
     pub task: &'a str,
     pub prompt_hash: &'a str,
     pub model: &'a str,
-}
-
-/// Sends `prompt`; while `check` rejects the answer, continues the conversation with
-/// `reask.text` at most `reask.times` times. Returns the journal record: the last answer (with the
-/// reason `check` gave, if it still rejects it), or the failure with its class.
-pub async fn ask_until_parsed(
-    (client, sampling): (&LlmClient, &Sampling),
-    id: RequestId<'_>,
-    prompt: String,
-    constraint: Option<&Extra>,
-    reask: Reask<'_>,
-    check: impl Fn(&str) -> Result<(), &'static str>,
-) -> Record {
-    let mut messages = vec![Message::user(prompt)];
-    let (mut prompt_tokens, mut completion_tokens, mut latency, mut attempts, mut asked) = (0, 0, Duration::ZERO, 0, 0);
-    let result = loop {
-        match client.complete(&messages, sampling, constraint).await {
-            Ok(c) => {
-                prompt_tokens += c.usage.prompt_tokens;
-                completion_tokens += c.usage.completion_tokens;
-                latency += c.latency;
-                attempts += c.attempts;
-                let verdict = check(&c.content);
-                if verdict.is_ok() || asked >= reask.times {
-                    break Ok((c, verdict.err()));
-                }
-                asked += 1;
-                messages.push(Message::assistant(c.content));
-                messages.push(Message::user(reask.text));
-            }
-            Err(Failure { error, attempts: a }) => {
-                attempts += a;
-                break Err(error);
-            }
-        }
-    };
-    let base = Record {
-        key: id.key.to_string(),
-        doc_id: id.doc_id.to_string(),
-        task: id.task.to_string(),
-        prompt_hash: id.prompt_hash.to_string(),
-        model: id.model.to_string(),
-        status: "ok".into(),
-        content: None,
-        finish_reason: None,
-        failure: None,
-        reason: None,
-        retry_on_rerun: false,
-        prompt_tokens,
-        completion_tokens,
-        latency_ms: latency.as_millis() as u64,
-        endpoint: String::new(),
-        attempts,
-        finished_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-    };
-    match result {
-        Ok((c, verdict)) => {
-            Record { content: Some(c.content), finish_reason: c.finish_reason, endpoint: c.endpoint, reason: verdict.map(str::to_string), ..base }
-        }
-        Err(e) => Record {
-            status: "failed".into(),
-            failure: Some(e.class.name().into()),
-            reason: Some(e.message.clone()),
-            retry_on_rerun: e.class.is_retryable(),
-            endpoint: e.endpoint.clone(),
-            ..base
-        },
-    }
 }

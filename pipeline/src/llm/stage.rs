@@ -9,13 +9,15 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, bail};
 use futures_util::Stream;
 
 use super::LlmClient;
-use super::batch::{BatchOutcome, Counts, Reask, RequestId, ask_until_parsed, send_journaled};
-use super::client::Extra;
+use super::batch::{BatchOutcome, Counts, Reask, RequestId, send_journaled};
+use super::client::{Extra, Failure};
+use super::protocol::Message;
 use super::protocol::Sampling;
 use super::setup::{Connection, connect};
 use crate::journal::{Journal, Record, request_key};
@@ -91,8 +93,10 @@ impl LlmSession {
         send_journaled(self.label, jobs, self.client(), width, Counts { total, already }, &self.journal, ask).await
     }
 
-    /// One request: `prompt` sent with the session's sampling, and asked again as `reask`
-    /// says while `check` rejects the answer; its journal record.
+    /// One request: `prompt` sent with the session's sampling; while `check` rejects the
+    /// answer, the conversation continues with `reask.text`, at most `reask.times` times.
+    /// Returns the journal record: the last answer (with the reason `check` gave, if it
+    /// still rejects it), or the failure with its class.
     pub async fn ask(
         &self,
         id: RequestId<'_>,
@@ -101,7 +105,61 @@ impl LlmSession {
         reask: Reask<'_>,
         check: impl Fn(&str) -> Result<(), &'static str>,
     ) -> Record {
-        ask_until_parsed((self.client(), &self.sampling), id, prompt, constraint, reask, check).await
+        let mut messages = vec![Message::user(prompt)];
+        let (mut prompt_tokens, mut completion_tokens, mut latency, mut attempts, mut asked) = (0, 0, Duration::ZERO, 0, 0);
+        let result = loop {
+            match self.client().complete(&messages, &self.sampling, constraint).await {
+                Ok(c) => {
+                    prompt_tokens += c.usage.prompt_tokens;
+                    completion_tokens += c.usage.completion_tokens;
+                    latency += c.latency;
+                    attempts += c.attempts;
+                    let verdict = check(&c.content);
+                    if verdict.is_ok() || asked >= reask.times {
+                        break Ok((c, verdict.err()));
+                    }
+                    asked += 1;
+                    messages.push(Message::assistant(c.content));
+                    messages.push(Message::user(reask.text));
+                }
+                Err(Failure { error, attempts: a }) => {
+                    attempts += a;
+                    break Err(error);
+                }
+            }
+        };
+        let base = Record {
+            key: id.key.to_string(),
+            doc_id: id.doc_id.to_string(),
+            task: id.task.to_string(),
+            prompt_hash: id.prompt_hash.to_string(),
+            model: id.model.to_string(),
+            status: "ok".into(),
+            content: None,
+            finish_reason: None,
+            failure: None,
+            reason: None,
+            retry_on_rerun: false,
+            prompt_tokens,
+            completion_tokens,
+            latency_ms: latency.as_millis() as u64,
+            endpoint: String::new(),
+            attempts,
+            finished_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        };
+        match result {
+            Ok((c, verdict)) => {
+                Record { content: Some(c.content), finish_reason: c.finish_reason, endpoint: c.endpoint, reason: verdict.map(str::to_string), ..base }
+            }
+            Err(e) => Record {
+                status: "failed".into(),
+                failure: Some(e.class.name().into()),
+                reason: Some(e.message.clone()),
+                retry_on_rerun: e.class.is_retryable(),
+                endpoint: e.endpoint.clone(),
+                ..base
+            },
+        }
     }
 
     /// Every key's last record, read back from the journal (for the stage's table).
