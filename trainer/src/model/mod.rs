@@ -66,19 +66,20 @@ impl<B: ModelBackend> Llama<B> {
     /// their dtype).
     pub fn with_compute(mut self, compute: Compute) -> Self {
         self.compute = compute;
-        for layer in &mut self.layers {
-            layer.self_attn.compute = compute;
-            layer.mlp.compute = compute;
-        }
-        self
+        self.into_layers()
     }
 
     /// The same model with its ops taking the paths `kernels` chooses.
     pub fn with_kernels(mut self, kernels: Kernels) -> Self {
         self.kernels = kernels;
+        self.into_layers()
+    }
+
+    /// The model's compute dtype and kernel settings given to every layer.
+    fn into_layers(mut self) -> Self {
         for layer in &mut self.layers {
-            layer.self_attn.kernels = kernels;
-            layer.mlp.kernels = kernels;
+            (layer.self_attn.compute, layer.self_attn.kernels) = (self.compute, self.kernels);
+            (layer.mlp.compute, layer.mlp.kernels) = (self.compute, self.kernels);
         }
         self
     }

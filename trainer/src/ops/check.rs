@@ -75,42 +75,24 @@ mod tests {
         assert!(gaps.iter().all(|g| g.gap == 0.0), "{gaps:?}");
     }
 
+    /// Every op's check with the CPU as both backends: as many gaps as outputs, all zero.
     #[test]
-    fn adamw_agrees_with_itself_and_moves_the_parameter() {
-        let gaps = adamw::check::check_adamw::<Cpu, Cpu>([7, 5], &Default::default(), &Default::default());
-        assert_identical(&gaps, 3);
-    }
-
-    #[test]
-    fn attention_agrees_with_itself_for_one_and_two_sequences() {
-        for shape in [[1, 3, 3, 9, 4], [2, 4, 2, 9, 4]] {
-            let gaps = attention::check::check_attention::<Cpu, Cpu>(shape, DType::F32, Kernels::default(), &Default::default(), &Default::default());
-            assert_identical(&gaps, 4);
+    fn every_op_agrees_with_itself() {
+        let (cpu, k) = (&Default::default(), Kernels::default());
+        let checks: [(Vec<OpGap>, usize); 9] = [
+            (adamw::check::check_adamw::<Cpu, Cpu>([7, 5], cpu, cpu), 3),
+            (attention::check::check_attention::<Cpu, Cpu>([1, 3, 3, 9, 4], DType::F32, k, cpu, cpu), 4),
+            (attention::check::check_attention::<Cpu, Cpu>([2, 4, 2, 9, 4], DType::F32, k, cpu, cpu), 4),
+            (cross_entropy::check::check_cross_entropy::<Cpu, Cpu>([5, 13], cpu, cpu), 2),
+            (matmul::check::check_matmul::<Cpu, Cpu>([6, 4, 3], k, cpu, cpu), 4),
+            (matmul::check::check_matmul_gradients::<Cpu, Cpu>([6, 4, 3], k, cpu, cpu), 4),
+            (rms_norm::check::check_rms_norm::<Cpu, Cpu>([5, 12], cpu, cpu), 3),
+            (rotary_heads::check::check_rotary_heads::<Cpu, Cpu>([2, 5, 3, 8], cpu, cpu), 4),
+            (swiglu::check::check_swiglu::<Cpu, Cpu>([3, 7], cpu, cpu), 3),
+        ];
+        for (gaps, count) in checks {
+            assert_identical(&gaps, count);
         }
-    }
-
-    #[test]
-    fn cross_entropy_agrees_with_itself() {
-        let gaps = cross_entropy::check::check_cross_entropy::<Cpu, Cpu>([5, 13], &Default::default(), &Default::default());
-        assert_identical(&gaps, 2);
-    }
-
-    #[test]
-    fn matmul_agrees_with_itself_in_every_layout() {
-        let gaps = matmul::check::check_matmul::<Cpu, Cpu>([6, 4, 3], Kernels::default(), &Default::default(), &Default::default());
-        assert_identical(&gaps, 4);
-    }
-
-    #[test]
-    fn rms_norm_agrees_with_itself() {
-        let gaps = rms_norm::check::check_rms_norm::<Cpu, Cpu>([5, 12], &Default::default(), &Default::default());
-        assert_identical(&gaps, 3);
-    }
-
-    #[test]
-    fn rotary_heads_agree_with_themselves() {
-        let gaps = rotary_heads::check::check_rotary_heads::<Cpu, Cpu>([2, 5, 3, 8], &Default::default(), &Default::default());
-        assert_identical(&gaps, 4);
     }
 
     #[test]
@@ -121,11 +103,5 @@ mod tests {
         let sums =
             host(Tensor::<Cpu, 1>::from_primitive(TensorPrimitive::Float(Cpu::squared_norms(vec![v(vec![3.0, 4.0]), v(vec![-2.0])], Kernels::default()))));
         assert_eq!(sums, vec![25.0, 4.0]);
-    }
-
-    #[test]
-    fn swiglu_agrees_with_itself() {
-        let gaps = swiglu::check::check_swiglu::<Cpu, Cpu>([3, 7], &Default::default(), &Default::default());
-        assert_identical(&gaps, 3);
     }
 }
