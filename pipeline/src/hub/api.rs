@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::error::HubError;
 use super::glob::Includes;
+use super::names::{is_blob_id, is_commit, repo_path_problem};
 use super::settings::HubSettings;
 use crate::retry::parse_retry_after;
 
@@ -56,6 +57,17 @@ struct RevisionInfo {
     sha: String,
 }
 
+/// A listed file whose path or blob id would name a file outside its folder is one error
+/// naming the server's entry; nothing is written.
+fn check_listed(file: &RepoFile, url: &str) -> Result<(), HubError> {
+    let problem = match repo_path_problem(&file.path) {
+        Some(why) => format!("the listing names the path {:?}, which cannot be used: {why}", file.path),
+        None if !is_blob_id(file.etag()) => format!("the listing gives {:?} the blob id {:?}, which is not 40 or 64 hex digits", file.path, file.etag()),
+        None => return Ok(()),
+    };
+    Err(HubError::Protocol { url: redact_query(url), message: format!("{problem}; nothing was written (is HF_ENDPOINT a hub you trust?)") })
+}
+
 /// A client for one hub endpoint.
 #[derive(Clone, Debug)]
 pub struct HubClient {
@@ -84,8 +96,9 @@ impl HubClient {
         let what = format!("dataset `{repo}` at revision `{revision}`");
         let resp = self.send(&url, None, &what).await?;
         let info: RevisionInfo = json(resp, &url).await?;
-        if info.sha.len() < 7 {
-            return Err(HubError::Protocol { url, message: format!("revision sha `{}` is not a commit id", info.sha) });
+        if !is_commit(&info.sha) {
+            let message = format!("revision sha {:?} is not a commit id (40 hex digits); nothing was written", info.sha);
+            return Err(HubError::Protocol { url, message });
         }
         Ok(info.sha)
     }
@@ -108,7 +121,9 @@ impl HubClient {
                 let entries: Vec<TreeEntry> = json(resp, &page_url).await?;
                 for e in entries {
                     if e.kind == "file" && includes.matches(&e.path) {
-                        files.push(RepoFile { path: e.path, size: e.size, oid: e.oid, lfs: e.lfs });
+                        let file = RepoFile { path: e.path, size: e.size, oid: e.oid, lfs: e.lfs };
+                        check_listed(&file, &page_url)?;
+                        files.push(file);
                     }
                 }
             }

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use super::api::{HubClient, RepoFile, check_status, network};
 use super::cache::{Destination, FileSlot};
 use super::error::HubError;
+use super::names::{is_blob_id, is_commit, repo_path_problem};
 
 /// One file to fetch from a repo at a pinned commit.
 #[derive(Clone, Debug)]
@@ -68,6 +69,7 @@ impl Downloader {
     /// Downloads one file (or finds it done); returns the path to open.
     pub async fn download(&self, req: &FileRequest, bar: &ProgressBar) -> Result<PathBuf, HubError> {
         let etag = req.file.etag().to_string();
+        check_request(req)?;
         let slot = self.destination.slot(&req.repo, &req.commit, &req.file.path, &etag);
         if slot.is_complete(&etag) {
             slot.publish(&req.commit, &etag)?;
@@ -220,6 +222,21 @@ fn checksum(path: &std::path::Path, is_lfs: bool) -> Result<String, HubError> {
         std::io::copy(&mut f, &mut h).map_err(|e| HubError::io("cannot read the download", e))?;
         Ok(hex::encode(h.finalize()))
     }
+}
+
+/// The names a request turns into file names (its commit, path and blob id) checked once
+/// more where they are used, whatever listing or pin they came from.
+fn check_request(req: &FileRequest) -> Result<(), HubError> {
+    let problem = if let Some(why) = repo_path_problem(&req.file.path) {
+        format!("the path {:?} cannot be used: {why}", req.file.path)
+    } else if !is_commit(&req.commit) {
+        format!("the commit {:?} is not 40 hex digits", req.commit)
+    } else if !is_blob_id(req.file.etag()) {
+        format!("the blob id {:?} is not 40 or 64 hex digits", req.file.etag())
+    } else {
+        return Ok(());
+    };
+    Err(HubError::Protocol { url: format!("dataset {}", req.repo), message: format!("{problem}; nothing was written") })
 }
 
 fn content_range_start(resp: &reqwest::Response) -> Option<u64> {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod download;
 pub mod error;
 pub mod glob;
+pub mod names;
 pub mod settings;
 
 pub use api::{HubClient, RepoFile};

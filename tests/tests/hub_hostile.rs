@@ -1,0 +1,57 @@
+//! A hub (or mirror) that lies: listing paths that climb out of their folder or are
+//! absolute. `pipeline fetch` must refuse them with one error naming the entry, and write
+//! nothing outside the folder it was given (checked by walking the file system around it).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use habits_tests::hub_server::{LoopbackHub, ServedFile, ServedRepo};
+use habits_tests::procs::{pipeline, run_expect};
+
+/// Every file under `root` with its bytes, sorted.
+fn files_under(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = if kind.is_symlink() { b"symlink".to_vec() } else { std::fs::read(&path).unwrap() };
+                out.push((path.strip_prefix(root).unwrap().display().to_string(), bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn listing_paths_outside_the_folder_are_refused_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim.parquet");
+    std::fs::write(&victim, b"the user's own file").unwrap();
+    let absolute = tmp.path().join("abs.parquet");
+    std::fs::write(&absolute, b"another file of the user's").unwrap();
+    let target = tmp.path().join("a").join("b").join("out");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+    let evil = |path: String| ServedFile { path, bytes: Arc::new(b"the server's bytes".to_vec()), lfs: true };
+    let climbing = format!("data/../../../{}", victim.file_name().unwrap().to_str().unwrap());
+    for (name, path) in [("climbing", climbing), ("absolute", absolute.display().to_string())] {
+        let before = files_under(tmp.path());
+        let hub = LoopbackHub::start(vec![ServedRepo::new("evil/set", vec![evil(path.clone())])]);
+        for dest in [vec!["--local-dir".to_string(), target.display().to_string()], vec![]] {
+            let out = run_expect(
+                pipeline().args(["fetch", "evil/set", "--include", "*"]).args(&dest).env("HF_ENDPOINT", hub.endpoint()).env("HF_HOME", &home),
+                false,
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(&format!("{path:?}")) && err.contains("nothing was written"), "{name} {dest:?}: {err}");
+        }
+        assert_eq!(files_under(tmp.path()), before, "{name}: the file system around the target is unchanged");
+    }
+}
