@@ -102,7 +102,7 @@ fn export_set(set_dir: &Path, json: &Value, format: ExportFormat, target: &Path,
     };
     let mut out = Vec::new();
     for f in listed.iter().filter(|f| wanted(f)) {
-        let relative = f.path.trim_start_matches('/');
+        let relative = f.path.as_str();
         let source = set_dir.join(relative);
         let sha =
             sha256_file(&source).with_context(|| format!("the set's file {} is missing: `corpus-tools verify` lists what is damaged", source.display()))?;

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use serde_json::Value;
@@ -81,19 +81,28 @@ fn load(run: &Path, name: &str, relative: &str) -> Result<Option<Manifest>> {
     };
     let json: Value = serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid JSON: rerun the stage that wrote it", path.display()))?;
     let folder = Path::new(relative).parent().map(|p| p.display().to_string()).unwrap_or_default();
-    let files = listed_in(&json, &folder).with_context(|| format!("{}: a listed file lacks a field", path.display()))?;
+    let files = listed_in(&json, &folder).with_context(|| format!("{} lists a file that cannot be read", path.display()))?;
     Ok(Some(Manifest { name: name.to_string(), path: relative.to_string(), json, files }))
 }
 
 /// Stage manifests list `parts` (`file`, `rows`, `bytes`, `sha256`); set manifests list
-/// `files` (`path`, `split`, `format`, `rows`, `tokens`, `bytes`, `sha256`).
+/// `files` (`path`, `split`, `format`, `rows`, `tokens`, `bytes`, `sha256`). A listed
+/// path must stay inside the manifest's folder (a manifest is data, not a list of places
+/// to read and write).
 pub fn listed_in(json: &Value, folder: &str) -> Result<Vec<ListedFile>> {
     let str_of = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string).with_context(|| format!("`{k}` missing"));
+    let path_of = |v: &Value, k: &str| {
+        let path = str_of(v, k)?;
+        match run_contract::relative_path_problem(&path) {
+            Some(why) => bail!("the listed `{k}` {path:?} cannot be used: {why}; the manifest was damaged or edited: rebuild the stage that wrote it"),
+            None => Ok(path),
+        }
+    };
     let u64_of = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).with_context(|| format!("`{k}` missing"));
     let mut out = Vec::new();
     for part in json.get("parts").and_then(Value::as_array).into_iter().flatten() {
         out.push(ListedFile {
-            path: join(folder, &str_of(part, "file")?),
+            path: join(folder, &path_of(part, "file")?),
             split: None,
             format: "parquet".into(),
             rows: u64_of(part, "rows")?,
@@ -104,7 +113,7 @@ pub fn listed_in(json: &Value, folder: &str) -> Result<Vec<ListedFile>> {
     }
     for file in json.get("files").and_then(Value::as_array).into_iter().flatten() {
         out.push(ListedFile {
-            path: join(folder, &str_of(file, "path")?),
+            path: join(folder, &path_of(file, "path")?),
             split: str_of(file, "split").ok(),
             format: str_of(file, "format")?,
             rows: u64_of(file, "rows")?,

@@ -75,6 +75,8 @@ fn client(endpoint: String, concurrency: usize) -> LlmClient {
         max_concurrency: concurrency,
         timeout: Duration::from_secs(30),
         backoff: Backoff { max_attempts: 3, base: Duration::from_millis(10), max: Duration::from_secs(1) },
+        breaker_after: 0,
+        api_key_env: String::new(),
     })
     .unwrap()
 }

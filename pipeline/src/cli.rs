@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::LoadedConfig;
 use crate::hub::config::HubConfig;
+use crate::llm::FailureClass;
 use crate::shard::Shard;
 use crate::stages::build::Build;
 use crate::stages::classify::Classify;
@@ -79,6 +80,19 @@ pub struct LlmStageArgs {
     /// The served model's name (replaces llm.model).
     #[arg(long)]
     pub model: Option<String>,
+    /// Ask again the requests the journal records as failed with these classes (e.g.
+    /// `context_overflow` after raising the server's context; none given: every class).
+    /// Failures that can heal or that a configuration fix cures are asked again anyway.
+    #[arg(long, num_args = 0.., value_name = "CLASS", value_parser = failure_class)]
+    pub retry_failed: Option<Vec<FailureClass>>,
+}
+
+/// A failure class by its journal name.
+fn failure_class(name: &str) -> Result<FailureClass, String> {
+    FailureClass::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = FailureClass::ALL.iter().map(|c| c.name()).collect();
+        format!("`{name}` is not a failure class; the journal's classes are: {}", names.join(", "))
+    })
 }
 
 #[derive(Debug, clap::Args)]
@@ -105,6 +119,10 @@ pub struct StageArgs {
     /// Hub cache folder (default: $HF_HUB_CACHE, else $HF_HOME/hub).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// When another process works on the same stage of this run (and shard), wait for it
+    /// to finish instead of stopping at once.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -186,6 +204,7 @@ impl StageArgs {
         let mut ctx = StageContext::new(LoadedConfig::load(&self.config)?);
         ctx.shard = self.shard;
         ctx.cache_dir = self.cache_dir.clone();
+        ctx.wait = self.wait;
         Ok(ctx)
     }
 }
@@ -195,6 +214,7 @@ impl LlmStageArgs {
         let mut ctx = self.stage.context()?;
         ctx.endpoints = self.endpoints.clone();
         ctx.model = self.model.clone();
+        ctx.retry_failed = self.retry_failed.clone();
         Ok(ctx)
     }
 }

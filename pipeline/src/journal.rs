@@ -1,8 +1,10 @@
 //! The request journal: one JSON line per finished LLM request, appended as it completes
 //! (one `write` per line, synced every second), keyed by everything that decides the
 //! answer: model, prompt hash, sampling parameters and the document's hash. A crash or
-//! `kill -9` loses only requests in flight; a torn last line is dropped on open; a rerun
-//! sends only what is missing. Readers: `pipeline`, DuckDB/DataFusion (`read_json`).
+//! `kill -9` loses only requests in flight; a torn last line (cut on any byte, inside a
+//! multi-byte character too) is dropped on open; an append that fails (a full disk) cuts
+//! the file back to where it was; a rerun sends only what is missing. Readers:
+//! `pipeline`, DuckDB/DataFusion (`read_json`).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -29,7 +31,14 @@ pub fn request_key(model: &str, prompt_hash: &str, sampling_json: &str, document
 /// An open journal file.
 pub struct Journal {
     path: PathBuf,
-    file: Mutex<(File, Instant)>,
+    file: Mutex<OpenFile>,
+}
+
+/// The file, its length after the last complete record, and when it was last synced.
+struct OpenFile {
+    file: File,
+    len: u64,
+    last_sync: Instant,
 }
 
 impl Journal {
@@ -38,47 +47,14 @@ impl Journal {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let mut records = HashMap::new();
-        let mut good_len = 0u64;
-        if let Ok(f) = File::open(path) {
-            let mut reader = BufReader::new(f);
-            let mut line = String::new();
-            let mut number = 0;
-            loop {
-                line.clear();
-                let n = reader.read_line(&mut line).with_context(|| format!("cannot read {}", path.display()))?;
-                number += 1;
-                if n == 0 || !line.ends_with('\n') {
-                    break; // the end, or a torn last line
-                }
-                match serde_json::from_str::<Record>(&line) {
-                    Ok(r) => {
-                        records.insert(r.key.clone(), r);
-                        good_len += n as u64;
-                    }
-                    Err(e) => {
-                        // Only the last line may be torn; a bad line with records after it
-                        // is not ours to cut away.
-                        let mut rest = String::new();
-                        reader.read_line(&mut rest).ok();
-                        if !rest.is_empty() {
-                            anyhow::bail!(
-                                "{}:{number} is not a journal record ({e}) and more records follow; move the file aside or fix that line, nothing was changed",
-                                path.display()
-                            );
-                        }
-                        break;
-                    }
-                }
-            }
-        }
+        let (records, good_len) = read_records(path)?;
         let file = OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let on_disk = file.metadata()?.len();
         if on_disk > good_len {
             tracing::warn!("{}: dropping {} bytes after the last complete record (an interrupted write)", path.display(), on_disk - good_len);
-            file.set_len(good_len)?;
+            file.set_len(good_len).with_context(|| format!("cannot cut the torn end of {}", path.display()))?;
         }
-        Ok((Journal { path: path.to_path_buf(), file: Mutex::new((file, Instant::now())) }, records))
+        Ok((Journal { path: path.to_path_buf(), file: Mutex::new(OpenFile { file, len: good_len, last_sync: Instant::now() }) }, records))
     }
 
     pub fn path(&self) -> &Path {
@@ -89,21 +65,71 @@ impl Journal {
     pub fn append(&self, record: &Record) -> Result<()> {
         let mut line = serde_json::to_vec(record)?;
         line.push(b'\n');
-        let mut guard = self.file.lock().expect("journal lock");
-        let (file, last_sync) = &mut *guard;
-        file.write_all(&line).with_context(|| format!("cannot append to {}", self.path.display()))?;
-        if last_sync.elapsed() >= Duration::from_secs(1) {
-            file.sync_data()?;
-            *last_sync = Instant::now();
+        let mut open = self.file.lock().expect("journal lock");
+        if let Err(e) = open.file.write_all(&line) {
+            // Part of the line may be on disk: cut it away so that the file ends on a
+            // complete record (a later append, after space was freed, stays readable).
+            let cut = open.file.set_len(open.len);
+            let e = anyhow::Error::new(e).context(format!("cannot append to {}", self.path.display()));
+            return Err(match cut {
+                Ok(()) => e,
+                Err(c) => e.context(format!("and cannot cut the partial line ({c}); the next open drops it")),
+            });
+        }
+        open.len += line.len() as u64;
+        if open.last_sync.elapsed() >= Duration::from_secs(1) {
+            open.file.sync_data()?;
+            open.last_sync = Instant::now();
         }
         Ok(())
     }
 
     /// Syncs what was written.
     pub fn sync(&self) -> Result<()> {
-        self.file.lock().expect("journal lock").0.sync_data()?;
+        self.file.lock().expect("journal lock").file.sync_data()?;
         Ok(())
     }
+}
+
+/// Every complete record of the file at `path` (the last one of each key) and the length
+/// of the prefix they fill. A last line without its newline, or one that is not a record
+/// (cut inside a character or a value), is a torn write and left out; a bad line with
+/// lines after it is an error that changes nothing.
+fn read_records(path: &Path) -> Result<(HashMap<String, Record>, u64)> {
+    let mut records = HashMap::new();
+    let mut good_len = 0u64;
+    let Ok(f) = File::open(path) else { return Ok((records, 0)) };
+    let mut reader = BufReader::new(f);
+    let mut line = Vec::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).with_context(|| format!("cannot read {}", path.display()))?;
+        number += 1;
+        if n == 0 || line.last() != Some(&b'\n') {
+            break; // the end, or a torn last line
+        }
+        match serde_json::from_slice::<Record>(&line) {
+            Ok(r) => {
+                records.insert(r.key.clone(), r);
+                good_len += n as u64;
+            }
+            Err(e) => {
+                // Only the last line may be torn; a bad line with records after it is not
+                // ours to cut away.
+                let mut rest = Vec::new();
+                reader.read_until(b'\n', &mut rest).ok();
+                if !rest.is_empty() {
+                    anyhow::bail!(
+                        "{}:{number} is not a journal record ({e}) and more records follow; move the file aside or fix that line, nothing was changed",
+                        path.display()
+                    );
+                }
+                break;
+            }
+        }
+    }
+    Ok((records, good_len))
 }
 
 #[cfg(test)]
@@ -153,6 +179,25 @@ mod tests {
         drop(j);
         let (_, again) = Journal::open(&path).unwrap();
         assert_eq!(again.len(), 3, "the torn line was cut before appending");
+    }
+
+    #[test]
+    fn a_line_torn_inside_a_multi_byte_character_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        let good = serde_json::to_string(&rec("a", "ok")).unwrap();
+        let mut torn = serde_json::to_string(&Record { content: Some("x ≤ ∑ é".into()), ..rec("b", "ok") }).unwrap().into_bytes();
+        let cut = torn.iter().position(|&b| b == 0xe2).unwrap() + 1; // inside '≤'
+        torn.truncate(cut);
+        let mut bytes = format!("{good}\n").into_bytes();
+        bytes.extend_from_slice(&torn);
+        std::fs::write(&path, &bytes).unwrap();
+        let (j, old) = Journal::open(&path).unwrap();
+        assert_eq!(old.len(), 1);
+        j.append(&rec("b", "ok")).unwrap();
+        drop(j);
+        assert_eq!(Journal::open(&path).unwrap().1.len(), 2);
+        assert!(std::fs::read_to_string(&path).is_ok(), "the torn bytes were cut");
     }
 
     #[test]

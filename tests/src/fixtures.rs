@@ -252,3 +252,26 @@ pub fn behavior_words(i: usize) -> String {
     let words = |w: &str, n: usize| vec![w; n].join(" then ");
     [words("instead", i % 4), words("check", (i / 2) % 3), words("first", (i / 3) % 5), words("need", i % 2)].join(" ")
 }
+
+/// A JSONL source `<dir>/docs.jsonl` of `n` small documents (plus `extra` ones), each
+/// unique, whose behavior words the fake LLM counts; returns the texts.
+pub fn small_corpus(dir: &Path, n: usize, extra: &[&str]) -> Vec<String> {
+    let mut docs: Vec<String> = (0..n)
+        .map(|i| {
+            let words = ["instead", "check", "first", "need"];
+            let mut t = format!("Document {i}. What is {i} + {i}?");
+            for k in 0..(i % 5) {
+                t.push_str(&format!(" We {} it.", words[(i + k) % 4]));
+            }
+            if i % 3 == 0 {
+                t.push_str(&format!(" Answer: {}.", 2 * i));
+            }
+            t
+        })
+        .collect();
+    docs.extend(extra.iter().map(|s| s.to_string()));
+    std::fs::create_dir_all(dir).unwrap();
+    let lines: Vec<String> = docs.iter().map(|t| serde_json::json!({ "text": t, "url": "u" }).to_string()).collect();
+    std::fs::write(dir.join("docs.jsonl"), lines.join("\n") + "\n").unwrap();
+    docs
+}

@@ -39,13 +39,23 @@ impl Request {
 }
 
 /// A response; `cut_after` sends only that many body bytes, then closes; status 0 closes
-/// the connection without answering.
+/// the connection without answering; `filler` follows the body with bytes made as they
+/// are sent (a huge answer that costs the server no memory).
 #[derive(Clone, Debug, Default)]
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub cut_after: Option<usize>,
+    pub filler: Option<Filler>,
+}
+
+/// `count` copies of `byte`, then `tail`, sent after a response's body.
+#[derive(Clone, Debug, Default)]
+pub struct Filler {
+    pub count: u64,
+    pub byte: u8,
+    pub tail: Vec<u8>,
 }
 
 impl Response {
@@ -126,6 +136,18 @@ impl Drop for Server {
     }
 }
 
+/// Writes a filler in 64 KiB pieces; stops when the client hangs up.
+fn send_filler(out: &mut TcpStream, f: &Filler) -> std::io::Result<()> {
+    let piece = vec![f.byte; 64 << 10];
+    let mut left = f.count;
+    while left > 0 {
+        let n = left.min(piece.len() as u64) as usize;
+        out.write_all(&piece[..n])?;
+        left -= n as u64;
+    }
+    out.write_all(&f.tail)
+}
+
 fn serve(stream: TcpStream, handler: &(dyn Fn(&Request) -> Response + Send + Sync)) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
     let mut line = String::new();
@@ -166,7 +188,8 @@ fn serve(stream: TcpStream, handler: &(dyn Fn(&Request) -> Response + Send + Syn
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     if !has_len {
-        head.push_str(&format!("Content-Length: {}\r\n", resp.body.len()));
+        let filled = resp.filler.as_ref().map_or(0, |f| f.count + f.tail.len() as u64);
+        head.push_str(&format!("Content-Length: {}\r\n", resp.body.len() as u64 + filled));
     }
     head.push_str("Connection: close\r\n\r\n");
     if out.write_all(head.as_bytes()).is_err() {
@@ -175,6 +198,9 @@ fn serve(stream: TcpStream, handler: &(dyn Fn(&Request) -> Response + Send + Syn
     if req.method != "HEAD" {
         let n = resp.cut_after.unwrap_or(resp.body.len()).min(resp.body.len());
         let _ = out.write_all(&resp.body[..n]);
+        if let Some(f) = &resp.filler {
+            let _ = send_filler(&mut out, f);
+        }
     }
     let _ = out.flush();
     let _ = out.shutdown(std::net::Shutdown::Both);

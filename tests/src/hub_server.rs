@@ -1,7 +1,9 @@
 //! A loopback Hugging Face hub: the JSON API (revision lookup, tree listing with `Link`
 //! pagination), `resolve` with a redirect to a separate "CDN" origin carrying
 //! `X-Repo-Commit` / `X-Linked-Etag` / `X-Linked-Size`, byte ranges, an optional required
-//! token, a log of every request, and faults to inject per file or endpoint.
+//! token, a log of every request, and faults to inject per file or endpoint. Hostile
+//! modes: a listing whose next page lives on another origin, or whose next page is the
+//! page itself (a listing without end).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -106,6 +108,10 @@ struct State {
     token: Option<String>,
     cdn_url: String,
     api_url: String,
+    /// Where a listing's `Link: rel="next"` points (another origin), instead of the API.
+    next_pages_at: Option<String>,
+    /// Every page's `Link: rel="next"` names the page itself.
+    endless_listing: bool,
 }
 
 /// The running hub: an API origin and a CDN origin.
@@ -147,6 +153,17 @@ impl LoopbackHub {
     /// Requires `Authorization: Bearer <token>` on the API (401 otherwise).
     pub fn require_token(&self, token: &str) {
         self.state.lock().unwrap().token = Some(token.to_string());
+    }
+
+    /// Points every listing's next page at `base` (another server that serves the same
+    /// repo), as a hostile mirror could.
+    pub fn set_next_pages_at(&self, base: &str) {
+        self.state.lock().unwrap().next_pages_at = Some(base.to_string());
+    }
+
+    /// Makes every listing page name itself as the next page.
+    pub fn set_endless_listing(&self) {
+        self.state.lock().unwrap().endless_listing = true;
     }
 
     /// Queues faults for the next requests that hit `target`, in order.
@@ -253,9 +270,13 @@ fn handle_api(state: &Arc<Mutex<State>>, r: &Request) -> Response {
                 let start: usize = r.query("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
                 let page: Vec<_> = entries.iter().skip(start).take(st.page_size).cloned().collect();
                 let mut resp = Response::json(200, &serde_json::Value::Array(page));
+                if st.endless_listing {
+                    return resp.header("Link", format!("<{}{}>; rel=\"next\"", st.api_url, r.target));
+                }
                 if start + st.page_size < entries.len() {
                     let base = r.target.split('?').next().unwrap_or("");
-                    resp = resp.header("Link", format!("<{}{}?recursive=true&cursor={}>; rel=\"next\"", st.api_url, base, start + st.page_size));
+                    let origin = st.next_pages_at.as_deref().unwrap_or(&st.api_url);
+                    resp = resp.header("Link", format!("<{origin}{base}?recursive=true&cursor={}>; rel=\"next\"", start + st.page_size));
                 }
                 return resp;
             }

@@ -1,12 +1,13 @@
 //! A fake OpenAI-compatible chat server for the classify tests. Its "model" answers by a
 //! fixed rule (so tests know every right answer) and never reads instructions inside the
 //! document. Faults are injected per document: a document containing a marker gets the
-//! queued faults on its requests, one per request, in order.
+//! queued faults on its requests, one per request, in order. Hostile modes: a required API
+//! key (401 for any other), answers of any size made as they are sent.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use crate::http::{Request, Response, Server};
+use crate::http::{Filler, Request, Response, Server};
 
 /// What to do to one request.
 #[derive(Clone, Debug)]
@@ -33,6 +34,10 @@ pub enum LlmFault {
     ContextOverflow,
     /// A 200 with this content.
     Reply(String),
+    /// A 200 whose content is this many bytes long (made as it is sent).
+    Huge(u64),
+    /// 401, as for a request without the required key (see [`FakeLlm::require_key`]).
+    WrongKey,
 }
 
 /// One request as the server saw it.
@@ -54,6 +59,8 @@ struct State {
     delay_ms: u64,
     /// Off for benchmarks that send millions of requests.
     forget: bool,
+    /// The API key every request must carry (`Authorization: Bearer <key>`).
+    key: Option<String>,
 }
 
 /// The running server.
@@ -213,6 +220,11 @@ impl FakeLlm {
         self.state.lock().unwrap().forget = true;
     }
 
+    /// Answers 401 to every request without `Authorization: Bearer <key>`.
+    pub fn require_key(&self, key: &str) {
+        self.state.lock().unwrap().key = Some(key.to_string());
+    }
+
     /// Latency of every answer.
     pub fn set_delay_ms(&self, ms: u64) {
         self.state.lock().unwrap().delay_ms = ms;
@@ -252,7 +264,12 @@ fn handle(state: &Arc<Mutex<State>>, r: &Request) -> Response {
     let (task, document) = (task_of(&prompt), document_of(&prompt));
     let (fault, delay) = {
         let mut st = state.lock().unwrap();
-        let fault = st.rules.iter_mut().find(|(m, t, q)| document.contains(m.as_str()) && task_matches(&task, t) && !q.is_empty()).map(|(_, _, q)| q.remove(0));
+        let wrong_key = st.key.as_ref().is_some_and(|k| r.header("authorization") != Some(&format!("Bearer {k}")));
+        let fault = if wrong_key {
+            Some(LlmFault::WrongKey)
+        } else {
+            st.rules.iter_mut().find(|(m, t, q)| document.contains(m.as_str()) && task_matches(&task, t) && !q.is_empty()).map(|(_, _, q)| q.remove(0))
+        };
         (fault, st.delay_ms)
     };
     if delay > 0 {
@@ -284,6 +301,14 @@ fn handle(state: &Arc<Mutex<State>>, r: &Request) -> Response {
         LlmFault::NoTag => completion("Thoughts: I think there are a few."),
         LlmFault::AbsurdCount => completion("<count>100000</count>"),
         LlmFault::Reply(text) => completion(&text),
+        LlmFault::WrongKey => err(401, "Incorrect API key provided"),
+        LlmFault::Huge(bytes) => {
+            let head = r#"{"id": "chatcmpl-huge", "object": "chat.completion", "model": "fake", "choices": [{"index": 0, "message": {"role": "assistant", "content": ""#;
+            let tail = r#""}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}}"#;
+            let mut resp = Response::new(200).header("Content-Type", "application/json").body(head);
+            resp.filler = Some(Filler { count: bytes, byte: b'a', tail: tail.as_bytes().to_vec() });
+            resp
+        }
         LlmFault::ContextOverflow => err(400, "This model's maximum context length is 4096 tokens. However, you requested 9000 tokens."),
         LlmFault::Hang(ms) => {
             // The client has given up by now: not counted as an answer.

@@ -1,7 +1,8 @@
 //! Running the project's binaries and the Python readers from tests.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, ExitStatus, Output};
+use std::time::Duration;
 
 /// The workspace's `target/<profile>/` folder, found from the running test binary.
 pub fn target_dir() -> PathBuf {
@@ -85,4 +86,23 @@ pub fn python(script: &str, args: &[&str], envs: &[(&str, &str)]) -> String {
 pub fn sha256(path: &Path) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(std::fs::read(path).expect("read")))
+}
+
+/// Waits for `child` while sampling its peak resident set (`VmHWM` in
+/// `/proc/<pid>/status`, read until the process is gone); returns its exit status and the
+/// last peak read, in bytes.
+pub fn wait_with_peak_memory(child: &mut Child) -> (ExitStatus, u64) {
+    let status_file = PathBuf::from(format!("/proc/{}/status", child.id()));
+    let mut peak = 0u64;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file)
+            && let Some(kib) = text.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak = peak.max(kib * 1024);
+        }
+        if let Some(status) = child.try_wait().expect("wait") {
+            return (status, peak);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

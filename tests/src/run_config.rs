@@ -63,10 +63,15 @@ pub fn llm_config(tmp: &Path, name: &str, docs: usize, endpoint: &str, extra_llm
 }
 
 /// The complete records of a stage's request journal (`runs/<run>/journal/<stage>.jsonl`);
-/// a line torn by a kill is skipped.
+/// a line torn by a kill (on any byte) is skipped.
 pub fn journal_lines(tmp: &Path, run: &str, stage: &str) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(tmp.join("runs").join(run).join("journal").join(format!("{stage}.jsonl"))).unwrap_or_default();
-    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    let bytes = std::fs::read(journal_path(tmp, run, stage)).unwrap_or_default();
+    bytes.split(|&b| b == b'\n').filter_map(|l| serde_json::from_slice(l).ok()).collect()
+}
+
+/// `runs/<run>/journal/<stage>.jsonl` of a config written by [`write_config`].
+pub fn journal_path(tmp: &Path, run: &str, stage: &str) -> PathBuf {
+    tmp.join("runs").join(run).join("journal").join(format!("{stage}.jsonl"))
 }
 
 /// [`llm_config`] against a fake LLM, with a `[build]` section that uses the Llama-3

@@ -7,33 +7,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use habits_tests::fixtures::small_corpus as corpus;
 use habits_tests::llm_server::{FakeLlm, LlmFault, expected_count, expected_problem_solution};
 use habits_tests::procs::{pipeline, python, run_expect};
 use habits_tests::run_config::{journal_lines, llm_config, local_source, write_config};
 
 const BEHAVIORS: [&str; 4] = ["backtracking", "verification", "subgoal_setting", "backward_chaining"];
-
-/// A JSONL source of `n` small documents (plus `extra` ones), each unique.
-fn corpus(dir: &Path, n: usize, extra: &[&str]) -> Vec<String> {
-    let mut docs: Vec<String> = (0..n)
-        .map(|i| {
-            let words = ["instead", "check", "first", "need"];
-            let mut t = format!("Document {i}. What is {i} + {i}?");
-            for k in 0..(i % 5) {
-                t.push_str(&format!(" We {} it.", words[(i + k) % 4]));
-            }
-            if i % 3 == 0 {
-                t.push_str(&format!(" Answer: {}.", 2 * i));
-            }
-            t
-        })
-        .collect();
-    docs.extend(extra.iter().map(|s| s.to_string()));
-    std::fs::create_dir_all(dir).unwrap();
-    let lines: Vec<String> = docs.iter().map(|t| serde_json::json!({ "text": t, "url": "u" }).to_string()).collect();
-    std::fs::write(dir.join("docs.jsonl"), lines.join("\n") + "\n").unwrap();
-    docs
-}
 
 fn config(tmp: &Path, name: &str, docs: usize, llm: &FakeLlm, extra_llm: &str, prompts: Option<&Path>) -> PathBuf {
     llm_config(tmp, name, docs, &llm.endpoint(), extra_llm, prompts)

@@ -381,3 +381,26 @@ fn exports_open_in_other_readers_and_match_their_manifests() {
     assert_eq!(read["checksums_ok"], true, "{read}");
     assert_eq!(read["text_is_prompt_plus_completion"], true, "{read}");
 }
+
+#[test]
+fn a_manifest_path_that_leaves_its_folder_is_refused_by_export_and_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = copy_of_run(&tmp.path().join("copy"));
+    let victim = tmp.path().join("victim.bin");
+    std::fs::write(&victim, b"the user's own file").unwrap();
+    let manifest_path = run.join("sets/rich/manifest.json");
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let climbing = "../../../../victim.bin";
+    let file = manifest["files"].as_array_mut().unwrap().iter_mut().find(|f| f["format"].as_str().unwrap().starts_with("megatron")).unwrap();
+    file["path"] = Value::from(climbing);
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    let out = tmp.path().join("out");
+    let failed = run_expect(corpus_tools().args(["export", "--format", "megatron", "--run"]).arg(&run).arg("--out").arg(&out), false);
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains(&format!("{climbing:?}")) && err.contains("cannot be used"), "{err}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"the user's own file");
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(), "nothing exported");
+    let checked = run_expect(corpus_tools().arg("verify").arg("--run").arg(&run), false);
+    let said = format!("{}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+    assert!(said.contains("cannot be used"), "verify names the bad entry: {said}");
+}

@@ -1,10 +1,13 @@
 //! A hub (or mirror) that lies: listing paths that climb out of their folder or are
-//! absolute. `pipeline fetch` must refuse them with one error naming the entry, and write
-//! nothing outside the folder it was given (checked by walking the file system around it).
+//! absolute, a listing whose next page is on another origin, a listing without end.
+//! `pipeline fetch` must refuse bad names with one error naming the entry and write nothing
+//! outside the folder it was given (checked by walking the file system around it), send the
+//! token to no origin but the endpoint's, and stop a listing that never ends.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use habits_tests::fixtures::owm_repo;
 use habits_tests::hub_server::{LoopbackHub, ServedFile, ServedRepo};
 use habits_tests::procs::{pipeline, run_expect};
 
@@ -54,4 +57,47 @@ fn listing_paths_outside_the_folder_are_refused_and_nothing_is_written() {
         }
         assert_eq!(files_under(tmp.path()), before, "{name}: the file system around the target is unchanged");
     }
+}
+
+/// `pipeline fetch` of the OpenWebMath fixture's data from `hub` into `<tmp>/out`.
+fn fetch_owm(hub: &LoopbackHub, tmp: &Path) -> std::process::Command {
+    let mut cmd = pipeline();
+    cmd.args(["fetch", "open-web-math/open-web-math", "--include", "data/*"])
+        .arg("--local-dir")
+        .arg(tmp.join("out"))
+        .env("HF_ENDPOINT", hub.endpoint())
+        .env("HF_HOME", tmp.join("home"));
+    cmd
+}
+
+#[test]
+fn the_token_goes_to_no_origin_but_the_endpoints() {
+    let (repo, _) = owm_repo(3, 20, None);
+    let hub = LoopbackHub::start(vec![repo.clone()]);
+    hub.require_token("hf_only_for_the_hub");
+    hub.set_page_size(1);
+    let elsewhere = LoopbackHub::start(vec![repo]);
+    elsewhere.set_page_size(1);
+    hub.set_next_pages_at(&elsewhere.endpoint());
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run_expect(fetch_owm(&hub, tmp.path()).env("HF_TOKEN", "hf_only_for_the_hub"), true);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!said.contains("hf_only_for_the_hub"), "the token is never printed: {said}");
+    let api_with_token = hub.log().iter().filter(|l| l.origin == "api" && l.authorization.is_some()).count();
+    assert!(api_with_token >= 2, "the endpoint itself gets the token (revision, first page, resolves)");
+    let leaked: Vec<_> = elsewhere.log().into_iter().chain(hub.log().into_iter().filter(|l| l.origin == "cdn")).filter(|l| l.authorization.is_some()).collect();
+    assert!(leaked.is_empty(), "no other origin sees the token: {leaked:?}");
+    assert!(elsewhere.log().iter().any(|l| l.target.contains("/tree/")), "the next pages were listed elsewhere");
+}
+
+#[test]
+fn a_listing_without_end_is_stopped() {
+    let (repo, _) = owm_repo(2, 10, None);
+    let hub = LoopbackHub::start(vec![repo]);
+    hub.set_endless_listing();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run_expect(&mut fetch_owm(&hub, tmp.path()), false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already listed"), "{err}");
+    assert!(hub.log().len() < 10, "stopped at the second page: {} requests", hub.log().len());
 }

@@ -24,7 +24,8 @@ fn setup(tmp: &Path, llm: &FakeLlm, select: &str) -> std::path::PathBuf {
     let lines: Vec<String> = DOCS.iter().map(|(t, _)| serde_json::json!({ "text": t }).to_string()).collect();
     std::fs::write(src.join("d.jsonl"), lines.join("\n")).unwrap();
     llm.inject("CTX1", vec![LlmFault::ContextOverflow; 10]);
-    let cfg = llm_config(tmp, "sel", DOCS.len(), &llm.endpoint(), "", None);
+    // One document in five fails for good: a share this test accepts.
+    let cfg = llm_config(tmp, "sel", DOCS.len(), &llm.endpoint(), "max_failed_share = 0.5", None);
     let text = std::fs::read_to_string(&cfg).unwrap().replacen("[[sources]]", &format!("{select}\n[[sources]]"), 1);
     std::fs::write(&cfg, text).unwrap();
     cfg

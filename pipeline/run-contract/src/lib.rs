@@ -172,9 +172,56 @@ pub const JOURNAL_COLUMNS: [(&str, ColumnKind, bool); 17] = [
     ("finished_at", ColumnKind::Integer, true),
 ];
 
+/// Why a path that a listing names inside its folder (a hub listing, a manifest's `files`
+/// and `parts`) cannot be used: it must be relative, its components non-empty and neither
+/// `.` nor `..`, with no backslash, NUL or drive prefix; then it cannot leave the folder.
+pub fn relative_path_problem(path: &str) -> Option<&'static str> {
+    if path.is_empty() {
+        return Some("it is empty");
+    }
+    if path.starts_with('/') {
+        return Some("it is absolute");
+    }
+    if path.contains('\\') || path.contains('\0') {
+        return Some("it holds a backslash or a NUL byte");
+    }
+    if path.split('/').next().is_some_and(|first| first.len() >= 2 && first.ends_with(':')) {
+        return Some("it starts with a drive prefix");
+    }
+    for part in path.split('/') {
+        match part {
+            "" => return Some("it has an empty component"),
+            "." | ".." => return Some("it has a `.` or `..` component"),
+            _ => {}
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listed_paths_that_leave_their_folder_are_refused() {
+        for ok in ["data/train-00000-of-00001.parquet", "a", "finemath-4plus/train-00001-of-00064.parquet", "dir/file..parquet"] {
+            assert_eq!(relative_path_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "/home/user/abs.parquet",
+            "data/../../../../home/user/victim.parquet",
+            "..",
+            "./data/x.parquet",
+            "data//x.parquet",
+            "data/x.parquet/",
+            "data\\..\\x.parquet",
+            "data/x\0.parquet",
+            "C:/x.parquet",
+        ] {
+            assert!(relative_path_problem(bad).is_some(), "{bad:?} must be refused");
+        }
+    }
 
     /// The column list is the record's fields, in the order serde writes them.
     #[test]

@@ -23,6 +23,11 @@ pub struct HubConfig {
     pub backoff_max_s: u64,
     /// Seconds without a byte before a request counts as timed out.
     pub read_timeout_s: u64,
+    /// Seconds one API request (a revision, a listing page, a footer read) may take in
+    /// all; downloads are bounded by `read_timeout_s` and resume instead.
+    pub request_deadline_s: u64,
+    /// Pages one listing may have before it counts as a server that never ends.
+    pub max_listing_pages: u32,
     /// Keep downloaded shards in the cache after sampling (false frees disk as it goes).
     pub keep_downloads: bool,
 }
@@ -34,6 +39,9 @@ impl HubConfig {
         }
         if self.max_attempts == 0 {
             bail!("hub.max_attempts must be at least 1");
+        }
+        if self.request_deadline_s == 0 || self.max_listing_pages == 0 {
+            bail!("hub.request_deadline_s and hub.max_listing_pages must be at least 1");
         }
         Ok(())
     }
@@ -49,6 +57,8 @@ impl Default for HubConfig {
             backoff_ms: 1000,
             backoff_max_s: 120,
             read_timeout_s: 60,
+            request_deadline_s: 300,
+            max_listing_pages: 10_000,
             keep_downloads: true,
         }
     }

@@ -163,7 +163,7 @@ impl Downloader {
             }
             file.sync_all().map_err(|e| HubError::io("cannot sync the partial download", e))?;
             if offset < size {
-                return Err(HubError::Network { url: super::api::redact_query(&url), message: format!("body ended at byte {offset} of {size}") });
+                return Err(HubError::Network { url: crate::origin::printable(&url), message: format!("body ended at byte {offset} of {size}") });
             }
         }
         self.verify_and_commit(req, slot).await

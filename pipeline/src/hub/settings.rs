@@ -20,6 +20,8 @@ pub struct HubSettings {
     pub concurrency: usize,
     pub backoff: Backoff,
     pub read_timeout: Duration,
+    pub request_deadline: Duration,
+    pub max_listing_pages: u32,
 }
 
 impl HubSettings {
@@ -39,6 +41,8 @@ impl HubSettings {
                 max: Duration::from_secs(cfg.backoff_max_s),
             },
             read_timeout: Duration::from_secs(cfg.read_timeout_s.max(1)),
+            request_deadline: Duration::from_secs(cfg.request_deadline_s.max(1)),
+            max_listing_pages: cfg.max_listing_pages.max(1),
         }
     }
 }

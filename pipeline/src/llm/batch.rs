@@ -1,7 +1,8 @@
 //! Sending a stream of requests whose answers are journaled: at most `width` at a time,
 //! each finished record appended to the journal as it arrives, a progress bar (requests/s,
 //! ETA, in flight, tokens/s, failures by class) with heartbeat log lines for batch jobs.
-//! A journal that cannot be written stops the batch: no request is paid for unrecorded.
+//! A journal that cannot be written stops the batch: no request is paid for unrecorded;
+//! so does the client's circuit breaker (`llm::breaker`) when an endpoint cannot succeed.
 //! One request of such a batch, with re-asks for bad answers, is `LlmSession::ask`
 //! (`llm::stage`).
 
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use futures_util::{Stream, StreamExt};
 
+use super::FailureClass;
 use super::LlmClient;
 use crate::journal::{Journal, Record};
 use crate::progress::{Heartbeat, count_bar, log_line};
@@ -31,7 +33,8 @@ struct Tally {
     sent: u64,
     tokens: u64,
     failures: BTreeMap<String, u64>,
-    journal_error: Option<anyhow::Error>,
+    /// Why the batch stopped sending: the journal could not be written, or the breaker tripped.
+    stop: Option<anyhow::Error>,
 }
 
 /// The requests a batch is part of: all of the stage's, and those the journal already
@@ -49,16 +52,16 @@ pub struct Reask<'a> {
     pub text: &'a str,
 }
 
-/// Sends every job through `ask` and journals its record. `total` and `already` size
-/// the progress bar: all requests of the stage, and those of them the journal already
-/// answered. `already` may grow while jobs are sent (a reader that finds the answered
-/// requests as it goes counts them there), so that the bar counts only this stage's
-/// requests even when the journal holds others (another input, an earlier selection).
+/// Sends every job through `ask` (as many at a time as the client's endpoints allow) and
+/// journals its record, until the client's breaker trips or the journal fails. `total` and `already` size the progress bar: all requests of
+/// the stage, and those of them the journal already answered. `already` may grow while
+/// jobs are sent (a reader that finds the answered requests as it goes counts them
+/// there), so that the bar counts only this stage's requests even when the journal holds
+/// others (another input, an earlier selection).
 pub async fn send_journaled<J, F, Fut>(
     label: &str,
     jobs: impl Stream<Item = J>,
     client: &LlmClient,
-    width: usize,
     Counts { total, already }: Counts<'_>,
     journal: &Journal,
     ask: F,
@@ -73,16 +76,23 @@ where
     let heartbeat = Heartbeat::new(Duration::from_secs(30));
     let started = Instant::now();
     let tally = Mutex::new(Tally::default());
-    jobs.take_while(|_| futures_util::future::ready(tally.lock().expect("tally").journal_error.is_none()))
+    let width = client.settings.endpoints.len() * client.settings.max_concurrency;
+    let stopped = || tally.lock().expect("tally").stop.is_some() || client.tripped().is_some();
+    jobs.take_while(|_| futures_util::future::ready(!stopped()))
         .map(ask)
         .buffer_unordered(width.max(1))
         .for_each(|record| {
             let mut t = tally.lock().expect("tally");
+            if record.failure.as_deref() == Some(FailureClass::Stopped.name()) {
+                return futures_util::future::ready(()); // never sent: nothing to journal
+            }
             if let Some(f) = &record.failure {
                 *t.failures.entry(f.clone()).or_default() += 1;
             }
             if let Err(e) = journal.append(&record) {
-                t.journal_error.get_or_insert(e);
+                let e = e.context("the request journal could not be written; the stage stopped (answers already journaled are kept)");
+                t.stop.get_or_insert(e);
+                client.stop_sending();
             }
             t.sent += 1;
             t.tokens += record.prompt_tokens + record.completion_tokens;
@@ -102,11 +112,15 @@ where
         })
         .await;
     bar.finish_and_clear();
-    let t = tally.into_inner().expect("tally");
-    if let Some(e) = t.journal_error {
-        return Err(e.context("the request journal could not be written; the stage stopped (answers already journaled are kept)"));
+    let mut t = tally.into_inner().expect("tally");
+    if let Some(message) = client.tripped() {
+        t.stop.get_or_insert(anyhow::anyhow!("{label}: {message}"));
     }
-    journal.sync()?;
+    let synced = journal.sync();
+    if let Some(e) = t.stop {
+        return Err(e);
+    }
+    synced?;
     Ok(BatchOutcome { sent: t.sent, failures_by_class: t.failures })
 }
 

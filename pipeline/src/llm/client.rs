@@ -1,17 +1,23 @@
 //! Sending chat completions: a permit from the endpoint pool, one HTTP attempt with a
 //! timeout, classification of the outcome, and retries with backoff for retryable
 //! classes (honouring `Retry-After`). Usage, latency, endpoint and attempts come back
-//! with every answer. The API key is read from the environment and never printed.
+//! with every answer. The API key is read from the environment and never printed; an
+//! endpoint is recorded without its userinfo. An answer is read up to a cap that follows
+//! from `max_tokens`: a server that sends more gets a `bad_response`, not our memory.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
 
+use super::breaker::Breaker;
 use super::error::{FailureClass, LlmError};
 use super::limiter::{Limiter, Pool};
 use super::protocol::{ChatRequest, ChatResponse, Message, Sampling, Usage};
+use crate::http_client::{body_up_to, transport_message};
+use crate::origin::printable;
 use crate::retry::{Backoff, parse_retry_after};
 use crate::secret::Secret;
 
@@ -28,6 +34,10 @@ pub struct LlmSettings {
     pub max_concurrency: usize,
     pub timeout: Duration,
     pub backoff: Backoff,
+    /// Stop after this many configuration failures in a row from one endpoint (0: never).
+    pub breaker_after: u32,
+    /// The variable the API key came from (named in the breaker's message).
+    pub api_key_env: String,
 }
 
 /// Extra fields of a request body (structured output, in the server's dialect).
@@ -51,11 +61,24 @@ pub struct Failure {
     pub attempts: u32,
 }
 
+/// The most bytes an answer may take: room for the JSON around it plus 64 bytes per
+/// token asked for (a token is a few bytes of text, more once escaped).
+pub fn answer_cap(max_tokens: u32) -> usize {
+    (64 << 10) + 64 * max_tokens as usize
+}
+
 /// The client; cheap to clone.
 #[derive(Clone)]
 pub struct LlmClient {
     http: reqwest::Client,
     pool: Arc<Pool>,
+    /// The endpoints as they are printed and journaled (no userinfo), in pool order.
+    shown: Arc<Vec<String>>,
+    /// Set by [`LlmClient::stop_sending`] or the breaker: requests not yet sent fail as `Stopped`.
+    stopped: Arc<AtomicBool>,
+    breaker: Arc<Mutex<Breaker>>,
+    /// The breaker's message, once it tripped.
+    tripped: Arc<Mutex<Option<String>>>,
     pub settings: Arc<LlmSettings>,
 }
 
@@ -70,12 +93,41 @@ impl LlmClient {
                 .map(|e| (e.trim_end_matches('/').to_string(), Limiter::new(settings.start_concurrency, settings.min_concurrency, settings.max_concurrency)))
                 .collect(),
         );
-        Ok(LlmClient { http, pool, settings: Arc::new(settings) })
+        let shown = pool.endpoints.iter().map(|(e, _)| printable(e)).collect();
+        let breaker = Arc::new(Mutex::new(Breaker::new(settings.breaker_after, &settings.api_key_env)));
+        Ok(LlmClient {
+            http,
+            pool,
+            shown: Arc::new(shown),
+            stopped: Arc::new(AtomicBool::new(false)),
+            breaker,
+            tripped: Arc::new(Mutex::new(None)),
+            settings: Arc::new(settings),
+        })
     }
 
     /// Requests in flight now, over all endpoints.
     pub fn in_flight(&self) -> usize {
         self.pool.in_flight()
+    }
+
+    /// From now on, requests that have not been sent (those waiting for room or for a
+    /// retry) fail as `Stopped` instead; those already sent finish.
+    pub fn stop_sending(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+
+    /// Why the client stopped sending on its own: the circuit breaker's message.
+    pub fn tripped(&self) -> Option<String> {
+        self.tripped.lock().expect("breaker").clone()
+    }
+
+    /// Counts an answer (or failed attempt) from endpoint `shown` with the breaker.
+    fn watch(&self, shown: &str, failure: Option<&LlmError>) {
+        if let Some(message) = self.breaker.lock().expect("breaker").observe(shown, failure) {
+            self.tripped.lock().expect("breaker").get_or_insert(message);
+            self.stop_sending();
+        }
     }
 
     /// Sends one conversation, retrying retryable failures.
@@ -84,14 +136,21 @@ impl LlmClient {
         let mut attempt = 1;
         loop {
             let permit = self.pool.acquire().await;
+            if self.stopped.load(Ordering::SeqCst) {
+                let error =
+                    LlmError { class: FailureClass::Stopped, endpoint: String::new(), message: "not sent: the stage stopped".into(), retry_after: None };
+                return Err(Failure { error, attempts: attempt - 1 });
+            }
             let (endpoint, limiter) = &self.pool.endpoints[permit.index];
+            let shown = &self.shown[permit.index];
             let started = Instant::now();
-            let result = self.attempt(endpoint, messages, sampling, extra).await;
+            let result = self.attempt((endpoint, shown), messages, sampling, extra).await;
             drop(permit);
+            self.watch(shown, result.as_ref().err());
             match result {
                 Ok((content, finish_reason, usage)) => {
                     limiter.on_success();
-                    return Ok(Completion { content, finish_reason, usage, latency: started.elapsed(), endpoint: endpoint.clone(), attempts: attempt });
+                    return Ok(Completion { content, finish_reason, usage, latency: started.elapsed(), endpoint: shown.clone(), attempts: attempt });
                 }
                 Err(e) => {
                     if e.class.is_overload() {
@@ -109,14 +168,15 @@ impl LlmClient {
         }
     }
 
+    /// One attempt at `endpoint` (its URL, and how it is shown).
     async fn attempt(
         &self,
-        endpoint: &str,
+        (endpoint, shown): (&str, &str),
         messages: &[Message],
         sampling: &Sampling,
         extra: Option<&Extra>,
     ) -> Result<(String, Option<String>, Usage), LlmError> {
-        let fail = |class, message: String, retry_after| LlmError { class, endpoint: endpoint.to_string(), message, retry_after };
+        let fail = |class, message: String, retry_after| LlmError { class, endpoint: shown.to_string(), message, retry_after };
         let body = ChatRequest { model: &self.settings.model, messages, sampling, extra };
         let json = serde_json::to_vec(&body).map_err(|e| fail(FailureClass::BadRequest, e.to_string(), None))?;
         let mut req = self
@@ -128,10 +188,16 @@ impl LlmClient {
         if let Some(key) = &self.settings.api_key {
             req = req.bearer_auth(key.expose());
         }
-        let resp = req.send().await.map_err(|e| fail(transport_class(&e), chain(&e), None))?;
+        let resp = req.send().await.map_err(|e| fail(transport_class(&e), transport_message(e), None))?;
         let status = resp.status();
         let retry_after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-        let bytes = resp.bytes().await.map_err(|e| fail(transport_class(&e), chain(&e), None))?;
+        let cap = answer_cap(sampling.max_tokens);
+        let body = body_up_to(resp, cap).await.map_err(|e| fail(transport_class(&e), transport_message(e), None))?;
+        if body.over_cap && status.is_success() {
+            let message = format!("the answer is longer than {} KiB, more than max_tokens = {} can fill; not read further", cap >> 10, sampling.max_tokens);
+            return Err(fail(FailureClass::BadResponse, message, None));
+        }
+        let bytes = body.bytes;
         if !status.is_success() {
             let text: String = String::from_utf8_lossy(&bytes).chars().take(400).collect();
             return Err(fail(status_class(status, &text), format!("HTTP {}: {}", status.as_u16(), text.trim()), retry_after));
@@ -162,6 +228,7 @@ fn status_class(status: StatusCode, body: &str) -> FailureClass {
         429 => FailureClass::RateLimited,
         503 => FailureClass::Overloaded,
         401 | 403 => FailureClass::Auth,
+        404 => FailureClass::NotFound,
         408 => FailureClass::Timeout,
         400 | 413 | 422 if lower.contains("context") && (lower.contains("length") || lower.contains("size") || lower.contains("exceed")) => {
             FailureClass::ContextOverflow
@@ -169,17 +236,6 @@ fn status_class(status: StatusCode, body: &str) -> FailureClass {
         s if s >= 500 => FailureClass::ServerError,
         _ => FailureClass::BadRequest,
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 #[cfg(test)]
@@ -194,6 +250,10 @@ mod tests {
         assert_eq!(status_class(StatusCode::BAD_REQUEST, "the request exceeds the available context size"), FailureClass::ContextOverflow);
         assert_eq!(status_class(StatusCode::BAD_REQUEST, "unknown field"), FailureClass::BadRequest);
         assert_eq!(status_class(StatusCode::BAD_GATEWAY, ""), FailureClass::ServerError);
+        assert_eq!(status_class(StatusCode::NOT_FOUND, ""), FailureClass::NotFound);
+        assert!(FailureClass::NotFound.retry_on_rerun() && !FailureClass::NotFound.is_retryable());
+        assert!(!FailureClass::ContextOverflow.retry_on_rerun());
+        assert!(FailureClass::ALL.iter().all(|c| FailureClass::from_name(c.name()) == Some(*c)));
         assert!(!FailureClass::ContextOverflow.is_retryable() && FailureClass::Timeout.is_retryable());
     }
 }

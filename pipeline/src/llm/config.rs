@@ -25,6 +25,12 @@ pub struct LlmConfig {
     pub max_attempts: u32,
     pub backoff_ms: u64,
     pub backoff_max_s: u64,
+    /// Stop a stage after this many requests in a row to one endpoint failed with a
+    /// failure only a configuration fix cures (401/403, 404, a rejected request); 0: never.
+    pub breaker_after: u32,
+    /// A stage whose failed requests exceed this share of its requests writes its table
+    /// with state `incomplete` and exits non-zero (0 to 1).
+    pub max_failed_share: f64,
     /// Constrain answers to the expected format: `none`, `llama_cpp` (a GBNF `grammar`)
     /// or `vllm` (`structured_outputs.regex`). Small models need it; the study used none.
     pub structured_output: String,
@@ -68,6 +74,9 @@ impl LlmConfig {
         if self.min_concurrency == 0 || self.min_concurrency > self.max_concurrency || self.max_attempts == 0 {
             bail!("llm: need 1 <= min_concurrency <= max_concurrency and max_attempts >= 1");
         }
+        if !(0.0..=1.0).contains(&self.max_failed_share) {
+            bail!("llm.max_failed_share = {}: give a share from 0 to 1 (0.1 lets a tenth of the requests fail)", self.max_failed_share);
+        }
         for e in &self.endpoints {
             if !(e.starts_with("http://") || e.starts_with("https://")) {
                 bail!("llm.endpoints: `{e}` is not an http(s) URL; give the base URL ending in /v1, e.g. http://127.0.0.1:8000/v1");
@@ -93,6 +102,8 @@ impl Default for LlmConfig {
             max_attempts: 6,
             backoff_ms: 1000,
             backoff_max_s: 60,
+            breaker_after: 8,
+            max_failed_share: 0.1,
             structured_output: "none".into(),
             serve: Default::default(),
         }

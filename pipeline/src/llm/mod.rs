@@ -3,6 +3,7 @@
 //! that adapts to overload, retries for what can heal, and a reason for what cannot.
 
 pub mod batch;
+pub mod breaker;
 pub mod client;
 pub mod config;
 pub mod error;

@@ -49,6 +49,8 @@ pub async fn connect(cfg: &LoadedConfig, stage: &str, endpoints: &[String], mode
         max_concurrency: l.max_concurrency,
         timeout: Duration::from_secs(l.timeout_s),
         backoff: Backoff { max_attempts: l.max_attempts, base: Duration::from_millis(l.backoff_ms), max: Duration::from_secs(l.backoff_max_s) },
+        breaker_after: l.breaker_after,
+        api_key_env: l.api_key_env.clone(),
     })?;
     Ok(Connection { client, model, _server: server })
 }

@@ -2,7 +2,8 @@
 //! requests of a row" and "parse an answer": connect to the served model, open the stage's
 //! journal, key each request by everything that decides its answer, send only what the
 //! journal lacks (at most the client's window at a time, each answer journaled as it
-//! arrives), then read the journal back to build the stage's table.
+//! arrives, the circuit breaker watching), then read the journal back to build the
+//! stage's table, whose state says whether too many of its requests failed.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -17,6 +18,7 @@ use futures_util::Stream;
 use super::LlmClient;
 use super::batch::{BatchOutcome, Counts, Reask, RequestId, send_journaled};
 use super::client::{Extra, Failure};
+use super::error::FailureClass;
 use super::protocol::Message;
 use super::protocol::Sampling;
 use super::setup::{Connection, connect};
@@ -24,6 +26,22 @@ use crate::journal::{Journal, Record, request_key};
 use crate::run_dir::RunDir;
 use crate::stages::classify::for_each_doc;
 use crate::stages::stage::StageContext;
+
+/// Whether a journaled request is sent again: a failure that can heal or that a fixed
+/// configuration cures (journals written before that rule are read by the class), or
+/// one of the classes asked for with `--retry-failed` (`Some(&[])`: every class).
+fn asked_again(r: &Record, retry_failed: Option<&[FailureClass]>) -> bool {
+    if r.status == "ok" {
+        return false;
+    }
+    let class = r.failure.as_deref().and_then(FailureClass::from_name);
+    let asked = match (retry_failed, class) {
+        (Some([]), _) => true,
+        (Some(classes), Some(c)) => classes.contains(&c),
+        _ => false,
+    };
+    r.retry_on_rerun || class.is_some_and(FailureClass::retry_on_rerun) || asked
+}
 
 /// How requests are keyed: the served model and the sampling settings (with whatever else
 /// changes answers), so that a request's key is the same on any machine and changes when
@@ -52,6 +70,8 @@ pub struct LlmSession {
     /// asking again on a rerun).
     done: Arc<HashSet<String>>,
     label: &'static str,
+    /// `llm.max_failed_share`.
+    max_failed_share: f64,
 }
 
 impl LlmSession {
@@ -63,9 +83,9 @@ impl LlmSession {
         let connection = connect(&ctx.cfg, label, &ctx.endpoints, ctx.model.as_deref(), &run.root).await?;
         let sampling_json = format!("{}{key_extra}", serde_json::to_string(&sampling)?);
         let (journal, records) = Journal::open(&run_contract::journal_path(&run.root, label))?;
-        let done = records.into_values().filter(|r| r.status == "ok" || !r.retry_on_rerun).map(|r| r.key).collect();
+        let done = records.into_values().filter(|r| !asked_again(r, ctx.retry_failed.as_deref())).map(|r| r.key).collect();
         let keys = RequestKeys { model: connection.model.clone(), sampling_json };
-        Ok(LlmSession { connection, keys, sampling, journal, done: Arc::new(done), label })
+        Ok(LlmSession { connection, keys, sampling, journal, done: Arc::new(done), label, max_failed_share: ctx.cfg.config.llm.max_failed_share })
     }
 
     pub fn client(&self) -> &LlmClient {
@@ -89,8 +109,35 @@ impl LlmSession {
         F: Fn(J) -> Fut,
         Fut: Future<Output = Record>,
     {
-        let width = self.client().settings.endpoints.len() * self.client().settings.max_concurrency;
-        send_journaled(self.label, jobs, self.client(), width, Counts { total, already }, &self.journal, ask).await
+        send_journaled(self.label, jobs, self.client(), Counts { total, already }, &self.journal, ask).await
+    }
+
+    /// The state of the stage's table built from the records of `keys`: `"complete"`, or
+    /// `"incomplete"` with the error the stage stops with (after writing the table) when
+    /// more than `llm.max_failed_share` of them failed.
+    pub fn table_state<'k>(&self, records: &HashMap<String, Record>, keys: impl IntoIterator<Item = &'k String>) -> (String, Option<String>) {
+        let (mut total, mut by_class) = (0u64, std::collections::BTreeMap::<&str, u64>::new());
+        for key in keys {
+            total += 1;
+            if let Some(r) = records.get(key).filter(|r| r.status != "ok") {
+                *by_class.entry(r.failure.as_deref().unwrap_or("unknown")).or_default() += 1;
+            }
+        }
+        let failed: u64 = by_class.values().sum();
+        if total == 0 || failed as f64 <= self.max_failed_share * total as f64 {
+            return ("complete".into(), None);
+        }
+        let classes: Vec<String> = by_class.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        let problem = format!(
+            "{}: {failed} of {total} requests ({:.1}%) failed ({}), more than llm.max_failed_share = {}; the table was written with state \"incomplete\". \
+             Fix the cause and run the stage again (failures that can heal or that a configuration fix cures are asked again), \
+             add --retry-failed CLASS to ask other failures again, or raise llm.max_failed_share",
+            self.label,
+            100.0 * failed as f64 / total as f64,
+            classes.join(", "),
+            self.max_failed_share
+        );
+        ("incomplete".into(), Some(problem))
     }
 
     /// One request: `prompt` sent with the session's sampling; while `check` rejects the
@@ -155,7 +202,7 @@ impl LlmSession {
                 status: "failed".into(),
                 failure: Some(e.class.name().into()),
                 reason: Some(e.message.clone()),
-                retry_on_rerun: e.class.is_retryable(),
+                retry_on_rerun: e.class.retry_on_rerun(),
                 endpoint: e.endpoint.clone(),
                 ..base
             },

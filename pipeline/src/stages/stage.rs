@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::config::LoadedConfig;
+use crate::llm::FailureClass;
 use crate::shard::Shard;
+use crate::stage_lock::StageLock;
 
 /// What a stage is given.
 #[derive(Clone, Debug)]
@@ -25,17 +27,26 @@ pub struct StageContext {
     pub cache_dir: Option<PathBuf>,
     /// A parquet file or folder with `doc_id` and `text` instead of the run's `docs` (classify).
     pub input: Option<PathBuf>,
+    /// Failure classes whose recorded requests are asked again on purpose (`--retry-failed`;
+    /// empty: every class); `None`: only what is asked again anyway (the LLM stages).
+    pub retry_failed: Option<Vec<FailureClass>>,
+    /// Wait for another process working on the same stage of the run to finish, instead
+    /// of stopping at once (`--wait`).
+    pub wait: bool,
 }
 
 impl StageContext {
     /// The config alone: no overrides, the whole of the work.
     pub fn new(cfg: LoadedConfig) -> Self {
-        StageContext { cfg, endpoints: Vec::new(), model: None, shard: Shard::ALL, cache_dir: None, input: None }
+        StageContext { cfg, endpoints: Vec::new(), model: None, shard: Shard::ALL, cache_dir: None, input: None, retry_failed: None, wait: false }
     }
 }
 
 /// A stage of the pipeline.
 pub trait Stage {
+    /// The stage's verb (`pipeline <verb>`), which also names its lock.
+    const VERB: &'static str;
+
     /// What the stage returns when it is done (its manifest, or what it did instead).
     type Manifest;
 
@@ -77,8 +88,11 @@ impl StageName {
     }
 }
 
-/// Runs stage `S` and prints its report; whether the stages after it can run.
+/// Runs stage `S` (holding its lock: one process per stage of a run and shard) and prints
+/// its report; whether the stages after it can run.
 pub async fn run_and_report<S: Stage>(ctx: &StageContext) -> Result<bool> {
+    let (root, shard, wait) = (ctx.cfg.run_path(), ctx.shard, ctx.wait);
+    let _lock = tokio::task::spawn_blocking(move || StageLock::acquire(&root, S::VERB, shard, wait)).await??;
     let m = S::run(ctx).await?;
     eprint!("{}", S::render(&m, ctx));
     Ok(S::complete(&m))

@@ -103,6 +103,25 @@ impl PartWriter {
 
 /// The parquet files of a table: a file, or a folder's `*.parquet`, sorted. `hint` says how
 /// to make the table when it is missing or empty.
+/// The parts of table `dir` written by stage `stage`, refused when its manifest says the
+/// stage stopped with too many failed requests (state `incomplete`).
+pub fn complete_table_parts(dir: &Path, stage: &str) -> Result<Vec<PathBuf>> {
+    let parts = parquet_parts(dir, &format!("run `pipeline {stage}` first"))?;
+    #[derive(serde::Deserialize)]
+    struct State {
+        state: String,
+    }
+    let manifest = dir.join(run_contract::TABLE_MANIFEST);
+    if let Some(State { state }) = crate::run_dir::read_json::<State>(&manifest)?.filter(|m| m.state != "complete") {
+        bail!(
+            "{} has state \"{state}\": `pipeline {stage}` stopped because too many of its requests failed (its manifest counts them by class); \
+             fix the cause and run `pipeline {stage}` again, or raise llm.max_failed_share to accept the table",
+            dir.display()
+        );
+    }
+    Ok(parts)
+}
+
 pub fn parquet_parts(input: &Path, hint: &str) -> Result<Vec<PathBuf>> {
     if input.is_file() {
         return Ok(vec![input.to_path_buf()]);

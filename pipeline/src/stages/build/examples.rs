@@ -14,7 +14,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use xxhash_rust::xxh3::xxh3_128;
 
-use crate::stages::tables::parquet_parts;
+use crate::stages::tables::{complete_table_parts, parquet_parts};
 use crate::stages::template::Template;
 
 /// The sets, in the order the build writes them.
@@ -63,7 +63,7 @@ pub fn completion_text(thoughts: &str, answer: &str) -> String {
 /// Reads the `rewrites` and `docs` tables of a run into examples (sorted by doc_id, one per
 /// distinct prompt + completion), not yet tokenized.
 pub fn gather(run: &Path, template: &Template) -> Result<(Vec<Example>, Gathered)> {
-    let rewrites = parquet_parts(&run.join(crate::stages::rewrite::TABLE), "run `pipeline rewrite` first")?;
+    let rewrites = complete_table_parts(&run.join(crate::stages::rewrite::TABLE), "rewrite")?;
     let mut found = Gathered::default();
     let mut examples = Vec::new();
     for part in &rewrites {

@@ -80,6 +80,7 @@ pub struct BuildManifest {
 pub struct Build;
 
 impl Stage for Build {
+    const VERB: &'static str = "build";
     type Manifest = BuildManifest;
 
     async fn run(ctx: &StageContext) -> Result<BuildManifest> {

@@ -69,6 +69,7 @@ struct Job {
 pub struct Classify;
 
 impl Stage for Classify {
+    const VERB: &'static str = "classify";
     type Manifest = LabelsManifest;
 
     async fn run(ctx: &StageContext) -> Result<LabelsManifest> {
@@ -134,9 +135,10 @@ async fn run_classify(ctx: &StageContext) -> Result<LabelsManifest> {
     }
     let mut stats = builder.stats.clone();
     stats.finish();
+    let (state, too_many_failed) = session.table_state(&records, order.iter().flat_map(|(_, keys)| keys));
     let manifest = LabelsManifest {
         stage: TABLE.into(),
-        state: "complete".into(),
+        state,
         model: session.model().to_string(),
         input: input.display().to_string(),
         prompts: prompts.iter().map(|p| (p.task.clone(), p.hash.clone())).collect(),
@@ -150,6 +152,9 @@ async fn run_classify(ctx: &StageContext) -> Result<LabelsManifest> {
         parts: writer.finish()?,
     };
     publish_table(&staging, &out, &manifest)?;
+    if let Some(problem) = too_many_failed {
+        bail!(problem);
+    }
     Ok(manifest)
 }
 

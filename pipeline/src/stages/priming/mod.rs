@@ -72,6 +72,7 @@ struct Job {
 pub struct Priming;
 
 impl Stage for Priming {
+    const VERB: &'static str = "prime";
     type Manifest = PrimingManifest;
 
     async fn run(ctx: &StageContext) -> Result<PrimingManifest> {
@@ -119,6 +120,11 @@ impl<'a> Plan<'a> {
     /// The key of asked condition `c` about puzzle `t`.
     fn key(&self, keys: &RequestKeys, c: usize, t: usize) -> String {
         keys.key(&self.templates[c].hash, &self.ids[t])
+    }
+
+    /// The key of every request the stage makes.
+    fn keys(&self, keys: &RequestKeys) -> Vec<String> {
+        (0..self.templates.len()).flat_map(|c| (0..self.tasks.len()).map(move |t| self.key(keys, c, t))).collect()
     }
 
     /// The requests the journal lacks.
@@ -212,7 +218,9 @@ async fn run_priming(ctx: &StageContext) -> Result<PrimingManifest> {
         })
         .await?;
 
-    let (mut statuses, traces) = plan.traces(&session.records()?, &session.keys);
+    let records = session.records()?;
+    let (mut statuses, traces) = plan.traces(&records, &session.keys);
+    let (state, too_many_failed) = session.table_state(&records, &plan.keys(&session.keys));
     let lineage = match &p.tasks_file {
         Some(f) => Lineage { source: cfg.resolve(f).display().to_string(), revision: String::new(), file: String::new(), row: 0 },
         None => Lineage { source: "countdown-generator".into(), revision: format!("seed {}", p.seed), file: String::new(), row: 0 },
@@ -227,7 +235,7 @@ async fn run_priming(ctx: &StageContext) -> Result<PrimingManifest> {
     let rows = sets.write(&staging, &examples, &statuses)?;
     let manifest = PrimingManifest {
         stage: TABLE.into(),
-        state: "complete".into(),
+        state,
         model: session.model().to_string(),
         prompts: plan.asked.iter().zip(&plan.templates).map(|((c, _), t)| (c.to_string(), t.hash.clone())).collect(),
         sampling: session.sampling.clone(),
@@ -238,6 +246,9 @@ async fn run_priming(ctx: &StageContext) -> Result<PrimingManifest> {
         rows,
     };
     publish_table(&staging, &out, &manifest)?;
+    if let Some(problem) = too_many_failed {
+        bail!(problem);
+    }
     Ok(manifest)
 }
 

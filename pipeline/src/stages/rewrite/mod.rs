@@ -65,6 +65,7 @@ struct Job {
 pub struct Rewrite;
 
 impl Stage for Rewrite {
+    const VERB: &'static str = "rewrite";
     type Manifest = RewritesManifest;
 
     async fn run(ctx: &StageContext) -> Result<RewritesManifest> {
@@ -135,9 +136,10 @@ async fn run_rewrite(ctx: &StageContext) -> Result<RewritesManifest> {
         }
         writer.write(&b.finish(&schema)?)?;
     }
+    let (state, too_many_failed) = session.table_state(&records, order.iter().flat_map(|(_, keys)| keys));
     let manifest = RewritesManifest {
         stage: TABLE.into(),
-        state: "complete".into(),
+        state,
         model: session.model().to_string(),
         prompts: templates.iter().map(|t| (t.name.clone(), t.hash.clone())).collect(),
         sampling: session.sampling.clone(),
@@ -148,6 +150,9 @@ async fn run_rewrite(ctx: &StageContext) -> Result<RewritesManifest> {
         parts: writer.finish()?,
     };
     publish_table(&staging, &out, &manifest)?;
+    if let Some(problem) = too_many_failed {
+        anyhow::bail!(problem);
+    }
     Ok(manifest)
 }
 

@@ -89,6 +89,7 @@ pub enum SampleOutcome {
 pub struct Sample;
 
 impl Stage for Sample {
+    const VERB: &'static str = "sample";
     type Manifest = SampleOutcome;
 
     async fn run(ctx: &StageContext) -> Result<SampleOutcome> {

@@ -24,7 +24,7 @@ use crate::config::LoadedConfig;
 use crate::run_dir::{RunDir, publish_table, staging_for};
 use crate::stages::select::config::SelectConfig;
 use crate::stages::stage::{Stage, StageContext};
-use crate::stages::tables::{PartInfo, PartWriter, parquet_parts};
+use crate::stages::tables::{PartInfo, PartWriter, complete_table_parts};
 
 /// The stage's table: `runs/<name>/select/`.
 pub const TABLE: &str = run_contract::tables::SELECT;
@@ -64,6 +64,7 @@ pub struct SelectManifest {
 pub struct Select;
 
 impl Stage for Select {
+    const VERB: &'static str = "select";
     type Manifest = SelectManifest;
 
     async fn run(ctx: &StageContext) -> Result<SelectManifest> {
@@ -81,7 +82,7 @@ fn run_select(cfg: &LoadedConfig) -> Result<SelectManifest> {
     let (require, rich, control) = (parse("require", &rules.require)?, parse("rich", &rules.rich)?, parse("control", &rules.control)?);
     let run = RunDir::new(cfg.run_path());
     let labels = run.stage(crate::stages::classify::TABLE);
-    let parts = parquet_parts(&labels, "run `pipeline classify` first")?;
+    let parts = complete_table_parts(&labels, "classify")?;
     let out = run.stage(TABLE);
     let staging = staging_for(&out)?;
     let schema = Arc::new(Schema::new(vec![Field::new("doc_id", DataType::Utf8, false), Field::new("set", DataType::Utf8, false)]));
