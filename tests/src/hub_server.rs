@@ -3,7 +3,7 @@
 //! `X-Repo-Commit` / `X-Linked-Etag` / `X-Linked-Size`, byte ranges, an optional required
 //! token, a log of every request, and faults to inject per file or endpoint. Hostile
 //! modes: a listing whose next page lives on another origin, or whose next page is the
-//! page itself (a listing without end).
+//! page itself (a listing without end), a revision answer whose commit is a path.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -112,6 +112,8 @@ struct State {
     next_pages_at: Option<String>,
     /// Every page's `Link: rel="next"` names the page itself.
     endless_listing: bool,
+    /// The `sha` the revision API answers instead of the commit.
+    revision_sha: Option<String>,
 }
 
 /// The running hub: an API origin and a CDN origin.
@@ -159,6 +161,11 @@ impl LoopbackHub {
     /// repo), as a hostile mirror could.
     pub fn set_next_pages_at(&self, base: &str) {
         self.state.lock().unwrap().next_pages_at = Some(base.to_string());
+    }
+
+    /// Makes the revision API answer `sha` as the commit (a hostile server's path).
+    pub fn set_revision_sha(&self, sha: &str) {
+        self.state.lock().unwrap().revision_sha = Some(sha.to_string());
     }
 
     /// Makes every listing page name itself as the next page.
@@ -256,7 +263,8 @@ fn handle_api(state: &Arc<Mutex<State>>, r: &Request) -> Response {
                     return resp;
                 }
                 let siblings: Vec<_> = repo.files.iter().map(|f| serde_json::json!({ "rfilename": f.path })).collect();
-                return Response::json(200, &serde_json::json!({ "id": repo.id, "sha": repo.commit, "private": false, "siblings": siblings }));
+                let sha = st.revision_sha.clone().unwrap_or(repo.commit);
+                return Response::json(200, &serde_json::json!({ "id": repo.id, "sha": sha, "private": false, "siblings": siblings }));
             }
             "tree" => {
                 if let Some(resp) = api_fault(&mut st, &Target::Tree) {

@@ -59,14 +59,14 @@ fn listing_paths_outside_the_folder_are_refused_and_nothing_is_written() {
     }
 }
 
-/// `pipeline fetch` of the OpenWebMath fixture's data from `hub` into `<tmp>/out`.
-fn fetch_owm(hub: &LoopbackHub, tmp: &Path) -> std::process::Command {
+/// `pipeline fetch` of the OpenWebMath fixture's data from `hub` into `<tmp>/out` (with
+/// `local_dir`) or the hub cache under `<tmp>/home`.
+fn fetch_owm(hub: &LoopbackHub, tmp: &Path, local_dir: bool) -> std::process::Command {
     let mut cmd = pipeline();
-    cmd.args(["fetch", "open-web-math/open-web-math", "--include", "data/*"])
-        .arg("--local-dir")
-        .arg(tmp.join("out"))
-        .env("HF_ENDPOINT", hub.endpoint())
-        .env("HF_HOME", tmp.join("home"));
+    cmd.args(["fetch", "open-web-math/open-web-math", "--include", "data/*"]).env("HF_ENDPOINT", hub.endpoint()).env("HF_HOME", tmp.join("home"));
+    if local_dir {
+        cmd.arg("--local-dir").arg(tmp.join("out"));
+    }
     cmd
 }
 
@@ -80,7 +80,7 @@ fn the_token_goes_to_no_origin_but_the_endpoints() {
     elsewhere.set_page_size(1);
     hub.set_next_pages_at(&elsewhere.endpoint());
     let tmp = tempfile::tempdir().unwrap();
-    let out = run_expect(fetch_owm(&hub, tmp.path()).env("HF_TOKEN", "hf_only_for_the_hub"), true);
+    let out = run_expect(fetch_owm(&hub, tmp.path(), true).env("HF_TOKEN", "hf_only_for_the_hub"), true);
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!said.contains("hf_only_for_the_hub"), "the token is never printed: {said}");
     let api_with_token = hub.log().iter().filter(|l| l.origin == "api" && l.authorization.is_some()).count();
@@ -96,8 +96,31 @@ fn a_listing_without_end_is_stopped() {
     let hub = LoopbackHub::start(vec![repo]);
     hub.set_endless_listing();
     let tmp = tempfile::tempdir().unwrap();
-    let out = run_expect(&mut fetch_owm(&hub, tmp.path()), false);
+    let out = run_expect(&mut fetch_owm(&hub, tmp.path(), true), false);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already listed"), "{err}");
     assert!(hub.log().len() < 10, "stopped at the second page: {} requests", hub.log().len());
+}
+
+#[test]
+fn a_commit_that_is_a_path_is_refused_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, _) = owm_repo(1, 10, None);
+    let hub = LoopbackHub::start(vec![repo]);
+    let climbing = "../../../../../../../../../../../../../../../../tmp/x";
+    hub.set_revision_sha(climbing);
+    let before = files_under(tmp.path());
+    for local_dir in [true, false] {
+        let mut cmd = fetch_owm(&hub, tmp.path());
+        if !local_dir {
+            cmd = pipeline();
+            cmd.args(["fetch", "open-web-math/open-web-math", "--include", "data/*"])
+                .env("HF_ENDPOINT", hub.endpoint())
+                .env("HF_HOME", tmp.path().join("home"));
+        }
+        let err = String::from_utf8_lossy(&run_expect(&mut cmd, false).stderr).into_owned();
+        assert!(err.contains(&format!("{climbing:?}")) && err.contains("not a commit id"), "{err}");
+    }
+    assert_eq!(files_under(tmp.path()), before, "nothing written in the cache or the target");
+    assert!(hub.log().iter().all(|l| !l.target.contains("/tree/") && !l.target.contains("/resolve/")), "nothing listed or downloaded");
 }
