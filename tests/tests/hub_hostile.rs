@@ -111,13 +111,7 @@ fn a_commit_that_is_a_path_is_refused_and_nothing_is_written() {
     hub.set_revision_sha(climbing);
     let before = files_under(tmp.path());
     for local_dir in [true, false] {
-        let mut cmd = fetch_owm(&hub, tmp.path());
-        if !local_dir {
-            cmd = pipeline();
-            cmd.args(["fetch", "open-web-math/open-web-math", "--include", "data/*"])
-                .env("HF_ENDPOINT", hub.endpoint())
-                .env("HF_HOME", tmp.path().join("home"));
-        }
+        let mut cmd = fetch_owm(&hub, tmp.path(), local_dir);
         let err = String::from_utf8_lossy(&run_expect(&mut cmd, false).stderr).into_owned();
         assert!(err.contains(&format!("{climbing:?}")) && err.contains("not a commit id"), "{err}");
     }
