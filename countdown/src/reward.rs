@@ -1,8 +1,9 @@
-//! The study's Countdown reward: take the text after the first `Assistant:`, its last line,
-//! and the last `<answer>...</answer>` on it (trimmed). No answer: 0. An answer that does
-//! not use every given number exactly once, contains anything but digits, `+ - * / ( )`
-//! and spaces, cannot be evaluated, or misses the target: 0.1. Equal to the target within
-//! 1e-5: 1.0.
+//! The study's Countdown reward (TinyZero's `countdown.py`, as the study ran it): take the
+//! text after the first `Assistant:` (else after `<|im_start|>assistant`), its last line,
+//! and the last `<answer>...</answer>` on it, stripped as Python's `str.strip` does. No
+//! answer: 0. An answer whose runs of digits are not the given numbers, that holds
+//! anything but digits, `+ - * / ( ) .` and whitespace, that Python cannot evaluate
+//! (`expr`), or whose value misses the target: 0.1. Within 1e-5 of the target: 1.0.
 
 use crate::expr::evaluate;
 use crate::task::Task;
@@ -33,9 +34,14 @@ impl Verdict {
     }
 }
 
+/// The characters Python's `str.isspace` accepts (what `strip()` removes).
+fn python_space(c: char) -> bool {
+    matches!(c, '\t'..='\r' | '\x1c'..='\x1f' | ' ' | '\u{85}' | '\u{a0}' | '\u{1680}' | '\u{2000}'..='\u{200a}' | '\u{2028}' | '\u{2029}' | '\u{202f}' | '\u{205f}' | '\u{3000}')
+}
+
 /// The equation the reward reads from a decoded sequence (prompt and response).
 pub fn extract_answer(text: &str) -> Option<&str> {
-    let (_, after) = text.split_once("Assistant:")?;
+    let (_, after) = text.split_once("Assistant:").or_else(|| text.split_once("<|im_start|>assistant"))?;
     let line = after.rsplit('\n').next().unwrap_or(after);
     let mut last = None;
     let mut from = 0;
@@ -45,7 +51,7 @@ pub fn extract_answer(text: &str) -> Option<&str> {
         last = Some(&line[start..start + close]);
         from = start + close + "</answer>".len();
     }
-    last.map(str::trim)
+    last.map(|a| a.trim_matches(python_space))
 }
 
 /// Scores a decoded sequence against its task.
@@ -68,12 +74,14 @@ pub fn judge(text: &str, task: &Task) -> Verdict {
     if want != got {
         return Verdict::WrongNumbers;
     }
-    if !equation.chars().all(|c| c.is_ascii_digit() || "+-*/() ".contains(c) || c.is_ascii_whitespace()) {
+    // Python's pattern also lets other whitespace and non-ASCII digits through, which its
+    // `eval` then refuses: the same 0.1.
+    if !equation.chars().all(|c| c.is_ascii_digit() || "+-*/(). \t\r\x0c".contains(c)) {
         return Verdict::BadCharacters;
     }
     match evaluate(equation) {
         Err(e) => Verdict::NoValue(e.to_string()),
-        Ok(v) if (v.to_f64() - task.target as f64).abs() < 1e-5 => Verdict::Correct,
+        Ok(v) if v.hits(task.target) => Verdict::Correct,
         Ok(v) => Verdict::WrongValue(v.to_f64()),
     }
 }
@@ -121,12 +129,17 @@ mod tests {
         assert_eq!(judge(&said("\n<answer>((((30 - 25) + 3)) * 4)</answer>"), &t), Verdict::Correct, "nested parentheses");
         assert_eq!(judge(&said("\n<answer>   (30-25+3)*4   </answer>"), &t), Verdict::Correct, "spaces");
         assert_eq!(judge(&said("\n<answer>(30 - 25 + 3) * 4.0</answer>"), &t), Verdict::WrongNumbers, "a decimal adds a number");
-        assert_eq!(judge(&said("\n<answer>(30 - 25 + 3) * 4.</answer>"), &t), Verdict::BadCharacters, "a decimal point");
+        assert_eq!(judge(&said("\n<answer>(30 - 25 + 3) * 4.</answer>"), &t), Verdict::Correct, "`4.` is Python's float 4.0");
+        assert_eq!(judge(&said("\n<answer>1.5 * 2 + 29</answer>"), &Task { target: 32, nums: vec![1, 5, 2, 29] }), Verdict::Correct);
+        assert_eq!(judge(&said("\n<answer>(30 - 25 + 3)\r* 4</answer>"), &t), Verdict::NoValue("syntax: a line break outside parentheses".into()));
+        assert_eq!(judge(&said("\n<answer>((30 - 25 + 3)\r* 4)</answer>"), &t), Verdict::Correct, "inside parentheses a line break is a space");
+        assert_eq!(judge(&said("\n<answer>\x1c(30 - 25 + 3) * 4\x1f\u{a0}</answer>"), &t), Verdict::Correct, "stripped as Python strips");
+        assert_eq!(judge(&said("\n<answer>(30 - 25 + 3) *\x1c4</answer>"), &t), Verdict::BadCharacters);
+        assert_eq!(judge(&said("\n<answer>3 ** 81 // 9 ** 40</answer>"), &Task { target: 3, nums: vec![3, 81, 9, 40] }), Verdict::Correct, "exact at any size");
+        let chat = "<|im_start|>user\nuse 25 30 3 4<|im_end|>\n<|im_start|>assistant\nok <answer>(30 - 25 + 3) * 4</answer>";
+        assert_eq!(judge(chat, &t), Verdict::Correct, "a chat transcript");
         let huge = Task { target: 1, nums: vec![99999999999999999, 99999999999999999, 99999999999999999, 1] };
-        assert_eq!(
-            judge(&said("\n<answer>99999999999999999 * 99999999999999999 * 99999999999999999 * 1</answer>"), &huge),
-            Verdict::NoValue("a number too large".into())
-        );
+        assert!(matches!(judge(&said("\n<answer>99999999999999999 * 99999999999999999 * 99999999999999999 * 1</answer>"), &huge), Verdict::WrongValue(_)));
         assert_eq!(judge(&said("\n<answer>123456789012345678901234567890 - 1</answer>"), &t), Verdict::WrongNumbers, "huge numbers are not given numbers");
         assert_eq!(judge(&said("\n<answer>32 / 1 * 1</answer>"), &Task { target: 32, nums: vec![32, 1, 1] }), Verdict::Correct);
         assert_eq!(judge(&said("\n<answer>(30 + 3) - 25 / 4</answer>"), &t), Verdict::WrongValue(26.75));

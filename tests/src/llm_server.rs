@@ -2,7 +2,8 @@
 //! fixed rule (so tests know every right answer) and never reads instructions inside the
 //! document. Faults are injected per document: a document containing a marker gets the
 //! queued faults on its requests, one per request, in order. Hostile modes: a required API
-//! key (401 for any other), answers of any size made as they are sent.
+//! key (401 for any other), answers of any size made as they are sent. It can report a
+//! context on `GET /v1/models`, as vLLM does.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -61,6 +62,8 @@ struct State {
     forget: bool,
     /// The API key every request must carry (`Authorization: Bearer <key>`).
     key: Option<String>,
+    /// The context `GET /v1/models` reports as `max_model_len` (vLLM's way); none: 404.
+    context: Option<u64>,
 }
 
 /// The running server.
@@ -225,6 +228,11 @@ impl FakeLlm {
         self.state.lock().unwrap().key = Some(key.to_string());
     }
 
+    /// Reports `tokens` as the model's context on `GET /v1/models`, as vLLM does.
+    pub fn report_context(&self, tokens: u64) {
+        self.state.lock().unwrap().context = Some(tokens);
+    }
+
     /// Latency of every answer.
     pub fn set_delay_ms(&self, ms: u64) {
         self.state.lock().unwrap().delay_ms = ms;
@@ -252,6 +260,12 @@ fn task_matches(task: &str, rule: &str) -> bool {
 }
 
 fn handle(state: &Arc<Mutex<State>>, r: &Request) -> Response {
+    if r.method == "GET" && r.path() == "/v1/models" {
+        return match state.lock().unwrap().context {
+            Some(n) => Response::json(200, &serde_json::json!({"object": "list", "data": [{"id": "fake", "object": "model", "max_model_len": n}]})),
+            None => Response::json(404, &serde_json::json!({"error": "not found"})),
+        };
+    }
     if r.method != "POST" || r.path() != "/v1/chat/completions" {
         return Response::json(404, &serde_json::json!({"error": "not found"}));
     }

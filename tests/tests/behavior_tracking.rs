@@ -20,7 +20,7 @@ fn repo(path: &str) -> PathBuf {
 fn ppo_config(dir: &Path) -> PathBuf {
     let text = format!(
         "[model]\nconfig = \"{}\"\ntokenizer = \"{}\"\n\n[tasks]\neval_tasks = 2\n\n[tasks.generate]\nmin_numbers = 3\nmax_numbers = 3\nmax_number = 12\n\n\
-         [ppo]\nsteps = 3\nprompts_per_step = 2\nsamples = 2\nmax_response_tokens = 12\nmini_batch = 4\nactor_lr = 1e-4\ncritic_lr = 1e-4\neval_every = 3\nsave_every = 3\n\n\
+         [ppo]\nsteps = 3\nprompts_per_step = 2\nsamples = 2\nmax_response_tokens = 12\nactor_mini_batch_prompts = 2\ncritic_mini_batch = 4\nactor_lr = 1e-4\ncritic_lr = 1e-4\neval_every = 3\nsave_every = 3\n\n\
          [track]\nevery = 2\nsamples = 3\n\n[output]\ndir = \"{}\"\n",
         repo("configs/models/tiny-llama3.json").display(),
         llama3_tokenizer().display(),
@@ -35,8 +35,8 @@ fn ppo_config(dir: &Path) -> PathBuf {
 fn track_config(dir: &Path, llm: &FakeLlm) -> PathBuf {
     let shipped = std::fs::read_to_string(repo("configs/track.toml")).unwrap();
     let text = shipped
-        .replace("endpoints = [\"http://127.0.0.1:8000/v1\"]", &format!("endpoints = [\"{}\"]\nbackoff_ms = 10\ntimeout_s = 5", llm.endpoint()))
-        .replace("model = \"Qwen/Qwen2.5-32B-Instruct\"", "model = \"fake\"")
+        .replace("endpoints = [\"https://api.openai.com/v1\"]", &format!("endpoints = [\"{}\"]\nbackoff_ms = 10\ntimeout_s = 5", llm.endpoint()))
+        .replace("model = \"gpt-4o-mini\"", "model = \"fake\"")
         .replace("prompts_dir = \"configs/prompts/track\"", &format!("prompts_dir = \"{}\"", repo("configs/prompts/track").display()));
     assert!(text.contains("model = \"fake\"") && !text.lines().any(|l| l.starts_with("[[sources]]")), "configs/track.toml changed: {text}");
     let path = dir.join("track.toml");

@@ -76,7 +76,7 @@ fn ctrl_c_stops_the_run_and_its_server() {
     text.insert_str(
         text.find("[[sources]]").unwrap(),
         &format!(
-            "[llm]\nmodel = \"SmolLM2-135M-Instruct\"\n\n[llm.serve]\ncontext = 2048\nthreads = 1\n\n[classify]\nprompts_dir = \"{}\"\n\n",
+            "[llm]\nmodel = \"SmolLM2-135M-Instruct\"\n\n[llm.serve]\ncontext = 2048\nthreads = 1\n\n[classify]\nprompts_dir = \"{}\"\nmax_tokens = 128\nmax_doc_tokens = 256\n\n",
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs/prompts/classify").display()
         ),
     );

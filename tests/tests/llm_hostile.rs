@@ -136,3 +136,27 @@ fn a_password_in_an_endpoint_is_never_recorded() {
         }
     }
 }
+
+#[test]
+fn a_rewrite_that_cannot_fit_its_server_stops_before_a_request_and_its_own_server_takes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let llm = FakeLlm::start();
+    llm.report_context(4096);
+    let (cfg, _) = sampled(tmp.path(), 20, &[], &llm.endpoint(), "");
+    let out = run_expect(pipeline().arg("run").arg("--until").arg("rewrite").arg("--config").arg(&cfg), false);
+    let err = stderr_of(&out);
+    assert!(err.contains("rewrite asks for up to 5120 new tokens") && err.contains("--max-model-len") && err.contains("[llm.rewrite]"), "{err}");
+    assert!(llm.seen().iter().all(|s| !s.task.starts_with("rewrite")), "no rewrite request was sent");
+    assert!(llm.seen().iter().any(|s| s.task == "backtracking"), "classify ran (a 4096 context fits its prompts)");
+
+    // The study's way: rewriting on its own server with an 8192-token context.
+    let rewriter = FakeLlm::start();
+    rewriter.report_context(8192);
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen("[rewrite]", &format!("[llm.rewrite]\nendpoints = [\"{}\"]\n\n[rewrite]", rewriter.endpoint()), 1);
+    std::fs::write(&cfg, text).unwrap();
+    run_expect(pipeline().arg("-q").arg("run").arg("--until").arg("rewrite").arg("--config").arg(&cfg), true);
+    assert!(!rewriter.seen().is_empty() && rewriter.seen().iter().all(|s| s.task.starts_with("rewrite")));
+    let plan = run_expect(pipeline().arg("plan").arg("--config").arg(&cfg), true);
+    let said = String::from_utf8_lossy(&plan.stdout);
+    assert!(said.contains("rewrite:  needs a server context of") && said.contains("servers: [llm.rewrite] endpoints"), "{said}");
+}

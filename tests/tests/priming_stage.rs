@@ -207,7 +207,7 @@ fn the_trainer_primes_on_the_sets(tmp: &Path, root: &Path, sets: &BTreeMap<Strin
             &path,
             format!(
                 "[model]\nconfig = \"{}\"\ntokenizer = \"{}\"\n{model_extra}\n[tasks]\neval_tasks = 2\n\n[tasks.generate]\nmin_numbers = 3\nmax_numbers = 3\nmax_number = 12\n\n{prime}\
-                 [ppo]\nsteps = 1\nprompts_per_step = 2\nsamples = 2\nmax_response_tokens = 8\nmini_batch = 4\neval_every = 1\nsave_every = 1\n\n[output]\ndir = \"{}\"\n",
+                 [ppo]\nsteps = 1\nprompts_per_step = 2\nsamples = 2\nmax_response_tokens = 8\nactor_mini_batch_prompts = 2\ncritic_mini_batch = 4\neval_every = 1\nsave_every = 1\n\n[output]\ndir = \"{}\"\n",
                 repo("configs/models/tiny-llama3.json").display(),
                 llama3_tokenizer().display(),
                 tmp.join(name).display()
@@ -229,7 +229,7 @@ fn the_trainer_primes_on_the_sets(tmp: &Path, root: &Path, sets: &BTreeMap<Strin
     std::fs::write(
         &sft,
         format!(
-            "[model]\nconfig = \"{}\"\n\n[data]\nset = \"{}\"\nobjective = \"sft\"\nseq_len = 128\n\n\
+            "[model]\nconfig = \"{}\"\n\n[data]\nset = \"{}\"\nobjective = \"sft\"\nseq_len = 256\n\n\
              [train]\nlr = 1e-3\nbatch_size = 2\nmax_steps = 2\nsave_every = 1\n\n[output]\ndir = \"{}\"\n",
             repo("configs/models/tiny-llama3.json").display(),
             root.join("all_strategies").display(),

@@ -1,6 +1,8 @@
 //! The text side of RL: a Hugging Face `tokenizer.json` (Llama-3's by default, from the
 //! cache `make llm-assets` fills) that turns prompts into ids and responses back into
-//! text for the reward.
+//! text for the reward, decoded as the study's library decoded it: special tokens kept,
+//! and `clean_up_tokenization_spaces` applied when the `tokenizer_config.json` beside it
+//! says so (Llama-3's does: `4 .` reads `4.`, which the reward scores as a number).
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +14,8 @@ use crate::ppo::rollout::Detokenize;
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
     pub path: PathBuf,
+    /// transformers' `clean_up_tokenization_spaces`, from `tokenizer_config.json`.
+    pub clean_up_spaces: bool,
 }
 
 impl TextTokenizer {
@@ -20,7 +24,7 @@ impl TextTokenizer {
             anyhow::bail!("no tokenizer at {}: run `make llm-assets` (it fetches Llama-3's), or set model.tokenizer", path.display());
         }
         let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| anyhow!("{} is not a tokenizer.json: {e}", path.display()))?;
-        Ok(TextTokenizer { inner, path: path.to_path_buf() })
+        Ok(TextTokenizer { inner, path: path.to_path_buf(), clean_up_spaces: clean_up_spaces(path)? })
     }
 
     /// Ids of `text`, without special tokens added.
@@ -47,8 +51,30 @@ impl TextTokenizer {
 
 impl Detokenize for TextTokenizer {
     fn decode(&self, ids: &[u32]) -> String {
-        self.inner.decode(ids, false).unwrap_or_default()
+        let text = self.inner.decode(ids, false).unwrap_or_default();
+        if self.clean_up_spaces { clean_up_tokenization(&text) } else { text }
     }
+}
+
+/// The `clean_up_tokenization_spaces` flag of the `tokenizer_config.json` beside a
+/// `tokenizer.json` (false when there is none, or it does not say).
+fn clean_up_spaces(tokenizer: &Path) -> Result<bool> {
+    let config = tokenizer.with_file_name("tokenizer_config.json");
+    let Ok(bytes) = std::fs::read(&config) else { return Ok(false) };
+    let json: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| format!("{} is not JSON", config.display()))?;
+    Ok(json.get("clean_up_tokenization_spaces").and_then(serde_json::Value::as_bool).unwrap_or(false))
+}
+
+/// transformers' `clean_up_tokenization`: the spaces English tokenizers put before
+/// punctuation and contractions removed, in its order.
+pub fn clean_up_tokenization(text: &str) -> String {
+    let mut out = text.to_string();
+    for (from, to) in
+        [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")]
+    {
+        out = out.replace(from, to);
+    }
+    out
 }
 
 /// `${HABITS_CACHE:-~/.cache/habits}/tokenizers/llama3/tokenizer.json`.
@@ -58,4 +84,20 @@ pub fn default_path() -> PathBuf {
         _ => PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/habits"),
     };
     cache.join("tokenizers/llama3/tokenizer.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_up_is_transformers_in_its_order() {
+        assert_eq!(clean_up_tokenization("<answer> (30 - 25 + 3) * 4 .</answer>"), "<answer> (30 - 25 + 3) * 4.</answer>");
+        assert_eq!(clean_up_tokenization("it is n't , is it ? yes ! we 're here ' s"), "it isn't, is it? yes! we're here's");
+        let dir = tempfile::tempdir().unwrap();
+        let tokenizer = dir.path().join("tokenizer.json");
+        assert!(!clean_up_spaces(&tokenizer).unwrap(), "no config: as given");
+        std::fs::write(dir.path().join("tokenizer_config.json"), r#"{"clean_up_tokenization_spaces": true}"#).unwrap();
+        assert!(clean_up_spaces(&tokenizer).unwrap());
+    }
 }

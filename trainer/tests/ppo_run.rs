@@ -28,7 +28,7 @@ fn config(dir: &Path, name: &str, extra_ppo: &str) -> PathBuf {
     let text = format!(
         "[model]\nconfig = \"{}\"\ntokenizer = \"{}\"\n\n[tasks]\neval_tasks = 4\n\n[tasks.generate]\nmin_numbers = 3\nmax_numbers = 3\nmax_number = 12\n\n\
          [prime]\nsteps = 3\nbatch_size = 4\nlr = 3e-3\n\n\
-         [ppo]\nsteps = 3\nprompts_per_step = 2\nsamples = 2\nmax_response_tokens = 8\nmini_batch = 2\nactor_lr = 1e-4\ncritic_lr = 1e-4\neval_every = 2\nsave_every = 1\n{extra_ppo}\n\
+         [ppo]\nsteps = 3\nprompts_per_step = 2\nsamples = 2\nmax_response_tokens = 8\nactor_mini_batch_prompts = 1\ncritic_mini_batch = 2\nactor_lr = 1e-4\ncritic_lr = 1e-4\neval_every = 2\nsave_every = 1\n{extra_ppo}\n\
          [output]\ndir = \"{}\"\n",
         model.display(),
         tokenizer().display(),

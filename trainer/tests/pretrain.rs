@@ -57,7 +57,7 @@ fn make_set(dir: &Path, n: usize, vocab_size: usize) {
 fn config(dir: &Path, set: &Path, model: &Path, extra: &str) -> PathBuf {
     let path = dir.join("pretrain.toml");
     let text = format!(
-        "[model]\nconfig = \"{m}\"\nweights = \"{m}\"\n\n[data]\nset = \"{}\"\nobjective = \"sft\"\nseq_len = 32\n\n[train]\nlr = 3e-3\nbatch_size = 2\ngrad_accum = 2\nepochs = 3\nsave_every = 2\n{extra}\n[output]\ndir = \"{}\"\n",
+        "[model]\nconfig = \"{m}\"\nweights = \"{m}\"\n\n[data]\nset = \"{}\"\nobjective = \"sft\"\nseq_len = 32\npacking = true\n\n[train]\nlr = 3e-3\nbatch_size = 2\ngrad_accum = 2\nepochs = 3\nsave_every = 2\n{extra}\n[output]\ndir = \"{}\"\n",
         set.display(),
         dir.join("out").display(),
         m = model.display()

@@ -1,8 +1,11 @@
 //! Our Countdown reward against a plain Python reference of the study's rules
 //! (`tests/python/countdown_reference.py`, which evaluates answers with Python's `eval`)
-//! on a large generated set: solver answers and their perturbations, adversarial answers
-//! (Python-only operators, leading zeros, decimals, non-ASCII digits, division by zero,
-//! several or misplaced answers) and random strings over the answer alphabet.
+//! on more than 50,000 generated answers: solver answers and their perturbations,
+//! adversarial answers (Python-only operators, leading zeros, decimal points such as `4.`
+//! and `1.5`, non-ASCII digits, division by zero, several or misplaced answers, carriage
+//! returns in and out of parentheses, control characters and Unicode spaces at the ends
+//! and inside, integers far beyond 64 bits, deep unary chains and parentheses at Python's
+//! limit, chat-template transcripts) and random strings over the answer alphabet.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -15,36 +18,64 @@ struct Case {
     task: Task,
 }
 
+/// Variants of a solver answer `s` for `task`: each keeps or breaks one rule.
+fn variants(s: &str, task: &Task) -> Vec<String> {
+    let first = task.nums.iter().map(|n| n.to_string()).find(|n| s.contains(n.as_str())).unwrap();
+    let bumped = (first.parse::<i64>().unwrap() + 1).to_string();
+    let mut out = vec![
+        s.to_string(),
+        s.replace(' ', ""),
+        s.replace(' ', "\t "),
+        format!("(({s}))"),
+        s.replacen(" * ", " ** ", 1),
+        s.replacen(" / ", " // ", 1),
+        s.replacen(&first, &bumped, 1),
+        format!("{s} + 0"),
+        format!("{s} * 1"),
+        format!("-({s})"),
+        format!("--({s})"),
+        s.replacen(&first, &format!("0{first}"), 1),
+        s.replacen(&first, &format!("0{first}."), 1),
+        s.replacen(&first, &format!("{first}.0"), 1),
+        s.replacen(&first, &format!("{first}."), 1),
+        s.replacen(&first, &format!("{first} ."), 1),
+        s.replace(' ', "") + ".",
+        s.replace('*', "x"),
+        format!("{s} = {}", task.target),
+        format!("({s}"),
+        s.replacen('3', "\u{663}", 1),
+        String::new(),
+        format!("({s})\r"),
+        s.replacen(" + ", " +\r ", 1),
+        format!("({})", s.replacen(" + ", " +\r ", 1)),
+        s.replacen(" - ", " -\r\n", 1),
+        format!("\x1c{s}\x1f"),
+        format!("\u{a0}{s}\u{85}\u{2003}"),
+        format!("\x0b{s}\x0c"),
+        s.replacen(' ', "\x0c", 1),
+        s.replacen(' ', "\x0b", 1),
+        s.replacen(' ', "\x1d", 1),
+        s.replacen(' ', "\u{a0}", 1),
+        format!("{}({s})", "-".repeat(2)),
+        format!("{}({s})", "-+".repeat(150)),
+        format!("{}{s}{}", "(".repeat(199), ")".repeat(199)),
+        format!("{}{s}{}", "(".repeat(200), ")".repeat(200)),
+        format!("{}{s}{}", "(".repeat(201), ")".repeat(201)),
+    ];
+    // A number written as a sum of decimal parts keeps the runs of digits: `7` -> `3.5 + 3.5`
+    // needs the numbers 3, 5, 3, 5 (the task does not have them: 0.1), which is the rule.
+    out.push(s.replacen(&first, &format!("({first}.5 - .5)"), 1));
+    out
+}
+
 fn cases() -> Vec<Case> {
     let mut rng = fastrand::Rng::with_seed(11);
     let mut out = Vec::new();
     let spec = TaskSpec::default();
-    for _ in 0..400 {
+    for _ in 0..600 {
         let (task, s) = generate(&mut rng, &spec);
-        let first = task.nums.iter().map(|n| n.to_string()).find(|n| s.contains(n.as_str())).unwrap();
-        let answers = vec![
-            s.clone(),
-            s.replace(' ', ""),
-            s.replace(' ', "\t "),
-            format!("(({s}))"),
-            s.replacen(" * ", " ** ", 1),
-            s.replacen(" / ", " // ", 1),
-            s.replacen(&first, &(first.parse::<i64>().unwrap() + 1).to_string(), 1),
-            format!("{s} + 0"),
-            format!("{s} * 1"),
-            format!("-({s})"),
-            format!("--({s})"),
-            s.replacen(&first, &format!("0{first}"), 1),
-            s.replacen(&first, &format!("{first}.0"), 1),
-            s.replacen(&first, &format!("{first}."), 1),
-            s.replace('*', "x"),
-            format!("{s} = {}", task.target),
-            format!("({s}"),
-            s.replacen('3', "\u{663}", 1),
-            String::new(),
-        ];
         let p = prompt(&task);
-        for a in answers {
+        for a in variants(&s, &task) {
             out.push(Case { text: format!("{p} some thinking</think>\n<answer>{a}</answer>"), task: task.clone() });
         }
         out.push(Case { text: format!("{p} </think>\n<answer>{s}</answer>\n"), task: task.clone() });
@@ -52,9 +83,14 @@ fn cases() -> Vec<Case> {
         out.push(Case { text: format!("{p} </think>\n<answer>1</answer><answer>{s}</answer>"), task: task.clone() });
         out.push(Case { text: format!("{p} </think>\n<answer>{s}"), task: task.clone() });
         out.push(Case { text: format!("{p} </think> answer: {s}"), task: task.clone() });
+        out.push(Case { text: format!("{p} </think>\r\n<answer>{s}</answer>\r"), task: task.clone() });
         out.push(Case { text: s.clone(), task: task.clone() });
+        let chat =
+            format!("<|im_start|>user\nUse {:?} to make {}<|im_end|>\n<|im_start|>assistant\n<think>ok</think>\n<answer>{s}</answer>", task.nums, task.target);
+        out.push(Case { text: chat.clone(), task: task.clone() });
+        out.push(Case { text: chat.replace("<|im_start|>assistant", "<|im_start|>Assistant"), task: task.clone() });
     }
-    // Hand-made tasks for the operators and errors solver answers never contain.
+    // Hand-made tasks for the operators, sizes and errors solver answers never contain.
     for (answer, target, nums) in [
         ("2 ** 3 * 4", 32, vec![2, 3, 4]),
         ("-2 ** 2 + 36", 32, vec![2, 2, 36]),
@@ -65,25 +101,51 @@ fn cases() -> Vec<Case> {
         ("2 ** -1 * 64", 32, vec![2, 1, 64]),
         ("(0 - 8) ** (1 / 3) + 30", 32, vec![0, 8, 1, 3, 30]),
         ("99 ** 9 - 99 ** 9 + 32", 32, vec![99, 9, 99, 9, 32]),
+        ("99 ** 99 - 99 ** 99 + 32", 32, vec![99, 99, 99, 99, 32]),
+        ("3 ** 81 // 9 ** 40", 3, vec![3, 81, 9, 40]),
+        ("3 ** 81 / 9 ** 40", 3, vec![3, 81, 9, 40]),
+        ("10 ** 400 / 10 ** 399", 10, vec![10, 400, 10, 399]),
+        ("10 ** 400 * 1.0", 10, vec![10, 400, 1, 0]),
+        ("(2 ** 60 + 1) / 2 ** 60 * 32", 32, vec![2, 60, 1, 2, 60, 32]),
+        ("(2 ** 70 + 3) // 2 ** 70 * 32", 32, vec![2, 70, 3, 2, 70, 32]),
+        ("10.0 ** 400 - 10.0 ** 400 + 32", 32, vec![10, 0, 400, 10, 0, 400, 32]),
         ("(5)(3)", 15, vec![5, 3]),
         ("00 + 32", 32, vec![0, 32]),
         ("1 / 3 * 3 * 32", 32, vec![1, 3, 3, 32]),
+        ("4. * 8", 32, vec![4, 8]),
+        ("30. + 2", 32, vec![30, 2]),
+        ("1.5 * 2 + 29", 32, vec![1, 5, 2, 29]),
+        (".5 * 64", 32, vec![5, 64]),
+        ("1..5 * 2", 3, vec![1, 5, 2]),
+        ("1.5.2 * 2", 3, vec![1, 5, 2, 2]),
+        ("()", 0, vec![]),
+        ("32 +\r 0", 32, vec![32, 0]),
+        ("(32 +\r 0)", 32, vec![32, 0]),
     ] {
         out.push(Case { text: format!("Assistant: <answer>{answer}</answer>"), task: Task { target, nums } });
     }
-    // Random strings over the answer alphabet (no `**`, whose towers Python would take
-    // forever to evaluate), with the numbers they contain as the task's numbers.
-    let alphabet: Vec<char> = "0123456789+-*/() ".chars().collect();
-    for _ in 0..3000 {
-        let len = rng.usize(1..18);
-        let mut a: String = (0..len).map(|_| alphabet[rng.usize(..alphabet.len())]).collect();
-        while a.contains("**") {
-            a = a.replace("**", "*");
+    for depth in [1usize, 10, 100, 500, 1000, 1400] {
+        for (unary, target) in [("-", -32), ("+", 32), ("--", 32), ("-+", -32)] {
+            let chain = unary.repeat(depth / unary.len().max(1));
+            let target = if unary == "-" && depth % 2 == 0 { 32 } else { target };
+            out.push(Case { text: format!("Assistant: <answer>{chain}32</answer>"), task: Task { target, nums: vec![32] } });
         }
-        let nums: Vec<i64> = a.split(|c: char| !c.is_ascii_digit()).filter(|d| !d.is_empty() && d.len() < 12).map(|d| d.parse().unwrap()).collect();
-        if a.split(|c: char| !c.is_ascii_digit()).any(|d| d.len() >= 12) {
+    }
+    // Random strings over the answer alphabet, with the numbers they contain as the task's
+    // numbers. At most one `**` and runs of at most three digits: Python's `eval` would
+    // spend minutes on a tower.
+    let alphabet: Vec<char> = "0123456789+-*/() .\r\t".chars().collect();
+    while out.len() < 52_000 {
+        let len = rng.usize(1..24);
+        let mut a: String = (0..len).map(|_| alphabet[rng.usize(..alphabet.len())]).collect();
+        while a.matches("**").count() > 1 {
+            a = a.replacen("**", "*", 1);
+        }
+        let runs: Vec<&str> = a.split(|c: char| !c.is_ascii_digit()).filter(|d| !d.is_empty()).collect();
+        if runs.iter().any(|d| d.len() > 3) {
             continue;
         }
+        let nums: Vec<i64> = runs.iter().map(|d| d.parse().unwrap()).collect();
         let target = rng.i64(-5..40);
         out.push(Case { text: format!("Assistant: <answer>{a}</answer>"), task: Task { target, nums } });
     }
@@ -134,6 +196,7 @@ fn our_reward_agrees_with_the_python_reference() {
         cases.len(),
         disagreements[..disagreements.len().min(20)].join("\n")
     );
-    assert!(counts.iter().all(|&n| n > 100), "every score is exercised: {counts:?}");
+    assert!(cases.len() >= 50_000);
+    assert!(counts.iter().all(|&n| n > 1_000), "every score is exercised: {counts:?}");
     eprintln!("{} cases agree (scores 0 / 0.1 / 1: {counts:?})", cases.len());
 }

@@ -117,6 +117,16 @@ impl LlmClient {
         self.stopped.store(true, Ordering::SeqCst);
     }
 
+    /// The context each endpoint reports for the model (`llm::context`), in order.
+    pub async fn contexts(&self) -> Vec<(String, Option<(u64, &'static str)>)> {
+        let mut out = Vec::new();
+        for (endpoint, _) in &self.pool.endpoints {
+            let reported = super::context::server_context(&self.http, endpoint, &self.settings.model, self.settings.api_key.as_ref()).await;
+            out.push((endpoint.clone(), reported));
+        }
+        out
+    }
+
     /// Why the client stopped sending on its own: the circuit breaker's message.
     pub fn tripped(&self) -> Option<String> {
         self.tripped.lock().expect("breaker").clone()

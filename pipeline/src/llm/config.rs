@@ -36,6 +36,19 @@ pub struct LlmConfig {
     pub structured_output: String,
     /// Start a local `llama-server` for the run instead of using `endpoints`.
     pub serve: Option<ServeConfig>,
+    /// `[llm.classify]`, `[llm.rewrite]`, `[llm.priming]`: a stage's own servers (the
+    /// study classified at a 4,096-token context and rewrote at 8,192).
+    pub classify: Option<StageServer>,
+    pub rewrite: Option<StageServer>,
+    pub priming: Option<StageServer>,
+}
+
+/// A stage's own servers, in place of `llm.endpoints` and `llm.model`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StageServer {
+    pub endpoints: Vec<String>,
+    pub model: Option<String>,
 }
 
 /// `[llm.serve]`: a `llama-server` started and stopped by the pipeline (the offline demo).
@@ -70,6 +83,16 @@ impl Default for ServeConfig {
 }
 
 impl LlmConfig {
+    /// The servers of LLM stage `stage` (its journal's name), if it has its own.
+    pub fn stage_server(&self, stage: &str) -> Option<&StageServer> {
+        match stage {
+            "classify" => self.classify.as_ref(),
+            "rewrite" => self.rewrite.as_ref(),
+            "priming" => self.priming.as_ref(),
+            _ => None,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.min_concurrency == 0 || self.min_concurrency > self.max_concurrency || self.max_attempts == 0 {
             bail!("llm: need 1 <= min_concurrency <= max_concurrency and max_attempts >= 1");
@@ -77,9 +100,11 @@ impl LlmConfig {
         if !(0.0..=1.0).contains(&self.max_failed_share) {
             bail!("llm.max_failed_share = {}: give a share from 0 to 1 (0.1 lets a tenth of the requests fail)", self.max_failed_share);
         }
-        for e in &self.endpoints {
-            if !(e.starts_with("http://") || e.starts_with("https://")) {
-                bail!("llm.endpoints: `{e}` is not an http(s) URL; give the base URL ending in /v1, e.g. http://127.0.0.1:8000/v1");
+        let stages = [("classify", &self.classify), ("rewrite", &self.rewrite), ("priming", &self.priming)];
+        let stage_endpoints = stages.iter().filter_map(|(name, s)| s.as_ref().map(|s| (format!("llm.{name}.endpoints"), &s.endpoints)));
+        for (key, endpoints) in std::iter::once(("llm.endpoints".to_string(), &self.endpoints)).chain(stage_endpoints) {
+            if let Some(e) = endpoints.iter().find(|e| !(e.starts_with("http://") || e.starts_with("https://"))) {
+                bail!("{key}: `{e}` is not an http(s) URL; give the base URL ending in /v1, e.g. http://127.0.0.1:8000/v1");
             }
         }
         if !["none", "llama_cpp", "vllm"].contains(&self.structured_output.as_str()) {
@@ -106,6 +131,9 @@ impl Default for LlmConfig {
             max_failed_share: 0.1,
             structured_output: "none".into(),
             serve: Default::default(),
+            classify: Default::default(),
+            rewrite: Default::default(),
+            priming: Default::default(),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod breaker;
 pub mod client;
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod limiter;
 pub mod local_server;

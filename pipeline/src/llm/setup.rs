@@ -20,11 +20,17 @@ pub struct Connection {
     _server: Option<LocalServer>,
 }
 
-/// Connects `stage` (for messages); `endpoints` and `model` override the config when given.
+/// Connects `stage`; the servers are, in order of precedence: `endpoints` and `model` from
+/// the command line, the stage's own (`[llm.<stage>]`), the config's `[llm]`.
 pub async fn connect(cfg: &LoadedConfig, stage: &str, endpoints: &[String], model: Option<&str>, run_root: &Path) -> Result<Connection> {
     let l = &cfg.config.llm;
-    let mut endpoints = if endpoints.is_empty() { l.endpoints.clone() } else { endpoints.to_vec() };
-    let model = model.map(str::to_string).unwrap_or_else(|| l.model.clone());
+    let own = l.stage_server(stage);
+    let mut endpoints = match (endpoints, own) {
+        ([], Some(s)) if !s.endpoints.is_empty() => s.endpoints.clone(),
+        ([], _) => l.endpoints.clone(),
+        (given, _) => given.to_vec(),
+    };
+    let model = model.or(own.and_then(|s| s.model.as_deref())).unwrap_or(&l.model).to_string();
     let server = match (&l.serve, endpoints.is_empty()) {
         (Some(serve), true) => {
             let s = LocalServer::start(serve, &cfg.resolve(&serve.binary), &cfg.resolve(&serve.model_file), &run_root.join("work").join("llama-server.log"))

@@ -18,6 +18,7 @@ use futures_util::Stream;
 use super::LlmClient;
 use super::batch::{BatchOutcome, Counts, Reask, RequestId, send_journaled};
 use super::client::{Extra, Failure};
+use super::context::{ContextNeed, judge};
 use super::error::FailureClass;
 use super::protocol::Message;
 use super::protocol::Sampling;
@@ -110,6 +111,23 @@ impl LlmSession {
         Fut: Future<Output = Record>,
     {
         send_journaled(self.label, jobs, self.client(), Counts { total, already }, &self.journal, ask).await
+    }
+
+    /// Checks that the stage's requests (`need`) fit every endpoint's reported context,
+    /// before the first is sent: an error when none can, a warning when the longest
+    /// documents cannot (`llm::context`).
+    pub async fn check_context(&self, need: ContextNeed) -> Result<()> {
+        for (endpoint, reported) in self.client().contexts().await {
+            match reported {
+                Some(context) => {
+                    if let Some(warning) = judge(self.label, need, &endpoint, context)? {
+                        tracing::warn!("{warning}");
+                    }
+                }
+                None => tracing::debug!("{}: {} reports no context; not checked", self.label, crate::origin::printable(&endpoint)),
+            }
+        }
+        Ok(())
     }
 
     /// The state of the stage's table built from the records of `keys`: `"complete"`, or

@@ -1,8 +1,9 @@
-//! Packing sequences into fixed-length windows: each epoch shuffles the sequences (seeded
-//! by seed and epoch), concatenates them and cuts the stream into `seq_len` windows; the
-//! last window is padded with ignored positions. Labels are the ids, or `-100` where no
-//! loss is taken (the prompt in SFT, padding). Attention may cross sequence boundaries
-//! inside a window, as in standard packed pretraining.
+//! Sequences into fixed-length windows. Each epoch shuffles the sequences (seeded by seed
+//! and epoch); then either one sequence per window, right-padded (the study's SFT: no
+//! attention across examples; a sequence longer than a window is an error there), or,
+//! packed, the sequences concatenated and cut into windows, the last one padded, attention
+//! crossing sequence boundaries inside a window as in packed pretraining. Labels are the
+//! ids, or `-100` where no loss is taken (the prompt in SFT, padding).
 
 use crate::data::set::Sequence;
 use crate::loss::IGNORE;
@@ -31,26 +32,56 @@ impl Window {
     }
 }
 
+/// How sequences become windows.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    pub seq_len: usize,
+    pub objective: Objective,
+    /// Concatenate sequences across windows (else one per window).
+    pub packing: bool,
+    /// The id that fills a window's unused positions.
+    pub pad: u32,
+}
+
+impl Layout {
+    /// The windows one epoch of `seqs` fills (the same in every order).
+    pub fn windows_per_epoch(&self, seqs: &[Sequence]) -> usize {
+        if self.packing { seqs.iter().map(|s| s.ids.len()).sum::<usize>().div_ceil(self.seq_len) } else { seqs.len() }
+    }
+
+    /// The sequences that do not fit a window, when each has its own: (index, length).
+    pub fn too_long(&self, seqs: &[Sequence]) -> Vec<(usize, usize)> {
+        if self.packing { Vec::new() } else { seqs.iter().enumerate().filter(|(_, s)| s.ids.len() > self.seq_len).map(|(i, s)| (i, s.ids.len())).collect() }
+    }
+}
+
 /// The windows of one epoch, in order.
-pub fn windows(seqs: &[Sequence], seq_len: usize, objective: Objective, shuffle: Option<(u64, u64)>, pad: u32) -> Vec<Window> {
+pub fn windows(seqs: &[Sequence], layout: &Layout, shuffle: Option<(u64, u64)>) -> Vec<Window> {
     let mut order: Vec<usize> = (0..seqs.len()).collect();
     if let Some((seed, epoch)) = shuffle {
         fastrand::Rng::with_seed(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ epoch).shuffle(&mut order);
     }
-    let (mut ids, mut labels) = (Vec::new(), Vec::new());
-    for i in order {
-        let s = &seqs[i];
-        for (k, &id) in s.ids.iter().enumerate() {
-            ids.push(id as i64);
-            labels.push(if objective == Objective::Sft && k < s.prompt_len { IGNORE } else { id as i64 });
+    let labelled = |s: &Sequence| -> (Vec<i64>, Vec<i64>) {
+        let ids = s.ids.iter().map(|&id| id as i64).collect();
+        let labels = s.ids.iter().enumerate().map(|(k, &id)| if layout.objective == Objective::Sft && k < s.prompt_len { IGNORE } else { id as i64 }).collect();
+        (ids, labels)
+    };
+    let mut out: Vec<Window> = if layout.packing {
+        let (mut ids, mut labels) = (Vec::new(), Vec::new());
+        for i in order {
+            let (a, b) = labelled(&seqs[i]);
+            ids.extend(a);
+            labels.extend(b);
         }
-    }
-    let mut out: Vec<Window> = ids.chunks(seq_len).zip(labels.chunks(seq_len)).map(|(i, l)| Window { ids: i.to_vec(), labels: l.to_vec() }).collect();
-    if let Some(last) = out.last_mut() {
-        while last.ids.len() < seq_len {
-            last.ids.push(pad as i64);
-            last.labels.push(IGNORE);
-        }
+        ids.chunks(layout.seq_len).zip(labels.chunks(layout.seq_len)).map(|(i, l)| Window { ids: i.to_vec(), labels: l.to_vec() }).collect()
+    } else {
+        order.into_iter().map(|i| labelled(&seqs[i])).map(|(ids, labels)| Window { ids, labels }).collect()
+    };
+    for w in &mut out {
+        w.ids.truncate(layout.seq_len);
+        w.labels.truncate(layout.seq_len);
+        w.ids.resize(layout.seq_len, layout.pad as i64);
+        w.labels.resize(layout.seq_len, IGNORE);
     }
     out
 }
@@ -63,25 +94,45 @@ mod tests {
         vec![Sequence { ids: vec![1, 10, 11, 12, 2], prompt_len: 2 }, Sequence { ids: vec![1, 20, 21, 2], prompt_len: 3 }]
     }
 
+    fn packed(seq_len: usize, objective: Objective) -> Layout {
+        Layout { seq_len, objective, packing: true, pad: 0 }
+    }
+
     #[test]
     fn sft_ignores_prompts_and_padding() {
-        let w = windows(&seqs(), 4, Objective::Sft, None, 0);
+        let w = windows(&seqs(), &packed(4, Objective::Sft), None);
         assert_eq!(w.len(), 3);
         assert_eq!(w[0].ids, vec![1, 10, 11, 12]);
         assert_eq!(w[0].labels, vec![-100, -100, 11, 12]);
         assert_eq!(w[1].labels, vec![2, -100, -100, -100]);
         assert_eq!(w[2].ids, vec![2, 0, 0, 0]);
         assert_eq!(w[2].labels, vec![2, -100, -100, -100]);
-        let lm = windows(&seqs(), 4, Objective::Lm, None, 0);
+        let lm = windows(&seqs(), &packed(4, Objective::Lm), None);
         assert_eq!(lm[1].labels, vec![2, 1, 20, 21]);
+    }
+
+    #[test]
+    fn one_example_per_window_pads_each_and_finds_the_too_long() {
+        let layout = Layout { seq_len: 6, objective: Objective::Sft, packing: false, pad: 9 };
+        let w = windows(&seqs(), &layout, None);
+        assert_eq!(w.len(), 2);
+        assert_eq!(w[0].ids, vec![1, 10, 11, 12, 2, 9]);
+        assert_eq!(w[0].labels, vec![-100, -100, 11, 12, 2, -100]);
+        assert_eq!(w[1].ids, vec![1, 20, 21, 2, 9, 9]);
+        assert_eq!(w[1].labels, vec![-100, -100, -100, 2, -100, -100]);
+        assert_eq!(layout.windows_per_epoch(&seqs()), 2);
+        assert!(layout.too_long(&seqs()).is_empty());
+        assert_eq!(Layout { seq_len: 4, ..layout }.too_long(&seqs()), vec![(0, 5)]);
+        assert_eq!(packed(4, Objective::Sft).windows_per_epoch(&seqs()), 3);
     }
 
     #[test]
     fn shuffles_are_seeded_per_epoch() {
         let many: Vec<Sequence> = (0..50).map(|i| Sequence { ids: vec![i, i], prompt_len: 0 }).collect();
-        let a = windows(&many, 8, Objective::Lm, Some((1, 0)), 0);
-        assert_eq!(a, windows(&many, 8, Objective::Lm, Some((1, 0)), 0));
-        assert_ne!(a, windows(&many, 8, Objective::Lm, Some((1, 1)), 0));
-        assert_ne!(a, windows(&many, 8, Objective::Lm, Some((2, 0)), 0));
+        let layout = packed(8, Objective::Lm);
+        let a = windows(&many, &layout, Some((1, 0)));
+        assert_eq!(a, windows(&many, &layout, Some((1, 0))));
+        assert_ne!(a, windows(&many, &layout, Some((1, 1))));
+        assert_ne!(a, windows(&many, &layout, Some((2, 0))));
     }
 }

@@ -147,9 +147,31 @@ pub struct PpoSection {
     pub value_clip: f64,
     #[serde(default = "default_entropy")]
     pub entropy_coef: f64,
-    /// Responses per optimizer step.
+    /// Prompts per actor optimizer step, as veRL's `ppo_mini_batch_size` counts them: the
+    /// actor steps every `actor_mini_batch_prompts x samples` responses (the study: 128 x 4
+    /// = 512, two actor steps of a 1,024-response batch).
     #[serde(default = "default_mini_batch")]
-    pub mini_batch: usize,
+    pub actor_mini_batch_prompts: usize,
+    /// Responses per critic optimizer step (veRL does not multiply the critic's by the
+    /// samples: 128 responses, eight critic steps of a 1,024-response batch).
+    #[serde(default = "default_mini_batch")]
+    pub critic_mini_batch: usize,
+    /// The former `mini_batch` (it meant responses for both): refused with the new keys.
+    #[serde(default, skip_serializing)]
+    pub mini_batch: Option<usize>,
+    /// AdamW of actor and critic (the study's: betas 0.9 / 0.999, eps 1e-8, weight decay 0.01).
+    #[serde(default = "default_beta_1")]
+    pub adam_beta_1: f64,
+    #[serde(default = "default_beta_2")]
+    pub adam_beta_2: f64,
+    #[serde(default = "default_adam_eps")]
+    pub adam_eps: f64,
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    /// Put the model's BOS token before every prompt (PPO's and the priming traces'); the
+    /// study tokenized them without special tokens.
+    #[serde(default)]
+    pub add_bos: bool,
     /// Rows per forward/backward pass, in scoring and in the update (gradients accumulate
     /// over a mini-batch): a memory knob that does not change what a step computes, so a
     /// run may resume with another value (after running out of device memory, say).
@@ -212,6 +234,18 @@ fn default_mini_batch() -> usize {
 fn default_micro_batch() -> usize {
     16
 }
+fn default_beta_1() -> f64 {
+    0.9
+}
+fn default_beta_2() -> f64 {
+    0.999
+}
+fn default_adam_eps() -> f64 {
+    1e-8
+}
+fn default_weight_decay() -> f64 {
+    0.01
+}
 fn default_actor_lr() -> f64 {
     1e-6
 }
@@ -263,8 +297,25 @@ impl PpoConfig {
         let p = &self.ppo;
         let backend = BackendKind::parse(&p.backend, "ppo.backend")?;
         check_compute_dtype(&p.compute_dtype, backend, "ppo.compute_dtype")?;
-        if p.steps == 0 || p.prompts_per_step == 0 || p.samples == 0 || p.mini_batch == 0 || p.micro_batch == 0 || p.max_response_tokens == 0 {
-            bail!("ppo.steps, prompts_per_step, samples, mini_batch, micro_batch and max_response_tokens must be at least 1");
+        if let Some(n) = p.mini_batch {
+            bail!(
+                "ppo.mini_batch = {n} is no longer read: it meant responses for actor and critic alike. Set ppo.actor_mini_batch_prompts \
+                 (prompts per actor step, times `samples` responses, as veRL counts; the study: 128) and ppo.critic_mini_batch \
+                 (responses per critic step; the study: 128)"
+            );
+        }
+        if p.steps == 0
+            || p.prompts_per_step == 0
+            || p.samples == 0
+            || p.actor_mini_batch_prompts == 0
+            || p.critic_mini_batch == 0
+            || p.micro_batch == 0
+            || p.max_response_tokens == 0
+        {
+            bail!("ppo.steps, prompts_per_step, samples, actor_mini_batch_prompts, critic_mini_batch, micro_batch and max_response_tokens must be at least 1");
+        }
+        if !((0.0..1.0).contains(&p.adam_beta_1) && (0.0..1.0).contains(&p.adam_beta_2) && p.adam_eps > 0.0 && p.weight_decay >= 0.0) {
+            bail!("ppo.adam_beta_1 and adam_beta_2 must be within [0, 1), adam_eps > 0, weight_decay >= 0");
         }
         if !(p.actor_lr > 0.0 && p.critic_lr > 0.0) || p.temperature < 0.0 || !(0.0..=1.0).contains(&p.top_p) || p.clip <= 0.0 {
             bail!("ppo.actor_lr and critic_lr must be > 0, temperature >= 0, top_p within 0..1, clip > 0");

@@ -112,7 +112,8 @@ impl Inputs {
             .or_else(|| tok.token_id("<|end_of_text|>"))
             .context("the model config has no eos_token_id and the tokenizer no <|end_of_text|>")?;
         let fingerprint = fingerprint(cfg, &model, &tok.sha256()?);
-        Ok(Inputs { bos: model.bos_token_id, tasks: Tasks::load(&cfg.tasks)?, tok, model, eos, fingerprint })
+        let bos = if cfg.ppo.add_bos { model.bos_token_id } else { None };
+        Ok(Inputs { bos, tasks: Tasks::load(&cfg.tasks)?, tok, model, eos, fingerprint })
     }
 
     /// A task's prompt as token ids.
@@ -212,7 +213,13 @@ fn start<B: TrainBackend>(cfg: &PpoConfig, inputs: &Inputs, device: &B::Device, 
         .with_compute(compute)
         .with_kernels(cfg.kernels))
     };
-    let optimizer = || OnePassAdamW::default().with_weight_decay(0.01);
+    let optimizer = || OnePassAdamW {
+        beta_1: p.adam_beta_1 as f32,
+        beta_2: p.adam_beta_2 as f32,
+        epsilon: p.adam_eps as f32,
+        weight_decay: p.weight_decay as f32,
+        ..OnePassAdamW::default()
+    };
     let (actor_optim, critic_optim) = (optimizer().init::<B, Llama<B>>(), optimizer().init::<B, Critic<B>>());
     let Some(dir) = checkpoint::latest(out) else {
         let mut metrics = Metrics::open(&out.join("metrics.jsonl"), 0)?;
@@ -348,7 +355,8 @@ fn update_settings(p: &PpoSection, pad: u32) -> UpdateSettings {
         clip: p.clip,
         value_clip: p.value_clip,
         entropy_coef: p.entropy_coef,
-        mini_batch: p.mini_batch,
+        actor_mini_batch: p.actor_mini_batch_prompts * p.samples,
+        critic_mini_batch: p.critic_mini_batch,
         micro_batch: p.micro_batch,
         pad,
         grad_clip: p.grad_clip,

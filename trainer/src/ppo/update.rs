@@ -1,8 +1,10 @@
-//! One PPO update over a rollout batch: mini-batches of responses, each run as packed
-//! micro-batches of `micro_batch` rows whose gradients accumulate, weighted so that every
-//! mini-batch loss is a mean over its tokens; the actor minimises the clipped policy loss
-//! minus the entropy bonus, the critic the clipped value loss; global gradient-norm clipping
-//! and one optimizer step per mini-batch for each model.
+//! One PPO update over a rollout batch, as veRL runs it: the actor steps once per actor
+//! mini-batch and the critic once per critic mini-batch (their sizes differ: veRL
+//! multiplies the actor's by the samples per prompt, not the critic's); the batch runs as
+//! packed micro-batches of `micro_batch` rows whose gradients accumulate, weighted so that
+//! each model's loss is a mean over the tokens of its own mini-batch; the actor minimises
+//! the clipped policy loss minus the entropy bonus, the critic the clipped value loss;
+//! global gradient-norm clipping before every step.
 
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
@@ -23,7 +25,10 @@ pub struct UpdateSettings {
     pub clip: f64,
     pub value_clip: f64,
     pub entropy_coef: f64,
-    pub mini_batch: usize,
+    /// Responses per actor optimizer step.
+    pub actor_mini_batch: usize,
+    /// Responses per critic optimizer step.
+    pub critic_mini_batch: usize,
     /// Rows per forward/backward pass (gradients accumulate over a mini-batch).
     pub micro_batch: usize,
     /// Token id that pads packed rows.
@@ -45,6 +50,28 @@ pub struct UpdateStats {
     pub critic_grad_norm: f64,
 }
 
+/// A stretch of the batch that ends where the actor or the critic (or both) step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stretch {
+    pub end: usize,
+    pub actor_steps: bool,
+    pub critic_steps: bool,
+}
+
+/// The stretches of a batch of `n` responses: cut at every multiple of the actor's and the
+/// critic's mini-batch and at the end, each saying which model steps there.
+pub fn stretches(n: usize, actor_mini: usize, critic_mini: usize) -> Vec<Stretch> {
+    let (a, c) = (actor_mini.max(1), critic_mini.max(1));
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < n {
+        let end = (at / a + 1).saturating_mul(a).min((at / c + 1).saturating_mul(c)).min(n);
+        out.push(Stretch { end, actor_steps: end % a == 0 || end == n, critic_steps: end % c == 0 || end == n });
+        at = end;
+    }
+    out
+}
+
 /// Runs one epoch of mini-batch updates over `rollouts`.
 pub fn update<B: TrainBackend, OA: Optimizer<Llama<B>, B>, OC: Optimizer<Critic<B>, B>>(
     mut actor: Llama<B>,
@@ -59,23 +86,28 @@ pub fn update<B: TrainBackend, OA: Optimizer<Llama<B>, B>, OC: Optimizer<Critic<
     // Token-weighted sums of policy loss, value loss, entropy, clip and value-clip fractions.
     let mut sums: Option<Tensor<B::InnerBackend, 1>> = None;
     let all_tokens: usize = rollouts.iter().map(|r| r.response.len()).sum();
-    let steps = rollouts.chunks(s.mini_batch.max(1)).count() as f64;
-    for mini in rollouts.chunks(s.mini_batch.max(1)) {
-        let tokens: usize = mini.iter().map(|r| r.response.len()).sum();
-        let (mut actor_grads, mut critic_grads) = (GradientsAccumulator::<Llama<B>>::new(), GradientsAccumulator::<Critic<B>>::new());
-        for micro in mini.chunks(s.micro_batch.max(1)) {
+    let (a, c) = (s.actor_mini_batch.max(1), s.critic_mini_batch.max(1));
+    let plan = stretches(rollouts.len(), a, c);
+    let (actor_steps, critic_steps) = (plan.iter().filter(|x| x.actor_steps).count() as f64, plan.iter().filter(|x| x.critic_steps).count() as f64);
+    // The tokens of the mini-batch of `size` that holds response `at`.
+    let mini_tokens =
+        |at: usize, size: usize| -> usize { rollouts[at / size * size..((at / size + 1) * size).min(rollouts.len())].iter().map(|r| r.response.len()).sum() };
+    let (mut actor_grads, mut critic_grads) = (GradientsAccumulator::<Llama<B>>::new(), GradientsAccumulator::<Critic<B>>::new());
+    let mut start = 0;
+    for stretch in plan {
+        let (actor_tokens, critic_tokens) = (mini_tokens(start, a), mini_tokens(start, c));
+        for micro in rollouts[start..stretch.end].chunks(s.micro_batch.max(1)) {
             let rows: Vec<(&[u32], &[u32])> = micro.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
             let packed = Packed::<B>::new(&rows, s.pad, &device);
-            let weight = packed.tokens() as f64 / tokens as f64;
             let mask = packed.mask();
             let logits = actor.forward_range(packed.ids.clone(), packed.start, packed.len);
             let logp = token_logp(logits.clone(), packed.targets());
             let (pl, cf) = policy_loss(logp, packed.spread(|i| &micro[i].old_logp), packed.spread(|i| &micro[i].advantages), mask.clone(), s.clip);
             let ent = entropy(logits, mask.clone());
-            let actor_loss = (pl.clone() - ent.clone().mul_scalar(s.entropy_coef)).mul_scalar(weight);
+            let actor_loss = (pl.clone() - ent.clone().mul_scalar(s.entropy_coef)).mul_scalar(packed.tokens() as f64 / actor_tokens as f64);
             let values = critic.values(packed.ids.clone()).narrow(1, packed.start, packed.len);
             let (vl, vcf) = value_loss(values, packed.spread(|i| &micro[i].values), packed.spread(|i| &micro[i].returns), mask, s.value_clip);
-            let critic_loss = vl.clone().mul_scalar(weight);
+            let critic_loss = vl.clone().mul_scalar(packed.tokens() as f64 / critic_tokens as f64);
             // The statistics stay on the device until the update ends: reading each one here
             // would wait for the GPU five times per micro-batch.
             let share = packed.tokens() as f64 / all_tokens as f64;
@@ -87,12 +119,18 @@ pub fn update<B: TrainBackend, OA: Optimizer<Llama<B>, B>, OC: Optimizer<Critic<
             actor_grads.accumulate(&actor, GradientsParams::from_grads(actor_loss.backward(), &actor));
             critic_grads.accumulate(&critic, GradientsParams::from_grads(critic_loss.backward(), &critic));
         }
-        let (mut ga, mut gc) = (actor_grads.grads(), critic_grads.grads());
         let kernels = actor.kernels();
-        stats.actor_grad_norm += clip_global_norm(&actor, &mut ga, s.grad_clip, kernels) / steps;
-        stats.critic_grad_norm += clip_global_norm(&critic, &mut gc, s.grad_clip, kernels) / steps;
-        actor = actor_optim.step(s.actor_lr, actor, ga);
-        critic = critic_optim.step(s.critic_lr, critic, gc);
+        if stretch.actor_steps {
+            let mut grads = actor_grads.grads();
+            stats.actor_grad_norm += clip_global_norm(&actor, &mut grads, s.grad_clip, kernels) / actor_steps;
+            actor = actor_optim.step(s.actor_lr, actor, grads);
+        }
+        if stretch.critic_steps {
+            let mut grads = critic_grads.grads();
+            stats.critic_grad_norm += clip_global_norm(&critic, &mut grads, s.grad_clip, kernels) / critic_steps;
+            critic = critic_optim.step(s.critic_lr, critic, grads);
+        }
+        start = stretch.end;
     }
     if let Some(sums) = sums {
         let v = sums.into_data().convert::<f64>().to_vec::<f64>().expect("f64 statistics");
@@ -104,6 +142,18 @@ pub fn update<B: TrainBackend, OA: Optimizer<Llama<B>, B>, OC: Optimizer<Critic<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_studys_batch_makes_two_actor_and_eight_critic_steps() {
+        // 256 prompts x 4 samples; the actor's mini-batch is 128 prompts x 4, the critic's 128 responses.
+        let plan = stretches(1024, 128 * 4, 128);
+        assert_eq!(plan.iter().filter(|s| s.actor_steps).count(), 2);
+        assert_eq!(plan.iter().filter(|s| s.critic_steps).count(), 8);
+        assert_eq!(plan.last().unwrap().end, 1024);
+        // Sizes that do not divide each other: every boundary of both, and the end.
+        let ends: Vec<(usize, bool, bool)> = stretches(10, 4, 3).iter().map(|s| (s.end, s.actor_steps, s.critic_steps)).collect();
+        assert_eq!(ends, vec![(3, false, true), (4, true, false), (6, false, true), (8, true, false), (9, false, true), (10, true, true)]);
+    }
     use crate::generate::Sampling;
     use crate::ppo::rollout::{Detokenize, RolloutSettings, rollout};
     use burn::module::AutodiffModule;
@@ -138,7 +188,8 @@ mod tests {
             clip: 0.2,
             value_clip: 0.5,
             entropy_coef: 0.001,
-            mini_batch: 8,
+            actor_mini_batch: 8,
+            critic_mini_batch: 8,
             micro_batch: 3,
             pad: 0,
             grad_clip: 1.0,
@@ -188,7 +239,8 @@ mod tests {
                 clip: 0.2,
                 value_clip: 0.5,
                 entropy_coef: 0.001,
-                mini_batch: batch.len(),
+                actor_mini_batch: batch.len(),
+                critic_mini_batch: batch.len(),
                 micro_batch,
                 pad: 0,
                 grad_clip: 1.0,

@@ -42,15 +42,28 @@ pub struct DataSection {
     pub set: PathBuf,
     #[serde(default = "default_objective")]
     pub objective: Objective,
+    /// Positions per window: one example per row padded to it (the study: 2048), or the
+    /// packed windows' length.
     #[serde(default = "default_seq_len")]
     pub seq_len: usize,
+    /// Concatenate examples across windows (attention crosses their boundaries inside a
+    /// window; no padding spent). The study put one example per row: `false`.
+    #[serde(default)]
+    pub packing: bool,
+}
+
+impl DataSection {
+    /// How this section turns sequences into windows (`pad` fills unused positions).
+    pub fn layout(&self, pad: u32) -> crate::data::pack::Layout {
+        crate::data::pack::Layout { seq_len: self.seq_len, objective: self.objective, packing: self.packing, pad }
+    }
 }
 
 fn default_objective() -> Objective {
     Objective::Sft
 }
 fn default_seq_len() -> usize {
-    4096
+    2048
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -69,8 +69,8 @@ pub fn pretrain<B: TrainBackend>(cfg: &PretrainConfig, device: &B::Device, opts:
         resumed_from.map(|s| format!("; resuming after step {s}")).unwrap_or_default()
     );
     let t = &cfg.train;
-    let pad = inputs.model.eos_token_id.unwrap_or(0);
-    let test_windows = windows(&inputs.test, cfg.data.seq_len, cfg.data.objective, None, pad);
+    let layout = cfg.data.layout(inputs.model.eos_token_id.unwrap_or(0));
+    let test_windows = windows(&inputs.test, &layout, None);
     let progress = Progress::new(plan.total, state.step);
     let mut profiles = Profiles::new(opts);
     let mut epoch_cache: Option<(usize, Vec<Window>)> = None;
@@ -81,7 +81,7 @@ pub fn pretrain<B: TrainBackend>(cfg: &PretrainConfig, device: &B::Device, opts:
         let started = Instant::now();
         let (epoch, in_epoch) = (state.step / plan.steps_per_epoch, state.step % plan.steps_per_epoch);
         if epoch_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            epoch_cache = Some((epoch, windows(&inputs.train, cfg.data.seq_len, cfg.data.objective, Some((t.seed, epoch as u64)), pad)));
+            epoch_cache = Some((epoch, windows(&inputs.train, &layout, Some((t.seed, epoch as u64)))));
         }
         let epoch_windows = &epoch_cache.as_ref().expect("cached").1;
         let group = &epoch_windows[in_epoch * plan.per_step..((in_epoch + 1) * plan.per_step).min(epoch_windows.len())];
@@ -139,6 +139,19 @@ impl Inputs {
                 model.vocab_size
             );
         }
+        for (split, seqs) in [("train", &train), ("test", &test)] {
+            let too_long = cfg.data.layout(0).too_long(seqs);
+            if let Some(&(row, len)) = too_long.first() {
+                bail!(
+                    "{} of the {split} examples of {} are longer than data.seq_len = {} (row {row}: {len} tokens); with one example per row \
+                     (data.packing = false, the study's) a longer row is an error, as in the study's trainer: raise data.seq_len, \
+                     or set data.packing = true to cut the examples into packed windows",
+                    too_long.len(),
+                    cfg.data.set.display(),
+                    cfg.data.seq_len
+                );
+            }
+        }
         Ok(Inputs { train, test, model, tokenizer_sha256: info.tokenizer_sha256 })
     }
 }
@@ -156,8 +169,7 @@ impl Plan {
     fn new(cfg: &PretrainConfig, train: &[Sequence]) -> Self {
         let t = &cfg.train;
         let per_step = t.batch_size * t.grad_accum;
-        // Packing concatenates every sequence, so the count does not depend on the order.
-        let windows_per_epoch = train.iter().map(|s| s.ids.len()).sum::<usize>().div_ceil(cfg.data.seq_len);
+        let windows_per_epoch = cfg.data.layout(0).windows_per_epoch(train);
         let steps_per_epoch = windows_per_epoch.div_ceil(per_step);
         let total = if t.max_steps > 0 { t.max_steps } else { t.epochs * steps_per_epoch };
         let warmup = (total as f64 * t.warmup_fraction).round() as usize;

@@ -26,6 +26,7 @@ use crate::hashing;
 use crate::journal::Record;
 use crate::llm::batch::{Reask, RequestId};
 use crate::llm::client::Extra;
+use crate::llm::context::ContextNeed;
 use crate::llm::protocol::Sampling;
 use crate::llm::stage::LlmSession;
 use crate::run_dir::{RunDir, publish_table, staging_for};
@@ -99,6 +100,8 @@ async fn run_classify(ctx: &StageContext) -> Result<LabelsManifest> {
     let sampling = Sampling { temperature: c.temperature, max_tokens: c.max_tokens, top_p: None, seed: None };
     // The answer constraint changes answers, so it is part of every key.
     let session = LlmSession::open(ctx, "classify", sampling, &format!("|structured_output={}", l.structured_output)).await?;
+    let template = prompts.iter().map(|p| p.render("").chars().count()).max().unwrap_or(0);
+    session.check_context(ContextNeed::new(template, c.chars_per_token, c.max_doc_tokens, c.max_tokens)).await?;
     let constraints: Vec<Option<Extra>> = prompts.iter().map(|p| format::constraint(p.answer, &l.structured_output)).collect();
 
     let requests_of = {

@@ -33,6 +33,18 @@ pub struct SourcePlan {
     pub sampled: u64,
 }
 
+/// What an LLM stage's largest request takes: prompt (template + document cut) and answer.
+#[derive(Clone, Debug, Serialize)]
+pub struct StageContextPlan {
+    pub stage: String,
+    pub template_tokens: u64,
+    pub document_tokens: u64,
+    pub max_tokens: u64,
+    pub needed: u64,
+    /// Where the stage's servers are configured.
+    pub servers: String,
+}
+
 /// The whole plan.
 #[derive(Clone, Debug, Serialize)]
 pub struct Plan {
@@ -47,6 +59,8 @@ pub struct Plan {
     pub rewrite_prompt_tokens: u64,
     /// Documents are cut to this for classification (`classify.max_doc_tokens`).
     pub max_doc_tokens: u64,
+    /// The server context each LLM stage needs for its largest request.
+    pub contexts: Vec<StageContextPlan>,
     pub assumptions: PlanConfig,
 }
 
@@ -86,7 +100,7 @@ pub async fn plan(cfg: &LoadedConfig, cache_dir: Option<std::path::PathBuf>) -> 
     let rows: u64 = sources.iter().map(|s| s.rows).sum();
     let text: u64 = sources.iter().map(|s| s.text_bytes).sum();
     let mean_doc_tokens = if rows == 0 { 0.0 } else { text as f64 / rows as f64 / p.bytes_per_token };
-    let c = &cfg.config.classify;
+    let (c, r) = (&cfg.config.classify, &cfg.config.rewrite);
     let doc_tokens = mean_doc_tokens.min(c.max_doc_tokens as f64);
     let classify_requests = sampled * c.tasks.len() as u64;
     let rewrite_requests = (sampled as f64 * p.rewrite_share).round() as u64;
@@ -99,8 +113,26 @@ pub async fn plan(cfg: &LoadedConfig, cache_dir: Option<std::path::PathBuf>) -> 
         classify_requests,
         classify_prompt_tokens: (classify_requests as f64 * (p.template_tokens as f64 + doc_tokens)).round() as u64,
         rewrite_requests,
-        rewrite_prompt_tokens: (rewrite_requests as f64 * (p.template_tokens as f64 + mean_doc_tokens.min(8192.0 - 5120.0))).round() as u64,
+        rewrite_prompt_tokens: (rewrite_requests as f64 * (p.template_tokens as f64 + mean_doc_tokens.min(r.max_doc_tokens as f64))).round() as u64,
         max_doc_tokens: c.max_doc_tokens as u64,
+        contexts: [("classify", c.max_doc_tokens, c.max_tokens), ("rewrite", r.max_doc_tokens, r.max_tokens)]
+            .into_iter()
+            .map(|(stage, document, answer)| {
+                let servers = match cfg.config.llm.stage_server(stage) {
+                    Some(s) if !s.endpoints.is_empty() => format!("[llm.{stage}] endpoints"),
+                    _ => "llm.endpoints".to_string(),
+                };
+                let (document, max_tokens) = (document as u64, u64::from(answer));
+                StageContextPlan {
+                    stage: stage.into(),
+                    template_tokens: p.template_tokens,
+                    document_tokens: document,
+                    max_tokens,
+                    needed: p.template_tokens + document + max_tokens,
+                    servers,
+                }
+            })
+            .collect(),
         assumptions: p.clone(),
     })
 }
@@ -195,6 +227,17 @@ pub fn render(plan: &Plan) -> String {
         (plan.assumptions.rewrite_share * 100.0).round(),
         plan.rewrite_prompt_tokens
     ));
+    for s in &plan.contexts {
+        out.push_str(&format!(
+            "{:<9} needs a server context of {} tokens for its largest request (~{} prompt + {} document cut + {} max_tokens; servers: {})\n",
+            format!("{}:", s.stage),
+            s.needed,
+            s.template_tokens,
+            s.document_tokens,
+            s.max_tokens,
+            s.servers
+        ));
+    }
     out
 }
 

@@ -24,6 +24,7 @@ use crate::hashing;
 use crate::journal::Record;
 use crate::llm::batch::{Reask, RequestId};
 use crate::llm::client::Extra;
+use crate::llm::context::ContextNeed;
 use crate::llm::protocol::Sampling;
 use crate::llm::stage::LlmSession;
 use crate::run_dir::{RunDir, publish_table, staging_for};
@@ -100,6 +101,8 @@ async fn run_rewrite(ctx: &StageContext) -> Result<RewritesManifest> {
     let cutter = Cutter::for_stage("rewrite", tokenizer.as_deref(), r.max_doc_tokens, cfg.config.classify.chars_per_token)?;
     let sampling = Sampling { temperature: r.temperature, max_tokens: r.max_tokens, top_p: None, seed: None };
     let session = LlmSession::open(ctx, "rewrite", sampling, &format!("|structured_output={}", cfg.config.llm.structured_output)).await?;
+    let template = templates.iter().map(|t| t.render("").chars().count()).max().unwrap_or(0);
+    session.check_context(ContextNeed::new(template, cfg.config.classify.chars_per_token, r.max_doc_tokens, r.max_tokens)).await?;
     let constraint = constraint(&cfg.config.llm.structured_output, r.max_tokens);
 
     let requests_of = {

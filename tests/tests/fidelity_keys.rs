@@ -1,0 +1,63 @@
+//! docs/FIDELITY.md names, for every deviation from the study, the config key that restores
+//! the study's choice. Each `section.key = value` of its last column is set in a minimal
+//! config of the row's kind and loaded by the program's own loader (unknown keys and
+//! wrong types are errors there), so that a renamed or removed key fails here.
+
+use std::path::Path;
+
+/// The rows of the document's tables: (config kind, the key assignments of the last column).
+fn rows(doc: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for line in doc.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| what") && !l.starts_with("| ---")) {
+        // Cells are split on `|` not escaped as `\|`.
+        let cells: Vec<String> = line.replace("\\|", "\u{0}").split('|').map(|c| c.replace('\u{0}', "|").trim().to_string()).collect();
+        let (kind, keys) = (&cells[cells.len() - 3], &cells[cells.len() - 2]);
+        let assignments =
+            keys.split("; ").filter_map(|k| k.strip_prefix('`').and_then(|k| k.strip_suffix('`'))).filter(|k| k.contains(" = ")).map(str::to_string).collect();
+        out.push((kind.clone(), assignments));
+    }
+    out
+}
+
+/// `base` (TOML) with `section.key = value` set, written to `dir/name`.
+fn with_key(dir: &Path, name: &str, base: &str, assignment: &str) -> std::path::PathBuf {
+    let (path, value) = assignment.split_once(" = ").unwrap();
+    let (section, key) = path.split_once('.').unwrap_or_else(|| panic!("`{assignment}` names no section"));
+    let mut table: toml::Table = base.parse().unwrap();
+    let value: toml::Table = format!("v = {value}").parse().unwrap_or_else(|e| panic!("`{assignment}`: the value is not TOML: {e}"));
+    let entry = table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    entry.as_table_mut().unwrap().insert(key.to_string(), value["v"].clone());
+    let file = dir.join(name);
+    std::fs::write(&file, toml::to_string(&table).unwrap()).unwrap();
+    file
+}
+
+#[test]
+fn every_key_that_restores_the_studys_choice_exists() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/FIDELITY.md")).unwrap();
+    let rows = rows(&doc);
+    assert!(rows.len() >= 30, "the tables were read: {} rows", rows.len());
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for (kind, assignments) in rows {
+        for a in &assignments {
+            let result = match kind.as_str() {
+                "pipeline" => pipeline::config::LoadedConfig::load(&with_key(dir.path(), "run.toml", "[run]\nname = \"fidelity\"\n", a)).map(|_| ()),
+                "trainer ppo" => {
+                    let base = "[model]\nconfig = \"model\"\n[output]\ndir = \"out\"\n";
+                    trainer::ppo::config::PpoConfig::load(&with_key(dir.path(), "ppo.toml", base, a)).map(|_| ())
+                }
+                "trainer pretrain" => {
+                    let base = "[model]\nconfig = \"model\"\n[data]\nset = \"set\"\n[output]\ndir = \"out\"\n";
+                    trainer::train::config::PretrainConfig::load(&with_key(dir.path(), "pretrain.toml", base, a)).map(|_| ())
+                }
+                other => panic!("`{a}` is in a row of config kind {other:?}: use pipeline, trainer ppo or trainer pretrain"),
+            };
+            if let Err(e) = result {
+                panic!("docs/FIDELITY.md: `{a}` ({kind}) is not accepted: {e:#}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "{checked} keys checked");
+}
