@@ -257,3 +257,19 @@ fn classify_alone_takes_endpoints_and_input_from_the_command_line() {
     let out = run_expect(pipeline().arg("classify").arg("--config").arg(&cfg).arg("--input").arg(&input), false);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--endpoint URL"));
 }
+
+#[test]
+fn answers_the_study_would_read_otherwise_are_counted_in_the_manifest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = corpus(&tmp.path().join("src"), 6, &["SPACED count. We check it.", "HUGE count here."]);
+    let llm = FakeLlm::start();
+    llm.inject_for("verification$", "SPACED", vec![LlmFault::Reply("Present: yes\n<count> 2 </count>".into())]);
+    llm.inject_for("verification$", "HUGE", vec![LlmFault::AbsurdCount; 2]);
+    let cfg = config(tmp.path(), "strict", docs.len(), &llm, "", None);
+    run_expect(pipeline().arg("-q").arg("run").arg("--until").arg("classify").arg("--config").arg(&cfg), true);
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(tmp.path().join("runs/strict/labels/_manifest.json")).unwrap()).unwrap();
+    let behaviors = &manifest["stats"]["behaviors"];
+    assert_eq!(behaviors["verification"]["study_reading_differs"], 2, "spaces inside, and a count above the cap: {behaviors}");
+    assert_eq!(behaviors["backtracking"]["study_reading_differs"], 0);
+    assert_eq!(labels(tmp.path(), "strict")["SPACED count. We check it."]["verification"], 2, "we read the spaced count");
+}

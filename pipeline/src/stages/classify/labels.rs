@@ -11,7 +11,7 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use serde::{Deserialize, Serialize};
 
-use super::parse::{ProblemSolution, parse_count, parse_joint, parse_problem_solution};
+use super::parse::{ProblemSolution, parse_count, parse_joint, parse_problem_solution, study_count};
 use super::prompts::{Answer, BEHAVIORS, Prompt};
 use crate::journal::Record;
 
@@ -28,6 +28,10 @@ pub struct BehaviorStats {
     pub pct_missing: f64,
     pub pct_positive: f64,
     pub mean_count: f64,
+    /// Answers the study's stricter, uncapped reading (`parse::study_count`) reads
+    /// otherwise: a count with spaces inside, one above `max_count`.
+    #[serde(default)]
+    pub study_reading_differs: u64,
 }
 
 /// How often the per-behavior and the joint answers agree, over documents where both parsed.
@@ -90,6 +94,15 @@ enum Parsed {
     Count(u32),
     ProblemSolution(ProblemSolution),
     Joint([u32; 4]),
+}
+
+impl Parsed {
+    fn count(&self) -> Option<u64> {
+        match self {
+            Parsed::Count(n) => Some(u64::from(*n)),
+            _ => None,
+        }
+    }
 }
 
 fn parse(answer: Answer, content: &str, max_count: u32) -> Result<Parsed, &'static str> {
@@ -183,6 +196,16 @@ impl<'a> LabelsBuilder<'a> {
     }
 
     /// Adds a document's row from its records (in prompt order; None if never asked).
+    /// Parses an answer to prompt `p`, counting a count answer the study would read
+    /// otherwise.
+    fn parse_and_compare(&mut self, p: &Prompt, content: &str) -> Result<Parsed, &'static str> {
+        let parsed = parse(p.answer, content, self.max_count);
+        if p.answer == Answer::Count && study_count(content) != parsed.as_ref().ok().and_then(Parsed::count) {
+            self.stats.behaviors.get_mut(&p.task).expect("a behavior").study_reading_differs += 1;
+        }
+        parsed
+    }
+
     pub fn push(&mut self, doc_id: &str, records: &[Option<&Record>]) {
         self.doc_id.append_value(doc_id);
         self.stats.documents += 1;
@@ -193,7 +216,7 @@ impl<'a> LabelsBuilder<'a> {
             let status: String = match (rec, content) {
                 (None, _) => NOT_ASKED.into(),
                 (Some(r), None) => format!("failed:{}", r.failure.as_deref().unwrap_or("unknown")),
-                (Some(_), Some(c)) => match parse(p.answer, c, self.max_count) {
+                (Some(_), Some(c)) => match self.parse_and_compare(p, c) {
                     Ok(Parsed::Count(n)) => {
                         per_behavior[BEHAVIORS.iter().position(|b| *b == p.task).expect("a behavior")] = Some(n);
                         "ok".into()
@@ -308,6 +331,10 @@ pub fn render(stats: &LabelStats) -> String {
         "documents {}, with a problem {}, with a solution {}, with both {}; tokens {} prompt / {} completion\n",
         stats.documents, stats.has_problem, stats.has_solution, stats.problem_and_solution, stats.prompt_tokens, stats.completion_tokens
     ));
+    let differ: Vec<String> = stats.behaviors.iter().filter(|(_, b)| b.study_reading_differs > 0).map(|(n, b)| format!("{n} {}", b.study_reading_differs)).collect();
+    if !differ.is_empty() {
+        s.push_str(&format!("answers the study's strict, uncapped count reading reads otherwise: {}\n", differ.join(", ")));
+    }
     for (task, by) in &stats.statuses {
         let bad: Vec<String> = by.iter().filter(|(k, _)| k.as_str() != "ok").map(|(k, v)| format!("{k} {v}")).collect();
         if !bad.is_empty() {

@@ -26,6 +26,22 @@ pub fn parse_count(answer: &str, max_count: u32) -> Result<u32, &'static str> {
     Err(NO_TAG)
 }
 
+/// The study's reading of a count answer: the first `<count>N</count>` whose inside is
+/// digits alone (no spaces), with no upper cap; none is missing. Kept beside ours so that
+/// the labels manifest can say how often the two differ (docs/FIDELITY.md).
+pub fn study_count(answer: &str) -> Option<u64> {
+    let mut rest = answer;
+    while let Some(at) = rest.find("<count>") {
+        let inner = &rest[at + "<count>".len()..];
+        let digits = inner.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && inner[digits..].starts_with("</count>") {
+            return inner[..digits].parse().ok();
+        }
+        rest = inner;
+    }
+    None
+}
+
 /// `has_problem`, `has_solution` and `domain` of a problem/solution answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProblemSolution {
@@ -90,6 +106,16 @@ fn tag_values<'a>(text: &'a str, tag: &str) -> impl Iterator<Item = &'a str> + '
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_studys_count_reading_is_strict_and_uncapped() {
+        assert_eq!(study_count("x <count>2</count>"), Some(2));
+        assert_eq!(study_count("<count> 2 </count>"), None, "spaces inside are missing for the study");
+        assert_eq!(parse_count("<count> 2 </count>", 100), Ok(2), "and a count for us");
+        assert_eq!(study_count("<count>x</count> then <count>7</count>"), Some(7));
+        assert_eq!(study_count("<count>100000</count>"), Some(100_000));
+        assert_eq!(study_count("<count>3"), None);
+    }
 
     #[test]
     fn counts_are_strict() {
