@@ -66,13 +66,14 @@ fn wrap(i: &Item) -> String {
     if i.compound { format!("({})", i.text) } else { i.text.clone() }
 }
 
-/// An expression over `nums` (each once) equal to `target`, if there is one.
-pub fn solve(nums: &[i64], target: i64) -> Option<String> {
+/// An expression over `nums` (each once) equal to `target`, if there is one; with
+/// `integers_only`, every intermediate value is a whole number (divisions are exact).
+pub fn solve(nums: &[i64], target: i64, integers_only: bool) -> Option<String> {
     let items: Vec<Item> = nums.iter().map(|&n| Item { value: Fraction::int(n as i128), text: n.to_string(), compound: false }).collect();
-    search(items, Fraction::int(target as i128))
+    search(items, Fraction::int(target as i128), integers_only)
 }
 
-fn search(items: Vec<Item>, target: Fraction) -> Option<String> {
+fn search(items: Vec<Item>, target: Fraction, integers_only: bool) -> Option<String> {
     if items.len() == 1 {
         return (items[0].value == target).then(|| items[0].text.clone());
     }
@@ -89,10 +90,10 @@ fn search(items: Vec<Item>, target: Fraction) -> Option<String> {
                 (b.value.checked_div(a.value), format!("{} / {}", wrap(b), wrap(a))),
             ];
             for (value, text) in candidates {
-                let Some(value) = value else { continue };
+                let Some(value) = value.filter(|v| !integers_only || v.den == 1) else { continue };
                 let mut next = rest.clone();
                 next.push(Item { value, text, compound: true });
-                if let Some(found) = search(next, target) {
+                if let Some(found) = search(next, target, integers_only) {
                     return Some(found);
                 }
             }
@@ -109,9 +110,12 @@ mod tests {
     #[test]
     fn finds_solutions_that_evaluate_to_the_target() {
         for (nums, target) in [(vec![25, 30, 3, 4], 32), (vec![1, 2, 3], 9), (vec![7, 7, 7, 7], 0), (vec![3, 8, 8, 3], 24)] {
-            let s = solve(&nums, target).unwrap_or_else(|| panic!("{nums:?} -> {target}"));
+            let s = solve(&nums, target, false).unwrap_or_else(|| panic!("{nums:?} -> {target}"));
             assert!((evaluate(&s).unwrap().to_f64() - target as f64).abs() < 1e-5, "{s}");
         }
-        assert_eq!(solve(&[1, 1, 1], 100), None);
+        assert_eq!(solve(&[1, 1, 1], 100, false), None);
+        // 8 / (3 - 8 / 3) = 24 needs the fraction 1/3 on the way.
+        assert!(solve(&[3, 3, 8, 8], 24, false).is_some());
+        assert_eq!(solve(&[3, 3, 8, 8], 24, true), None, "no integer-only way");
     }
 }

@@ -30,23 +30,32 @@ pub struct TaskSpec {
     pub max_number: i64,
     pub min_target: i64,
     pub max_target: i64,
+    /// Draw the target first and redraw only the numbers until they reach it (the study's
+    /// way: every target equally likely); else draw both again until solvable.
+    pub target_first: bool,
+    /// Solvable only through integers (a division must be exact), as the study's search.
+    pub integer_only: bool,
 }
 
 impl Default for TaskSpec {
-    /// The study's priming generator: 3 or 4 numbers, targets 10..=25.
+    /// The study's priming generator: a target in 10..=25, then 3 or 4 numbers in 1..=24
+    /// redrawn until an integer-only search reaches it.
     fn default() -> Self {
-        TaskSpec { min_numbers: 3, max_numbers: 4, min_number: 1, max_number: 99, min_target: 10, max_target: 25 }
+        TaskSpec { min_numbers: 3, max_numbers: 4, min_number: 1, max_number: 24, min_target: 10, max_target: 25, target_first: true, integer_only: true }
     }
 }
 
 /// A solvable task and one solution, drawn from `rng`.
 pub fn generate(rng: &mut fastrand::Rng, spec: &TaskSpec) -> (Task, String) {
+    let mut target = rng.i64(spec.min_target..=spec.max_target);
     loop {
         let n = rng.usize(spec.min_numbers..=spec.max_numbers);
         let nums: Vec<i64> = (0..n).map(|_| rng.i64(spec.min_number..=spec.max_number)).collect();
-        let target = rng.i64(spec.min_target..=spec.max_target);
-        if let Some(solution) = solve(&nums, target) {
+        if let Some(solution) = solve(&nums, target, spec.integer_only) {
             return (Task { target, nums }, solution);
+        }
+        if !spec.target_first {
+            target = rng.i64(spec.min_target..=spec.max_target);
         }
     }
 }

@@ -124,7 +124,7 @@ pub fn expected_priming(task: &str, puzzle: &str) -> String {
         let op = [" + ", " * ", " - "].into_iter().zip(values).find(|(_, v)| *v != target).map_or(" + ", |(op, _)| op);
         joined(op)
     } else {
-        countdown::solver::solve(&nums, target).unwrap_or_else(|| "1 + 1".into())
+        countdown::solver::solve(&nums, target, false).unwrap_or_else(|| "1 + 1".into())
     };
     format!("<think>\nCondition {task}. Try the first pair, too small; instead multiply. Check the result.\n</think>\n<answer> {equation} </answer>")
 }

@@ -19,14 +19,18 @@ fn rows(doc: &str) -> Vec<(String, Vec<String>)> {
     out
 }
 
-/// `base` (TOML) with `section.key = value` set, written to `dir/name`.
+/// `base` (TOML) with `section[.table...].key = value` set, written to `dir/name`.
 fn with_key(dir: &Path, name: &str, base: &str, assignment: &str) -> std::path::PathBuf {
     let (path, value) = assignment.split_once(" = ").unwrap();
-    let (section, key) = path.split_once('.').unwrap_or_else(|| panic!("`{assignment}` names no section"));
+    let parts: Vec<&str> = path.split('.').collect();
+    assert!(parts.len() >= 2, "`{assignment}` names no section");
     let mut table: toml::Table = base.parse().unwrap();
     let value: toml::Table = format!("v = {value}").parse().unwrap_or_else(|e| panic!("`{assignment}`: the value is not TOML: {e}"));
-    let entry = table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    entry.as_table_mut().unwrap().insert(key.to_string(), value["v"].clone());
+    let mut at = &mut table;
+    for part in &parts[..parts.len() - 1] {
+        at = at.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new())).as_table_mut().unwrap();
+    }
+    at.insert(parts[parts.len() - 1].to_string(), value["v"].clone());
     let file = dir.join(name);
     std::fs::write(&file, toml::to_string(&table).unwrap()).unwrap();
     file

@@ -152,7 +152,8 @@ fn a_rewrite_that_cannot_fit_its_server_stops_before_a_request_and_its_own_serve
     // The study's way: rewriting on its own server with an 8192-token context.
     let rewriter = FakeLlm::start();
     rewriter.report_context(8192);
-    let text = std::fs::read_to_string(&cfg).unwrap().replacen("[rewrite]", &format!("[llm.rewrite]\nendpoints = [\"{}\"]\n\n[rewrite]", rewriter.endpoint()), 1);
+    let text =
+        std::fs::read_to_string(&cfg).unwrap().replacen("[rewrite]", &format!("[llm.rewrite]\nendpoints = [\"{}\"]\n\n[rewrite]", rewriter.endpoint()), 1);
     std::fs::write(&cfg, text).unwrap();
     run_expect(pipeline().arg("-q").arg("run").arg("--until").arg("rewrite").arg("--config").arg(&cfg), true);
     assert!(!rewriter.seen().is_empty() && rewriter.seen().iter().all(|s| s.task.starts_with("rewrite")));

@@ -168,6 +168,10 @@ pub struct PpoSection {
     pub adam_eps: f64,
     #[serde(default = "default_weight_decay")]
     pub weight_decay: f64,
+    /// Standard deviation of the critic's value head at the start (the library's random
+    /// initialisation of a token-classification head: 0.02); 0: zeros.
+    #[serde(default = "default_value_head_std")]
+    pub value_head_std: f64,
     /// Put the model's BOS token before every prompt (PPO's and the priming traces'); the
     /// study tokenized them without special tokens.
     #[serde(default)]
@@ -239,6 +243,9 @@ fn default_beta_1() -> f64 {
 }
 fn default_beta_2() -> f64 {
     0.999
+}
+fn default_value_head_std() -> f64 {
+    0.02
 }
 fn default_adam_eps() -> f64 {
     1e-8

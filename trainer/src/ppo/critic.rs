@@ -1,7 +1,8 @@
 //! The critic: a separate copy of the actor's network (the study initialised its critic
 //! from the actor) whose LM head is replaced by a value head, one scalar per token. The
 //! copy gets its own parameter ids, so actor and critic train independently; the value
-//! head starts at zero, so the first values are 0.
+//! head starts at zero (the first values are 0) or, as a PPO run makes it, drawn like the
+//! library's token-classification head.
 
 use burn::module::{ModuleMapper, Param, ParamId};
 use burn::nn::Linear;
@@ -35,6 +36,18 @@ impl<B: ModelBackend> Critic<B> {
         let value_head =
             Linear { weight: Param::from_tensor(Tensor::zeros([hidden, 1], &device)), bias: Some(Param::from_tensor(Tensor::zeros([1], &device))) };
         Critic { body, value_head }
+    }
+
+    /// The value head's weights drawn from a normal of standard deviation `std` (bias
+    /// zero), as the library's token-classification head is initialised (Llama's
+    /// `initializer_range`, 0.02); `std = 0` keeps the zeros of [`Critic::from_actor`].
+    pub fn with_random_value_head(mut self, std: f64) -> Self {
+        if std > 0.0 {
+            let device = self.value_head.weight.val().device();
+            let shape = self.value_head.weight.val().shape();
+            self.value_head.weight = Param::from_tensor(Tensor::random(shape, burn::tensor::Distribution::Normal(0.0, std), &device));
+        }
+        self
     }
 
     /// Values `[batch, seq]`: the value of the state after each token.

@@ -58,7 +58,7 @@ impl Traces<'_> {
             Traces::Solver { tasks, tok, bos, first_step } => {
                 let mut rows = Vec::with_capacity(batch);
                 for (task, solution) in &tasks.for_step(first_step + step, batch) {
-                    let Some(solution) = solution.clone().or_else(|| solve(&task.nums, task.target)) else { continue };
+                    let Some(solution) = solution.clone().or_else(|| solve(&task.nums, task.target, false)) else { continue };
                     rows.push(example(tok, *bos, eos, task, &solution)?);
                 }
                 rows

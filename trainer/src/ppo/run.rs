@@ -228,7 +228,7 @@ fn start<B: TrainBackend>(cfg: &PpoConfig, inputs: &Inputs, device: &B::Device, 
             None => fresh_actor()?,
         };
         checkpoint::write_module(&reference_path(out), &actor.valid())?;
-        let (critic, reference) = (Critic::from_actor(&actor), actor.valid());
+        let (critic, reference) = (Critic::from_actor(&actor).with_random_value_head(p.value_head_std), actor.valid());
         let state = TrainState { fingerprint: inputs.fingerprint.clone(), ..Default::default() };
         return Ok(Policy { actor, critic, actor_optim, critic_optim, reference, state, metrics, resumed: false });
     };

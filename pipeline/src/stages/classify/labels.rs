@@ -331,7 +331,8 @@ pub fn render(stats: &LabelStats) -> String {
         "documents {}, with a problem {}, with a solution {}, with both {}; tokens {} prompt / {} completion\n",
         stats.documents, stats.has_problem, stats.has_solution, stats.problem_and_solution, stats.prompt_tokens, stats.completion_tokens
     ));
-    let differ: Vec<String> = stats.behaviors.iter().filter(|(_, b)| b.study_reading_differs > 0).map(|(n, b)| format!("{n} {}", b.study_reading_differs)).collect();
+    let differ: Vec<String> =
+        stats.behaviors.iter().filter(|(_, b)| b.study_reading_differs > 0).map(|(n, b)| format!("{n} {}", b.study_reading_differs)).collect();
     if !differ.is_empty() {
         s.push_str(&format!("answers the study's strict, uncapped count reading reads otherwise: {}\n", differ.join(", ")));
     }
