@@ -195,12 +195,12 @@ impl Report<'_> {
     async fn behaviors_by_step(&self, md: &mut String) -> Result<()> {
         let Some(res) = self.results("behaviors_by_step").await? else { return Ok(()) };
         md.push_str(
-            "## Behaviors over PPO steps (the study's Figure 1, middle)\n\nThe tracked rollouts of each step (`rollouts` joined with their `labels`): mean count per response of each behavior, and the share of responses with a count above 0 (`_share`, %).\n\n",
+            "## Behaviors over PPO steps (the study's Figure 1, middle)\n\nThe tracked rollouts of each step (`rollouts` joined with their `labels`): mean count per response of each behavior (a missing count taken as 0, as the study measured), the share of responses with a count above 0 (`_share`, %) and the share whose count is missing (`_missing`, %).\n\n",
         );
         let behaviors: Vec<&str> = queries::BEHAVIORS.iter().copied().filter(|b| res.all().any(|(_, r)| r.contains_key(*b))).collect();
         let mut columns = vec!["step", "rollouts", "reward_mean", "response_tokens"];
         columns.extend(&behaviors);
-        let shares: Vec<String> = behaviors.iter().map(|b| format!("{b}_share")).collect();
+        let shares: Vec<String> = behaviors.iter().flat_map(|b| [format!("{b}_share"), format!("{b}_missing")]).collect();
         columns.extend(shares.iter().map(String::as_str));
         md.push_str(&self.table(&res, &columns));
         let mut by_series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();

@@ -66,14 +66,17 @@ fn behaviors(c: &Catalog) -> Vec<Query> {
         );
     }
     if c.has("rollouts") && !behaviors.is_empty() {
-        let mean = |b: &str| format!("avg(l.{b}) AS {b}");
+        // The study's metric: a missing count is taken as 0; its share is reported beside it.
+        let mean = |b: &str| format!("avg(coalesce(l.{b}, 0)) AS {b}");
+        let missing = |b: &str| format!("100.0 * avg(CASE WHEN l.{b} IS NULL THEN 1.0 ELSE 0.0 END) AS {b}_missing");
         add(
             "behaviors_by_step",
             format!(
-                "SELECT r.step, count(*) AS rollouts, avg(r.score) AS reward_mean, avg(r.response_tokens) AS response_tokens, {}, {} \
+                "SELECT r.step, count(*) AS rollouts, avg(r.score) AS reward_mean, avg(r.response_tokens) AS response_tokens, {}, {}, {} \
                  FROM rollouts r JOIN labels l ON r.doc_id = l.doc_id GROUP BY r.step ORDER BY r.step",
                 behaviors.iter().map(|b| mean(b)).collect::<Vec<_>>().join(", "),
-                behaviors.iter().map(|b| positive_share(b, &format!("{b}_share"))).collect::<Vec<_>>().join(", ")
+                behaviors.iter().map(|b| positive_share(b, &format!("{b}_share"))).collect::<Vec<_>>().join(", "),
+                behaviors.iter().map(|b| missing(b)).collect::<Vec<_>>().join(", ")
             ),
         );
     }

@@ -2,10 +2,11 @@
 //! `has_problem && has_solution` or `backtracking >= 1 && verification + subgoal_setting > 0`.
 //!
 //! Grammar: `||` / `or`, `&&` / `and`, `!` / `not`, comparisons `== != < <= > >=`, `+ -`,
-//! parentheses, whole numbers, `true`, `false`, and the label columns by name. Types are
-//! checked when the rule is parsed. A missing label makes what depends on it unknown
-//! (three-valued logic: `false && unknown` is false, `true || unknown` is true), and a rule
-//! that ends unknown does not select the document.
+//! `a ?? b` (`a`, or `b` where `a` is missing), parentheses, whole numbers, `true`, `false`,
+//! and the label columns by name. Types are checked when the rule is parsed. A missing
+//! label makes what depends on it unknown (three-valued logic: `false && unknown` is false,
+//! `true || unknown` is true), and a rule that ends unknown does not select the document;
+//! `has_problem ?? true` lets a missing flag pass, as the study's gate did.
 
 use anyhow::{Result, bail};
 
@@ -33,6 +34,7 @@ enum Expr {
     Cmp(&'static str, Box<Expr>, Box<Expr>),
     Add(Box<Expr>, Box<Expr>),
     Sub(Box<Expr>, Box<Expr>),
+    Otherwise(Box<Expr>, Box<Expr>),
 }
 
 /// A parsed, type-checked rule over named variables.
@@ -80,7 +82,7 @@ fn tokenize(text: &str) -> Result<Vec<Token>> {
             });
         } else {
             let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
-            let op = ["&&", "||", "==", "!=", "<=", ">="].into_iter().find(|o| *o == two);
+            let op = ["&&", "||", "==", "!=", "<=", ">=", "??"].into_iter().find(|o| *o == two);
             if let Some(op) = op {
                 out.push(Token::Op(op));
                 i += 2;
@@ -152,16 +154,24 @@ impl Parser<'_> {
     }
 
     fn sum(&mut self) -> Result<Expr> {
-        let mut left = self.atom()?;
+        let mut left = self.otherwise()?;
         loop {
             if self.eat("+") {
-                left = Expr::Add(Box::new(left), Box::new(self.atom()?));
+                left = Expr::Add(Box::new(left), Box::new(self.otherwise()?));
             } else if self.eat("-") {
-                left = Expr::Sub(Box::new(left), Box::new(self.atom()?));
+                left = Expr::Sub(Box::new(left), Box::new(self.otherwise()?));
             } else {
                 return Ok(left);
             }
         }
+    }
+
+    fn otherwise(&mut self) -> Result<Expr> {
+        let mut left = self.atom()?;
+        while self.eat("??") {
+            left = Expr::Otherwise(Box::new(left), Box::new(self.atom()?));
+        }
+        Ok(left)
     }
 
     fn atom(&mut self) -> Result<Expr> {
@@ -195,7 +205,7 @@ impl Parser<'_> {
 
 /// The static spelling of a known operator.
 fn op_str(op: &str) -> &'static str {
-    ["&&", "||", "==", "!=", "<=", ">=", "!", "<", ">", "+", "-", "(", ")"].into_iter().find(|o| *o == op).expect("known operator")
+    ["&&", "||", "==", "!=", "<=", ">=", "??", "!", "<", ">", "+", "-", "(", ")"].into_iter().find(|o| *o == op).expect("known operator")
 }
 
 fn type_of(e: &Expr, types: &[Type]) -> Result<Type> {
@@ -223,6 +233,11 @@ fn type_of(e: &Expr, types: &[Type]) -> Result<Type> {
             want(a, Type::Int, "`+`/`-`")?;
             want(b, Type::Int, "`+`/`-`")?;
             Type::Int
+        }
+        Expr::Otherwise(a, b) => {
+            let ta = type_of(a, types)?;
+            want(b, ta, "`??`")?;
+            ta
         }
         Expr::Cmp(op, a, b) => {
             let (ta, tb) = (type_of(a, types)?, type_of(b, types)?);
@@ -281,6 +296,10 @@ fn eval(e: &Expr, vars: &[Value]) -> Value {
             (Some(false), Some(false)) => Some(false),
             _ => None,
         }),
+        Expr::Otherwise(a, b) => match eval(a, vars) {
+            Value::Int(None) | Value::Bool(None) => eval(b, vars),
+            known => known,
+        },
         Expr::Add(a, b) => Value::Int(int(a).zip(int(b)).map(|(x, y)| x.saturating_add(y))),
         Expr::Sub(a, b) => Value::Int(int(a).zip(int(b)).map(|(x, y)| x.saturating_sub(y))),
         Expr::Cmp(op, a, b) => {
@@ -320,6 +339,15 @@ mod tests {
 
     fn v(b: Option<i64>, ver: Option<i64>, p: Option<bool>) -> Vec<Value> {
         values(&[("backtracking", Value::Int(b)), ("verification", Value::Int(ver)), ("has_problem", Value::Bool(p))], &NAMES)
+    }
+
+    #[test]
+    fn a_missing_value_can_be_given_a_default() {
+        let r = rule("(has_problem ?? true) && backtracking ?? 0 >= 1").unwrap();
+        assert_eq!(r.eval(&v(Some(1), None, None)), Some(true), "a missing flag passes");
+        assert_eq!(r.eval(&v(Some(1), None, Some(false))), Some(false), "a \"no\" does not");
+        assert_eq!(r.eval(&v(None, None, Some(true))), Some(false), "a missing count is 0 here");
+        assert!(rule("has_problem ?? 1").is_err(), "both sides of `??` have one type");
     }
 
     #[test]
