@@ -168,6 +168,11 @@ pub struct PpoSection {
     pub adam_eps: f64,
     #[serde(default = "default_weight_decay")]
     pub weight_decay: f64,
+    /// How a mini-batch's loss is averaged: `micro_batch` (veRL's: each micro-batch's
+    /// token mean over the micro-batches; `micro_batch` then changes what a step computes)
+    /// or `tokens` (every token of the mini-batch weighs the same).
+    #[serde(default = "default_loss_average")]
+    pub loss_average: crate::ppo::update::LossAverage,
     /// Standard deviation of the critic's value head at the start (the library's random
     /// initialisation of a token-classification head: 0.02); 0: zeros.
     #[serde(default = "default_value_head_std")]
@@ -243,6 +248,9 @@ fn default_beta_1() -> f64 {
 }
 fn default_beta_2() -> f64 {
     0.999
+}
+fn default_loss_average() -> crate::ppo::update::LossAverage {
+    crate::ppo::update::LossAverage::MicroBatch
 }
 fn default_value_head_std() -> f64 {
     0.02

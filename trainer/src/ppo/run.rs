@@ -358,6 +358,7 @@ fn update_settings(p: &PpoSection, pad: u32) -> UpdateSettings {
         actor_mini_batch: p.actor_mini_batch_prompts * p.samples,
         critic_mini_batch: p.critic_mini_batch,
         micro_batch: p.micro_batch,
+        loss_average: p.loss_average,
         pad,
         grad_clip: p.grad_clip,
         actor_lr: p.actor_lr,
@@ -427,10 +428,14 @@ fn evaluate<B: ModelBackend>(
 
 /// What a checkpoint must agree with to be resumed.
 fn fingerprint(cfg: &PpoConfig, model: &ModelConfig, tokenizer: &str) -> String {
-    // How long to run, how often to evaluate and save, and how many rows go through one
-    // forward pass do not change what a step computes.
+    // How long to run and how often to evaluate and save do not change what a step
+    // computes; how many rows go through one forward pass does only under veRL's averaging.
     let mut ppo = serde_json::to_value(&cfg.ppo).unwrap_or_default();
-    for k in ["steps", "eval_every", "save_every", "keep_checkpoints", "micro_batch"] {
+    let mut ignored = vec!["steps", "eval_every", "save_every", "keep_checkpoints"];
+    if cfg.ppo.loss_average == super::update::LossAverage::Tokens {
+        ignored.push("micro_batch");
+    }
+    for k in ignored {
         ppo.as_object_mut().map(|o| o.remove(k));
     }
     let v = json!({ "model": model, "weights": cfg.model.weights, "tokenizer": tokenizer, "tasks": cfg.tasks, "prime": cfg.prime, "ppo": ppo });

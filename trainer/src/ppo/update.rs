@@ -1,8 +1,9 @@
 //! One PPO update over a rollout batch, as veRL runs it: the actor steps once per actor
 //! mini-batch and the critic once per critic mini-batch (their sizes differ: veRL
 //! multiplies the actor's by the samples per prompt, not the critic's); the batch runs as
-//! packed micro-batches of `micro_batch` rows whose gradients accumulate, weighted so that
-//! each model's loss is a mean over the tokens of its own mini-batch; the actor minimises
+//! packed micro-batches of `micro_batch` rows whose gradients accumulate, each micro-batch's
+//! token-mean loss divided by the micro-batches of its mini-batch (veRL's averaging) or
+//! weighted so that each model's loss is a mean over its mini-batch's tokens; the actor minimises
 //! the clipped policy loss minus the entropy bonus, the critic the clipped value loss;
 //! global gradient-norm clipping before every step.
 
@@ -18,6 +19,18 @@ use crate::TrainBackend;
 use crate::model::Llama;
 use crate::run::clip::clip_global_norm;
 
+/// How a mini-batch's loss is averaged over its micro-batches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossAverage {
+    /// veRL's: each micro-batch's token mean, divided by the micro-batches of the
+    /// mini-batch (a token of a short micro-batch weighs more; `micro_batch` is then part
+    /// of what a step computes).
+    MicroBatch,
+    /// Every token of the mini-batch weighs the same (independent of `micro_batch`).
+    Tokens,
+}
+
 /// The PPO update's settings (the study's: clip 0.2, value clip 0.5, entropy 0.001,
 /// gradient clip 1.0, actor lr 1e-6, critic lr 1e-5).
 #[derive(Clone, Debug)]
@@ -31,6 +44,7 @@ pub struct UpdateSettings {
     pub critic_mini_batch: usize,
     /// Rows per forward/backward pass (gradients accumulate over a mini-batch).
     pub micro_batch: usize,
+    pub loss_average: LossAverage,
     /// Token id that pads packed rows.
     pub pad: u32,
     pub grad_clip: f64,
@@ -89,14 +103,24 @@ pub fn update<B: TrainBackend, OA: Optimizer<Llama<B>, B>, OC: Optimizer<Critic<
     let (a, c) = (s.actor_mini_batch.max(1), s.critic_mini_batch.max(1));
     let plan = stretches(rollouts.len(), a, c);
     let (actor_steps, critic_steps) = (plan.iter().filter(|x| x.actor_steps).count() as f64, plan.iter().filter(|x| x.critic_steps).count() as f64);
-    // The tokens of the mini-batch of `size` that holds response `at`.
+    // The tokens of the mini-batch of `size` that holds response `at`, and the micro-batches
+    // each mini-batch is run as.
     let mini_tokens =
         |at: usize, size: usize| -> usize { rollouts[at / size * size..((at / size + 1) * size).min(rollouts.len())].iter().map(|r| r.response.len()).sum() };
+    let micro = s.micro_batch.max(1);
+    let (mut actor_micros, mut critic_micros) = (vec![0usize; rollouts.len().div_ceil(a)], vec![0usize; rollouts.len().div_ceil(c)]);
+    let mut at = 0;
+    for stretch in &plan {
+        let runs = (stretch.end - at).div_ceil(micro);
+        actor_micros[at / a] += runs;
+        critic_micros[at / c] += runs;
+        at = stretch.end;
+    }
     let (mut actor_grads, mut critic_grads) = (GradientsAccumulator::<Llama<B>>::new(), GradientsAccumulator::<Critic<B>>::new());
     let mut start = 0;
     for stretch in plan {
         let (actor_tokens, critic_tokens) = (mini_tokens(start, a), mini_tokens(start, c));
-        for micro in rollouts[start..stretch.end].chunks(s.micro_batch.max(1)) {
+        for micro in rollouts[start..stretch.end].chunks(micro) {
             let rows: Vec<(&[u32], &[u32])> = micro.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
             let packed = Packed::<B>::new(&rows, s.pad, &device);
             let mask = packed.mask();
@@ -104,10 +128,14 @@ pub fn update<B: TrainBackend, OA: Optimizer<Llama<B>, B>, OC: Optimizer<Critic<
             let logp = token_logp(logits.clone(), packed.targets());
             let (pl, cf) = policy_loss(logp, packed.spread(|i| &micro[i].old_logp), packed.spread(|i| &micro[i].advantages), mask.clone(), s.clip);
             let ent = entropy(logits, mask.clone());
-            let actor_loss = (pl.clone() - ent.clone().mul_scalar(s.entropy_coef)).mul_scalar(packed.tokens() as f64 / actor_tokens as f64);
+            let (actor_weight, critic_weight) = match s.loss_average {
+                LossAverage::MicroBatch => (1.0 / actor_micros[start / a] as f64, 1.0 / critic_micros[start / c] as f64),
+                LossAverage::Tokens => (packed.tokens() as f64 / actor_tokens as f64, packed.tokens() as f64 / critic_tokens as f64),
+            };
+            let actor_loss = (pl.clone() - ent.clone().mul_scalar(s.entropy_coef)).mul_scalar(actor_weight);
             let values = critic.values(packed.ids.clone()).narrow(1, packed.start, packed.len);
             let (vl, vcf) = value_loss(values, packed.spread(|i| &micro[i].values), packed.spread(|i| &micro[i].returns), mask, s.value_clip);
-            let critic_loss = vl.clone().mul_scalar(packed.tokens() as f64 / critic_tokens as f64);
+            let critic_loss = vl.clone().mul_scalar(critic_weight);
             // The statistics stay on the device until the update ends: reading each one here
             // would wait for the GPU five times per micro-batch.
             let share = packed.tokens() as f64 / all_tokens as f64;
@@ -190,6 +218,7 @@ mod tests {
             entropy_coef: 0.001,
             actor_mini_batch: 8,
             critic_mini_batch: 8,
+            loss_average: LossAverage::Tokens,
             micro_batch: 3,
             pad: 0,
             grad_clip: 1.0,
@@ -233,14 +262,24 @@ mod tests {
             gamma: 1.0,
             lambda: 1.0,
         };
-        let batch = rollout(&actor.valid(), &actor.valid(), &critic.valid(), &prompts, &Chars, |_, t: &str| t.len() as f64 % 3.0, &r).unwrap();
-        let stats_with = |micro_batch: usize| {
+        let mut batch = rollout(&actor.valid(), &actor.valid(), &critic.valid(), &prompts, &Chars, |_, t: &str| t.len() as f64 % 3.0, &r).unwrap();
+        // Responses of several lengths (as if some had stopped early), so that the ways of
+        // averaging differ.
+        for (i, r) in batch.iter_mut().enumerate() {
+            let keep = 2 + i % 4;
+            for v in [&mut r.old_logp, &mut r.ref_logp, &mut r.values, &mut r.advantages, &mut r.returns] {
+                v.truncate(keep);
+            }
+            r.response.truncate(keep);
+        }
+        let stats_averaged = |micro_batch: usize, loss_average: LossAverage| {
             let settings = UpdateSettings {
                 clip: 0.2,
                 value_clip: 0.5,
                 entropy_coef: 0.001,
                 actor_mini_batch: batch.len(),
                 critic_mini_batch: batch.len(),
+                loss_average,
                 micro_batch,
                 pad: 0,
                 grad_clip: 1.0,
@@ -250,6 +289,7 @@ mod tests {
             let (mut oa, mut oc) = (AdamWConfig::new().init::<AD, Llama<AD>>(), AdamWConfig::new().init::<AD, Critic<AD>>());
             update(actor.clone(), critic.clone(), &mut oa, &mut oc, &batch, &settings).2
         };
+        let stats_with = |micro_batch: usize| stats_averaged(micro_batch, LossAverage::Tokens);
         let (whole, split) = (stats_with(batch.len()), stats_with(1));
         let pairs = [
             (whole.policy_loss, split.policy_loss),
@@ -263,5 +303,12 @@ mod tests {
             assert!((a - b).abs() <= 1e-4 * a.abs().max(1e-3), "{whole:?} vs {split:?}");
         }
         assert!(whole.entropy > 0.0 && whole.value_loss > 0.0, "{whole:?}");
+        // veRL's averaging: with one micro-batch it is the same rule; with one response per
+        // micro-batch, responses of unequal length weigh differently, so the gradient does.
+        let lengths: std::collections::BTreeSet<usize> = batch.iter().map(|r| r.response.len()).collect();
+        assert!(lengths.len() > 1, "the batch has responses of several lengths: {lengths:?}");
+        let (verl_whole, verl_split) = (stats_averaged(batch.len(), LossAverage::MicroBatch), stats_averaged(1, LossAverage::MicroBatch));
+        assert!((verl_whole.actor_grad_norm - whole.actor_grad_norm).abs() <= 1e-4 * whole.actor_grad_norm.max(1e-3), "{verl_whole:?} vs {whole:?}");
+        assert!((verl_split.actor_grad_norm - split.actor_grad_norm).abs() > 1e-4 * split.actor_grad_norm, "{verl_split:?} vs {split:?}");
     }
 }
