@@ -159,13 +159,14 @@ pub struct PpoSection {
     /// The former `mini_batch` (it meant responses for both): refused with the new keys.
     #[serde(default, skip_serializing)]
     pub mini_batch: Option<usize>,
-    /// AdamW of actor and critic (the study's: betas 0.9 / 0.999, eps 1e-8, weight decay 0.01).
-    #[serde(default = "default_beta_1")]
-    pub adam_beta_1: f64,
-    #[serde(default = "default_beta_2")]
-    pub adam_beta_2: f64,
-    #[serde(default = "default_adam_eps")]
-    pub adam_eps: f64,
+    /// AdamW of actor and critic, named as `[train]`'s (the study's: betas 0.9 / 0.999,
+    /// eps 1e-8, weight decay 0.01).
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    #[serde(default = "default_eps")]
+    pub eps: f64,
     #[serde(default = "default_weight_decay")]
     pub weight_decay: f64,
     /// How a mini-batch's loss is averaged: `micro_batch` (veRL's: each micro-batch's
@@ -211,7 +212,7 @@ fn default_backend() -> String {
     "cpu".into()
 }
 fn default_steps() -> usize {
-    100
+    250
 }
 fn default_prompts() -> usize {
     256
@@ -243,10 +244,10 @@ fn default_mini_batch() -> usize {
 fn default_micro_batch() -> usize {
     16
 }
-fn default_beta_1() -> f64 {
+fn default_beta1() -> f64 {
     0.9
 }
-fn default_beta_2() -> f64 {
+fn default_beta2() -> f64 {
     0.999
 }
 fn default_loss_average() -> crate::ppo::update::LossAverage {
@@ -255,7 +256,7 @@ fn default_loss_average() -> crate::ppo::update::LossAverage {
 fn default_value_head_std() -> f64 {
     0.02
 }
-fn default_adam_eps() -> f64 {
+fn default_eps() -> f64 {
     1e-8
 }
 fn default_weight_decay() -> f64 {
@@ -329,8 +330,8 @@ impl PpoConfig {
         {
             bail!("ppo.steps, prompts_per_step, samples, actor_mini_batch_prompts, critic_mini_batch, micro_batch and max_response_tokens must be at least 1");
         }
-        if !((0.0..1.0).contains(&p.adam_beta_1) && (0.0..1.0).contains(&p.adam_beta_2) && p.adam_eps > 0.0 && p.weight_decay >= 0.0) {
-            bail!("ppo.adam_beta_1 and adam_beta_2 must be within [0, 1), adam_eps > 0, weight_decay >= 0");
+        if !((0.0..1.0).contains(&p.beta1) && (0.0..1.0).contains(&p.beta2) && p.eps > 0.0 && p.weight_decay >= 0.0) {
+            bail!("ppo.beta1 and beta2 must be within [0, 1), eps > 0, weight_decay >= 0");
         }
         if !(p.actor_lr > 0.0 && p.critic_lr > 0.0) || p.temperature < 0.0 || !(0.0..=1.0).contains(&p.top_p) || p.clip <= 0.0 {
             bail!("ppo.actor_lr and critic_lr must be > 0, temperature >= 0, top_p within 0..1, clip > 0");

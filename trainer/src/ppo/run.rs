@@ -213,13 +213,7 @@ fn start<B: TrainBackend>(cfg: &PpoConfig, inputs: &Inputs, device: &B::Device, 
         .with_compute(compute)
         .with_kernels(cfg.kernels))
     };
-    let optimizer = || OnePassAdamW {
-        beta_1: p.adam_beta_1 as f32,
-        beta_2: p.adam_beta_2 as f32,
-        epsilon: p.adam_eps as f32,
-        weight_decay: p.weight_decay as f32,
-        ..OnePassAdamW::default()
-    };
+    let optimizer = || OnePassAdamW::with_settings(p.beta1, p.beta2, p.eps, p.weight_decay);
     let (actor_optim, critic_optim) = (optimizer().init::<B, Llama<B>>(), optimizer().init::<B, Critic<B>>());
     let Some(dir) = checkpoint::latest(out) else {
         let mut metrics = Metrics::open(&out.join("metrics.jsonl"), 0)?;

@@ -94,10 +94,10 @@ pub struct TrainSection {
     /// Windows per micro-batch.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
-    /// Micro-batches per optimizer step.
-    #[serde(default = "default_one")]
+    /// Micro-batches per optimizer step (the study: 8 x 8 = 64 examples a step).
+    #[serde(default = "default_grad_accum")]
     pub grad_accum: usize,
-    #[serde(default = "default_one")]
+    #[serde(default = "default_epochs")]
     pub epochs: usize,
     /// Stop after this many optimizer steps (0: `epochs` decide).
     #[serde(default)]
@@ -133,6 +133,12 @@ fn default_beta1() -> f64 {
 fn default_beta2() -> f64 {
     0.95
 }
+fn default_grad_accum() -> usize {
+    8
+}
+fn default_epochs() -> usize {
+    5
+}
 fn default_eps() -> f64 {
     1e-8
 }
@@ -147,9 +153,6 @@ fn default_clip() -> f64 {
 }
 fn default_batch() -> usize {
     8
-}
-fn default_one() -> usize {
-    1
 }
 fn default_seed() -> u64 {
     20250304

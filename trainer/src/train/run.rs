@@ -198,9 +198,7 @@ fn start<B: TrainBackend>(cfg: &PretrainConfig, inputs: &Inputs, device: &B::Dev
     }
     .with_compute(compute)
     .with_kernels(cfg.kernels);
-    let optim =
-        OnePassAdamW { beta_1: t.beta1 as f32, beta_2: t.beta2 as f32, epsilon: t.eps as f32, weight_decay: t.weight_decay as f32, ..Default::default() }
-            .init::<B, Llama<B>>();
+    let optim = OnePassAdamW::with_settings(t.beta1, t.beta2, t.eps, t.weight_decay).init::<B, Llama<B>>();
     std::fs::create_dir_all(&cfg.output.dir).with_context(|| format!("cannot create {}", cfg.output.dir.display()))?;
     match checkpoint::latest(&cfg.output.dir).filter(|_| !opts.fresh) {
         Some(dir) => {

@@ -143,6 +143,11 @@ impl GradScale {
 }
 
 impl OnePassAdamW {
+    /// AdamW with a config's betas, epsilon and decoupled weight decay.
+    pub fn with_settings(beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> Self {
+        Self { beta_1: beta1 as f32, beta_2: beta2 as f32, epsilon: eps as f32, weight_decay: weight_decay as f32, ..Self::default() }
+    }
+
     pub fn with_weight_decay(self, weight_decay: f32) -> Self {
         Self { weight_decay, ..self }
     }
