@@ -11,6 +11,7 @@ use arrow_array::{Array, ListArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
+use crate::game24::is_game24_set;
 use crate::solver::solve;
 
 /// One puzzle.
@@ -35,13 +36,15 @@ pub struct TaskSpec {
     pub target_first: bool,
     /// Solvable only through integers (a division must be exact), as the study's search.
     pub integer_only: bool,
+    /// Draw again when four numbers are one of the 24-game sets (`game24`), as the study did.
+    pub exclude_game24: bool,
 }
 
 impl Default for TaskSpec {
     /// The study's priming generator: a target in 10..=25, then 3 or 4 numbers in 1..=24
-    /// redrawn until an integer-only search reaches it.
+    /// redrawn until an integer-only search reaches it, the 24-game sets excluded.
     fn default() -> Self {
-        TaskSpec { min_numbers: 3, max_numbers: 4, min_number: 1, max_number: 24, min_target: 10, max_target: 25, target_first: true, integer_only: true }
+        TaskSpec { min_numbers: 3, max_numbers: 4, min_number: 1, max_number: 24, min_target: 10, max_target: 25, target_first: true, integer_only: true, exclude_game24: true }
     }
 }
 
@@ -51,7 +54,8 @@ pub fn generate(rng: &mut fastrand::Rng, spec: &TaskSpec) -> (Task, String) {
     loop {
         let n = rng.usize(spec.min_numbers..=spec.max_numbers);
         let nums: Vec<i64> = (0..n).map(|_| rng.i64(spec.min_number..=spec.max_number)).collect();
-        if let Some(solution) = solve(&nums, target, spec.integer_only) {
+        let excluded = spec.exclude_game24 && is_game24_set(&nums);
+        if !excluded && let Some(solution) = solve(&nums, target, spec.integer_only) {
             return (Task { target, nums }, solution);
         }
         if !spec.target_first {
@@ -151,5 +155,16 @@ mod tests {
         }
         let p = prompt(&tasks[0].0);
         assert!(p.ends_with("Assistant: Let me solve this step by step.\n<think>"));
+    }
+
+    #[test]
+    fn the_24_game_sets_are_drawn_again() {
+        let game24_draws = |exclude_game24| {
+            let spec = TaskSpec { min_numbers: 4, max_number: 13, exclude_game24, ..TaskSpec::default() };
+            let mut rng = fastrand::Rng::with_seed(7);
+            (0..3000).filter(|_| crate::game24::is_game24_set(&generate(&mut rng, &spec).0.nums)).count()
+        };
+        assert!(game24_draws(false) > 0);
+        assert_eq!(game24_draws(true), 0);
     }
 }

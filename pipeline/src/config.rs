@@ -162,6 +162,10 @@ impl Config {
                 bail!("source name `{}` appears twice: names must be unique", s.name);
             }
         }
+        if let Some(unknown) = self.select.sources.iter().find(|s| !names.contains(s)) {
+            let known: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+            bail!("select.sources names `{unknown}`, which is not a [[sources]] name; known: {}", known.join(", "));
+        }
         Ok(())
     }
 }

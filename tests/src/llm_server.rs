@@ -83,6 +83,8 @@ pub fn task_of(prompt: &str) -> String {
         ("then look for those parts", "priming_backtracking_backward"),
         ("Keep the author's way of thinking", "rewrite_rich"),
         ("clean, direct sequence of steps", "rewrite_control"),
+        ("let it show these habits wherever", "rewrite_rich"),
+        ("Write the reasoning that leads from the question to the answer", "rewrite_control"),
         ("Count four habits", "joint"),
         ("**backtracking**", "backtracking"),
         ("**verification**", "verification"),

@@ -1,5 +1,6 @@
 //! Behavior tracking of PPO rollouts end to end: `trainer ppo` with `[track]` writes the
-//! tracked steps' responses as parquet parts; `pipeline classify --input <run>/rollouts
+//! tracked steps' responses as parquet parts (test-set generations before PPO and after
+//! every `every`-th step by default, or the training batches' responses); `pipeline classify --input <run>/rollouts
 //! --run <run>` (Countdown prompts, a config without sources) labels them against the fake
 //! OpenAI server; `corpus-tools` joins rollouts and labels per step (SQL and the report's
 //! plot); a rerun pays for nothing twice.
@@ -16,17 +17,18 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
 
-/// A tiny PPO run (random 8M model, 3 steps of 2 prompts x 2 samples) tracking steps 1 and 2.
-fn ppo_config(dir: &Path) -> PathBuf {
+/// A tiny PPO run (random 8M model, 3 steps of 2 prompts x 2 samples, 2 held-out tasks)
+/// tracking every 2nd step, three responses each, from `source` (`""`: the default).
+fn ppo_config(dir: &Path, source: &str) -> PathBuf {
     let text = format!(
         "[model]\nconfig = \"{}\"\ntokenizer = \"{}\"\n\n[tasks]\neval_tasks = 2\n\n[tasks.generate]\nmin_numbers = 3\nmax_numbers = 3\nmax_number = 12\n\n\
          [ppo]\nsteps = 3\nprompts_per_step = 2\nsamples = 2\nmax_response_tokens = 12\nactor_mini_batch_prompts = 2\ncritic_mini_batch = 4\nactor_lr = 1e-4\ncritic_lr = 1e-4\neval_every = 3\nsave_every = 3\n\n\
-         [track]\nevery = 2\nsamples = 3\n\n[output]\ndir = \"{}\"\n",
+         [track]\nevery = 2\nsamples = 3\n{source}\n[output]\ndir = \"{}\"\n",
         repo("configs/models/tiny-llama3.json").display(),
         llama3_tokenizer().display(),
-        dir.join("ppo").display()
+        dir.join(format!("ppo{}", source.len())).display()
     );
-    let path = dir.join("ppo.toml");
+    let path = dir.join(format!("ppo{}.toml", source.len()));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -51,19 +53,31 @@ fn corpus_tools() -> Command {
 #[test]
 fn rollouts_are_classified_and_queried_per_step() {
     let tmp = tempfile::tempdir().unwrap();
-    let run = tmp.path().join("ppo");
-    run_expect(Command::new(binary("trainer")).arg("ppo").arg("--config").arg(ppo_config(tmp.path())), true);
-
-    // The parts, read by pyarrow: steps 1 and 2, three responses each.
-    let script = r#"
+    let read = |run: &Path| -> Vec<serde_json::Value> {
+        let script = r#"
 import sys, json, glob, pyarrow.parquet as pq
 rows = []
 for f in sorted(glob.glob(sys.argv[1] + "/*.parquet")):
     rows += pq.read_table(f).to_pylist()
 print(json.dumps(rows))
 "#;
-    let rollouts: Vec<serde_json::Value> = serde_json::from_str(&python(script, &[run.join("rollouts").to_str().unwrap()], &[])).unwrap();
-    assert_eq!(rollouts.iter().map(|r| r["step"].as_i64().unwrap()).collect::<Vec<_>>(), vec![1, 1, 1, 2, 2, 2]);
+        serde_json::from_str(&python(script, &[run.join("rollouts").to_str().unwrap()], &[])).unwrap()
+    };
+    let steps = |rows: &[serde_json::Value]| rows.iter().map(|r| r["step"].as_i64().unwrap()).collect::<Vec<_>>();
+    // From the training batches: steps 1 and 2.
+    run_expect(Command::new(binary("trainer")).arg("ppo").arg("--config").arg(ppo_config(tmp.path(), "source = \"rollouts\"\n")), true);
+    assert_eq!(steps(&read(&tmp.path().join(format!("ppo{}", "source = \"rollouts\"\n".len())))), vec![1, 1, 1, 2, 2, 2]);
+
+    // The study's way (the default): the held-out tasks before PPO and after step 2, at
+    // temperature 1: three draws from the two tasks, so one of them twice.
+    let run = tmp.path().join("ppo0");
+    run_expect(Command::new(binary("trainer")).arg("ppo").arg("--config").arg(ppo_config(tmp.path(), "")), true);
+    let rollouts = read(&run);
+    assert_eq!(steps(&rollouts), vec![0, 0, 0, 2, 2, 2]);
+    let eval: Vec<serde_json::Value> =
+        std::fs::read_to_string(run.join("eval_samples.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let held_out: std::collections::HashSet<i64> = eval.iter().map(|e| e["target"].as_i64().unwrap()).collect();
+    assert!(rollouts.iter().all(|r| held_out.contains(&r["target"].as_i64().unwrap())), "tracked tasks are held-out tasks: {held_out:?}");
     for r in &rollouts {
         let text = r["text"].as_str().unwrap();
         assert!(text.starts_with(&format!("Puzzle: reach {} with the numbers", r["target"])), "{text}");
@@ -95,7 +109,7 @@ print(json.dumps(rows))
         }
     }
     let per_step = sql("SELECT r.step, count(*) AS n FROM rollouts r JOIN labels l ON r.doc_id = l.doc_id GROUP BY r.step ORDER BY r.step");
-    assert_eq!(per_step, vec![serde_json::json!({"step": 1, "n": 3}), serde_json::json!({"step": 2, "n": 3})]);
+    assert_eq!(per_step, vec![serde_json::json!({"step": 0, "n": 3}), serde_json::json!({"step": 2, "n": 3})]);
 
     // A rerun sends nothing: every answer is in the journal.
     run_expect(&mut classify(), true);

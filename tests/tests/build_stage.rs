@@ -130,6 +130,37 @@ fn sets_meet_the_budget_and_every_reader_agrees() {
     assert!(first.keys().any(|k| k.starts_with("rich/data/train-00001-of-")), "several shards: {first:?}");
     run_expect(pipeline().arg("-q").arg("build").arg("--config").arg(&cfg), true);
     assert_eq!(checksums(&sets), first);
+
+    budget_counted_as_the_study_counted(&cfg, &sets);
+}
+
+/// `build.count_tokens = "study"`: each chosen example counts as HF `tokenizers` counts
+/// BOS + "\n" + its completion (the study's way), clipped at 4096, and the sets meet the
+/// budget under that count.
+fn budget_counted_as_the_study_counted(cfg: &Path, sets: &Path) {
+    let text = std::fs::read_to_string(cfg).unwrap();
+    std::fs::write(cfg, text.replacen("[build]\n", "[build]\ncount_tokens = \"study\"\n", 1)).unwrap();
+    run_expect(pipeline().arg("-q").arg("build").arg("--config").arg(cfg), true);
+    let script = r#"
+import sys, glob, json, pyarrow.parquet as pq
+from tokenizers import Tokenizer
+tok = Tokenizer.from_file(sys.argv[2])
+out = {}
+for s in ["rich", "control"]:
+    rows = [r for f in sorted(glob.glob(f"{sys.argv[1]}/{s}/data/*.parquet")) for r in pq.read_table(f, columns=["completion"]).to_pylist()]
+    # The study's tokenizer (Llama-3.1's) puts BOS first; this tokenizer.json has no post-processor.
+    bos = [tok.token_to_id("<|begin_of_text|>")]
+    encodings = tok.encode_batch(["\n" + r["completion"] for r in rows], add_special_tokens=False)
+    out[s] = sum(min(len(bos + e.ids), 4096) for e in encodings)
+print(json.dumps(out))
+"#;
+    let counted: serde_json::Value = serde_json::from_str(&python(script, &[sets.to_str().unwrap(), llama3_tokenizer().to_str().unwrap()], &[])).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(sets.join("_manifest.json")).unwrap()).unwrap();
+    for (i, set) in ["rich", "control"].iter().enumerate() {
+        let (ours, study) = (m["choice"]["tokens"][i].as_u64().unwrap(), counted[set].as_u64().unwrap());
+        assert!(ours.abs_diff(study) as f64 <= 0.01 * study as f64, "{set}: counted {ours}, the study's count {study}");
+        assert!(study <= BUDGET && study as f64 >= BUDGET as f64 * 0.999, "{set}: {study} tokens by the study's count for a budget of {BUDGET}");
+    }
 }
 
 #[test]
@@ -169,4 +200,25 @@ fn kill_9_during_rewrite_then_rerun_pays_no_finished_request_twice() {
     );
     assert_eq!(rows.trim(), "40 40", "a complete rewrites table");
     assert!(tmp.path().join("runs/killed/sets/rich/manifest.json").is_file() && tmp.path().join("runs/killed/sets/control/README.md").is_file());
+}
+
+/// The paper profile's rewrite prompts (`configs/prompts/rewrite-study`, the study's choice:
+/// the rich prompt asks for the four habits, the control prompt is neutral) render and make
+/// both sets; every rewrite request is journaled under those prompts' hashes.
+#[test]
+fn the_study_rewrite_prompts_make_both_sets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = corpus(&tmp.path().join("src"), 30, &[]);
+    let llm = FakeLlm::start();
+    let cfg = build_config(tmp.path(), "study", docs.len(), &llm, "", "budget_tokens = 1500");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("configs/prompts/rewrite\""), "{text}");
+    std::fs::write(&cfg, text.replace("configs/prompts/rewrite\"", "configs/prompts/rewrite-study\"")).unwrap();
+    run_expect(pipeline().arg("-q").arg("run").arg("--config").arg(&cfg), true);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/prompts/rewrite-study");
+    let hashes: HashSet<String> = ["rich", "control"].iter().map(|p| sha256(&dir.join(format!("{p}.md")))).collect();
+    let journal = journal_lines(tmp.path(), "study", "rewrite");
+    assert!(!journal.is_empty() && journal.iter().all(|r| hashes.contains(r["prompt_hash"].as_str().unwrap())), "{journal:?}");
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("runs/study/sets/_manifest.json")).unwrap()).unwrap();
+    assert!(m["rows"]["rich"]["train"].as_u64().unwrap() > 0 && m["rows"]["control"]["train"].as_u64().unwrap() > 0, "{m}");
 }

@@ -46,7 +46,11 @@ fn every_key_that_restores_the_studys_choice_exists() {
     for (kind, assignments) in rows {
         for a in &assignments {
             let result = match kind.as_str() {
-                "pipeline" => pipeline::config::LoadedConfig::load(&with_key(dir.path(), "run.toml", "[run]\nname = \"fidelity\"\n", a)).map(|_| ()),
+                "pipeline" => {
+                    // The paper profile's source names, for keys that name a source.
+                    let base = "[run]\nname = \"fidelity\"\n[[sources]]\nname = \"open-web-math\"\nkind = \"hub\"\nrepo = \"open-web-math/open-web-math\"\ninclude = [\"data/train-*.parquet\"]\n";
+                    pipeline::config::LoadedConfig::load(&with_key(dir.path(), "run.toml", base, a)).map(|_| ())
+                }
                 "trainer ppo" => {
                     let base = "[model]\nconfig = \"model\"\n[output]\ndir = \"out\"\n";
                     trainer::ppo::config::PpoConfig::load(&with_key(dir.path(), "ppo.toml", base, a)).map(|_| ())

@@ -1,6 +1,8 @@
 //! The priming stage end to end: `pipeline prime` with the shipped config and prompts
 //! against the fake OpenAI server writes one SFT set per condition from a TinyZero task
-//! file; pyarrow reads every set and the study's reward scores every row as its condition
+//! file. Kept as given (the shipped default, the study's way): every answered reply is a
+//! row, asked once, and the wrong-answer condition holds no correct answer. Checked:
+//! pyarrow reads every set and the study's reward scores every row as its condition
 //! requires; rejected replies (no tags, a wrong result, a right result where a wrong one was
 //! asked) are asked again once and then recorded, never written as rows; the controls
 //! follow the all-strategies traces; a rerun pays for nothing; `corpus-tools` queries the
@@ -23,8 +25,9 @@ fn repo(path: &str) -> PathBuf {
 
 const PUZZLES: [(i64, [i64; 3]); 6] = [(24, [4, 9, 3]), (10, [2, 3, 4]), (15, [5, 5, 5]), (13, [7, 3, 3]), (21, [7, 3, 11]), (12, [6, 2, 9])];
 
-/// configs/priming.toml pointed at the fake server and a task file of `PUZZLES`.
-fn priming_config(dir: &Path, llm: &FakeLlm, tasks: &Path) -> PathBuf {
+/// configs/priming.toml pointed at the fake server and a task file of `PUZZLES`, keeping
+/// replies by `keep`.
+fn priming_config(dir: &Path, llm: &FakeLlm, tasks: &Path, keep: &str) -> PathBuf {
     let shipped = std::fs::read_to_string(repo("configs/priming.toml")).unwrap();
     let text = shipped
         .replace("dir = \"runs\"", &format!("dir = \"{}\"", dir.join("runs").display()))
@@ -36,18 +39,21 @@ fn priming_config(dir: &Path, llm: &FakeLlm, tasks: &Path) -> PathBuf {
         )
         .replace("tasks = 1000", "tasks = 6")
         .replace("reasks = 2", "reasks = 1")
+        .replace("keep = \"as_given\"", &format!("keep = \"{keep}\""))
         .replace("tokenizer = \"${HABITS_CACHE}/tokenizers/llama3/tokenizer.json\"", &format!("tokenizer = \"{}\"", llama3_tokenizer().display()))
         .replace("test_fraction = 0.05", "test_fraction = 0.3");
-    assert!(text.contains("model = \"fake\"") && text.contains("tasks = 6") && text.contains("tasks_file"), "configs/priming.toml changed: {text}");
+    assert!(
+        text.contains("model = \"fake\"") && text.contains("tasks = 6") && text.contains("tasks_file") && text.contains(&format!("keep = \"{keep}\"")),
+        "configs/priming.toml changed: {text}"
+    );
     let path = dir.join("priming.toml");
     std::fs::write(&path, text).unwrap();
     path
 }
 
-#[test]
-fn priming_sets_hold_checked_traces_per_condition() {
-    let tmp = tempfile::tempdir().unwrap();
-    let tasks = tmp.path().join("tasks.parquet");
+/// A TinyZero task file of `PUZZLES`, written by pyarrow.
+fn task_file(dir: &Path) -> PathBuf {
+    let tasks = dir.join("tasks.parquet");
     let rows: Vec<String> = PUZZLES.iter().map(|(t, n)| format!("({t}, {n:?})")).collect();
     python(
         &format!(
@@ -57,6 +63,64 @@ fn priming_sets_hold_checked_traces_per_condition() {
         &[tasks.to_str().unwrap()],
         &[],
     );
+    tasks
+}
+
+/// Every set's rows as pyarrow reads them, by set.
+fn read_sets(root: &Path) -> BTreeMap<String, Vec<serde_json::Value>> {
+    let script = r#"
+import sys, json, glob, pyarrow.parquet as pq
+out = {}
+for d in sorted(glob.glob(sys.argv[1] + "/*/")):
+    files = sorted(glob.glob(d + "data/*.parquet"))
+    out[d.rstrip("/").split("/")[-1]] = [r for f in files for r in pq.read_table(f).to_pylist()]
+print(json.dumps(out))
+"#;
+    serde_json::from_str(&python(script, &[root.to_str().unwrap()], &[])).unwrap()
+}
+
+#[test]
+fn priming_sets_keep_replies_as_given_by_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tasks = task_file(tmp.path());
+    let llm = FakeLlm::start();
+    llm.inject_for("priming_backtracking$", "Target: 10", vec![LlmFault::Reply("I would rather not use tags.".into())]);
+    llm.inject_for("priming_all_strategies$", "Target: 15", vec![LlmFault::Reply("<think>\nAdd them.\n</think>\n<answer> 5 * 5 - 5 </answer>".into())]);
+    llm.inject_for("priming_all_strategies_wrong$", "Target: 24", vec![LlmFault::Reply("<think>Slip.</think>\n<answer> 4 * (9 - 3) </answer>".into())]);
+    let cfg = priming_config(tmp.path(), &llm, &tasks, "as_given");
+    let out = run_expect(pipeline().arg("prime").arg("--config").arg(&cfg), true);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kept as given"), "{err}");
+    // Asked once each: 6 conditions asked of the LLM, 6 puzzles, no re-asks.
+    assert_eq!(llm.seen().len(), 36);
+    assert!(llm.seen().iter().all(|s| s.messages == 1));
+
+    let root = tmp.path().join("runs/priming/priming");
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(root.join("_manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["keep"], "as_given");
+    assert_eq!(manifest["statuses"]["backtracking"], serde_json::json!({ "ok": 5, "unparsed": 1 }));
+    assert_eq!(manifest["statuses"]["all_strategies"], serde_json::json!({ "ok": 5, "wrong_result": 1 }));
+    let sets = read_sets(&root);
+    let rows = |set: &str| sets[set].len();
+    // Every answered reply is a row; the wrong-answer condition leaves out its one correct answer.
+    assert_eq!((rows("all_strategies"), rows("backtracking"), rows("all_strategies_wrong")), (6, 6, 5));
+    // The controls come from every all-strategies reply that parses (the wrong one too).
+    assert_eq!((rows("empty_cot"), rows("placeholder")), (6, 6));
+    let completions = |set: &str| sets[set].iter().map(|r| r["completion"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert!(completions("backtracking").contains(&"\nI would rather not use tags.".to_string()));
+    assert!(completions("all_strategies").contains(&"\nAdd them.\n</think>\n<answer> 5 * 5 - 5 </answer>".to_string()));
+    assert!(completions("empty_cot").contains(&"\n</think>\n<answer> 5 * 5 - 5 </answer>".to_string()));
+    for row in &sets["all_strategies_wrong"] {
+        let task_of = PUZZLES.iter().find(|(t, _)| row["prompt"].as_str().unwrap().contains(&format!("value is {t}."))).unwrap();
+        let text = format!("{}{}", row["prompt"].as_str().unwrap(), row["completion"].as_str().unwrap());
+        assert_ne!(judge(&text, &Task { target: task_of.0, nums: task_of.1.to_vec() }), Verdict::Correct, "{text}");
+    }
+}
+
+#[test]
+fn priming_sets_hold_checked_traces_per_condition() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tasks = task_file(tmp.path());
     let llm = FakeLlm::start();
     let twice = |text: &str| vec![LlmFault::Reply(text.to_string()); 2];
     llm.inject_for("priming_backtracking$", "Target: 10", twice("I would rather not use tags."));
@@ -64,7 +128,7 @@ fn priming_sets_hold_checked_traces_per_condition() {
     llm.inject_for("priming_all_strategies_wrong$", "Target: 24", twice("<think>Slip.</think>\n<answer> 4 * (9 - 3) </answer>"));
     llm.inject_for("priming_backtracking_verification$", "Target: 13", vec![LlmFault::Unavailable]);
     llm.inject_for("priming_backtracking_subgoals$", "Target: 21", vec![LlmFault::Reply("no tags".into())]);
-    let cfg = priming_config(tmp.path(), &llm, &tasks);
+    let cfg = priming_config(tmp.path(), &llm, &tasks, "checked");
     let out = run_expect(pipeline().arg("prime").arg("--config").arg(&cfg), true);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("priming: 6 puzzles"), "{err}");
@@ -111,15 +175,7 @@ fn statuses_are_as_answered(root: &Path, llm: &FakeLlm) -> Statuses {
 /// Every set, read by pyarrow (train and test shards), scored by the study's reward; the
 /// controls are the all-strategies puzzles in the same splits. Returns the rows by set.
 fn sets_are_read_and_scored(root: &Path, status: &Statuses) -> BTreeMap<String, Vec<serde_json::Value>> {
-    let script = r#"
-import sys, json, glob, pyarrow.parquet as pq
-out = {}
-for d in sorted(glob.glob(sys.argv[1] + "/*/")):
-    files = sorted(glob.glob(d + "data/*.parquet"))
-    out[d.rstrip("/").split("/")[-1]] = [r for f in files for r in pq.read_table(f).to_pylist()]
-print(json.dumps(out))
-"#;
-    let sets: BTreeMap<String, Vec<serde_json::Value>> = serde_json::from_str(&python(script, &[root.to_str().unwrap()], &[])).unwrap();
+    let sets = read_sets(root);
     assert_eq!(sets.len(), 8, "{:?}", sets.keys());
     let task_of = |prompt: &str| {
         PUZZLES

@@ -72,3 +72,32 @@ fn custom_rules_and_bad_rules() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("select.rich") && err.contains("unknown name `verifcation`"), "{err}");
 }
+
+#[test]
+fn sets_take_only_the_listed_sources() {
+    let tmp = tempfile::tempdir().unwrap();
+    let llm = FakeLlm::start();
+    let write = |dir: &str, docs: &[&str]| {
+        let src = tmp.path().join(dir);
+        std::fs::create_dir_all(&src).unwrap();
+        let lines: Vec<String> = docs.iter().map(|t| serde_json::json!({ "text": t }).to_string()).collect();
+        std::fs::write(src.join("d.jsonl"), lines.join("\n")).unwrap();
+        src
+    };
+    write("src", &[DOCS[0].0, DOCS[1].0]);
+    let other = write("other", &["Q6? We try this instead. Answer: 6.", "Q7? Plain steps. Answer: 7."]);
+    let cfg = llm_config(tmp.path(), "sel", 4, &llm.endpoint(), "", None);
+    let base = std::fs::read_to_string(&cfg).unwrap() + &habits_tests::run_config::local_source("other", &other, 1.0);
+    let with_sources = |listed: &str| std::fs::write(&cfg, format!("{base}\n[select]\nsources = [{listed}]\n")).unwrap();
+    with_sources("\"docs\"");
+    run_expect(pipeline().arg("-q").arg("run").arg("--until").arg("rewrite").arg("--config").arg(&cfg), true);
+    assert_eq!(sets(tmp.path()), vec![(DOCS[0].0.to_string(), "rich".to_string()), (DOCS[1].0.to_string(), "control".to_string())]);
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(tmp.path().join("runs/sel/select/_manifest.json")).unwrap()).unwrap();
+    assert_eq!((m["counts"]["documents"].as_u64(), m["counts"]["other_source"].as_u64()), (Some(4), Some(2)));
+
+    // A name that is no source is one error naming the known ones.
+    with_sources("\"finemath\"");
+    let out = run_expect(pipeline().arg("select").arg("--config").arg(&cfg), false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("select.sources names `finemath`") && err.contains("known: docs, other"), "{err}");
+}

@@ -169,11 +169,18 @@ pub struct PpoSection {
     pub eps: f64,
     #[serde(default = "default_weight_decay")]
     pub weight_decay: f64,
-    /// How a mini-batch's loss is averaged: `micro_batch` (veRL's: each micro-batch's
-    /// token mean over the micro-batches; `micro_batch` then changes what a step computes)
-    /// or `tokens` (every token of the mini-batch weighs the same).
+    /// How a mini-batch's loss is averaged: `micro_batch` (veRL's: the mean, over groups of
+    /// `actor_loss_group` / `critic_loss_group` responses, of each group's token mean) or
+    /// `tokens` (every token of the mini-batch weighs the same).
     #[serde(default = "default_loss_average")]
     pub loss_average: crate::ppo::update::LossAverage,
+    /// Responses per veRL micro-batch, the averaging groups of `micro_batch` averaging. The
+    /// study's `ppo_micro_batch_size = 4` on 4 GPUs: 1 prompt x 4 samples per GPU for the
+    /// actor (veRL multiplies the actor's by the samples), 1 response for the critic.
+    #[serde(default = "default_actor_loss_group")]
+    pub actor_loss_group: usize,
+    #[serde(default = "default_one_usize")]
+    pub critic_loss_group: usize,
     /// Standard deviation of the critic's value head at the start (the library's random
     /// initialisation of a token-classification head: 0.02); 0: zeros.
     #[serde(default = "default_value_head_std")]
@@ -253,6 +260,12 @@ fn default_beta2() -> f64 {
 fn default_loss_average() -> crate::ppo::update::LossAverage {
     crate::ppo::update::LossAverage::MicroBatch
 }
+fn default_actor_loss_group() -> usize {
+    4
+}
+fn default_one_usize() -> usize {
+    1
+}
 fn default_value_head_std() -> f64 {
     0.02
 }
@@ -326,9 +339,11 @@ impl PpoConfig {
             || p.actor_mini_batch_prompts == 0
             || p.critic_mini_batch == 0
             || p.micro_batch == 0
+            || p.actor_loss_group == 0
+            || p.critic_loss_group == 0
             || p.max_response_tokens == 0
         {
-            bail!("ppo.steps, prompts_per_step, samples, actor_mini_batch_prompts, critic_mini_batch, micro_batch and max_response_tokens must be at least 1");
+            bail!("ppo.steps, prompts_per_step, samples, actor_mini_batch_prompts, critic_mini_batch, micro_batch, actor_loss_group, critic_loss_group and max_response_tokens must be at least 1");
         }
         if !((0.0..1.0).contains(&p.beta1) && (0.0..1.0).contains(&p.beta2) && p.eps > 0.0 && p.weight_decay >= 0.0) {
             bail!("ppo.beta1 and beta2 must be within [0, 1), eps > 0, weight_decay >= 0");
@@ -344,9 +359,9 @@ impl PpoConfig {
             bail!("tasks.eval_tasks must be at least 1");
         }
         if let Some(track) = &self.track
-            && (track.every == 0 || track.samples == 0)
+            && (track.every == 0 || track.samples == 0 || !(track.temperature >= 0.0 && track.temperature.is_finite()))
         {
-            bail!("track.every and track.samples must be at least 1");
+            bail!("track.every and track.samples must be at least 1, and track.temperature a number >= 0 (the study: 1.0)");
         }
         if let Some(prime) = &self.prime
             && (prime.batch_size == 0 || prime.lr <= 0.0)

@@ -18,7 +18,7 @@ use super::critic::Critic;
 use super::prime::{Traces, prime};
 use super::rollout::{Detokenize, RolloutSettings, rollout};
 use super::tasks::Tasks;
-use super::track::{TrackedRollout, write_rollouts};
+use super::track::{TrackSection, TrackedRollout, draw_tasks, write_rollouts};
 use super::update::{UpdateSettings, update};
 use crate::countdown::reward::{CORRECT_SCORE, judge};
 use crate::countdown::task::{Task, prompt};
@@ -163,12 +163,20 @@ pub fn ppo<B: TrainBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOptio
         let rows = p.prompts_per_step * p.samples;
         evaluate(&actor.valid(), &inputs, &eval_prompts, (p.max_response_tokens, rows), out, step)
     };
+    let track_test_set = |actor: &Llama<B>, step: usize| match &cfg.track {
+        Some(track) if track.tracks_after(step) => {
+            let rows = p.prompts_per_step * p.samples;
+            track_generations(&actor.valid(), &inputs, &eval_prompts, track, (p.max_response_tokens, rows), (out, step, p.seed))
+        }
+        _ => Ok(()),
+    };
     let (mut first_eval, mut last_eval, mut checkpoint_dir) = (None, None, None);
     if !run.resumed {
         let score = eval(&run.actor, 0)?;
         run.metrics.write(&json!({"kind": "eval", "step": 0, "score": score}))?;
         eprintln!("eval before PPO: accuracy {:.3}, reward {:.3}, format {:.3}", score.accuracy, score.reward_mean, score.format_rate);
         first_eval = Some(score);
+        track_test_set(&run.actor, 0)?;
         // The primed model and its evaluation are kept: a run stopped before its first step
         // resumes here, without priming again.
         checkpoint_dir = Some(save(cfg, &run)?);
@@ -185,6 +193,7 @@ pub fn ppo<B: TrainBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOptio
             eprintln!("eval at step {step}: accuracy {:.3}, reward {:.3}, format {:.3}", score.accuracy, score.reward_mean, score.format_rate);
             last_eval = Some(score);
         }
+        track_test_set(&run.actor, step)?;
         if step % p.save_every.max(1) == 0 || ends_run {
             checkpoint_dir = Some(save(cfg, &run)?);
         }
@@ -286,7 +295,7 @@ fn ppo_step<B: TrainBackend>(mut run: Policy<B>, step: usize, cfg: &PpoConfig, i
         bail!("step {step}: every response was empty");
     }
     if let Some(track) = &cfg.track
-        && (step == 1 || step.is_multiple_of(track.every))
+        && track.keeps_batch_of(step)
     {
         let kept: Vec<TrackedRollout> = batch
             .iter()
@@ -353,11 +362,43 @@ fn update_settings(p: &PpoSection, pad: u32) -> UpdateSettings {
         critic_mini_batch: p.critic_mini_batch,
         micro_batch: p.micro_batch,
         loss_average: p.loss_average,
+        actor_loss_group: p.actor_loss_group,
+        critic_loss_group: p.critic_loss_group,
         pad,
         grad_clip: p.grad_clip,
         actor_lr: p.actor_lr,
         critic_lr: p.critic_lr,
     }
+}
+
+/// The test-set generations tracked after step `step` (0: before PPO): `track.samples`
+/// held-out tasks drawn at random from the run's seed and the step, sampled at
+/// `track.temperature`, `rows` at a time up to `max_tokens` each, scored and written as the
+/// step's part.
+fn track_generations<B: ModelBackend>(
+    model: &Llama<B>,
+    inputs: &Inputs,
+    prompts: &[Vec<u32>],
+    track: &TrackSection,
+    (max_tokens, rows): (usize, usize),
+    (out, step, seed): (&Path, usize, u64),
+) -> Result<()> {
+    let seed = seed ^ 0x7472_6163_6b00_0000 ^ (step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let drawn = draw_tasks(prompts.len(), track.samples, seed);
+    let sampling = Sampling { max_new_tokens: max_tokens, temperature: track.temperature, top_p: 1.0, seed, eos: Some(inputs.eos) };
+    let mut kept = Vec::with_capacity(drawn.len());
+    for chunk in drawn.chunks(rows.max(1)) {
+        let chunk_prompts: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
+        let generated = generate(model, &chunk_prompts, &sampling, false)?;
+        for ((&i, prompt_ids), response) in chunk.iter().zip(&chunk_prompts).zip(generated.tokens) {
+            let task = &inputs.tasks.eval[i];
+            let full: Vec<u32> = prompt_ids.iter().chain(&response).copied().collect();
+            let score = judge(&inputs.tok.decode(&full), task).score();
+            kept.push(TrackedRollout { task, response: inputs.tok.decode(&response), score, response_tokens: response.len() });
+        }
+    }
+    write_rollouts(out, step, &kept)?;
+    Ok(())
 }
 
 /// Greedy responses to the held-out tasks, scored; the first few are kept in
@@ -422,12 +463,13 @@ fn evaluate<B: ModelBackend>(
 
 /// What a checkpoint must agree with to be resumed.
 fn fingerprint(cfg: &PpoConfig, model: &ModelConfig, tokenizer: &str) -> String {
-    // How long to run and how often to evaluate and save do not change what a step
-    // computes; how many rows go through one forward pass does only under veRL's averaging.
+    // How long to run, how often to evaluate and save, and how many rows go through one
+    // forward pass do not change what a step computes; the averaging groups do only under
+    // veRL's averaging.
     let mut ppo = serde_json::to_value(&cfg.ppo).unwrap_or_default();
-    let mut ignored = vec!["steps", "eval_every", "save_every", "keep_checkpoints"];
+    let mut ignored = vec!["steps", "eval_every", "save_every", "keep_checkpoints", "micro_batch"];
     if cfg.ppo.loss_average == super::update::LossAverage::Tokens {
-        ignored.push("micro_batch");
+        ignored.extend(["actor_loss_group", "critic_loss_group"]);
     }
     for k in ignored {
         ppo.as_object_mut().map(|o| o.remove(k));

@@ -1,5 +1,9 @@
-//! Behavior tracking of rollouts (the study's Figure 1, middle): every `track.every` PPO
-//! steps, the first `track.samples` responses of the step's rollout batch are written to
+//! Behavior tracking during PPO (the study's Figure 1, middle): what is tracked and when,
+//! and the parts written. By default (`source = "test_set"`, the study's way) the model
+//! before PPO and after every `track.every`-th step answers `track.samples` held-out tasks
+//! drawn at random, sampled at `track.temperature` (1.0); with `source = "rollouts"` the
+//! first `track.samples` responses of step 1's and every `every`-th step's training batch
+//! are kept instead. Each tracked step becomes
 //! `<output.dir>/rollouts/step-NNNNNNNN.parquet`, the input of the pipeline's classifier
 //! (`pipeline classify --input <run>/rollouts --run <run>`, Countdown prompts in
 //! `configs/prompts/track/`) and a table that `corpus-tools sql` joins with the labels.
@@ -20,23 +24,70 @@ use sha2::{Digest, Sha256};
 
 use crate::countdown::task::Task;
 
-/// `[track]`: which rollouts to keep for classification.
+/// `[track]`: which responses to keep for classification.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrackSection {
-    /// Keep rollouts of every N-th step (the study tracked every 10).
+    /// Track every N-th step (the study tracked every 10).
     #[serde(default = "default_every")]
     pub every: usize,
-    /// Responses kept per tracked step (the first ones of the batch).
+    /// Responses kept per tracked step (the study: 200).
     #[serde(default = "default_samples")]
     pub samples: usize,
+    /// Where the responses come from.
+    #[serde(default)]
+    pub source: TrackSource,
+    /// Sampling temperature of the test-set generations (the study: 1.0).
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+}
+
+/// Where tracked responses come from (`track.source`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackSource {
+    /// Generations on held-out tasks drawn at random, before PPO and after every `every`-th
+    /// step (the study's way).
+    #[default]
+    TestSet,
+    /// The first responses of the training batch of step 1 and every `every`-th step
+    /// (no extra generation).
+    Rollouts,
+}
+
+impl TrackSection {
+    /// Whether the test set is generated after step `step` (0: before PPO).
+    pub fn tracks_after(&self, step: usize) -> bool {
+        self.source == TrackSource::TestSet && step.is_multiple_of(self.every)
+    }
+
+    /// Whether step `step`'s training batch is kept.
+    pub fn keeps_batch_of(&self, step: usize) -> bool {
+        self.source == TrackSource::Rollouts && (step == 1 || step.is_multiple_of(self.every))
+    }
+}
+
+/// `samples` indices into `n` held-out tasks, drawn at random from `seed` (without
+/// replacement while they last, then again from all).
+pub fn draw_tasks(n: usize, samples: usize, seed: u64) -> Vec<usize> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut out = Vec::with_capacity(samples);
+    while out.len() < samples && n > 0 {
+        let mut round: Vec<usize> = (0..n).collect();
+        rng.shuffle(&mut round);
+        out.extend(round.into_iter().take(samples - out.len()));
+    }
+    out
 }
 
 fn default_every() -> usize {
     10
 }
 fn default_samples() -> usize {
-    64
+    200
+}
+fn default_temperature() -> f64 {
+    1.0
 }
 
 /// One kept response.
@@ -125,5 +176,23 @@ mod tests {
         let again: Vec<String> = read().column_by_name("doc_id").unwrap().as_string::<i32>().iter().map(|s| s.unwrap().to_string()).collect();
         assert_eq!(ids, again);
         assert!(!dir.path().join("rollouts/step-00000010.parquet.tmp").exists());
+    }
+
+    #[test]
+    fn tracked_steps_and_drawn_tasks() {
+        let track = |source| TrackSection { every: 10, samples: 200, source, temperature: 1.0 };
+        let test_set: Vec<usize> = (0..=30).filter(|&s| track(TrackSource::TestSet).tracks_after(s)).collect();
+        let batches: Vec<usize> = (1..=30).filter(|&s| track(TrackSource::Rollouts).keeps_batch_of(s)).collect();
+        assert_eq!((test_set, batches), (vec![0, 10, 20, 30], vec![1, 10, 20, 30]));
+        assert!(!track(TrackSource::TestSet).keeps_batch_of(10) && !track(TrackSource::Rollouts).tracks_after(10));
+        let drawn = draw_tasks(1024, 200, 7);
+        assert_eq!(drawn.len(), 200);
+        assert_eq!(drawn.iter().collect::<std::collections::HashSet<_>>().len(), 200, "no task twice while they last");
+        assert_eq!(drawn, draw_tasks(1024, 200, 7));
+        assert_ne!(drawn, draw_tasks(1024, 200, 8));
+        let few = draw_tasks(3, 7, 1);
+        assert_eq!(few.len(), 7);
+        assert!((0..3).all(|i| few[..3].contains(&i)));
+        assert!(draw_tasks(0, 5, 1).is_empty());
     }
 }

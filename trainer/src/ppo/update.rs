@@ -1,9 +1,11 @@
 //! One PPO update over a rollout batch, as veRL runs it: the actor steps once per actor
 //! mini-batch and the critic once per critic mini-batch (their sizes differ: veRL
 //! multiplies the actor's by the samples per prompt, not the critic's); the batch runs as
-//! packed micro-batches of `micro_batch` rows whose gradients accumulate, each micro-batch's
-//! token-mean loss divided by the micro-batches of its mini-batch (veRL's averaging) or
-//! weighted so that each model's loss is a mean over its mini-batch's tokens; the actor minimises
+//! packed micro-batches of `micro_batch` rows whose gradients accumulate (a memory knob).
+//! Each model's mini-batch loss is veRL's (the mean, over the mini-batch's groups of
+//! `actor_loss_group` / `critic_loss_group` responses, of each group's token mean: veRL's
+//! micro-batches) or a mean over all its tokens; either way it is a per-token weight, so
+//! the memory micro-batch does not change what a step computes. The actor minimises
 //! the clipped policy loss minus the entropy bonus, the critic the clipped value loss;
 //! global gradient-norm clipping before every step.
 
@@ -19,16 +21,34 @@ use crate::TrainBackend;
 use crate::model::Llama;
 use crate::run::clip::clip_global_norm;
 
-/// How a mini-batch's loss is averaged over its micro-batches.
+/// How a mini-batch's loss is averaged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LossAverage {
-    /// veRL's: each micro-batch's token mean, divided by the micro-batches of the
-    /// mini-batch (a token of a short micro-batch weighs more; `micro_batch` is then part
-    /// of what a step computes).
+    /// veRL's: the mini-batch is cut into groups of the model's loss group (veRL's
+    /// micro-batches); each group's token mean, averaged over the groups (a token of a
+    /// short group weighs more).
     MicroBatch,
-    /// Every token of the mini-batch weighs the same (independent of `micro_batch`).
+    /// Every token of the mini-batch weighs the same.
     Tokens,
+}
+
+/// Each response's per-token loss weight for a model whose mini-batches hold `mini`
+/// responses: with `MicroBatch`, 1 / (its group's tokens x the groups of its mini-batch),
+/// groups of `group` responses counted from the mini-batch's start; with `Tokens`,
+/// 1 / its mini-batch's tokens. A mini-batch's weights sum to 1 over its tokens.
+pub fn loss_weights(lengths: &[usize], mini: usize, group: usize, average: LossAverage) -> Vec<f64> {
+    let (mini, group) = (mini.max(1), group.max(1));
+    let mut out = Vec::with_capacity(lengths.len());
+    for batch in lengths.chunks(mini) {
+        let unit = if average == LossAverage::Tokens { batch.len() } else { group };
+        let groups = batch.len().div_ceil(unit);
+        for part in batch.chunks(unit) {
+            let tokens: usize = part.iter().sum();
+            out.extend(part.iter().map(|_| 1.0 / (tokens.max(1) * groups) as f64));
+        }
+    }
+    out
 }
 
 /// The PPO update's settings (the study's: clip 0.2, value clip 0.5, entropy 0.001,
@@ -45,6 +65,9 @@ pub struct UpdateSettings {
     /// Rows per forward/backward pass (gradients accumulate over a mini-batch).
     pub micro_batch: usize,
     pub loss_average: LossAverage,
+    /// Responses per veRL micro-batch of the actor and of the critic (`MicroBatch` averaging).
+    pub actor_loss_group: usize,
+    pub critic_loss_group: usize,
     /// Token id that pads packed rows.
     pub pad: u32,
     pub grad_clip: f64,
@@ -103,39 +126,37 @@ pub fn update<B: TrainBackend, OA: Optimizer<Llama<B>, B>, OC: Optimizer<Critic<
     let (a, c) = (s.actor_mini_batch.max(1), s.critic_mini_batch.max(1));
     let plan = stretches(rollouts.len(), a, c);
     let (actor_steps, critic_steps) = (plan.iter().filter(|x| x.actor_steps).count() as f64, plan.iter().filter(|x| x.critic_steps).count() as f64);
-    // The tokens of the mini-batch of `size` that holds response `at`, and the micro-batches
-    // each mini-batch is run as.
-    let mini_tokens =
-        |at: usize, size: usize| -> usize { rollouts[at / size * size..((at / size + 1) * size).min(rollouts.len())].iter().map(|r| r.response.len()).sum() };
+    // Per-token weights, one per response for each model: a micro-batch's loss is its
+    // weighted mean (the weights as the mask) times its share of the mini-batch's weight.
+    let lengths: Vec<usize> = rollouts.iter().map(|r| r.response.len()).collect();
+    let actor_w = loss_weights(&lengths, a, s.actor_loss_group, s.loss_average);
+    let critic_w = loss_weights(&lengths, c, s.critic_loss_group, s.loss_average);
     let micro = s.micro_batch.max(1);
-    let (mut actor_micros, mut critic_micros) = (vec![0usize; rollouts.len().div_ceil(a)], vec![0usize; rollouts.len().div_ceil(c)]);
-    let mut at = 0;
-    for stretch in &plan {
-        let runs = (stretch.end - at).div_ceil(micro);
-        actor_micros[at / a] += runs;
-        critic_micros[at / c] += runs;
-        at = stretch.end;
-    }
     let (mut actor_grads, mut critic_grads) = (GradientsAccumulator::<Llama<B>>::new(), GradientsAccumulator::<Critic<B>>::new());
     let mut start = 0;
     for stretch in plan {
-        let (actor_tokens, critic_tokens) = (mini_tokens(start, a), mini_tokens(start, c));
-        for micro in rollouts[start..stretch.end].chunks(micro) {
+        for (k, micro) in rollouts[start..stretch.end].chunks(micro).enumerate() {
+            let first = start + k * s.micro_batch.max(1);
             let rows: Vec<(&[u32], &[u32])> = micro.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
             let packed = Packed::<B>::new(&rows, s.pad, &device);
-            let mask = packed.mask();
+            // The mask of a weighted mean (scaled to the micro-batch's token count, which the
+            // mean divides out) and the micro-batch's share of its mini-batch's weight.
+            let per_token = |w: &[f64]| -> (Vec<Vec<f64>>, f64) {
+                let share: f64 = micro.iter().enumerate().map(|(i, r)| w[first + i] * r.response.len() as f64).sum();
+                let scale = packed.tokens() as f64 / share.max(f64::MIN_POSITIVE);
+                let rows = micro.iter().enumerate().map(|(i, r)| vec![w[first + i] * scale; r.response.len()]).collect();
+                (rows, share)
+            };
+            let ((aw, actor_share), (cw, critic_share)) = (per_token(&actor_w), per_token(&critic_w));
+            let (actor_mask, critic_mask) = (packed.spread(|i| &aw[i]), packed.spread(|i| &cw[i]));
             let logits = actor.forward_range(packed.ids.clone(), packed.start, packed.len);
             let logp = token_logp(logits.clone(), packed.targets());
-            let (pl, cf) = policy_loss(logp, packed.spread(|i| &micro[i].old_logp), packed.spread(|i| &micro[i].advantages), mask.clone(), s.clip);
-            let ent = entropy(logits, mask.clone());
-            let (actor_weight, critic_weight) = match s.loss_average {
-                LossAverage::MicroBatch => (1.0 / actor_micros[start / a] as f64, 1.0 / critic_micros[start / c] as f64),
-                LossAverage::Tokens => (packed.tokens() as f64 / actor_tokens as f64, packed.tokens() as f64 / critic_tokens as f64),
-            };
-            let actor_loss = (pl.clone() - ent.clone().mul_scalar(s.entropy_coef)).mul_scalar(actor_weight);
+            let (pl, cf) = policy_loss(logp, packed.spread(|i| &micro[i].old_logp), packed.spread(|i| &micro[i].advantages), actor_mask.clone(), s.clip);
+            let ent = entropy(logits, actor_mask);
+            let actor_loss = (pl.clone() - ent.clone().mul_scalar(s.entropy_coef)).mul_scalar(actor_share);
             let values = critic.values(packed.ids.clone()).narrow(1, packed.start, packed.len);
-            let (vl, vcf) = value_loss(values, packed.spread(|i| &micro[i].values), packed.spread(|i| &micro[i].returns), mask, s.value_clip);
-            let critic_loss = vl.clone().mul_scalar(critic_weight);
+            let (vl, vcf) = value_loss(values, packed.spread(|i| &micro[i].values), packed.spread(|i| &micro[i].returns), critic_mask, s.value_clip);
+            let critic_loss = vl.clone().mul_scalar(critic_share);
             // The statistics stay on the device until the update ends: reading each one here
             // would wait for the GPU five times per micro-batch.
             let share = packed.tokens() as f64 / all_tokens as f64;
@@ -170,6 +191,21 @@ pub fn update<B: TrainBackend, OA: Optimizer<Llama<B>, B>, OC: Optimizer<Critic<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loss_weights_follow_verls_micro_batches() {
+        let w = loss_weights(&[2, 4, 6, 8], 4, 2, LossAverage::MicroBatch);
+        let want = [1.0 / 12.0, 1.0 / 12.0, 1.0 / 28.0, 1.0 / 28.0];
+        assert!(w.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12), "{w:?}");
+        assert!(loss_weights(&[2, 4, 6, 8], 4, 2, LossAverage::Tokens).iter().all(|&x| (x - 0.05).abs() < 1e-12));
+        // Two mini-batches of 3 (the last group of each shorter); each sums to 1 over its tokens.
+        let lengths = [1, 2, 3, 4, 5, 6];
+        let w = loss_weights(&lengths, 3, 2, LossAverage::MicroBatch);
+        for (ws, ls) in w.chunks(3).zip(lengths.chunks(3)) {
+            assert!((ws.iter().zip(ls).map(|(w, &l)| w * l as f64).sum::<f64>() - 1.0).abs() < 1e-12);
+        }
+        assert!((w[2] - 1.0 / 6.0).abs() < 1e-12, "a group of one response of 3 tokens, of two groups: {w:?}");
+    }
 
     #[test]
     fn the_studys_batch_makes_two_actor_and_eight_critic_steps() {
@@ -219,6 +255,8 @@ mod tests {
             actor_mini_batch: 8,
             critic_mini_batch: 8,
             loss_average: LossAverage::Tokens,
+            actor_loss_group: 4,
+            critic_loss_group: 1,
             micro_batch: 3,
             pad: 0,
             grad_clip: 1.0,
@@ -246,8 +284,8 @@ mod tests {
         assert!(last > first + 0.15, "mean reward per iteration: {means:?}");
     }
 
-    /// One mini-batch's statistics are token-weighted means over the whole batch, so they
-    /// do not depend on how it is split into micro-batches (all are taken before its step).
+    /// One mini-batch's update does not depend on how it is split into memory micro-batches
+    /// (all are taken before its step), under either averaging.
     #[test]
     fn update_statistics_do_not_depend_on_the_micro_batch_split() {
         let device = Default::default();
@@ -272,7 +310,7 @@ mod tests {
             }
             r.response.truncate(keep);
         }
-        let stats_averaged = |micro_batch: usize, loss_average: LossAverage| {
+        let stats_averaged = |micro_batch: usize, loss_average: LossAverage, group: usize| {
             let settings = UpdateSettings {
                 clip: 0.2,
                 value_clip: 0.5,
@@ -280,6 +318,8 @@ mod tests {
                 actor_mini_batch: batch.len(),
                 critic_mini_batch: batch.len(),
                 loss_average,
+                actor_loss_group: group,
+                critic_loss_group: group,
                 micro_batch,
                 pad: 0,
                 grad_clip: 1.0,
@@ -289,7 +329,7 @@ mod tests {
             let (mut oa, mut oc) = (AdamWConfig::new().init::<AD, Llama<AD>>(), AdamWConfig::new().init::<AD, Critic<AD>>());
             update(actor.clone(), critic.clone(), &mut oa, &mut oc, &batch, &settings).2
         };
-        let stats_with = |micro_batch: usize| stats_averaged(micro_batch, LossAverage::Tokens);
+        let stats_with = |micro_batch: usize| stats_averaged(micro_batch, LossAverage::Tokens, 1);
         let (whole, split) = (stats_with(batch.len()), stats_with(1));
         let pairs = [
             (whole.policy_loss, split.policy_loss),
@@ -299,16 +339,21 @@ mod tests {
             (whole.value_clip_fraction, split.value_clip_fraction),
             (whole.actor_grad_norm, split.actor_grad_norm),
         ];
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * a.abs().max(1e-3);
         for (a, b) in pairs {
-            assert!((a - b).abs() <= 1e-4 * a.abs().max(1e-3), "{whole:?} vs {split:?}");
+            assert!(close(a, b), "{whole:?} vs {split:?}");
         }
         assert!(whole.entropy > 0.0 && whole.value_loss > 0.0, "{whole:?}");
-        // veRL's averaging: with one micro-batch it is the same rule; with one response per
-        // micro-batch, responses of unequal length weigh differently, so the gradient does.
+        // veRL's averaging: one group of the whole mini-batch is the token mean; groups of one
+        // response weigh responses of unequal length differently, so the gradient differs;
+        // and the memory micro-batch still changes nothing.
         let lengths: std::collections::BTreeSet<usize> = batch.iter().map(|r| r.response.len()).collect();
         assert!(lengths.len() > 1, "the batch has responses of several lengths: {lengths:?}");
-        let (verl_whole, verl_split) = (stats_averaged(batch.len(), LossAverage::MicroBatch), stats_averaged(1, LossAverage::MicroBatch));
-        assert!((verl_whole.actor_grad_norm - whole.actor_grad_norm).abs() <= 1e-4 * whole.actor_grad_norm.max(1e-3), "{verl_whole:?} vs {whole:?}");
-        assert!((verl_split.actor_grad_norm - split.actor_grad_norm).abs() > 1e-4 * split.actor_grad_norm, "{verl_split:?} vs {split:?}");
+        let one_group = stats_averaged(1, LossAverage::MicroBatch, batch.len());
+        assert!(close(one_group.actor_grad_norm, whole.actor_grad_norm), "{one_group:?} vs {whole:?}");
+        let (per_response_whole, per_response_split) = (stats_averaged(batch.len(), LossAverage::MicroBatch, 1), stats_averaged(1, LossAverage::MicroBatch, 1));
+        assert!(!close(per_response_whole.actor_grad_norm, whole.actor_grad_norm), "{per_response_whole:?} vs {whole:?}");
+        assert!(close(per_response_whole.actor_grad_norm, per_response_split.actor_grad_norm), "{per_response_whole:?} vs {per_response_split:?}");
+        assert!(close(per_response_whole.critic_grad_norm, per_response_split.critic_grad_norm), "{per_response_whole:?} vs {per_response_split:?}");
     }
 }

@@ -17,6 +17,10 @@ pub struct BuildConfig {
     pub tolerance: f64,
     /// Completions are counted (and packed) up to this many tokens.
     pub max_completion_tokens: u32,
+    /// How an example counts against the budget: `completion` (its completion tokens as
+    /// packed) or `study` (as the study counted: a BOS token, a leading newline and the
+    /// completion, up to `max_completion_tokens` in all).
+    pub count_tokens: TokenCount,
     /// Pick the two sets so that their completion lengths have the same distribution.
     pub match_lengths: bool,
     /// Length bins (quantiles of both sets together) that matching pairs examples within.
@@ -35,6 +39,29 @@ pub struct BuildConfig {
     pub eos_token: String,
     /// The license named in the dataset card (the study's sources are ODC-By).
     pub license: String,
+}
+
+/// How an example counts against the budget (`build.count_tokens`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenCount {
+    /// Its completion tokens, clipped at `max_completion_tokens` (what is trained on).
+    #[default]
+    Completion,
+    /// The study's count: BOS + `"\n"` + the completion, clipped at `max_completion_tokens`.
+    /// A completion starts with `<think>`, and the Llama-3 pre-tokenizer keeps a newline
+    /// apart from it, so the newline is one token.
+    Study,
+}
+
+impl TokenCount {
+    /// The tokens an example of `completion_tokens` counts for.
+    pub fn count(self, completion_tokens: usize, max_completion_tokens: usize) -> usize {
+        match self {
+            TokenCount::Completion => completion_tokens.min(max_completion_tokens),
+            TokenCount::Study => (completion_tokens + 2).min(max_completion_tokens),
+        }
+    }
 }
 
 impl BuildConfig {
@@ -59,6 +86,7 @@ impl Default for BuildConfig {
             budget_tokens: 8_300_000,
             tolerance: 0.001,
             max_completion_tokens: 4096,
+            count_tokens: Default::default(),
             match_lengths: true,
             length_bins: 32,
             test_fraction: 0.05,
@@ -69,5 +97,17 @@ impl Default for BuildConfig {
             eos_token: "<|end_of_text|>".into(),
             license: "odc-by".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_study_counts_bos_and_a_newline_within_the_clip() {
+        assert_eq!(TokenCount::Completion.count(10, 4096), 10);
+        assert_eq!(TokenCount::Study.count(10, 4096), 12);
+        assert_eq!((TokenCount::Completion.count(5000, 4096), TokenCount::Study.count(4095, 4096)), (4096, 4096));
     }
 }

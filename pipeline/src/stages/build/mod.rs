@@ -112,6 +112,11 @@ fn check_both_sets(examples: &[Example], gathered: &Gathered) -> Result<()> {
 }
 
 /// Says when the sets could not reach the budget.
+/// The tokens an example counts for against the budget (`build.count_tokens`).
+fn budget_count(b: &BuildConfig, e: &Example) -> u64 {
+    b.count_tokens.count(e.completion_ids.len(), b.max_completion_tokens as usize) as u64
+}
+
 fn warn_unmet_budget(r: &ChoiceReport, budget: u64) {
     if !r.budget_met {
         tracing::warn!(
@@ -146,7 +151,7 @@ fn run_build(cfg: &LoadedConfig) -> Result<BuildManifest> {
         set_names: &SETS,
     };
     let cands: Vec<Candidate> =
-        examples.iter().map(|e| Candidate { set: e.set, tokens: packing.counted(e) as u64, key: xxh3_64_with_seed(e.doc_id.as_bytes(), b.seed) }).collect();
+        examples.iter().map(|e| Candidate { set: e.set, tokens: budget_count(b, e), key: xxh3_64_with_seed(e.doc_id.as_bytes(), b.seed) }).collect();
     let choice = choose(&cands, &Goal { budget: b.budget_tokens, tolerance: b.tolerance, match_lengths: b.match_lengths, bins: b.length_bins });
     let r = &choice.report;
     warn_unmet_budget(r, b.budget_tokens);

@@ -1,11 +1,12 @@
-//! The study's priming conditions and what makes a trace valid for each: five conditions
-//! whose reasoning the LLM writes with its own prompt and whose answer must be correct, a
-//! variant of "all strategies" whose answer must be well formed but wrong, and two
-//! controls derived from the "all strategies" traces (no thoughts; the thoughts replaced by
-//! as many placeholder tokens).
+//! The study's priming conditions and which replies each keeps: five conditions whose
+//! reasoning the LLM writes with its own prompt (the study kept every reply as given;
+//! checked, the answer must also be correct and well formed), a variant of "all
+//! strategies" whose answer must not be correct, and two controls derived from the "all
+//! strategies" traces (no thoughts; the thoughts replaced by as many placeholder tokens).
 
 use countdown::reward::{Verdict, judge};
 use countdown::task::{Task, prompt};
+use serde::{Deserialize, Serialize};
 
 /// The condition every derived control is made from.
 pub const ALL_STRATEGIES: &str = "all_strategies";
@@ -92,6 +93,42 @@ pub fn check(reply: &str, task: &Task, correct: bool) -> Result<Trace, Rejection
     }
 }
 
+/// Which replies of an LLM condition become rows (`priming.keep`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    /// Every answered reply, as the model gave it (the study's way); the wrong-answer
+    /// condition keeps every reply the reward does not score 1.0.
+    #[default]
+    AsGiven,
+    /// Only replies that pass `check` (asked again with the reason up to `priming.reasks`).
+    Checked,
+}
+
+/// A reply kept as a row: the completion it becomes, and its parts when it parses (the
+/// controls are made from those).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kept {
+    pub completion: String,
+    pub parts: Option<Trace>,
+}
+
+/// The check's status of a reply (`ok` or why it fails) and, when `keep` keeps it, the row.
+pub fn keep_reply(reply: &str, task: &Task, correct: bool, keep: Keep) -> (&'static str, Option<Kept>) {
+    match check(reply, task, correct) {
+        Ok(trace) => ("ok", Some(Kept { completion: completion(&trace.thoughts, &trace.equation), parts: Some(trace) })),
+        Err(why) if keep == Keep::Checked || (!correct && why == "correct_result") => (why, None),
+        Err(why) => (why, Some(Kept { completion: as_given(reply), parts: parse_reply(reply).ok() })),
+    }
+}
+
+/// A reply as the completion of the task's prompt (which ends in `<think>`): a leading
+/// `<think>` of the reply is the prompt's, the rest follows on a new line.
+pub fn as_given(reply: &str) -> String {
+    let reply = reply.trim();
+    format!("\n{}", reply.strip_prefix("<think>").unwrap_or(reply).trim_start())
+}
+
 /// What to say when a reply is rejected, so the next one can do better.
 pub fn reask(correct: bool) -> &'static str {
     if correct {
@@ -144,6 +181,23 @@ mod tests {
         assert_eq!(check(&reply("4 * (9 - 3) = 24"), &task(), true), Err("bad_equation"));
         assert_eq!(check(&reply("4 * 9 / (3 - 3)"), &task(), false), Err("bad_equation"));
         assert_eq!(check("no tags", &task(), true), Err("unparsed"));
+    }
+
+    #[test]
+    fn replies_are_kept_as_given_or_checked() {
+        let wrong = "<think>\nTry 4 * 9 - 3.\n</think>\n<answer> 4 * 9 - 3 </answer>";
+        let untagged = "I think 4 * (9 - 3).";
+        assert_eq!(keep_reply(wrong, &task(), true, Keep::Checked), ("wrong_result", None));
+        let (status, kept) = keep_reply(wrong, &task(), true, Keep::AsGiven);
+        let kept = kept.unwrap();
+        assert_eq!((status, kept.completion.as_str()), ("wrong_result", "\nTry 4 * 9 - 3.\n</think>\n<answer> 4 * 9 - 3 </answer>"));
+        assert_eq!(kept.parts.unwrap().equation, "4 * 9 - 3");
+        let (status, kept) = keep_reply(untagged, &task(), true, Keep::AsGiven);
+        assert_eq!((status, kept), ("unparsed", Some(Kept { completion: "\nI think 4 * (9 - 3).".into(), parts: None })));
+        // The wrong-answer condition never keeps a correct answer, and keeps any other reply as given.
+        assert_eq!(keep_reply("<think>x</think><answer> 4 * (9 - 3) </answer>", &task(), false, Keep::AsGiven), ("correct_result", None));
+        assert_eq!(keep_reply(untagged, &task(), false, Keep::AsGiven).1.unwrap().completion, "\nI think 4 * (9 - 3).");
+        assert_eq!(keep_reply(untagged, &task(), false, Keep::Checked), ("unparsed", None));
     }
 
     #[test]

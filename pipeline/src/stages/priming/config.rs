@@ -24,12 +24,16 @@ pub struct PrimingConfig {
     /// Longest reply, in tokens.
     pub max_tokens: u32,
     pub temperature: f64,
-    /// Times a rejected reply is asked again (with the reason).
+    /// Which replies become rows: `as_given` (every answered reply, the study's way) or
+    /// `checked` (format and answer checked by the study's reward).
+    pub keep: conditions::Keep,
+    /// Times a rejected reply is asked again (with the reason); `keep = "checked"` only.
     pub reasks: u32,
     /// Puzzles from a TinyZero task file (`target`, `nums`) instead of the generator: its
     /// first `tasks` rows.
     pub tasks_file: Option<PathBuf>,
-    /// The generator's puzzles (default: the study's, 3 or 4 numbers up to 99, targets 10..=25).
+    /// The generator's puzzles (default: the study's: a target in 10..=25, then 3 or 4 numbers in
+    /// 1..=24 that an integer-only search brings to it, no 24-game set).
     pub generate: countdown::task::TaskSpec,
     /// The `placeholder` condition's token (must be one token of the build tokenizer).
     pub placeholder: String,
@@ -66,6 +70,7 @@ impl Default for PrimingConfig {
             prompts_dir: PathBuf::from("configs/prompts/priming"),
             max_tokens: 2048,
             temperature: 0.7,
+            keep: Default::default(),
             reasks: 2,
             tasks_file: Default::default(),
             generate: Default::default(),

@@ -1,12 +1,13 @@
 //! The priming stage (`pipeline prime`): Countdown traces for the study's priming
 //! conditions, written by the LLM with one prompt per condition
-//! (`configs/prompts/priming/<condition>.md`), checked (format; the answer correct, or for
-//! `all_strategies_wrong` well formed and wrong, by the study's reward) and written as one
-//! SFT set per condition under `runs/<name>/priming/<condition>/`, in the build's shard
-//! layout that `trainer pretrain` and `trainer ppo` (`[prime] set`) read. The same puzzles
-//! serve every condition. Requests are journaled (`journal/priming.jsonl`): a rerun asks
-//! only what is missing; a rejected reply is asked again with the reason, and kept with its
-//! status when it still fails.
+//! (`configs/prompts/priming/<condition>.md`), kept as given (the study's way) or checked
+//! (format; the answer correct, or for `all_strategies_wrong` well formed and wrong, by the
+//! study's reward), and written as one SFT set per condition under
+//! `runs/<name>/priming/<condition>/`, in the build's shard layout that `trainer pretrain`
+//! and `trainer ppo` (`[prime] set`) read. The same puzzles serve every condition. Requests
+//! are journaled (`journal/priming.jsonl`): a rerun asks only what is missing; when checked,
+//! a rejected reply is asked again with the reason. Every reply's check status is counted
+//! in the manifest either way.
 
 pub mod conditions;
 pub mod config;
@@ -21,7 +22,7 @@ use countdown::task::{Task, generate, prompt, read_tasks};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use self::conditions::{ALL_STRATEGIES, Source, Trace, check, completion, puzzle, reask};
+use self::conditions::{ALL_STRATEGIES, Keep, Kept, Source, check, completion, keep_reply, puzzle, reask};
 use self::sets::{SetRows, write_condition};
 use crate::config::LoadedConfig;
 use crate::hashing;
@@ -54,7 +55,11 @@ pub struct PrimingManifest {
     pub puzzles: usize,
     pub requests_sent: u64,
     pub failures_by_class: BTreeMap<String, u64>,
-    /// condition -> status (`ok`, `unparsed`, `bad_equation`, `wrong_result`,
+    /// Which replies became rows (`as_given`: every answered one; `checked`: those with
+    /// status `ok`).
+    #[serde(default)]
+    pub keep: Keep,
+    /// condition -> the check's status (`ok`, `unparsed`, `bad_equation`, `wrong_result`,
     /// `correct_result`, `failed:<class>`, `not_asked`) -> puzzles.
     pub statuses: BTreeMap<String, BTreeMap<String, u64>>,
     /// condition -> split -> rows.
@@ -142,14 +147,14 @@ impl<'a> Plan<'a> {
         jobs
     }
 
-    /// Every asked condition's traces (by puzzle, `None` where none was kept) and the
-    /// statuses by condition, from the journal's records.
-    fn traces(&self, records: &HashMap<String, Record>, keys: &RequestKeys) -> (Statuses, Vec<Vec<Option<Trace>>>) {
+    /// Every asked condition's kept replies (by puzzle, `None` where none was kept) and the
+    /// check statuses by condition, from the journal's records.
+    fn traces(&self, records: &HashMap<String, Record>, keys: &RequestKeys, keep: Keep) -> (Statuses, Vec<Vec<Option<Kept>>>) {
         let mut statuses = Statuses::new();
         let mut traces = Vec::new();
         for (c, (name, correct)) in self.asked.iter().enumerate() {
             let row = self.tasks.iter().enumerate().map(|(t, task)| {
-                let (status, trace) = verdict(records.get(&self.key(keys, c, t)), task, *correct);
+                let (status, trace) = verdict(records.get(&self.key(keys, c, t)), task, *correct, keep);
                 *statuses.entry(name.to_string()).or_default().entry(status).or_default() += 1;
                 trace
             });
@@ -158,26 +163,33 @@ impl<'a> Plan<'a> {
         (statuses, traces)
     }
 
-    /// Each wanted condition's examples (from its own traces, or "all strategies"' for the
-    /// controls, whose statuses they take), with the indices of the placeholder control's
-    /// examples and their thoughts (their lengths become placeholder tokens).
-    fn examples(&self, traces: &[Vec<Option<Trace>>], statuses: &mut Statuses, lineage: &Lineage, model: &str) -> (Vec<Example>, Vec<(usize, String)>) {
+    /// Each wanted condition's examples (from its own kept replies, or from the "all
+    /// strategies" replies that parse for the controls, which take their statuses), with
+    /// the indices of the placeholder control's examples and their thoughts (their lengths
+    /// become placeholder tokens).
+    fn examples(&self, traces: &[Vec<Option<Kept>>], statuses: &mut Statuses, lineage: &Lineage, model: &str) -> (Vec<Example>, Vec<(usize, String)>) {
         let all = self.asked.iter().position(|(c, _)| *c == ALL_STRATEGIES);
         let (mut examples, mut placeholders) = (Vec::new(), Vec::new());
         for (set, &name) in self.wanted.iter().enumerate() {
             let from = self.asked.iter().position(|(c, _)| *c == name).unwrap_or_else(|| all.expect("asked for the controls"));
             let kind = conditions::source(name).expect("validated");
-            for (t, trace) in traces[from].iter().enumerate() {
-                let Some(trace) = trace else { continue };
-                let thoughts = if matches!(kind, Source::Llm { .. }) { trace.thoughts.as_str() } else { "" };
-                if kind == Source::Placeholder {
-                    placeholders.push((examples.len(), trace.thoughts.clone()));
-                }
+            for (t, kept) in traces[from].iter().enumerate() {
+                let Some(kept) = kept else { continue };
+                let completion = match (kind, &kept.parts) {
+                    (Source::Llm { .. }, _) => kept.completion.clone(),
+                    (_, None) => continue,
+                    (_, Some(trace)) => {
+                        if kind == Source::Placeholder {
+                            placeholders.push((examples.len(), trace.thoughts.clone()));
+                        }
+                        completion("", &trace.equation)
+                    }
+                };
                 examples.push(Example {
                     doc_id: self.ids[t].clone(),
                     set,
                     prompt: prompt(&self.tasks[t]),
-                    completion: completion(thoughts, &trace.equation),
+                    completion,
                     lineage: Lineage { row: t as u64, ..lineage.clone() },
                     model: model.to_string(),
                     rewrite_prompt_hash: self.templates[from].hash.clone(),
@@ -215,14 +227,15 @@ async fn run_priming(ctx: &StageContext) -> Result<PrimingManifest> {
             let (session, template, correct, task) = (&session, &plan.templates[job.condition], plan.asked[job.condition].1, &plan.tasks[job.task]);
             async move {
                 let id = RequestId { key: &job.key, doc_id: &job.puzzle_id, task: &template.name, prompt_hash: &template.hash, model: session.model() };
-                let again = Reask { times: p.reasks, text: reask(correct) };
+                let times = if p.keep == Keep::Checked { p.reasks } else { 0 };
+                let again = Reask { times, text: reask(correct) };
                 session.ask(id, job.prompt, None, again, |c| check(c, task, correct).map(|_| ())).await
             }
         })
         .await?;
 
     let records = session.records()?;
-    let (mut statuses, traces) = plan.traces(&records, &session.keys);
+    let (mut statuses, traces) = plan.traces(&records, &session.keys, p.keep);
     let (state, too_many_failed) = session.table_state(&records, &plan.keys(&session.keys));
     let lineage = match &p.tasks_file {
         Some(f) => Lineage { source: cfg.resolve(f).display().to_string(), revision: String::new(), file: String::new(), row: 0 },
@@ -243,6 +256,7 @@ async fn run_priming(ctx: &StageContext) -> Result<PrimingManifest> {
         prompts: plan.asked.iter().zip(&plan.templates).map(|((c, _), t)| (c.to_string(), t.hash.clone())).collect(),
         sampling: session.sampling.clone(),
         puzzles: plan.tasks.len(),
+        keep: p.keep,
         requests_sent: outcome.sent,
         failures_by_class: outcome.failures_by_class,
         statuses,
@@ -343,15 +357,15 @@ fn load_puzzles(cfg: &LoadedConfig) -> Result<Vec<Task>> {
     Ok(tasks)
 }
 
-/// The status of a puzzle's request and its trace when it is one.
-fn verdict(record: Option<&Record>, task: &Task, correct: bool) -> (String, Option<Trace>) {
+/// The status of a puzzle's request and its row when `keep` keeps it.
+fn verdict(record: Option<&Record>, task: &Task, correct: bool, keep: Keep) -> (String, Option<Kept>) {
     match record {
         None => ("not_asked".into(), None),
         Some(r) if r.status != "ok" => (format!("failed:{}", r.failure.as_deref().unwrap_or("unknown")), None),
-        Some(r) => match check(r.content.as_deref().unwrap_or(""), task, correct) {
-            Ok(trace) => ("ok".into(), Some(trace)),
-            Err(why) => (why.into(), None),
-        },
+        Some(r) => {
+            let (status, kept) = keep_reply(r.content.as_deref().unwrap_or(""), task, correct, keep);
+            (status.into(), kept)
+        }
     }
 }
 
@@ -380,7 +394,11 @@ pub fn render(m: &PrimingManifest, dir: &Path) -> String {
         let written = if m.rows.contains_key(name) { format!(" -> {rows} in {}", dir.join(name).display()) } else { " (asked for the controls)".into() };
         s.push_str(&format!("priming {name}: {}{written}\n", statuses.join(", ")));
     }
-    s.push_str(&format!("priming: {} puzzles, {} requests sent now\n", m.puzzles, m.requests_sent));
+    let kept = match m.keep {
+        Keep::AsGiven => "every answered reply kept as given (priming.keep = \"as_given\"); the statuses are the check's",
+        Keep::Checked => "replies with status ok kept (priming.keep = \"checked\")",
+    };
+    s.push_str(&format!("priming: {} puzzles, {} requests sent now; {kept}\n", m.puzzles, m.requests_sent));
     s
 }
 

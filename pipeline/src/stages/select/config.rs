@@ -12,6 +12,9 @@ pub struct SelectConfig {
     pub rich: String,
     /// The control set.
     pub control: String,
+    /// Only documents of these `[[sources]]` (by name) may enter a set; empty: every
+    /// source. The study classified FineMath but built its sets from OpenWebMath alone.
+    pub sources: Vec<String>,
 }
 
 impl Default for SelectConfig {
@@ -20,6 +23,7 @@ impl Default for SelectConfig {
             require: "has_problem && has_solution".into(),
             rich: "backtracking >= 1".into(),
             control: "backtracking == 0 && verification == 0 && subgoal_setting == 0 && backward_chaining == 0".into(),
+            sources: Vec::new(),
         }
     }
 }

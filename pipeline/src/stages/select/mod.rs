@@ -2,11 +2,13 @@
 //! control set, and why the others are in neither. Rules are expressions over the `labels`
 //! columns (see `expr`), recorded in the manifest. Defaults (`[select]` in the README):
 //! both sets need a problem and a solution; rich = backtracking >= 1; control = all four
-//! counts known and zero. A document whose rule is unknown (a missing count) is in neither.
+//! counts known and zero. A document whose rule is unknown (a missing count) is in neither;
+//! with `select.sources`, a document of another source is in neither either.
 
 pub mod config;
 pub mod expr;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::Int32Type;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +27,7 @@ use crate::config::LoadedConfig;
 use crate::run_dir::{RunDir, publish_table, staging_for};
 use crate::stages::select::config::SelectConfig;
 use crate::stages::stage::{Stage, StageContext};
-use crate::stages::tables::{PartInfo, PartWriter, complete_table_parts};
+use crate::stages::tables::{PartInfo, PartWriter, complete_table_parts, parquet_parts};
 
 /// The stage's table: `runs/<name>/select/`.
 pub const TABLE: &str = run_contract::tables::SELECT;
@@ -45,6 +48,9 @@ pub struct SelectCounts {
     pub unknown: u64,
     /// Both rules hold: the rules overlap; such documents go into neither set.
     pub both: u64,
+    /// From a source that `select.sources` leaves out.
+    #[serde(default)]
+    pub other_source: u64,
     /// Required and decided, but neither rule holds.
     pub neither: u64,
 }
@@ -88,6 +94,7 @@ fn run_select(cfg: &LoadedConfig) -> Result<SelectManifest> {
     let schema = Arc::new(Schema::new(vec![Field::new("doc_id", DataType::Utf8, false), Field::new("set", DataType::Utf8, false)]));
     let mut writer = PartWriter::new(&staging, schema.clone(), cfg.config.sample.part_rows)?;
     let mut counts = SelectCounts::default();
+    let allowed = docs_of_sources(&run, &rules.sources)?;
     for part in &parts {
         let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(part)?)
             .with_context(|| format!("{} is not a readable parquet file", part.display()))?
@@ -101,6 +108,10 @@ fn run_select(cfg: &LoadedConfig) -> Result<SelectManifest> {
             for row in 0..batch.num_rows() {
                 let vars: Vec<Value> = columns.iter().map(|c| value_at(c.as_ref(), row)).collect();
                 counts.documents += 1;
+                if allowed.as_ref().is_some_and(|a| !a.contains(ids.value(row))) {
+                    counts.other_source += 1;
+                    continue;
+                }
                 let set = match (require.eval(&vars), rich.eval(&vars), control.eval(&vars)) {
                     (Some(false), _, _) => {
                         counts.not_required += 1;
@@ -139,6 +150,30 @@ fn run_select(cfg: &LoadedConfig) -> Result<SelectManifest> {
     Ok(manifest)
 }
 
+/// The ids of the sampled documents of `sources` (`None`: every source is allowed).
+fn docs_of_sources(run: &RunDir, sources: &[String]) -> Result<Option<HashSet<String>>> {
+    if sources.is_empty() {
+        return Ok(None);
+    }
+    let mut ids = HashSet::new();
+    for part in parquet_parts(&run.stage(crate::stages::sample::TABLE), "run `pipeline sample` first")? {
+        let file = std::fs::File::open(&part)?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).with_context(|| format!("{} is not a readable parquet file", part.display()))?;
+        let mask = ProjectionMask::columns(builder.parquet_schema(), ["doc_id", "source"]);
+        for batch in builder.with_projection(mask).build()? {
+            let batch = batch?;
+            let column = |name| batch.column_by_name(name).and_then(|c| c.as_string_opt::<i32>()).with_context(|| format!("{}: no `{name}` column", part.display()));
+            let (doc_ids, names) = (column("doc_id")?, column("source")?);
+            for row in 0..batch.num_rows() {
+                if sources.iter().any(|s| s == names.value(row)) {
+                    ids.insert(doc_ids.value(row).to_string());
+                }
+            }
+        }
+    }
+    Ok(Some(ids))
+}
+
 /// The columns the rules read, by name index; a column the labels lack is an error.
 fn rule_columns(batch: &RecordBatch, part: &Path, rules: [&Rule; 3]) -> Result<Vec<Option<ArrayRef>>> {
     let used: Vec<usize> = rules.iter().flat_map(|r| r.uses.iter().copied()).collect();
@@ -173,7 +208,16 @@ fn value_at(column: Option<&ArrayRef>, row: usize) -> Value {
 pub fn render(m: &SelectManifest) -> String {
     let c = &m.counts;
     format!(
-        "select: {} documents -> rich {} ({}), control {} ({}); not required {}, unknown (missing labels) {}, neither {}, both (rules overlap) {}\n",
-        c.documents, c.rich, m.rules.rich, c.control, m.rules.control, c.not_required, c.unknown, c.neither, c.both
+        "select: {} documents -> rich {} ({}), control {} ({}); not required {}, unknown (missing labels) {}, neither {}, both (rules overlap) {}{}\n",
+        c.documents,
+        c.rich,
+        m.rules.rich,
+        c.control,
+        m.rules.control,
+        c.not_required,
+        c.unknown,
+        c.neither,
+        c.both,
+        if m.rules.sources.is_empty() { String::new() } else { format!(", other sources {} (select.sources = {:?})", c.other_source, m.rules.sources) }
     )
 }
