@@ -44,7 +44,17 @@ impl Default for TaskSpec {
     /// The study's priming generator: a target in 10..=25, then 3 or 4 numbers in 1..=24
     /// redrawn until an integer-only search reaches it, the 24-game sets excluded.
     fn default() -> Self {
-        TaskSpec { min_numbers: 3, max_numbers: 4, min_number: 1, max_number: 24, min_target: 10, max_target: 25, target_first: true, integer_only: true, exclude_game24: true }
+        TaskSpec {
+            min_numbers: 3,
+            max_numbers: 4,
+            min_number: 1,
+            max_number: 24,
+            min_target: 10,
+            max_target: 25,
+            target_first: true,
+            integer_only: true,
+            exclude_game24: true,
+        }
     }
 }
 

@@ -154,7 +154,25 @@ pub fn expected_rewrite(task: &str, document: &str) -> (String, String, String) 
     (question, document.trim().to_string(), task.trim_start_matches("rewrite_").to_string())
 }
 
+/// The fake base model's continuation of a Countdown prompt (`... numbers 4, 9, 3 exactly
+/// once ... whose value is 24 ...<think>`): the solver's equation when the target is even,
+/// the numbers' sum (a miss, unless it happens to be the target) when it is odd.
+pub fn expected_sample(prompt: &str) -> String {
+    let between =
+        |open: &str, close: &str| prompt.split_once(open).and_then(|(_, rest)| rest.split_once(close)).map(|(x, _)| x.to_string()).unwrap_or_default();
+    let nums: Vec<i64> = between("numbers ", " exactly once").split(", ").filter_map(|n| n.parse().ok()).collect();
+    let target: i64 = between("whose value is ", ".").parse().unwrap_or(0);
+    let equation = match target % 2 {
+        0 => countdown::solver::solve(&nums, target, false).unwrap_or_else(|| "1 + 1".into()),
+        _ => nums.iter().map(i64::to_string).collect::<Vec<_>>().join(" + "),
+    };
+    format!(" Let me add them up first.\n</think>\n<answer> {equation} </answer>")
+}
+
 fn answer(task: &str, document: &str) -> String {
+    if task == "sample" {
+        return expected_sample(document);
+    }
     if task.starts_with("priming_") {
         return expected_priming(task, document);
     }
@@ -191,6 +209,17 @@ fn completion(content: &str) -> Response {
         &serde_json::json!({
             "id": "chatcmpl-fake", "object": "chat.completion", "model": "fake",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+        }),
+    )
+}
+
+fn text_completion(text: &str) -> Response {
+    Response::json(
+        200,
+        &serde_json::json!({
+            "id": "cmpl-fake", "object": "text_completion", "model": "fake",
+            "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
         }),
     )
@@ -268,7 +297,8 @@ fn handle(state: &Arc<Mutex<State>>, r: &Request) -> Response {
             None => Response::json(404, &serde_json::json!({"error": "not found"})),
         };
     }
-    if r.method != "POST" || r.path() != "/v1/chat/completions" {
+    let chat = r.path() == "/v1/chat/completions";
+    if r.method != "POST" || !(chat || r.path() == "/v1/completions") {
         return Response::json(404, &serde_json::json!({"error": "not found"}));
     }
     let body: serde_json::Value = match serde_json::from_slice(&r.body) {
@@ -276,8 +306,14 @@ fn handle(state: &Arc<Mutex<State>>, r: &Request) -> Response {
         Err(e) => return Response::json(400, &serde_json::json!({"error": format!("bad json: {e}")})),
     };
     let messages = body["messages"].as_array().cloned().unwrap_or_default();
-    let prompt = messages.first().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
-    let (task, document) = (task_of(&prompt), document_of(&prompt));
+    let (task, document) = if chat {
+        let prompt = messages.first().and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
+        (task_of(&prompt), document_of(&prompt))
+    } else {
+        // A raw prompt (`/completions`): the Countdown prompt a sampled model continues.
+        ("sample".to_string(), body["prompt"].as_str().unwrap_or("").to_string())
+    };
+    let completion = |content: &str| if chat { completion(content) } else { text_completion(content) };
     let (fault, delay) = {
         let mut st = state.lock().unwrap();
         let wrong_key = st.key.as_ref().is_some_and(|k| r.header("authorization") != Some(&format!("Bearer {k}")));
@@ -296,7 +332,7 @@ fn handle(state: &Arc<Mutex<State>>, r: &Request) -> Response {
         if st.forget {
             return;
         }
-        st.seen.push(Seen { task: task.clone(), document: document.clone(), messages: messages.len(), answered });
+        st.seen.push(Seen { task: task.clone(), document: document.clone(), messages: messages.len().max(1), answered });
     };
     // A fault is recorded when the request arrives: a hung request that ends after the
     // client gave up (and after the run finished) must not show up in a later count.

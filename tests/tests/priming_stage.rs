@@ -25,14 +25,17 @@ fn repo(path: &str) -> PathBuf {
 
 const PUZZLES: [(i64, [i64; 3]); 6] = [(24, [4, 9, 3]), (10, [2, 3, 4]), (15, [5, 5, 5]), (13, [7, 3, 3]), (21, [7, 3, 11]), (12, [6, 2, 9])];
 
-/// configs/priming.toml pointed at the fake server and a task file of `PUZZLES`, keeping
-/// replies by `keep`.
-fn priming_config(dir: &Path, llm: &FakeLlm, tasks: &Path, keep: &str) -> PathBuf {
+/// configs/priming.toml pointed at the fake server (for the LLM and the sampled model) and
+/// a task file of `PUZZLES`, keeping replies by `keep`, the wrong answers `wrong_answers`.
+fn priming_config(dir: &Path, llm: &FakeLlm, tasks: &Path, keep: &str, wrong_answers: &str) -> PathBuf {
     let shipped = std::fs::read_to_string(repo("configs/priming.toml")).unwrap();
     let text = shipped
         .replace("dir = \"runs\"", &format!("dir = \"{}\"", dir.join("runs").display()))
         .replace("endpoints = [\"http://127.0.0.1:8000/v1\"]", &format!("endpoints = [\"{}\"]\nbackoff_ms = 10\ntimeout_s = 5", llm.endpoint()))
         .replace("model = \"Qwen/Qwen2.5-32B-Instruct\"", "model = \"fake\"")
+        .replace("endpoints = [\"http://127.0.0.1:8002/v1\"]", &format!("endpoints = [\"{}\"]", llm.endpoint()))
+        .replace("model = \"meta-llama/Llama-3.2-3B\"", "model = \"fake-base\"")
+        .replace("wrong_answers = \"sampled\"", &format!("wrong_answers = \"{wrong_answers}\""))
         .replace(
             "prompts_dir = \"configs/prompts/priming\"",
             &format!("prompts_dir = \"{}\"\ntasks_file = \"{}\"", repo("configs/prompts/priming").display(), tasks.display()),
@@ -43,7 +46,12 @@ fn priming_config(dir: &Path, llm: &FakeLlm, tasks: &Path, keep: &str) -> PathBu
         .replace("tokenizer = \"${HABITS_CACHE}/tokenizers/llama3/tokenizer.json\"", &format!("tokenizer = \"{}\"", llama3_tokenizer().display()))
         .replace("test_fraction = 0.05", "test_fraction = 0.3");
     assert!(
-        text.contains("model = \"fake\"") && text.contains("tasks = 6") && text.contains("tasks_file") && text.contains(&format!("keep = \"{keep}\"")),
+        text.contains("model = \"fake\"")
+            && text.contains("model = \"fake-base\"")
+            && text.contains("tasks = 6")
+            && text.contains("tasks_file")
+            && text.contains(&format!("keep = \"{keep}\""))
+            && text.contains(&format!("wrong_answers = \"{wrong_answers}\"")),
         "configs/priming.toml changed: {text}"
     );
     let path = dir.join("priming.toml");
@@ -80,30 +88,36 @@ print(json.dumps(out))
 }
 
 #[test]
-fn priming_sets_keep_replies_as_given_by_default() {
+fn priming_sets_keep_replies_as_given_and_sample_wrong_answers_by_default() {
     let tmp = tempfile::tempdir().unwrap();
     let tasks = task_file(tmp.path());
     let llm = FakeLlm::start();
     llm.inject_for("priming_backtracking$", "Target: 10", vec![LlmFault::Reply("I would rather not use tags.".into())]);
     llm.inject_for("priming_all_strategies$", "Target: 15", vec![LlmFault::Reply("<think>\nAdd them.\n</think>\n<answer> 5 * 5 - 5 </answer>".into())]);
-    llm.inject_for("priming_all_strategies_wrong$", "Target: 24", vec![LlmFault::Reply("<think>Slip.</think>\n<answer> 4 * (9 - 3) </answer>".into())]);
-    let cfg = priming_config(tmp.path(), &llm, &tasks, "as_given");
+    let cfg = priming_config(tmp.path(), &llm, &tasks, "as_given", "sampled");
     let out = run_expect(pipeline().arg("prime").arg("--config").arg(&cfg), true);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("kept as given"), "{err}");
-    // Asked once each: 6 conditions asked of the LLM, 6 puzzles, no re-asks.
-    assert_eq!(llm.seen().len(), 36);
-    assert!(llm.seen().iter().all(|s| s.messages == 1));
+    // Asked once each: 5 conditions asked of the LLM, 6 puzzles, no re-asks; and the sampled
+    // model continued 6 x 4 puzzles of its own, once each.
+    let seen = llm.seen();
+    let sampled: Vec<_> = seen.iter().filter(|s| s.task == "sample").collect();
+    assert_eq!((seen.len() - sampled.len(), sampled.len()), (30, 24));
+    assert!(seen.iter().all(|s| s.messages == 1));
+    assert!(sampled.iter().all(|s| s.document.ends_with("Let me solve this step by step.\n<think>")), "the raw Countdown prompt");
 
     let root = tmp.path().join("runs/priming/priming");
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(root.join("_manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["keep"], "as_given");
+    assert_eq!((manifest["keep"].as_str(), manifest["sampled_model"].as_str()), (Some("as_given"), Some("fake-base")));
     assert_eq!(manifest["statuses"]["backtracking"], serde_json::json!({ "ok": 5, "unparsed": 1 }));
     assert_eq!(manifest["statuses"]["all_strategies"], serde_json::json!({ "ok": 5, "wrong_result": 1 }));
+    let wrong: BTreeMap<String, u64> = serde_json::from_value(manifest["statuses"]["all_strategies_wrong"].clone()).unwrap();
+    assert_eq!(wrong.values().sum::<u64>(), 24, "{wrong:?}");
+    assert!(wrong["correct"] > 0 && wrong["kept"] == 6, "{wrong:?}");
     let sets = read_sets(&root);
     let rows = |set: &str| sets[set].len();
-    // Every answered reply is a row; the wrong-answer condition leaves out its one correct answer.
-    assert_eq!((rows("all_strategies"), rows("backtracking"), rows("all_strategies_wrong")), (6, 6, 5));
+    // Every answered reply is a row; the wrong-answer condition holds the first six misses.
+    assert_eq!((rows("all_strategies"), rows("backtracking"), rows("all_strategies_wrong")), (6, 6, 6));
     // The controls come from every all-strategies reply that parses (the wrong one too).
     assert_eq!((rows("empty_cot"), rows("placeholder")), (6, 6));
     let completions = |set: &str| sets[set].iter().map(|r| r["completion"].as_str().unwrap().to_string()).collect::<Vec<_>>();
@@ -111,10 +125,30 @@ fn priming_sets_keep_replies_as_given_by_default() {
     assert!(completions("all_strategies").contains(&"\nAdd them.\n</think>\n<answer> 5 * 5 - 5 </answer>".to_string()));
     assert!(completions("empty_cot").contains(&"\n</think>\n<answer> 5 * 5 - 5 </answer>".to_string()));
     for row in &sets["all_strategies_wrong"] {
-        let task_of = PUZZLES.iter().find(|(t, _)| row["prompt"].as_str().unwrap().contains(&format!("value is {t}."))).unwrap();
-        let text = format!("{}{}", row["prompt"].as_str().unwrap(), row["completion"].as_str().unwrap());
-        assert_ne!(judge(&text, &Task { target: task_of.0, nums: task_of.1.to_vec() }), Verdict::Correct, "{text}");
+        let (prompt, completion) = (row["prompt"].as_str().unwrap(), row["completion"].as_str().unwrap());
+        // The sampled model's own puzzles (targets up to 100), its reply as given, not correct.
+        let sent = sampled.iter().find(|s| s.document == prompt).expect("a sampled prompt");
+        assert_eq!(completion, habits_tests::llm_server::expected_sample(&sent.document));
+        let between = |open: &str, close: &str| prompt.split_once(open).unwrap().1.split_once(close).unwrap().0.to_string();
+        let nums = between("numbers ", " exactly once").split(", ").map(|n| n.parse().unwrap()).collect();
+        let task = Task { target: between("whose value is ", ".").parse().unwrap(), nums };
+        assert_ne!(judge(&format!("{prompt}{completion}"), &task), Verdict::Correct, "{prompt}{completion}");
     }
+    // A rerun pays for nothing.
+    run_expect(pipeline().arg("-q").arg("prime").arg("--config").arg(&cfg), true);
+    assert_eq!(llm.seen().len(), seen.len());
+
+    // Without a sampled model, one error naming the section and the alternative, before any request.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let without = text.replace(&format!("[llm.priming_sample]\nendpoints = [\"{}\"]\nmodel = \"fake-base\"\n", llm.endpoint()), "");
+    assert_ne!(without, text);
+    std::fs::write(&cfg, without).unwrap();
+    std::fs::remove_dir_all(tmp.path().join("runs/priming/journal")).unwrap();
+    let before = llm.seen().len();
+    let out = run_expect(pipeline().arg("prime").arg("--config").arg(&cfg), false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[llm.priming_sample]") && err.contains("wrong_answers = \"asked\""), "{err}");
+    assert_eq!(llm.seen().len(), before, "no request before the error");
 }
 
 #[test]
@@ -128,7 +162,7 @@ fn priming_sets_hold_checked_traces_per_condition() {
     llm.inject_for("priming_all_strategies_wrong$", "Target: 24", twice("<think>Slip.</think>\n<answer> 4 * (9 - 3) </answer>"));
     llm.inject_for("priming_backtracking_verification$", "Target: 13", vec![LlmFault::Unavailable]);
     llm.inject_for("priming_backtracking_subgoals$", "Target: 21", vec![LlmFault::Reply("no tags".into())]);
-    let cfg = priming_config(tmp.path(), &llm, &tasks, "checked");
+    let cfg = priming_config(tmp.path(), &llm, &tasks, "checked", "asked");
     let out = run_expect(pipeline().arg("prime").arg("--config").arg(&cfg), true);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("priming: 6 puzzles"), "{err}");

@@ -1,4 +1,5 @@
-//! Sending chat completions: a permit from the endpoint pool, one HTTP attempt with a
+//! Sending chat completions (or text completions of a raw prompt): a permit from the
+//! endpoint pool, one HTTP attempt with a
 //! timeout, classification of the outcome, and retries with backoff for retryable
 //! classes (honouring `Retry-After`). Usage, latency, endpoint and attempts come back
 //! with every answer. The API key is read from the environment and never printed; an
@@ -15,7 +16,7 @@ use reqwest::header::RETRY_AFTER;
 use super::breaker::Breaker;
 use super::error::{FailureClass, LlmError};
 use super::limiter::{Limiter, Pool};
-use super::protocol::{ChatRequest, ChatResponse, Message, Sampling, Usage};
+use super::protocol::{ChatRequest, ChatResponse, Message, Sampling, TextRequest, TextResponse, Usage};
 use crate::http_client::{body_up_to, transport_message};
 use crate::origin::printable;
 use crate::retry::{Backoff, parse_retry_after};
@@ -42,6 +43,14 @@ pub struct LlmSettings {
 
 /// Extra fields of a request body (structured output, in the server's dialect).
 pub type Extra = serde_json::Map<String, serde_json::Value>;
+
+/// What a request asks: a conversation (with the server's structured-output fields), or a
+/// raw prompt to continue.
+#[derive(Clone, Copy, Debug)]
+pub enum Ask<'a> {
+    Chat(&'a [Message], Option<&'a Extra>),
+    Text(&'a str),
+}
 
 /// A successful answer.
 #[derive(Clone, Debug)]
@@ -142,6 +151,16 @@ impl LlmClient {
 
     /// Sends one conversation, retrying retryable failures.
     pub async fn complete(&self, messages: &[Message], sampling: &Sampling, extra: Option<&Extra>) -> Result<Completion, Failure> {
+        self.request(Ask::Chat(messages, extra), sampling).await
+    }
+
+    /// Sends one raw prompt for the model to continue (`/completions`), retrying retryable
+    /// failures.
+    pub async fn continue_text(&self, prompt: &str, sampling: &Sampling) -> Result<Completion, Failure> {
+        self.request(Ask::Text(prompt), sampling).await
+    }
+
+    async fn request(&self, ask: Ask<'_>, sampling: &Sampling) -> Result<Completion, Failure> {
         let backoff = &self.settings.backoff;
         let mut attempt = 1;
         loop {
@@ -154,7 +173,7 @@ impl LlmClient {
             let (endpoint, limiter) = &self.pool.endpoints[permit.index];
             let shown = &self.shown[permit.index];
             let started = Instant::now();
-            let result = self.attempt((endpoint, shown), messages, sampling, extra).await;
+            let result = self.attempt((endpoint, shown), ask, sampling).await;
             drop(permit);
             self.watch(shown, result.as_ref().err());
             match result {
@@ -179,22 +198,16 @@ impl LlmClient {
     }
 
     /// One attempt at `endpoint` (its URL, and how it is shown).
-    async fn attempt(
-        &self,
-        (endpoint, shown): (&str, &str),
-        messages: &[Message],
-        sampling: &Sampling,
-        extra: Option<&Extra>,
-    ) -> Result<(String, Option<String>, Usage), LlmError> {
+    async fn attempt(&self, (endpoint, shown): (&str, &str), ask: Ask<'_>, sampling: &Sampling) -> Result<(String, Option<String>, Usage), LlmError> {
         let fail = |class, message: String, retry_after| LlmError { class, endpoint: shown.to_string(), message, retry_after };
-        let body = ChatRequest { model: &self.settings.model, messages, sampling, extra };
-        let json = serde_json::to_vec(&body).map_err(|e| fail(FailureClass::BadRequest, e.to_string(), None))?;
-        let mut req = self
-            .http
-            .post(format!("{endpoint}/chat/completions"))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(json)
-            .timeout(self.settings.timeout);
+        let model = &self.settings.model;
+        let (path, json) = match ask {
+            Ask::Chat(messages, extra) => ("chat/completions", serde_json::to_vec(&ChatRequest { model, messages, sampling, extra })),
+            Ask::Text(prompt) => ("completions", serde_json::to_vec(&TextRequest { model, prompt, sampling })),
+        };
+        let json = json.map_err(|e| fail(FailureClass::BadRequest, e.to_string(), None))?;
+        let mut req =
+            self.http.post(format!("{endpoint}/{path}")).header(reqwest::header::CONTENT_TYPE, "application/json").body(json).timeout(self.settings.timeout);
         if let Some(key) = &self.settings.api_key {
             req = req.bearer_auth(key.expose());
         }
@@ -212,13 +225,23 @@ impl LlmClient {
             let text: String = String::from_utf8_lossy(&bytes).chars().take(400).collect();
             return Err(fail(status_class(status, &text), format!("HTTP {}: {}", status.as_u16(), text.trim()), retry_after));
         }
-        let parsed: ChatResponse = serde_json::from_slice(&bytes).map_err(|e| {
+        let not_an_answer = |e: serde_json::Error| {
             let head: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
-            fail(FailureClass::BadResponse, format!("not a chat completion ({e}): {head}"), None)
-        })?;
-        let choice = parsed.choices.into_iter().next().ok_or_else(|| fail(FailureClass::BadResponse, "no choices in the answer".into(), None))?;
-        let content = choice.message.content.unwrap_or_default();
-        Ok((content, choice.finish_reason, parsed.usage.unwrap_or_default()))
+            fail(FailureClass::BadResponse, format!("not a {} ({e}): {head}", path.replace('/', " ").trim_end_matches('s')), None)
+        };
+        let no_choice = || fail(FailureClass::BadResponse, "no choices in the answer".into(), None);
+        match ask {
+            Ask::Chat(..) => {
+                let parsed: ChatResponse = serde_json::from_slice(&bytes).map_err(not_an_answer)?;
+                let choice = parsed.choices.into_iter().next().ok_or_else(no_choice)?;
+                Ok((choice.message.content.unwrap_or_default(), choice.finish_reason, parsed.usage.unwrap_or_default()))
+            }
+            Ask::Text(_) => {
+                let parsed: TextResponse = serde_json::from_slice(&bytes).map_err(not_an_answer)?;
+                let choice = parsed.choices.into_iter().next().ok_or_else(no_choice)?;
+                Ok((choice.text.unwrap_or_default(), choice.finish_reason, parsed.usage.unwrap_or_default()))
+            }
+        }
     }
 }
 

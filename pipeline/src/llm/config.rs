@@ -41,6 +41,9 @@ pub struct LlmConfig {
     pub classify: Option<StageServer>,
     pub rewrite: Option<StageServer>,
     pub priming: Option<StageServer>,
+    /// `[llm.priming_sample]`: the model sampled for the wrong-answer priming condition
+    /// (served with `/v1/completions`: a base or primed model, not a chat model).
+    pub priming_sample: Option<StageServer>,
 }
 
 /// A stage's own servers, in place of `llm.endpoints` and `llm.model`.
@@ -89,6 +92,7 @@ impl LlmConfig {
             "classify" => self.classify.as_ref(),
             "rewrite" => self.rewrite.as_ref(),
             "priming" => self.priming.as_ref(),
+            "priming_sample" => self.priming_sample.as_ref(),
             _ => None,
         }
     }
@@ -100,7 +104,7 @@ impl LlmConfig {
         if !(0.0..=1.0).contains(&self.max_failed_share) {
             bail!("llm.max_failed_share = {}: give a share from 0 to 1 (0.1 lets a tenth of the requests fail)", self.max_failed_share);
         }
-        let stages = [("classify", &self.classify), ("rewrite", &self.rewrite), ("priming", &self.priming)];
+        let stages = [("classify", &self.classify), ("rewrite", &self.rewrite), ("priming", &self.priming), ("priming_sample", &self.priming_sample)];
         let stage_endpoints = stages.iter().filter_map(|(name, s)| s.as_ref().map(|s| (format!("llm.{name}.endpoints"), &s.endpoints)));
         for (key, endpoints) in std::iter::once(("llm.endpoints".to_string(), &self.endpoints)).chain(stage_endpoints) {
             if let Some(e) = endpoints.iter().find(|e| !(e.starts_with("http://") || e.starts_with("https://"))) {
@@ -134,6 +138,7 @@ impl Default for LlmConfig {
             classify: Default::default(),
             rewrite: Default::default(),
             priming: Default::default(),
+            priming_sample: Default::default(),
         }
     }
 }

@@ -1,5 +1,7 @@
-//! The OpenAI chat-completions wire format: the request we send and the parts of the
-//! answer we read. Everything in an answer is checked; nothing in it is trusted further.
+//! The OpenAI wire formats: chat completions (a conversation) and text completions (a
+//! raw prompt the model continues, for sampling a base model): the requests we send and
+//! the parts of the answers we read. Everything in an answer is checked; nothing in it is
+//! trusted further.
 
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +45,30 @@ pub struct ChatRequest<'a> {
     /// Structured output, as the server kind expects it (already shaped).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub extra: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The request body of `POST {base}/completions`: a prompt the model continues as is.
+#[derive(Clone, Debug, Serialize)]
+pub struct TextRequest<'a> {
+    pub model: &'a str,
+    pub prompt: &'a str,
+    #[serde(flatten)]
+    pub sampling: &'a Sampling,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TextResponse {
+    pub choices: Vec<TextChoice>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TextChoice {
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -193,37 +193,19 @@ impl LlmSession {
                 }
             }
         };
-        let base = Record {
-            key: id.key.to_string(),
-            doc_id: id.doc_id.to_string(),
-            task: id.task.to_string(),
-            prompt_hash: id.prompt_hash.to_string(),
-            model: id.model.to_string(),
-            status: "ok".into(),
-            content: None,
-            finish_reason: None,
-            failure: None,
-            reason: None,
-            retry_on_rerun: false,
-            prompt_tokens,
-            completion_tokens,
-            latency_ms: latency.as_millis() as u64,
-            endpoint: String::new(),
-            attempts,
-            finished_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        };
-        match result {
-            Ok((c, verdict)) => {
-                Record { content: Some(c.content), finish_reason: c.finish_reason, endpoint: c.endpoint, reason: verdict.map(str::to_string), ..base }
+        record(id, result, Spent { prompt_tokens, completion_tokens, latency, attempts })
+    }
+
+    /// One raw prompt that the served model continues (`/completions`, no chat template:
+    /// sampling a base model), asked once; the journal record of its answer or failure.
+    pub async fn continue_text(&self, id: RequestId<'_>, prompt: &str) -> Record {
+        match self.client().continue_text(prompt, &self.sampling).await {
+            Ok(c) => {
+                let spent =
+                    Spent { prompt_tokens: c.usage.prompt_tokens, completion_tokens: c.usage.completion_tokens, latency: c.latency, attempts: c.attempts };
+                record(id, Ok((c, None)), spent)
             }
-            Err(e) => Record {
-                status: "failed".into(),
-                failure: Some(e.class.name().into()),
-                reason: Some(e.message.clone()),
-                retry_on_rerun: e.class.retry_on_rerun(),
-                endpoint: e.endpoint.clone(),
-                ..base
-            },
+            Err(Failure { error, attempts }) => record(id, Err(error), Spent { attempts, ..Spent::default() }),
         }
     }
 
@@ -283,5 +265,51 @@ impl LlmSession {
         let outcome = self.send(jobs, total, &already, ask).await?;
         let order = reader.join().map_err(|_| anyhow::anyhow!("the document reader panicked"))??;
         Ok((outcome, order))
+    }
+}
+
+/// What a request cost, over its attempts and re-asks.
+#[derive(Default)]
+struct Spent {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    latency: Duration,
+    attempts: u32,
+}
+
+/// The journal record of a request: its last answer (with the reason a check gave, if it
+/// still rejects it), or its failure with the class.
+fn record(id: RequestId<'_>, result: Result<(super::client::Completion, Option<&str>), super::error::LlmError>, spent: Spent) -> Record {
+    let base = Record {
+        key: id.key.to_string(),
+        doc_id: id.doc_id.to_string(),
+        task: id.task.to_string(),
+        prompt_hash: id.prompt_hash.to_string(),
+        model: id.model.to_string(),
+        status: "ok".into(),
+        content: None,
+        finish_reason: None,
+        failure: None,
+        reason: None,
+        retry_on_rerun: false,
+        prompt_tokens: spent.prompt_tokens,
+        completion_tokens: spent.completion_tokens,
+        latency_ms: spent.latency.as_millis() as u64,
+        endpoint: String::new(),
+        attempts: spent.attempts,
+        finished_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+    };
+    match result {
+        Ok((c, verdict)) => {
+            Record { content: Some(c.content), finish_reason: c.finish_reason, endpoint: c.endpoint, reason: verdict.map(str::to_string), ..base }
+        }
+        Err(e) => Record {
+            status: "failed".into(),
+            failure: Some(e.class.name().into()),
+            reason: Some(e.message.clone()),
+            retry_on_rerun: e.class.retry_on_rerun(),
+            endpoint: e.endpoint.clone(),
+            ..base
+        },
     }
 }

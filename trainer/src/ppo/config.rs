@@ -343,7 +343,9 @@ impl PpoConfig {
             || p.critic_loss_group == 0
             || p.max_response_tokens == 0
         {
-            bail!("ppo.steps, prompts_per_step, samples, actor_mini_batch_prompts, critic_mini_batch, micro_batch, actor_loss_group, critic_loss_group and max_response_tokens must be at least 1");
+            bail!(
+                "ppo.steps, prompts_per_step, samples, actor_mini_batch_prompts, critic_mini_batch, micro_batch, actor_loss_group, critic_loss_group and max_response_tokens must be at least 1"
+            );
         }
         if !((0.0..1.0).contains(&p.beta1) && (0.0..1.0).contains(&p.beta2) && p.eps > 0.0 && p.weight_decay >= 0.0) {
             bail!("ppo.beta1 and beta2 must be within [0, 1), eps > 0, weight_decay >= 0");

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 /// The condition every derived control is made from.
 pub const ALL_STRATEGIES: &str = "all_strategies";
+/// The wrong-answer condition (sampled from a model, or asked of the LLM).
+pub const ALL_STRATEGIES_WRONG: &str = "all_strategies_wrong";
 
 /// How a condition's traces come about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +33,7 @@ pub const CONDITIONS: [(&str, Source); 8] = [
     ("backtracking_backward", Source::Llm { correct: true }),
     ("empty_cot", Source::EmptyThoughts),
     ("placeholder", Source::Placeholder),
-    ("all_strategies_wrong", Source::Llm { correct: false }),
+    (ALL_STRATEGIES_WRONG, Source::Llm { correct: false }),
 ];
 
 /// The source of a condition by name.

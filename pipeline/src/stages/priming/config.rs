@@ -37,6 +37,42 @@ pub struct PrimingConfig {
     pub generate: countdown::task::TaskSpec,
     /// The `placeholder` condition's token (must be one token of the build tokenizer).
     pub placeholder: String,
+    /// Where `all_strategies_wrong` comes from: `sampled` (the study's: replies of a
+    /// sampled model, `[llm.priming_sample]`, that the reward does not score 1.0) or
+    /// `asked` (the LLM is asked for a well-formed equation that misses the target).
+    pub wrong_answers: WrongAnswers,
+    /// `[priming.sampled]`: how the wrong-answer condition is sampled.
+    pub sampled: SampledConfig,
+}
+
+/// Where the wrong-answer condition's traces come from (`priming.wrong_answers`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WrongAnswers {
+    #[default]
+    Sampled,
+    Asked,
+}
+
+/// `[priming.sampled]`: the study drew 4 puzzles per trace wanted (targets 10..100, 3 or 4
+/// numbers in 1..99), sampled a model once per puzzle at temperature 1 with up to 1024
+/// tokens, and kept the first replies that were not correct.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SampledConfig {
+    /// Puzzles drawn per trace wanted (`priming.tasks`).
+    pub draws_per_trace: usize,
+    pub temperature: f64,
+    pub max_tokens: u32,
+    /// The puzzles sampled.
+    pub generate: countdown::task::TaskSpec,
+}
+
+impl Default for SampledConfig {
+    fn default() -> Self {
+        let generate = countdown::task::TaskSpec { max_number: 99, max_target: 100, ..Default::default() };
+        Self { draws_per_trace: 4, temperature: 1.0, max_tokens: 1024, generate }
+    }
 }
 
 impl PrimingConfig {
@@ -53,9 +89,14 @@ impl PrimingConfig {
                 bail!("priming.conditions: `{c}` is listed twice");
             }
         }
-        let g = &self.generate;
-        if g.min_numbers < 2 || g.min_numbers > g.max_numbers || g.max_numbers > 6 || g.min_number > g.max_number || g.min_target > g.max_target {
-            bail!("priming.generate: need 2 <= min_numbers <= max_numbers <= 6, min_number <= max_number and min_target <= max_target");
+        for (key, g) in [("priming.generate", &self.generate), ("priming.sampled.generate", &self.sampled.generate)] {
+            if g.min_numbers < 2 || g.min_numbers > g.max_numbers || g.max_numbers > 6 || g.min_number > g.max_number || g.min_target > g.max_target {
+                bail!("{key}: need 2 <= min_numbers <= max_numbers <= 6, min_number <= max_number and min_target <= max_target");
+            }
+        }
+        let s = &self.sampled;
+        if s.draws_per_trace == 0 || s.max_tokens == 0 || !(s.temperature >= 0.0 && s.temperature.is_finite()) {
+            bail!("priming.sampled: draws_per_trace and max_tokens must be at least 1, temperature a number >= 0 (the study: 4, 1024, 1.0)");
         }
         Ok(())
     }
@@ -75,6 +116,8 @@ impl Default for PrimingConfig {
             tasks_file: Default::default(),
             generate: Default::default(),
             placeholder: "...".into(),
+            wrong_answers: Default::default(),
+            sampled: Default::default(),
         }
     }
 }

@@ -7,10 +7,12 @@
 //! and `trainer ppo` (`[prime] set`) read. The same puzzles serve every condition. Requests
 //! are journaled (`journal/priming.jsonl`): a rerun asks only what is missing; when checked,
 //! a rejected reply is asked again with the reason. Every reply's check status is counted
-//! in the manifest either way.
+//! in the manifest either way. The wrong-answer condition is sampled from a model, as the
+//! study made it (`sampled`), or asked of the LLM like the others.
 
 pub mod conditions;
 pub mod config;
+pub mod sampled;
 pub mod sets;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -23,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use self::conditions::{ALL_STRATEGIES, Keep, Kept, Source, check, completion, keep_reply, puzzle, reask};
+use self::config::WrongAnswers;
+use self::sampled::{Sampled, sample_wrong_answers};
 use self::sets::{SetRows, write_condition};
 use crate::config::LoadedConfig;
 use crate::hashing;
@@ -53,6 +57,9 @@ pub struct PrimingManifest {
     pub prompts: BTreeMap<String, String>,
     pub sampling: Sampling,
     pub puzzles: usize,
+    /// The model sampled for `all_strategies_wrong` (`priming.wrong_answers = "sampled"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled_model: Option<String>,
     pub requests_sent: u64,
     pub failures_by_class: BTreeMap<String, u64>,
     /// Which replies became rows (`as_given`: every answered one; `checked`: those with
@@ -95,6 +102,8 @@ impl Stage for Priming {
 /// templates, the puzzles and their ids.
 struct Plan<'a> {
     wanted: Vec<&'a str>,
+    /// The wrong-answer condition is wanted and sampled from a model (not asked).
+    sampled: bool,
     asked: Vec<(&'a str, bool)>,
     templates: Vec<Template>,
     tasks: Vec<Task>,
@@ -106,9 +115,11 @@ impl<'a> Plan<'a> {
         let p = &cfg.config.priming;
         let tasks = load_puzzles(cfg)?;
         let wanted: Vec<&str> = p.conditions.iter().map(String::as_str).collect();
+        let sampled = p.wrong_answers == WrongAnswers::Sampled && wanted.contains(&conditions::ALL_STRATEGIES_WRONG);
         let mut asked: Vec<(&str, bool)> = wanted
             .iter()
             .filter_map(|&c| match conditions::source(c) {
+                Some(Source::Llm { correct: false }) if sampled => None,
                 Some(Source::Llm { correct }) => Some((c, correct)),
                 _ => None,
             })
@@ -120,7 +131,7 @@ impl<'a> Plan<'a> {
         let dir = cfg.resolve(&p.prompts_dir);
         let templates = asked.iter().map(|(c, _)| Template::load_with(&dir, c, "priming.prompts_dir", PUZZLE)).collect::<Result<_>>()?;
         let ids = tasks.iter().map(|t| hashing::doc_id(hashing::doc_hash(&puzzle(t)))).collect();
-        Ok(Plan { wanted, asked, templates, tasks, ids })
+        Ok(Plan { wanted, sampled, asked, templates, tasks, ids })
     }
 
     /// The key of asked condition `c` about puzzle `t`.
@@ -171,6 +182,9 @@ impl<'a> Plan<'a> {
         let all = self.asked.iter().position(|(c, _)| *c == ALL_STRATEGIES);
         let (mut examples, mut placeholders) = (Vec::new(), Vec::new());
         for (set, &name) in self.wanted.iter().enumerate() {
+            if self.sampled && name == conditions::ALL_STRATEGIES_WRONG {
+                continue;
+            }
             let from = self.asked.iter().position(|(c, _)| *c == name).unwrap_or_else(|| all.expect("asked for the controls"));
             let kind = conditions::source(name).expect("validated");
             for (t, kept) in traces[from].iter().enumerate() {
@@ -205,6 +219,29 @@ impl<'a> Plan<'a> {
     }
 }
 
+/// The sampled wrong-answer condition's examples, its statuses recorded.
+fn sampled_examples(wanted: &[&str], sampled: &Sampled, statuses: &mut Statuses) -> Vec<Example> {
+    let set = wanted.iter().position(|&c| c == conditions::ALL_STRATEGIES_WRONG).expect("wanted when sampled");
+    statuses.insert(conditions::ALL_STRATEGIES_WRONG.into(), sampled.statuses.clone());
+    let source = Lineage { source: format!("sampled from {}", sampled.model), revision: String::new(), file: String::new(), row: 0 };
+    sampled
+        .traces
+        .iter()
+        .enumerate()
+        .map(|(row, (task, id, reply))| Example {
+            doc_id: id.clone(),
+            set,
+            prompt: prompt(task),
+            completion: reply.clone(),
+            lineage: Lineage { row: row as u64, ..source.clone() },
+            model: sampled.model.clone(),
+            rewrite_prompt_hash: String::new(),
+            prompt_ids: Vec::new(),
+            completion_ids: Vec::new(),
+        })
+        .collect()
+}
+
 /// Statuses by condition: condition -> status -> puzzles.
 type Statuses = BTreeMap<String, BTreeMap<String, u64>>;
 
@@ -213,6 +250,9 @@ async fn run_priming(ctx: &StageContext) -> Result<PrimingManifest> {
     let cfg = &ctx.cfg;
     let p = &cfg.config.priming;
     let plan = Plan::new(cfg)?;
+    if plan.sampled {
+        sampled::require_server(cfg)?;
+    }
     let (tokenizer, tokenizer_info) = load_tokenizer(cfg)?;
     let placeholder = placeholder_id(&tokenizer, &p.placeholder)?;
     let sampling = Sampling { temperature: p.temperature, max_tokens: p.max_tokens, top_p: None, seed: None };
@@ -234,14 +274,21 @@ async fn run_priming(ctx: &StageContext) -> Result<PrimingManifest> {
         })
         .await?;
 
+    let sampled = if plan.sampled { Some(sample_wrong_answers(ctx).await?) } else { None };
     let records = session.records()?;
     let (mut statuses, traces) = plan.traces(&records, &session.keys, p.keep);
-    let (state, too_many_failed) = session.table_state(&records, &plan.keys(&session.keys));
+    let (mut state, mut too_many_failed) = session.table_state(&records, &plan.keys(&session.keys));
+    if let Some((sampled_state, Some(problem))) = sampled.as_ref().map(|s| s.state.clone()) {
+        (state, too_many_failed) = (sampled_state, too_many_failed.or(Some(problem)));
+    }
     let lineage = match &p.tasks_file {
         Some(f) => Lineage { source: cfg.resolve(f).display().to_string(), revision: String::new(), file: String::new(), row: 0 },
         None => Lineage { source: "countdown-generator".into(), revision: format!("seed {}", p.seed), file: String::new(), row: 0 },
     };
     let (mut examples, placeholders) = plan.examples(&traces, &mut statuses, &lineage, session.model());
+    if let Some(sampled) = &sampled {
+        examples.extend(sampled_examples(&plan.wanted, sampled, &mut statuses));
+    }
     tokenize(&tokenizer, &mut examples)?;
     fill_placeholders(&tokenizer, placeholder, &mut examples, placeholders)?;
 
@@ -256,9 +303,10 @@ async fn run_priming(ctx: &StageContext) -> Result<PrimingManifest> {
         prompts: plan.asked.iter().zip(&plan.templates).map(|((c, _), t)| (c.to_string(), t.hash.clone())).collect(),
         sampling: session.sampling.clone(),
         puzzles: plan.tasks.len(),
+        sampled_model: sampled.as_ref().map(|s| s.model.clone()),
         keep: p.keep,
-        requests_sent: outcome.sent,
-        failures_by_class: outcome.failures_by_class,
+        requests_sent: outcome.sent + sampled.as_ref().map_or(0, |s| s.sent),
+        failures_by_class: merged(outcome.failures_by_class, sampled.as_ref().map(|s| &s.failures_by_class)),
         statuses,
         rows,
     };
@@ -267,6 +315,14 @@ async fn run_priming(ctx: &StageContext) -> Result<PrimingManifest> {
         bail!(problem);
     }
     Ok(manifest)
+}
+
+/// Failures by class of both sessions.
+fn merged(mut a: BTreeMap<String, u64>, b: Option<&BTreeMap<String, u64>>) -> BTreeMap<String, u64> {
+    for (class, n) in b.into_iter().flatten() {
+        *a.entry(class.clone()).or_default() += n;
+    }
+    a
 }
 
 /// The placeholder control: as many placeholder tokens as the thoughts had (`placeholders`:

@@ -162,7 +162,8 @@ fn docs_of_sources(run: &RunDir, sources: &[String]) -> Result<Option<HashSet<St
         let mask = ProjectionMask::columns(builder.parquet_schema(), ["doc_id", "source"]);
         for batch in builder.with_projection(mask).build()? {
             let batch = batch?;
-            let column = |name| batch.column_by_name(name).and_then(|c| c.as_string_opt::<i32>()).with_context(|| format!("{}: no `{name}` column", part.display()));
+            let column =
+                |name| batch.column_by_name(name).and_then(|c| c.as_string_opt::<i32>()).with_context(|| format!("{}: no `{name}` column", part.display()));
             let (doc_ids, names) = (column("doc_id")?, column("source")?);
             for row in 0..batch.num_rows() {
                 if sources.iter().any(|s| s == names.value(row)) {
