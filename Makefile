@@ -57,7 +57,7 @@ llm-assets:
 
 python-deps:
 	@scripts/need.sh python3 pip font pgrep
-	@$(PYTHON) -c "import pyarrow, huggingface_hub, numpy, datasets, tokenizers, duckdb, PIL" 2>/dev/null || PIP_BREAK_SYSTEM_PACKAGES=1 $(PYTHON) -m pip install --quiet -r tests/requirements.txt
+	@$(PYTHON) -c "import pyarrow, huggingface_hub, numpy, datasets, tokenizers, duckdb, PIL, safetensors" 2>/dev/null || PIP_BREAK_SYSTEM_PACKAGES=1 $(PYTHON) -m pip install --quiet -r tests/requirements.txt
 
 test: python-deps llm-assets
 	$(CARGO) test --workspace

@@ -97,3 +97,45 @@ fn ctrl_c_stops_the_run_and_its_server() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(llama_servers(), before, "Ctrl-C stops the local server too");
 }
+
+/// The wrong-answer priming condition sampled from a real server's `/v1/completions`: the
+/// local llama-server continues the raw Countdown prompt, every request is journaled with
+/// its usage, and the kept traces are the replies the study's reward does not score 1.0.
+#[test]
+fn sample_wrong_answers_from_a_real_llama_server() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = cache();
+    for p in ["bin/llama-server", "models/SmolLM2-135M-Instruct.Q4_1.gguf", "tokenizers/llama3/tokenizer.json"] {
+        cached_asset(p);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("prime.toml");
+    let text = format!(
+        "[run]\nname = \"sampled\"\ndir = \"{}\"\n\n[llm]\nmodel = \"SmolLM2-135M-Instruct\"\ntimeout_s = 120\n\n[llm.serve]\ncontext = 2048\nparallel = 2\nthreads = 2\n\n\
+         [llm.priming_sample]\n\n[priming]\ntasks = 2\nconditions = [\"all_strategies_wrong\"]\n\n[priming.sampled]\ndraws_per_trace = 3\nmax_tokens = 48\n\n\
+         [build]\ntokenizer = \"{}\"\nbos_token = \"\"\ntest_fraction = 0.0\n",
+        tmp.path().join("runs").display(),
+        c.join("tokenizers/llama3/tokenizer.json").display()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let before = llama_servers();
+    run_expect(pipeline().arg("prime").arg("--config").arg(&cfg).env("HABITS_CACHE", &c), true);
+    assert_eq!(llama_servers(), before, "the servers stop with the stage");
+
+    let journal = std::fs::read_to_string(tmp.path().join("runs/sampled/journal/priming_sample.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = journal.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 6, "2 traces x 3 draws");
+    for r in &records {
+        assert_eq!(r["status"], "ok", "{r}");
+        assert!(!r["content"].as_str().unwrap().is_empty() && r["completion_tokens"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["prompt_tokens"].as_u64().unwrap() > 50, "the raw Countdown prompt: {r}");
+    }
+    let root = tmp.path().join("runs/sampled/priming");
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(root.join("_manifest.json")).unwrap()).unwrap();
+    let statuses = &manifest["statuses"]["all_strategies_wrong"];
+    let count = |s: &str| statuses[s].as_u64().unwrap_or(0);
+    assert_eq!(count("kept") + count("correct") + count("not_needed"), 6, "{statuses}");
+    let script = "import sys, glob, pyarrow.parquet as pq\nprint(sum(pq.read_table(f).num_rows for f in glob.glob(sys.argv[1] + '/all_strategies_wrong/data/*.parquet')))";
+    let rows: u64 = python(script, &[root.to_str().unwrap()], &[]).trim().parse().unwrap();
+    assert!(rows >= 1 && rows == count("kept"), "{rows} rows, statuses {statuses}");
+}

@@ -1,7 +1,8 @@
 //! The `trainer` command line: `pretrain` (continued pretraining / SFT on a built set),
 //! `ppo` (PPO on Countdown), `compare-backends` (the same weights on the CPU and on CUDA),
 //! `check-batch` (rows of a batch against themselves alone), `bench-generate` (rollout
-//! generation speed) and `bench-ops` (where a pretraining step's time goes). Each command
+//! generation speed), `bench-ops` (where a pretraining step's time goes) and `export` (a
+//! checkpoint as a Hugging Face model folder). Each command
 //! parses its arguments and hands its work to the backend the config or `--backend` names.
 
 use std::path::PathBuf;
@@ -44,6 +45,31 @@ enum Command {
     Ppo(RunArgs),
     /// Logits of a model folder on the CPU and on CUDA; prints the largest relative gap.
     CompareBackends(SourceArgs),
+    /// A checkpoint as a Hugging Face model folder (config.json, generation_config.json,
+    /// model.safetensors or shards with an index, the tokenizer's files) that
+    /// transformers' `from_pretrained` and vLLM load.
+    Export {
+        /// A trainer run folder (its newest checkpoint), a checkpoint folder, a `.mpk`
+        /// record, or Hugging Face safetensors.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// A new (or empty) folder to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// The model's config.json (or its folder); default: the one the run recorded.
+        #[arg(long)]
+        model_config: Option<PathBuf>,
+        /// The folder (or tokenizer.json) whose tokenizer files are copied; default: beside
+        /// the model's config.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// bf16, f16 or f32.
+        #[arg(long, default_value = "bf16")]
+        dtype: String,
+        /// Largest shard in GB (10^9 bytes); a larger model is written in shards with an index.
+        #[arg(long, default_value_t = 5.0)]
+        max_shard_gb: f64,
+    },
     /// Rows of a batch against the same rows alone, on one backend: greedy generation of
     /// a rollout-shaped batch (left-padded prompts of 80-92 tokens), then its first rows one
     /// by one; prints each row's logits gap step by step and which row a mixed-up row took.
@@ -190,6 +216,22 @@ fn run(cli: Cli) -> Result<()> {
             on_backend(BackendKind::parse(&cfg.ppo.backend, "ppo.backend")?, cfg.kernels, false, Work::Ppo(&cfg, args.options()))
         }
         Command::CompareBackends(source) => compare_backends(&source.source()?, Kernels::default().with_env_overrides()?),
+        Command::Export { checkpoint, out, model_config, tokenizer, dtype, max_shard_gb } => {
+            if max_shard_gb.is_nan() || max_shard_gb <= 0.0 {
+                bail!("--max-shard-gb must be above 0");
+            }
+            let max_shard_bytes = (max_shard_gb * 1e9) as u64;
+            let export = trainer::export::Export { checkpoint, model_config, tokenizer, out, dtype, max_shard_bytes };
+            trainer::export::parse_dtype(&export.dtype)?;
+            let (config, tokenizer_dir) = trainer::export::resolve(&export)?;
+            let model = trainer::weights::load_weights::<trainer::Cpu>(&config, &export.checkpoint, &Default::default())?;
+            let files = trainer::export::write_export(&model, &export, tokenizer_dir.as_deref())?;
+            eprintln!("export: {} parameters in {} as {}:", config.num_parameters(), export.out.display(), export.dtype);
+            for f in files {
+                eprintln!("  {}", f.display());
+            }
+            Ok(())
+        }
         Command::CheckBatch { source, backend, rows, alone, new_tokens } => {
             let kernels = Kernels::default().with_env_overrides()?;
             let work = Work::CheckBatch(source.source()?, BatchCheck { rows, alone, new_tokens, kernels });

@@ -112,6 +112,45 @@ impl ModelConfig {
         })
     }
 
+    /// The Hugging Face `config.json` of this shape (`from_hf` reads it back equal), as
+    /// transformers writes it for Llama or Qwen2.
+    pub fn to_hf(&self) -> Value {
+        let llama = self.family == "llama";
+        let mut v = serde_json::json!({
+            "architectures": [if llama { "LlamaForCausalLM" } else { "Qwen2ForCausalLM" }],
+            "model_type": self.family,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "hidden_act": "silu",
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "rope_scaling": self.rope_scaling.as_ref().map(|r| serde_json::json!({
+                "rope_type": "llama3",
+                "factor": r.factor,
+                "low_freq_factor": r.low_freq_factor,
+                "high_freq_factor": r.high_freq_factor,
+                "original_max_position_embeddings": r.original_max_position_embeddings,
+            })),
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": self.eos_token_id,
+            "initializer_range": 0.02,
+            "attention_dropout": 0.0,
+            "use_cache": true,
+        });
+        if llama {
+            v["attention_bias"] = self.qkv_bias.into();
+            v["mlp_bias"] = false.into();
+        }
+        v
+    }
+
     /// Parameters in the model (embeddings counted once when tied).
     pub fn num_parameters(&self) -> usize {
         let (h, i, q, kv) = (self.hidden_size, self.intermediate_size, self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim);
@@ -132,6 +171,15 @@ mod tests {
                "num_attention_heads": 32, "num_key_value_heads": 8, "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": true,
                "rope_scaling": {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192, "rope_type": "llama3"},
                "bos_token_id": 128000, "eos_token_id": [128001, 128008]})
+    }
+
+    #[test]
+    fn the_hugging_face_config_reads_back_equal() {
+        let c = ModelConfig::from_hf(&llama()).unwrap();
+        assert_eq!(ModelConfig::from_hf(&c.to_hf()).unwrap(), c);
+        let mut qwen = c.clone();
+        (qwen.family, qwen.qkv_bias, qwen.rope_scaling) = ("qwen2".into(), true, None);
+        assert_eq!(ModelConfig::from_hf(&qwen.to_hf()).unwrap(), qwen);
     }
 
     #[test]

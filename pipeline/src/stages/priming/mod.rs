@@ -258,7 +258,9 @@ async fn run_priming(ctx: &StageContext) -> Result<PrimingManifest> {
     let sampling = Sampling { temperature: p.temperature, max_tokens: p.max_tokens, top_p: None, seed: None };
     let session = LlmSession::open(ctx, "priming", sampling, "").await?;
     let longest = plan.tasks.first().map(|t| plan.templates.iter().map(|x| x.render(&puzzle(t)).chars().count()).max().unwrap_or(0)).unwrap_or(0);
-    session.check_context(ContextNeed::new(longest, cfg.config.classify.chars_per_token, 0, p.max_tokens)).await?;
+    if !plan.asked.is_empty() {
+        session.check_context(ContextNeed::new(longest, cfg.config.classify.chars_per_token, 0, p.max_tokens)).await?;
+    }
     let jobs = plan.jobs(&session);
     let total = (plan.asked.len() * plan.tasks.len()) as u64;
     let already = AtomicU64::new(total - jobs.len() as u64);

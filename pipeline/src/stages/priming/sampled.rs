@@ -102,10 +102,11 @@ pub async fn sample_wrong_answers(ctx: &StageContext) -> Result<Sampled> {
     Ok(sampled)
 }
 
-/// The sampled model must be named: `[llm.priming_sample]` (never the chat LLM of the other
-/// conditions). Checked before the stage sends anything.
+/// The sampled model must be chosen on purpose: `[llm.priming_sample]` is required (its
+/// `endpoints` and `model`; a table without endpoints samples `[llm]`'s servers, or the
+/// local server of `[llm.serve]`). Checked before the stage sends anything.
 pub fn require_server(cfg: &LoadedConfig) -> Result<()> {
-    if cfg.config.llm.priming_sample.as_ref().is_none_or(|server| server.endpoints.is_empty()) {
+    if cfg.config.llm.priming_sample.is_none() {
         bail!(
             "priming: all_strategies_wrong is sampled from a model (priming.wrong_answers = \"sampled\", the study's way): add [llm.priming_sample] with \
              endpoints and model (a base or primed model served with /v1/completions, e.g. vLLM) to {}, or set priming.wrong_answers = \"asked\"",
