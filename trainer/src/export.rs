@@ -154,7 +154,9 @@ pub fn write_export<B: Backend>(model: &Llama<B>, e: &Export, tokenizer_dir: Opt
         std::fs::write(dir.join("model.safetensors.index.json"), serde_json::to_vec_pretty(&index)?)?;
     }
     let mut config = model.config.to_hf();
+    // transformers 5 names it `dtype`, earlier versions (and vLLM's readers) `torch_dtype`.
     config["torch_dtype"] = torch_dtype.into();
+    config["dtype"] = torch_dtype.into();
     std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
     let c = &model.config;
     let generation = serde_json::json!({ "_from_model_config": true, "bos_token_id": c.bos_token_id, "eos_token_id": c.eos_token_id });

@@ -103,7 +103,7 @@ fn exports_read_back_as_transformers_wrote_them() {
         // The config reads back as the same model, and says the dtype.
         let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
         let want = if dtype == "bf16" { "bfloat16" } else { "float32" };
-        assert_eq!(config["torch_dtype"], want);
+        assert_eq!((&config["torch_dtype"], &config["dtype"]), (&want.into(), &want.into()));
         assert_eq!(
             trainer::model::config::ModelConfig::from_file(&out).unwrap(),
             trainer::model::config::ModelConfig::from_file(&src).unwrap(),

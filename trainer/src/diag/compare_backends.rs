@@ -43,11 +43,11 @@ fn check_training_ops(kernels: Kernels) {
     use crate::{Cpu, CudaFused, CudaPlain};
     let (cpu, gpu) = (&Default::default(), &Default::default());
     let print = |gaps: Vec<ops::check::OpGap>, how: &str| gaps.iter().for_each(|g| println!("op {g} (CUDA without fusion: {how})"));
-    // Flash attention in bf16 (heads of 64, whole 64-position blocks; grouped heads, one
-    // sequence and two; the queries and values token-major, the keys and the output's
-    // gradient head-major) against the CPU in f32, and the staircase on the same bf16
-    // inputs: the two gaps are bf16's.
-    for shape in [[1, 4, 2, 128, 64], [2, 6, 2, 192, 64]] {
+    // Flash attention in bf16 (heads of 64 and of 128, whole 64-position blocks; grouped
+    // heads, one sequence and two; the queries and values token-major, the keys and the
+    // output's gradient head-major) against the CPU in f32, and the staircase on the same
+    // bf16 inputs: the two gaps are bf16's. The last shape is 3B's heads: 24 over 8.
+    for shape in [[1, 4, 2, 128, 64], [2, 6, 2, 192, 64], [1, 4, 2, 128, 128], [2, 6, 2, 192, 128], [1, 24, 8, 256, 128]] {
         for (flash_attention, name) in [(true, "flash kernels"), (false, "staircase")] {
             let k = Kernels { flash_attention, ..kernels };
             print(ops::attention::check::check_attention::<Cpu, CudaPlain>(shape, burn::tensor::DType::BF16, k, cpu, gpu), name);

@@ -1,7 +1,7 @@
 //! Causal attention by flash-attention kernels (`flash_kernel`) on burn's CUDA
 //! backend without fusion: which inputs they take, and their launches.
 //!
-//! They take bf16 or f16 heads of 64 values over a sequence of whole 64-position blocks on
+//! They take bf16 or f16 heads of 64 or 128 values over a sequence of whole 64-position blocks on
 //! a GPU with `mma.sync` and `ldmatrix` for the dtype (NVIDIA sm_80 and later); other
 //! inputs run the staircase (`cublas`). `Kernels::flash_attention` off
 //! (`HABITS_FLASH_ATTENTION=0`) runs the staircase everywhere, to compare the two.
@@ -27,8 +27,8 @@ use crate::ops::attention::flash_tiles::{BLOCK, Layouts, UNITS};
 use crate::ops::cuda::plane_rows::{PLANE, empty_like, has_planes, one_unit_each};
 use crate::ops::kernels::Kernels;
 
-/// The head width the kernels are built for.
-const HEAD_DIM: usize = 64;
+/// The head widths the kernels are built for (1B's heads of 64, 3B's and 8B's of 128).
+const HEAD_DIMS: [usize; 2] = [64, 128];
 
 /// A `[batch, heads, seq, d]` tensor as the kernels read it: a contiguous buffer, and
 /// whether it is token-major (`Layouts`).
@@ -64,6 +64,8 @@ pub(crate) struct Flash {
     v: Rows,
     /// `[batch, heads, kv_heads, seq]`
     dims: [usize; 4],
+    /// The head width.
+    d: usize,
 }
 
 impl Flash {
@@ -73,11 +75,11 @@ impl Flash {
         let [b, h, s, d] = qs[..] else { return None };
         let kv = ks[1];
         let same = q.dtype == k.dtype && q.dtype == v.dtype && k.meta.shape == v.meta.shape && ks[..] == [b, kv, s, d];
-        let sizes = d == HEAD_DIM && s > 0 && s % FORWARD_BLOCK == 0 && kv > 0 && h % kv == 0 && b * h * s * d < u32::MAX as usize;
+        let sizes = HEAD_DIMS.contains(&d) && s > 0 && s % FORWARD_BLOCK == 0 && kv > 0 && h % kv == 0 && b * h * s * d < u32::MAX as usize;
         if !(kernels.flash_attention && same && sizes && tensor_cores(q)) {
             return None;
         }
-        Some(Flash { q: Rows::of(q), k: Rows::of(k), v: Rows::of(v), dims: [b, h, kv, s] })
+        Some(Flash { q: Rows::of(q), k: Rows::of(k), v: Rows::of(v), dims: [b, h, kv, s], d })
     }
 
     fn blocks(&self) -> u32 {
@@ -92,14 +94,14 @@ impl Flash {
         &self.q.buffer
     }
 
-    /// A new `[batch, heads, seq, 64]` tensor of `heads` heads, head-major or token-major
-    /// (`tokens`; as a view of the `[batch, seq, heads, 64]` buffer the kernels write).
+    /// A new `[batch, heads, seq, d]` tensor of `heads` heads, head-major or token-major
+    /// (`tokens`; as a view of the `[batch, seq, heads, d]` buffer the kernels write).
     fn new_heads(&self, heads: usize, tokens: bool) -> CubeTensor<CudaRuntime> {
         let [b, _, _, s] = self.dims;
         let like = self.like();
         match tokens {
-            true => swap_positions_and_heads(empty_like(like, vec![b, s, heads, HEAD_DIM], like.dtype)),
-            false => empty_like(like, vec![b, heads, s, HEAD_DIM], like.dtype),
+            true => swap_positions_and_heads(empty_like(like, vec![b, s, heads, self.d], like.dtype)),
+            false => empty_like(like, vec![b, heads, s, self.d], like.dtype),
         }
     }
 
@@ -109,7 +111,7 @@ impl Flash {
         empty_like(self.like(), vec![b, h, s], DType::F32)
     }
 
-    /// The output `[batch, heads, seq, 64]` (a token-major view, as the output projection
+    /// The output `[batch, heads, seq, d]` (a token-major view, as the output projection
     /// reads it) and each query row's log-sum-exp of its scaled scores (`[batch, heads,
     /// seq]`, f32), which the backward pass reads.
     pub(crate) fn forward(&self, scale: f64) -> (CubeTensor<CudaRuntime>, CubeTensor<CudaRuntime>) {
@@ -117,7 +119,7 @@ impl Flash {
         let out = self.new_heads(h, true);
         let lse = self.new_rows();
         let layouts = Layouts { q: self.q.tokens, k: self.k.tokens, v: self.v.tokens, ..Default::default() };
-        // SAFETY: `of` checked the shapes the kernel indexes (whole blocks of rows of 64
+        // SAFETY: `of` checked the shapes the kernel indexes (whole blocks of rows of `d`
         // values, contiguous buffers in the layouts given; every launched cube's rows
         // exist) and the dtype.
         unsafe {
@@ -135,7 +137,7 @@ impl Flash {
                 self.group(),
                 scale as f32,
                 layouts,
-                HEAD_DIM,
+                self.d,
                 self.like().dtype.into(),
             );
         }
@@ -153,7 +155,7 @@ impl Flash {
     ) -> [CubeTensor<CudaRuntime>; 3] {
         let [b, h, kv, s] = self.dims;
         assert!(
-            lse.dtype == DType::F32 && lse.meta.shape[..] == [b, h, s] && out.meta.shape[..] == [b, h, s, HEAD_DIM] && dy.meta.shape == out.meta.shape,
+            lse.dtype == DType::F32 && lse.meta.shape[..] == [b, h, s] && out.meta.shape[..] == [b, h, s, self.d] && dy.meta.shape == out.meta.shape,
             "the flash attention's backward pass got another forward pass's output or log-sum-exp"
         );
         let (out, dy, lse) = (Rows::of(&out), Rows::of(&dy), into_contiguous(lse));
@@ -178,7 +180,7 @@ impl Flash {
                 s as u32,
                 h as u32,
                 layouts,
-                HEAD_DIM,
+                self.d,
                 dtype.into(),
             );
             flash_query_gradient_kernel::launch_unchecked::<CudaRuntime>(
@@ -197,7 +199,7 @@ impl Flash {
                 self.group(),
                 scale as f32,
                 layouts,
-                HEAD_DIM,
+                self.d,
                 dtype.into(),
             );
             flash_key_value_gradient_kernel::launch_unchecked::<CudaRuntime>(
@@ -217,7 +219,7 @@ impl Flash {
                 self.group(),
                 scale as f32,
                 layouts,
-                HEAD_DIM,
+                self.d,
                 dtype.into(),
             );
         }

@@ -3,9 +3,12 @@
 //! Tensors are `[batch, heads, seq, d]` (queries, outputs and their gradients) and `[batch,
 //! kv_heads, seq, d]` (keys, values and theirs) in bf16 or f16, each head-major or
 //! token-major in memory (`Layouts`: read where the projections left them, so nothing is
-//! transposed in between), `seq` a multiple of `BLOCK`; query head `h` reads key/value
-//! head `h / group`. Every kernel runs cubes of four planes over blocks of 64 rows
-//! (`flash_tiles`).
+//! transposed in between), `seq` a multiple of `BLOCK`, `d` 64 or 128; query head `h`
+//! reads key/value head `h / group`. Every kernel runs cubes of four planes over blocks of
+//! 64 rows (`flash_tiles`). A kernel stages two blocks at a time: the block whose rows it
+//! keeps as operands in registers (queries, or keys and values) is read once, and its
+//! shared memory then takes the blocks the loop streams, so heads of 128 fit (two padded
+//! blocks of 64 x 128 values are 34 KiB of the 48 KiB a cube may have).
 //!
 //! - Forward, a cube per block of queries: each key block's scores `s = q kᵀ · scale`
 //!   stay in registers, the running row max `m` and sum `l` rescale the output (the
@@ -64,9 +67,9 @@ pub(crate) fn flash_forward_kernel<E: Float>(
     let kv_heads = heads / group;
     let (plane, lane) = (UNIT_POS_Y, UNIT_POS_PLANE);
     let (g, t) = (lane / 4, lane % 4);
+    // The queries' block takes the values once their operands are in registers.
     let mut qs = new_block::<E>(FORWARD_BLOCK, d);
     let mut ks = new_block::<E>(BLOCK, d);
-    let mut vs = new_block::<E>(BLOCK, d);
     stage_block::<E>(q, head, qb * rows, heads, seq, &mut qs, layouts.q, FORWARD_BLOCK, d);
     sync_cube();
     let qf = row_operands::<E>(&qs, plane * comptime!(16 * FORWARD_TILES as u32), FORWARD_TILES, d);
@@ -84,7 +87,7 @@ pub(crate) fn flash_forward_kernel<E: Float>(
     for kb in 0..(qb + 1) * rows / block {
         sync_cube();
         stage_block::<E>(k, kv_head, kb * block, kv_heads, seq, &mut ks, layouts.k, BLOCK, d);
-        stage_block::<E>(v, kv_head, kb * block, kv_heads, seq, &mut vs, layouts.v, BLOCK, d);
+        stage_block::<E>(v, kv_head, kb * block, kv_heads, seq, &mut qs, layouts.v, BLOCK, d);
         sync_cube();
         let mut s = zeros(comptime!(FORWARD_TILES * BLOCK / 4));
         times_block_transposed::<E>(&qf, &ks, &mut s, FORWARD_TILES, d);
@@ -127,7 +130,7 @@ pub(crate) fn flash_forward_kernel<E: Float>(
                 o[o_base + 2 * j] = o[o_base + 2 * j] * Vector::new(alpha);
             }
         }
-        pairs_times_block::<E>(&s, &vs, &mut o, FORWARD_TILES, d);
+        pairs_times_block::<E>(&s, &qs, &mut o, FORWARD_TILES, d);
     }
     let half = comptime!(d / 2);
     #[unroll]
@@ -223,10 +226,10 @@ pub(crate) fn flash_query_gradient_kernel<E: Float>(
     let kv_heads = heads / group;
     let (plane, lane) = (UNIT_POS_Y, UNIT_POS_PLANE);
     let (g, t) = (lane / 4, lane % 4);
+    // The queries' and the output gradient's blocks take the keys and the values once
+    // their operands are in registers.
     let mut qs = new_block::<E>(BLOCK, d);
     let mut dys = new_block::<E>(BLOCK, d);
-    let mut ks = new_block::<E>(BLOCK, d);
-    let mut vs = new_block::<E>(BLOCK, d);
     stage_block::<E>(q, head, qb * block, heads, seq, &mut qs, layouts.q, BLOCK, d);
     stage_block::<E>(dy, head, qb * block, heads, seq, &mut dys, layouts.dy, BLOCK, d);
     sync_cube();
@@ -239,20 +242,20 @@ pub(crate) fn flash_query_gradient_kernel<E: Float>(
     let mut acc = zeros(comptime!(d / 8 * 2));
     for kb in 0..qb + 1 {
         sync_cube();
-        stage_block::<E>(k, kv_head, kb * block, kv_heads, seq, &mut ks, layouts.k, BLOCK, d);
-        stage_block::<E>(v, kv_head, kb * block, kv_heads, seq, &mut vs, layouts.v, BLOCK, d);
+        stage_block::<E>(k, kv_head, kb * block, kv_heads, seq, &mut qs, layouts.k, BLOCK, d);
+        stage_block::<E>(v, kv_head, kb * block, kv_heads, seq, &mut dys, layouts.v, BLOCK, d);
         sync_cube();
         let mut s = zeros(comptime!(BLOCK / 8 * 2));
-        times_block_transposed::<E>(&qf, &ks, &mut s, 1usize, d);
+        times_block_transposed::<E>(&qf, &qs, &mut s, 1usize, d);
         row_probabilities(&mut s, scale, lse_top, lse_bottom, kb * block + 2 * t, top);
         let mut dp = zeros(comptime!(BLOCK / 8 * 2));
-        times_block_transposed::<E>(&dyf, &vs, &mut dp, 1usize, d);
+        times_block_transposed::<E>(&dyf, &dys, &mut dp, 1usize, d);
         #[unroll]
         for n in 0..comptime!(BLOCK / 8) {
             s[2 * n] = s[2 * n] * (dp[2 * n] - Vector::new(delta_top));
             s[2 * n + 1] = s[2 * n + 1] * (dp[2 * n + 1] - Vector::new(delta_bottom));
         }
-        pairs_times_block::<E>(&s, &ks, &mut acc, 1usize, d);
+        pairs_times_block::<E>(&s, &qs, &mut acc, 1usize, d);
     }
     let half = comptime!(d / 2);
     #[unroll]
@@ -289,10 +292,10 @@ pub(crate) fn flash_key_value_gradient_kernel<E: Float>(
     let kv_heads = heads / group;
     let (plane, lane) = (UNIT_POS_Y, UNIT_POS_PLANE);
     let (g, t) = (lane / 4, lane % 4);
+    // The keys' and the values' blocks take the queries and the output's gradient once
+    // their operands are in registers.
     let mut ks = new_block::<E>(BLOCK, d);
     let mut vs = new_block::<E>(BLOCK, d);
-    let mut qs = new_block::<E>(BLOCK, d);
-    let mut dys = new_block::<E>(BLOCK, d);
     let mut lses = SharedMemory::<f32>::new(BLOCK);
     let mut deltas = SharedMemory::<f32>::new(BLOCK);
     stage_block::<E>(k, kv_head, kb * block, kv_heads, seq, &mut ks, layouts.k, BLOCK, d);
@@ -308,13 +311,13 @@ pub(crate) fn flash_key_value_gradient_kernel<E: Float>(
         for qb in kb..seq / block {
             let first = head * seq + qb * block;
             sync_cube();
-            stage_block::<E>(q, head, qb * block, heads, seq, &mut qs, layouts.q, BLOCK, d);
-            stage_block::<E>(dy, head, qb * block, heads, seq, &mut dys, layouts.dy, BLOCK, d);
+            stage_block::<E>(q, head, qb * block, heads, seq, &mut ks, layouts.q, BLOCK, d);
+            stage_block::<E>(dy, head, qb * block, heads, seq, &mut vs, layouts.dy, BLOCK, d);
             stage_row_values(lse, first, &mut lses);
             stage_row_values(delta, first, &mut deltas);
             sync_cube();
             let mut p = zeros(comptime!(BLOCK / 8 * 2));
-            times_block_transposed::<E>(&kf, &qs, &mut p, 1usize, d);
+            times_block_transposed::<E>(&kf, &ks, &mut p, 1usize, d);
             let first_query = qb * block + 2 * t;
             #[unroll]
             for n in 0..comptime!(BLOCK / 8) {
@@ -330,9 +333,9 @@ pub(crate) fn flash_key_value_gradient_kernel<E: Float>(
                 p[2 * n] = x;
                 p[2 * n + 1] = y;
             }
-            pairs_times_block::<E>(&p, &dys, &mut dv_acc, 1usize, d);
+            pairs_times_block::<E>(&p, &vs, &mut dv_acc, 1usize, d);
             let mut dp = zeros(comptime!(BLOCK / 8 * 2));
-            times_block_transposed::<E>(&vf, &dys, &mut dp, 1usize, d);
+            times_block_transposed::<E>(&vf, &vs, &mut dp, 1usize, d);
             #[unroll]
             for n in 0..comptime!(BLOCK / 8) {
                 let mut delta_pair = Vector::<f32, Pair>::new(0.0);
@@ -343,7 +346,7 @@ pub(crate) fn flash_key_value_gradient_kernel<E: Float>(
                 p[2 * n] = p[2 * n] * (dp[2 * n] - delta_pair);
                 p[2 * n + 1] = p[2 * n + 1] * (dp[2 * n + 1] - delta_pair);
             }
-            pairs_times_block::<E>(&p, &qs, &mut dk_acc, 1usize, d);
+            pairs_times_block::<E>(&p, &ks, &mut dk_acc, 1usize, d);
         }
     }
     let row = (kv_head * seq + key_top) as usize;
