@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The pretraining benchmark on the GPU machine: our trainer (CUDA, matmuls in each of
 # $COMPUTE, default "bf16 f32", parameters f32) and PyTorch
-# (transformers LlamaForCausalLM, eager) on a random-init Llama-3.2-1B-shaped model, the
+# (transformers LlamaForCausalLM, eager, or compiled with TORCH_ARGS=--compile) on a
+# random-init Llama-3.2-1B-shaped model (MODEL=... for another shape), the
 # same batch and sequence length, in one call (TORCH=0 leaves PyTorch out, COMPARE=0 the
 # check of CUDA against the CPU backend on the committed fixtures; HABITS_CUDA_FUSION=0
 # or 1 picks burn's fusion for ours; HOST_PROFILE=1 profiles our host over the steps after
@@ -80,5 +81,7 @@ done
 
 if [ "${TORCH:-1}" = 1 ]; then
   echo "== pytorch"
-  python3 scripts/gpu/bench_torch_pretrain.py --config "$MODEL" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" | tee -a "$OUT/results.jsonl"
+  # TORCH_ARGS: e.g. "--compile --precision amp-bf16" (torch.compile with the fused AdamW).
+  # shellcheck disable=SC2086
+  python3 scripts/gpu/bench_torch_pretrain.py --config "$MODEL" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" ${TORCH_ARGS:-} | tee -a "$OUT/results.jsonl"
 fi

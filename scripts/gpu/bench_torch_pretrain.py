@@ -1,6 +1,9 @@
 """The PyTorch side of the pretraining benchmark: transformers' LlamaForCausalLM from a
-config (random init), eager mode (no torch.compile), AdamW, the same batch and sequence
-length as our run, on random token ids. Prints one JSON line per precision:
+config (random init, SDPA attention), AdamW, the same batch and sequence length as our
+run, on random token ids; eager by default, or with --compile the strongest setup a user
+picks in a line: torch.compile of the model and the fused AdamW (bf16 autocast with f32
+parameters is the `amp-bf16` precision); --checkpointing recomputes each layer in the
+backward (`gradient_checkpointing_enable`). Prints one JSON line per precision:
 tokens/s (mean over the steps after the warm-up), MFU against --peak-tflops, peak memory.
 With --gpu-profile FILE, a few more steps run under torch.profiler and every CUDA kernel
 they ran is written to FILE in the format of `trainer pretrain --gpu-profile` (the window,
@@ -79,12 +82,16 @@ def gpu_profile(model, opt, ids, precision, steps, path):
             f.write(json.dumps(line) + "\n")
 
 
-def run(cfg, batch, seq, steps, warmup, precision, peak, profile_path=None):
+def run(cfg, batch, seq, steps, warmup, precision, peak, profile_path=None, compile=False, checkpointing=False):
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg).cuda()
     if precision == "bf16-weights":
         model = model.to(torch.bfloat16)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.01)
+    if checkpointing:
+        model.gradient_checkpointing_enable()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.01, fused=compile)
+    if compile:
+        model = torch.compile(model)
     ids = torch.randint(3, cfg.vocab_size, (batch, seq), device="cuda")
     torch.cuda.reset_peak_memory_stats()
     times = []
@@ -96,7 +103,8 @@ def run(cfg, batch, seq, steps, warmup, precision, peak, profile_path=None):
         times.append(time.perf_counter() - t)
     measured = times[warmup:]
     tps = batch * seq / (sum(measured) / len(measured))
-    out = {"side": "pytorch", "precision": precision, "attn": cfg._attn_implementation, "batch": batch, "seq": seq,
+    out = {"side": "pytorch", "precision": precision, "compiled": compile, "fused_adamw": compile, "checkpointing": checkpointing,
+           "attn": cfg._attn_implementation, "batch": batch, "seq": seq,
            "tokens_per_s": tps, "mfu": tps * flops_per_token(cfg, seq) / (peak * 1e12),
            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30, "loss": loss.item(), "torch": torch.__version__}
     print(json.dumps(out), flush=True)
@@ -116,10 +124,13 @@ def main():
     ap.add_argument("--peak-tflops", type=float, default=989.0)
     ap.add_argument("--precision", action="append", default=None, help="f32, amp-bf16, bf16-weights (repeatable)")
     ap.add_argument("--gpu-profile", default=None, help="write the kernels of 5 more steps here ({precision} is replaced)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model and use the fused AdamW")
+    ap.add_argument("--checkpointing", action="store_true", help="recompute each layer in the backward")
     a = ap.parse_args()
     cfg = LlamaConfig(**json.load(open(a.config)))
+    cfg._attn_implementation = "sdpa"
     for p in a.precision or ["f32", "amp-bf16"]:
-        run(cfg, a.batch, a.seq, a.steps, a.warmup, p, a.peak_tflops, a.gpu_profile)
+        run(cfg, a.batch, a.seq, a.steps, a.warmup, p, a.peak_tflops, a.gpu_profile, a.compile, a.checkpointing)
 
 
 if __name__ == "__main__":
