@@ -19,6 +19,8 @@ source "$(dirname "$0")/trainer_binary.sh"
 BATCH=${BATCH:-2}
 SEQ=${SEQ:-2048}
 STEPS=${STEPS:-12}
+# One window per optimizer step unless asked (train.grad_accum's default of 8 keeps a
+# second f32 copy of the gradients, 12.8 GB at the 3B shape).
 MODEL=${MODEL:-configs/models/llama-3.2-1b-shape.json}
 mkdir -p "$OUT"
 # Compiled kernels and autotune results travel between machines (scripts/gpu/cubecl_cache.sh).
@@ -46,6 +48,7 @@ seq_len = $SEQ
 backend = "cuda"
 compute_dtype = "$compute"
 batch_size = $BATCH
+grad_accum = ${GRAD_ACCUM:-1}
 max_steps = $((STEPS + 1000))
 peak_tflops = ${PEAK_TFLOPS:-989.0}
 [output]
