@@ -10,16 +10,19 @@ DEMO_SOURCE  := data/demo-source
 PIPELINE     := $(or $(CARGO_TARGET_DIR),target)/debug/pipeline
 TRAINER      := $(or $(CARGO_TARGET_DIR),target)/debug/trainer
 PRETRAIN     ?= configs/pretrain-tiny.toml
+PRETRAIN_GPU ?= configs/pretrain.toml
+CUDA_TRAINER := $(or $(CARGO_TARGET_DIR),target)/release/trainer
 PPO          ?= configs/ppo-tiny.toml
 
 export HABITS_CACHE
 
 
-.PHONY: pretrain ppo corpus demo-source llm-assets plan test python-deps bench build fmt clean help
+.PHONY: pretrain pretrain-gpu ppo corpus demo-source llm-assets plan test python-deps bench build fmt clean help
 
 help:
 	@echo "make corpus       build the demo corpus (offline demo profile, configs/demo.toml)"
 	@echo "make pretrain     continued pretraining, tiny CPU profile, on the sets make corpus built"
+	@echo "make pretrain-gpu the study's continued pretraining of Llama-3.2-3B on one GPU (configs/pretrain.toml), then its export"
 	@echo "make ppo          PPO on Countdown, tiny CPU profile (priming on solver traces, then PPO steps)"
 	@echo "make test         run every test (Rust + the Python readers they call)"
 	@echo "make bench        the benchmarks of docs/PERF.md, each beside its reference (numbers to stdout)"
@@ -36,6 +39,13 @@ corpus: demo-source llm-assets build
 
 pretrain: build
 	$(TRAINER) pretrain --config $(PRETRAIN)
+
+# The study's continued pretraining on one CUDA GPU, start to exported weights (the run
+# resumes from its newest checkpoint and writes output.dir/hf when it ends). Needs the
+# model and the paper profile's set that PRETRAIN_GPU names (the run says how to get them).
+pretrain-gpu:
+	$(CARGO) build --release -p trainer --features cuda
+	$(CUDA_TRAINER) pretrain --config $(PRETRAIN_GPU)
 
 # Needs the Llama-3 tokenizer that llm-assets fetches.
 ppo: build llm-assets

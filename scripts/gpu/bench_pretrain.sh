@@ -20,7 +20,7 @@ BATCH=${BATCH:-2}
 SEQ=${SEQ:-2048}
 STEPS=${STEPS:-12}
 # One window per optimizer step unless asked (train.grad_accum's default of 8 keeps a
-# second f32 copy of the gradients, 12.8 GB at the 3B shape).
+# second f32 copy of the gradients, 12.8 GB at the 3B shape, unless layers recompute).
 MODEL=${MODEL:-configs/models/llama-3.2-1b-shape.json}
 mkdir -p "$OUT"
 # Compiled kernels and autotune results travel between machines (scripts/gpu/cubecl_cache.sh).
@@ -33,6 +33,11 @@ if [ "${COMPARE:-1}" = 1 ]; then
   for m in llama qwen2; do "$BIN" compare-backends --model "trainer/tests/fixtures/$m" | tee -a "$OUT/compare.txt"; done
 fi
 
+# RECOMPUTE: none (default), layers, or a number of layers (train.recompute).
+case "${RECOMPUTE:-none}" in
+  [0-9]*) RECOMPUTE_TOML=$RECOMPUTE ;;
+  *) RECOMPUTE_TOML="\"${RECOMPUTE:-none}\"" ;;
+esac
 WORK=$(mktemp -d)
 python3 scripts/gpu/make_synthetic_set.py "$WORK/set" --sequences 400 --length "$SEQ"
 for compute in ${COMPUTE:-bf16 f32}; do
@@ -49,6 +54,7 @@ backend = "cuda"
 compute_dtype = "$compute"
 batch_size = $BATCH
 grad_accum = ${GRAD_ACCUM:-1}
+recompute = $RECOMPUTE_TOML
 max_steps = $((STEPS + 1000))
 peak_tflops = ${PEAK_TFLOPS:-989.0}
 [output]

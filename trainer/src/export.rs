@@ -20,6 +20,9 @@ use crate::model::config::ModelConfig;
 /// The tokenizer files copied when found.
 pub const TOKENIZER_FILES: [&str; 3] = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"];
 
+/// The largest shard by default (as `save_pretrained`'s 5 GB).
+pub const DEFAULT_MAX_SHARD_BYTES: u64 = 5_000_000_000;
+
 /// What to export and how.
 #[derive(Clone, Debug)]
 pub struct Export {

@@ -39,6 +39,18 @@ pub fn lm_loss_of_hidden<B: ModelBackend>(model: &Llama<B>, hidden: Tensor<B, 3>
     mean_over_counted(logits.reshape([b * (t - 1), vocab]), predicted(labels))
 }
 
+/// The sum (not the mean) of the counted positions' cross-entropies of the model's final
+/// hidden states: a loss over rows that adds up row chunk by row chunk
+/// (`run::backward`); divided by the counted positions of the whole batch, it is
+/// [`lm_loss_of_hidden`].
+pub fn lm_loss_sum_of_hidden<B: ModelBackend>(model: &Llama<B>, hidden: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    let [b, t, _] = hidden.dims();
+    let logits = model.head_computed(hidden.narrow(1, 0, t - 1));
+    let vocab = logits.dims()[2];
+    let (losses, counted) = counted_losses(logits.reshape([b * (t - 1), vocab]), predicted(labels));
+    (losses * counted).sum()
+}
+
 /// The labels the positions `0..seq - 1` predict (`labels[:, 1..]`), one row per position.
 fn predicted<B: Backend>(labels: Tensor<B, 2, Int>) -> Tensor<B, 1, Int> {
     let [b, t] = labels.dims();
@@ -48,9 +60,14 @@ fn predicted<B: Backend>(labels: Tensor<B, 2, Int>) -> Tensor<B, 1, Int> {
 /// The mean cross-entropy of the rows of `logits` `[rows, vocab]` whose target is counted
 /// (not negative); 0 when none is.
 fn mean_over_counted<B: CrossEntropy>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
-    let counted = targets.clone().greater_equal_elem(0).float();
-    let losses = token_cross_entropy(logits, targets.clamp_min(0));
+    let (losses, counted) = counted_losses(logits, targets);
     (losses * counted.clone()).sum() / counted.sum().clamp_min(1.0)
+}
+
+/// Each row's cross-entropy, and 1 where its target is counted (else 0).
+fn counted_losses<B: CrossEntropy>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let counted = targets.clone().greater_equal_elem(0).float();
+    (token_cross_entropy(logits, targets.clamp_min(0)), counted)
 }
 
 #[cfg(test)]
@@ -102,5 +119,33 @@ mod tests {
         assert!((loss - 64f32.ln()).abs() < 1e-5, "{loss}");
         let none = Tensor::<Cpu, 2, Int>::full([2, 6], IGNORE, &device);
         assert_eq!(causal_lm_loss(logits, none).into_scalar(), 0.0);
+    }
+
+    /// Right padding after every row's last token changes no loss and no gradient (causal
+    /// attention; padding carries no label): why a micro-batch may run only up to its
+    /// longest row (`data::pack::positions_to_run`).
+    #[test]
+    fn trailing_padding_changes_nothing() {
+        let device = Default::default();
+        let model = Llama::<CpuAutodiff>::random(&tiny_config(), &device);
+        let (pad, rows) = (0i64, [vec![1i64, 5, 9, 3, 7], vec![2, 8, 4]]);
+        let batch = |len: usize| {
+            let ids: Vec<i64> = rows.iter().flat_map(|r| r.iter().copied().chain(std::iter::repeat(pad)).take(len)).collect();
+            let labels: Vec<i64> = rows.iter().flat_map(|r| r.iter().copied().chain(std::iter::repeat(IGNORE)).take(len)).collect();
+            let t = |v: Vec<i64>| Tensor::<CpuAutodiff, 2, Int>::from_data(TensorData::new(v, [2, len]), &device);
+            (t(ids), t(labels))
+        };
+        let run = |len: usize| {
+            let (ids, labels) = batch(len);
+            let loss = lm_loss(&model, ids, labels);
+            let grads = loss.backward();
+            let grad = model.layers[1].self_attn.q_proj.weight.grad(&grads).expect("a gradient").into_data().to_vec::<f32>().unwrap();
+            (loss.into_scalar(), grad)
+        };
+        let (short, short_grad) = run(5);
+        let (long, long_grad) = run(12);
+        assert!((short - long).abs() < 1e-6, "{short} vs {long}");
+        let scale = long_grad.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!(short_grad.iter().zip(&long_grad).all(|(a, b)| (a - b).abs() <= 1e-5 * scale), "gradients differ");
     }
 }

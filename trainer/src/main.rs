@@ -1,5 +1,6 @@
 //! The `trainer` command line: `pretrain` (continued pretraining / SFT on a built set),
 //! `ppo` (PPO on Countdown), `compare-backends` (the same weights on the CPU and on CUDA),
+//! `logits` (a model's logits as a `.npy` file for another implementation to compare with),
 //! `check-batch` (rows of a batch against themselves alone), `bench-generate` (rollout
 //! generation speed), `bench-ops` (where a pretraining step's time goes) and `export` (a
 //! checkpoint as a Hugging Face model folder). Each command
@@ -13,6 +14,7 @@ use trainer::TrainBackend;
 use trainer::diag::batch_check::{BatchCheck, check_batch};
 use trainer::diag::compare_backends::compare_backends;
 use trainer::diag::generate_bench::{GenerateBench, bench_generate};
+use trainer::diag::logits::{LogitsJob, write_logits};
 use trainer::diag::model_source::ModelSource;
 use trainer::diag::ops_bench::{OpsBench, bench_ops};
 use trainer::model::config::ModelConfig;
@@ -69,6 +71,24 @@ enum Command {
         /// Largest shard in GB (10^9 bytes); a larger model is written in shards with an index.
         #[arg(long, default_value_t = 5.0)]
         max_shard_gb: f64,
+    },
+    /// A model's logits for rows of token ids, written as a NumPy `.npy` file (f32, [rows,
+    /// seq, vocab]) for another implementation to be compared with.
+    Logits {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// A JSON file of equally long rows of token ids: [[1, 2, 3], [4, 5, 6]].
+        #[arg(long)]
+        ids: PathBuf,
+        /// The `.npy` file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// "cpu" or "cuda".
+        #[arg(long, default_value = "cuda")]
+        backend: String,
+        /// The dtype the matmuls run in: f32, bf16 or f16 (cuda), f64.
+        #[arg(long, default_value = "f32")]
+        compute_dtype: String,
     },
     /// Rows of a batch against the same rows alone, on one backend: greedy generation of
     /// a rollout-shaped batch (left-padded prompts of 80-92 tokens), then its first rows one
@@ -232,6 +252,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Logits { source, ids, out, backend, compute_dtype } => {
+            let (kind, kernels) = (BackendKind::parse(&backend, "--backend")?, Kernels::default().with_env_overrides()?);
+            let compute = check_compute_dtype(&compute_dtype, kind, "--compute-dtype")?;
+            on_backend(kind, kernels, false, Work::Logits(LogitsJob { source: source.source()?, ids, out, compute, kernels }))
+        }
         Command::CheckBatch { source, backend, rows, alone, new_tokens } => {
             let kernels = Kernels::default().with_env_overrides()?;
             let work = Work::CheckBatch(source.source()?, BatchCheck { rows, alone, new_tokens, kernels });
@@ -257,6 +282,7 @@ enum Work<'a> {
     Pretrain(&'a PretrainConfig, RunOptions),
     Ppo(&'a PpoConfig, RunOptions),
     CheckBatch(ModelSource, BatchCheck),
+    Logits(LogitsJob),
     BenchGenerate(ModelConfig, GenerateBench),
     BenchOps(ModelConfig, OpsBench),
 }
@@ -278,6 +304,11 @@ impl BackendWork for Work<'_> {
                 if bad > 0 {
                     bail!("{bad} of {} rows differ from themselves generated alone: the backend mixes rows up", check.alone);
                 }
+                Ok(())
+            }
+            Work::Logits(job) => {
+                let shape = write_logits::<B::InnerBackend>(&job, device)?;
+                eprintln!("logits: {shape:?} of {} written to {}", job.source, job.out.display());
                 Ok(())
             }
             Work::BenchGenerate(config, bench) => {

@@ -15,16 +15,10 @@ use trainer::Cpu;
 use trainer::weights::load_model;
 
 mod common;
-use common::{fixture, make_set};
+use common::{fixture, make_set, python};
 
 fn export(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_trainer")).arg("export").args(args).output().unwrap()
-}
-
-fn python(script: &str, args: &[&str]) -> String {
-    let out = Command::new("python3").arg("-c").arg(script).args(args).output().unwrap();
-    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Every tensor of the export against the reference file(s): names, dtypes and shapes by

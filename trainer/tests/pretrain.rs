@@ -1,6 +1,7 @@
 //! `trainer pretrain` end to end on the CPU, on a set in the pipeline's format (written
 //! with the pipeline's own Megatron writer) and the tiny Llama fixture: the loss goes
-//! down; a run killed with `kill -9` and rerun continues the loss curve exactly; the
+//! down; recomputed layers give the same curve and the finished run exports itself; a run
+//! killed with `kill -9` and rerun continues the loss curve exactly; the
 //! global gradient norm matches transformers'; bad inputs get one clear error each.
 
 use std::path::{Path, PathBuf};
@@ -77,6 +78,24 @@ fn training_lowers_the_loss_and_a_killed_run_resumes_exactly() {
     for ((step, a), (_, b)) in reference.iter().zip(&mixed_curve) {
         assert!((a - b).abs() < 1e-3 * a.abs(), "step {step}: loss {a} at f32, {b} with f64 matmuls");
     }
+
+    // Every decoder layer recomputing its activations in the backward pass: the same
+    // curve; and the finished run exported as a Hugging Face folder (`output.export`).
+    let recomputed = tmp.path().join("recomputed");
+    std::fs::create_dir_all(&recomputed).unwrap();
+    let cfg = config(&recomputed, &set, &fixture("llama"), "recompute = \"layers\"\n");
+    let text = std::fs::read_to_string(&cfg).unwrap() + "export = \"f32\"\n";
+    std::fs::write(&cfg, text).unwrap();
+    let out = run(&mut trainer(&["pretrain"], &cfg), true);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("memory plan: parameters"));
+    let (recomputed_curve, _) = curve(&recomputed.join("out"));
+    assert_eq!(recomputed_curve.len(), reference.len());
+    for ((step, a), (_, b)) in reference.iter().zip(&recomputed_curve) {
+        assert!((a - b).abs() < 1e-4 * a.abs(), "step {step}: loss {a}, {b} with recomputed layers");
+    }
+    let hf = recomputed.join("out/hf");
+    let model = trainer::weights::load_model::<trainer::Cpu>(&hf, &Default::default()).unwrap_or_else(|e| panic!("{}: {e:#}", hf.display()));
+    assert_eq!(model.config.num_layers, 2);
 
     // The same run, killed mid-way, then started again: the curve continues exactly.
     let killed = tmp.path().join("killed");

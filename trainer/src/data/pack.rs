@@ -4,6 +4,11 @@
 //! packed, the sequences concatenated and cut into windows, the last one padded, attention
 //! crossing sequence boundaries inside a window as in packed pretraining. Labels are the
 //! ids, or `-100` where no loss is taken (the prompt in SFT, padding).
+//!
+//! A micro-batch runs only as many positions as its longest window fills
+//! (`positions_to_run`, rounded up to a multiple of 128, at most the window): with right
+//! padding and causal attention, the positions after a row's last token change nothing
+//! before it, and they carry no loss.
 
 use crate::data::set::Sequence;
 use crate::loss::IGNORE;
@@ -23,6 +28,19 @@ pub enum Objective {
 pub struct Window {
     pub ids: Vec<i64>,
     pub labels: Vec<i64>,
+    /// Positions before the padding.
+    pub filled: usize,
+}
+
+/// The multiple a micro-batch's positions are rounded up to (few distinct shapes, and the
+/// flash kernels' whole blocks).
+pub const POSITIONS_MULTIPLE: usize = 128;
+
+/// The positions a micro-batch of windows of `seq_len` runs: its longest window's filled
+/// positions rounded up to a multiple of [`POSITIONS_MULTIPLE`], within `2..=seq_len`.
+pub fn positions_to_run(batch: &[Window], seq_len: usize) -> usize {
+    let longest = batch.iter().map(|w| w.filled).max().unwrap_or(seq_len);
+    longest.next_multiple_of(POSITIONS_MULTIPLE).clamp(2.min(seq_len), seq_len)
 }
 
 impl Window {
@@ -73,11 +91,12 @@ pub fn windows(seqs: &[Sequence], layout: &Layout, shuffle: Option<(u64, u64)>) 
             ids.extend(a);
             labels.extend(b);
         }
-        ids.chunks(layout.seq_len).zip(labels.chunks(layout.seq_len)).map(|(i, l)| Window { ids: i.to_vec(), labels: l.to_vec() }).collect()
+        ids.chunks(layout.seq_len).zip(labels.chunks(layout.seq_len)).map(|(i, l)| Window { ids: i.to_vec(), labels: l.to_vec(), filled: 0 }).collect()
     } else {
-        order.into_iter().map(|i| labelled(&seqs[i])).map(|(ids, labels)| Window { ids, labels }).collect()
+        order.into_iter().map(|i| labelled(&seqs[i])).map(|(ids, labels)| Window { ids, labels, filled: 0 }).collect()
     };
     for w in &mut out {
+        w.filled = w.ids.len().min(layout.seq_len);
         w.ids.truncate(layout.seq_len);
         w.labels.truncate(layout.seq_len);
         w.ids.resize(layout.seq_len, layout.pad as i64);
@@ -124,6 +143,19 @@ mod tests {
         assert!(layout.too_long(&seqs()).is_empty());
         assert_eq!(Layout { seq_len: 4, ..layout }.too_long(&seqs()), vec![(0, 5)]);
         assert_eq!(packed(4, Objective::Sft).windows_per_epoch(&seqs()), 3);
+        assert_eq!((w[0].filled, w[1].filled), (5, 4));
+    }
+
+    /// A micro-batch runs its longest window's positions, rounded up to the multiple, never
+    /// more than the window.
+    #[test]
+    fn micro_batches_run_up_to_their_longest_window() {
+        let window = |filled: usize| Window { ids: vec![0; 2048], labels: vec![IGNORE; 2048], filled };
+        assert_eq!(positions_to_run(&[window(5), window(300)], 2048), 384);
+        assert_eq!(positions_to_run(&[window(256)], 2048), 256);
+        assert_eq!(positions_to_run(&[window(2000), window(10)], 2048), 2048);
+        assert_eq!(positions_to_run(&[window(100)], 64), 64);
+        assert_eq!(positions_to_run(&[window(0)], 2048), 2);
     }
 
     #[test]

@@ -153,11 +153,16 @@ impl ModelConfig {
 
     /// Parameters in the model (embeddings counted once when tied).
     pub fn num_parameters(&self) -> usize {
+        let h = self.hidden_size;
+        let head = if self.tie_word_embeddings { 0 } else { self.vocab_size * h };
+        self.vocab_size * h + self.num_layers * self.layer_parameters() + h + head
+    }
+
+    /// The parameters of one decoder layer.
+    pub fn layer_parameters(&self) -> usize {
         let (h, i, q, kv) = (self.hidden_size, self.intermediate_size, self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim);
         let bias = if self.qkv_bias { q + 2 * kv } else { 0 };
-        let layer = h * q + 2 * h * kv + q * h + bias + 3 * h * i + 2 * h;
-        let head = if self.tie_word_embeddings { 0 } else { self.vocab_size * h };
-        self.vocab_size * h + self.num_layers * layer + h + head
+        h * q + 2 * h * kv + q * h + bias + 3 * h * i + 2 * h
     }
 }
 

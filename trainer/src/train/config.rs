@@ -10,6 +10,7 @@ use crate::data::pack::Objective;
 use crate::model::precision::{Compute, parse_compute};
 use crate::ops::backend::BackendKind;
 use crate::ops::kernels::Kernels;
+use crate::run::backward::Recompute;
 use burn::tensor::FloatDType;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -97,6 +98,11 @@ pub struct TrainSection {
     /// Micro-batches per optimizer step (the study: 8 x 8 = 64 examples a step).
     #[serde(default = "default_grad_accum")]
     pub grad_accum: usize,
+    /// Decoder layers that recompute their activations in the backward pass instead of
+    /// keeping them (`run::backward`): `"none"`, `"layers"` (all) or the first N. Less
+    /// memory for one more forward pass of those layers; the results are the same.
+    #[serde(default)]
+    pub recompute: Recompute,
     #[serde(default = "default_epochs")]
     pub epochs: usize,
     /// Stop after this many optimizer steps (0: `epochs` decide).
@@ -172,6 +178,14 @@ impl Default for TrainSection {
 pub struct OutputSection {
     /// Metrics, checkpoints and the final model go here.
     pub dir: PathBuf,
+    /// When the run ends, write its model as a Hugging Face folder in `dir/hf` in this
+    /// dtype (`bf16`, `f16`, `f32`), as `trainer export` does; `none`: no export.
+    #[serde(default = "default_export")]
+    pub export: String,
+}
+
+fn default_export() -> String {
+    "none".into()
 }
 
 impl PretrainConfig {
@@ -195,6 +209,9 @@ impl PretrainConfig {
         check_compute_dtype(&t.compute_dtype, backend, "train.compute_dtype")?;
         if t.batch_size == 0 || t.grad_accum == 0 || self.data.seq_len < 2 || (t.epochs == 0 && t.max_steps == 0) {
             bail!("train.batch_size, train.grad_accum and train.epochs (or max_steps) must be at least 1, data.seq_len at least 2");
+        }
+        if self.output.export != "none" {
+            crate::export::parse_dtype(&self.output.export).context("output.export (or \"none\")")?;
         }
         if t.lr.is_nan() || t.lr <= 0.0 || !(0.0..1.0).contains(&t.warmup_fraction) || t.grad_clip < 0.0 {
             bail!("train.lr must be > 0, train.warmup_fraction within 0..1, train.grad_clip >= 0");

@@ -8,20 +8,24 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::Optimizer;
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::data::pack::{Window, windows};
+use crate::data::pack::{Window, positions_to_run, windows};
 use crate::data::set::{Sequence, read_split};
-use crate::loss::lm_loss;
+use crate::loss::{lm_loss, lm_loss_sum_of_hidden};
 use crate::model::Llama;
 use crate::model::config::ModelConfig;
+use crate::model::precision::parse_compute;
 use crate::ops::adamw::OnePassAdamW;
 use crate::ops::backend::BackendKind;
+use crate::run::backward::{GradientSums, backward_into, head_chunk_rows};
 use crate::run::checkpoint::{self, TrainState};
 use crate::run::clip::{clip_factor, global_norm};
+use crate::run::memory_plan::{Keys, MemoryPlan, Settings, card_memory, check_fits};
 use crate::run::metrics::Metrics;
 use crate::run::options::RunOptions;
 use crate::run::profiles::Profiles;
@@ -51,6 +55,7 @@ pub fn pretrain<B: TrainBackend>(cfg: &PretrainConfig, device: &B::Device, opts:
     let run_started = Instant::now();
     let inputs = Inputs::read(cfg)?;
     let plan = Plan::new(cfg, &inputs.train);
+    plan_memory(cfg, &inputs.model, device)?;
     let Start { mut model, mut optim, mut state, resumed_from } = start::<B>(cfg, &inputs, device, opts)?;
     let mut metrics = Metrics::open(&cfg.output.dir.join("metrics.jsonl"), state.step)?;
     // Each invocation's header: what it runs on, and how.
@@ -92,7 +97,7 @@ pub fn pretrain<B: TrainBackend>(cfg: &PretrainConfig, device: &B::Device, opts:
         ran += 1;
         state.tokens_seen += stats.tokens;
         last_loss = Some(stats.loss);
-        let line = report(&mut metrics, &stats, &state, (epoch, started.elapsed().as_secs_f64()), cfg, &inputs.model)?;
+        let line = report(&mut metrics, &stats, &state, (epoch, started.elapsed().as_secs_f64()), cfg)?;
         progress.step(state.step, line);
         let ends_run = opts.ends_run(state.step, plan.total, run_started);
         if !opts.another_step(state.step, plan.total, ran, run_started) {
@@ -107,10 +112,33 @@ pub fn pretrain<B: TrainBackend>(cfg: &PretrainConfig, device: &B::Device, opts:
         if (t.save_every > 0 && state.step % t.save_every == 0) || ends_run {
             checkpoint_dir = Some(checkpoint::save(&cfg.output.dir, &model, &optim, &state, t.keep_checkpoints)?);
         }
+        if state.step == plan.total && cfg.output.export != "none" {
+            export_model(&model, cfg)?;
+        }
     }
     progress.finish();
     profiles.finish(ran)?;
     Ok(Summary { steps: state.step, total_steps: plan.total, resumed_from, last_loss, eval_loss, tokens_seen: state.tokens_seen, checkpoint: checkpoint_dir })
+}
+
+/// Writes the finished run's model as a Hugging Face folder in `output.dir/hf` (staged
+/// and renamed into place, as `trainer export` does), with the tokenizer's files found
+/// beside the model's config.
+fn export_model<B: TrainBackend>(model: &Llama<B>, cfg: &PretrainConfig) -> Result<()> {
+    let out = cfg.output.dir.join("hf");
+    let export = crate::export::Export {
+        checkpoint: cfg.output.dir.clone(),
+        model_config: Some(cfg.model.config.clone()),
+        tokenizer: None,
+        out: out.clone(),
+        dtype: cfg.output.export.clone(),
+        max_shard_bytes: crate::export::DEFAULT_MAX_SHARD_BYTES,
+    };
+    let (_, tokenizer_dir) = crate::export::resolve(&export)?;
+    let started = Instant::now();
+    crate::export::write_export(model, &export, tokenizer_dir.as_deref()).with_context(|| format!("output.export: cannot write {}", out.display()))?;
+    eprintln!("pretrain: the model exported to {} as {} in {:.0} s", out.display(), cfg.output.export, started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// What a run reads before it starts: the set's splits and the model's shape, checked to
@@ -129,7 +157,12 @@ impl Inputs {
             bail!("the train split of {} is empty: nothing to train on", cfg.data.set.display());
         }
         let (test, _) = read_split(&cfg.data.set, "test")?;
-        let model = ModelConfig::from_file(&cfg.model.config)?;
+        let model = ModelConfig::from_file(&cfg.model.config).with_context(|| {
+            format!(
+                "model.config = {}: a local copy of the model's Hugging Face folder (configs/pretrain.toml: `huggingface-cli download meta-llama/Llama-3.2-3B --local-dir models/Llama-3.2-3B`, a gated model whose license is accepted on the hub first)",
+                cfg.model.config.display()
+            )
+        })?;
         if info.vocab_size > model.vocab_size {
             bail!(
                 "the set {} was tokenized with a vocabulary of {} ids, but the model ({}) has {}: use a model of the set's tokenizer family (the sets use Llama-3's)",
@@ -177,6 +210,28 @@ impl Plan {
     }
 }
 
+/// Prints what the run will hold in the card's memory and stops, before anything is
+/// loaded, a run that cannot fit.
+fn plan_memory<D: 'static>(cfg: &PretrainConfig, model: &ModelConfig, device: &D) -> Result<()> {
+    let t = &cfg.train;
+    let compute_bytes = match parse_compute(&t.compute_dtype)? {
+        Some(FloatDType::BF16 | FloatDType::F16) => 2,
+        Some(FloatDType::F64) => 8,
+        _ => 4,
+    };
+    let recomputed = t.recompute.layers(model.num_layers, "train.recompute")?;
+    let settings = Settings { batch: t.batch_size, seq_len: cfg.data.seq_len, grad_accum: t.grad_accum, recomputed, compute_bytes };
+    let card = card_memory(device);
+    eprintln!("{}", MemoryPlan::new(model, &settings).describe(card));
+    match card {
+        Some((free, _)) => check_fits(model, &settings, free, &MEMORY_KEYS),
+        None => Ok(()),
+    }
+}
+
+/// The keys of a pretraining run's memory.
+const MEMORY_KEYS: Keys = Keys { batch: "train.batch_size", grad_accum: "train.grad_accum", recompute: "train.recompute", seq_len: "data.seq_len" };
+
 /// Where a run starts: the model, its optimizer and the state, and the step resumed after.
 struct Start<B: TrainBackend> {
     model: Llama<B>,
@@ -222,13 +277,16 @@ struct StepStats {
     lr: f64,
     /// Tokens that counted in the loss.
     trained: usize,
-    /// Tokens the step read (whole windows).
+    /// Positions the step ran (each micro-batch up to its longest window).
     tokens: u64,
+    /// The model FLOPs of those positions.
+    flops: f64,
 }
 
 /// One optimizer step (`step`, counted from 1) over `group`'s windows: micro-batches of
-/// `train.batch_size` with accumulated gradients, the global-norm clip folded into the
-/// update, AdamW at `lr`.
+/// `train.batch_size` with their gradients summed (the first `train.recompute` layers
+/// recomputing their activations), the global-norm clip folded into the update, AdamW at
+/// `lr`.
 fn train_step<B: TrainBackend>(
     model: Llama<B>,
     optim: &mut Optim<B>,
@@ -239,22 +297,32 @@ fn train_step<B: TrainBackend>(
     device: &B::Device,
 ) -> Result<(Llama<B>, StepStats)> {
     let micro: Vec<&[Window]> = group.chunks(cfg.train.batch_size).collect();
-    let mut accumulator = GradientsAccumulator::<Llama<B>>::new();
-    let mut trained = 0usize;
+    let recomputed = cfg.train.recompute.layers(model.layers.len(), "train.recompute")?;
+    let mut sums = GradientSums::default();
+    let (mut trained, mut tokens, mut flops) = (0usize, 0u64, 0f64);
     // The step's loss stays on the device until the step is done (no sync per micro-batch).
     let mut step_loss: Option<Tensor<B::InnerBackend, 1>> = None;
     for batch in &micro {
-        let (ids, labels) = tensors::<B>(batch, cfg.data.seq_len, device);
-        let loss = lm_loss(&model, ids, labels).div_scalar(micro.len() as f64);
+        let positions = positions_to_run(batch, cfg.data.seq_len);
+        tokens += (batch.len() * positions) as u64;
+        flops += (batch.len() * positions) as f64 * flops_per_token(&model.config, positions);
+        let (ids, labels) = tensors::<B>(batch, positions, device);
+        // Each micro-batch's token mean, divided by the micro-batches (veRL's SFT loss).
+        let batch_trained = batch.iter().map(Window::trained).sum::<usize>();
+        let denominator = (batch_trained.max(1) * micro.len()) as f64;
+        let loss = |m: &Llama<B>, hidden: Tensor<B, 3>, rows: std::ops::Range<usize>| {
+            lm_loss_sum_of_hidden(m, hidden, labels.clone().narrow(0, rows.start, rows.len())).div_scalar(denominator)
+        };
+        let head_rows = head_chunk_rows(positions, model.config.vocab_size);
+        let loss = backward_into(&model, ids, recomputed, head_rows, loss, &mut sums);
         step_loss = Some(match step_loss {
-            Some(sum) => sum + loss.clone().inner(),
-            None => loss.clone().inner(),
+            Some(sum) => sum + loss,
+            None => loss,
         });
-        trained += batch.iter().map(Window::trained).sum::<usize>();
-        accumulator.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+        trained += batch_trained;
     }
     let loss = step_loss.map_or(0.0, |l| l.into_scalar().elem::<f64>());
-    let grads = accumulator.grads();
+    let grads = sums.into_params();
     // The clip's factor goes into the optimizer's update (no pass over the gradients).
     let grad_norm = global_norm(&model, &grads, model.kernels());
     optim.optim().grad_scale.set(clip_factor(grad_norm, cfg.train.grad_clip).unwrap_or(1.0) as f32);
@@ -264,22 +332,15 @@ fn train_step<B: TrainBackend>(
         );
     }
     let model = optim.step(lr, model, grads);
-    Ok((model, StepStats { loss, grad_norm, lr, trained, tokens: (group.len() * cfg.data.seq_len) as u64 }))
+    Ok((model, StepStats { loss, grad_norm, lr, trained, tokens, flops }))
 }
 
 /// Writes the metrics line of a step of `epoch` that took `seconds`; returns its progress
 /// line.
-fn report(
-    metrics: &mut Metrics,
-    s: &StepStats,
-    state: &TrainState,
-    (epoch, seconds): (usize, f64),
-    cfg: &PretrainConfig,
-    model: &ModelConfig,
-) -> Result<String> {
+fn report(metrics: &mut Metrics, s: &StepStats, state: &TrainState, (epoch, seconds): (usize, f64), cfg: &PretrainConfig) -> Result<String> {
     let tokens_per_s = s.tokens as f64 / seconds;
     let peak_tflops = cfg.train.peak_tflops;
-    let mfu = (peak_tflops > 0.0).then(|| tokens_per_s * flops_per_token(model, cfg.data.seq_len) / (peak_tflops * 1e12));
+    let mfu = (peak_tflops > 0.0).then(|| s.flops / seconds / (peak_tflops * 1e12));
     metrics.write(&json!({
         "kind": "train", "step": state.step, "epoch": epoch, "loss": s.loss, "lr": s.lr, "grad_norm": s.grad_norm,
         "trained_tokens": s.trained, "tokens_seen": state.tokens_seen, "tokens_per_s": tokens_per_s, "mfu": mfu, "step_s": seconds,
@@ -301,17 +362,18 @@ fn evaluate<B: ModelBackend>(model: &Llama<B>, test: &[Window], cfg: &PretrainCo
         if trained == 0 {
             continue;
         }
-        let (ids, labels) = tensors::<B>(batch, cfg.data.seq_len, device);
+        let (ids, labels) = tensors::<B>(batch, positions_to_run(batch, cfg.data.seq_len), device);
         sum += lm_loss(model, ids, labels).into_scalar().elem::<f64>() * trained as f64;
         count += trained;
     }
     if count == 0 { f64::NAN } else { sum / count as f64 }
 }
 
-fn tensors<B: Backend>(batch: &[Window], seq_len: usize, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
-    let ids: Vec<i64> = batch.iter().flat_map(|w| w.ids.iter().copied()).collect();
-    let labels: Vec<i64> = batch.iter().flat_map(|w| w.labels.iter().copied()).collect();
-    let shape = [batch.len(), seq_len];
+/// The first `positions` ids and labels of each window.
+fn tensors<B: Backend>(batch: &[Window], positions: usize, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+    let ids: Vec<i64> = batch.iter().flat_map(|w| w.ids[..positions].iter().copied()).collect();
+    let labels: Vec<i64> = batch.iter().flat_map(|w| w.labels[..positions].iter().copied()).collect();
+    let shape = [batch.len(), positions];
     (Tensor::from_data(TensorData::new(ids, shape), device), Tensor::from_data(TensorData::new(labels, shape), device))
 }
 

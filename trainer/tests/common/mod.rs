@@ -8,6 +8,13 @@ use std::path::{Path, PathBuf};
 
 use pipeline::stages::build::megatron::{MegatronWriter, TokenType};
 
+/// Runs a Python script with arguments; its standard output (a failure fails the test).
+pub fn python(script: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("python3").arg("-c").arg(script).args(args).output().unwrap();
+    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// A fixture folder under `tests/fixtures`.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)

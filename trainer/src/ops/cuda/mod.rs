@@ -1,6 +1,7 @@
 //! What the CUDA paths of the ops share: the stream cubecl runs a thread's work on, so
 //! cuBLAS can run in order with cubecl's kernels (`stream`), and how row and elementwise
-//! kernels are launched (`plane_rows`).
+//! kernels are launched (`plane_rows`), and the card's free memory (`memory`).
 
+pub mod memory;
 pub mod plane_rows;
 pub mod stream;
