@@ -158,8 +158,9 @@ struct SourceArgs {
     /// every backend).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// With --config: the weights of a trainer checkpoint instead (a record such as
-    /// `runs/ppo-gpu/checkpoints/step-00000010/actor.mpk`, a checkpoint or a run folder).
+    /// With --config: these weights instead: a trainer checkpoint (a record such as
+    /// `runs/ppo-gpu/checkpoints/step-00000010/actor.mpk`, a checkpoint or a run folder) or
+    /// Hugging Face safetensors (a file, an index or a folder), shapes checked.
     #[arg(long, requires = "config")]
     record: Option<PathBuf>,
 }

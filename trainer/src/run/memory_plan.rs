@@ -127,21 +127,24 @@ pub fn card_memory<D: 'static>(device: &D) -> Option<(u64, u64)> {
     None
 }
 
-/// How far the estimate may be off: within 7% of the runs measured (see the tests).
-const MARGIN: f64 = 0.07;
+/// How far the estimate may be off: measured on an H100 at the 3B shape it was 4.5% and
+/// 6.2% above the memory in use without recomputation, 10.1% below it with every layer
+/// recomputed (the memory pool keeps pages the counted tensors do not explain; see the
+/// tests).
+const MARGIN: f64 = 0.12;
 
-/// Whether the run fits in `free` bytes. Above them by more than the estimate's margin it
-/// is one error naming what would fit: every layer recomputed, then smaller micro-batches
-/// (more of them for the same step), then shorter sequences; within the margin, a warning
-/// saying the same.
+/// Whether the run fits in `free` bytes. Below them by the estimate's margin it fits;
+/// above them by more than the margin it is one error naming what would fit (every layer
+/// recomputed, then smaller micro-batches, more of them for the same step, then shorter
+/// sequences); in between, a warning saying the same, and the run starts.
 pub fn check_fits(model: &ModelConfig, s: &Settings, free: u64, keys: &Keys) -> Result<()> {
-    let plan = MemoryPlan::new(model, s);
-    if plan.needed() <= free {
+    let needed = MemoryPlan::new(model, s).needed() as f64;
+    if needed <= free as f64 * (1.0 - MARGIN) {
         return Ok(());
     }
     match fit_error(model, s, free, keys) {
-        Err(e) if plan.needed() as f64 <= free as f64 * (1.0 + MARGIN) => {
-            eprintln!("warning: {e:#}; the estimate is within its margin, so the run starts: if it runs out of memory, do that");
+        Err(e) if needed <= free as f64 * (1.0 + MARGIN) => {
+            eprintln!("warning: {e:#}; the estimate is within its margin of error (12%), so the run starts: if it runs out of memory, do that");
             Ok(())
         }
         other => other,
@@ -151,7 +154,7 @@ pub fn check_fits(model: &ModelConfig, s: &Settings, free: u64, keys: &Keys) -> 
 fn fit_error(model: &ModelConfig, s: &Settings, free: u64, keys: &Keys) -> Result<()> {
     let plan = MemoryPlan::new(model, s);
     let gb = |b: u64| format!("{:.1} GB", b as f64 / 1e9);
-    let fits = |s: &Settings| MemoryPlan::new(model, s).needed() <= free;
+    let fits = |s: &Settings| MemoryPlan::new(model, s).needed() as f64 <= free as f64 * (1.0 - MARGIN);
     let all = Settings { recomputed: model.num_layers, ..*s };
     let fix = if s.recomputed < model.num_layers && fits(&all) {
         let least = (s.recomputed..=model.num_layers).find(|&n| fits(&Settings { recomputed: n, ..*s })).unwrap_or(model.num_layers);
@@ -186,10 +189,11 @@ mod tests {
         Settings { batch, seq_len, grad_accum, recomputed, compute_bytes: 2 }
     }
 
-    /// At the 3B shape, sequences of 4096 in bf16 without recomputation: parameters and
-    /// moments are 12 bytes a parameter, the sums 4 more, and the estimate is within the margin (7%) of the memory an
-    /// H100 had in use (nvidia-smi) for one window a step (71,299 MiB) and eight (80,163
-    /// MiB; docs/PERF.md, tenth measurement).
+    /// At the 3B shape in bf16: parameters and moments are 12 bytes a parameter, the sums
+    /// 4 more, and the estimate is within the margin of the memory an H100 had in use
+    /// (nvidia-smi's peak): 1 x 4096 without recomputation, one window a step (71,299 MiB)
+    /// and eight (80,163 MiB; docs/PERF.md, tenth measurement), and configs/pretrain.toml's
+    /// 8 x 2048, 8 a step, every layer recomputed (69,507 MiB; eleventh measurement).
     #[test]
     fn the_3b_plan_matches_the_measured_runs() {
         let m = llama_3b();
@@ -197,10 +201,10 @@ mod tests {
         let n = m.num_parameters() as u64;
         assert_eq!(plan.parameters + plan.optimizer, 12 * n);
         assert!(plan.gradients >= 4 * n);
-        for (grad_accum, mib) in [(1, 71_299.0), (8, 80_163.0)] {
-            let plan = MemoryPlan::new(&m, &settings(1, 4096, grad_accum, 0));
+        for (run, mib) in [(settings(1, 4096, 1, 0), 71_299.0), (settings(1, 4096, 8, 0), 80_163.0), (settings(8, 2048, 8, 28), 69_507.0)] {
+            let plan = MemoryPlan::new(&m, &run);
             let measured = mib * 1024.0 * 1024.0;
-            assert!((plan.needed() as f64 - measured).abs() < MARGIN * measured, "{grad_accum}: {}", plan.describe(None));
+            assert!((plan.needed() as f64 - measured).abs() < MARGIN * measured, "{run:?}: {}", plan.describe(None));
         }
     }
 
