@@ -8,7 +8,8 @@
 # or 1 picks burn's fusion for ours; HOST_PROFILE=1 profiles our host over the steps after
 # the third, written to $OUT/host-<compute>.folded and summarised in host-<compute>.txt:
 # needs a build with --features cuda,host-profile; GPU_PROFILE=1 records every kernel over
-# the same steps, written to $OUT/gpu-<compute>.jsonl and summarised in gpu-<compute>.txt).
+# the same steps, written to $OUT/gpu-<compute>.jsonl and summarised in gpu-<compute>.txt;
+# GRAD_ACCUM sets train.grad_accum, RECOMPUTE train.recompute: none, layers or a number).
 #   run (device tool) with carry [".device/trainer.xz", ".device/cubecl-cache.tar.xz"] (the
 #   cache only if there is one), where .device/trainer.xz is the packed CUDA build
 #   (scripts/gpu/trainer_binary.sh).
