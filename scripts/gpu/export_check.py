@@ -35,13 +35,8 @@ def main():
     skip_export = "--skip-export" in sys.argv[4:]
     out.mkdir(parents=True, exist_ok=True)
     report = {}
-    config = LlamaConfig(
-        vocab_size=128256, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
-        num_attention_heads=24, num_key_value_heads=8, head_dim=128, max_position_embeddings=131072,
-        rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=True, bos_token_id=128000, eos_token_id=128001,
-        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                      "original_max_position_embeddings": 8192},
-    )
+    shape = Path(__file__).resolve().parents[2] / "configs/models/llama-3.2-3b-shape.json"
+    config = LlamaConfig.from_dict(json.loads(shape.read_text()))
     torch.manual_seed(0)
     original = AutoModelForCausalLM.from_config(config, torch_dtype=torch.bfloat16).cuda().eval()
     source, exported = work / "hf", work / "exported"

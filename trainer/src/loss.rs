@@ -33,10 +33,8 @@ pub fn lm_loss<B: ModelBackend>(model: &Llama<B>, ids: Tensor<B, 2, Int>, labels
 /// (`Llama::hidden`): the LM head on all positions but the last, its logits in the compute
 /// dtype.
 pub fn lm_loss_of_hidden<B: ModelBackend>(model: &Llama<B>, hidden: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 1> {
-    let [b, t, _] = hidden.dims();
-    let logits = model.head_computed(hidden.narrow(1, 0, t - 1));
-    let vocab = logits.dims()[2];
-    mean_over_counted(logits.reshape([b * (t - 1), vocab]), predicted(labels))
+    let (logits, targets) = head_rows(model, hidden, labels);
+    mean_over_counted(logits, targets)
 }
 
 /// The sum (not the mean) of the counted positions' cross-entropies of the model's final
@@ -44,11 +42,18 @@ pub fn lm_loss_of_hidden<B: ModelBackend>(model: &Llama<B>, hidden: Tensor<B, 3>
 /// (`run::backward`); divided by the counted positions of the whole batch, it is
 /// [`lm_loss_of_hidden`].
 pub fn lm_loss_sum_of_hidden<B: ModelBackend>(model: &Llama<B>, hidden: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    let (logits, targets) = head_rows(model, hidden, labels);
+    let (losses, counted) = counted_losses(logits, targets);
+    (losses * counted).sum()
+}
+
+/// The LM head's logits of every position but the last, one row per position (in the
+/// compute dtype), and the labels they predict.
+fn head_rows<B: ModelBackend>(model: &Llama<B>, hidden: Tensor<B, 3>, labels: Tensor<B, 2, Int>) -> (Tensor<B, 2>, Tensor<B, 1, Int>) {
     let [b, t, _] = hidden.dims();
     let logits = model.head_computed(hidden.narrow(1, 0, t - 1));
     let vocab = logits.dims()[2];
-    let (losses, counted) = counted_losses(logits.reshape([b * (t - 1), vocab]), predicted(labels));
-    (losses * counted).sum()
+    (logits.reshape([b * (t - 1), vocab]), predicted(labels))
 }
 
 /// The labels the positions `0..seq - 1` predict (`labels[:, 1..]`), one row per position.

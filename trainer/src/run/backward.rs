@@ -125,11 +125,9 @@ pub fn backward_into<B: TrainBackend>(
     loss: impl RowLoss<B>,
     sums: &mut GradientSums,
 ) -> Tensor<B::InnerBackend, 1> {
-    let recomputed = recomputed.min(model.layers.len());
+    let (recomputed, head_rows) = (recomputed.min(model.layers.len()), head_rows.max(1));
     if recomputed == 0 {
-        let hidden = model.hidden(ids);
-        let (value, dh) = loss_by_rows(model, &hidden, head_rows, &loss, sums);
-        let mut grads = (hidden * Tensor::from_inner(dh)).sum().backward();
+        let (value, mut grads) = tail_backward(model, model.hidden(ids), head_rows, &loss, sums);
         sums.add(model, &mut grads);
         return value;
     }
@@ -151,9 +149,7 @@ pub fn backward_into<B: TrainBackend>(
     for layer in &model.layers[recomputed..] {
         h = layer.forward(h, &at, None);
     }
-    let hidden = apply_rms_norm(&model.norm, h);
-    let (value, dh) = loss_by_rows(model, &hidden, head_rows, &loss, sums);
-    let mut grads = (hidden * Tensor::from_inner(dh)).sum().backward();
+    let (value, mut grads) = tail_backward(model, apply_rms_norm(&model.norm, h), head_rows, &loss, sums);
     let mut dy = input.grad_remove(&mut grads).expect("the tail's input takes part in the loss");
     sums.add(model, &mut grads);
     // The recomputed layers, last first.
@@ -170,6 +166,26 @@ pub fn backward_into<B: TrainBackend>(
     value
 }
 
+/// The backward pass of `loss` on `hidden` (the final hidden states, with their graph):
+/// the loss and the gradients of the graph behind `hidden`. One chunk covering every row
+/// is one backward pass; more run the head chunk by chunk (`loss_by_rows`), then the
+/// graph behind `hidden` from their gradient.
+fn tail_backward<B: TrainBackend>(
+    model: &Llama<B>,
+    hidden: Tensor<B, 3>,
+    head_rows: usize,
+    loss: &impl RowLoss<B>,
+    sums: &mut GradientSums,
+) -> (Tensor<B::InnerBackend, 1>, B::Gradients) {
+    let rows = hidden.dims()[0];
+    if head_rows >= rows {
+        let value = loss(model, hidden, 0..rows);
+        return (value.clone().inner(), value.backward());
+    }
+    let (value, dh) = loss_by_rows(model, &hidden, head_rows, loss, sums);
+    (value, (hidden * Tensor::from_inner(dh)).sum().backward())
+}
+
 /// The loss on `hidden`'s rows, `head_rows` at a time, each chunk's backward pass run at
 /// once (its head's gradients added into `sums`); returns the loss and the gradient of
 /// `hidden`.
@@ -183,8 +199,8 @@ fn loss_by_rows<B: TrainBackend>(
     let values = hidden.clone().inner();
     let rows = values.dims()[0];
     let (mut total, mut gradients) = (None, Vec::new());
-    for start in (0..rows).step_by(head_rows.max(1)) {
-        let range = start..(start + head_rows.max(1)).min(rows);
+    for start in (0..rows).step_by(head_rows) {
+        let range = start..(start + head_rows).min(rows);
         let part = Tensor::<B, 3>::from_inner(values.clone().narrow(0, start, range.len())).require_grad();
         let value = loss(model, part.clone(), range);
         let mut grads = value.backward();

@@ -10,7 +10,6 @@ use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
 use burn::optim::Optimizer;
 use burn::prelude::*;
-use burn::tensor::FloatDType;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -214,11 +213,7 @@ impl Plan {
 /// loaded, a run that cannot fit.
 fn plan_memory<D: 'static>(cfg: &PretrainConfig, model: &ModelConfig, device: &D) -> Result<()> {
     let t = &cfg.train;
-    let compute_bytes = match parse_compute(&t.compute_dtype)? {
-        Some(FloatDType::BF16 | FloatDType::F16) => 2,
-        Some(FloatDType::F64) => 8,
-        _ => 4,
-    };
+    let compute_bytes = parse_compute(&t.compute_dtype)?.map_or(4, |d| burn::tensor::DType::from(d).size());
     let recomputed = t.recompute.layers(model.num_layers, "train.recompute")?;
     let settings = Settings { batch: t.batch_size, seq_len: cfg.data.seq_len, grad_accum: t.grad_accum, recomputed, compute_bytes };
     let card = card_memory(device);
