@@ -1,44 +1,135 @@
-"""The PyTorch side of the rollout-generation benchmark: transformers' LlamaForCausalLM from
-a config (random init), `generate` with sampling at temperature 1 (top-p 1, no top-k) and
-every row forced to `--new-tokens` tokens, the same batch and prompt length as
-`trainer bench-generate`. One untimed call, then `--repeats` timed calls; one JSON line per
-precision (f32 as ours, and bf16 weights).
+"""The PyTorch side of the rollout-generation benchmark, the same batch, prompt length and
+new tokens as `trainer bench-generate` (random init, sampling at temperature 1, top-p 1,
+every row forced to `--new-tokens` tokens). Two sides:
 
-usage: bench_torch_generate.py --config configs/models/countdown-90m.json --batch 256 --prompt-tokens 96 --new-tokens 128
+- `generate`: transformers' LlamaForCausalLM.generate (top_k 0);
+- `plain`: a plain PyTorch decoder written here over the same transformers modules: a
+  static key/value cache of prompt + new tokens per layer, the new keys written in place,
+  SDPA with grouped heads (`enable_gqa`) over the filled positions, the Gumbel-max draw on
+  the device, no CUDA graphs (what a user writes in an afternoon instead of `generate`).
+
+One untimed call, then `--repeats` timed calls; one JSON line per side and dtype, with the
+peak memory PyTorch allocated and, for `plain`, the prefill's time and the mean decoding
+step's.
+
+usage: bench_torch_generate.py --config configs/models/llama-3.2-1b-shape.json --batch 256 \
+    --prompt-tokens 256 --new-tokens 256 [--sides generate,plain] [--dtypes f32,bf16]
 """
 import argparse
 import json
 import time
 
 import torch
+import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
+DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16}
 
-def run(cfg, args, dtype):
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg).cuda().to(dtype).eval()
+
+def prompts(cfg, args):
     rows = torch.arange(args.batch, device="cuda").unsqueeze(1)
     cols = torch.arange(args.prompt_tokens, device="cuda").unsqueeze(0)
-    ids = (rows * 7919 + cols * 104729 + 3) % cfg.vocab_size
-    mask = torch.ones_like(ids)
-    kwargs = dict(attention_mask=mask, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
-                  max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, pad_token_id=0)
+    return (rows * 7919 + cols * 104729 + 3) % cfg.vocab_size
+
+
+def timed(args, call):
+    """Runs `call` once untimed, then `args.repeats` times; returns (first, mean) seconds."""
     times = []
-    with torch.no_grad():
-        for i in range(args.repeats + 1):
-            torch.cuda.synchronize()
-            t = time.perf_counter()
-            out = model.generate(ids, **kwargs)
-            torch.cuda.synchronize()
-            times.append(time.perf_counter() - t)
-            assert out.shape == (args.batch, args.prompt_tokens + args.new_tokens), out.shape
-    mean = sum(times[1:]) / args.repeats
-    print(json.dumps({"side": "transformers generate", "dtype": str(dtype).removeprefix("torch."), "batch": args.batch,
-                      "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens, "first_call_s": times[0],
-                      "seconds": mean, "tokens_per_s": args.batch * args.new_tokens / mean,
-                      "torch": torch.__version__}), flush=True)
-    del model
-    torch.cuda.empty_cache()
+    for _ in range(args.repeats + 1):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        call()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times[0], sum(times[1:]) / args.repeats
+
+
+def report(side, dtype, args, first, mean, **extra):
+    print(json.dumps({"side": side, "dtype": dtype, "batch": args.batch, "prompt_tokens": args.prompt_tokens,
+                      "new_tokens": args.new_tokens, "first_call_s": first, "seconds": mean,
+                      "tokens_per_s": args.batch * args.new_tokens / mean,
+                      "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
+                      "torch": torch.__version__, **extra}), flush=True)
+
+
+def run_generate(model, cfg, args, dtype):
+    ids = prompts(cfg, args)
+    kwargs = dict(attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                  max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, pad_token_id=0)
+
+    def call():
+        out = model.generate(ids, **kwargs)
+        assert out.shape == (args.batch, args.prompt_tokens + args.new_tokens), out.shape
+
+    first, mean = timed(args, call)
+    report("transformers generate", dtype, args, first, mean)
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class PlainDecoder:
+    """A static-cache decoder over the modules of a transformers Llama model."""
+
+    def __init__(self, model, cfg, batch, capacity):
+        self.model, self.inner = model, model.model
+        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        shape = (cfg.num_hidden_layers, batch, self.kv_heads, capacity, self.head_dim)
+        dtype = next(model.parameters()).dtype
+        self.k = torch.zeros(shape, dtype=dtype, device="cuda")
+        self.v = torch.zeros(shape, dtype=dtype, device="cuda")
+
+    def forward(self, ids, start):
+        """Logits of the last position of `ids` ([batch, t]) at positions start..start+t."""
+        b, t = ids.shape
+        x = self.inner.embed_tokens(ids)
+        positions = torch.arange(start, start + t, device="cuda").expand(b, t)
+        cos, sin = self.inner.rotary_emb(x, positions)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        end = start + t
+        for i, layer in enumerate(self.inner.layers):
+            attn, h = layer.self_attn, layer.input_layernorm(x)
+            q = attn.q_proj(h).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+            k = attn.k_proj(h).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+            v = attn.v_proj(h).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+            q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+            self.k[i, :, :, start:end] = k
+            self.v[i, :, :, start:end] = v
+            o = F.scaled_dot_product_attention(q, self.k[i, :, :, :end], self.v[i, :, :, :end], is_causal=t > 1, enable_gqa=True)
+            x = x + attn.o_proj(o.transpose(1, 2).reshape(b, t, -1))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return self.model.lm_head(self.inner.norm(x[:, -1]))
+
+
+def gumbel_pick(logits):
+    u = torch.rand_like(logits, dtype=torch.float32).clamp_(1e-20, 1.0 - 2**-24)
+    return (logits.float() - torch.log(-torch.log(u))).argmax(-1, keepdim=True)
+
+
+def run_plain(model, cfg, args, dtype):
+    ids = prompts(cfg, args)
+    decoder = PlainDecoder(model, cfg, args.batch, args.prompt_tokens + args.new_tokens)
+    phases = {}
+
+    def call():
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        token = gumbel_pick(decoder.forward(ids, 0))
+        torch.cuda.synchronize()
+        prefill = time.perf_counter() - start
+        out = [token]
+        for step in range(args.new_tokens - 1):
+            token = gumbel_pick(decoder.forward(token, args.prompt_tokens + step))
+            out.append(token)
+        torch.cuda.synchronize()
+        phases.update(prefill_s=prefill, step_ms=(time.perf_counter() - start - prefill) * 1e3 / max(1, args.new_tokens - 1))
+        assert torch.cat(out, 1).shape == (args.batch, args.new_tokens)
+
+    first, mean = timed(args, call)
+    report("plain PyTorch decoder (static cache, SDPA, no CUDA graphs)", dtype, args, first, mean, **phases)
 
 
 def main():
@@ -48,11 +139,22 @@ def main():
     ap.add_argument("--prompt-tokens", type=int, default=96)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sides", default="generate", help="comma-separated: generate, plain")
+    ap.add_argument("--dtypes", default="f32,bf16", help="comma-separated: f32, bf16")
     args = ap.parse_args()
     cfg = LlamaConfig.from_json_file(args.config)
     cfg._attn_implementation = "sdpa"
-    for dtype in (torch.float32, torch.bfloat16):
-        run(cfg, args, dtype)
+    sides = {"generate": run_generate, "plain": run_plain}
+    for name in args.dtypes.split(","):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(cfg).cuda().to(DTYPES[name]).eval()
+        for side in args.sides.split(","):
+            torch.cuda.reset_peak_memory_stats()
+            with torch.no_grad():
+                sides[side](model, cfg, args, name)
+            torch.cuda.empty_cache()
+        del model
+        torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

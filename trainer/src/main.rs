@@ -123,6 +123,9 @@ enum Command {
         new_tokens: usize,
         #[arg(long, default_value_t = 3)]
         repeats: usize,
+        /// Write a GPU profile of one more call here (every kernel, per decoding step; CUDA builds).
+        #[arg(long)]
+        gpu_profile: Option<PathBuf>,
         /// The dtype the matmuls run in: f32, bf16 or f16 (cuda), f64.
         #[arg(long, default_value = "f32")]
         compute_dtype: String,
@@ -263,10 +266,10 @@ fn run(cli: Cli) -> Result<()> {
             let work = Work::CheckBatch(source.source()?, BatchCheck { rows, alone, new_tokens, kernels });
             on_backend(BackendKind::parse(&backend, "--backend")?, kernels, true, work)
         }
-        Command::BenchGenerate { model, backend, batch, prompt_tokens, new_tokens, repeats, compute_dtype } => {
+        Command::BenchGenerate { model, backend, batch, prompt_tokens, new_tokens, repeats, gpu_profile, compute_dtype } => {
             let (kind, kernels) = (BackendKind::parse(&backend, "--backend")?, Kernels::default().with_env_overrides()?);
             let compute = check_compute_dtype(&compute_dtype, kind, "--compute-dtype")?;
-            let bench = GenerateBench { batch, prompt_tokens, new_tokens, repeats, compute, kernels };
+            let bench = GenerateBench { batch, prompt_tokens, new_tokens, repeats, compute, kernels, gpu_profile };
             on_backend(kind, kernels, false, Work::BenchGenerate(ModelConfig::from_file(&model)?, bench))
         }
         Command::BenchOps { model, backend, batch, seq, repeats, compute_dtype } => {

@@ -1,6 +1,7 @@
 //! Generation with the key/value cache on the tiny fixtures: batched, left-padded prompts
 //! give the logits the full forward gives at the same positions, and the same tokens as
-//! one prompt at a time; sampling is seeded; a tiny top-p is greedy.
+//! one prompt at a time; sampling is seeded, and a row's draws do not depend on its batch;
+//! rows that stop leave the batch; a tiny top-p is greedy.
 
 use std::path::Path;
 
@@ -45,9 +46,7 @@ fn sampling_is_seeded_and_stops_at_eos() {
     let device = Default::default();
     let model = load_model::<Cpu>(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama"), &device).unwrap();
     let prompts = vec![vec![5, 17, 99], vec![7, 8]];
-    // top_p 0.9: drawn on the host; 1.0: on the device (the backend's generator, which tests
-    // in this process share).
-    let _rng = BACKEND_RNG.lock().unwrap();
+    // top_p 0.9: drawn on the host; 1.0: on the device, from each row's key.
     for top_p in [0.9, 1.0] {
         let s = Sampling { max_new_tokens: 12, temperature: 1.0, top_p, seed: 3, eos: None };
         let a = generate(&model, &prompts, &s, false).unwrap();
@@ -62,6 +61,37 @@ fn sampling_is_seeded_and_stops_at_eos() {
     let stopped = generate(&model, &prompts, &Sampling { eos: Some(first), ..greedy(5) }, false).unwrap();
     assert_eq!(stopped.tokens[0], vec![first]);
     assert!(!stopped.tokens[1].is_empty());
+}
+
+/// A row's device draws depend on its key (the seed and its index), not on the rows
+/// that share its batch.
+#[test]
+fn a_rows_draws_do_not_depend_on_its_batch() {
+    let model = load_model::<Cpu>(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama"), &Default::default()).unwrap();
+    let s = Sampling { max_new_tokens: 10, temperature: 1.0, top_p: 1.0, seed: 8, eos: None };
+    let batch = generate(&model, &[vec![5, 17, 99], vec![7, 8], vec![60, 61, 62, 63]], &s, false).unwrap().tokens;
+    let alone = generate(&model, &[vec![5, 17, 99]], &s, false).unwrap().tokens;
+    assert_eq!(batch[0], alone[0]);
+}
+
+/// Rows that stop early leave the batch (their cache rows dropped); the others go on with
+/// the tokens they would have had.
+#[test]
+fn finished_rows_leave_without_changing_the_others() {
+    let model = load_model::<Cpu>(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama"), &Default::default()).unwrap();
+    let prompts: Vec<Vec<u32>> = (0..8u32).map(|r| (0..2 + r).map(|i| (r * 13 + i * 7 + 1) % 120).collect()).collect();
+    let free = generate(&model, &prompts, &greedy(10), false).unwrap().tokens;
+    // Stop at tokens some rows reach early and others late or never; at least one of them
+    // stops a quarter of the rows before the last step, so the batch is compacted.
+    let stops_early = |eos: u32| free.iter().filter(|t| t[..9].contains(&eos)).count();
+    assert!([free[0][0], free[3][2], free[5][6]].iter().any(|&eos| stops_early(eos) * 4 >= free.len()), "{free:?}");
+    for eos in [free[0][0], free[3][2], free[5][6]] {
+        let stopped = generate(&model, &prompts, &Sampling { eos: Some(eos), ..greedy(10) }, false).unwrap().tokens;
+        for (row, tokens) in free.iter().enumerate() {
+            let end = tokens.iter().position(|&t| t == eos).map_or(tokens.len(), |i| i + 1);
+            assert_eq!(stopped[row], tokens[..end], "eos {eos}, row {row}");
+        }
+    }
 }
 
 #[test]
@@ -79,25 +109,21 @@ fn greedy_tokens_equal_transformers_generate() {
     }
 }
 
-/// The CPU backend's generator is one for the process: tests that seed it and draw must
-/// not interleave.
-static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 #[test]
 fn device_draws_follow_the_tempered_softmax() {
-    let _rng = BACKEND_RNG.lock().unwrap();
-    // 40,000 rows of the same four logits: the share of each token must be its probability
-    // under softmax(logits / T), within 4 standard errors, at T = 1 and T = 0.5.
+    // 40,000 rows of the same four logits, each with its own key: the share of each token
+    // must be its probability under softmax(logits / T), within 4 standard errors, at T = 1
+    // and T = 0.5.
     type B = Cpu;
     let device = Default::default();
     let p = [0.1f64, 0.2, 0.3, 0.4];
     let rows = 40_000;
     let logits: Vec<f32> = (0..rows).flat_map(|_| p.iter().map(|x| x.ln() as f32)).collect();
-    for temperature in [1.0, 0.5] {
-        <B as burn::prelude::Backend>::seed(&device, 11);
+    let keys: Vec<u32> = (0..rows).map(|row| trainer::ops::pick_tokens::row_key(11, row)).collect();
+    for (step, temperature) in [(0, 1.0), (5, 0.5)] {
         let t = burn::prelude::Tensor::<B, 2>::from_data(burn::prelude::TensorData::new(logits.clone(), [rows, 4]), &device);
-        let picked = trainer::generate::device_pick(t, temperature).into_data().convert::<i64>().to_vec::<i64>().unwrap();
-        let weights: Vec<f64> = p.iter().map(|x| x.powf(1.0 / temperature)).collect();
+        let picked = trainer::generate::device_pick(t, &keys, step, temperature).into_data().convert::<i64>().to_vec::<i64>().unwrap();
+    let weights: Vec<f64> = p.iter().map(|x| x.powf(1.0 / temperature)).collect();
         let total: f64 = weights.iter().sum();
         for (token, w) in weights.iter().enumerate() {
             let want = w / total;

@@ -55,7 +55,12 @@ fn check_training_ops(kernels: Kernels) {
     }
     let shapes = OpShapes { batch: 256, heads: 8, kv_heads: 4, head_dim: 64, prompt: 96, capacity: 192, vocab: 128_256 };
     for g in check_ops::<Cpu, CudaFused>(shapes, cpu, gpu) {
-        println!("op {g}");
+        println!("op {g} (CUDA with fusion)");
+    }
+    // Generation's ops as PPO and bench-generate run them: attention over the cache with
+    // its softmax kernel, the cache written in place.
+    for g in check_ops::<Cpu, CudaPlain>(shapes, cpu, gpu) {
+        println!("op {g} (CUDA without fusion)");
     }
     // Odd sizes, so that the kernel's last block is partly outside the tensor.
     print(ops::adamw::check::check_adamw::<Cpu, CudaPlain>([1001, 777], cpu, gpu), "one kernel");
@@ -82,6 +87,7 @@ fn check_training_ops(kernels: Kernels) {
     }
     // A vocabulary that is not a multiple of the 256 units a cube walks a row with.
     print(ops::cross_entropy::check::check_cross_entropy::<Cpu, CudaPlain>([37, 50_021], cpu, gpu), "two kernels");
+    print(ops::pick_tokens::check::check_pick_tokens::<Cpu, CudaPlain>([37, 50_021], cpu, gpu), "one kernel");
 }
 
 /// One CUDA backend's model, with the CPU model's weights, against the CPU model.

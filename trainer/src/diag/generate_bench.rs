@@ -1,8 +1,10 @@
 //! The rollout-generation benchmark (`trainer bench-generate`): a random-init model of the
 //! given shape samples `new_tokens` tokens (temperature 1, no stop token, so every row runs
 //! to the end) for a batch of fixed prompts, as a PPO rollout does; one untimed call first
-//! (GPU kernels are compiled and tuned there), then `repeats` timed calls. The PyTorch side
-//! of the comparison is `scripts/gpu/bench_torch_generate.py`.
+//! (GPU kernels are compiled and tuned there), then `repeats` timed calls, each after a
+//! timed call of the prefill alone (one new token), which gives the mean decoding step;
+//! with a GPU profile, one more call records every kernel (launches and time per step).
+//! The PyTorch side of the comparison is `scripts/gpu/bench_torch_generate.py`.
 
 use std::time::Instant;
 
@@ -10,6 +12,7 @@ use anyhow::Result;
 use serde_json::{Value, json};
 
 use crate::ModelBackend;
+use crate::diag::gpu_profile::GpuProfile;
 use crate::generate::{Sampling, generate};
 use crate::model::Llama;
 use crate::model::config::ModelConfig;
@@ -27,6 +30,9 @@ pub struct GenerateBench {
     pub compute: Compute,
     /// The kernel paths the ops take.
     pub kernels: Kernels,
+    /// Where to write a GPU profile of one more (untimed) call: every kernel it ran
+    /// (`diag::gpu_profile`, per decoding step).
+    pub gpu_profile: Option<std::path::PathBuf>,
 }
 
 /// Runs the benchmark; returns one JSON object (tokens/s over the timed calls).
@@ -36,20 +42,35 @@ pub fn bench_generate<B: ModelBackend>(config: &ModelConfig, b: &GenerateBench, 
     let vocab = config.vocab_size as u64;
     let prompts: Vec<Vec<u32>> =
         (0..b.batch as u64).map(|row| (0..b.prompt_tokens as u64).map(|i| ((row * 7919 + i * 104_729 + 3) % vocab) as u32).collect()).collect();
-    let sampling = |seed| Sampling { max_new_tokens: b.new_tokens, temperature: 1.0, top_p: 1.0, seed, eos: None };
+    let sampling = |seed, new_tokens| Sampling { max_new_tokens: new_tokens, temperature: 1.0, top_p: 1.0, seed, eos: None };
     let started = Instant::now();
-    generate(&model, &prompts, &sampling(0), false)?;
+    generate(&model, &prompts, &sampling(0, b.new_tokens), false)?;
     let first_s = started.elapsed().as_secs_f64();
-    let mut times = Vec::with_capacity(b.repeats);
+    // Each repeat: the prefill alone (one token), then the whole call.
+    let (mut prefills, mut times) = (Vec::new(), Vec::new());
     for repeat in 0..b.repeats.max(1) {
         let started = Instant::now();
-        let out = generate(&model, &prompts, &sampling(repeat as u64 + 1), false)?;
+        generate(&model, &prompts, &sampling(repeat as u64 + 1, 1), false)?;
+        prefills.push(started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        let out = generate(&model, &prompts, &sampling(repeat as u64 + 1, b.new_tokens), false)?;
         times.push(started.elapsed().as_secs_f64());
         anyhow::ensure!(out.tokens.iter().all(|t| t.len() == b.new_tokens), "every row must run to {} tokens", b.new_tokens);
     }
-    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (seconds, prefill_s) = (mean(&times), mean(&prefills));
+    let profile = match &b.gpu_profile {
+        Some(path) => {
+            let profile = GpuProfile::start(path)?;
+            generate(&model, &prompts, &sampling(0, b.new_tokens), false)?;
+            Some(profile.finish(b.new_tokens)?)
+        }
+        None => None,
+    };
     Ok(json!({
+        "gpu_profile": profile,
         "side": "ours", "batch": b.batch, "prompt_tokens": b.prompt_tokens, "new_tokens": b.new_tokens, "parameters": config.num_parameters(),
-        "compute_dtype": compute_name(b.compute), "first_call_s": first_s, "seconds": mean, "tokens_per_s": (b.batch * b.new_tokens) as f64 / mean,
+        "compute_dtype": compute_name(b.compute), "first_call_s": first_s, "seconds": seconds, "tokens_per_s": (b.batch * b.new_tokens) as f64 / seconds,
+        "prefill_s": prefill_s, "step_ms": (seconds - prefill_s) * 1e3 / b.new_tokens.saturating_sub(1).max(1) as f64,
     }))
 }

@@ -5,7 +5,8 @@ use burn::nn::RmsNorm;
 use burn::prelude::*;
 
 use crate::ModelBackend;
-use crate::model::attention::{Attention, KvCache, Positions};
+use crate::model::attention::{Attention, Positions};
+use crate::model::kv_cache::KvCache;
 use crate::model::config::ModelConfig;
 use crate::model::mlp::Mlp;
 use crate::model::source::{ParamSource, rms_norm};

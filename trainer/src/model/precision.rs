@@ -49,13 +49,16 @@ pub fn to_compute<B: Backend, const D: usize>(x: Tensor<B, D>, compute: Compute)
     }
 }
 
+/// The dtype of the parameters, the residual stream, the norms and the loss.
+pub const RESIDUAL: FloatDType = FloatDType::F32;
+
 /// `x · weight + bias` (`weight`: `[d_in, d_out]`) computed in the compute dtype; the
-/// result comes back in the weight's dtype (the parameters'). `x` may come in either. A
-/// backend with its own product (`Matmul::OWN_PRODUCT`) gets one `[batch · seq, d_in] ·
-/// [d_in, d_out]` product, the others burn's `linear`.
+/// result comes back in f32 (`RESIDUAL`), also when the weight is held in the compute
+/// dtype (`Llama::for_generation`). `x` may come in either. A backend with its own product
+/// (`Matmul::OWN_PRODUCT`) gets one `[batch · seq, d_in] · [d_in, d_out]` product, the
+/// others burn's `linear`.
 pub fn linear_in<B: Matmul>(x: Tensor<B, 3>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>, compute: Compute, kernels: Kernels) -> Tensor<B, 3> {
-    let dtype: FloatDType = weight.dtype().into();
-    cast_to(linear_computed(x, weight, bias, compute, kernels), dtype)
+    cast_to(linear_computed(x, weight, bias, compute, kernels), RESIDUAL)
 }
 
 /// [`linear_in`] with the result left in the compute dtype (for a consumer that reads it

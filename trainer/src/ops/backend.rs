@@ -18,23 +18,27 @@ pub type CudaPlain = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i3
 
 /// A backend the model runs on: burn's, plus the attention op, the projections' matmul,
 /// RMSNorm, RoPE on the heads, the MLP's gate and the loss's cross-entropy, each with its
-/// own backward.
+/// own backward, and generation's attention over a cache and its token pick.
 pub trait ModelBackend:
     ops::attention::CausalAttention
+    + ops::attention::cached::CachedAttention
     + ops::matmul::Matmul
     + ops::rms_norm::RmsNormOp
     + ops::rotary_heads::RotaryHeads
     + ops::swiglu::Swiglu
     + ops::cross_entropy::CrossEntropy
+    + ops::pick_tokens::PickTokens
 {
 }
 impl<
     T: ops::attention::CausalAttention
+        + ops::attention::cached::CachedAttention
         + ops::matmul::Matmul
         + ops::rms_norm::RmsNormOp
         + ops::rotary_heads::RotaryHeads
         + ops::swiglu::Swiglu
-        + ops::cross_entropy::CrossEntropy,
+        + ops::cross_entropy::CrossEntropy
+        + ops::pick_tokens::PickTokens,
 > ModelBackend for T
 {
 }

@@ -15,6 +15,7 @@ pub mod cross_entropy;
 pub(crate) mod cuda;
 pub mod kernels;
 pub mod matmul;
+pub mod pick_tokens;
 pub mod rms_norm;
 pub mod rotary_heads;
 pub mod squared_norms;

@@ -29,6 +29,9 @@
 //! Implemented for the trainer's backends: the CPU (NdArray), CUDA with and without fusion,
 //! and `Autodiff` over any of them.
 
+#[cfg(feature = "cuda")]
+mod biased_softmax_kernel;
+pub mod cached;
 pub mod check;
 
 #[cfg(feature = "cuda")]

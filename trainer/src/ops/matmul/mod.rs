@@ -74,6 +74,13 @@ pub fn matmul_2d<B: Matmul>(a: Tensor<B, 2>, b: Tensor<B, 2>, kernels: Kernels) 
     Tensor::from_primitive(TensorPrimitive::Float(B::matmul_2d(raw(a), raw(b), kernels)))
 }
 
+/// [`Matmul::batched_matmul`] on tensors: `alpha · a · b` over the leading dimensions,
+/// without gradients.
+pub fn batched_matmul<B: Matmul, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>, alpha: f64, kernels: Kernels) -> Tensor<B, D> {
+    let raw = |t: Tensor<B, D>| t.into_primitive().tensor();
+    Tensor::from_primitive(TensorPrimitive::Float(B::batched_matmul(raw(a), raw(b), alpha, kernels)))
+}
+
 impl Matmul for crate::Cpu {}
 #[cfg(feature = "cuda")]
 impl Matmul for crate::CudaFused {}

@@ -1,0 +1,77 @@
+//! How a token is picked from a row's logits: greedy or by sampling, on the device (the
+//! Gumbel-max draw from each row's own key, only the chosen ids coming back) or on the host
+//! (with a top-p cut, rows in parallel, each from its own seeded stream).
+
+use burn::prelude::*;
+
+use crate::generate::Sampling;
+use crate::ops::pick_tokens::{PickTokens, pick_tokens};
+
+/// One token per row of `logits` (`[rows, vocab]`) on the device at decoding step `step`:
+/// the argmax (greedy, `temperature` 0), or a draw from softmax(logits / temperature) by
+/// the Gumbel-max trick, each row's noise from its key (`ops::pick_tokens`).
+pub fn device_pick<B: PickTokens>(logits: Tensor<B, 2>, keys: &[u32], step: usize, temperature: f64) -> Tensor<B, 1, Int> {
+    pick_tokens(logits, keys, step as u32, temperature)
+}
+
+/// One token per row that is not done (a placeholder for the others), rows split over the
+/// machine's cores: a draw over a 128k vocabulary costs about a millisecond per row.
+pub(crate) fn pick_rows(host: &[f32], vocab: usize, done: &[bool], s: &Sampling, rngs: &mut [fastrand::Rng]) -> Vec<u32> {
+    let rows = rngs.len();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows).max(1);
+    let per_thread = rows.div_ceil(threads);
+    let mut picked = vec![0u32; rows];
+    std::thread::scope(|scope| {
+        for ((chunk, rngs), (first, out)) in host.chunks(per_thread * vocab).zip(rngs.chunks_mut(per_thread)).zip(picked.chunks_mut(per_thread).enumerate()) {
+            let first = first * per_thread;
+            scope.spawn(move || {
+                for (i, ((row_logits, rng), slot)) in chunk.chunks(vocab).zip(rngs.iter_mut()).zip(out.iter_mut()).enumerate() {
+                    if !done[first + i] {
+                        *slot = pick(row_logits, s, rng);
+                    }
+                }
+            });
+        }
+    });
+    picked
+}
+
+/// Greedy, or a draw from the temperature-scaled distribution cut to its top-p mass.
+fn pick(logits: &[f32], s: &Sampling, rng: &mut fastrand::Rng) -> u32 {
+    let argmax = || logits.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best }).0 as u32;
+    if s.temperature <= 0.0 {
+        return argmax();
+    }
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    if s.top_p >= 1.0 {
+        // No cut: one pass over the vocabulary, no sort.
+        let weights: Vec<f64> = logits.iter().map(|&x| ((x as f64 - max) / s.temperature).exp()).collect();
+        let mut draw = rng.f64() * weights.iter().sum::<f64>();
+        for (i, &w) in weights.iter().enumerate() {
+            if draw < w {
+                return i as u32;
+            }
+            draw -= w;
+        }
+        return argmax();
+    }
+    let mut probs: Vec<(usize, f64)> = logits.iter().enumerate().map(|(i, &x)| (i, ((x as f64 - max) / s.temperature).exp())).collect();
+    let total: f64 = probs.iter().map(|p| p.1).sum();
+    probs.iter_mut().for_each(|p| p.1 /= total);
+    probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut kept = 0.0;
+    let cut = probs.iter().position(|p| {
+        kept += p.1;
+        kept >= s.top_p
+    });
+    probs.truncate(cut.map_or(probs.len(), |i| i + 1));
+    let mass: f64 = probs.iter().map(|p| p.1).sum();
+    let mut draw = rng.f64() * mass;
+    for &(i, p) in &probs {
+        if draw < p {
+            return i as u32;
+        }
+        draw -= p;
+    }
+    probs.last().map(|p| p.0 as u32).unwrap_or_else(argmax)
+}
