@@ -7,7 +7,7 @@ use std::path::Path;
 
 use burn::prelude::*;
 use trainer::Cpu;
-use trainer::generate::{Sampling, generate};
+use trainer::generate::{Sampling, generate, generate_in_slots};
 use trainer::weights::load_model;
 
 fn greedy(n: usize) -> Sampling {
@@ -94,6 +94,29 @@ fn finished_rows_leave_without_changing_the_others() {
     }
 }
 
+/// Fewer slots than prompts: prompts wait and take the slots of rows that finished, and
+/// every row gets the tokens (and, kept, the logits) it gets with all rows at once, greedy
+/// or sampled on the device or the host, with rows stopping early or not.
+#[test]
+fn rows_in_fewer_slots_get_what_they_get_all_at_once() {
+    let model = load_model::<Cpu>(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama"), &Default::default()).unwrap();
+    let prompts: Vec<Vec<u32>> = (0..7u32).map(|r| (0..1 + (r * 5) % 19).map(|i| (r * 29 + i * 11 + 3) % 120).collect()).collect();
+    let free = generate(&model, &prompts, &greedy(9), false).unwrap().tokens;
+    let sampled = Sampling { max_new_tokens: 9, temperature: 1.0, top_p: 1.0, seed: 5, eos: None };
+    for s in [greedy(9), Sampling { eos: Some(free[2][1]), ..greedy(9) }, sampled.clone(), Sampling { top_p: 0.8, ..sampled.clone() }, Sampling { eos: Some(free[4][0]), ..sampled }] {
+        let keep = s.top_p < 1.0;
+        let all = generate(&model, &prompts, &s, keep).unwrap();
+        for slots in [1, 2, 3] {
+            let some = generate_in_slots(&model, &prompts, &s, keep, slots).unwrap();
+            assert_eq!(some.tokens, all.tokens, "{slots} slots, {s:?}");
+            for (a, b) in some.logits.iter().flatten().zip(all.logits.iter().flatten()) {
+                let gap = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(gap < 1e-5, "{slots} slots: kept logits differ by {gap}");
+            }
+        }
+    }
+}
+
 #[test]
 fn greedy_tokens_equal_transformers_generate() {
     for name in ["llama", "qwen2"] {
@@ -119,10 +142,11 @@ fn device_draws_follow_the_tempered_softmax() {
     let p = [0.1f64, 0.2, 0.3, 0.4];
     let rows = 40_000;
     let logits: Vec<f32> = (0..rows).flat_map(|_| p.iter().map(|x| x.ln() as f32)).collect();
-    let keys: Vec<u32> = (0..rows).map(|row| trainer::ops::pick_tokens::row_key(11, row)).collect();
+    use trainer::ops::pick_tokens::{row_key, step_hash};
     for (step, temperature) in [(0, 1.0), (5, 0.5)] {
+        let hashes: Vec<u32> = (0..rows).map(|row| step_hash(row_key(11, row), step)).collect();
         let t = burn::prelude::Tensor::<B, 2>::from_data(burn::prelude::TensorData::new(logits.clone(), [rows, 4]), &device);
-        let picked = trainer::generate::device_pick(t, &keys, step, temperature).into_data().convert::<i64>().to_vec::<i64>().unwrap();
+        let picked = trainer::generate::device_pick(t, &hashes, temperature).into_data().convert::<i64>().to_vec::<i64>().unwrap();
     let weights: Vec<f64> = p.iter().map(|x| x.powf(1.0 / temperature)).collect();
         let total: f64 = weights.iter().sum();
         for (token, w) in weights.iter().enumerate() {

@@ -17,6 +17,7 @@ use crate::generate::{Sampling, generate};
 use crate::model::Llama;
 use crate::model::attention::attention_options;
 use crate::model::kv_cache::KvCache;
+use crate::ops::kv_write::Placement;
 use crate::ops::attention::cached::cached_attention;
 use crate::ops::kernels::Kernels;
 use crate::ops::check::{OpGap, TOLERANCE, host, relative_gap, tensor};
@@ -71,7 +72,7 @@ pub fn check_ops<R: ModelBackend, T: ModelBackend>(s: OpShapes, reference: &R::D
     over_cache("prefill", &q_pre, &prefill_mask, tq);
     over_cache("one decoding step", &q_step, &step_mask, 1);
     add(
-        "cache update (in place) and the view of its first positions".into(),
+        "cache write (in place, a position a row) and the view of its first positions".into(),
         run_cache_update::<R>(&k_cache, &k_new, s, reference),
         run_cache_update::<T>(&k_cache, &k_new, s, tested),
     );
@@ -242,15 +243,16 @@ fn run_cached_attention<B: ModelBackend>(case: &AttentionCase, (k, v): (&[f32], 
     host(cached_attention(q, k, v, bias, 1.0 / (d as f64).sqrt(), Kernels::default()))
 }
 
-fn run_cache_update<B: Backend>(cache: &[f32], new: &[f32], s: OpShapes, device: &B::Device) -> Vec<f32> {
+fn run_cache_update<B: ModelBackend>(cache: &[f32], new: &[f32], s: OpShapes, device: &B::Device) -> Vec<f32> {
     let OpShapes { batch: b, kv_heads: kv, head_dim: d, prompt, capacity, .. } = s;
-    // The cache holds the prompt; the new token goes at position `prompt`, and the view
-    // shows one position more.
-    let mut layer = KvCache::<B>::with_capacity(capacity);
+    // The cache holds the prompt; every row's new token goes at its own position (row r at
+    // `prompt - r % 8`), and the view shows one position more.
+    let mut layer = KvCache::<B>::new(b, capacity);
     let filled = || tensor::<B, 4>(cache, [b, kv, capacity, d], device).narrow(2, 0, prompt);
-    layer.append(filled(), filled(), prompt);
+    layer.write(filled(), filled(), &Placement { slots: (0..b).collect(), starts: vec![0; b] });
     let new = tensor::<B, 4>(new, [b, kv, 1, d], device);
-    host(layer.append(new.clone(), new, prompt + 2).0)
+    layer.write(new.clone(), new, &Placement { slots: (0..b).rev().collect(), starts: (0..b).map(|r| prompt - (b - 1 - r) % 8).collect() });
+    host(layer.view(prompt + 2).0)
 }
 
 fn run_last_argmax<B: Backend>(hidden: &[f32], head: &[f32], s: OpShapes, device: &B::Device) -> Vec<f32> {

@@ -88,6 +88,9 @@ fn check_training_ops(kernels: Kernels) {
     // A vocabulary that is not a multiple of the 256 units a cube walks a row with.
     print(ops::cross_entropy::check::check_cross_entropy::<Cpu, CudaPlain>([37, 50_021], cpu, gpu), "two kernels");
     print(ops::pick_tokens::check::check_pick_tokens::<Cpu, CudaPlain>([37, 50_021], cpu, gpu), "one kernel");
+    // A decoding step's write (one position a row) and a prefill's (a block a row).
+    print(ops::kv_write::check::check_kv_write::<Cpu, CudaPlain>([37, 3, 77, 64], [29, 1], cpu, gpu), "one kernel");
+    print(ops::kv_write::check::check_kv_write::<Cpu, CudaPlain>([37, 3, 77, 64], [5, 40], cpu, gpu), "one kernel");
 }
 
 /// One CUDA backend's model, with the CPU model's weights, against the CPU model.

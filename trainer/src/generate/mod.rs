@@ -1,14 +1,18 @@
-//! Batched generation with a key/value cache: prompts are left-padded to one length (a
-//! multiple of `PROMPT_BUCKET`), the prefill runs them at once, then one token per step;
-//! each row has its own positions (padding does not count) and never attends to its
-//! padding. The cache is written in place and each step reads only its first positions
-//! (rounded up to `CACHE_BUCKET`, so that a few shapes serve every step). The weights are
-//! held in the compute dtype for the whole call (`Llama::for_generation`). Rows that
-//! finished leave the batch once a quarter of it has (their cache rows are dropped), so
-//! they stop costing every remaining step. Greedy picks, and sampling without a top-p cut
-//! (PPO's rollouts), happen on the device (`sample`): only the chosen ids come back, not
-//! `[rows, vocab]` logits each step, and a row's draws come from its own key (the seed and
-//! its index in `prompts`), whatever other rows share the batch.
+//! Batched generation with a key/value cache of `slots` rows: prompts wait in order and
+//! take free slots, a prefill pass for the prompts admitted together (left-padded to one
+//! length, a multiple of `PROMPT_BUCKET`), then one decoding step at a time for every slot;
+//! a row that finishes frees its slot for the next prompt (continuous batching). Each row
+//! has its own positions (padding does not count) and its own length in the cache, and
+//! never attends to its padding or to other rows. The cache is written in place at each
+//! row's position and a step reads only the first positions (rounded up to
+//! `CACHE_BUCKET`, so that a few shapes serve every step). The weights are held in the
+//! compute dtype for the whole call (`Llama::for_generation`). Once every prompt is
+//! admitted, free slots leave the cache when they are a quarter of it, so they stop
+//! costing every remaining step. Greedy picks, and sampling without a top-p cut (PPO's
+//! rollouts), happen on the device (`sample`): only the chosen ids come back, not `[rows,
+//! vocab]` logits each step, and a row's draws come from its own key (the seed and its
+//! index in `prompts`) and its step, whatever other rows share its batch and whatever slot
+//! it has.
 
 mod sample;
 
@@ -17,7 +21,9 @@ use burn::prelude::*;
 
 use crate::ModelBackend;
 use crate::model::Llama;
-use crate::ops::pick_tokens::row_key;
+use crate::model::kv_cache::{Attend, CacheStep, KvCache};
+use crate::ops::kv_write::Placement;
+use crate::ops::pick_tokens::{row_key, step_hash};
 
 pub use self::sample::device_pick;
 use self::sample::pick_rows;
@@ -54,132 +60,213 @@ pub fn round_up(n: usize, m: usize) -> usize {
     n.div_ceil(m) * m
 }
 
-/// The rows still generating, in batch order, and what each one needs.
-struct Live {
-    /// Each slot's row in the caller's batch.
-    row: Vec<usize>,
-    /// Left padding of each slot's prompt.
-    pad_len: Vec<usize>,
-    /// Each slot's next position (its padding does not count).
-    next_pos: Vec<usize>,
-    /// Whether each slot's row has finished (it stays until the batch is compacted).
-    done: Vec<bool>,
-    /// Each slot's sampling stream (host draws).
-    rngs: Vec<fastrand::Rng>,
-    /// Each slot's key for device draws (`ops::pick_tokens::row_key`).
-    keys: Vec<u32>,
+/// A row being generated in a slot of the cache.
+struct Slot {
+    /// The row's index in the caller's prompts.
+    row: usize,
+    /// The first cache position of the row's prompt (its left padding before).
+    start: usize,
+    /// Cache positions written (padding, prompt, fed tokens).
+    len: usize,
+    /// The row's next position (its padding does not count).
+    next_pos: usize,
+    /// Tokens picked so far; the last one, not yet fed.
+    picked: usize,
+    last: u32,
+    /// Sampling: the row's stream (host draws) and key (device draws).
+    rng: fastrand::Rng,
+    key: u32,
 }
 
-impl Live {
-    fn len(&self) -> usize {
-        self.row.len()
-    }
-
-    /// Keeps the slots that are not done; returns their old slot indices.
-    fn compact(&mut self) -> Vec<usize> {
-        let kept: Vec<usize> = (0..self.len()).filter(|&i| !self.done[i]).collect();
-        let take = |v: &[usize]| kept.iter().map(|&i| v[i]).collect::<Vec<usize>>();
-        (self.row, self.pad_len, self.next_pos) = (take(&self.row), take(&self.pad_len), take(&self.next_pos));
-        self.keys = kept.iter().map(|&i| self.keys[i]).collect();
-        let mut rngs = std::mem::take(&mut self.rngs).into_iter().map(Some).collect::<Vec<_>>();
-        self.rngs = kept.iter().map(|&i| rngs[i].take().expect("each slot kept once")).collect();
-        self.done = vec![false; kept.len()];
-        kept
-    }
-
-    /// `[slots, 1, queries, visible]` f32 of what each query sees: 0 for the row's own
-    /// positions up to the query's, -inf for its padding and later positions. The queries
-    /// sit at cache positions `first..first + queries`; a padding query sees only itself
-    /// (its output is never used).
-    fn bias<B: Backend>(&self, first: usize, queries: usize, visible: usize, device: &B::Device) -> Tensor<B, 4> {
-        let mut values = Vec::with_capacity(self.len() * queries * visible);
-        for &pad in &self.pad_len {
-            for q in first..first + queries {
-                let seen = |k: usize| if q < pad { k == q } else { k >= pad && k <= q };
-                values.extend((0..visible).map(|k| if seen(k) { 0.0f32 } else { f32::NEG_INFINITY }));
-            }
-        }
-        Tensor::from_data(TensorData::new(values, [self.len(), 1, queries, visible]), device)
-    }
-}
-
-/// Generates continuations of `prompts` (token ids, each non-empty).
+/// Generates continuations of `prompts` (token ids, each non-empty): all rows at once, or
+/// as many at a time as the card's free memory holds the caches of (`slots_that_fit`).
 pub fn generate<B: ModelBackend>(model: &Llama<B>, prompts: &[Vec<u32>], s: &Sampling, keep_logits: bool) -> Result<Generated> {
+    let longest = round_up(prompts.iter().map(Vec::len).max().unwrap_or(0), PROMPT_BUCKET);
+    let slots = slots_that_fit(model, prompts.len(), round_up(longest + s.max_new_tokens, CACHE_BUCKET));
+    generate_in_slots(model, prompts, s, keep_logits, slots)
+}
+
+/// Share of the card's free memory the caches may take; the rest is for the weights' copy
+/// in the compute dtype and the passes' activations and logits.
+const CACHE_SHARE: f64 = 0.6;
+
+/// How many rows' caches of `capacity` positions fit in `CACHE_SHARE` of the card's free
+/// memory, at most `rows` (all of them where the device does not say: the CPU).
+pub fn slots_that_fit<B: ModelBackend>(model: &Llama<B>, rows: usize, capacity: usize) -> usize {
+    let device = model.embed_tokens.weight.val().device();
+    let Some((free, _)) = crate::run::memory_plan::card_memory(&device) else { return rows };
+    let c = &model.config;
+    let bytes = model.compute().map_or(4, |d| burn::tensor::DType::from(d).size());
+    let per_slot = 2 * c.num_layers * c.num_kv_heads * c.head_dim * capacity * bytes;
+    ((free as f64 * CACHE_SHARE) as usize / per_slot.max(1)).clamp(1, rows)
+}
+
+/// Generates continuations of `prompts` with at most `slots` rows at a time: the prompts
+/// wait in order, and new ones take the slots of rows that finished (continuous batching).
+/// Each row's tokens are the ones it would get with every row at once (its draws come from
+/// its own key).
+pub fn generate_in_slots<B: ModelBackend>(model: &Llama<B>, prompts: &[Vec<u32>], s: &Sampling, keep_logits: bool, slots: usize) -> Result<Generated> {
     if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
         bail!("generation needs at least one prompt, and no empty prompt");
     }
+    if s.max_new_tokens == 0 {
+        return Ok(Generated { tokens: vec![Vec::new(); prompts.len()], logits: vec![Vec::new(); prompts.len()] });
+    }
     let model = model.for_generation();
-    let device = model.embed_tokens.weight.val().device();
-    let b = prompts.len();
     let longest = round_up(prompts.iter().map(Vec::len).max().unwrap_or(0), PROMPT_BUCKET);
-    let capacity = round_up(longest + s.max_new_tokens, CACHE_BUCKET);
-    let visible = |filled: usize| round_up(filled, CACHE_BUCKET).min(capacity);
-    let pad = s.eos.unwrap_or(0);
-    let mut live = Live {
-        row: (0..b).collect(),
-        pad_len: prompts.iter().map(|p| longest - p.len()).collect(),
-        next_pos: prompts.iter().map(Vec::len).collect(),
-        done: vec![false; b],
-        rngs: (0..b as u64).map(|row| fastrand::Rng::with_seed(s.seed ^ row.wrapping_mul(0x9e37_79b9_7f4a_7c15))).collect(),
-        keys: (0..b).map(|row| row_key(s.seed, row)).collect(),
+    let mut engine = Engine {
+        model: &model,
+        s,
+        keep_logits,
+        capacity: round_up(longest + s.max_new_tokens, CACHE_BUCKET),
+        caches: model.new_caches(slots.clamp(1, prompts.len()), round_up(longest + s.max_new_tokens, CACHE_BUCKET)),
+        slots: (0..slots.clamp(1, prompts.len())).map(|_| None).collect(),
+        out: Generated { tokens: vec![Vec::new(); prompts.len()], logits: vec![Vec::new(); prompts.len()] },
     };
-    let mut caches = model.new_caches(capacity);
-    let mut out = Generated { tokens: vec![Vec::new(); b], logits: vec![Vec::new(); b] };
+    let mut waiting = prompts.iter().enumerate().peekable();
+    loop {
+        // New prompts take the free slots once an eighth of them are free (each admission
+        // is a prefill pass), or when nothing is generating.
+        let free: Vec<usize> = (0..engine.slots.len()).filter(|&i| engine.slots[i].is_none()).collect();
+        let live = engine.slots.len() - free.len();
+        if waiting.peek().is_some() && !free.is_empty() && (free.len() * 8 >= engine.slots.len() || live == 0) {
+            let admitted: Vec<(usize, usize)> = free.iter().zip(waiting.by_ref()).map(|(&slot, (row, _))| (slot, row)).collect();
+            engine.prefill(&admitted, prompts)?;
+            continue;
+        }
+        if live == 0 {
+            break;
+        }
+        // Free slots leave once the prompts are all admitted and a quarter of the slots are free.
+        if waiting.peek().is_none() && free.len() * 4 >= engine.slots.len() {
+            engine.compact();
+        }
+        engine.decode()?;
+    }
+    Ok(engine.out)
+}
 
-    // Prefill: the padded prompts.
-    let ids: Vec<i64> = prompts.iter().zip(&live.pad_len).flat_map(|(p, &n)| std::iter::repeat_n(pad as i64, n).chain(p.iter().map(|&t| t as i64))).collect();
-    let positions: Vec<Vec<usize>> = live.pad_len.iter().map(|&n| (0..longest).map(|j| j.saturating_sub(n)).collect()).collect();
-    let bias = live.bias(0, longest, visible(longest), &device);
-    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, longest]), &device);
-    let mut logits = model.forward_cached(ids, &positions, bias, &mut caches);
+/// Generation's state: the model, the caches and their slots, what came out.
+struct Engine<'a, B: ModelBackend> {
+    model: &'a Llama<B>,
+    s: &'a Sampling,
+    keep_logits: bool,
+    capacity: usize,
+    caches: Vec<KvCache<B>>,
+    slots: Vec<Option<Slot>>,
+    out: Generated,
+}
 
-    let on_device = !keep_logits && (s.temperature <= 0.0 || s.top_p >= 1.0);
-    for step in 0..s.max_new_tokens {
-        let [slots, _, vocab] = logits.dims();
-        let picked: Vec<u32> = if on_device {
-            let ids = device_pick(logits.reshape([slots, vocab]), &live.keys, step, s.temperature).into_data().convert::<i64>().to_vec::<i64>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+impl<B: ModelBackend> Engine<'_, B> {
+    fn device(&self) -> B::Device {
+        self.model.embed_tokens.weight.val().device()
+    }
+
+    /// Prefills the prompts of `admitted` (`(slot, row)`) into their slots, each left-padded
+    /// to the longest of them (rounded up to `PROMPT_BUCKET`), and picks their first tokens.
+    fn prefill(&mut self, admitted: &[(usize, usize)], prompts: &[Vec<u32>]) -> Result<()> {
+        let device = self.device();
+        let longest = round_up(admitted.iter().map(|&(_, row)| prompts[row].len()).max().unwrap_or(0), PROMPT_BUCKET);
+        let pad = self.s.eos.unwrap_or(0);
+        let pads: Vec<usize> = admitted.iter().map(|&(_, row)| longest - prompts[row].len()).collect();
+        let ids: Vec<i64> =
+            admitted.iter().zip(&pads).flat_map(|(&(_, row), &n)| std::iter::repeat_n(pad as i64, n).chain(prompts[row].iter().map(|&t| t as i64))).collect();
+        let positions: Vec<Vec<usize>> = pads.iter().map(|&n| (0..longest).map(|j| j.saturating_sub(n)).collect()).collect();
+        // Causal over the prompt, padding hidden; a padding query sees only itself (its
+        // output is never used).
+        let mut bias = Vec::with_capacity(admitted.len() * longest * longest);
+        for &n in &pads {
+            for q in 0..longest {
+                bias.extend((0..longest).map(|k| if (q < n && k == q) || (q >= n && k >= n && k <= q) { 0.0f32 } else { f32::NEG_INFINITY }));
+            }
+        }
+        let bias = Tensor::<B, 4>::from_data(TensorData::new(bias, [admitted.len(), 1, longest, longest]), &device);
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [admitted.len(), longest]), &device);
+        let step = CacheStep { at: Placement { slots: admitted.iter().map(|&(slot, _)| slot).collect(), starts: vec![0; admitted.len()] }, attend: Attend::NewKeys };
+        let logits = self.model.forward_cached(ids, &positions, bias, &mut self.caches, &step);
+        for (&(slot, row), &n) in admitted.iter().zip(&pads) {
+            let rng = fastrand::Rng::with_seed(self.s.seed ^ (row as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            self.slots[slot] = Some(Slot { row, start: n, len: longest, next_pos: prompts[row].len(), picked: 0, last: 0, rng, key: row_key(self.s.seed, row) });
+        }
+        let order: Vec<usize> = admitted.iter().map(|&(slot, _)| slot).collect();
+        self.pick(logits, &order)
+    }
+
+    /// One decoding step of every slot: each live row's last token is fed at its own
+    /// position, and its next token picked.
+    fn decode(&mut self) -> Result<()> {
+        let device = self.device();
+        let pad = self.s.eos.unwrap_or(0);
+        let live = |slot: &Option<Slot>| slot.as_ref().map(|s| (s.start, s.len, s.next_pos, s.last));
+        let rows: Vec<Option<(usize, usize, usize, u32)>> = self.slots.iter().map(live).collect();
+        let newest = rows.iter().flatten().map(|&(_, len, _, _)| len).max().unwrap_or(0);
+        let visible = round_up(newest + 1, CACHE_BUCKET).min(self.capacity);
+        // A free slot feeds padding at its position 0 and sees only it.
+        let mut bias = Vec::with_capacity(rows.len() * visible);
+        for row in &rows {
+            let (start, len) = row.map_or((0, 0), |(start, len, _, _)| (start, len));
+            bias.extend((0..visible).map(|k| if k >= start && k <= len { 0.0f32 } else { f32::NEG_INFINITY }));
+        }
+        let bias = Tensor::<B, 4>::from_data(TensorData::new(bias, [rows.len(), 1, 1, visible]), &device);
+        let ids: Vec<i64> = rows.iter().map(|row| row.map_or(pad, |r| r.3) as i64).collect();
+        let positions: Vec<Vec<usize>> = rows.iter().map(|row| vec![row.map_or(0, |r| r.2)]).collect();
+        let step = CacheStep { at: Placement { slots: (0..rows.len()).collect(), starts: rows.iter().map(|row| row.map_or(0, |r| r.1)).collect() }, attend: Attend::Cache { visible } };
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [rows.len(), 1]), &device);
+        let logits = self.model.forward_cached(ids, &positions, bias, &mut self.caches, &step);
+        for slot in self.slots.iter_mut().flatten() {
+            slot.len += 1;
+            slot.next_pos += 1;
+        }
+        let order: Vec<usize> = (0..rows.len()).collect();
+        self.pick(logits, &order)
+    }
+
+    /// Picks the next token of the rows in `order` (their slots; `logits` `[order.len(), 1,
+    /// vocab]`), records it, and frees the slots of rows that finished.
+    fn pick(&mut self, logits: Tensor<B, 3>, order: &[usize]) -> Result<()> {
+        let [rows, _, vocab] = logits.dims();
+        let s = self.s;
+        let picked: Vec<u32> = if !self.keep_logits && (s.temperature <= 0.0 || s.top_p >= 1.0) {
+            // Free slots draw too (their token is dropped).
+            let hashes: Vec<u32> = order.iter().map(|&slot| self.slots[slot].as_ref().map_or(0, |r| step_hash(r.key, r.picked as u32))).collect();
+            let ids = device_pick(logits.reshape([rows, vocab]), &hashes, s.temperature).into_data().convert::<i64>().to_vec::<i64>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
             ids.into_iter().map(|t| t as u32).collect()
         } else {
             let host = logits.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            if keep_logits {
-                for (slot, row_logits) in host.chunks(vocab).enumerate() {
-                    if !live.done[slot] {
-                        out.logits[live.row[slot]].push(row_logits.to_vec());
+            let mut work: Vec<(usize, &mut fastrand::Rng)> = Vec::new();
+            let mut by_slot: Vec<Option<&mut Slot>> = self.slots.iter_mut().map(Option::as_mut).collect();
+            for (i, &slot) in order.iter().enumerate() {
+                if let Some(row) = by_slot[slot].take() {
+                    if self.keep_logits {
+                        self.out.logits[row.row].push(host[i * vocab..(i + 1) * vocab].to_vec());
                     }
+                    work.push((i, &mut row.rng));
                 }
             }
-            pick_rows(&host, vocab, &live.done, s, &mut live.rngs)
-        };
-        let mut feed = Vec::with_capacity(slots);
-        for (slot, token) in picked.into_iter().enumerate() {
-            if live.done[slot] {
-                feed.push(pad as i64);
-                continue;
+            let drawn = pick_rows(&host, vocab, &mut work, s);
+            let mut picked = vec![0u32; rows];
+            for ((i, _), token) in work.iter().zip(drawn) {
+                picked[*i] = token;
             }
-            out.tokens[live.row[slot]].push(token);
-            live.done[slot] = s.eos == Some(token);
-            feed.push(token as i64);
+            picked
+        };
+        for (&slot, token) in order.iter().zip(picked) {
+            let Some(row) = self.slots[slot].as_mut() else { continue };
+            self.out.tokens[row.row].push(token);
+            row.picked += 1;
+            row.last = token;
+            if s.eos == Some(token) || row.picked == s.max_new_tokens {
+                self.slots[slot] = None;
+            }
         }
-        let finished = live.done.iter().filter(|&&d| d).count();
-        if finished == slots || step + 1 == s.max_new_tokens {
-            break;
-        }
-        // Rows that finished leave once they are a quarter of the batch: dropping them
-        // copies the others' caches, which costs about as much as a few steps.
-        if finished * 4 >= slots {
-            let kept = live.compact();
-            let index = Tensor::<B, 1, Int>::from_data(TensorData::new(kept.iter().map(|&i| i as i64).collect::<Vec<_>>(), [kept.len()]), &device);
-            caches.iter_mut().for_each(|cache| cache.keep_rows(index.clone()));
-            feed = kept.iter().map(|&i| feed[i]).collect();
-        }
-        // The new token sits at cache position `longest + step`.
-        let position = longest + step;
-        let bias = live.bias(position, 1, visible(position + 1), &device);
-        let positions: Vec<Vec<usize>> = live.next_pos.iter().map(|&p| vec![p]).collect();
-        live.next_pos.iter_mut().for_each(|p| *p += 1);
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(feed, [live.len(), 1]), &device);
-        logits = model.forward_cached(ids, &positions, bias, &mut caches);
+        Ok(())
     }
-    Ok(out)
-}
 
+    /// Drops the free slots from the caches (copying the live rows' caches).
+    fn compact(&mut self) {
+        let kept: Vec<usize> = (0..self.slots.len()).filter(|&i| self.slots[i].is_some()).collect();
+        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(kept.iter().map(|&i| i as i64).collect::<Vec<_>>(), [kept.len()]), &self.device());
+        self.caches.iter_mut().for_each(|cache| cache.keep_slots(index.clone()));
+        self.slots = kept.into_iter().map(|i| self.slots[i].take()).collect();
+    }
+}

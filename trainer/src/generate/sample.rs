@@ -1,34 +1,31 @@
 //! How a token is picked from a row's logits: greedy or by sampling, on the device (the
-//! Gumbel-max draw from each row's own key, only the chosen ids coming back) or on the host
-//! (with a top-p cut, rows in parallel, each from its own seeded stream).
+//! Gumbel-max draw from each row's own key and step, only the chosen ids coming back) or on
+//! the host (with a top-p cut, rows in parallel, each from its own seeded stream).
 
 use burn::prelude::*;
 
 use crate::generate::Sampling;
 use crate::ops::pick_tokens::{PickTokens, pick_tokens};
 
-/// One token per row of `logits` (`[rows, vocab]`) on the device at decoding step `step`:
-/// the argmax (greedy, `temperature` 0), or a draw from softmax(logits / temperature) by
-/// the Gumbel-max trick, each row's noise from its key (`ops::pick_tokens`).
-pub fn device_pick<B: PickTokens>(logits: Tensor<B, 2>, keys: &[u32], step: usize, temperature: f64) -> Tensor<B, 1, Int> {
-    pick_tokens(logits, keys, step as u32, temperature)
+/// One token per row of `logits` (`[rows, vocab]`) on the device: the argmax (greedy,
+/// `temperature` 0), or a draw from softmax(logits / temperature) by the Gumbel-max trick,
+/// row `i`'s noise from `hashes[i]` (`ops::pick_tokens::step_hash` of its key and step).
+pub fn device_pick<B: PickTokens>(logits: Tensor<B, 2>, hashes: &[u32], temperature: f64) -> Tensor<B, 1, Int> {
+    pick_tokens(logits, hashes, temperature)
 }
 
-/// One token per row that is not done (a placeholder for the others), rows split over the
-/// machine's cores: a draw over a 128k vocabulary costs about a millisecond per row.
-pub(crate) fn pick_rows(host: &[f32], vocab: usize, done: &[bool], s: &Sampling, rngs: &mut [fastrand::Rng]) -> Vec<u32> {
-    let rows = rngs.len();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows).max(1);
-    let per_thread = rows.div_ceil(threads);
-    let mut picked = vec![0u32; rows];
+/// A token for each `(row, stream)` in `rows` from that row of `host` (`[rows, vocab]`
+/// logits), drawn from the row's own stream; rows split over the machine's cores (a draw
+/// over a 128k vocabulary costs about a millisecond).
+pub(crate) fn pick_rows(host: &[f32], vocab: usize, rows: &mut [(usize, &mut fastrand::Rng)], s: &Sampling) -> Vec<u32> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows.len()).max(1);
+    let per_thread = rows.len().div_ceil(threads).max(1);
+    let mut picked = vec![0u32; rows.len()];
     std::thread::scope(|scope| {
-        for ((chunk, rngs), (first, out)) in host.chunks(per_thread * vocab).zip(rngs.chunks_mut(per_thread)).zip(picked.chunks_mut(per_thread).enumerate()) {
-            let first = first * per_thread;
+        for (rows, out) in rows.chunks_mut(per_thread).zip(picked.chunks_mut(per_thread)) {
             scope.spawn(move || {
-                for (i, ((row_logits, rng), slot)) in chunk.chunks(vocab).zip(rngs.iter_mut()).zip(out.iter_mut()).enumerate() {
-                    if !done[first + i] {
-                        *slot = pick(row_logits, s, rng);
-                    }
+                for ((row, rng), slot) in rows.iter_mut().zip(out.iter_mut()) {
+                    *slot = pick(&host[*row * vocab..(*row + 1) * vocab], s, rng);
                 }
             });
         }

@@ -12,7 +12,7 @@ use crate::ModelBackend;
 use crate::model::config::ModelConfig;
 use crate::model::precision::{Compute, cast_to, project, project_computed, to_compute};
 use crate::model::source::{ParamSource, linear};
-use crate::model::kv_cache::KvCache;
+use crate::model::kv_cache::{Attend, CacheStep, KvCache};
 use crate::ops::attention::cached::cached_attention;
 use crate::ops::attention::{causal_attention, repeat_kv};
 use crate::ops::kernels::Kernels;
@@ -108,16 +108,18 @@ impl<B: ModelBackend> Attention<B> {
     }
 
     /// `x`: `[batch, seq, hidden]` at `at`. Without a cache, attention is causal over `x`
-    /// alone; with one, `x`'s keys are written into the cache after the filled positions and
-    /// the queries attend to its first positions under `at.bias` (`[batch, 1, seq,
-    /// visible]`).
-    pub fn forward(&self, x: Tensor<B, 3>, at: &Positions<B>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+    /// alone; with one, `x`'s keys and values are written into the cache where `step` says
+    /// and the queries attend, under `at.bias`, to them (a prefill) or to every slot's
+    /// first positions (a decoding step).
+    pub fn forward(&self, x: Tensor<B, 3>, at: &Positions<B>, cache: Option<(&mut KvCache<B>, &CacheStep)>) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         // Keys and values come (and are cached) in the compute dtype.
         let (q, mut k, mut v) = self.project(x, at);
-        if let Some(cache) = cache {
-            let visible = at.bias.as_ref().expect("attention over a cache needs the bias of what each query sees").dims()[3];
-            (k, v) = cache.append(k, v, visible);
+        if let Some((cache, step)) = cache {
+            cache.write(k.clone(), v.clone(), &step.at);
+            if let Attend::Cache { visible } = step.attend {
+                (k, v) = cache.view(visible);
+            }
         }
         // The heads stay in the compute dtype for the output projection, which returns f32.
         let out = self.attend(q, k, v, at.bias.clone());

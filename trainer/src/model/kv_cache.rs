@@ -1,60 +1,79 @@
-//! One layer's key/value cache for generation: `[batch, kv_heads, capacity, head_dim]`
-//! buffers in the compute dtype, allocated at the first write. New positions are written in
-//! place (the cache is the only owner of its buffers between steps, so the backend's slice
-//! assignment writes into them instead of copying), and attention reads a view of the
-//! first positions only, not the whole capacity.
+//! One layer's key/value cache for generation: `[slots, kv_heads, capacity, head_dim]`
+//! buffers in the compute dtype, allocated at the first write; each slot holds one row of
+//! the batch being generated. Rows' new keys are written into their slots at their own
+//! positions in place (`ops::kv_write`: the cache is the only owner of its buffers between
+//! steps), and attention reads a view of every slot's first positions only, not the whole
+//! capacity.
 
 use burn::prelude::*;
+
+use crate::ops::kv_write::{KvWrite, Placement, kv_write};
 
 #[derive(Clone, Debug)]
 pub struct KvCache<B: Backend> {
     k: Option<Tensor<B, 4>>,
     v: Option<Tensor<B, 4>>,
-    len: usize,
+    slots: usize,
     capacity: usize,
 }
 
-impl<B: Backend> KvCache<B> {
-    /// An empty cache for up to `capacity` positions.
-    pub fn with_capacity(capacity: usize) -> Self {
-        KvCache { k: None, v: None, len: 0, capacity }
+/// How a forward pass with caches uses them: where its rows' new keys and values go, and
+/// what its queries attend to.
+#[derive(Clone, Debug)]
+pub struct CacheStep {
+    pub at: Placement,
+    pub attend: Attend,
+}
+
+/// What a forward pass's queries attend to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attend {
+    /// The pass's own keys (a prefill of new rows, which see nothing cached before them).
+    NewKeys,
+    /// Every slot's first `visible` positions (a decoding step of every slot).
+    Cache { visible: usize },
+}
+
+impl<B: KvWrite> KvCache<B> {
+    /// An empty cache of `slots` rows of up to `capacity` positions.
+    pub fn new(slots: usize, capacity: usize) -> Self {
+        KvCache { k: None, v: None, slots, capacity }
     }
 
-    /// Positions written so far.
-    pub fn len(&self) -> usize {
-        self.len
+    /// Rows (slots).
+    pub fn slots(&self) -> usize {
+        self.slots
     }
 
-    /// Whether nothing was written yet.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+    /// Writes `k`, `v` (`[rows, kv_heads, t, head_dim]`) at `at` (a slot and a first
+    /// position for each row).
+    pub fn write(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>, at: &Placement) {
+        let [_, heads, _, d] = k.dims();
+        let (slots, capacity) = (self.slots, self.capacity);
+        let buffer = |old: Option<Tensor<B, 4>>, new: &Tensor<B, 4>| old.unwrap_or_else(|| Tensor::zeros([slots, heads, capacity, d], (&new.device(), new.dtype())));
+        let k_buffer = buffer(self.k.take(), &k);
+        let v_buffer = buffer(self.v.take(), &v);
+        self.k = Some(kv_write(k_buffer, k, at));
+        self.v = Some(kv_write(v_buffer, v, at));
     }
 
-    /// Writes `k`, `v` (`[batch, kv_heads, seq, head_dim]`) after the filled positions and
-    /// returns views of the first `visible` positions of both buffers (at least the filled
-    /// ones; positions never written read as zeros and must be hidden from the queries).
-    pub fn append(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>, visible: usize) -> (Tensor<B, 4>, Tensor<B, 4>) {
-        let [b, heads, t, d] = k.dims();
-        let (start, end) = (self.len, self.len + t);
-        assert!(end <= self.capacity, "the key/value cache holds {} positions, {end} asked for", self.capacity);
-        assert!((end..=self.capacity).contains(&visible), "attention must see the {end} filled positions and at most the cache's {}, not {visible}", self.capacity);
-        let capacity = self.capacity;
-        let write = |buffer: Option<Tensor<B, 4>>, new: Tensor<B, 4>| {
-            let buffer = buffer.unwrap_or_else(|| Tensor::zeros([b, heads, capacity, d], (&new.device(), new.dtype())));
-            buffer.slice_assign([0..b, 0..heads, start..end, 0..d], new)
+    /// Views of every slot's first `visible` positions (positions never written read as
+    /// zeros and must be hidden from the queries).
+    pub fn view(&self, visible: usize) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        assert!(visible <= self.capacity, "the key/value cache holds {} positions, {visible} asked for", self.capacity);
+        let view = |x: &Option<Tensor<B, 4>>| {
+            let x = x.as_ref().expect("a cache is written before it is read");
+            let [slots, heads, _, d] = x.dims();
+            x.clone().slice([0..slots, 0..heads, 0..visible, 0..d])
         };
-        let (k, v) = (write(self.k.take(), k), write(self.v.take(), v));
-        let view = |x: &Tensor<B, 4>| x.clone().slice([0..b, 0..heads, 0..visible, 0..d]);
-        let views = (view(&k), view(&v));
-        (self.k, self.v, self.len) = (Some(k), Some(v), end);
-        views
+        (view(&self.k), view(&self.v))
     }
 
-    /// Keeps the rows `rows` (indices into the batch, in their new order) and drops the
-    /// others: rows that finished generating leave the batch.
-    pub fn keep_rows(&mut self, rows: Tensor<B, 1, Int>) {
-        self.k = self.k.take().map(|k| k.select(0, rows.clone()));
-        self.v = self.v.take().map(|v| v.select(0, rows));
+    /// Keeps the slots `slots` (in their new order) and drops the others.
+    pub fn keep_slots(&mut self, slots: Tensor<B, 1, Int>) {
+        self.slots = slots.dims()[0];
+        self.k = self.k.take().map(|k| k.select(0, slots.clone()));
+        self.v = self.v.take().map(|v| v.select(0, slots));
     }
 }
 
@@ -67,28 +86,31 @@ mod tests {
         Tensor::full([b, 1, t, 2], value, &Default::default())
     }
 
-    /// Writes land after the filled positions, views show what was asked, and kept rows
-    /// keep their contents.
+    /// Writes land in their slots at their positions, views show what was asked, and kept
+    /// slots keep their contents.
     #[test]
-    fn writes_land_in_place_and_rows_can_leave() {
-        let mut cache = KvCache::<Cpu>::with_capacity(8);
-        let (k, _) = cache.append(filled(3, 2, 1.0), filled(3, 2, -1.0), 4);
+    fn writes_land_in_their_slots_and_slots_can_leave() {
+        let mut cache = KvCache::<Cpu>::new(3, 8);
+        cache.write(filled(2, 2, 1.0), filled(2, 2, -1.0), &Placement { slots: vec![0, 2], starts: vec![0, 1] });
+        let (k, _) = cache.view(4);
         assert_eq!(k.dims(), [3, 1, 4, 2]);
-        assert_eq!(k.clone().slice([0..3, 0..1, 2..4, 0..2]).abs().sum().into_scalar(), 0.0, "unwritten positions read as zeros");
-        let rows = Tensor::<Cpu, 1, Int>::from_data(TensorData::new(vec![2i64, 0], [2]), &Default::default());
-        cache.keep_rows(rows);
-        let third = Tensor::<Cpu, 4>::from_data(TensorData::new(vec![5.0f32, 5.0, 7.0, 7.0], [2, 1, 1, 2]), &Default::default());
-        let (k, v) = cache.append(third, filled(2, 1, 0.5), 3);
-        assert_eq!(cache.len(), 3);
         let k: Vec<f32> = k.into_data().to_vec().unwrap();
-        assert_eq!(k, vec![1.0, 1.0, 1.0, 1.0, 5.0, 5.0, 1.0, 1.0, 1.0, 1.0, 7.0, 7.0]);
+        assert_eq!(&k[..8], &[1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0], "slot 0: positions 0 and 1");
+        assert_eq!(&k[8..16], &[0.0; 8], "slot 1: never written");
+        assert_eq!(&k[16..24], &[0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0], "slot 2: positions 1 and 2");
+        cache.keep_slots(Tensor::<Cpu, 1, Int>::from_data(TensorData::new(vec![2i64, 0], [2]), &Default::default()));
+        assert_eq!(cache.slots(), 2);
+        let (k, v) = cache.view(3);
+        let k: Vec<f32> = k.into_data().to_vec().unwrap();
+        assert_eq!(k, vec![0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0]);
         assert_eq!(v.dims(), [2, 1, 3, 2]);
     }
 
     #[test]
     #[should_panic(expected = "holds 2 positions")]
-    fn writing_past_the_capacity_is_refused() {
-        let mut cache = KvCache::<Cpu>::with_capacity(2);
-        cache.append(filled(1, 3, 1.0), filled(1, 3, 1.0), 2);
+    fn a_view_past_the_capacity_is_refused() {
+        let mut cache = KvCache::<Cpu>::new(1, 2);
+        cache.write(filled(1, 1, 1.0), filled(1, 1, 1.0), &Placement { slots: vec![0], starts: vec![0] });
+        cache.view(3);
     }
 }

@@ -6,7 +6,7 @@ use burn::prelude::*;
 
 use crate::ModelBackend;
 use crate::model::attention::{Attention, Positions};
-use crate::model::kv_cache::KvCache;
+use crate::model::kv_cache::{CacheStep, KvCache};
 use crate::model::config::ModelConfig;
 use crate::model::mlp::Mlp;
 use crate::model::source::{ParamSource, rms_norm};
@@ -31,7 +31,7 @@ impl<B: ModelBackend> DecoderLayer<B> {
         })
     }
 
-    pub fn forward(&self, x: Tensor<B, 3>, at: &Positions<B>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, at: &Positions<B>, cache: Option<(&mut KvCache<B>, &CacheStep)>) -> Tensor<B, 3> {
         let x = x.clone() + self.self_attn.forward(apply_rms_norm(&self.input_layernorm, x), at, cache);
         x.clone() + self.mlp.forward(apply_rms_norm(&self.post_attention_layernorm, x))
     }

@@ -18,7 +18,7 @@ use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::prelude::*;
 
 use self::attention::Positions;
-use self::kv_cache::KvCache;
+use self::kv_cache::{CacheStep, KvCache};
 use self::config::ModelConfig;
 use self::layer::DecoderLayer;
 use self::precision::{Compute, cast_to, linear_computed, to_compute};
@@ -111,6 +111,11 @@ impl<B: ModelBackend> Llama<B> {
         model
     }
 
+    /// The dtype the model's matmuls run in (`None`: the parameters' own).
+    pub fn compute(&self) -> Compute {
+        self.compute
+    }
+
     /// The kernel paths the model's ops take.
     pub fn kernels(&self) -> Kernels {
         self.kernels
@@ -143,13 +148,14 @@ impl<B: ModelBackend> Llama<B> {
         Positions { cos: cos.unsqueeze::<4>(), sin: sin.unsqueeze::<4>(), bias: None }
     }
 
-    /// One step of generation: the logits of the last position, `[batch, 1, vocab]`, for
-    /// `ids` `[batch, seq]` at `positions[row][i]`; their keys are written after the cached
-    /// ones, and the queries attend to the caches' first `visible` positions under `bias`
-    /// (`[batch, 1, seq, visible]`, 0 seen and -inf hidden, which must hide every position
-    /// not yet written). The LM head runs on the last position only (a prefill of 256
-    /// prompts of 96 tokens would otherwise make 3 billion logits over a 128k vocabulary).
-    pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, positions: &[Vec<usize>], bias: Tensor<B, 4>, caches: &mut [KvCache<B>]) -> Tensor<B, 3> {
+    /// One forward pass of generation: the logits of the last position, `[batch, 1,
+    /// vocab]`, for `ids` `[batch, seq]` at `positions[row][i]`; their keys and values are
+    /// written into the caches where `step` says, and the queries attend, under `bias`
+    /// (`[batch, 1, seq, keys]`, 0 seen and -inf hidden), to the pass's own keys or to the
+    /// caches' first positions (`step.attend`). The LM head runs on the last position only
+    /// (a prefill of 256 prompts of 96 tokens would otherwise make 3 billion logits over a
+    /// 128k vocabulary).
+    pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, positions: &[Vec<usize>], bias: Tensor<B, 4>, caches: &mut [KvCache<B>], step: &CacheStep) -> Tensor<B, 3> {
         let device = ids.device();
         let [b, t] = ids.dims();
         let flat: Vec<usize> = positions.iter().flatten().copied().collect();
@@ -157,14 +163,14 @@ impl<B: ModelBackend> Llama<B> {
         let at = Positions { cos: cos.reshape([b, 1, t, self.config.head_dim]), sin: sin.reshape([b, 1, t, self.config.head_dim]), bias: Some(bias) };
         let mut x = self.embed_tokens.forward(ids);
         for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
-            x = layer.forward(x, &at, Some(cache));
+            x = layer.forward(x, &at, Some((cache, step)));
         }
         self.head(apply_rms_norm(&self.norm, x.narrow(1, t - 1, 1)))
     }
 
-    /// Empty caches for up to `capacity` positions, one per layer.
-    pub fn new_caches(&self, capacity: usize) -> Vec<KvCache<B>> {
-        (0..self.layers.len()).map(|_| KvCache::with_capacity(capacity)).collect()
+    /// Empty caches of `slots` rows of up to `capacity` positions, one per layer.
+    pub fn new_caches(&self, slots: usize, capacity: usize) -> Vec<KvCache<B>> {
+        (0..self.layers.len()).map(|_| KvCache::new(slots, capacity)).collect()
     }
 
     /// The LM head: logits `[batch, seq, vocab]` of final hidden states.

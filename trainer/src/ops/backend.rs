@@ -18,7 +18,7 @@ pub type CudaPlain = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i3
 
 /// A backend the model runs on: burn's, plus the attention op, the projections' matmul,
 /// RMSNorm, RoPE on the heads, the MLP's gate and the loss's cross-entropy, each with its
-/// own backward, and generation's attention over a cache and its token pick.
+/// own backward, and generation's attention over a cache, its writes and its token pick.
 pub trait ModelBackend:
     ops::attention::CausalAttention
     + ops::attention::cached::CachedAttention
@@ -28,6 +28,7 @@ pub trait ModelBackend:
     + ops::swiglu::Swiglu
     + ops::cross_entropy::CrossEntropy
     + ops::pick_tokens::PickTokens
+    + ops::kv_write::KvWrite
 {
 }
 impl<
@@ -38,7 +39,8 @@ impl<
         + ops::rotary_heads::RotaryHeads
         + ops::swiglu::Swiglu
         + ops::cross_entropy::CrossEntropy
-        + ops::pick_tokens::PickTokens,
+        + ops::pick_tokens::PickTokens
+        + ops::kv_write::KvWrite,
 > ModelBackend for T
 {
 }

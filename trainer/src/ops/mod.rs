@@ -14,6 +14,7 @@ pub mod cross_entropy;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
 pub mod kernels;
+pub mod kv_write;
 pub mod matmul;
 pub mod pick_tokens;
 pub mod rms_norm;

@@ -2,7 +2,7 @@
 //! CPU as the reference and CUDA as the backend under test; the tests here run it CPU
 //! against CPU.
 
-use super::{PickTokens, pick_tokens, row_key};
+use super::{PickTokens, pick_tokens, row_key, step_hash};
 use crate::ops::check::{OpGap, host, named_gaps, tensor};
 
 /// `pick_tokens` on both backends, greedy and at temperatures 1 and 0.7, for `[rows,
@@ -12,9 +12,9 @@ pub fn check_pick_tokens<R: PickTokens, T: PickTokens>([rows, vocab]: [usize; 2]
     let mut rng = fastrand::Rng::with_seed(41);
     // Logits on a grid of 1/8, so that greedy rows have ties the lowest id must win.
     let logits: Vec<f32> = (0..rows * vocab).map(|_| rng.i32(-40..40) as f32 / 8.0).collect();
-    let keys: Vec<u32> = (0..rows).map(|row| row_key(9, row)).collect();
-    fn run<B: PickTokens>(logits: &[f32], keys: &[u32], [rows, vocab]: [usize; 2], device: &B::Device) -> Vec<Vec<f32>> {
-        [0.0, 1.0, 0.7].iter().map(|&t| host(pick_tokens(tensor::<B, 2>(logits, [rows, vocab], device), keys, 3, t).float())).collect()
+    let keys: Vec<u32> = (0..rows).map(|row| step_hash(row_key(9, row), 3)).collect();
+    fn run<B: PickTokens>(logits: &[f32], hashes: &[u32], [rows, vocab]: [usize; 2], device: &B::Device) -> Vec<Vec<f32>> {
+        [0.0, 1.0, 0.7].iter().map(|&t| host(pick_tokens(tensor::<B, 2>(logits, [rows, vocab], device), hashes, t).float())).collect()
     }
     let expected = run::<R>(&logits, &keys, [rows, vocab], reference);
     let actual = run::<T>(&logits, &keys, [rows, vocab], tested);

@@ -31,18 +31,16 @@ fn mix(h: u32) -> u32 {
 #[cube(launch)]
 fn pick_tokens_kernel<E: Float, I: Int>(
     logits: &Tensor<E>,
-    keys: &Tensor<I>,
+    hashes: &Tensor<I>,
     picked: &mut Tensor<I>,
     vocab: u32,
-    step: u32,
     temperature: f32,
     #[define(E, I)] _dtypes: [StorageType; 2],
 ) {
     let row = CUBE_POS_X as usize;
     let start = row * vocab as usize;
     let unit = UNIT_POS_Y * CUBE_DIM_X + UNIT_POS_X;
-    let key = u32::cast_from(keys[row]);
-    let hash = mix(key ^ mix(step + 0x9e37_79b9u32));
+    let hash = u32::cast_from(hashes[row]);
     let mut best = f32::new(-3.0e38);
     let mut best_at = vocab;
     for j in range_stepped(unit, vocab, CUBE_DIM_X * CUBE_DIM_Y) {
@@ -100,22 +98,21 @@ fn kernel_shape(logits: &CubeTensor<CudaRuntime>) -> Option<[u32; 2]> {
 }
 
 impl PickTokens for CudaPlain {
-    fn pick_tokens(logits: FloatTensor<Self>, keys: IntTensor<Self>, step: u32, temperature: f32) -> IntTensor<Self> {
-        let (logits, keys) = (into_contiguous(logits), into_contiguous(keys));
+    fn pick_tokens(logits: FloatTensor<Self>, hashes: IntTensor<Self>, temperature: f32) -> IntTensor<Self> {
+        let (logits, hashes) = (into_contiguous(logits), into_contiguous(hashes));
         let Some([rows, vocab]) = kernel_shape(&logits) else {
-            return host_pick::<Self>(logits, keys, step, temperature);
+            return host_pick::<Self>(logits, hashes, temperature);
         };
-        let picked = empty_like(&keys, vec![rows as usize], keys.dtype);
-        let dtypes = [logits.dtype.into(), keys.dtype.into()];
+        let picked = empty_like(&hashes, vec![rows as usize], hashes.dtype);
+        let dtypes = [logits.dtype.into(), hashes.dtype.into()];
         pick_tokens_kernel::launch::<CudaRuntime>(
             &logits.client.clone(),
             CubeCount::new_1d(rows),
             CubeDim::new_2d(PLANE, PLANES),
             logits.into_tensor_arg(),
-            keys.into_tensor_arg(),
+            hashes.into_tensor_arg(),
             picked.clone().into_tensor_arg(),
             vocab,
-            step,
             temperature,
             dtypes,
         );

@@ -4,7 +4,8 @@
 //!
 //! The noise of token `j` at decoding step `step` of a row comes from a counter-based hash
 //! of the row's key (`row_key`: the sampling seed and the row's index in its batch), the
-//! step and `j`, not from the backend's generator: a row's draws depend on its key and its
+//! step (`step_hash`, made on the host for each row) and `j`, not from the backend's
+//! generator: a row's draws depend on its key and its
 //! logits only, never on which other rows share its batch, and the CPU and the GPU draw
 //! the same noise. Ties go to the lowest token id.
 //!
@@ -22,19 +23,19 @@ use burn::tensor::{FloatDType, TensorPrimitive};
 
 /// A backend that picks each row's next token.
 pub trait PickTokens: Backend {
-    /// For `logits` `[rows, vocab]` (any float dtype) and `keys` `[rows]` (each row's key,
-    /// in `0..2^31`): each row's token at decoding step `step`, `[rows]`; greedy when
-    /// `temperature` is 0. On the host unless the backend has its own.
-    fn pick_tokens(logits: FloatTensor<Self>, keys: IntTensor<Self>, step: u32, temperature: f32) -> IntTensor<Self> {
-        host_pick::<Self>(logits, keys, step, temperature)
+    /// For `logits` `[rows, vocab]` (any float dtype) and `hashes` `[rows]` (each row's
+    /// `step_hash` of its key and step, in `0..2^31`): each row's token, `[rows]`; greedy
+    /// when `temperature` is 0. On the host unless the backend has its own.
+    fn pick_tokens(logits: FloatTensor<Self>, hashes: IntTensor<Self>, temperature: f32) -> IntTensor<Self> {
+        host_pick::<Self>(logits, hashes, temperature)
     }
 }
 
-/// [`PickTokens::pick_tokens`] on tensors.
-pub fn pick_tokens<B: PickTokens>(logits: Tensor<B, 2>, keys: &[u32], step: u32, temperature: f64) -> Tensor<B, 1, Int> {
+/// [`PickTokens::pick_tokens`] on tensors: row `i` draws with `hashes[i]` (`step_hash`).
+pub fn pick_tokens<B: PickTokens>(logits: Tensor<B, 2>, hashes: &[u32], temperature: f64) -> Tensor<B, 1, Int> {
     let device = logits.device();
-    let keys = Tensor::<B, 1, Int>::from_data(TensorData::new(keys.iter().map(|&k| i64::from(k)).collect::<Vec<_>>(), [keys.len()]), &device);
-    Tensor::from_primitive(B::pick_tokens(logits.into_primitive().tensor(), keys.into_primitive(), step, temperature.max(0.0) as f32))
+    let hashes = Tensor::<B, 1, Int>::from_data(TensorData::new(hashes.iter().map(|&k| i64::from(k)).collect::<Vec<_>>(), [hashes.len()]), &device);
+    Tensor::from_primitive(B::pick_tokens(logits.into_primitive().tensor(), hashes.into_primitive(), temperature.max(0.0) as f32))
 }
 
 /// The key of row `row` of a batch sampled with `seed` (31 bits, so that every backend's
@@ -57,9 +58,9 @@ pub fn mix(mut h: u32) -> u32 {
     h ^ (h >> 16)
 }
 
-/// The hash a row starts each token's from at a step.
+/// The hash a row draws its tokens' noise from at a step (31 bits, as keys).
 pub fn step_hash(key: u32, step: u32) -> u32 {
-    mix(key ^ mix(step.wrapping_add(0x9e37_79b9)))
+    mix(key ^ mix(step.wrapping_add(0x9e37_79b9))) >> 1
 }
 
 /// The Gumbel noise of token `token` from the row's step hash: `-ln(-ln u)` with `u` in
@@ -69,10 +70,9 @@ pub fn gumbel(step_hash: u32, token: u32) -> f32 {
     -(-u.ln()).ln()
 }
 
-/// One row's pick: the highest `x / temperature + gumbel` (or `x`, greedy), lowest id on
-/// ties.
-pub fn pick_row(logits: &[f32], key: u32, step: u32, temperature: f32) -> u32 {
-    let hash = step_hash(key, step);
+/// One row's pick with its step hash: the highest `x / temperature + gumbel` (or `x`,
+/// greedy), lowest id on ties.
+pub fn pick_row(logits: &[f32], hash: u32, temperature: f32) -> u32 {
     let mut best = (f32::NEG_INFINITY, 0u32);
     for (j, &x) in logits.iter().enumerate() {
         let score = if temperature > 0.0 { x / temperature + gumbel(hash, j as u32) } else { x };
@@ -84,13 +84,13 @@ pub fn pick_row(logits: &[f32], key: u32, step: u32, temperature: f32) -> u32 {
 }
 
 /// [`PickTokens::pick_tokens`] on the host.
-pub(crate) fn host_pick<B: Backend>(logits: FloatTensor<B>, keys: IntTensor<B>, step: u32, temperature: f32) -> IntTensor<B> {
+pub(crate) fn host_pick<B: Backend>(logits: FloatTensor<B>, hashes: IntTensor<B>, temperature: f32) -> IntTensor<B> {
     let logits = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(logits));
-    let keys = Tensor::<B, 1, Int>::from_primitive(keys);
+    let hashes = Tensor::<B, 1, Int>::from_primitive(hashes);
     let (device, [rows, vocab]) = (logits.device(), logits.dims());
     let host: Vec<f32> = logits.cast(FloatDType::F32).into_data().convert::<f32>().to_vec().expect("f32 logits");
-    let keys: Vec<i64> = keys.into_data().convert::<i64>().to_vec().expect("integer keys");
-    let picked: Vec<i64> = host.chunks(vocab.max(1)).zip(&keys).map(|(row, &key)| i64::from(pick_row(row, key as u32, step, temperature))).collect();
+    let hashes: Vec<i64> = hashes.into_data().convert::<i64>().to_vec().expect("integer hashes");
+    let picked: Vec<i64> = host.chunks(vocab.max(1)).zip(&hashes).map(|(row, &hash)| i64::from(pick_row(row, hash as u32, temperature))).collect();
     Tensor::<B, 1, Int>::from_data(TensorData::new(picked, [rows]), &device).into_primitive()
 }
 
@@ -123,21 +123,21 @@ mod tests {
         assert_ne!(step_hash(row_key(7, 3), 11), step_hash(row_key(7, 3), 12));
         assert_ne!(row_key(7, 3), row_key(7, 4));
         assert_ne!(row_key(7, 3), row_key(8, 3));
-        assert!((0..1000).all(|row| row_key(u64::MAX, row) < 1 << 31));
+        assert!((0..1000).all(|row| row_key(u64::MAX, row) < 1 << 31 && step_hash(row_key(3, row), row as u32) < 1 << 31));
     }
 
     /// Greedy picks the first of equal maxima; a draw is the same whatever rows come with it.
     #[test]
     fn greedy_takes_the_lowest_id_and_draws_follow_their_row_alone() {
-        assert_eq!(pick_row(&[0.5, 2.0, 2.0, -1.0], 1, 0, 0.0), 1);
+        assert_eq!(pick_row(&[0.5, 2.0, 2.0, -1.0], 1, 0.0), 1);
         let device = Default::default();
         let rows: Vec<f32> = (0..3 * 50).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
         let logits = Tensor::<crate::Cpu, 2>::from_data(TensorData::new(rows.clone(), [3, 50]), &device);
-        let keys = [row_key(5, 0), row_key(5, 1), row_key(5, 2)];
-        let together: Vec<i64> = pick_tokens(logits, &keys, 4, 1.0).into_data().to_vec().unwrap();
-        for (row, &key) in keys.iter().enumerate() {
+        let hashes = [0, 1, 2].map(|row| step_hash(row_key(5, row), 4));
+        let together: Vec<i64> = pick_tokens(logits, &hashes, 1.0).into_data().to_vec().unwrap();
+        for (row, &hash) in hashes.iter().enumerate() {
             let alone = Tensor::<crate::Cpu, 2>::from_data(TensorData::new(rows[row * 50..(row + 1) * 50].to_vec(), [1, 50]), &device);
-            let picked: Vec<i64> = pick_tokens(alone, &[key], 4, 1.0).into_data().to_vec().unwrap();
+            let picked: Vec<i64> = pick_tokens(alone, &[hash], 1.0).into_data().to_vec().unwrap();
             assert_eq!(picked[0], together[row]);
         }
     }
