@@ -146,7 +146,7 @@ fn device_draws_follow_the_tempered_softmax() {
     for (step, temperature) in [(0, 1.0), (5, 0.5)] {
         let hashes: Vec<u32> = (0..rows).map(|row| step_hash(row_key(11, row), step)).collect();
         let t = burn::prelude::Tensor::<B, 2>::from_data(burn::prelude::TensorData::new(logits.clone(), [rows, 4]), &device);
-        let picked = trainer::generate::device_pick(t, &hashes, temperature).into_data().convert::<i64>().to_vec::<i64>().unwrap();
+        let picked = trainer::ops::pick_tokens::pick_tokens(t, &hashes, temperature).into_data().convert::<i64>().to_vec::<i64>().unwrap();
     let weights: Vec<f64> = p.iter().map(|x| x.powf(1.0 / temperature)).collect();
         let total: f64 = weights.iter().sum();
         for (token, w) in weights.iter().enumerate() {

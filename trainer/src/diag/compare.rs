@@ -15,7 +15,7 @@ use burn::tensor::module::attention;
 use crate::ModelBackend;
 use crate::generate::{Sampling, generate};
 use crate::model::Llama;
-use crate::model::attention::attention_options;
+use crate::model::attention::{attention_options, attention_scale};
 use crate::model::kv_cache::KvCache;
 use crate::ops::kv_write::Placement;
 use crate::ops::attention::cached::cached_attention;
@@ -240,7 +240,7 @@ fn run_cached_attention<B: ModelBackend>(case: &AttentionCase, (k, v): (&[f32], 
     let bias = Tensor::<B, 4>::from_data(TensorData::new(bias, [b, 1, tq, keys]), device);
     let (k, v) = (tensor::<B, 4>(k, [b, kv, capacity, d], device).narrow(2, 0, keys), tensor::<B, 4>(v, [b, kv, capacity, d], device).narrow(2, 0, keys));
     let q = tensor::<B, 4>(&q[..b * h * tq * d], [b, h, tq, d], device);
-    host(cached_attention(q, k, v, bias, 1.0 / (d as f64).sqrt(), Kernels::default()))
+    host(cached_attention(q, k, v, bias, attention_scale(d), Kernels::default()))
 }
 
 fn run_cache_update<B: ModelBackend>(cache: &[f32], new: &[f32], s: OpShapes, device: &B::Device) -> Vec<f32> {

@@ -23,9 +23,8 @@ use crate::ModelBackend;
 use crate::model::Llama;
 use crate::model::kv_cache::{Attend, CacheStep, KvCache};
 use crate::ops::kv_write::Placement;
-use crate::ops::pick_tokens::{row_key, step_hash};
+use crate::ops::pick_tokens::{pick_tokens, row_key, step_hash};
 
-pub use self::sample::device_pick;
 use self::sample::pick_rows;
 
 /// Prompts are left-padded to a multiple of this, and the cache's capacity and the
@@ -81,9 +80,15 @@ struct Slot {
 /// Generates continuations of `prompts` (token ids, each non-empty): all rows at once, or
 /// as many at a time as the card's free memory holds the caches of (`slots_that_fit`).
 pub fn generate<B: ModelBackend>(model: &Llama<B>, prompts: &[Vec<u32>], s: &Sampling, keep_logits: bool) -> Result<Generated> {
-    let longest = round_up(prompts.iter().map(Vec::len).max().unwrap_or(0), PROMPT_BUCKET);
-    let slots = slots_that_fit(model, prompts.len(), round_up(longest + s.max_new_tokens, CACHE_BUCKET));
+    let slots = slots_that_fit(model, prompts.len(), cache_capacity(prompts, s));
     generate_in_slots(model, prompts, s, keep_logits, slots)
+}
+
+/// Positions a slot holds: the longest prompt (padded to `PROMPT_BUCKET`) and every new
+/// token, rounded up to `CACHE_BUCKET`.
+fn cache_capacity(prompts: &[Vec<u32>], s: &Sampling) -> usize {
+    let longest = round_up(prompts.iter().map(Vec::len).max().unwrap_or(0), PROMPT_BUCKET);
+    round_up(longest + s.max_new_tokens, CACHE_BUCKET)
 }
 
 /// Share of the card's free memory the caches may take; the rest is for the weights' copy
@@ -113,14 +118,14 @@ pub fn generate_in_slots<B: ModelBackend>(model: &Llama<B>, prompts: &[Vec<u32>]
         return Ok(Generated { tokens: vec![Vec::new(); prompts.len()], logits: vec![Vec::new(); prompts.len()] });
     }
     let model = model.for_generation();
-    let longest = round_up(prompts.iter().map(Vec::len).max().unwrap_or(0), PROMPT_BUCKET);
+    let (capacity, slots) = (cache_capacity(prompts, s), slots.clamp(1, prompts.len()));
     let mut engine = Engine {
         model: &model,
         s,
         keep_logits,
-        capacity: round_up(longest + s.max_new_tokens, CACHE_BUCKET),
-        caches: model.new_caches(slots.clamp(1, prompts.len()), round_up(longest + s.max_new_tokens, CACHE_BUCKET)),
-        slots: (0..slots.clamp(1, prompts.len())).map(|_| None).collect(),
+        capacity,
+        caches: model.new_caches(slots, capacity),
+        slots: (0..slots).map(|_| None).collect(),
         out: Generated { tokens: vec![Vec::new(); prompts.len()], logits: vec![Vec::new(); prompts.len()] },
     };
     let mut waiting = prompts.iter().enumerate().peekable();
@@ -229,7 +234,7 @@ impl<B: ModelBackend> Engine<'_, B> {
         let picked: Vec<u32> = if !self.keep_logits && (s.temperature <= 0.0 || s.top_p >= 1.0) {
             // Free slots draw too (their token is dropped).
             let hashes: Vec<u32> = order.iter().map(|&slot| self.slots[slot].as_ref().map_or(0, |r| step_hash(r.key, r.picked as u32))).collect();
-            let ids = device_pick(logits.reshape([rows, vocab]), &hashes, s.temperature).into_data().convert::<i64>().to_vec::<i64>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let ids = pick_tokens(logits.reshape([rows, vocab]), &hashes, s.temperature).into_data().convert::<i64>().to_vec::<i64>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
             ids.into_iter().map(|t| t as u32).collect()
         } else {
             let host = logits.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;

@@ -1,18 +1,8 @@
-//! How a token is picked from a row's logits: greedy or by sampling, on the device (the
-//! Gumbel-max draw from each row's own key and step, only the chosen ids coming back) or on
-//! the host (with a top-p cut, rows in parallel, each from its own seeded stream).
-
-use burn::prelude::*;
+//! How a token is picked on the host from a row's logits (a top-p cut, or logits kept):
+//! greedy or by sampling, rows in parallel, each from its own seeded stream. Without either,
+//! picks happen on the device (`ops::pick_tokens`).
 
 use crate::generate::Sampling;
-use crate::ops::pick_tokens::{PickTokens, pick_tokens};
-
-/// One token per row of `logits` (`[rows, vocab]`) on the device: the argmax (greedy,
-/// `temperature` 0), or a draw from softmax(logits / temperature) by the Gumbel-max trick,
-/// row `i`'s noise from `hashes[i]` (`ops::pick_tokens::step_hash` of its key and step).
-pub fn device_pick<B: PickTokens>(logits: Tensor<B, 2>, hashes: &[u32], temperature: f64) -> Tensor<B, 1, Int> {
-    pick_tokens(logits, hashes, temperature)
-}
 
 /// A token for each `(row, stream)` in `rows` from that row of `host` (`[rows, vocab]`
 /// logits), drawn from the row's own stream; rows split over the machine's cores (a draw

@@ -27,7 +27,7 @@ pub(crate) fn attention_options(head_dim: usize, is_causal: bool, fused: bool) -
 }
 
 /// The scores' scale, 1 / sqrt(head_dim).
-fn attention_scale(head_dim: usize) -> f64 {
+pub(crate) fn attention_scale(head_dim: usize) -> f64 {
     1.0 / (head_dim as f64).sqrt()
 }
 
