@@ -14,6 +14,7 @@ use trainer::TrainBackend;
 use trainer::diag::batch_check::{BatchCheck, check_batch};
 use trainer::diag::compare_backends::compare_backends;
 use trainer::diag::generate_bench::{GenerateBench, bench_generate};
+use trainer::diag::generate_ids::{GenerateJob, generate_ids};
 use trainer::diag::logits::{LogitsJob, write_logits};
 use trainer::diag::model_source::ModelSource;
 use trainer::diag::ops_bench::{OpsBench, bench_ops};
@@ -83,6 +84,28 @@ enum Command {
         /// The `.npy` file to write.
         #[arg(long)]
         out: PathBuf,
+        /// "cpu" or "cuda".
+        #[arg(long, default_value = "cuda")]
+        backend: String,
+        /// The dtype the matmuls run in: f32, bf16 or f16 (cuda), f64.
+        #[arg(long, default_value = "f32")]
+        compute_dtype: String,
+    },
+    /// Generates from token-id prompts with the rollout engine; prints one JSON line a
+    /// prompt: its new tokens and each step's gap between the two largest logits.
+    Generate {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// A JSON file of prompts, rows of token ids of any lengths: [[1, 2, 3], [4, 5]].
+        #[arg(long)]
+        prompts: PathBuf,
+        #[arg(long, default_value_t = 32)]
+        new_tokens: usize,
+        /// 0: greedy; otherwise sampled at this temperature (top-p 1), seeded per row.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
         /// "cpu" or "cuda".
         #[arg(long, default_value = "cuda")]
         backend: String,
@@ -261,6 +284,15 @@ fn run(cli: Cli) -> Result<()> {
             let compute = check_compute_dtype(&compute_dtype, kind, "--compute-dtype")?;
             on_backend(kind, kernels, false, Work::Logits(LogitsJob { source: source.source()?, ids, out, compute, kernels }))
         }
+        Command::Generate { source, prompts, new_tokens, temperature, seed, backend, compute_dtype } => {
+            let (kind, kernels) = (BackendKind::parse(&backend, "--backend")?, Kernels::default().with_env_overrides()?);
+            let compute = check_compute_dtype(&compute_dtype, kind, "--compute-dtype")?;
+            if !(temperature >= 0.0 && temperature.is_finite()) {
+                bail!("--temperature must be 0 (greedy) or above");
+            }
+            let job = GenerateJob { source: source.source()?, prompts, new_tokens, temperature, seed, compute, kernels };
+            on_backend(kind, kernels, false, Work::Generate(job))
+        }
         Command::CheckBatch { source, backend, rows, alone, new_tokens } => {
             let kernels = Kernels::default().with_env_overrides()?;
             let work = Work::CheckBatch(source.source()?, BatchCheck { rows, alone, new_tokens, kernels });
@@ -287,6 +319,7 @@ enum Work<'a> {
     Ppo(&'a PpoConfig, RunOptions),
     CheckBatch(ModelSource, BatchCheck),
     Logits(LogitsJob),
+    Generate(GenerateJob),
     BenchGenerate(ModelConfig, GenerateBench),
     BenchOps(ModelConfig, OpsBench),
 }
@@ -315,6 +348,7 @@ impl BackendWork for Work<'_> {
                 eprintln!("logits: {shape:?} of {} written to {}", job.source, job.out.display());
                 Ok(())
             }
+            Work::Generate(job) => generate_ids::<B::InnerBackend>(&job, device),
             Work::BenchGenerate(config, bench) => {
                 println!("{}", bench_generate::<B::InnerBackend>(&config, &bench, device)?);
                 Ok(())

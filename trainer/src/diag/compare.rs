@@ -249,9 +249,9 @@ fn run_cache_update<B: ModelBackend>(cache: &[f32], new: &[f32], s: OpShapes, de
     // `prompt - r % 8`), and the view shows one position more.
     let mut layer = KvCache::<B>::new(b, capacity);
     let filled = || tensor::<B, 4>(cache, [b, kv, capacity, d], device).narrow(2, 0, prompt);
-    layer.write(filled(), filled(), &Placement { slots: (0..b).collect(), starts: vec![0; b] });
+    layer.write(filled(), filled(), &Placement::new((0..b).collect(), vec![0; b], device));
     let new = tensor::<B, 4>(new, [b, kv, 1, d], device);
-    layer.write(new.clone(), new, &Placement { slots: (0..b).rev().collect(), starts: (0..b).map(|r| prompt - (b - 1 - r) % 8).collect() });
+    layer.write(new.clone(), new, &Placement::new((0..b).rev().collect(), (0..b).map(|r| prompt - (b - 1 - r) % 8).collect(), device));
     host(layer.view(prompt + 2).0)
 }
 

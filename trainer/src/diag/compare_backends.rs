@@ -79,11 +79,18 @@ fn check_training_ops(kernels: Kernels) {
     print(ops::squared_norms::check::check_squared_norms::<Cpu, CudaPlain>(&[1, 1000, 1_048_583], kernels, cpu, gpu), "cuBLAS unless HABITS_CUBLAS=0");
     // Rows not a whole number of cubes, a width not a multiple of a plane.
     print(ops::rms_norm::check::check_rms_norm::<Cpu, CudaPlain>([77, 2050], cpu, gpu), "two kernels");
+    // A width not a multiple of a cube's 256 units, with and without the add.
+    for with_delta in [true, false] {
+        print(ops::rms_norm::check::check_add_rms_norm::<Cpu, CudaPlain>([77, 2050], with_delta, burn::tensor::FloatDType::BF16, cpu, gpu), "one kernel");
+    }
     // Pairs not a whole number of cubes.
     print(ops::rotary_heads::check::check_rotary_heads::<Cpu, CudaPlain>([3, 77, 5, 64], cpu, gpu), "one kernel each way");
+    // Generation's one product for queries, keys and values, read as a view of wider rows.
+    print(ops::rotary_heads::check::check_qkv_heads::<Cpu, CudaPlain>([3, 5, 6, 2, 64], cpu, gpu), "one kernel");
     // One value a unit (77 x 1001 is odd) and vectors of four f32.
     for shape in [[77, 1001], [64, 1000]] {
         print(ops::swiglu::check::check_swiglu::<Cpu, CudaPlain>(shape, cpu, gpu), "one kernel each way");
+        print(ops::swiglu::check::check_swiglu_halves::<Cpu, CudaPlain>(shape, cpu, gpu), "one kernel");
     }
     // A vocabulary that is not a multiple of the 256 units a cube walks a row with.
     print(ops::cross_entropy::check::check_cross_entropy::<Cpu, CudaPlain>([37, 50_021], cpu, gpu), "two kernels");

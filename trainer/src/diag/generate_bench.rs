@@ -4,6 +4,8 @@
 //! (GPU kernels are compiled and tuned there), then `repeats` timed calls, each after a
 //! timed call of the prefill alone (one new token), which gives the mean decoding step;
 //! with a GPU profile, one more call records every kernel (launches and time per step).
+//! `bytes_per_step` is what a mean decoding step must read (weights and cache): divided by
+//! the card's memory bandwidth, the step's lower bound.
 //! The PyTorch side of the comparison is `scripts/gpu/bench_torch_generate.py`.
 
 use std::time::Instant;
@@ -72,5 +74,19 @@ pub fn bench_generate<B: ModelBackend>(config: &ModelConfig, b: &GenerateBench, 
         "side": "ours", "batch": b.batch, "prompt_tokens": b.prompt_tokens, "new_tokens": b.new_tokens, "parameters": config.num_parameters(),
         "compute_dtype": compute_name(b.compute), "first_call_s": first_s, "seconds": seconds, "tokens_per_s": (b.batch * b.new_tokens) as f64 / seconds,
         "prefill_s": prefill_s, "step_ms": (seconds - prefill_s) * 1e3 / b.new_tokens.saturating_sub(1).max(1) as f64,
+        "bytes_per_step": bytes_per_step(config, b),
     }))
+}
+
+/// The bytes a mean decoding step must read at the least, which bound it by the card's
+/// memory bandwidth: every weight it multiplies by, in the compute dtype (the embedding is
+/// a lookup of a few rows, but a tied LM head reads it whole), and each row's cached keys
+/// and values at the mean length (the prompt and half the new tokens).
+fn bytes_per_step(config: &ModelConfig, b: &GenerateBench) -> f64 {
+    let size = b.compute.map_or(4, |dtype| burn::tensor::DType::from(dtype).size()) as f64;
+    let embedding = if config.tie_word_embeddings { 0 } else { config.vocab_size * config.hidden_size };
+    let weights = (config.num_parameters() - embedding) as f64 * size;
+    let per_position = (2 * config.num_layers * config.num_kv_heads * config.head_dim) as f64 * size;
+    let mean_length = b.prompt_tokens as f64 + b.new_tokens as f64 / 2.0;
+    weights + b.batch as f64 * mean_length * per_position
 }

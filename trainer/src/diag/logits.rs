@@ -24,14 +24,23 @@ pub struct LogitsJob {
     pub kernels: Kernels,
 }
 
-/// Reads the rows of token ids: a JSON array of equally long, non-empty arrays.
-pub fn read_ids(path: &Path) -> Result<(Vec<i64>, [usize; 2])> {
+/// Reads rows of token ids: a JSON array of non-empty arrays, such as `[[1, 2, 3], [4, 5]]`.
+pub fn read_rows(path: &Path) -> Result<Vec<Vec<i64>>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let rows: Vec<Vec<i64>> = serde_json::from_str(&text)
         .with_context(|| format!("{}: expected a JSON array of rows of token ids, such as [[1, 2, 3], [4, 5, 6]]", path.display()))?;
-    let len = rows.first().map_or(0, Vec::len);
-    if len == 0 || rows.iter().any(|r| r.len() != len) {
-        bail!("{}: the rows must be non-empty and of one length (pad them yourself)", path.display());
+    if rows.is_empty() || rows.iter().any(Vec::is_empty) {
+        bail!("{}: give at least one row, and no empty rows", path.display());
+    }
+    Ok(rows)
+}
+
+/// Reads the rows of token ids: a JSON array of equally long, non-empty arrays.
+pub fn read_ids(path: &Path) -> Result<(Vec<i64>, [usize; 2])> {
+    let rows = read_rows(path)?;
+    let len = rows[0].len();
+    if rows.iter().any(|r| r.len() != len) {
+        bail!("{}: the rows must be of one length (pad them yourself)", path.display());
     }
     Ok((rows.concat(), [rows.len(), len]))
 }

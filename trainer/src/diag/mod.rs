@@ -9,6 +9,7 @@ pub mod batch_check;
 pub mod compare;
 pub mod compare_backends;
 pub mod generate_bench;
+pub mod generate_ids;
 pub mod gpu_profile;
 pub mod host_profile;
 pub mod logits;

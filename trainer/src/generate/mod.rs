@@ -187,7 +187,7 @@ impl<B: ModelBackend> Engine<'_, B> {
         }
         let bias = Tensor::<B, 4>::from_data(TensorData::new(bias, [admitted.len(), 1, longest, longest]), &device);
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [admitted.len(), longest]), &device);
-        let step = CacheStep { at: Placement { slots: admitted.iter().map(|&(slot, _)| slot).collect(), starts: vec![0; admitted.len()] }, attend: Attend::NewKeys };
+        let step = CacheStep { at: Placement::new(admitted.iter().map(|&(slot, _)| slot).collect(), vec![0; admitted.len()], &device), attend: Attend::NewKeys };
         let logits = self.model.forward_cached(ids, &positions, bias, &mut self.caches, &step);
         for (&(slot, row), &n) in admitted.iter().zip(&pads) {
             let rng = fastrand::Rng::with_seed(self.s.seed ^ (row as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
@@ -215,7 +215,7 @@ impl<B: ModelBackend> Engine<'_, B> {
         let bias = Tensor::<B, 4>::from_data(TensorData::new(bias, [rows.len(), 1, 1, visible]), &device);
         let ids: Vec<i64> = rows.iter().map(|row| row.map_or(pad, |r| r.3) as i64).collect();
         let positions: Vec<Vec<usize>> = rows.iter().map(|row| vec![row.map_or(0, |r| r.2)]).collect();
-        let step = CacheStep { at: Placement { slots: (0..rows.len()).collect(), starts: rows.iter().map(|row| row.map_or(0, |r| r.1)).collect() }, attend: Attend::Cache { visible } };
+        let step = CacheStep { at: Placement::new((0..rows.len()).collect(), rows.iter().map(|row| row.map_or(0, |r| r.1)).collect(), &device), attend: Attend::Cache { visible } };
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [rows.len(), 1]), &device);
         let logits = self.model.forward_cached(ids, &positions, bias, &mut self.caches, &step);
         for slot in self.slots.iter_mut().flatten() {

@@ -10,13 +10,13 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::ModelBackend;
 use crate::model::config::ModelConfig;
-use crate::model::precision::{Compute, cast_to, project, project_computed, to_compute};
+use crate::model::precision::{Compute, cast_to, project_computed, to_compute};
 use crate::model::source::{ParamSource, linear};
 use crate::model::kv_cache::{Attend, CacheStep, KvCache};
 use crate::ops::attention::cached::cached_attention;
 use crate::ops::attention::{causal_attention, repeat_kv};
 use crate::ops::kernels::Kernels;
-use crate::ops::rotary_heads::rotary_heads;
+use crate::ops::rotary_heads::{qkv_heads, rotary_heads};
 
 /// The options for burn's `attention`: an explicit scale selects the composed path on
 /// every backend (the fused kernels take only the default scale); `fused` leaves the
@@ -29,6 +29,15 @@ pub(crate) fn attention_options(head_dim: usize, is_causal: bool, fused: bool) -
 /// The scores' scale, 1 / sqrt(head_dim).
 pub(crate) fn attention_scale(head_dim: usize) -> f64 {
     1.0 / (head_dim as f64).sqrt()
+}
+
+/// Swaps the second and third dimensions (`[b, t, heads, d]` and `[b, heads, t, d]`).
+/// With one position (a decoding step) the values keep their order, so the swap is a
+/// reshape, which copies nothing (burn copies a swapped view where it needs contiguous
+/// values, twice a layer on every step).
+fn heads_first<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, one, two, d] = x.dims();
+    if one == 1 || two == 1 { x.reshape([b, two, one, d]) } else { x.swap_dims(1, 2) }
 }
 
 /// Where the tokens of a forward pass are: the RoPE tables (`[1 or batch, 1, seq,
@@ -59,6 +68,10 @@ pub struct Attention<B: Backend> {
     /// Which kernel paths the products and attention take; see `ops::kernels`.
     #[module(skip)]
     pub(super) kernels: Kernels,
+    /// Generation's one projection for queries, keys and values (their weights side by
+    /// side, `Llama::for_generation`); none: three products.
+    #[module(skip)]
+    pub(super) qkv: Option<Linear<B>>,
 }
 
 impl<B: ModelBackend> Attention<B> {
@@ -74,21 +87,28 @@ impl<B: ModelBackend> Attention<B> {
             head_dim: c.head_dim,
             compute: None,
             kernels: Kernels::default(),
+            qkv: None,
         })
     }
 
     /// Queries, keys and values of `x` (`[batch, seq, hidden]`) at `at`, by head, RoPE
     /// applied, in the compute dtype: `[batch, heads or kv_heads, seq, head_dim]`. `x` is
     /// cast once for the three projections; RoPE is one op from a projection's rows to its
-    /// rotated heads (`rotary_heads`).
+    /// rotated heads (`rotary_heads`). With the weights side by side (generation) it is one
+    /// product and one op from its rows to the three parts' heads (`qkv_heads`).
     pub fn project(&self, x: Tensor<B, 3>, at: &Positions<B>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, t, _] = x.dims();
         let c = self.compute;
         let x = to_compute(x, c);
+        if let Some(qkv) = &self.qkv {
+            let rows = project_computed(qkv, x, c, self.kernels);
+            let [q, k, v] = qkv_heads(rows, at.cos.clone(), at.sin.clone(), [self.num_heads, self.num_kv_heads]);
+            return (q, k, v);
+        }
         let rows = |layer: &Linear<B>| project_computed(layer, x.clone(), c, self.kernels);
         let q = rotary_heads(rows(&self.q_proj), at.cos.clone(), at.sin.clone(), self.num_heads);
         let k = rotary_heads(rows(&self.k_proj), at.cos.clone(), at.sin.clone(), self.num_kv_heads);
-        let v = rows(&self.v_proj).reshape([b, t, self.num_kv_heads, self.head_dim]).swap_dims(1, 2);
+        let v = heads_first(rows(&self.v_proj).reshape([b, t, self.num_kv_heads, self.head_dim]));
         (q, k, v)
     }
 
@@ -107,11 +127,11 @@ impl<B: ModelBackend> Attention<B> {
         cast_to(y, out)
     }
 
-    /// `x`: `[batch, seq, hidden]` at `at`. Without a cache, attention is causal over `x`
+    /// `x`: `[batch, seq, hidden]` at `at`; the result is in the compute dtype. Without a cache, attention is causal over `x`
     /// alone; with one, `x`'s keys and values are written into the cache where `step` says
     /// and the queries attend, under `at.bias`, to them (a prefill) or to every slot's
     /// first positions (a decoding step).
-    pub fn forward(&self, x: Tensor<B, 3>, at: &Positions<B>, cache: Option<(&mut KvCache<B>, &CacheStep)>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, at: &Positions<B>, cache: Option<(&mut KvCache<B>, &CacheStep<B>)>) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         // Keys and values come (and are cached) in the compute dtype.
         let (q, mut k, mut v) = self.project(x, at);
@@ -121,9 +141,9 @@ impl<B: ModelBackend> Attention<B> {
                 (k, v) = cache.view(visible);
             }
         }
-        // The heads stay in the compute dtype for the output projection, which returns f32.
-        let out = self.attend(q, k, v, at.bias.clone());
-        project(&self.o_proj, out.swap_dims(1, 2).reshape([b, t, self.num_heads * self.head_dim]), self.compute, self.kernels)
+        // The heads and the output projection stay in the compute dtype.
+        let out = heads_first(self.attend(q, k, v, at.bias.clone()));
+        project_computed(&self.o_proj, out.reshape([b, t, self.num_heads * self.head_dim]), self.compute, self.kernels)
     }
 
     /// `[b, kv_heads, t, d]` -> `[b, heads, t, d]`, each kv head serving its group.

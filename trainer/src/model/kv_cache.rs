@@ -20,8 +20,8 @@ pub struct KvCache<B: Backend> {
 /// How a forward pass with caches uses them: where its rows' new keys and values go, and
 /// what its queries attend to.
 #[derive(Clone, Debug)]
-pub struct CacheStep {
-    pub at: Placement,
+pub struct CacheStep<B: Backend> {
+    pub at: Placement<B>,
     pub attend: Attend,
 }
 
@@ -47,14 +47,14 @@ impl<B: KvWrite> KvCache<B> {
 
     /// Writes `k`, `v` (`[rows, kv_heads, t, head_dim]`) at `at` (a slot and a first
     /// position for each row).
-    pub fn write(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>, at: &Placement) {
+    pub fn write(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>, at: &Placement<B>) {
         let [_, heads, _, d] = k.dims();
         let (slots, capacity) = (self.slots, self.capacity);
         let buffer = |old: Option<Tensor<B, 4>>, new: &Tensor<B, 4>| old.unwrap_or_else(|| Tensor::zeros([slots, heads, capacity, d], (&new.device(), new.dtype())));
         let k_buffer = buffer(self.k.take(), &k);
         let v_buffer = buffer(self.v.take(), &v);
-        self.k = Some(kv_write(k_buffer, k, at));
-        self.v = Some(kv_write(v_buffer, v, at));
+        let [k, v] = kv_write([k_buffer, v_buffer], [k, v], at);
+        (self.k, self.v) = (Some(k), Some(v));
     }
 
     /// Views of every slot's first `visible` positions (positions never written read as
@@ -91,7 +91,7 @@ mod tests {
     #[test]
     fn writes_land_in_their_slots_and_slots_can_leave() {
         let mut cache = KvCache::<Cpu>::new(3, 8);
-        cache.write(filled(2, 2, 1.0), filled(2, 2, -1.0), &Placement { slots: vec![0, 2], starts: vec![0, 1] });
+        cache.write(filled(2, 2, 1.0), filled(2, 2, -1.0), &Placement::new(vec![0, 2], vec![0, 1], &Default::default()));
         let (k, _) = cache.view(4);
         assert_eq!(k.dims(), [3, 1, 4, 2]);
         let k: Vec<f32> = k.into_data().to_vec().unwrap();
@@ -110,7 +110,7 @@ mod tests {
     #[should_panic(expected = "holds 2 positions")]
     fn a_view_past_the_capacity_is_refused() {
         let mut cache = KvCache::<Cpu>::new(1, 2);
-        cache.write(filled(1, 1, 1.0), filled(1, 1, 1.0), &Placement { slots: vec![0], starts: vec![0] });
+        cache.write(filled(1, 1, 1.0), filled(1, 1, 1.0), &Placement::new(vec![0], vec![0], &Default::default()));
         cache.view(3);
     }
 }

@@ -5,11 +5,11 @@ use burn::nn::Linear;
 use burn::prelude::*;
 
 use crate::model::config::ModelConfig;
-use crate::model::precision::{Compute, project, project_computed, to_compute};
+use crate::model::precision::{Compute, project_computed, to_compute};
 use crate::model::source::{ParamSource, linear};
 use crate::ops::kernels::Kernels;
 use crate::ops::matmul::Matmul;
-use crate::ops::swiglu::{Swiglu, swiglu};
+use crate::ops::swiglu::{Swiglu, swiglu, swiglu_halves};
 
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
@@ -22,6 +22,10 @@ pub struct Mlp<B: Backend> {
     /// Which kernel paths the products take; see `ops::kernels`.
     #[module(skip)]
     pub(super) kernels: Kernels,
+    /// Generation's one product for the gate and up projections (their weights side by
+    /// side, `Llama::for_generation`); none: two products.
+    #[module(skip)]
+    pub(super) gate_up: Option<Linear<B>>,
 }
 
 impl<B: Matmul + Swiglu> Mlp<B> {
@@ -33,15 +37,20 @@ impl<B: Matmul + Swiglu> Mlp<B> {
             down_proj: linear(src, &format!("{prefix}.down_proj"), i, h, false, device)?,
             compute: None,
             kernels: Kernels::default(),
+            gate_up: None,
         })
     }
 
-    /// `x` is cast once for both input projections; the gate (`swiglu`, one op) and the
-    /// down projection's input stay in the compute dtype; the result is in the parameters'.
+    /// `x` is cast once for both input projections; the gate (`swiglu`, one op), the down
+    /// projection and the result stay in the compute dtype. With the gate and up weights
+    /// side by side (generation) they are one product, gated by one op (`swiglu_halves`).
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let (c, k) = (self.compute, self.kernels);
         let x = to_compute(x, c);
-        let gated = swiglu(project_computed(&self.gate_proj, x.clone(), c, k), project_computed(&self.up_proj, x, c, k));
-        project(&self.down_proj, gated, c, k)
+        let gated = match &self.gate_up {
+            Some(gate_up) => swiglu_halves(project_computed(gate_up, x, c, k)),
+            None => swiglu(project_computed(&self.gate_proj, x.clone(), c, k), project_computed(&self.up_proj, x, c, k)),
+        };
+        project_computed(&self.down_proj, gated, c, k)
     }
 }

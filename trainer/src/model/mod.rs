@@ -21,12 +21,12 @@ use self::attention::Positions;
 use self::kv_cache::{CacheStep, KvCache};
 use self::config::ModelConfig;
 use self::layer::DecoderLayer;
-use self::precision::{Compute, cast_to, linear_computed, to_compute};
+use self::precision::{Compute, RESIDUAL, cast_to, linear_computed, to_compute};
 use self::rope::Rope;
 use self::source::{ParamSource, RandomInit, embedding, linear, rms_norm};
 use crate::ModelBackend;
 use crate::ops::kernels::Kernels;
-use crate::ops::rms_norm::apply_rms_norm;
+use crate::ops::rms_norm::{add_then_norm, apply_rms_norm};
 
 #[derive(Module, Debug)]
 pub struct Llama<B: Backend> {
@@ -87,26 +87,35 @@ impl<B: ModelBackend> Llama<B> {
         self
     }
 
-    /// The model as generation runs it: the projections' weights and the LM head held in
-    /// the compute dtype, so that a decoding step reads each weight as it is instead of
-    /// casting it again (at the 1B shape in bf16 the casts read and write 7.4 GB a step).
-    /// The embedding and the norms keep their dtype; a tied head gets its own copy, the
-    /// embedding cast once and read transposed. Without a compute dtype, the model itself.
+    /// The model as generation runs it: the projections' weights held in the compute dtype,
+    /// so that a decoding step reads each weight as it is instead of casting it again (at
+    /// the 1B shape in bf16 the casts read and write 7.4 GB a step), and the weights that
+    /// read the same input side by side, one product each (queries, keys and values; the
+    /// MLP's gate and up). The embedding and the norms keep their dtype; the LM head gets
+    /// its own copy in the compute dtype (a tied one: the embedding cast once and read
+    /// transposed). Without a compute dtype the weights keep theirs.
     pub fn for_generation(&self) -> Self {
-        let Some(dtype) = self.compute else { return self.clone() };
-        let cast = |lin: &Linear<B>| Linear {
-            weight: lin.weight.clone().map(|w| cast_to(w, dtype)),
-            bias: lin.bias.clone().map(|b| b.map(|b| cast_to(b, dtype))),
+        let compute = self.compute;
+        let in_compute = |lin: &Linear<B>| Linear {
+            weight: lin.weight.clone().map(|w| to_compute(w, compute)),
+            bias: lin.bias.clone().map(|b| b.map(|b| to_compute(b, compute))),
+        };
+        // Outputs side by side in the order of `parts`; biases too where every part has one.
+        let side_by_side = |parts: &[&Linear<B>]| {
+            let weight = Tensor::cat(parts.iter().map(|l| to_compute(l.weight.val(), compute)).collect(), 1);
+            let biases: Option<Vec<Tensor<B, 1>>> = parts.iter().map(|l| l.bias.as_ref().map(|b| to_compute(b.val(), compute))).collect();
+            Linear { weight: Param::from_tensor(weight), bias: biases.map(|b| Param::from_tensor(Tensor::cat(b, 0))) }
         };
         let mut model = self.clone();
         for layer in &mut model.layers {
             let (attn, mlp) = (&mut layer.self_attn, &mut layer.mlp);
-            (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj) = (cast(&attn.q_proj), cast(&attn.k_proj), cast(&attn.v_proj), cast(&attn.o_proj));
-            (mlp.gate_proj, mlp.up_proj, mlp.down_proj) = (cast(&mlp.gate_proj), cast(&mlp.up_proj), cast(&mlp.down_proj));
+            attn.qkv = Some(side_by_side(&[&attn.q_proj, &attn.k_proj, &attn.v_proj]));
+            mlp.gate_up = Some(side_by_side(&[&mlp.gate_proj, &mlp.up_proj]));
+            (attn.o_proj, mlp.down_proj) = (in_compute(&attn.o_proj), in_compute(&mlp.down_proj));
         }
         model.lm_head = Some(match &self.lm_head {
-            Some(head) => cast(head),
-            None => Linear { weight: Param::from_tensor(cast_to(self.embed_tokens.weight.val(), dtype).transpose()), bias: None },
+            Some(head) => in_compute(head),
+            None => Linear { weight: Param::from_tensor(to_compute(self.embed_tokens.weight.val(), compute).transpose()), bias: None },
         });
         model
     }
@@ -155,17 +164,20 @@ impl<B: ModelBackend> Llama<B> {
     /// caches' first positions (`step.attend`). The LM head runs on the last position only
     /// (a prefill of 256 prompts of 96 tokens would otherwise make 3 billion logits over a
     /// 128k vocabulary).
-    pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, positions: &[Vec<usize>], bias: Tensor<B, 4>, caches: &mut [KvCache<B>], step: &CacheStep) -> Tensor<B, 3> {
+    pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, positions: &[Vec<usize>], bias: Tensor<B, 4>, caches: &mut [KvCache<B>], step: &CacheStep<B>) -> Tensor<B, 3> {
         let device = ids.device();
         let [b, t] = ids.dims();
         let flat: Vec<usize> = positions.iter().flatten().copied().collect();
         let (cos, sin) = self.rope.tables::<B>(&flat, &device);
         let at = Positions { cos: cos.reshape([b, 1, t, self.config.head_dim]), sin: sin.reshape([b, 1, t, self.config.head_dim]), bias: Some(bias) };
-        let mut x = self.embed_tokens.forward(ids);
+        // Each layer's last residual add is done by the next norm (`forward_deferred`).
+        let (mut x, mut pending) = (self.embed_tokens.forward(ids), None);
         for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
-            x = layer.forward(x, &at, Some((cache, step)));
+            let (after_attention, mlp) = layer.forward_deferred(x, pending, &at, Some((cache, step)));
+            (x, pending) = (after_attention, Some(mlp));
         }
-        self.head(apply_rms_norm(&self.norm, x.narrow(1, t - 1, 1)))
+        let last = |x: Tensor<B, 3>| x.narrow(1, t - 1, 1);
+        self.head(add_then_norm(&self.norm, last(x), pending.map(last), self.compute).1)
     }
 
     /// Empty caches of `slots` rows of up to `capacity` positions, one per layer.
@@ -173,11 +185,10 @@ impl<B: ModelBackend> Llama<B> {
         (0..self.layers.len()).map(|_| KvCache::new(slots, capacity)).collect()
     }
 
-    /// The LM head: logits `[batch, seq, vocab]` of final hidden states.
+    /// The LM head: logits `[batch, seq, vocab]` of final hidden states (in either dtype),
+    /// in the residual stream's dtype (`precision::RESIDUAL`).
     pub fn head(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let dtype: burn::tensor::FloatDType = x.dtype().into();
-        let logits = self.head_computed(x);
-        if self.compute.is_some() { logits.cast(dtype) } else { logits }
+        cast_to(self.head_computed(x), RESIDUAL)
     }
 
     /// The LM head's logits left in the compute dtype (the loss reads them there).

@@ -4,7 +4,8 @@
 //! Between the products of a block the values stay in the compute dtype (the queries, keys
 //! and values through RoPE and attention, the MLP's gate), each op computing in f32 where
 //! it has a kernel; a block's input is cast once for all its projections and its output
-//! comes back in f32. Casts are differentiable, so the gradients reach the f32 parameters
+//! stays in the compute dtype until the residual add (`ops::rms_norm::add_then_norm`)
+//! brings it back to f32. Casts are differentiable, so the gradients reach the f32 parameters
 //! in f32.
 
 use anyhow::{Result, bail};
@@ -77,11 +78,6 @@ fn flat_linear<B: Matmul>(x: Tensor<B, 3>, weight: Tensor<B, 2>, bias: Option<Te
         Some(bias) => product + bias.unsqueeze::<3>(),
         None => product,
     }
-}
-
-/// A projection layer's forward in the compute dtype, the result in the parameters' dtype.
-pub fn project<B: Matmul>(layer: &Linear<B>, x: Tensor<B, 3>, compute: Compute, kernels: Kernels) -> Tensor<B, 3> {
-    linear_in(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), compute, kernels)
 }
 
 /// A projection layer's forward with the result left in the compute dtype (for a consumer

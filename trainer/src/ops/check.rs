@@ -62,7 +62,7 @@ pub(crate) fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 /// Each op's check with the CPU as both backends: every gap exactly zero.
 #[cfg(test)]
 mod tests {
-    use burn::tensor::{DType, TensorPrimitive};
+    use burn::tensor::{DType, FloatDType, TensorPrimitive};
 
     use super::*;
     use crate::Cpu;
@@ -79,18 +79,22 @@ mod tests {
     #[test]
     fn every_op_agrees_with_itself() {
         let (cpu, k) = (&Default::default(), Kernels::default());
-        let checks: [(Vec<OpGap>, usize); 11] = [
+        let checks: [(Vec<OpGap>, usize); 15] = [
             (adamw::check::check_adamw::<Cpu, Cpu>([7, 5], cpu, cpu), 3),
             (attention::check::check_attention::<Cpu, Cpu>([1, 3, 3, 9, 4], DType::F32, k, cpu, cpu), 4),
             (attention::check::check_attention::<Cpu, Cpu>([2, 4, 2, 9, 4], DType::F32, k, cpu, cpu), 4),
             (cross_entropy::check::check_cross_entropy::<Cpu, Cpu>([5, 13], cpu, cpu), 2),
             (matmul::check::check_matmul::<Cpu, Cpu>([6, 4, 3], k, cpu, cpu), 4),
             (matmul::check::check_matmul_gradients::<Cpu, Cpu>([6, 4, 3], k, cpu, cpu), 4),
-            (kv_write::check::check_kv_write::<Cpu, Cpu>([5, 2, 9, 3], [3, 4], cpu, cpu), 1),
+            (kv_write::check::check_kv_write::<Cpu, Cpu>([5, 2, 9, 3], [3, 4], cpu, cpu), 2),
             (pick_tokens::check::check_pick_tokens::<Cpu, Cpu>([4, 37], cpu, cpu), 3),
             (rms_norm::check::check_rms_norm::<Cpu, Cpu>([5, 12], cpu, cpu), 3),
+            (rms_norm::check::check_add_rms_norm::<Cpu, Cpu>([5, 12], true, FloatDType::F32, cpu, cpu), 2),
+            (rms_norm::check::check_add_rms_norm::<Cpu, Cpu>([5, 12], false, FloatDType::F32, cpu, cpu), 2),
             (rotary_heads::check::check_rotary_heads::<Cpu, Cpu>([2, 5, 3, 8], cpu, cpu), 4),
             (swiglu::check::check_swiglu::<Cpu, Cpu>([3, 7], cpu, cpu), 3),
+            (swiglu::check::check_swiglu_halves::<Cpu, Cpu>([3, 7], cpu, cpu), 1),
+            (rotary_heads::check::check_qkv_heads::<Cpu, Cpu>([2, 3, 4, 2, 8], cpu, cpu), 3),
         ];
         for (gaps, count) in checks {
             assert_identical(&gaps, count);

@@ -1,10 +1,12 @@
 //! The cache write (`kv_write`) as one CUDA kernel for burn's CUDA backend without fusion:
-//! one unit per written value, its row's slot and first position read from a small table,
-//! written into the cache in place (a copy first only when the cache's buffer is shared).
+//! one unit per written key and its value, its row's slot and first position read from a
+//! small table, written into the caches in place (a copy first only when a cache's buffer
+//! is shared).
 
 use burn::tensor::DType;
 use burn::tensor::ops::FloatTensor;
 use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::tensor::CubeTensor;
 use cubecl::cuda::CudaRuntime;
 use cubecl::prelude::*;
 
@@ -12,12 +14,15 @@ use crate::CudaPlain;
 use crate::ops::cuda::plane_rows::one_unit_each;
 use crate::ops::kv_write::{KvWrite, Placement, slice_by_slice};
 
-/// `cache[slot[r], h, start[r] + p, x] = values[r, h, p, x]`; `placement` holds each row's
-/// slot and start, one after the other.
+/// `cache[slot[r], h, start[r] + p, x] = values[r, h, p, x]` for the keys and the values;
+/// `placement` holds each row's slot and start, one after the other.
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)]
 fn kv_write_kernel<E: Float, I: Int>(
-    cache: &mut Tensor<E>,
-    values: &Tensor<E>,
+    k_cache: &mut Tensor<E>,
+    v_cache: &mut Tensor<E>,
+    k: &Tensor<E>,
+    v: &Tensor<E>,
     placement: &Tensor<I>,
     heads: u32,
     t: u32,
@@ -26,7 +31,7 @@ fn kv_write_kernel<E: Float, I: Int>(
     #[define(E, I)] _dtypes: [StorageType; 2],
 ) {
     let i = ABSOLUTE_POS;
-    if i >= values.len() {
+    if i >= k.len() {
         terminate!();
     }
     let x = i % d as usize;
@@ -35,31 +40,37 @@ fn kv_write_kernel<E: Float, I: Int>(
     let r = i / (d as usize * t as usize * heads as usize);
     let slot = u32::cast_from(placement[2 * r]) as usize;
     let start = u32::cast_from(placement[2 * r + 1]) as usize;
-    cache[((slot * heads as usize + h) * capacity as usize + start + p) * d as usize + x] = values[i];
+    let at = ((slot * heads as usize + h) * capacity as usize + start + p) * d as usize + x;
+    k_cache[at] = k[i];
+    v_cache[at] = v[i];
 }
 
 impl KvWrite for CudaPlain {
-    fn kv_write(cache: FloatTensor<Self>, values: FloatTensor<Self>, at: &Placement) -> FloatTensor<Self> {
-        let (cache, values) = (into_contiguous(cache), into_contiguous(values));
-        let [_, heads, capacity, d] = cache.meta.shape[..] else { unreachable!("kv_write checked a 4-d cache") };
-        let t = values.meta.shape[2];
-        let fits = matches!(cache.dtype, DType::F32 | DType::BF16 | DType::F16) && cache.dtype == values.dtype && cache.meta.shape.iter().product::<usize>() < u32::MAX as usize;
+    fn kv_write(caches: [FloatTensor<Self>; 2], values: [FloatTensor<Self>; 2], at: &Placement<Self>) -> [FloatTensor<Self>; 2] {
+        let ([k_cache, v_cache], [k, v]) = (caches.map(into_contiguous), values.map(into_contiguous));
+        let [_, heads, capacity, d] = k_cache.meta.shape[..] else { unreachable!("kv_write checked a 4-d cache") };
+        let t = k.meta.shape[2];
+        let dtype = k_cache.dtype;
+        let fits = matches!(dtype, DType::F32 | DType::BF16 | DType::F16)
+            && [&v_cache, &k, &v].iter().all(|x| x.dtype == dtype)
+            && k_cache.meta.shape.iter().product::<usize>() < u32::MAX as usize;
         if !fits {
-            return slice_by_slice::<Self>(cache, values, at);
+            return [slice_by_slice::<Self>(k_cache, k, at), slice_by_slice::<Self>(v_cache, v, at)];
         }
-        // Written in place when the cache is its buffer's only owner (between steps it is).
-        let cache = if cache.can_mut() { cache } else { cache.copy() };
-        let table: Vec<i64> = at.slots.iter().zip(&at.starts).flat_map(|(&s, &p)| [s as i64, p as i64]).collect();
-        let rows = table.len();
-        let placement = burn::tensor::Tensor::<Self, 1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(table, [rows]), &cache.device).into_primitive();
-        let (count, dim) = one_unit_each(&cache.client, values.meta.shape.iter().product());
-        let dtypes = [cache.dtype.into(), placement.dtype.into()];
+        // Written in place when a cache is its buffer's only owner (between steps it is).
+        let owned = |cache: CubeTensor<CudaRuntime>| if cache.can_mut() { cache } else { cache.copy() };
+        let (k_cache, v_cache) = (owned(k_cache), owned(v_cache));
+        let placement = into_contiguous(at.table.clone().into_primitive());
+        let (count, dim) = one_unit_each(&k_cache.client, k.meta.shape.iter().product());
+        let dtypes = [dtype.into(), placement.dtype.into()];
         kv_write_kernel::launch::<CudaRuntime>(
-            &cache.client.clone(),
+            &k_cache.client.clone(),
             count,
             dim,
-            cache.clone().into_tensor_arg(),
-            values.into_tensor_arg(),
+            k_cache.clone().into_tensor_arg(),
+            v_cache.clone().into_tensor_arg(),
+            k.into_tensor_arg(),
+            v.into_tensor_arg(),
             placement.into_tensor_arg(),
             heads as u32,
             t as u32,
@@ -67,6 +78,6 @@ impl KvWrite for CudaPlain {
             d as u32,
             dtypes,
         );
-        cache
+        [k_cache, v_cache]
     }
 }

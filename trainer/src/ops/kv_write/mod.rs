@@ -15,26 +15,45 @@ use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use burn::tensor::ops::FloatTensor;
 
-/// Where each row of a write goes: its slot and its first position.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Placement {
+/// Where each row of a write goes: its slot and its first position, on the host and, as
+/// pairs `(slot, start)` one row after the other, on the device (uploaded once for every
+/// layer's writes of a step).
+#[derive(Clone, Debug)]
+pub struct Placement<B: Backend> {
     pub slots: Vec<usize>,
     pub starts: Vec<usize>,
+    pub table: Tensor<B, 1, Int>,
+}
+
+impl<B: Backend> Placement<B> {
+    /// Rows at `slots` (distinct), each from its `starts` position.
+    pub fn new(slots: Vec<usize>, starts: Vec<usize>, device: &B::Device) -> Self {
+        assert_eq!(slots.len(), starts.len(), "{} rows need as many starts, not {}", slots.len(), starts.len());
+        let mut seen = slots.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), slots.len(), "a write's slots must be distinct");
+        let pairs: Vec<i64> = slots.iter().zip(&starts).flat_map(|(&s, &p)| [s as i64, p as i64]).collect();
+        let table = Tensor::from_data(TensorData::new(pairs, [2 * slots.len()]), device);
+        Placement { slots, starts, table }
+    }
 }
 
 /// A backend that writes rows into a cache.
 pub trait KvWrite: Backend {
-    /// `cache` `[slots, heads, capacity, head_dim]` with `values` `[rows, heads, t,
-    /// head_dim]` (the same dtype) written at `cache[slots[i], :, starts[i]..starts[i] + t,
-    /// :]` for each row `i` (distinct slots, every block within the capacity); in place
-    /// where the backend can.
-    fn kv_write(cache: FloatTensor<Self>, values: FloatTensor<Self>, at: &Placement) -> FloatTensor<Self> {
-        slice_by_slice::<Self>(cache, values, at)
+    /// Each of `caches` (the keys' and the values', `[slots, heads, capacity, head_dim]`)
+    /// with its `values` (`[rows, heads, t, head_dim]`, the same dtype) written at
+    /// `cache[slots[i], :, starts[i]..starts[i] + t, :]` for each row `i` (distinct slots,
+    /// every block within the capacity); in place where the backend can.
+    fn kv_write(caches: [FloatTensor<Self>; 2], values: [FloatTensor<Self>; 2], at: &Placement<Self>) -> [FloatTensor<Self>; 2] {
+        let [k_cache, v_cache] = caches;
+        let [k, v] = values;
+        [slice_by_slice::<Self>(k_cache, k, at), slice_by_slice::<Self>(v_cache, v, at)]
     }
 }
 
 /// [`KvWrite::kv_write`] from burn's ops: one slice assignment per row.
-pub(crate) fn slice_by_slice<B: Backend>(cache: FloatTensor<B>, values: FloatTensor<B>, at: &Placement) -> FloatTensor<B> {
+pub(crate) fn slice_by_slice<B: Backend>(cache: FloatTensor<B>, values: FloatTensor<B>, at: &Placement<B>) -> FloatTensor<B> {
     let mut cache = Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(cache));
     let values = Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(values));
     let [_, heads, t, d] = values.dims();
@@ -45,19 +64,16 @@ pub(crate) fn slice_by_slice<B: Backend>(cache: FloatTensor<B>, values: FloatTen
 }
 
 /// [`KvWrite::kv_write`] on tensors, after checking the placement against the shapes.
-pub fn kv_write<B: KvWrite>(cache: Tensor<B, 4>, values: Tensor<B, 4>, at: &Placement) -> Tensor<B, 4> {
-    let ([slots, heads, capacity, d], [rows, value_heads, t, value_d]) = (cache.dims(), values.dims());
-    assert!(heads == value_heads && d == value_d, "cache {:?} cannot take values {:?}", cache.dims(), values.dims());
-    assert!(at.slots.len() == rows && at.starts.len() == rows, "{rows} rows need {rows} slots and starts, not {} and {}", at.slots.len(), at.starts.len());
+pub fn kv_write<B: KvWrite>(caches: [Tensor<B, 4>; 2], values: [Tensor<B, 4>; 2], at: &Placement<B>) -> [Tensor<B, 4>; 2] {
+    let ([slots, heads, capacity, d], [rows, value_heads, t, value_d]) = (caches[0].dims(), values[0].dims());
+    assert!(caches[1].dims() == caches[0].dims() && values[1].dims() == values[0].dims(), "the keys and the values come in one shape");
+    assert!(heads == value_heads && d == value_d, "cache {:?} cannot take values {:?}", caches[0].dims(), values[0].dims());
+    assert!(at.slots.len() == rows, "{rows} rows need {rows} slots, not {}", at.slots.len());
     for (&slot, &start) in at.slots.iter().zip(&at.starts) {
         assert!(slot < slots && start + t <= capacity, "a write at slot {slot}, positions {start}..{} does not fit a cache of {slots} slots x {capacity}", start + t);
     }
-    let mut seen = at.slots.clone();
-    seen.sort_unstable();
-    seen.dedup();
-    assert_eq!(seen.len(), rows, "a write's slots must be distinct");
     let raw = |x: Tensor<B, 4>| x.into_primitive().tensor();
-    Tensor::from_primitive(TensorPrimitive::Float(B::kv_write(raw(cache), raw(values), at)))
+    B::kv_write(caches.map(raw), values.map(raw), at).map(|x| Tensor::from_primitive(TensorPrimitive::Float(x)))
 }
 
 impl KvWrite for crate::Cpu {}
@@ -75,18 +91,20 @@ mod tests {
         let device = Default::default();
         let cache = Tensor::<Cpu, 4>::zeros([3, 1, 4, 2], &device);
         let values = Tensor::<Cpu, 4>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], [2, 1, 2, 2]), &device);
-        let written = kv_write(cache, values, &Placement { slots: vec![2, 0], starts: vec![1, 2] });
-        let host: Vec<f32> = written.into_data().to_vec().unwrap();
+        let [k, v] = kv_write([cache.clone(), cache], [values.clone(), -values], &Placement::new(vec![2, 0], vec![1, 2], &device));
+        let host = |x: Tensor<Cpu, 4>| x.into_data().to_vec::<f32>().unwrap();
         let mut want = vec![0.0f32; 24];
         want[16 + 2..16 + 6].copy_from_slice(&[1.0, 2.0, 3.0, 4.0]);
         want[4..8].copy_from_slice(&[5.0, 6.0, 7.0, 8.0]);
-        assert_eq!(host, want);
+        assert_eq!(host(k), want);
+        assert_eq!(host(v), want.iter().map(|x| -x).collect::<Vec<_>>());
     }
 
     #[test]
     #[should_panic(expected = "does not fit")]
     fn a_block_past_the_capacity_is_refused() {
         let device = Default::default();
-        kv_write(Tensor::<Cpu, 4>::zeros([1, 1, 4, 2], &device), Tensor::<Cpu, 4>::zeros([1, 1, 2, 2], &device), &Placement { slots: vec![0], starts: vec![3] });
+        let (cache, values) = (Tensor::<Cpu, 4>::zeros([1, 1, 4, 2], &device), Tensor::<Cpu, 4>::zeros([1, 1, 2, 2], &device));
+        kv_write([cache.clone(), cache], [values.clone(), values], &Placement::new(vec![0], vec![3], &device));
     }
 }

@@ -91,6 +91,11 @@ fn kernel_shape(x: &CubeTensor<CudaRuntime>, gamma: &CubeTensor<CudaRuntime>) ->
 
 impl RmsNormOp for CudaPlain {
     const OWN_NORM: bool = true;
+    const OWN_ADD_NORM: bool = true;
+
+    fn add_rms_norm(x: FloatTensor<Self>, delta: Option<FloatTensor<Self>>, gamma: FloatTensor<Self>, epsilon: f64, dtype: FloatDType) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        super::residual_kernel::add_rms_norm(x, delta, gamma, epsilon, dtype)
+    }
 
     fn rms_norm_rows(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let (x, gamma) = (into_contiguous(x), into_contiguous(gamma));

@@ -12,11 +12,18 @@
 //!
 //! A backend opts in with `OWN_NORM` (CUDA without fusion: one kernel each way and a sum
 //! over rows, `kernel`); the others keep burn's `RmsNorm` exactly as before.
+//!
+//! Generation (no gradients) adds a layer's output to the residual stream and normalises
+//! the sum for the next block in one op, `add_rms_norm`, whose output comes in the dtype
+//! the next products read: composed, that is a cast, an add, the norm and a cast again
+//! (four launches twice a layer); on CUDA it is one kernel (`residual_kernel`).
 
 pub mod check;
 
 #[cfg(feature = "cuda")]
 mod kernel;
+#[cfg(feature = "cuda")]
+mod residual_kernel;
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -27,6 +34,8 @@ use burn::nn::RmsNorm;
 use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{FloatDType, TensorPrimitive};
+
+use crate::model::precision::cast_to;
 
 /// A backend that normalises rows by their root mean square, with gradients where it has
 /// them.
@@ -55,6 +64,45 @@ pub trait RmsNormOp: Backend {
     fn rms_norm_op(x: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
         Self::rms_norm_rows(x, gamma, epsilon).0
     }
+
+    /// Whether [`add_then_norm`] takes the backend's [`RmsNormOp::add_rms_norm`] (a backend
+    /// without gradients and with its own kernel); otherwise it composes tensor ops.
+    const OWN_ADD_NORM: bool = false;
+
+    /// For `x` `[rows, n]`, `delta` of its shape in any float dtype and `gamma` `[n]` of
+    /// `x`'s dtype: the sum `s = x + delta` in `x`'s dtype (`x` itself without `delta`) and
+    /// `s · r · γ` in `dtype`, `r` as in [`RmsNormOp::rms_norm_rows`]. Without gradients.
+    fn add_rms_norm(
+        x: FloatTensor<Self>,
+        delta: Option<FloatTensor<Self>>,
+        gamma: FloatTensor<Self>,
+        epsilon: f64,
+        dtype: FloatDType,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        composed_add_rms_norm::<Self>(x, delta, gamma, epsilon, dtype)
+    }
+}
+
+/// The residual stream after a block and its normalised rows for the next: `x + delta`
+/// (`delta` cast to `x`'s dtype; `x` itself without one) and `norm` of it in `dtype`
+/// (`x`'s own when `None`). The backend's one op where it has it (`OWN_ADD_NORM`), else
+/// the add, [`apply_rms_norm`] and a cast, with gradients where the backend has them.
+pub fn add_then_norm<B: RmsNormOp>(norm: &RmsNorm<B>, x: Tensor<B, 3>, delta: Option<Tensor<B, 3>>, dtype: Option<FloatDType>) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    let residual: FloatDType = x.dtype().into();
+    let dtype = dtype.unwrap_or(residual);
+    if B::OWN_ADD_NORM {
+        let [b, t, n] = x.dims();
+        let rows = |x: Tensor<B, 3>| x.reshape([b * t, n]).into_primitive().tensor();
+        let (sum, y) = B::add_rms_norm(rows(x), delta.map(rows), norm.gamma.val().into_primitive().tensor(), norm.epsilon, dtype);
+        let back = |raw| float::<B, 2>(raw).reshape([b, t, n]);
+        return (back(sum), back(y));
+    }
+    let x = match delta {
+        Some(delta) => x + cast_to(delta, residual),
+        None => x,
+    };
+    let y = cast_to(apply_rms_norm(norm, x.clone()), dtype);
+    (x, y)
 }
 
 /// `norm` applied to `x` `[batch, seq, n]`: the backend's op when it has one, burn's
@@ -83,6 +131,23 @@ pub(crate) fn composed_rms_norm_rows<B: Backend>(x: FloatTensor<B>, gamma: Float
     let r = (x.clone().square().mean_dim(1) + epsilon).sqrt().recip();
     let y = x * r.clone() * float::<B, 1>(gamma).cast(FloatDType::F32).unsqueeze_dim::<2>(0);
     (y.cast(dtype).into_primitive().tensor(), r.squeeze_dim::<1>(1).into_primitive().tensor())
+}
+
+/// [`RmsNormOp::add_rms_norm`] from burn's ops: the add in `x`'s dtype, the norm in f32.
+pub(crate) fn composed_add_rms_norm<B: Backend>(
+    x: FloatTensor<B>,
+    delta: Option<FloatTensor<B>>,
+    gamma: FloatTensor<B>,
+    epsilon: f64,
+    dtype: FloatDType,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let x = float::<B, 2>(x);
+    let sum = match delta {
+        Some(delta) => x.clone() + cast_to(float::<B, 2>(delta), x.dtype().into()),
+        None => x,
+    };
+    let (y, _) = composed_rms_norm_rows::<B>(sum.clone().into_primitive().tensor(), gamma, epsilon);
+    (sum.into_primitive().tensor(), cast_to(float::<B, 2>(y), dtype).into_primitive().tensor())
 }
 
 /// [`RmsNormOp::rms_norm_backward`] from burn's ops, in f32.
@@ -177,6 +242,30 @@ mod tests {
         assert!(max_gap(ours.0, theirs.0) < 1e-5, "values");
         assert!(max_gap(ours.1, theirs.1) < 1e-5, "dx");
         assert!(max_gap(ours.2, theirs.2) < 1e-5, "dgamma");
+    }
+
+    /// The residual add and norm by the backend's op equal the add and burn's `RmsNorm`
+    /// composed (the path of a backend without its own op), with and without a `delta`.
+    #[test]
+    fn add_then_norm_by_op_equals_the_composed_path() {
+        let device = Default::default();
+        let mut norm = RmsNormConfig::new(6).with_epsilon(1e-5).init::<Cpu>(&device);
+        norm.gamma = burn::module::Param::from_tensor(Tensor::random([6], Distribution::Normal(1.0, 0.5), &device));
+        let x = Tensor::<Cpu, 3>::random([2, 3, 6], Distribution::Normal(0.0, 2.0), &device);
+        let delta = Tensor::<Cpu, 3>::random([2, 3, 6], Distribution::Normal(0.0, 1.0), &device);
+        const { assert!(!Cpu::OWN_ADD_NORM, "the CPU composes add_then_norm, so the op is called directly") };
+        for delta in [Some(delta), None] {
+            let (sum, y) = add_then_norm(&norm, x.clone(), delta.clone(), None);
+            let rows = |t: Tensor<Cpu, 3>| t.reshape([6, 6]).into_primitive().tensor();
+            let (op_sum, op_y) = Cpu::add_rms_norm(rows(x.clone()), delta.clone().map(rows), norm.gamma.val().into_primitive().tensor(), 1e-5, FloatDType::F32);
+            let want_sum = match &delta {
+                Some(d) => x.clone() + d.clone(),
+                None => x.clone(),
+            };
+            assert!(max_gap(sum.clone(), want_sum) == 0.0, "the sum is x + delta");
+            assert!(max_gap(float::<Cpu, 2>(op_sum).reshape([2, 3, 6]), sum) == 0.0, "sums");
+            assert!(max_gap(float::<Cpu, 2>(op_y).reshape([2, 3, 6]), y) < 1e-5, "outputs");
+        }
     }
 
     /// Each row comes out with a root mean square of 1 (γ = 1), and `r` is the inverse of

@@ -35,3 +35,24 @@ pub fn check_rotary_heads<R: RotaryHeads, T: RotaryHeads>([b, t, heads, d]: [usi
     }
     gaps
 }
+
+/// Generation's split of one product (`qkv_heads`) on both backends: the rotated query and
+/// key heads and the value heads of `[batch, seq, (heads + 2 · kv_heads) · head_dim]` rows
+/// given as a view of wider rows (as a slice of a larger product would be), a table per row.
+pub fn check_qkv_heads<R: RotaryHeads, T: RotaryHeads>([b, t, heads, kv_heads, d]: [usize; 5], reference: &R::Device, tested: &T::Device) -> Vec<OpGap> {
+    let mut rng = fastrand::Rng::with_seed(53);
+    let (width, extra) = ((heads + 2 * kv_heads) * d, d);
+    let rows: Vec<f32> = (0..b * t * (width + extra)).map(|_| rng.f32() * 2.0 - 1.0).collect();
+    let angles: Vec<f32> = (0..b * t * d).map(|i| (i / d) as f32 * 10000f32.powf(-2.0 * (i % (d / 2)) as f32 / d as f32)).collect();
+    let (cos, sin): (Vec<f32>, Vec<f32>) = angles.iter().map(|a| (a.cos(), a.sin())).unzip();
+    fn split<B: RotaryHeads>(rows: &[f32], (cos, sin): (&[f32], &[f32]), [b, t, heads, kv_heads, d]: [usize; 5], extra: usize, device: &B::Device) -> [Vec<f32>; 3] {
+        let width = (heads + 2 * kv_heads) * d;
+        let view = tensor::<B, 3>(rows, [b, t, width + extra], device).narrow(2, extra, width);
+        let table = |v: &[f32]| tensor::<B, 4>(v, [b, 1, t, d], device);
+        super::qkv_heads(view, table(cos), table(sin), [heads, kv_heads]).map(host)
+    }
+    let shape = [b, t, heads, kv_heads, d];
+    let expected = split::<R>(&rows, (&cos, &sin), shape, extra, reference);
+    let actual = split::<T>(&rows, (&cos, &sin), shape, extra, tested);
+    named_gaps(&format!("queries, keys and values of one product [{b}, {t}, ({heads} + 2 x {kv_heads}) x {d}]"), &["queries", "keys", "values"], &expected, &actual)
+}

@@ -3,8 +3,10 @@
 //! position, reading the input through strides and writing the output contiguous. Forward
 //! reads the rows `[batch, seq, heads · head_dim]` and writes the heads `[batch, heads,
 //! seq, head_dim]`; backward reads the heads' gradient and writes the rows', rotating by
-//! the negated angle. Values are read in their dtype and computed in f32; the tables are
-//! f32.
+//! the negated angle. Generation's split of one product of the query, key and value weights
+//! (`qkv_heads`) is one kernel too: rotated query and key heads and plain value heads from
+//! the product's rows, read through their strides. Values are read in their dtype and
+//! computed in f32; the tables are f32.
 
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, FloatDType, Tensor as BurnTensor, TensorPrimitive};
@@ -15,7 +17,7 @@ use cubecl::prelude::*;
 
 use crate::CudaPlain;
 use crate::ops::cuda::plane_rows::{empty_like, one_unit_each};
-use crate::ops::rotary_heads::{RotaryHeads, composed_rotary_heads, composed_rotary_heads_backward};
+use crate::ops::rotary_heads::{RotaryHeads, composed_qkv_heads, composed_rotary_heads, composed_rotary_heads_backward};
 
 /// `from_*` and `to_*` are the strides, in elements, of the input's and the output's
 /// `(batch, head, position)` rows of `head_dim` values.
@@ -58,6 +60,61 @@ fn rotary_kernel<E: Float>(
     let x2 = f32::cast_from(input[source + half]);
     output[target] = E::cast_from(x1 * c - x2 * s);
     output[target + half] = E::cast_from(x2 * c + x1 * s);
+}
+
+/// Generation's split of one product's rows into rotated query heads, rotated key heads
+/// and value heads: one unit per pair `(i, i + half)` of one head (of `heads + 2 ·
+/// kv_heads`) at one position, `units` of them. `from_batch` and `from_position` are the
+/// rows' strides.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn qkv_heads_kernel<E: Float>(
+    rows: &Tensor<E>,
+    cos: &Tensor<f32>,
+    sin: &Tensor<f32>,
+    q: &mut Tensor<E>,
+    k: &mut Tensor<E>,
+    v: &mut Tensor<E>,
+    from_batch: u32,
+    from_position: u32,
+    heads: u32,
+    kv_heads: u32,
+    seq: u32,
+    half: u32,
+    table_batch: u32,
+    units: u32,
+    #[define(E)] _dtype: StorageType,
+) {
+    let p = ABSOLUTE_POS;
+    if p >= units as usize {
+        terminate!();
+    }
+    let all_heads = (heads + 2 * kv_heads) as usize;
+    let (half, seq) = (half as usize, seq as usize);
+    let i = p % half;
+    let head = (p / half) % all_heads;
+    let position = (p / (half * all_heads)) % seq;
+    let batch = p / (half * all_heads * seq);
+    let source = batch * from_batch as usize + position * from_position as usize + head * 2 * half + i;
+    let x1 = f32::cast_from(rows[source]);
+    let x2 = f32::cast_from(rows[source + half]);
+    let table = batch * table_batch as usize + position * 2 * half + i;
+    let (c, s) = (cos[table], sin[table]);
+    let (r1, r2) = (E::cast_from(x1 * c - x2 * s), E::cast_from(x2 * c + x1 * s));
+    let (heads, kv_heads) = (heads as usize, kv_heads as usize);
+    if head < heads {
+        let target = ((batch * heads + head) * seq + position) * 2 * half + i;
+        q[target] = r1;
+        q[target + half] = r2;
+    } else if head < heads + kv_heads {
+        let target = ((batch * kv_heads + head - heads) * seq + position) * 2 * half + i;
+        k[target] = r1;
+        k[target + half] = r2;
+    } else {
+        let target = ((batch * kv_heads + head - heads - kv_heads) * seq + position) * 2 * half + i;
+        v[target] = rows[source];
+        v[target + half] = rows[source + half];
+    }
 }
 
 /// The tables as f32 `[1 or batch, 1, seq, head_dim]`, contiguous, and how far apart the
@@ -132,6 +189,45 @@ impl RotaryHeads for CudaPlain {
         let rows = [t * width, d, width];
         let heads_layout = [heads * t * d, t * d, d];
         rotate(x, tables, vec![b, heads, t, d], [rows, heads_layout], [heads, t, d / 2], 1.0)
+    }
+
+    fn qkv_heads(rows: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>, [heads, kv_heads]: [usize; 2]) -> [FloatTensor<Self>; 3] {
+        // Read through the rows' strides: a view of a wider product needs no copy.
+        let rows = if rows.meta.strides.last() == Some(&1) { rows } else { into_contiguous(rows) };
+        let [b, t, width] = rows.meta.shape[..] else { return composed_qkv_heads::<Self>(rows, cos, sin, [heads, kv_heads]) };
+        let all = heads + 2 * kv_heads;
+        let d = width / all.max(1);
+        let n = b * t * width;
+        let shaped = heads > 0 && width == all * d && d.is_multiple_of(2) && n > 0 && n < u32::MAX as usize;
+        let tables = if shaped && float_dtype(&rows) { kernel_tables(cos.clone(), sin.clone(), [b, t, d]) } else { None };
+        let Some((cos, sin, table_batch)) = tables else { return composed_qkv_heads::<Self>(rows, cos, sin, [heads, kv_heads]) };
+        let [from_batch, from_position] = [rows.meta.strides[0], rows.meta.strides[1]];
+        let out = |h: usize| empty_like(&rows, vec![b, h, t, d], rows.dtype);
+        let (q, k, v) = (out(heads), out(kv_heads), out(kv_heads));
+        let client = rows.client.clone();
+        let (count, dim) = one_unit_each(&client, n / 2);
+        let dtype = rows.dtype;
+        qkv_heads_kernel::launch::<CudaRuntime>(
+            &client,
+            count,
+            dim,
+            rows.into_tensor_arg(),
+            cos.into_tensor_arg(),
+            sin.into_tensor_arg(),
+            q.clone().into_tensor_arg(),
+            k.clone().into_tensor_arg(),
+            v.clone().into_tensor_arg(),
+            from_batch as u32,
+            from_position as u32,
+            heads as u32,
+            kv_heads as u32,
+            t as u32,
+            (d / 2) as u32,
+            table_batch,
+            (n / 2) as u32,
+            dtype.into(),
+        );
+        [q, k, v]
     }
 
     fn rotary_heads_backward(dy: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -43,6 +43,15 @@ pub trait RotaryHeads: Backend {
         composed_rotary_heads::<Self>(x, cos, sin, heads)
     }
 
+    /// Generation's queries, keys and values from one product of the three weights: `rows`
+    /// `[batch, seq, (heads + 2 · kv_heads) · head_dim]` (the queries' columns, then the
+    /// keys', then the values'), the tables as for [`RotaryHeads::rotary_heads`]: the rotated
+    /// query heads `[batch, heads, seq, head_dim]`, the rotated key heads and the value heads
+    /// (`[batch, kv_heads, seq, head_dim]`), contiguous, in `rows`' dtype. Without gradients.
+    fn qkv_heads(rows: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>, [heads, kv_heads]: [usize; 2]) -> [FloatTensor<Self>; 3] {
+        composed_qkv_heads::<Self>(rows, cos, sin, [heads, kv_heads])
+    }
+
     /// The gradient of `x` (`[batch, seq, heads · head_dim]`) from the output's gradient
     /// `dy` (`[batch, heads, seq, head_dim]`).
     fn rotary_heads_backward(dy: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -75,6 +84,24 @@ pub(crate) fn composed_rotary_heads_backward<B: Backend>(dy: FloatTensor<B>, cos
     let [b, heads, t, d] = dy.dims();
     let (cos, sin) = tables_as::<B>(cos, sin, &dy);
     rope::apply(dy, cos, sin.neg()).swap_dims(1, 2).reshape([b, t, heads * d]).into_primitive().tensor()
+}
+
+/// [`RotaryHeads::qkv_heads`] from the three parts' views: [`RotaryHeads::rotary_heads`]
+/// of the queries and of the keys, the values split into heads.
+pub(crate) fn composed_qkv_heads<B: RotaryHeads>(rows: FloatTensor<B>, cos: FloatTensor<B>, sin: FloatTensor<B>, [heads, kv_heads]: [usize; 2]) -> [FloatTensor<B>; 3] {
+    let rows = float::<B, 3>(rows);
+    let [b, t, width] = rows.dims();
+    let d = width / (heads + 2 * kv_heads);
+    let part = |first: usize, count: usize| rows.clone().narrow(2, first * d, count * d);
+    let q = B::rotary_heads(part(0, heads).into_primitive().tensor(), cos.clone(), sin.clone(), heads);
+    let k = B::rotary_heads(part(heads, kv_heads).into_primitive().tensor(), cos, sin, kv_heads);
+    let v = part(heads + kv_heads, kv_heads).reshape([b, t, kv_heads, d]).swap_dims(1, 2);
+    [q, k, v.into_primitive().tensor()]
+}
+
+/// [`RotaryHeads::qkv_heads`] on tensors.
+pub fn qkv_heads<B: RotaryHeads>(rows: Tensor<B, 3>, cos: Tensor<B, 4>, sin: Tensor<B, 4>, heads: [usize; 2]) -> [Tensor<B, 4>; 3] {
+    B::qkv_heads(rows.into_primitive().tensor(), cos.into_primitive().tensor(), sin.into_primitive().tensor(), heads).map(float)
 }
 
 /// [`RotaryHeads::rotary_heads`] on tensors.

@@ -24,3 +24,16 @@ pub fn check_swiglu<R: Swiglu, T: Swiglu>([rows, n]: [usize; 2], reference: &R::
     let actual = run::<T>(&gate, &up, &dh, [rows, n], tested);
     named_gaps(&format!("SwiGLU gate [{rows}, {n}]"), &["output", "dgate", "dup"], &expected, &actual)
 }
+
+/// Generation's gate of one product's halves (`swiglu_halves`) on both backends: `[rows,
+/// 2n]` with the gate in the first half, gates far into both tails of the sigmoid.
+pub fn check_swiglu_halves<R: Swiglu, T: Swiglu>([rows, n]: [usize; 2], reference: &R::Device, tested: &T::Device) -> Vec<OpGap> {
+    let mut rng = fastrand::Rng::with_seed(59);
+    let both: Vec<f32> = (0..rows * 2 * n).map(|i| (rng.f32() - 0.5) * if i % (2 * n) < n { 40.0 } else { 4.0 }).collect();
+    fn run<B: Swiglu>(both: &[f32], [rows, n]: [usize; 2], device: &B::Device) -> [Vec<f32>; 1] {
+        [host(super::swiglu_halves(tensor::<B, 2>(both, [rows, 2 * n], device)))]
+    }
+    let expected = run::<R>(&both, [rows, n], reference);
+    let actual = run::<T>(&both, [rows, n], tested);
+    named_gaps(&format!("SwiGLU gate of one product's halves [{rows}, 2 x {n}]"), &["output"], &expected, &actual)
+}

@@ -1,6 +1,7 @@
 //! The MLP's gate (`swiglu`) as one CUDA kernel each way for burn's CUDA backend without
-//! fusion: one unit per 16 bytes of values (8 in bf16) where they divide the tensor, read
-//! in their dtype and computed in f32.
+//! fusion, and generation's gate of one product's two halves (`swiglu_halves`) as one
+//! kernel: one unit per 16 bytes of values (8 in bf16) where they divide the tensor (or a
+//! half row), read in their dtype and computed in f32.
 
 use burn::tensor::DType;
 use burn::tensor::ops::FloatTensor;
@@ -11,7 +12,7 @@ use cubecl::prelude::*;
 
 use crate::CudaPlain;
 use crate::ops::cuda::plane_rows::{empty_like, one_unit_each, vector_size};
-use crate::ops::swiglu::{Swiglu, composed_swiglu, composed_swiglu_backward};
+use crate::ops::swiglu::{Swiglu, composed_swiglu, composed_swiglu_backward, composed_swiglu_halves};
 
 #[cube(launch)]
 fn swiglu_kernel<E: Float, N: Size>(
@@ -29,6 +30,27 @@ fn swiglu_kernel<E: Float, N: Size>(
     let mut out = Vector::<E, N>::empty();
     #[unroll]
     for k in 0..gate.vector_size() {
+        let g = f32::cast_from(gates[k]);
+        let sigma = f32::new(1.0) / (f32::new(1.0) + (-g).exp());
+        out[k] = E::cast_from(g * sigma * f32::cast_from(ups[k]));
+    }
+    h[i] = out;
+}
+
+/// `h[row, j] = silu(rows[row, j]) · rows[row, n + j]` by vectors, `per_row` vectors of
+/// `h` a row (`n` values).
+#[cube(launch)]
+fn swiglu_halves_kernel<E: Float, N: Size>(rows: &Tensor<Vector<E, N>>, h: &mut Tensor<Vector<E, N>>, units: u32, per_row: u32, #[define(E)] _dtype: StorageType) {
+    let i = ABSOLUTE_POS;
+    if i >= units as usize {
+        terminate!();
+    }
+    let per_row = per_row as usize;
+    let gate_at = (i / per_row) * 2 * per_row + i % per_row;
+    let (gates, ups) = (rows[gate_at], rows[gate_at + per_row]);
+    let mut out = Vector::<E, N>::empty();
+    #[unroll]
+    for k in 0..h.vector_size() {
         let g = f32::cast_from(gates[k]);
         let sigma = f32::new(1.0) / (f32::new(1.0) + (-g).exp());
         out[k] = E::cast_from(g * sigma * f32::cast_from(ups[k]));
@@ -99,6 +121,33 @@ impl Swiglu for CudaPlain {
             up.into_tensor_arg(),
             h.clone().into_tensor_arg(),
             units,
+            dtype.into(),
+        );
+        h
+    }
+
+    fn swiglu_halves(rows: FloatTensor<Self>) -> FloatTensor<Self> {
+        let rows = into_contiguous(rows);
+        let mut shape = rows.meta.shape.to_vec();
+        let n = shape.last().copied().unwrap_or(0) / 2;
+        if !fits(&[&rows]) || n == 0 || 2 * n != shape[shape.len() - 1] {
+            return composed_swiglu_halves::<Self>(rows);
+        }
+        *shape.last_mut().expect("a last dimension") = n;
+        let h = empty_like(&rows, shape, rows.dtype);
+        let size = vector_size(rows.dtype, &[n]);
+        let units = h.meta.shape.num_elements() / size;
+        let (count, dim) = one_unit_each(&rows.client, units);
+        let dtype = rows.dtype;
+        swiglu_halves_kernel::launch::<CudaRuntime>(
+            &rows.client.clone(),
+            count,
+            dim,
+            size,
+            rows.into_tensor_arg(),
+            h.clone().into_tensor_arg(),
+            units as u32,
+            (n / size) as u32,
             dtype.into(),
         );
         h

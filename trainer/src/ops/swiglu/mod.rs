@@ -34,6 +34,13 @@ pub trait Swiglu: Backend {
         composed_swiglu::<Self>(gate, up)
     }
 
+    /// `silu(gate) ⊙ up` of `rows` `[..., 2n]` holding the gate in its first `n` columns and
+    /// `up` in the rest (one product of both weights gives them so; generation's MLP):
+    /// `[..., n]`. Without gradients.
+    fn swiglu_halves(rows: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed_swiglu_halves::<Self>(rows)
+    }
+
     /// The gradients of `gate` and `up` from the output's gradient `dh`.
     fn swiglu_backward(gate: FloatTensor<Self>, up: FloatTensor<Self>, dh: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
         composed_swiglu_backward::<Self>(gate, up, dh)
@@ -54,6 +61,23 @@ pub(crate) fn composed_swiglu<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<
     let shape = gate.shape();
     let h = silu(float::<B>(gate)) * float::<B>(up);
     B::float_reshape(h.into_primitive().tensor(), shape)
+}
+
+/// [`Swiglu::swiglu_halves`] from the halves' views and [`Swiglu::swiglu`].
+pub(crate) fn composed_swiglu_halves<B: Swiglu>(rows: FloatTensor<B>) -> FloatTensor<B> {
+    let shape = rows.shape();
+    let last = shape.num_dims() - 1;
+    let n = shape[last] / 2;
+    let flat = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(B::float_reshape(rows, [shape.num_elements() / shape[last], 2 * n].into())));
+    let half = |start: usize| flat.clone().narrow(1, start, n).into_primitive().tensor();
+    let mut out = shape.clone();
+    out[last] = n;
+    B::float_reshape(B::swiglu(half(0), half(n)), out)
+}
+
+/// [`Swiglu::swiglu_halves`] on tensors.
+pub fn swiglu_halves<B: Swiglu, const D: usize>(rows: Tensor<B, D>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::swiglu_halves(rows.into_primitive().tensor())))
 }
 
 /// [`Swiglu::swiglu_backward`] from burn's ops.
