@@ -8,6 +8,7 @@ pub mod config;
 pub mod critic;
 pub mod gae;
 pub mod loss;
+pub mod memory_plan;
 pub mod prime;
 pub mod rollout;
 pub mod run;

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::config::{PpoConfig, PpoSection};
 use super::critic::Critic;
+use super::memory_plan::{PpoMemoryPlan, PpoSettings, check_ppo_fits};
 use super::prime::{Traces, prime};
 use super::rollout::{Detokenize, RolloutSettings, rollout};
 use super::tasks::Tasks;
@@ -25,9 +26,11 @@ use crate::countdown::task::{Task, prompt};
 use crate::generate::{Sampling, generate};
 use crate::model::Llama;
 use crate::model::config::ModelConfig;
+use crate::model::precision::parse_compute;
 use crate::ops::adamw::OnePassAdamW;
 use crate::ops::backend::BackendKind;
 use crate::run::checkpoint::{self, TrainState};
+use crate::run::memory_plan::card_memory;
 use crate::run::metrics::Metrics;
 use crate::run::options::RunOptions;
 use crate::tokenizer::TextTokenizer;
@@ -145,6 +148,8 @@ pub fn ppo<B: TrainBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOptio
     let inputs = Inputs::read(cfg)?;
     let p = &cfg.ppo;
     let out = &cfg.output.dir;
+    let eval_prompts: Vec<Vec<u32>> = inputs.tasks.eval.iter().map(|t| inputs.encode(t)).collect::<Result<_>>()?;
+    plan_memory(cfg, &inputs.model, eval_prompts.iter().map(Vec::len).max().unwrap_or(0), device)?;
     let mut run = start::<B>(cfg, &inputs, device, opts)?;
     // Each invocation's header: what it runs on, and how.
     run.metrics.write(&json!({"kind": "run", "step": run.state.step, "backend": B::name(device), "compute_dtype": p.compute_dtype, "kernels": cfg.kernels}))?;
@@ -157,7 +162,6 @@ pub fn ppo<B: TrainBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOptio
         p.max_response_tokens,
         inputs.tasks.eval.len()
     );
-    let eval_prompts: Vec<Vec<u32>> = inputs.tasks.eval.iter().map(|t| inputs.encode(t)).collect::<Result<_>>()?;
     let eval = |actor: &Llama<B>, step: usize| {
         // Evaluation generates as many rows at once as a rollout does.
         let rows = p.prompts_per_step * p.samples;
@@ -199,6 +203,21 @@ pub fn ppo<B: TrainBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOptio
         }
     }
     Ok(PpoSummary { steps: run.state.step, total_steps: p.steps, first_eval, last_eval, checkpoint: checkpoint_dir })
+}
+
+/// Prints what the run will hold in the card's memory and stops, before anything is
+/// loaded, a run that cannot fit; `prompt` is the longest prompt (the held-out tasks', of
+/// the same template as the training tasks').
+fn plan_memory<D: 'static>(cfg: &PpoConfig, model: &ModelConfig, prompt: usize, device: &D) -> Result<()> {
+    let p = &cfg.ppo;
+    let compute_bytes = parse_compute(&p.compute_dtype)?.map_or(4, |d| burn::tensor::DType::from(d).size());
+    let settings = PpoSettings { micro_batch: p.micro_batch, prompt, response: p.max_response_tokens, compute_bytes };
+    let card = card_memory(device);
+    eprintln!("{}", PpoMemoryPlan::new(model, &settings).describe(card));
+    match card {
+        Some((free, _)) => check_ppo_fits(model, &settings, free),
+        None => Ok(()),
+    }
 }
 
 /// The policy to start from: the newest checkpoint's, or a fresh (primed, when the config
