@@ -6,8 +6,10 @@ from it in bf16 autocast (`generate`, do_sample=False) and habits' `trainer gene
 reads the same folder and generates with bf16 matmuls on CUDA. Prompts are random token
 ids of one length (no padding on either side). Each row is compared step by step: equal
 to the end, or parted at a step, with both sides' gaps between their two largest logits
-there. Random-init logits lie close together and bf16 products move them by about 1e-2,
-so a parting where either side's top two are within NEAR_TIE is reported as a near-tie
+there. Both sides' logits come out of a bf16 product, so they are bf16 values: their step
+at the top logit's magnitude (2^-7 of its power of two; 1/64 for logits in [2, 4)) is the
+resolution, and random-init logits lie close together (exact ties happen). A parting where
+either side's top two are within NEAR_TIE_STEPS of those steps is reported as a near-tie
 (rounding); a parting with both gaps above it is a disagreement, and the script exits 1.
 
 Writes one JSON line a shape (rows equal, near-tie partings, disagreements, the mean
@@ -18,6 +20,7 @@ usage: greedy_parity.py TRAINER OUT_DIR CONFIG.json [CONFIG.json ...]
 """
 import argparse
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -26,12 +29,18 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-NEAR_TIE = 0.05
+NEAR_TIE_STEPS = 4
 
 
-def top2_gap(scores):
+def top2(scores):
+    """Each row's largest logit and its gap to the second."""
     top = torch.topk(scores.float(), 2, dim=-1).values
-    return (top[..., 0] - top[..., 1]).tolist()
+    return list(zip(top[..., 0].tolist(), (top[..., 0] - top[..., 1]).tolist()))
+
+
+def bf16_step(x):
+    """The spacing of bf16 values around `x` (8 significant bits)."""
+    return 2.0 ** (math.floor(math.log2(max(abs(x), 1e-30))) - 7)
 
 
 def transformers_greedy(model, prompts, new):
@@ -40,8 +49,8 @@ def transformers_greedy(model, prompts, new):
         out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new, min_new_tokens=new,
                              output_scores=True, return_dict_in_generate=True, pad_token_id=0)
     tokens = out.sequences[:, ids.shape[1]:].tolist()
-    gaps = [top2_gap(step) for step in out.scores]  # [steps][rows]
-    return tokens, [[gaps[s][r] for s in range(len(gaps))] for r in range(len(prompts))]
+    tops = [top2(step) for step in out.scores]  # [steps][rows] of (top logit, gap)
+    return tokens, [[tops[s][r] for s in range(len(tops))] for r in range(len(prompts))]
 
 
 def habits_greedy(trainer, folder, prompts, new, work):
@@ -53,15 +62,16 @@ def habits_greedy(trainer, folder, prompts, new, work):
     return [r["tokens"] for r in rows], [r["top2_gaps"] for r in rows]
 
 
-def compare(ours, ours_gaps, theirs, theirs_gaps):
+def compare(ours, ours_gaps, theirs, theirs_tops):
     rows = []
     for r, (a, b) in enumerate(zip(ours, theirs)):
         parting = next((s for s, (x, y) in enumerate(zip(a, b)) if x != y), None)
         row = {"row": r, "steps": len(b), "equal_steps": len(b) if parting is None else parting}
         if parting is not None:
-            gap_ours, gap_theirs = ours_gaps[r][parting], theirs_gaps[r][parting]
-            row.update(parting=parting, ours=a[parting], theirs=b[parting], gap_ours=gap_ours, gap_theirs=gap_theirs,
-                       near_tie=min(gap_ours, gap_theirs) < NEAR_TIE)
+            (top, gap_theirs), gap_ours = theirs_tops[r][parting], ours_gaps[r][parting]
+            step = bf16_step(top)
+            row.update(parting=parting, ours=a[parting], theirs=b[parting], top_logit=top, bf16_step=step, gap_ours=gap_ours,
+                       gap_theirs=gap_theirs, near_tie=min(gap_ours, gap_theirs) <= NEAR_TIE_STEPS * step)
         rows.append(row)
     return rows
 
@@ -87,11 +97,11 @@ def main():
         with tempfile.TemporaryDirectory() as work:
             work = Path(work)
             model.save_pretrained(work / "model", safe_serialization=True)
-            theirs, theirs_gaps = transformers_greedy(model, prompts, a.new)
+            theirs, theirs_tops = transformers_greedy(model, prompts, a.new)
             del model
             torch.cuda.empty_cache()
             ours, ours_gaps = habits_greedy(a.trainer, work / "model", prompts, a.new, work)
-        rows = compare(ours, ours_gaps, theirs, theirs_gaps)
+        rows = compare(ours, ours_gaps, theirs, theirs_tops)
         parted = [r for r in rows if "parting" in r]
         disagreements = [r for r in parted if not r["near_tie"]]
         failed |= bool(disagreements)
