@@ -3,7 +3,10 @@
 //! per forward pass), the actor's and the reference's log-probabilities of the response
 //! tokens, the critic's values, the task's score of the decoded text (on the last response
 //! token), KL-shaped token rewards, and whitened GAE advantages with their returns.
-//! Everything the PPO update needs.
+//! Everything the PPO update needs, and how long each part took (each part ends reading
+//! its results on the host, so the times are the device's too).
+
+use std::time::Instant;
 
 use anyhow::Result;
 
@@ -47,6 +50,23 @@ pub struct Rollout {
     pub returns: Vec<f64>,
 }
 
+/// Seconds of a rollout batch's parts: the generation, and over every scoring pass the
+/// actor's and the reference's log-probabilities and the critic's values.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RolloutTimes {
+    pub generation_s: f64,
+    pub actor_logp_s: f64,
+    pub reference_logp_s: f64,
+    pub values_s: f64,
+}
+
+/// A scored batch and its times.
+#[derive(Clone, Debug)]
+pub struct RolloutBatch {
+    pub rollouts: Vec<Rollout>,
+    pub times: RolloutTimes,
+}
+
 /// Samples and scores a batch; `score(prompt_index, text)` rates the decoded prompt + response.
 pub fn rollout<B: ModelBackend, D: Detokenize>(
     actor: &Llama<B>,
@@ -56,17 +76,20 @@ pub fn rollout<B: ModelBackend, D: Detokenize>(
     detok: &D,
     score: impl Fn(usize, &str) -> f64,
     s: &RolloutSettings,
-) -> Result<Vec<Rollout>> {
+) -> Result<RolloutBatch> {
+    let mut times = RolloutTimes::default();
+    let started = Instant::now();
     let expanded: Vec<(usize, Vec<u32>)> = prompts.iter().enumerate().flat_map(|(i, p)| std::iter::repeat_n((i, p.clone()), s.samples)).collect();
     let batch: Vec<Vec<u32>> = expanded.iter().map(|(_, p)| p.clone()).collect();
     let generated = generate(actor, &batch, &s.sampling, false)?;
+    times.generation_s = started.elapsed().as_secs_f64();
     let kept: Vec<(usize, Vec<u32>, Vec<u32>)> =
         expanded.into_iter().zip(generated.tokens).filter(|(_, response)| !response.is_empty()).map(|((i, p), r)| (i, p, r)).collect();
     let pad = s.sampling.eos.unwrap_or(0);
     let mut out = Vec::with_capacity(kept.len());
     for chunk in kept.chunks(s.micro_batch.max(1)) {
         let rows: Vec<(&[u32], &[u32])> = chunk.iter().map(|(_, p, r)| (p.as_slice(), r.as_slice())).collect();
-        let scored = score_tokens(actor, reference, critic, &Packed::new(&rows, pad, &actor.embed_tokens.weight.val().device()));
+        let scored = score_tokens(actor, reference, critic, &Packed::new(&rows, pad, &actor.embed_tokens.weight.val().device()), &mut times);
         for ((index, prompt, response), (logp, ref_logp, values)) in chunk.iter().cloned().zip(scored) {
             let full: Vec<u32> = prompt.iter().chain(&response).copied().collect();
             let sequence_score = score(index, &detok.decode(&full));
@@ -80,15 +103,30 @@ pub fn rollout<B: ModelBackend, D: Detokenize>(
     for (r, a) in out.iter_mut().zip(advantages) {
         r.advantages = a;
     }
-    Ok(out)
+    Ok(RolloutBatch { rollouts: out, times })
 }
 
 /// Per row and response token: the actor's and the reference's log-probability of the
-/// token, and the critic's value of the state it was chosen in.
-fn score_tokens<B: ModelBackend>(actor: &Llama<B>, reference: &Llama<B>, critic: &Critic<B>, packed: &Packed<B>) -> Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+/// token, and the critic's value of the state it was chosen in; each model's time (its
+/// results read on the host) added to `times`.
+fn score_tokens<B: ModelBackend>(
+    actor: &Llama<B>,
+    reference: &Llama<B>,
+    critic: &Critic<B>,
+    packed: &Packed<B>,
+    times: &mut RolloutTimes,
+) -> Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    let timed = |seconds: &mut f64, part: &dyn Fn() -> Vec<Vec<f64>>| {
+        let started = Instant::now();
+        let out = part();
+        *seconds += started.elapsed().as_secs_f64();
+        out
+    };
     let logp_of = |m: &Llama<B>| packed.gather(token_logp(m.forward_range(packed.ids.clone(), packed.start, packed.len), packed.targets()));
-    let values = packed.gather(critic.values(packed.ids.clone()).narrow(1, packed.start, packed.len));
-    logp_of(actor).into_iter().zip(logp_of(reference)).zip(values).map(|((a, r), v)| (a, r, v)).collect()
+    let actor_logp = timed(&mut times.actor_logp_s, &|| logp_of(actor));
+    let reference_logp = timed(&mut times.reference_logp_s, &|| logp_of(reference));
+    let values = timed(&mut times.values_s, &|| packed.gather(critic.values(packed.ids.clone()).narrow(1, packed.start, packed.len)));
+    actor_logp.into_iter().zip(reference_logp).zip(values).map(|((a, r), v)| (a, r, v)).collect()
 }
 
 #[cfg(test)]
@@ -122,7 +160,10 @@ mod tests {
         };
         // Reward responses that contain the digit 1 (id 49).
         let score = |_: usize, text: &str| if text.contains('1') { 1.0 } else { 0.0 };
-        let batch = rollout(&actor, &reference, &critic, &prompts, &Ascii, score, &settings).unwrap();
+        let rolled = rollout(&actor, &reference, &critic, &prompts, &Ascii, score, &settings).unwrap();
+        let t = rolled.times;
+        assert!(t.generation_s > 0.0 && t.actor_logp_s > 0.0 && t.reference_logp_s > 0.0 && t.values_s > 0.0, "{t:?}");
+        let batch = rolled.rollouts;
         assert_eq!(batch.len(), 6, "3 samples of 2 prompts");
         for r in &batch {
             assert_eq!(r.response.len(), 6);

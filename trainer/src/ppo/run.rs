@@ -308,8 +308,9 @@ fn ppo_step<B: TrainBackend>(mut run: Policy<B>, step: usize, cfg: &PpoConfig, i
     let drawn: Vec<Task> = inputs.tasks.for_step(step, p.prompts_per_step).into_iter().map(|(t, _)| t).collect();
     let prompts: Vec<Vec<u32>> = drawn.iter().map(|t| inputs.encode(t)).collect::<Result<_>>()?;
     let settings = rollout_settings(p, step, inputs.eos);
-    let batch = rollout(&run.actor.valid(), &run.reference, &run.critic.valid(), &prompts, &inputs.tok, |i, text| judge(text, &drawn[i]).score(), &settings)?;
+    let rolled = rollout(&run.actor.valid(), &run.reference, &run.critic.valid(), &prompts, &inputs.tok, |i, text| judge(text, &drawn[i]).score(), &settings)?;
     let rollout_s = started.elapsed().as_secs_f64();
+    let (batch, times) = (rolled.rollouts, rolled.times);
     if batch.is_empty() {
         bail!("step {step}: every response was empty");
     }
@@ -326,6 +327,7 @@ fn ppo_step<B: TrainBackend>(mut run: Policy<B>, step: usize, cfg: &PpoConfig, i
     let update_started = Instant::now();
     let (actor, critic, stats) = update(run.actor, run.critic, &mut run.actor_optim, &mut run.critic_optim, &batch, &update_settings(p, inputs.eos));
     (run.actor, run.critic) = (actor, critic);
+    let update_s = update_started.elapsed().as_secs_f64();
     if !(stats.policy_loss.is_finite() && stats.value_loss.is_finite()) {
         bail!("step {step}: the losses are not finite ({stats:?}); the last checkpoint is kept");
     }
@@ -343,13 +345,16 @@ fn ppo_step<B: TrainBackend>(mut run: Policy<B>, step: usize, cfg: &PpoConfig, i
         "response_tokens_mean": response_tokens as f64 / n, "kl": kl, "entropy": stats.entropy, "policy_loss": stats.policy_loss,
         "value_loss": stats.value_loss, "clip_fraction": stats.clip_fraction, "value_clip_fraction": stats.value_clip_fraction,
         "actor_grad_norm": stats.actor_grad_norm, "critic_grad_norm": stats.critic_grad_norm, "responses": batch.len(),
-        "rollout_tokens_per_s": response_tokens as f64 / rollout_s, "rollout_s": rollout_s, "update_s": update_started.elapsed().as_secs_f64(), "step_s": step_s,
+        "rollout_tokens_per_s": response_tokens as f64 / times.generation_s, "rollout_s": rollout_s, "generation_s": times.generation_s,
+        "actor_logp_s": times.actor_logp_s, "reference_logp_s": times.reference_logp_s, "values_s": times.values_s, "update_s": update_s, "step_s": step_s,
     }))?;
     eprintln!(
-        "step {step}/{}  reward {reward_mean:.3}  accuracy {accuracy:.3}  format {format_rate:.3}  kl {kl:.4}  entropy {:.3}  {:.1} tokens/response  {step_s:.1} s",
+        "step {step}/{}  reward {reward_mean:.3}  accuracy {accuracy:.3}  format {format_rate:.3}  kl {kl:.4}  entropy {:.3}  {:.1} tokens/response  {step_s:.1} s (generation {:.1}, scoring {:.1}, update {update_s:.1})",
         p.steps,
         stats.entropy,
-        response_tokens as f64 / n
+        response_tokens as f64 / n,
+        times.generation_s,
+        times.actor_logp_s + times.reference_logp_s + times.values_s
     );
     Ok(run)
 }

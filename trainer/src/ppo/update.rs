@@ -273,7 +273,7 @@ mod tests {
                 gamma: 1.0,
                 lambda: 1.0,
             };
-            let batch = rollout(&actor.valid(), &reference, &critic.valid(), &prompts, &Chars, score, &r).unwrap();
+            let batch = rollout(&actor.valid(), &reference, &critic.valid(), &prompts, &Chars, score, &r).unwrap().rollouts;
             means.push(batch.iter().map(|x| x.score).sum::<f64>() / batch.len() as f64);
             let (a, c, stats) = update(actor, critic, &mut oa, &mut oc, &batch, &settings);
             (actor, critic) = (a, c);
@@ -300,7 +300,7 @@ mod tests {
             gamma: 1.0,
             lambda: 1.0,
         };
-        let mut batch = rollout(&actor.valid(), &actor.valid(), &critic.valid(), &prompts, &Chars, |_, t: &str| t.len() as f64 % 3.0, &r).unwrap();
+        let mut batch = rollout(&actor.valid(), &actor.valid(), &critic.valid(), &prompts, &Chars, |_, t: &str| t.len() as f64 % 3.0, &r).unwrap().rollouts;
         // Responses of several lengths (as if some had stopped early), so that the ways of
         // averaging differ.
         for (i, r) in batch.iter_mut().enumerate() {
