@@ -19,10 +19,10 @@
 //! recomputation, optimizer state off the card or in fewer bits) are not built yet; the
 //! error says what can be changed today.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use crate::model::config::ModelConfig;
-use crate::run::memory_plan::{MemoryPlan, Settings};
+use crate::run::memory_plan::{MemoryPlan, RESERVE, Settings, fits_surely, gb, judge_fit, with_card};
 
 /// The settings of a PPO run that decide its memory.
 #[derive(Clone, Copy, Debug)]
@@ -36,13 +36,6 @@ pub struct PpoSettings {
     /// Bytes of an element in the compute dtype (4 for f32 matmuls).
     pub compute_bytes: usize,
 }
-
-/// Memory beyond the counted tensors: the CUDA context, cuBLAS's workspace, the pool's
-/// rounding (as `run::memory_plan`'s).
-const RESERVE: u64 = 2_000_000_000;
-/// How far the estimate may be below the memory in use before a run is refused (it has not
-/// been measured at the 3B shape yet; `run::memory_plan`'s margin).
-const MARGIN: f64 = 0.12;
 
 /// Bytes of each part, estimated.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -88,8 +81,7 @@ impl PpoMemoryPlan {
 
     /// One line: every part, the total, and the card's `(free, total)` where known.
     pub fn describe(&self, card: Option<(u64, u64)>) -> String {
-        let gb = |b: u64| format!("{:.1} GB", b as f64 / 1e9);
-        let mut out = format!(
+        let line = format!(
             "memory plan: actor and critic with AdamW {}, reference {}; rollouts {} (weights in the compute dtype, one slot of cache; the cache takes what is free); update: gradients {}, graphs {}, logits {}: {} with the reserve",
             gb(self.models),
             gb(self.reference),
@@ -99,41 +91,32 @@ impl PpoMemoryPlan {
             gb(self.logits),
             gb(self.needed())
         );
-        if let Some((free, total)) = card {
-            out.push_str(&format!("; the card has {} free of {}", gb(free), gb(total)));
-        }
-        out
+        with_card(line, card)
     }
 }
 
-/// Whether the run fits in `free` bytes: below them by the estimate's margin it fits; above
-/// them by more than the margin it is one error naming what would fit (a smaller
-/// `ppo.micro_batch`, then shorter responses); in between, a warning, and the run starts.
+/// Whether the run fits in `free` bytes (`run::memory_plan::judge_fit`, the pretraining
+/// plan's margin: the estimate has not been measured against a 3B PPO run yet); what would
+/// fit: a smaller `ppo.micro_batch`, then shorter responses.
 pub fn check_ppo_fits(m: &ModelConfig, s: &PpoSettings, free: u64) -> Result<()> {
+    judge_fit(PpoMemoryPlan::new(m, s).needed(), free, || fit_error(m, s, free))
+}
+
+fn fit_error(m: &ModelConfig, s: &PpoSettings, free: u64) -> anyhow::Error {
     let plan = PpoMemoryPlan::new(m, s);
-    let fits = |s: &PpoSettings| PpoMemoryPlan::new(m, s).needed() as f64 <= free as f64 * (1.0 - MARGIN);
-    if fits(s) {
-        return Ok(());
-    }
-    let gb = |b: u64| format!("{:.1} GB", b as f64 / 1e9);
+    let fits = |s: &PpoSettings| fits_surely(PpoMemoryPlan::new(m, s).needed(), free);
     let least = PpoSettings { micro_batch: 1, ..*s };
     let fix = if let Some(micro_batch) = (1..s.micro_batch).rev().find(|&n| fits(&PpoSettings { micro_batch: n, ..*s })) {
         format!("set ppo.micro_batch = {micro_batch} (it does not change what a step computes)")
     } else if let Some(response) = (1..s.response).rev().find(|&r| fits(&PpoSettings { response: r, ..least })) {
         format!("set ppo.micro_batch = 1 and ppo.max_response_tokens = {response} or fewer (this changes the study's setting)")
     } else {
-        let states = plan.models + plan.reference + RESERVE;
         format!(
             "the actor, the critic, their optimizer state and the reference alone need {}: use a card with more memory (a bf16 reference, recomputation and optimizer state off the card are not built yet)",
-            gb(states)
+            gb(plan.models + plan.reference + RESERVE)
         )
     };
-    let message = format!("this PPO run needs about {} of the card's memory and {} is free ({}): {fix}", gb(plan.needed()), gb(free), plan.describe(None).trim_start_matches("memory plan: "));
-    if plan.needed() as f64 <= free as f64 * (1.0 + MARGIN) {
-        eprintln!("warning: {message}; the estimate is within its margin of error (12%), so the run starts: if it runs out of memory, do that");
-        return Ok(());
-    }
-    bail!(message)
+    anyhow::anyhow!("this PPO run needs about {} of the card's memory and {} is free ({}): {fix}", gb(plan.needed()), gb(free), plan.describe(None).trim_start_matches("memory plan: "))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! recomputed layer's input alone plus one layer's activations while it is recomputed; one
 //! chunk of the LM head's logits, their f32 gradient and its cast.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use crate::model::config::ModelConfig;
 use crate::run::backward::head_chunk_rows;
@@ -42,7 +42,20 @@ pub struct Keys {
 
 /// Memory the CUDA context, cuBLAS's workspace and the memory pool's rounding take beyond
 /// the tensors counted.
-const RESERVE: u64 = 2_000_000_000;
+pub(crate) const RESERVE: u64 = 2_000_000_000;
+
+/// Bytes as gigabytes with one decimal, as the plans print them.
+pub(crate) fn gb(bytes: u64) -> String {
+    format!("{:.1} GB", bytes as f64 / 1e9)
+}
+
+/// A plan's line with the card's `(free, total)` memory after it, where known.
+pub(crate) fn with_card(line: String, card: Option<(u64, u64)>) -> String {
+    match card {
+        Some((free, total)) => format!("{line}; the card has {} free of {}", gb(free), gb(total)),
+        None => line,
+    }
+}
 
 /// Bytes of each part, estimated.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -98,8 +111,7 @@ impl MemoryPlan {
 
     /// One line per part, and the card's `(free, total)` where known.
     pub fn describe(&self, card: Option<(u64, u64)>) -> String {
-        let gb = |b: u64| format!("{:.1} GB", b as f64 / 1e9);
-        let mut out = format!(
+        let line = format!(
             "memory plan: parameters {}, gradients {}, AdamW {}, weight copies {}, activations {}, logits {}: {} with the reserve",
             gb(self.parameters),
             gb(self.gradients),
@@ -109,10 +121,7 @@ impl MemoryPlan {
             gb(self.logits),
             gb(self.needed())
         );
-        if let Some((free, total)) = card {
-            out.push_str(&format!("; the card has {} free of {}", gb(free), gb(total)));
-        }
-        out
+        with_card(line, card)
     }
 }
 
@@ -133,28 +142,36 @@ pub fn card_memory<D: 'static>(device: &D) -> Option<(u64, u64)> {
 /// tests).
 const MARGIN: f64 = 0.12;
 
-/// Whether the run fits in `free` bytes. Below them by the estimate's margin it fits;
-/// above them by more than the margin it is one error naming what would fit (every layer
-/// recomputed, then smaller micro-batches, more of them for the same step, then shorter
-/// sequences); in between, a warning saying the same, and the run starts.
-pub fn check_fits(model: &ModelConfig, s: &Settings, free: u64, keys: &Keys) -> Result<()> {
-    let needed = MemoryPlan::new(model, s).needed() as f64;
-    if needed <= free as f64 * (1.0 - MARGIN) {
-        return Ok(());
-    }
-    match fit_error(model, s, free, keys) {
-        Err(e) if needed <= free as f64 * (1.0 + MARGIN) => {
-            eprintln!("warning: {e:#}; the estimate is within its margin of error (12%), so the run starts: if it runs out of memory, do that");
-            Ok(())
-        }
-        other => other,
-    }
+/// Whether `needed` bytes fit in `free` ones with the estimate's margin to spare.
+pub(crate) fn fits_surely(needed: u64, free: u64) -> bool {
+    needed as f64 <= free as f64 * (1.0 - MARGIN)
 }
 
-fn fit_error(model: &ModelConfig, s: &Settings, free: u64, keys: &Keys) -> Result<()> {
+/// The verdict on a plan of `needed` bytes for `free` ones: below them by the estimate's
+/// margin it fits; above them by more than the margin it is the error `why_not` makes
+/// (which names what would fit); in between, that error as a warning, and the run starts.
+pub(crate) fn judge_fit(needed: u64, free: u64, why_not: impl FnOnce() -> anyhow::Error) -> Result<()> {
+    if fits_surely(needed, free) {
+        return Ok(());
+    }
+    let e = why_not();
+    if needed as f64 <= free as f64 * (1.0 + MARGIN) {
+        eprintln!("warning: {e:#}; the estimate is within its margin of error (12%), so the run starts: if it runs out of memory, do that");
+        return Ok(());
+    }
+    Err(e)
+}
+
+/// Whether the run fits in `free` bytes ([`judge_fit`]); what would fit: every layer
+/// recomputed, then smaller micro-batches, more of them for the same step, then shorter
+/// sequences.
+pub fn check_fits(model: &ModelConfig, s: &Settings, free: u64, keys: &Keys) -> Result<()> {
+    judge_fit(MemoryPlan::new(model, s).needed(), free, || fit_error(model, s, free, keys))
+}
+
+fn fit_error(model: &ModelConfig, s: &Settings, free: u64, keys: &Keys) -> anyhow::Error {
     let plan = MemoryPlan::new(model, s);
-    let gb = |b: u64| format!("{:.1} GB", b as f64 / 1e9);
-    let fits = |s: &Settings| MemoryPlan::new(model, s).needed() as f64 <= free as f64 * (1.0 - MARGIN);
+    let fits = |s: &Settings| fits_surely(MemoryPlan::new(model, s).needed(), free);
     let all = Settings { recomputed: model.num_layers, ..*s };
     let fix = if s.recomputed < model.num_layers && fits(&all) {
         let least = (s.recomputed..=model.num_layers).find(|&n| fits(&Settings { recomputed: n, ..*s })).unwrap_or(model.num_layers);
@@ -165,7 +182,7 @@ fn fit_error(model: &ModelConfig, s: &Settings, free: u64, keys: &Keys) -> Resul
     } else {
         format!("even one sequence a micro-batch with every layer recomputed does not fit: lower {}, or use a card with more memory", keys.seq_len)
     };
-    bail!(
+    anyhow::anyhow!(
         "this run needs about {} of the card's memory and {} is free ({}): {fix}",
         gb(plan.needed()),
         gb(free),
