@@ -5,7 +5,7 @@
 # `generate` in bf16 (scripts/gpu/bench_torch_generate.py) on the same shapes.
 #   MODELS   model shapes (default configs/models/llama-3.2-1b-shape.json)
 #   BATCHES  batch sizes (default 256); PROMPT prompt tokens (256); NEW new tokens (256)
-#   SIDES    the PyTorch sides (default plain,generate; none: ours alone)
+#   SIDES    the PyTorch sides (default plain,compiled,generate; none: ours alone)
 #   REPEATS  timed calls a side (default 2)
 #   GPU_PROFILE=1  ours also records every kernel of one more call (gpu-<shape>.jsonl:
 #                  kernels and their time per decoding step)
@@ -37,9 +37,9 @@ for model in ${MODELS:-configs/models/llama-3.2-1b-shape.json}; do
     else
       echo "ours failed ($status): $(tail -n 5 "$OUT/ours-stderr.txt")" | tee -a "$OUT/failures.txt"
     fi
-    [ "${SIDES:-plain,generate}" = none ] && continue
+    [ "${SIDES:-plain,compiled,generate}" = none ] && continue
     echo "== PyTorch: $model $shape"
-    python3 scripts/gpu/bench_torch_generate.py --config "$model" $shape --dtypes bf16 --sides "${SIDES:-plain,generate}" \
+    python3 scripts/gpu/bench_torch_generate.py --config "$model" $shape --dtypes bf16 --sides "${SIDES:-plain,compiled,generate}" \
       | python3 -c "import json,sys
 for l in sys.stdin:
     d=json.loads(l); d['model']='$model'; print(json.dumps(d), flush=True)" | tee -a "$OUT/bench-generate.jsonl"

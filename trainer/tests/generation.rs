@@ -1,7 +1,8 @@
 //! Generation with the key/value cache on the tiny fixtures: batched, left-padded prompts
 //! give the logits the full forward gives at the same positions, and the same tokens as
 //! one prompt at a time; sampling is seeded, and a row's draws do not depend on its batch;
-//! rows that stop leave the batch; a tiny top-p is greedy.
+//! rows that stop leave the batch, a stop token mid-way ends its row there; a tiny top-p
+//! is greedy.
 
 use std::path::Path;
 
@@ -92,6 +93,24 @@ fn finished_rows_leave_without_changing_the_others() {
             assert_eq!(stopped[row], tokens[..end], "eos {eos}, row {row}");
         }
     }
+}
+
+/// A row that meets the stop token mid-way ends with it, its tokens before it the ones it
+/// gets without a stop token (its next step was already in flight on the device: that
+/// step's extra token is dropped), and the other rows go on as before.
+#[test]
+fn a_stop_token_mid_way_ends_the_row_there() {
+    let model = load_model::<Cpu>(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama"), &Default::default()).unwrap();
+    let prompts = vec![vec![5, 17, 99], vec![7, 8], vec![60, 61, 62, 63]];
+    let s = Sampling { max_new_tokens: 10, temperature: 1.0, top_p: 1.0, seed: 8, eos: None };
+    let free = generate(&model, &prompts, &s, false).unwrap().tokens;
+    let stop = free[0][3];
+    let stopped = generate(&model, &prompts, &Sampling { eos: Some(stop), ..s }, false).unwrap().tokens;
+    for (row, tokens) in free.iter().enumerate() {
+        let end = tokens.iter().position(|&t| t == stop).map_or(tokens.len(), |i| i + 1);
+        assert_eq!(stopped[row], tokens[..end], "row {row}");
+    }
+    assert!(stopped[0].len() > 1, "row 0 stops after a decoding step, not at its prefill");
 }
 
 /// Fewer slots than prompts: prompts wait and take the slots of rows that finished, and

@@ -98,6 +98,12 @@ fn check_training_ops(kernels: Kernels) {
     // A decoding step's write (one position a row) and a prefill's (a block a row).
     print(ops::kv_write::check::check_kv_write::<Cpu, CudaPlain>([37, 3, 77, 64], [29, 1], cpu, gpu), "one kernel");
     print(ops::kv_write::check::check_kv_write::<Cpu, CudaPlain>([37, 3, 77, 64], [5, 40], cpu, gpu), "one kernel");
+    // A decoding step's attention: the 1B's heads (32 of 64 over 8) and the 3B's (24 of 128
+    // over 8), f32 and bf16, rows in scattered slots of a longer cache.
+    for dtype in [burn::tensor::DType::F32, burn::tensor::DType::BF16] {
+        print(ops::decode_attention::check::check_decode_attention::<Cpu, CudaPlain>([29, 32, 8, 37, 300, 64], dtype, cpu, gpu), "one kernel");
+        print(ops::decode_attention::check::check_decode_attention::<Cpu, CudaPlain>([29, 24, 8, 37, 300, 128], dtype, cpu, gpu), "one kernel");
+    }
 }
 
 /// One CUDA backend's model, with the CPU model's weights, against the CPU model.

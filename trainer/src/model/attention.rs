@@ -1,7 +1,8 @@
 //! Grouped-query self-attention: `num_heads` query heads share `num_kv_heads` key/value
 //! heads; RoPE on queries and keys; optional q/k/v biases (Qwen2); causal over the pass
-//! (`ops::attention::causal_attention`), or, in generation, over a key/value cache under a
-//! bias that hides what each query must not see (`ops::attention::cached`).
+//! (`ops::attention::causal_attention`), or, in generation, over a key/value cache: a
+//! prefill under a bias that hides what each query must not see (`ops::attention::cached`),
+//! a decoding step as one op over each row's slot (`ops::decode_attention`).
 
 use anyhow::Result;
 use burn::nn::Linear;
@@ -127,22 +128,29 @@ impl<B: ModelBackend> Attention<B> {
         cast_to(y, out)
     }
 
-    /// `x`: `[batch, seq, hidden]` at `at`; the result is in the compute dtype. Without a cache, attention is causal over `x`
-    /// alone; with one, `x`'s keys and values are written into the cache where `step` says
-    /// and the queries attend, under `at.bias`, to them (a prefill) or to every slot's
-    /// first positions (a decoding step).
+    /// `x`: `[batch, seq, hidden]` at `at`; the result is in the compute dtype. Without a
+    /// cache, attention is causal over `x` alone; with one, `x`'s keys and values are
+    /// written into the cache where `step` says and the queries attend, under `at.bias`,
+    /// to them (a prefill), or to each row's slot from its first position (a decoding
+    /// step, `KvCache::attend_step`).
     pub fn forward(&self, x: Tensor<B, 3>, at: &Positions<B>, cache: Option<(&mut KvCache<B>, &CacheStep<B>)>) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         // Keys and values come (and are cached) in the compute dtype.
-        let (q, mut k, mut v) = self.project(x, at);
-        if let Some((cache, step)) = cache {
-            cache.write(k.clone(), v.clone(), &step.at);
-            if let Attend::Cache { visible } = step.attend {
-                (k, v) = cache.view(visible);
+        let (q, k, v) = self.project(x, at);
+        let out = match cache {
+            Some((cache, step)) if step.attend == Attend::Cache => {
+                let out: burn::tensor::FloatDType = q.dtype().into();
+                let q = to_compute(q, self.compute);
+                cast_to(cache.attend_step(q, k, v, &step.at, attention_scale(self.head_dim), self.kernels), out)
             }
-        }
+            Some((cache, step)) => {
+                cache.write(k.clone(), v.clone(), &step.at);
+                self.attend(q, k, v, at.bias.clone())
+            }
+            None => self.attend(q, k, v, at.bias.clone()),
+        };
         // The heads and the output projection stay in the compute dtype.
-        let out = heads_first(self.attend(q, k, v, at.bias.clone()));
+        let out = heads_first(out);
         project_computed(&self.o_proj, out.reshape([b, t, self.num_heads * self.head_dim]), self.compute, self.kernels)
     }
 

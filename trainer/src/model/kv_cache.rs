@@ -2,11 +2,14 @@
 //! buffers in the compute dtype, allocated at the first write; each slot holds one row of
 //! the batch being generated. Rows' new keys are written into their slots at their own
 //! positions in place (`ops::kv_write`: the cache is the only owner of its buffers between
-//! steps), and attention reads a view of every slot's first positions only, not the whole
-//! capacity.
+//! steps). A prefill's attention reads the pass's own keys; a decoding step's writes each
+//! row's new key and reads its slot's visible positions in one op
+//! (`ops::decode_attention`).
 
 use burn::prelude::*;
 
+use crate::ops::decode_attention::{DecodeAttention, decode_attention};
+use crate::ops::kernels::Kernels;
 use crate::ops::kv_write::{KvWrite, Placement, kv_write};
 
 #[derive(Clone, Debug)]
@@ -30,8 +33,9 @@ pub struct CacheStep<B: Backend> {
 pub enum Attend {
     /// The pass's own keys (a prefill of new rows, which see nothing cached before them).
     NewKeys,
-    /// Every slot's first `visible` positions (a decoding step of every slot).
-    Cache { visible: usize },
+    /// Each row's slot from its first position to its new key (a decoding step, one
+    /// position a row; `Placement::firsts`).
+    Cache,
 }
 
 impl<B: KvWrite> KvCache<B> {
@@ -48,13 +52,17 @@ impl<B: KvWrite> KvCache<B> {
     /// Writes `k`, `v` (`[rows, kv_heads, t, head_dim]`) at `at` (a slot and a first
     /// position for each row).
     pub fn write(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>, at: &Placement<B>) {
-        let [_, heads, _, d] = k.dims();
-        let (slots, capacity) = (self.slots, self.capacity);
-        let buffer = |old: Option<Tensor<B, 4>>, new: &Tensor<B, 4>| old.unwrap_or_else(|| Tensor::zeros([slots, heads, capacity, d], (&new.device(), new.dtype())));
-        let k_buffer = buffer(self.k.take(), &k);
-        let v_buffer = buffer(self.v.take(), &v);
+        let [k_buffer, v_buffer] = self.buffers(&k);
         let [k, v] = kv_write([k_buffer, v_buffer], [k, v], at);
         (self.k, self.v) = (Some(k), Some(v));
+    }
+
+    /// The keys' and values' buffers, taken out (zeros in `like`'s dtype at the first write).
+    fn buffers(&mut self, like: &Tensor<B, 4>) -> [Tensor<B, 4>; 2] {
+        let [_, heads, _, d] = like.dims();
+        let (slots, capacity) = (self.slots, self.capacity);
+        let buffer = |old: Option<Tensor<B, 4>>| old.unwrap_or_else(|| Tensor::zeros([slots, heads, capacity, d], (&like.device(), like.dtype())));
+        [buffer(self.k.take()), buffer(self.v.take())]
     }
 
     /// Views of every slot's first `visible` positions (positions never written read as
@@ -74,6 +82,19 @@ impl<B: KvWrite> KvCache<B> {
         self.slots = slots.dims()[0];
         self.k = self.k.take().map(|k| k.select(0, slots.clone()));
         self.v = self.v.take().map(|v| v.select(0, slots));
+    }
+}
+
+impl<B: DecodeAttention> KvCache<B> {
+    /// A decoding step's attention: each row's new key and value (`k`, `v` `[rows,
+    /// kv_heads, 1, head_dim]`) written at `at`, and its queries `q` (`[rows, heads, 1,
+    /// head_dim]`) attending to its slot from `at.firsts` to the new key: `[rows, heads, 1,
+    /// head_dim]`.
+    pub fn attend_step(&mut self, q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, at: &Placement<B>, scale: f64, kernels: Kernels) -> Tensor<B, 4> {
+        let caches = self.buffers(&k);
+        let (y, [k, v]) = decode_attention(q, [k, v], caches, at, scale, kernels);
+        (self.k, self.v) = (Some(k), Some(v));
+        y
     }
 }
 

@@ -158,18 +158,19 @@ impl<B: ModelBackend> Llama<B> {
     }
 
     /// One forward pass of generation: the logits of the last position, `[batch, 1,
-    /// vocab]`, for `ids` `[batch, seq]` at `positions[row][i]`; their keys and values are
-    /// written into the caches where `step` says, and the queries attend, under `bias`
-    /// (`[batch, 1, seq, keys]`, 0 seen and -inf hidden), to the pass's own keys or to the
-    /// caches' first positions (`step.attend`). The LM head runs on the last position only
-    /// (a prefill of 256 prompts of 96 tokens would otherwise make 3 billion logits over a
-    /// 128k vocabulary).
-    pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, positions: &[Vec<usize>], bias: Tensor<B, 4>, caches: &mut [KvCache<B>], step: &CacheStep<B>) -> Tensor<B, 3> {
+    /// vocab]` in the compute dtype (the token pick reads them as they are), for `ids`
+    /// `[batch, seq]` at `positions[row][i]`; their keys and values are written into the
+    /// caches where `step` says, and the queries attend, under `bias` (`[batch, 1, seq,
+    /// keys]`, 0 seen and -inf hidden), to the pass's own keys (a prefill), or to each
+    /// row's slot from its first position (a decoding step, no bias: `step.at.firsts`).
+    /// The LM head runs on the last position only (a prefill of 256 prompts of 96 tokens
+    /// would otherwise make 3 billion logits over a 128k vocabulary).
+    pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, positions: &[Vec<usize>], bias: Option<Tensor<B, 4>>, caches: &mut [KvCache<B>], step: &CacheStep<B>) -> Tensor<B, 3> {
         let device = ids.device();
         let [b, t] = ids.dims();
         let flat: Vec<usize> = positions.iter().flatten().copied().collect();
         let (cos, sin) = self.rope.tables::<B>(&flat, &device);
-        let at = Positions { cos: cos.reshape([b, 1, t, self.config.head_dim]), sin: sin.reshape([b, 1, t, self.config.head_dim]), bias: Some(bias) };
+        let at = Positions { cos: cos.reshape([b, 1, t, self.config.head_dim]), sin: sin.reshape([b, 1, t, self.config.head_dim]), bias };
         // Each layer's last residual add is done by the next norm (`forward_deferred`).
         let (mut x, mut pending) = (self.embed_tokens.forward(ids), None);
         for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
@@ -177,7 +178,7 @@ impl<B: ModelBackend> Llama<B> {
             (x, pending) = (after_attention, Some(mlp));
         }
         let last = |x: Tensor<B, 3>| x.narrow(1, t - 1, 1);
-        self.head(add_then_norm(&self.norm, last(x), pending.map(last), self.compute).1)
+        self.head_computed(add_then_norm(&self.norm, last(x), pending.map(last), self.compute).1)
     }
 
     /// Empty caches of `slots` rows of up to `capacity` positions, one per layer.

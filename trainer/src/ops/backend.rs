@@ -18,10 +18,12 @@ pub type CudaPlain = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i3
 
 /// A backend the model runs on: burn's, plus the attention op, the projections' matmul,
 /// RMSNorm, RoPE on the heads, the MLP's gate and the loss's cross-entropy, each with its
-/// own backward, and generation's attention over a cache, its writes and its token pick.
+/// own backward, and generation's attention over a cache, its writes, a decoding step's
+/// attention and its token pick.
 pub trait ModelBackend:
     ops::attention::CausalAttention
     + ops::attention::cached::CachedAttention
+    + ops::decode_attention::DecodeAttention
     + ops::matmul::Matmul
     + ops::rms_norm::RmsNormOp
     + ops::rotary_heads::RotaryHeads
@@ -34,6 +36,7 @@ pub trait ModelBackend:
 impl<
     T: ops::attention::CausalAttention
         + ops::attention::cached::CachedAttention
+        + ops::decode_attention::DecodeAttention
         + ops::matmul::Matmul
         + ops::rms_norm::RmsNormOp
         + ops::rotary_heads::RotaryHeads

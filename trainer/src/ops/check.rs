@@ -68,7 +68,7 @@ mod tests {
     use crate::Cpu;
     use crate::ops::kernels::Kernels;
     use crate::ops::squared_norms::SquaredNorms;
-    use crate::ops::{adamw, attention, cross_entropy, kv_write, matmul, pick_tokens, rms_norm, rotary_heads, squared_norms, swiglu};
+    use crate::ops::{adamw, attention, cross_entropy, decode_attention, kv_write, matmul, pick_tokens, rms_norm, rotary_heads, squared_norms, swiglu};
 
     fn assert_identical(gaps: &[OpGap], count: usize) {
         assert_eq!(gaps.len(), count, "{gaps:?}");
@@ -79,7 +79,7 @@ mod tests {
     #[test]
     fn every_op_agrees_with_itself() {
         let (cpu, k) = (&Default::default(), Kernels::default());
-        let checks: [(Vec<OpGap>, usize); 15] = [
+        let checks: [(Vec<OpGap>, usize); 16] = [
             (adamw::check::check_adamw::<Cpu, Cpu>([7, 5], cpu, cpu), 3),
             (attention::check::check_attention::<Cpu, Cpu>([1, 3, 3, 9, 4], DType::F32, k, cpu, cpu), 4),
             (attention::check::check_attention::<Cpu, Cpu>([2, 4, 2, 9, 4], DType::F32, k, cpu, cpu), 4),
@@ -87,6 +87,7 @@ mod tests {
             (matmul::check::check_matmul::<Cpu, Cpu>([6, 4, 3], k, cpu, cpu), 4),
             (matmul::check::check_matmul_gradients::<Cpu, Cpu>([6, 4, 3], k, cpu, cpu), 4),
             (kv_write::check::check_kv_write::<Cpu, Cpu>([5, 2, 9, 3], [3, 4], cpu, cpu), 2),
+            (decode_attention::check::check_decode_attention::<Cpu, Cpu>([3, 4, 2, 5, 9, 4], DType::F32, cpu, cpu), 3),
             (pick_tokens::check::check_pick_tokens::<Cpu, Cpu>([4, 37], cpu, cpu), 3),
             (rms_norm::check::check_rms_norm::<Cpu, Cpu>([5, 12], cpu, cpu), 3),
             (rms_norm::check::check_add_rms_norm::<Cpu, Cpu>([5, 12], true, FloatDType::F32, cpu, cpu), 2),

@@ -13,6 +13,7 @@ pub mod check;
 pub mod cross_entropy;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
+pub mod decode_attention;
 pub mod kernels;
 pub mod kv_write;
 pub mod matmul;

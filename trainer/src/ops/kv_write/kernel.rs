@@ -15,7 +15,7 @@ use crate::ops::cuda::plane_rows::one_unit_each;
 use crate::ops::kv_write::{KvWrite, Placement, slice_by_slice};
 
 /// `cache[slot[r], h, start[r] + p, x] = values[r, h, p, x]` for the keys and the values;
-/// `placement` holds each row's slot and start, one after the other.
+/// `placement` holds each row's slot, start and first visible position, one after the other.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn kv_write_kernel<E: Float, I: Int>(
@@ -38,8 +38,8 @@ fn kv_write_kernel<E: Float, I: Int>(
     let p = (i / d as usize) % t as usize;
     let h = (i / (d as usize * t as usize)) % heads as usize;
     let r = i / (d as usize * t as usize * heads as usize);
-    let slot = u32::cast_from(placement[2 * r]) as usize;
-    let start = u32::cast_from(placement[2 * r + 1]) as usize;
+    let slot = u32::cast_from(placement[3 * r]) as usize;
+    let start = u32::cast_from(placement[3 * r + 1]) as usize;
     let at = ((slot * heads as usize + h) * capacity as usize + start + p) * d as usize + x;
     k_cache[at] = k[i];
     v_cache[at] = v[i];

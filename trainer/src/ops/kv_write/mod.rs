@@ -15,27 +15,38 @@ use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use burn::tensor::ops::FloatTensor;
 
-/// Where each row of a write goes: its slot and its first position, on the host and, as
-/// pairs `(slot, start)` one row after the other, on the device (uploaded once for every
-/// layer's writes of a step).
+/// Where each row of a write goes: its slot and its first position, and the first
+/// position of its slot its queries see (a decoding step's attention,
+/// `ops::decode_attention`), on the host and, as triples `(slot, start, first)` one row
+/// after the other, on the device (uploaded once for every layer of a step).
 #[derive(Clone, Debug)]
 pub struct Placement<B: Backend> {
     pub slots: Vec<usize>,
     pub starts: Vec<usize>,
+    pub firsts: Vec<usize>,
     pub table: Tensor<B, 1, Int>,
 }
 
 impl<B: Backend> Placement<B> {
-    /// Rows at `slots` (distinct), each from its `starts` position.
+    /// Rows at `slots` (distinct), each from its `starts` position (and seeing from there).
     pub fn new(slots: Vec<usize>, starts: Vec<usize>, device: &B::Device) -> Self {
+        let firsts = starts.clone();
+        Self::seeing(slots, starts, firsts, device)
+    }
+
+    /// Rows at `slots` (distinct), each written from its `starts` position, its queries
+    /// seeing its slot from its `firsts` position (at most its start) on.
+    pub fn seeing(slots: Vec<usize>, starts: Vec<usize>, firsts: Vec<usize>, device: &B::Device) -> Self {
         assert_eq!(slots.len(), starts.len(), "{} rows need as many starts, not {}", slots.len(), starts.len());
+        assert_eq!(slots.len(), firsts.len(), "{} rows need as many first positions, not {}", slots.len(), firsts.len());
+        assert!(firsts.iter().zip(&starts).all(|(f, s)| f <= s), "a row's first visible position comes before its writes");
         let mut seen = slots.clone();
         seen.sort_unstable();
         seen.dedup();
         assert_eq!(seen.len(), slots.len(), "a write's slots must be distinct");
-        let pairs: Vec<i64> = slots.iter().zip(&starts).flat_map(|(&s, &p)| [s as i64, p as i64]).collect();
-        let table = Tensor::from_data(TensorData::new(pairs, [2 * slots.len()]), device);
-        Placement { slots, starts, table }
+        let triples: Vec<i64> = slots.iter().zip(&starts).zip(&firsts).flat_map(|((&s, &p), &f)| [s as i64, p as i64, f as i64]).collect();
+        let table = Tensor::from_data(TensorData::new(triples, [3 * slots.len()]), device);
+        Placement { slots, starts, firsts, table }
     }
 }
 

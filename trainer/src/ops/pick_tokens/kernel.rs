@@ -13,7 +13,8 @@ use cubecl::prelude::*;
 
 use crate::CudaPlain;
 use crate::ops::cuda::plane_rows::{PLANE, empty_like, has_planes};
-use crate::ops::pick_tokens::{PickTokens, host_pick};
+use crate::ops::pick_tokens::early_read::EarlyRead;
+use crate::ops::pick_tokens::{PickTokens, PicksReader, host_pick};
 
 /// Planes per cube (one cube per row).
 const PLANES: u32 = 8;
@@ -98,6 +99,10 @@ fn kernel_shape(logits: &CubeTensor<CudaRuntime>) -> Option<[u32; 2]> {
 }
 
 impl PickTokens for CudaPlain {
+    fn picks_reader(device: &Self::Device) -> Box<dyn PicksReader<Self>> {
+        Box::new(EarlyRead::new(device))
+    }
+
     fn pick_tokens(logits: FloatTensor<Self>, hashes: IntTensor<Self>, temperature: f32) -> IntTensor<Self> {
         let (logits, hashes) = (into_contiguous(logits), into_contiguous(hashes));
         let Some([rows, vocab]) = kernel_shape(&logits) else {

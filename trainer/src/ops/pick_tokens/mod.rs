@@ -11,9 +11,15 @@
 //!
 //! CUDA without fusion runs one kernel (`kernel`: one cube per row, the logits read once
 //! in their dtype); the other backends pick on the host from the same formula.
+//!
+//! The picks come back to the host through a `PicksReader`: CUDA without fusion queues
+//! their copy at once and waits only when asked (`early_read`), so that generation can
+//! issue the next step before it waits for this one's tokens; the others read when asked.
 
 pub mod check;
 
+#[cfg(feature = "cuda")]
+mod early_read;
 #[cfg(feature = "cuda")]
 mod kernel;
 
@@ -28,6 +34,32 @@ pub trait PickTokens: Backend {
     /// when `temperature` is 0. On the host unless the backend has its own.
     fn pick_tokens(logits: FloatTensor<Self>, hashes: IntTensor<Self>, temperature: f32) -> IntTensor<Self> {
         host_pick::<Self>(logits, hashes, temperature)
+    }
+
+    /// What brings this backend's picks to the host (on `device`).
+    fn picks_reader(_device: &Self::Device) -> Box<dyn PicksReader<Self>> {
+        Box::new(ReadWhenWaited)
+    }
+}
+
+/// Picks on their way to the host: calling it waits for them.
+pub type PendingPicks<'a> = Box<dyn FnOnce() -> anyhow::Result<Vec<u32>> + 'a>;
+
+/// What brings picked tokens (`[rows]` ids) to the host.
+pub trait PicksReader<B: Backend> {
+    /// Starts bringing `picked` to the host; what it returns waits for them.
+    fn start(&self, picked: Tensor<B, 1, Int>) -> PendingPicks<'_>;
+}
+
+/// Reads the picks when they are waited for.
+pub struct ReadWhenWaited;
+
+impl<B: Backend> PicksReader<B> for ReadWhenWaited {
+    fn start(&self, picked: Tensor<B, 1, Int>) -> PendingPicks<'_> {
+        Box::new(move || {
+            let ids = picked.into_data().convert::<i64>().to_vec::<i64>().map_err(|e| anyhow::anyhow!("picked tokens: {e:?}"))?;
+            Ok(ids.into_iter().map(|t| t as u32).collect())
+        })
     }
 }
 

@@ -1,0 +1,267 @@
+//! A decoding step's attention (`decode_attention`) as one CUDA kernel for burn's CUDA
+//! backend without fusion. A cube takes one row and one key/value head, 4 planes of 32
+//! lanes. The row's new key and value are written into its slot first; the cube's query
+//! heads (the group that shares the key/value head) wait in shared memory, scaled, in f32.
+//! The planes then take tiles of 32 positions of the slot in turn, from the row's first to
+//! its new key:
+//! - scores: each lane reads one position's key whole (16-byte loads) and takes its dot
+//!   product with every query of the group;
+//! - the online softmax: per query head, the tile's maximum and sum across the plane's
+//!   lanes, the plane's running maximum and sum updated once a tile;
+//! - values: each lane holds `head_dim / 32` values of the output of every query head; the
+//!   plane walks the tile's positions, reading each value row in one coalesced load and
+//!   taking each position's weights from the lane that scored it.
+//!
+//! The planes' partial results meet in shared memory, and each plane finishes query heads
+//! of the group. The cache is read once for the whole group, in its dtype; scores, weights
+//! and sums are f32.
+
+use burn::tensor::DType;
+use burn::tensor::ops::FloatTensor;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::cuda::CudaRuntime;
+use cubecl::prelude::*;
+
+use crate::CudaPlain;
+use crate::ops::cuda::plane_rows::{PLANE, empty_like, has_planes};
+use crate::ops::decode_attention::{DecodeAttention, composed_decode_attention};
+use crate::ops::kernels::Kernels;
+use crate::ops::kv_write::Placement;
+
+/// Planes per cube.
+const PLANES: u32 = 4;
+/// The most query heads a key/value head serves that the kernel takes (their running sums
+/// live in registers).
+const MOST_GROUP: usize = 8;
+/// Keys are read 8 values (16 bytes in bf16) at a time.
+type Wide = Const<8>;
+
+/// For the cube's row `r` and key/value head `h`: `cache[slot, h, start] = new[r, h]` (keys
+/// and values) and, for each query head `j` of the group, `out[r, j] = softmax(q[r, j] ·
+/// kᵀ · scale) v` over the slot's positions `first..=start`; `placement` holds each row's
+/// slot, start and first, one after the other. Keys in vectors of 8 values, queries, values
+/// and the output in vectors of `per_lane` (32 a head).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn decode_attention_kernel<E: Float, I: Int, N: Size>(
+    q: &Tensor<Vector<E, N>>,
+    new_k: &Tensor<Vector<E, Wide>>,
+    new_v: &Tensor<Vector<E, N>>,
+    k_cache: &mut Tensor<Vector<E, Wide>>,
+    v_cache: &mut Tensor<Vector<E, N>>,
+    out: &mut Tensor<Vector<E, N>>,
+    placement: &Tensor<I>,
+    capacity: u32,
+    scale: f32,
+    #[comptime] group: usize,
+    #[comptime] per_lane: usize,
+    #[define(E, I)] _dtypes: [StorageType; 2],
+) {
+    let row = CUBE_POS_X as usize;
+    let head = CUBE_POS_Y as usize;
+    let kv_heads = CUBE_COUNT_Y as usize;
+    let lane = UNIT_POS_X as usize;
+    let plane = UNIT_POS_Y as usize;
+    let lanes = PLANE as usize;
+    let d = comptime!(PLANE as usize * per_lane);
+    let wide = comptime!(PLANE as usize * per_lane / 8);
+    let slot = u32::cast_from(placement[3 * row]) as usize;
+    let start = u32::cast_from(placement[3 * row + 1]);
+    let first = u32::cast_from(placement[3 * row + 2]);
+    // The slot's positions for this head.
+    let base = (slot * kv_heads + head) * capacity as usize;
+    // The new key and value go into the cache before anything reads it.
+    if plane == 0 {
+        let new_at = row * kv_heads + head;
+        if lane < wide {
+            k_cache[(base + start as usize) * wide + lane] = new_k[new_at * wide + lane];
+        }
+        v_cache[(base + start as usize) * lanes + lane] = new_v[new_at * lanes + lane];
+    }
+    // The group's queries, scaled, in f32: query head g's value x at g * d + x.
+    let mut queries = SharedMemory::<f32>::new(comptime!(group * PLANE as usize * per_lane));
+    let unit = UNIT_POS_Y * CUBE_DIM_X + UNIT_POS_X;
+    for i in range_stepped(unit, comptime!((group * PLANE as usize) as u32), CUBE_DIM_X * CUBE_DIM_Y) {
+        let i = i as usize;
+        let qv = q[(row * kv_heads + head) * comptime!(group * PLANE as usize) + i];
+        #[unroll]
+        for x in 0..per_lane {
+            queries[i * per_lane + x] = f32::cast_from(qv[x]) * scale;
+        }
+    }
+    sync_cube();
+    let mut m = Array::<f32>::new(group);
+    let mut l = Array::<f32>::new(group);
+    let mut acc = Array::<f32>::new(comptime!(group * per_lane));
+    #[unroll]
+    for g in 0..group {
+        m[g] = f32::new(-3.0e38);
+        l[g] = f32::new(0.0);
+        #[unroll]
+        for x in 0..per_lane {
+            acc[g * per_lane + x] = f32::new(0.0);
+        }
+    }
+    let mut scores = Array::<f32>::new(group);
+    for tile in range_stepped(first + UNIT_POS_Y * PLANE, start + 1, PLANE * CUBE_DIM_Y) {
+        // Scores: this lane's position, every query of the group.
+        let p = tile + UNIT_POS_X;
+        #[unroll]
+        for g in 0..group {
+            scores[g] = f32::new(-3.0e38);
+        }
+        if p <= start {
+            #[unroll]
+            for g in 0..group {
+                scores[g] = f32::new(0.0);
+            }
+            let at = (base + p as usize) * wide;
+            #[unroll]
+            for c in 0..wide {
+                let kv = k_cache[at + c];
+                #[unroll]
+                for e in 0..8usize {
+                    let key = f32::cast_from(kv[e]);
+                    #[unroll]
+                    for g in 0..group {
+                        scores[g] += queries[g * d + c * 8 + e] * key;
+                    }
+                }
+            }
+        }
+        // The online softmax, once a tile for each query head.
+        #[unroll]
+        for g in 0..group {
+            let top = max(m[g], plane_max(scores[g]));
+            let kept = (m[g] - top).exp();
+            scores[g] = (scores[g] - top).exp();
+            l[g] = l[g] * kept + plane_sum(scores[g]);
+            m[g] = top;
+            #[unroll]
+            for x in 0..per_lane {
+                acc[g * per_lane + x] *= kept;
+            }
+        }
+        // Values: each position's row, weighted by the scores of the lane that has it.
+        #[unroll]
+        for j in 0..32u32 {
+            if tile + j <= start {
+                let vv = v_cache[(base + (tile + j) as usize) * lanes + lane];
+                #[unroll]
+                for g in 0..group {
+                    let weight = plane_broadcast(scores[g], j);
+                    #[unroll]
+                    for x in 0..per_lane {
+                        acc[g * per_lane + x] += weight * f32::cast_from(vv[x]);
+                    }
+                }
+            }
+        }
+    }
+    // The planes' partial results meet in shared memory.
+    let mut maxes = SharedMemory::<f32>::new(comptime!(PLANES as usize * group));
+    let mut sums = SharedMemory::<f32>::new(comptime!(PLANES as usize * group));
+    let mut values = SharedMemory::<f32>::new(comptime!(PLANES as usize * group * PLANE as usize * per_lane));
+    #[unroll]
+    for g in 0..group {
+        if lane == 0 {
+            maxes[plane * group + g] = m[g];
+            sums[plane * group + g] = l[g];
+        }
+        #[unroll]
+        for x in 0..per_lane {
+            values[((plane * group + g) * lanes + lane) * per_lane + x] = acc[g * per_lane + x];
+        }
+    }
+    sync_cube();
+    for g in range_stepped(UNIT_POS_Y, comptime!(group as u32), CUBE_DIM_Y) {
+        let g = g as usize;
+        let mut top = f32::new(-3.0e38);
+        #[unroll]
+        for w in 0..PLANES as usize {
+            top = max(top, maxes[w * group + g]);
+        }
+        let mut total = f32::new(0.0);
+        let mut weighted = Array::<f32>::new(per_lane);
+        #[unroll]
+        for x in 0..per_lane {
+            weighted[x] = f32::new(0.0);
+        }
+        #[unroll]
+        for w in 0..PLANES as usize {
+            let factor = (maxes[w * group + g] - top).exp();
+            total += sums[w * group + g] * factor;
+            #[unroll]
+            for x in 0..per_lane {
+                weighted[x] += values[((w * group + g) * lanes + lane) * per_lane + x] * factor;
+            }
+        }
+        let mut o = Vector::<E, N>::empty();
+        #[unroll]
+        for x in 0..per_lane {
+            o[x] = E::cast_from(weighted[x] / total);
+        }
+        out[((row * kv_heads + head) * group + g) * lanes + lane] = o;
+    }
+}
+
+/// The group size and values per lane when the tensors fit the kernel: contiguous, one
+/// float dtype, heads of 64, 128 or 256 values, at most `MOST_GROUP` query heads a
+/// key/value head, indices in u32.
+fn kernel_shape(q: &CubeTensor<CudaRuntime>, new: &[CubeTensor<CudaRuntime>; 2], caches: &[CubeTensor<CudaRuntime>; 2]) -> Option<(usize, usize)> {
+    let [rows, heads, _, d] = q.meta.shape[..] else { return None };
+    let [_, kv_heads, _, _] = caches[0].meta.shape[..] else { return None };
+    let dtype = q.dtype;
+    let same = new.iter().chain(caches).all(|x| x.dtype == dtype);
+    let float = matches!(dtype, DType::F32 | DType::BF16 | DType::F16);
+    let per_lane = d / PLANE as usize;
+    let lanes_fit = d.is_multiple_of(PLANE as usize) && matches!(per_lane, 2 | 4 | 8);
+    let group = heads / kv_heads;
+    let sizes_fit = rows > 0 && rows < u16::MAX as usize && kv_heads < u16::MAX as usize && caches[0].meta.shape.num_elements() < u32::MAX as usize;
+    (same && float && lanes_fit && group <= MOST_GROUP && sizes_fit && has_planes(q)).then_some((group, per_lane))
+}
+
+impl DecodeAttention for CudaPlain {
+    fn decode_attention(
+        q: FloatTensor<Self>,
+        new: [FloatTensor<Self>; 2],
+        caches: [FloatTensor<Self>; 2],
+        at: &Placement<Self>,
+        scale: f64,
+        kernels: Kernels,
+    ) -> (FloatTensor<Self>, [FloatTensor<Self>; 2]) {
+        let (q, new, caches) = (into_contiguous(q), new.map(into_contiguous), caches.map(into_contiguous));
+        let Some((group, per_lane)) = kernel_shape(&q, &new, &caches) else {
+            return composed_decode_attention::<Self>(q, new, caches, at, scale, kernels);
+        };
+        // Written in place when a cache is its buffer's only owner (between steps it is).
+        let owned = |cache: CubeTensor<CudaRuntime>| if cache.can_mut() { cache } else { cache.copy() };
+        let [k_cache, v_cache] = caches.map(owned);
+        let [new_k, new_v] = new;
+        let [rows, _, _, _] = q.meta.shape[..] else { unreachable!("decode_attention checked a 4-d query") };
+        let [_, kv_heads, capacity, _] = k_cache.meta.shape[..] else { unreachable!("decode_attention checked a 4-d cache") };
+        let out = empty_like(&q, q.meta.shape.to_vec(), q.dtype);
+        let placement = into_contiguous(at.table.clone().into_primitive());
+        let dtypes = [q.dtype.into(), placement.dtype.into()];
+        decode_attention_kernel::launch::<CudaRuntime>(
+            &q.client.clone(),
+            CubeCount::new_2d(rows as u32, kv_heads as u32),
+            CubeDim::new_2d(PLANE, PLANES),
+            per_lane,
+            q.into_tensor_arg(),
+            new_k.into_tensor_arg(),
+            new_v.into_tensor_arg(),
+            k_cache.clone().into_tensor_arg(),
+            v_cache.clone().into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            placement.into_tensor_arg(),
+            capacity as u32,
+            scale as f32,
+            group,
+            per_lane,
+            dtypes,
+        );
+        (out, [k_cache, v_cache])
+    }
+}
