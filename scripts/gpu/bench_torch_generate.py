@@ -84,10 +84,12 @@ class PlainDecoder:
         self.model, self.inner = model, model.model
         self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        shape = (cfg.num_hidden_layers, batch, self.kv_heads, capacity, self.head_dim)
+        # One tensor a layer: a compiled step writes each in place (a write into a view of one
+        # tensor of every layer would be compiled as a copy of the whole tensor).
+        shape = (batch, self.kv_heads, capacity, self.head_dim)
         dtype = next(model.parameters()).dtype
-        self.k = torch.zeros(shape, dtype=dtype, device="cuda")
-        self.v = torch.zeros(shape, dtype=dtype, device="cuda")
+        self.k = [torch.zeros(shape, dtype=dtype, device="cuda") for _ in range(cfg.num_hidden_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device="cuda") for _ in range(cfg.num_hidden_layers)]
 
     def forward(self, ids, start):
         """Logits of the last position of `ids` ([batch, t]) at positions start..start+t."""
@@ -103,9 +105,9 @@ class PlainDecoder:
             k = attn.k_proj(h).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
             v = attn.v_proj(h).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
             q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
-            self.k[i, :, :, start:end] = k
-            self.v[i, :, :, start:end] = v
-            o = F.scaled_dot_product_attention(q, self.k[i, :, :, :end], self.v[i, :, :, :end], is_causal=t > 1, enable_gqa=True)
+            self.k[i][:, :, start:end] = k
+            self.v[i][:, :, start:end] = v
+            o = F.scaled_dot_product_attention(q, self.k[i][:, :, :end], self.v[i][:, :, :end], is_causal=t > 1, enable_gqa=True)
             x = x + attn.o_proj(o.transpose(1, 2).reshape(b, t, -1))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.model.lm_head(self.inner.norm(x[:, -1]))
@@ -123,9 +125,10 @@ class CompiledStep(torch.nn.Module):
         super().__init__()
         self.model, self.sdpa = model, sdpa
         self.heads, self.kv_heads, self.head_dim = decoder.heads, decoder.kv_heads, decoder.head_dim
-        self.register_buffer("k", decoder.k, persistent=False)
-        self.register_buffer("v", decoder.v, persistent=False)
-        self.register_buffer("positions", torch.arange(decoder.k.shape[3], device="cuda"), persistent=False)
+        for i, (k, v) in enumerate(zip(decoder.k, decoder.v)):
+            self.register_buffer(f"k{i}", k, persistent=False)
+            self.register_buffer(f"v{i}", v, persistent=False)
+        self.register_buffer("positions", torch.arange(decoder.k[0].shape[2], device="cuda"), persistent=False)
 
     def forward(self, token, pos):
         inner, b = self.model.model, token.shape[0]
@@ -140,14 +143,15 @@ class CompiledStep(torch.nn.Module):
             k = attn.k_proj(h).view(b, 1, self.kv_heads, self.head_dim).transpose(1, 2)
             v = attn.v_proj(h).view(b, 1, self.kv_heads, self.head_dim).transpose(1, 2)
             q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
-            self.k[i].index_copy_(2, pos.view(1), k)
-            self.v[i].index_copy_(2, pos.view(1), v)
+            keys, values = getattr(self, f"k{i}"), getattr(self, f"v{i}")
+            keys.index_copy_(2, pos.view(1), k)
+            values.index_copy_(2, pos.view(1), v)
             if self.sdpa:
-                o = F.scaled_dot_product_attention(q, self.k[i], self.v[i], attn_mask=~hidden, enable_gqa=True).transpose(1, 2).reshape(b, 1, -1)
+                o = F.scaled_dot_product_attention(q, keys, values, attn_mask=~hidden, enable_gqa=True).transpose(1, 2).reshape(b, 1, -1)
             else:
-                scores = torch.matmul(q.reshape(b, self.kv_heads, group, self.head_dim), self.k[i].transpose(2, 3)) * scale
+                scores = torch.matmul(q.reshape(b, self.kv_heads, group, self.head_dim), keys.transpose(2, 3)) * scale
                 p = scores.float().masked_fill(hidden, float("-inf")).softmax(-1).to(q.dtype)
-                o = torch.matmul(p, self.v[i]).reshape(b, 1, self.heads * self.head_dim)
+                o = torch.matmul(p, values).reshape(b, 1, self.heads * self.head_dim)
             x = x + attn.o_proj(o)
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return gumbel_pick(self.model.lm_head(inner.norm(x[:, -1])))

@@ -4,8 +4,8 @@
 //! heads (the group that shares the key/value head) wait in shared memory, scaled, in f32.
 //! The planes then take tiles of 32 positions of the slot in turn, from the row's first to
 //! its new key:
-//! - scores: each lane reads one position's key whole (16-byte loads) and takes its dot
-//!   product with every query of the group;
+//! - scores: a quad of 4 lanes reads one position's key (16-byte loads, 64 contiguous
+//!   bytes a quad at once) and takes its dot products with every query of the group;
 //! - the online softmax: per query head, the tile's maximum and sum across the plane's
 //!   lanes, the plane's running maximum and sum updated once a tile;
 //! - values: each lane holds `head_dim / 32` values of the output of every query head; the
@@ -103,54 +103,73 @@ fn decode_attention_kernel<E: Float, I: Int, N: Size>(
             acc[g * per_lane + x] = f32::new(0.0);
         }
     }
-    let mut scores = Array::<f32>::new(group);
+    // A quad of 4 lanes scores one position: lane `sub` of the quad takes the key's 16-byte
+    // vectors `sub`, `sub + 4`, ... (the quad reads 64 contiguous bytes at once), and the
+    // quad sums its partial dot products. Four rounds of 8 positions make a tile of 32:
+    // round r's score of position `tile + quad + 8 r` is at `scores[r * group + g]`.
+    let quad = UNIT_POS_X / 4;
+    let sub = (UNIT_POS_X % 4) as usize;
+    let mut scores = Array::<f32>::new(comptime!(4 * group));
     for tile in range_stepped(first + UNIT_POS_Y * PLANE, start + 1, PLANE * CUBE_DIM_Y) {
-        // Scores: this lane's position, every query of the group.
-        let p = tile + UNIT_POS_X;
         #[unroll]
-        for g in 0..group {
-            scores[g] = f32::new(-3.0e38);
-        }
-        if p <= start {
+        for r in 0..4usize {
+            let p = tile + quad + comptime!(8 * r as u32);
             #[unroll]
             for g in 0..group {
-                scores[g] = f32::new(0.0);
+                scores[r * group + g] = f32::new(0.0);
             }
-            let at = (base + p as usize) * wide;
-            #[unroll]
-            for c in 0..wide {
-                let kv = k_cache[at + c];
+            if p <= start {
+                let at = (base + p as usize) * wide;
                 #[unroll]
-                for e in 0..8usize {
-                    let key = f32::cast_from(kv[e]);
+                for k in 0..per_lane {
+                    let kv = k_cache[at + k * 4 + sub];
                     #[unroll]
-                    for g in 0..group {
-                        scores[g] += queries[g * d + c * 8 + e] * key;
+                    for e in 0..8usize {
+                        let key = f32::cast_from(kv[e]);
+                        #[unroll]
+                        for g in 0..group {
+                            scores[r * group + g] += queries[g * d + (k * 4 + sub) * 8 + e] * key;
+                        }
                     }
                 }
             }
+            #[unroll]
+            for g in 0..group {
+                let partial = scores[r * group + g];
+                let pair = partial + plane_shuffle_xor(partial, 1);
+                let whole = pair + plane_shuffle_xor(pair, 2);
+                scores[r * group + g] = select(p <= start, whole, f32::new(-3.0e38));
+            }
         }
-        // The online softmax, once a tile for each query head.
+        // The online softmax, once a tile for each query head (a quad's lanes hold the same
+        // scores: the sum counts each quad's first lane).
         #[unroll]
         for g in 0..group {
-            let top = max(m[g], plane_max(scores[g]));
+            let local = max(max(scores[g], scores[group + g]), max(scores[2 * group + g], scores[3 * group + g]));
+            let top = max(m[g], plane_max(local));
             let kept = (m[g] - top).exp();
-            scores[g] = (scores[g] - top).exp();
-            l[g] = l[g] * kept + plane_sum(scores[g]);
+            let mut local_sum = f32::new(0.0);
+            #[unroll]
+            for r in 0..4usize {
+                let weight = (scores[r * group + g] - top).exp();
+                scores[r * group + g] = weight;
+                local_sum += weight;
+            }
+            l[g] = l[g] * kept + plane_sum(select(sub == 0, local_sum, f32::new(0.0)));
             m[g] = top;
             #[unroll]
             for x in 0..per_lane {
                 acc[g * per_lane + x] *= kept;
             }
         }
-        // Values: each position's row, weighted by the scores of the lane that has it.
+        // Values: each position's row, weighted by the score of the quad that has it.
         #[unroll]
         for j in 0..32u32 {
             if tile + j <= start {
                 let vv = v_cache[(base + (tile + j) as usize) * lanes + lane];
                 #[unroll]
                 for g in 0..group {
-                    let weight = plane_broadcast(scores[g], j);
+                    let weight = plane_broadcast(scores[comptime!((j / 8) as usize * group) + g], comptime!((j % 8) * 4));
                     #[unroll]
                     for x in 0..per_lane {
                         acc[g * per_lane + x] += weight * f32::cast_from(vv[x]);

@@ -1,5 +1,6 @@
 //! The token pick (`pick_tokens`) as one CUDA kernel for burn's CUDA backend without
-//! fusion: one cube of 256 units per row; each unit walks its share of the vocabulary once
+//! fusion: one cube of 1,024 units per row (a row is one cube: fewer units left most of the
+//! card idle at a batch of 256); each unit walks its share of the vocabulary once
 //! (the logits read in their dtype, computed in f32), scoring each token as the host does
 //! (`pick_row`) and keeping its best; planes take the best of their units (the lowest id
 //! among equal scores), and the first unit the best of the planes.
@@ -17,7 +18,7 @@ use crate::ops::pick_tokens::early_read::EarlyRead;
 use crate::ops::pick_tokens::{PickTokens, PicksReader, host_pick};
 
 /// Planes per cube (one cube per row).
-const PLANES: u32 = 8;
+const PLANES: u32 = 32;
 
 /// `pick_tokens::mix` on the device.
 #[cube]
