@@ -113,23 +113,23 @@ fn decode_attention_kernel<E: Float, I: Int, N: Size>(
     for tile in range_stepped(first + UNIT_POS_Y * PLANE, start + 1, PLANE * CUBE_DIM_Y) {
         #[unroll]
         for r in 0..4usize {
+            // Past the new key, the quad reads the new key again (no branch keeps the loads
+            // of the rounds apart) and its score is dropped.
             let p = tile + quad + comptime!(8 * r as u32);
+            let at = (base + min(p, start) as usize) * wide;
             #[unroll]
             for g in 0..group {
                 scores[r * group + g] = f32::new(0.0);
             }
-            if p <= start {
-                let at = (base + p as usize) * wide;
+            #[unroll]
+            for k in 0..per_lane {
+                let kv = k_cache[at + k * 4 + sub];
                 #[unroll]
-                for k in 0..per_lane {
-                    let kv = k_cache[at + k * 4 + sub];
+                for e in 0..8usize {
+                    let key = f32::cast_from(kv[e]);
                     #[unroll]
-                    for e in 0..8usize {
-                        let key = f32::cast_from(kv[e]);
-                        #[unroll]
-                        for g in 0..group {
-                            scores[r * group + g] += queries[g * d + (k * 4 + sub) * 8 + e] * key;
-                        }
+                    for g in 0..group {
+                        scores[r * group + g] += queries[g * d + (k * 4 + sub) * 8 + e] * key;
                     }
                 }
             }
@@ -162,18 +162,18 @@ fn decode_attention_kernel<E: Float, I: Int, N: Size>(
                 acc[g * per_lane + x] *= kept;
             }
         }
-        // Values: each position's row, weighted by the score of the quad that has it.
+        // Values: each position's row, weighted by the score of the quad that has it (past
+        // the new key, its row again with a weight of 0: no branch, so the tile's 32 loads
+        // are in flight together).
         #[unroll]
         for j in 0..32u32 {
-            if tile + j <= start {
-                let vv = v_cache[(base + (tile + j) as usize) * lanes + lane];
+            let vv = v_cache[(base + min(tile + j, start) as usize) * lanes + lane];
+            #[unroll]
+            for g in 0..group {
+                let weight = plane_broadcast(scores[comptime!((j / 8) as usize * group) + g], comptime!((j % 8) * 4));
                 #[unroll]
-                for g in 0..group {
-                    let weight = plane_broadcast(scores[comptime!((j / 8) as usize * group) + g], comptime!((j % 8) * 4));
-                    #[unroll]
-                    for x in 0..per_lane {
-                        acc[g * per_lane + x] += weight * f32::cast_from(vv[x]);
-                    }
+                for x in 0..per_lane {
+                    acc[g * per_lane + x] += weight * f32::cast_from(vv[x]);
                 }
             }
         }
