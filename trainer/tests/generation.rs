@@ -122,7 +122,13 @@ fn rows_in_fewer_slots_get_what_they_get_all_at_once() {
     let prompts: Vec<Vec<u32>> = (0..7u32).map(|r| (0..1 + (r * 5) % 19).map(|i| (r * 29 + i * 11 + 3) % 120).collect()).collect();
     let free = generate(&model, &prompts, &greedy(9), false).unwrap().tokens;
     let sampled = Sampling { max_new_tokens: 9, temperature: 1.0, top_p: 1.0, seed: 5, eos: None };
-    for s in [greedy(9), Sampling { eos: Some(free[2][1]), ..greedy(9) }, sampled.clone(), Sampling { top_p: 0.8, ..sampled.clone() }, Sampling { eos: Some(free[4][0]), ..sampled }] {
+    for s in [
+        greedy(9),
+        Sampling { eos: Some(free[2][1]), ..greedy(9) },
+        sampled.clone(),
+        Sampling { top_p: 0.8, ..sampled.clone() },
+        Sampling { eos: Some(free[4][0]), ..sampled },
+    ] {
         let keep = s.top_p < 1.0;
         let all = generate(&model, &prompts, &s, keep).unwrap();
         for slots in [1, 2, 3] {
@@ -166,7 +172,7 @@ fn device_draws_follow_the_tempered_softmax() {
         let hashes: Vec<u32> = (0..rows).map(|row| step_hash(row_key(11, row), step)).collect();
         let t = burn::prelude::Tensor::<B, 2>::from_data(burn::prelude::TensorData::new(logits.clone(), [rows, 4]), &device);
         let picked = trainer::ops::pick_tokens::pick_tokens(t, &hashes, temperature).into_data().convert::<i64>().to_vec::<i64>().unwrap();
-    let weights: Vec<f64> = p.iter().map(|x| x.powf(1.0 / temperature)).collect();
+        let weights: Vec<f64> = p.iter().map(|x| x.powf(1.0 / temperature)).collect();
         let total: f64 = weights.iter().sum();
         for (token, w) in weights.iter().enumerate() {
             let want = w / total;

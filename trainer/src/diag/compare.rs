@@ -17,10 +17,10 @@ use crate::generate::{Sampling, generate};
 use crate::model::Llama;
 use crate::model::attention::{attention_options, attention_scale};
 use crate::model::kv_cache::KvCache;
-use crate::ops::kv_write::Placement;
 use crate::ops::attention::cached::cached_attention;
-use crate::ops::kernels::Kernels;
 use crate::ops::check::{OpGap, TOLERANCE, host, relative_gap, tensor};
+use crate::ops::kernels::Kernels;
+use crate::ops::kv_write::Placement;
 
 /// The shapes to check at.
 #[derive(Clone, Copy, Debug)]

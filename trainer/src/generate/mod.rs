@@ -220,7 +220,8 @@ impl<'a, B: ModelBackend> Engine<'a, B> {
         }
         let bias = Tensor::<B, 4>::from_data(TensorData::new(bias, [admitted.len(), 1, longest, longest]), &device);
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [admitted.len(), longest]), &device);
-        let step = CacheStep { at: Placement::new(admitted.iter().map(|&(slot, _)| slot).collect(), vec![0; admitted.len()], &device), attend: Attend::NewKeys };
+        let step =
+            CacheStep { at: Placement::new(admitted.iter().map(|&(slot, _)| slot).collect(), vec![0; admitted.len()], &device), attend: Attend::NewKeys };
         let logits = self.model.forward_cached(ids, &positions, Some(bias), &mut self.caches, &step);
         for (&(slot, row), &n) in admitted.iter().zip(&pads) {
             let rng = fastrand::Rng::with_seed(self.s.seed ^ (row as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));

@@ -11,9 +11,9 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::ModelBackend;
 use crate::model::config::ModelConfig;
+use crate::model::kv_cache::{Attend, CacheStep, KvCache};
 use crate::model::precision::{Compute, cast_to, project_computed, to_compute};
 use crate::model::source::{ParamSource, linear};
-use crate::model::kv_cache::{Attend, CacheStep, KvCache};
 use crate::ops::attention::cached::cached_attention;
 use crate::ops::attention::{causal_attention, repeat_kv};
 use crate::ops::kernels::Kernels;

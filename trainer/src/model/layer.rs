@@ -6,11 +6,11 @@ use burn::prelude::*;
 
 use crate::ModelBackend;
 use crate::model::attention::{Attention, Positions};
-use crate::model::kv_cache::{CacheStep, KvCache};
 use crate::model::config::ModelConfig;
+use crate::model::kv_cache::{CacheStep, KvCache};
 use crate::model::mlp::Mlp;
-use crate::model::source::{ParamSource, rms_norm};
 use crate::model::precision::cast_to;
+use crate::model::source::{ParamSource, rms_norm};
 use crate::ops::rms_norm::add_then_norm;
 
 #[derive(Module, Debug)]

@@ -18,8 +18,8 @@ use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::prelude::*;
 
 use self::attention::Positions;
-use self::kv_cache::{CacheStep, KvCache};
 use self::config::ModelConfig;
+use self::kv_cache::{CacheStep, KvCache};
 use self::layer::DecoderLayer;
 use self::precision::{Compute, RESIDUAL, cast_to, linear_computed, to_compute};
 use self::rope::Rope;
@@ -165,7 +165,14 @@ impl<B: ModelBackend> Llama<B> {
     /// row's slot from its first position (a decoding step, no bias: `step.at.firsts`).
     /// The LM head runs on the last position only (a prefill of 256 prompts of 96 tokens
     /// would otherwise make 3 billion logits over a 128k vocabulary).
-    pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, positions: &[Vec<usize>], bias: Option<Tensor<B, 4>>, caches: &mut [KvCache<B>], step: &CacheStep<B>) -> Tensor<B, 3> {
+    pub fn forward_cached(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        positions: &[Vec<usize>],
+        bias: Option<Tensor<B, 4>>,
+        caches: &mut [KvCache<B>],
+        step: &CacheStep<B>,
+    ) -> Tensor<B, 3> {
         let device = ids.device();
         let [b, t] = ids.dims();
         let flat: Vec<usize> = positions.iter().flatten().copied().collect();

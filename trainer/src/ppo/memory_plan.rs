@@ -60,7 +60,8 @@ impl PpoMemoryPlan {
         let params = m.num_parameters() as u64;
         let sequence = s.prompt + s.response;
         // One model's update as a pretraining micro-batch of the same rows that accumulates.
-        let one = MemoryPlan::new(m, &Settings { batch: s.micro_batch.max(1), seq_len: sequence, grad_accum: 2, recomputed: 0, compute_bytes: s.compute_bytes });
+        let one =
+            MemoryPlan::new(m, &Settings { batch: s.micro_batch.max(1), seq_len: sequence, grad_accum: 2, recomputed: 0, compute_bytes: s.compute_bytes });
         let cache_per_row = (2 * m.num_layers * m.num_kv_heads * m.head_dim * sequence) as u64 * c;
         let response_logits = (s.micro_batch.max(1) * s.response * m.vocab_size) as u64;
         PpoMemoryPlan {
@@ -116,7 +117,12 @@ fn fit_error(m: &ModelConfig, s: &PpoSettings, free: u64) -> anyhow::Error {
             gb(plan.models + plan.reference + RESERVE)
         )
     };
-    anyhow::anyhow!("this PPO run needs about {} of the card's memory and {} is free ({}): {fix}", gb(plan.needed()), gb(free), plan.describe(None).trim_start_matches("memory plan: "))
+    anyhow::anyhow!(
+        "this PPO run needs about {} of the card's memory and {} is free ({}): {fix}",
+        gb(plan.needed()),
+        gb(free),
+        plan.describe(None).trim_start_matches("memory plan: ")
+    )
 }
 
 #[cfg(test)]

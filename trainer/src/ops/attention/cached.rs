@@ -47,7 +47,14 @@ impl<B: CachedAttention, C: burn::backend::autodiff::checkpoint::strategy::Check
 /// kv_heads)`) and `bias` `[batch, 1, seq, keys]` f32 (0 where a query sees a key, -inf
 /// where it does not; every query must see at least one key): `[batch, heads, seq,
 /// head_dim]` in `q`'s dtype.
-pub fn cached_attention<B: CachedAttention>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, bias: Tensor<B, 4>, scale: f64, kernels: Kernels) -> Tensor<B, 4> {
+pub fn cached_attention<B: CachedAttention>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    bias: Tensor<B, 4>,
+    scale: f64,
+    kernels: Kernels,
+) -> Tensor<B, 4> {
     let [b, heads, seq, d] = q.dims();
     let [_, kv_heads, keys, _] = k.dims();
     assert!(kv_heads > 0 && heads % kv_heads == 0, "{heads} query heads cannot share {kv_heads} key/value heads");
@@ -83,7 +90,10 @@ mod tests {
         // Row 0: no padding, its queries at cache positions 2..5; row 1: one padding key first.
         let hidden: Vec<bool> = (0..b).flat_map(|row| (0..seq).flat_map(move |i| (0..keys).map(move |j| j > 2 + i || (row == 1 && j == 0)))).collect();
         let mask = Tensor::<Cpu, 4, Bool>::from_data(TensorData::new(hidden.clone(), [b, 1, seq, keys]), &device);
-        let bias = Tensor::<Cpu, 4>::from_data(TensorData::new(hidden.iter().map(|&h| if h { f32::NEG_INFINITY } else { 0.0 }).collect::<Vec<f32>>(), [b, 1, seq, keys]), &device);
+        let bias = Tensor::<Cpu, 4>::from_data(
+            TensorData::new(hidden.iter().map(|&h| if h { f32::NEG_INFINITY } else { 0.0 }).collect::<Vec<f32>>(), [b, 1, seq, keys]),
+            &device,
+        );
         let scale = 0.5;
         let ours = cached_attention(q.clone(), k.clone(), v.clone(), bias, scale, Kernels::default());
         let options = burn::tensor::ops::AttentionModuleOptions { scale: Some(scale), ..Default::default() };

@@ -27,17 +27,41 @@ pub fn check_decode_attention<R: DecodeAttention, T: DecodeAttention>(
     let mut order: Vec<usize> = (0..slots).collect();
     rng.shuffle(&mut order);
     let starts: Vec<usize> = (0..rows).map(|i| if i == 0 { capacity - 1 } else { rng.usize(0..capacity) }).collect();
-    let firsts: Vec<usize> = starts.iter().enumerate().map(|(i, &s)| if i == 1 { s } else if i == 2 { 0 } else { rng.usize(0..=s) }).collect();
+    let firsts: Vec<usize> = starts
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            if i == 1 {
+                s
+            } else if i == 2 {
+                0
+            } else {
+                rng.usize(0..=s)
+            }
+        })
+        .collect();
     let placement = (order[..rows].to_vec(), starts, firsts);
     let shapes = [[rows, heads, 1, d], [rows, kv_heads, 1, d], [slots, kv_heads, capacity, d]];
     let inputs = [q, new_k, new_v, k_cache, v_cache];
-    fn run<B: DecodeAttention>(inputs: &[Vec<f32>; 5], shapes: [[usize; 4]; 3], at: &(Vec<usize>, Vec<usize>, Vec<usize>), dtype: DType, device: &B::Device) -> [Vec<f32>; 3] {
+    fn run<B: DecodeAttention>(
+        inputs: &[Vec<f32>; 5],
+        shapes: [[usize; 4]; 3],
+        at: &(Vec<usize>, Vec<usize>, Vec<usize>),
+        dtype: DType,
+        device: &B::Device,
+    ) -> [Vec<f32>; 3] {
         let [q, k, v, k_cache, v_cache] = inputs;
         let make = |x: &[f32], shape: [usize; 4]| tensor::<B, 4>(x, shape, device).cast(dtype);
         let at = Placement::seeing(at.0.clone(), at.1.clone(), at.2.clone(), device);
         let scale = 1.0 / (shapes[0][3] as f64).sqrt();
-        let (y, [k_after, v_after]) =
-            decode_attention(make(q, shapes[0]), [make(k, shapes[1]), make(v, shapes[1])], [make(k_cache, shapes[2]), make(v_cache, shapes[2])], &at, scale, Kernels::default());
+        let (y, [k_after, v_after]) = decode_attention(
+            make(q, shapes[0]),
+            [make(k, shapes[1]), make(v, shapes[1])],
+            [make(k_cache, shapes[2]), make(v_cache, shapes[2])],
+            &at,
+            scale,
+            Kernels::default(),
+        );
         [y, k_after, v_after].map(|x| host(x.cast(DType::F32)))
     }
     // Both backends read the values rounded to the tested dtype.

@@ -73,7 +73,12 @@ pub(crate) fn composed_decode_attention<B: KvWrite + CachedAttention>(
         rows_of.slice([0..rows, 0..kv_heads, 0..visible, 0..d])
     };
     let (k, v) = (view(&caches[0]), view(&caches[1]));
-    let bias: Vec<f32> = at.firsts.iter().zip(&at.starts).flat_map(|(&first, &start)| (0..visible).map(move |p| if p >= first && p <= start { 0.0 } else { f32::NEG_INFINITY })).collect();
+    let bias: Vec<f32> = at
+        .firsts
+        .iter()
+        .zip(&at.starts)
+        .flat_map(|(&first, &start)| (0..visible).map(move |p| if p >= first && p <= start { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
     let bias = Tensor::<B, 4>::from_data(TensorData::new(bias, [rows, 1, 1, visible]), &device);
     let y = cached_attention(q, k, v, bias, scale, kernels);
     debug_assert_eq!(y.dims(), [rows, heads, 1, d]);

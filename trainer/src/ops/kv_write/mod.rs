@@ -81,7 +81,11 @@ pub fn kv_write<B: KvWrite>(caches: [Tensor<B, 4>; 2], values: [Tensor<B, 4>; 2]
     assert!(heads == value_heads && d == value_d, "cache {:?} cannot take values {:?}", caches[0].dims(), values[0].dims());
     assert!(at.slots.len() == rows, "{rows} rows need {rows} slots, not {}", at.slots.len());
     for (&slot, &start) in at.slots.iter().zip(&at.starts) {
-        assert!(slot < slots && start + t <= capacity, "a write at slot {slot}, positions {start}..{} does not fit a cache of {slots} slots x {capacity}", start + t);
+        assert!(
+            slot < slots && start + t <= capacity,
+            "a write at slot {slot}, positions {start}..{} does not fit a cache of {slots} slots x {capacity}",
+            start + t
+        );
     }
     let raw = |x: Tensor<B, 4>| x.into_primitive().tensor();
     B::kv_write(caches.map(raw), values.map(raw), at).map(|x| Tensor::from_primitive(TensorPrimitive::Float(x)))

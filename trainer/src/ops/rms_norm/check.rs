@@ -32,7 +32,13 @@ pub fn check_rms_norm<R: RmsNormOp, T: RmsNormOp>([rows, n]: [usize; 2], referen
 /// `[rows, n]`, the sum with a `delta` (or none) and the normalised sum, rows of varied
 /// scale. The tested backend takes `delta` and writes the output in `dtype` (the reference
 /// in f32; without a delta the output stays f32).
-pub fn check_add_rms_norm<R: RmsNormOp, T: RmsNormOp>([rows, n]: [usize; 2], with_delta: bool, dtype: FloatDType, reference: &R::Device, tested: &T::Device) -> Vec<OpGap> {
+pub fn check_add_rms_norm<R: RmsNormOp, T: RmsNormOp>(
+    [rows, n]: [usize; 2],
+    with_delta: bool,
+    dtype: FloatDType,
+    reference: &R::Device,
+    tested: &T::Device,
+) -> Vec<OpGap> {
     let mut rng = fastrand::Rng::with_seed(47);
     let x: Vec<f32> = (0..rows * n).map(|i| (rng.f32() - 0.5) * (1 + i / n % 7) as f32).collect();
     let delta: Vec<f32> = (0..rows * n).map(|_| rng.f32() - 0.5).collect();
@@ -46,7 +52,14 @@ pub fn check_add_rms_norm<R: RmsNormOp, T: RmsNormOp>([rows, n]: [usize; 2], wit
     named_gaps(&what, &["sum", "output"], &expected, &actual).into_iter().map(|g| OpGap { tolerance, ..g }).collect()
 }
 
-fn add_rms_norm_on<B: RmsNormOp>(x: &[f32], delta: Option<&[f32]>, gamma: &[f32], [rows, n]: [usize; 2], dtype: FloatDType, device: &B::Device) -> [Vec<f32>; 2] {
+fn add_rms_norm_on<B: RmsNormOp>(
+    x: &[f32],
+    delta: Option<&[f32]>,
+    gamma: &[f32],
+    [rows, n]: [usize; 2],
+    dtype: FloatDType,
+    device: &B::Device,
+) -> [Vec<f32>; 2] {
     let raw = |v: &[f32]| tensor::<B, 2>(v, [rows, n], device);
     let delta = delta.map(|d| cast_to(raw(d), dtype).into_primitive().tensor());
     let gamma = tensor::<B, 1>(gamma, [n], device).into_primitive().tensor();

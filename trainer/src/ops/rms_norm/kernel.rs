@@ -93,7 +93,13 @@ impl RmsNormOp for CudaPlain {
     const OWN_NORM: bool = true;
     const OWN_ADD_NORM: bool = true;
 
-    fn add_rms_norm(x: FloatTensor<Self>, delta: Option<FloatTensor<Self>>, gamma: FloatTensor<Self>, epsilon: f64, dtype: FloatDType) -> (FloatTensor<Self>, FloatTensor<Self>) {
+    fn add_rms_norm(
+        x: FloatTensor<Self>,
+        delta: Option<FloatTensor<Self>>,
+        gamma: FloatTensor<Self>,
+        epsilon: f64,
+        dtype: FloatDType,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         super::residual_kernel::add_rms_norm(x, delta, gamma, epsilon, dtype)
     }
 

@@ -45,7 +45,13 @@ pub fn check_qkv_heads<R: RotaryHeads, T: RotaryHeads>([b, t, heads, kv_heads, d
     let rows: Vec<f32> = (0..b * t * (width + extra)).map(|_| rng.f32() * 2.0 - 1.0).collect();
     let angles: Vec<f32> = (0..b * t * d).map(|i| (i / d) as f32 * 10000f32.powf(-2.0 * (i % (d / 2)) as f32 / d as f32)).collect();
     let (cos, sin): (Vec<f32>, Vec<f32>) = angles.iter().map(|a| (a.cos(), a.sin())).unzip();
-    fn split<B: RotaryHeads>(rows: &[f32], (cos, sin): (&[f32], &[f32]), [b, t, heads, kv_heads, d]: [usize; 5], extra: usize, device: &B::Device) -> [Vec<f32>; 3] {
+    fn split<B: RotaryHeads>(
+        rows: &[f32],
+        (cos, sin): (&[f32], &[f32]),
+        [b, t, heads, kv_heads, d]: [usize; 5],
+        extra: usize,
+        device: &B::Device,
+    ) -> [Vec<f32>; 3] {
         let width = (heads + 2 * kv_heads) * d;
         let view = tensor::<B, 3>(rows, [b, t, width + extra], device).narrow(2, extra, width);
         let table = |v: &[f32]| tensor::<B, 4>(v, [b, 1, t, d], device);
@@ -54,5 +60,10 @@ pub fn check_qkv_heads<R: RotaryHeads, T: RotaryHeads>([b, t, heads, kv_heads, d
     let shape = [b, t, heads, kv_heads, d];
     let expected = split::<R>(&rows, (&cos, &sin), shape, extra, reference);
     let actual = split::<T>(&rows, (&cos, &sin), shape, extra, tested);
-    named_gaps(&format!("queries, keys and values of one product [{b}, {t}, ({heads} + 2 x {kv_heads}) x {d}]"), &["queries", "keys", "values"], &expected, &actual)
+    named_gaps(
+        &format!("queries, keys and values of one product [{b}, {t}, ({heads} + 2 x {kv_heads}) x {d}]"),
+        &["queries", "keys", "values"],
+        &expected,
+        &actual,
+    )
 }

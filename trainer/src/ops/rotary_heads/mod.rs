@@ -88,7 +88,12 @@ pub(crate) fn composed_rotary_heads_backward<B: Backend>(dy: FloatTensor<B>, cos
 
 /// [`RotaryHeads::qkv_heads`] from the three parts' views: [`RotaryHeads::rotary_heads`]
 /// of the queries and of the keys, the values split into heads.
-pub(crate) fn composed_qkv_heads<B: RotaryHeads>(rows: FloatTensor<B>, cos: FloatTensor<B>, sin: FloatTensor<B>, [heads, kv_heads]: [usize; 2]) -> [FloatTensor<B>; 3] {
+pub(crate) fn composed_qkv_heads<B: RotaryHeads>(
+    rows: FloatTensor<B>,
+    cos: FloatTensor<B>,
+    sin: FloatTensor<B>,
+    [heads, kv_heads]: [usize; 2],
+) -> [FloatTensor<B>; 3] {
     let rows = float::<B, 3>(rows);
     let [b, t, width] = rows.dims();
     let d = width / (heads + 2 * kv_heads);

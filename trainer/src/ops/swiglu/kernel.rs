@@ -40,7 +40,13 @@ fn swiglu_kernel<E: Float, N: Size>(
 /// `h[row, j] = silu(rows[row, j]) · rows[row, n + j]` by vectors, `per_row` vectors of
 /// `h` a row (`n` values).
 #[cube(launch)]
-fn swiglu_halves_kernel<E: Float, N: Size>(rows: &Tensor<Vector<E, N>>, h: &mut Tensor<Vector<E, N>>, units: u32, per_row: u32, #[define(E)] _dtype: StorageType) {
+fn swiglu_halves_kernel<E: Float, N: Size>(
+    rows: &Tensor<Vector<E, N>>,
+    h: &mut Tensor<Vector<E, N>>,
+    units: u32,
+    per_row: u32,
+    #[define(E)] _dtype: StorageType,
+) {
     let i = ABSOLUTE_POS;
     if i >= units as usize {
         terminate!();
