@@ -138,11 +138,8 @@ impl<B: ModelBackend> Attention<B> {
         // Keys and values come (and are cached) in the compute dtype.
         let (q, k, v) = self.project(x, at);
         let out = match cache {
-            Some((cache, step)) if step.attend == Attend::Cache => {
-                let out: burn::tensor::FloatDType = q.dtype().into();
-                let q = to_compute(q, self.compute);
-                cast_to(cache.attend_step(q, k, v, &step.at, attention_scale(self.head_dim), self.kernels), out)
-            }
+            // The projections left queries, keys and values in the compute dtype.
+            Some((cache, step)) if step.attend == Attend::Cache => cache.attend_step(q, k, v, &step.at, attention_scale(self.head_dim), self.kernels),
             Some((cache, step)) => {
                 cache.write(k.clone(), v.clone(), &step.at);
                 self.attend(q, k, v, at.bias.clone())

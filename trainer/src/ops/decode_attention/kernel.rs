@@ -237,7 +237,8 @@ fn kernel_shape(q: &CubeTensor<CudaRuntime>, new: &[CubeTensor<CudaRuntime>; 2],
     let per_lane = d / PLANE as usize;
     let lanes_fit = d.is_multiple_of(PLANE as usize) && matches!(per_lane, 2 | 4 | 8);
     let group = heads / kv_heads;
-    let sizes_fit = rows > 0 && rows < u16::MAX as usize && kv_heads < u16::MAX as usize && caches[0].meta.shape.num_elements() < u32::MAX as usize;
+    // Rows are the grid's first dimension (up to 2^31 - 1), key/value heads its second (up to 65,535).
+    let sizes_fit = rows > 0 && rows < i32::MAX as usize && kv_heads < u16::MAX as usize && caches[0].meta.shape.num_elements() < u32::MAX as usize;
     (same && float && lanes_fit && group <= MOST_GROUP && sizes_fit && has_planes(q)).then_some((group, per_lane))
 }
 
