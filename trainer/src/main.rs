@@ -209,6 +209,9 @@ struct RunArgs {
     /// Stop after this many steps of this invocation.
     #[arg(long)]
     stop_after: Option<usize>,
+    /// Write no checkpoints (a benchmark or a smoke run: nothing to resume from).
+    #[arg(long)]
+    no_save: bool,
     /// Stop cleanly after this many minutes: the step in progress finishes, then an
     /// evaluation and a checkpoint; the next invocation resumes.
     #[arg(long)]
@@ -229,6 +232,7 @@ impl RunArgs {
         RunOptions {
             fresh: self.fresh,
             stop_after: self.stop_after,
+            no_save: self.no_save,
             time_limit: self.time_limit_minutes.map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
             host_profile: self.host_profile.clone(),
             gpu_profile: self.gpu_profile.clone(),

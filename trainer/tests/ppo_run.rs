@@ -115,10 +115,44 @@ fn a_primed_model_runs_ppo_and_resumes_exactly() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("made with another config"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The memory options: a reference held in another dtype (f64 standing in for bf16, which
+/// the CPU backend lacks), every layer recomputed in the update, and AdamW's moments in host
+/// memory. A run whose first step keeps its moments on the host, stopped after it and
+/// resumed with them on the device (the reference read back from its f32 file and held
+/// again), logs the steps of a run that kept them on the device throughout.
+#[test]
+fn the_memory_options_resume_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let straight = config(tmp.path(), "held", "reference_dtype = \"f64\"\nrecompute = \"layers\"\n");
+    let text = std::fs::read_to_string(&straight).unwrap().replace("steps = 3\nprompts", "steps = 2\nprompts");
+    std::fs::write(&straight, text).unwrap();
+    let out = run(trainer().arg("ppo").arg("--config").arg(&straight), true);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ppo: 2 of 2 steps done"), "{err}");
+    let stopped = tmp.path().join("held-stopped.toml");
+    let text = std::fs::read_to_string(&straight).unwrap().replace("/held\"", "/held-stopped\"");
+    std::fs::write(&stopped, text.replace("recompute = ", "optimizer_state = \"host\"\nrecompute = ")).unwrap();
+    let out = run(trainer().arg("ppo").arg("--stop-after").arg("1").arg("--config").arg(&stopped), true);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("moments in host memory"), "the plan counts them");
+    std::fs::write(&stopped, text).unwrap();
+    let out = run(trainer().arg("ppo").arg("--config").arg(&stopped), true);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming after step 1"));
+    let (a, b) = (steps(&tmp.path().join("held/metrics.jsonl")), steps(&tmp.path().join("held-stopped/metrics.jsonl")));
+    assert_eq!(a.len(), 2);
+    assert_eq!(a, b, "a resumed run repeats the straight run's steps exactly");
+}
+
 #[test]
 fn bad_configs_get_one_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let cases = [("backend = \"tpu\"", "ppo.backend `tpu`"), ("top_p = 2.0", "top_p within 0..1"), ("sample = 2", "unknown field `sample`")];
+    let cases = [
+        ("backend = \"tpu\"", "ppo.backend `tpu`"),
+        ("top_p = 2.0", "top_p within 0..1"),
+        ("sample = 2", "unknown field `sample`"),
+        ("reference_dtype = \"bf16\"", "ppo.reference_dtype = bf16 needs the cuda backend"),
+        ("recompute = \"most\"", "ppo.recompute = \"most\": use \"none\", \"layers\""),
+        ("optimizer_state = \"disk\"", "unknown variant `disk`, expected `device` or `host`"),
+    ];
     for (i, (extra, needle)) in cases.iter().enumerate() {
         let cfg = config(tmp.path(), &format!("bad{i}"), extra);
         let out = run(trainer().arg("ppo").arg("--config").arg(&cfg), false);

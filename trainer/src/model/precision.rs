@@ -131,6 +131,25 @@ mod tests {
         assert!(max_rel_gap(&p, &m) < 1e-5, "gap {}", max_rel_gap(&p, &m));
     }
 
+    /// A model held in another dtype (f64 standing in for bf16, which the CPU backend
+    /// lacks): its projections and embedding are stored in it, the norms stay f32, and its
+    /// logits come back in f32 equal to the f32 model's.
+    #[test]
+    fn a_model_held_in_another_dtype_gives_the_same_logits() {
+        let device = Default::default();
+        let model = Llama::<Cpu>::random(&tiny_config(), &device);
+        let plain = model.forward(ids(&device));
+        let held = model.held_in(FloatDType::F64);
+        assert_eq!(held.embed_tokens.weight.val().dtype(), DType::F64);
+        assert_eq!(held.layers[0].self_attn.q_proj.weight.val().dtype(), DType::F64);
+        assert_eq!(held.layers[0].mlp.down_proj.weight.val().dtype(), DType::F64);
+        assert_eq!(held.norm.gamma.val().dtype(), DType::F32);
+        let logits = held.forward(ids(&device));
+        assert_eq!(logits.dtype(), DType::F32);
+        let (p, h) = (plain.into_data().to_vec::<f32>().unwrap(), logits.into_data().to_vec::<f32>().unwrap());
+        assert!(max_rel_gap(&p, &h) < 1e-5, "gap {}", max_rel_gap(&p, &h));
+    }
+
     /// Batched generation (left padding, key/value cache, masked attention) under a compute
     /// dtype: the same greedy tokens as at f32.
     #[test]

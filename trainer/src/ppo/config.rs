@@ -12,6 +12,7 @@ use super::track::TrackSection;
 use crate::countdown::task::TaskSpec;
 use crate::ops::backend::BackendKind;
 use crate::ops::kernels::Kernels;
+use crate::run::backward::Recompute;
 use crate::train::config::{base_dir, check_compute_dtype};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -122,6 +123,21 @@ pub struct PpoSection {
     /// `f32` (default), `bf16` or `f16` (CUDA only), `f64`; parameters stay f32.
     #[serde(default = "default_compute_dtype")]
     pub compute_dtype: String,
+    /// The dtype the frozen reference policy is held in, its matmuls with it: `f32`
+    /// (default, like the actor) or `bf16` / `f16` (CUDA only: half the memory; veRL, the
+    /// study's trainer, loads its reference in bf16). Its norms and residual stream stay f32.
+    #[serde(default = "default_compute_dtype", skip_serializing_if = "is_f32")]
+    pub reference_dtype: String,
+    /// Decoder layers that recompute their activations in the update's backward pass:
+    /// `"none"` (default), `"layers"` (every one) or how many of the first. Memory for time;
+    /// what a step computes is unchanged, so a run may resume with another value.
+    #[serde(default, skip_serializing_if = "is_none")]
+    pub recompute: Recompute,
+    /// Where AdamW's moments of the actor and the critic live between updates: `"device"`
+    /// (default) or `"host"` (host memory: each parameter's are uploaded for its update and
+    /// read back, 16 bytes a parameter over the bus a step; the same results to the bit).
+    #[serde(default, skip_serializing_if = "OptimizerState::is_device")]
+    pub optimizer_state: OptimizerState,
     /// PPO iterations (rollout + update).
     #[serde(default = "default_steps")]
     pub steps: usize,
@@ -214,6 +230,27 @@ pub struct PpoSection {
 
 fn default_compute_dtype() -> String {
     "f32".into()
+}
+/// Where an optimizer's moments live between updates (`ppo.optimizer_state`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerState {
+    #[default]
+    Device,
+    Host,
+}
+
+impl OptimizerState {
+    fn is_device(&self) -> bool {
+        *self == OptimizerState::Device
+    }
+}
+
+fn is_f32(dtype: &str) -> bool {
+    dtype == "f32"
+}
+fn is_none(recompute: &Recompute) -> bool {
+    *recompute == Recompute::default()
 }
 fn default_backend() -> String {
     "cpu".into()
@@ -326,6 +363,9 @@ impl PpoConfig {
         let p = &self.ppo;
         let backend = BackendKind::parse(&p.backend, "ppo.backend")?;
         check_compute_dtype(&p.compute_dtype, backend, "ppo.compute_dtype")?;
+        check_compute_dtype(&p.reference_dtype, backend, "ppo.reference_dtype")?;
+        // The model's layers are not known here; a name is checked now, a count at the start.
+        p.recompute.layers(usize::MAX, "ppo.recompute")?;
         if let Some(n) = p.mini_batch {
             bail!(
                 "ppo.mini_batch = {n} is no longer read: it meant responses for actor and critic alike. Set ppo.actor_mini_batch_prompts \

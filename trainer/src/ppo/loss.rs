@@ -1,6 +1,7 @@
-//! The PPO losses over response tokens (`mask` = 1 on tokens that count): the clipped
-//! policy loss, the clipped value loss, and the entropy of the policy, each a masked mean
-//! over the batch's tokens; with the fractions of clipped tokens for the metrics.
+//! The PPO losses over response tokens: the clipped policy loss, the clipped value loss and
+//! the entropy of the policy, each per token (the update weighs and sums them) or as a
+//! masked mean (`mask` = 1 on tokens that count); with which tokens were clipped, for the
+//! metrics.
 
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
@@ -12,8 +13,16 @@ pub fn masked_mean<B: Backend, const D: usize>(x: Tensor<B, D>, mask: Tensor<B, 
     (x * mask.clone()).sum() / mask.sum().clamp_min(1.0)
 }
 
-/// `max(-A r, -A clip(r, 1 - eps, 1 + eps))` with `r = exp(logp - old_logp)`; returns the
-/// loss and the clipped fraction.
+/// Per token: `max(-A r, -A clip(r, 1 - eps, 1 + eps))` with `r = exp(logp - old_logp)`,
+/// and 1 where the clipped term was the larger (0 elsewhere).
+pub fn policy_loss_tokens<B: Backend>(logp: Tensor<B, 2>, old_logp: Tensor<B, 2>, advantages: Tensor<B, 2>, clip: f64) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let ratio = (logp - old_logp).exp();
+    let unclipped = advantages.clone().neg() * ratio.clone();
+    let clipped = advantages.neg() * ratio.clamp(1.0 - clip, 1.0 + clip);
+    pessimistic(unclipped, clipped)
+}
+
+/// [`policy_loss_tokens`] as masked means: the loss and the clipped fraction.
 pub fn policy_loss<B: Backend>(
     logp: Tensor<B, 2>,
     old_logp: Tensor<B, 2>,
@@ -21,21 +30,28 @@ pub fn policy_loss<B: Backend>(
     mask: Tensor<B, 2>,
     clip: f64,
 ) -> (Tensor<B, 1>, Tensor<B, 1>) {
-    let ratio = (logp - old_logp).exp();
-    let unclipped = advantages.clone().neg() * ratio.clone();
-    let clipped = advantages.neg() * ratio.clamp(1.0 - clip, 1.0 + clip);
-    pessimistic(unclipped, clipped, mask)
+    let (loss, clipped) = policy_loss_tokens(logp, old_logp, advantages, clip);
+    (masked_mean(loss, mask.clone()), masked_mean(clipped, mask))
 }
 
-/// PPO's pessimistic choice: per token the larger of the plain and the clipped loss, as a
-/// masked mean, and the fraction of tokens where the clipped one was larger.
-fn pessimistic<B: Backend>(plain: Tensor<B, 2>, clipped: Tensor<B, 2>, mask: Tensor<B, 2>) -> (Tensor<B, 1>, Tensor<B, 1>) {
-    let clip_fraction = masked_mean(clipped.clone().greater(plain.clone()).float(), mask.clone());
-    (masked_mean(plain.max_pair(clipped), mask), clip_fraction)
+/// PPO's pessimistic choice: per token the larger of the plain and the clipped loss, and 1
+/// where the clipped one was larger.
+fn pessimistic<B: Backend>(plain: Tensor<B, 2>, clipped: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let was_clipped = clipped.clone().greater(plain.clone()).float();
+    (plain.max_pair(clipped), was_clipped)
 }
 
-/// `0.5 max((v - R)^2, (v_clipped - R)^2)` with `v_clipped = old_v + clip(v - old_v, -c, c)`;
-/// returns the loss and the clipped fraction.
+/// Per token: `0.5 max((v - R)^2, (v_clipped - R)^2)` with `v_clipped = old_v + clip(v -
+/// old_v, -c, c)`, and 1 where the clipped term was the larger.
+pub fn value_loss_tokens<B: Backend>(values: Tensor<B, 2>, old_values: Tensor<B, 2>, returns: Tensor<B, 2>, clip: f64) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let clipped_values = old_values.clone() + (values.clone() - old_values).clamp(-clip, clip);
+    let plain = (values - returns.clone()).powi_scalar(2);
+    let clipped = (clipped_values - returns).powi_scalar(2);
+    let (loss, was_clipped) = pessimistic(plain, clipped);
+    (loss.mul_scalar(0.5), was_clipped)
+}
+
+/// [`value_loss_tokens`] as masked means: the loss and the clipped fraction.
 pub fn value_loss<B: Backend>(
     values: Tensor<B, 2>,
     old_values: Tensor<B, 2>,
@@ -43,18 +59,19 @@ pub fn value_loss<B: Backend>(
     mask: Tensor<B, 2>,
     clip: f64,
 ) -> (Tensor<B, 1>, Tensor<B, 1>) {
-    let clipped_values = old_values.clone() + (values.clone() - old_values).clamp(-clip, clip);
-    let plain = (values - returns.clone()).powi_scalar(2);
-    let clipped = (clipped_values - returns).powi_scalar(2);
-    let (loss, clip_fraction) = pessimistic(plain, clipped, mask);
-    (loss.mul_scalar(0.5), clip_fraction)
+    let (loss, clipped) = value_loss_tokens(values, old_values, returns, clip);
+    (masked_mean(loss, mask.clone()), masked_mean(clipped, mask))
 }
 
-/// Mean entropy of the policy's next-token distributions (`logits` `[batch, seq, vocab]`).
-pub fn entropy<B: Backend>(logits: Tensor<B, 3>, mask: Tensor<B, 2>) -> Tensor<B, 1> {
+/// The entropy of each next-token distribution (`logits` `[batch, seq, vocab]`): `[batch, seq]`.
+pub fn entropy_tokens<B: Backend>(logits: Tensor<B, 3>) -> Tensor<B, 2> {
     let logp = log_softmax(logits.clone(), 2);
-    let per_token = (softmax(logits, 2) * logp).sum_dim(2).squeeze_dim::<2>(2).neg();
-    masked_mean(per_token, mask)
+    (softmax(logits, 2) * logp).sum_dim(2).squeeze_dim::<2>(2).neg()
+}
+
+/// Mean entropy of the policy's next-token distributions over the masked tokens.
+pub fn entropy<B: Backend>(logits: Tensor<B, 3>, mask: Tensor<B, 2>) -> Tensor<B, 1> {
+    masked_mean(entropy_tokens(logits), mask)
 }
 
 /// Log-probabilities of the chosen tokens: `logits` `[batch, seq, vocab]`, `tokens` `[batch, seq]`

@@ -13,9 +13,9 @@ use burn::module::AutodiffModule;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::config::{PpoConfig, PpoSection};
+use super::config::{OptimizerState, PpoConfig, PpoSection};
 use super::critic::Critic;
-use super::memory_plan::{PpoMemoryPlan, PpoSettings, check_ppo_fits};
+use super::memory_plan::{PpoMemoryPlan, PpoSettings, check_host_fits, check_ppo_fits};
 use super::prime::{Traces, prime};
 use super::rollout::{Detokenize, RolloutSettings, rollout};
 use super::tasks::Tasks;
@@ -29,8 +29,9 @@ use crate::model::config::ModelConfig;
 use crate::model::precision::parse_compute;
 use crate::ops::adamw::OnePassAdamW;
 use crate::ops::backend::BackendKind;
+use crate::ops::kernels::Kernels;
 use crate::run::checkpoint::{self, TrainState};
-use crate::run::memory_plan::card_memory;
+use crate::run::memory_plan::{card_memory, host_memory_available};
 use crate::run::metrics::Metrics;
 use crate::run::options::RunOptions;
 use crate::tokenizer::TextTokenizer;
@@ -183,7 +184,7 @@ pub fn ppo<B: TrainBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOptio
         track_test_set(&run.actor, 0)?;
         // The primed model and its evaluation are kept: a run stopped before its first step
         // resumes here, without priming again.
-        checkpoint_dir = Some(save(cfg, &run)?);
+        checkpoint_dir = save(cfg, &run, opts)?;
     }
     let mut ran = 0usize;
     while opts.another_step(run.state.step, p.steps, ran, run_started) {
@@ -199,21 +200,34 @@ pub fn ppo<B: TrainBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOptio
         }
         track_test_set(&run.actor, step)?;
         if step % p.save_every.max(1) == 0 || ends_run {
-            checkpoint_dir = Some(save(cfg, &run)?);
+            checkpoint_dir = save(cfg, &run, opts)?;
         }
     }
     Ok(PpoSummary { steps: run.state.step, total_steps: p.steps, first_eval, last_eval, checkpoint: checkpoint_dir })
 }
 
-/// Prints what the run will hold in the card's memory and stops, before anything is
-/// loaded, a run that cannot fit; `prompt` is the longest prompt (the held-out tasks', of
-/// the same template as the training tasks').
+/// Prints what the run will hold in the card's memory (and in the host's, with the
+/// optimizer state there) and stops, before anything is loaded, a run that cannot fit;
+/// `prompt` is the longest prompt (the held-out tasks', of the same template as the
+/// training tasks').
 fn plan_memory<D: 'static>(cfg: &PpoConfig, model: &ModelConfig, prompt: usize, device: &D) -> Result<()> {
     let p = &cfg.ppo;
-    let compute_bytes = parse_compute(&p.compute_dtype)?.map_or(4, |d| burn::tensor::DType::from(d).size());
-    let settings = PpoSettings { micro_batch: p.micro_batch, prompt, response: p.max_response_tokens, compute_bytes };
+    let bytes = |dtype: &str| -> Result<usize> { Ok(parse_compute(dtype)?.map_or(4, |d| burn::tensor::DType::from(d).size())) };
+    let settings = PpoSettings {
+        micro_batch: p.micro_batch,
+        prompt,
+        response: p.max_response_tokens,
+        compute_bytes: bytes(&p.compute_dtype)?,
+        reference_bytes: bytes(&p.reference_dtype)?,
+        recomputed: p.recompute.layers(model.num_layers, "ppo.recompute")?,
+        state_on_host: p.optimizer_state == OptimizerState::Host,
+    };
     let card = card_memory(device);
-    eprintln!("{}", PpoMemoryPlan::new(model, &settings).describe(card));
+    let plan = PpoMemoryPlan::new(model, &settings);
+    eprintln!("{}", plan.describe(card));
+    if let (true, Some(available)) = (settings.state_on_host, host_memory_available()) {
+        check_host_fits(plan.host_state, available)?;
+    }
     match card {
         Some((free, _)) => check_ppo_fits(model, &settings, free),
         None => Ok(()),
@@ -241,7 +255,8 @@ fn start<B: TrainBackend>(cfg: &PpoConfig, inputs: &Inputs, device: &B::Device, 
         .with_compute(compute)
         .with_kernels(cfg.kernels))
     };
-    let optimizer = || OnePassAdamW::with_settings(p.beta1, p.beta2, p.eps, p.weight_decay);
+    let on_host = p.optimizer_state == OptimizerState::Host;
+    let optimizer = || OnePassAdamW::with_settings(p.beta1, p.beta2, p.eps, p.weight_decay).with_state_on_host(on_host);
     let (actor_optim, critic_optim) = (optimizer().init::<B, Llama<B>>(), optimizer().init::<B, Critic<B>>());
     let Some(dir) = checkpoint::latest(out) else {
         let mut metrics = Metrics::open(&out.join("metrics.jsonl"), 0)?;
@@ -249,8 +264,10 @@ fn start<B: TrainBackend>(cfg: &PpoConfig, inputs: &Inputs, device: &B::Device, 
             Some(_) => prime_actor(fresh_actor()?, cfg, inputs, &mut metrics)?,
             None => fresh_actor()?,
         };
-        checkpoint::write_module(&reference_path(out), &actor.valid())?;
-        let (critic, reference) = (Critic::from_actor(&actor).with_random_value_head(p.value_head_std), actor.valid());
+        if !opts.no_save {
+            checkpoint::write_module(&reference_path(out), &actor.valid())?;
+        }
+        let (critic, reference) = (Critic::from_actor(&actor).with_random_value_head(p.value_head_std), hold_reference(actor.valid(), p)?);
         let state = TrainState { fingerprint: inputs.fingerprint.clone(), ..Default::default() };
         return Ok(Policy { actor, critic, actor_optim, critic_optim, reference, state, metrics, resumed: false });
     };
@@ -261,13 +278,22 @@ fn start<B: TrainBackend>(cfg: &PpoConfig, inputs: &Inputs, device: &B::Device, 
         critic: checkpoint::read_module(&dir.join("critic"), Critic::from_actor(&shape), device)?,
         actor_optim: checkpoint::read_optimizer(&dir.join("actor_optimizer"), actor_optim, device)?,
         critic_optim: checkpoint::read_optimizer(&dir.join("critic_optimizer"), critic_optim, device)?,
-        reference: checkpoint::read_module(&reference_path(out), shape.valid(), device)?,
+        reference: hold_reference(checkpoint::read_module(&reference_path(out), shape.valid(), device)?, p)?,
         metrics: Metrics::open(&out.join("metrics.jsonl"), state.step)?,
         state,
         resumed: true,
     };
     eprintln!("ppo: resuming after step {} from {}", policy.state.step, dir.display());
     Ok(policy)
+}
+
+/// The frozen reference in `ppo.reference_dtype` (written to and read from its file in
+/// f32, so a resumed run holds the same values).
+fn hold_reference<B: ModelBackend>(reference: Llama<B>, p: &PpoSection) -> Result<Llama<B>> {
+    Ok(match parse_compute(&p.reference_dtype)? {
+        Some(dtype) => reference.held_in(dtype),
+        None => reference,
+    })
 }
 
 /// Priming before PPO (`[prime]`): SFT on a priming set's traces, or on solver traces of
@@ -290,14 +316,19 @@ fn prime_actor<B: TrainBackend>(actor: Llama<B>, cfg: &PpoConfig, inputs: &Input
     Ok(primed)
 }
 
-/// Writes a checkpoint of the policy (actor, critic, both optimizers).
-fn save<B: TrainBackend>(cfg: &PpoConfig, run: &Policy<B>) -> Result<PathBuf> {
+/// Writes a checkpoint of the policy (actor, critic, both optimizers), unless the run
+/// writes none (`--no-save`).
+fn save<B: TrainBackend>(cfg: &PpoConfig, run: &Policy<B>, opts: &RunOptions) -> Result<Option<PathBuf>> {
+    if opts.no_save {
+        return Ok(None);
+    }
     checkpoint::save_with(&cfg.output.dir, &run.state, cfg.ppo.keep_checkpoints, |dir| {
         checkpoint::write_module(&dir.join("actor"), &run.actor)?;
         checkpoint::write_module(&dir.join("critic"), &run.critic)?;
         checkpoint::write_optimizer::<B, Llama<B>, _>(&dir.join("actor_optimizer"), &run.actor_optim)?;
         checkpoint::write_optimizer::<B, Critic<B>, _>(&dir.join("critic_optimizer"), &run.critic_optim)
     })
+    .map(Some)
 }
 
 /// One PPO step (`step`, counted from 1): the step's tasks rolled out and scored, the
@@ -311,6 +342,13 @@ fn ppo_step<B: TrainBackend>(mut run: Policy<B>, step: usize, cfg: &PpoConfig, i
     let rolled = rollout(&run.actor.valid(), &run.reference, &run.critic.valid(), &prompts, &inputs.tok, |i, text| judge(text, &drawn[i]).score(), &settings)?;
     let rollout_s = started.elapsed().as_secs_f64();
     let (batch, times) = (rolled.rollouts, rolled.times);
+    // A study step's rollout and update take minutes each at the 3B shape: say where it is.
+    eprintln!(
+        "step {step}: {} responses rolled out in {rollout_s:.1} s (generation {:.1}, scoring {:.1}); updating",
+        batch.len(),
+        times.generation_s,
+        times.actor_logp_s + times.reference_logp_s + times.values_s
+    );
     if batch.is_empty() {
         bail!("step {step}: every response was empty");
     }
@@ -325,7 +363,9 @@ fn ppo_step<B: TrainBackend>(mut run: Policy<B>, step: usize, cfg: &PpoConfig, i
         write_rollouts(&cfg.output.dir, step, &kept)?;
     }
     let update_started = Instant::now();
-    let (actor, critic, stats) = update(run.actor, run.critic, &mut run.actor_optim, &mut run.critic_optim, &batch, &update_settings(p, inputs.eos));
+    let recomputed = p.recompute.layers(inputs.model.num_layers, "ppo.recompute")?;
+    let settings = update_settings(p, inputs.eos, recomputed, run.actor.kernels());
+    let (actor, critic, stats) = update(run.actor, run.critic, &mut run.actor_optim, &mut run.critic_optim, &batch, &settings);
     (run.actor, run.critic) = (actor, critic);
     let update_s = update_started.elapsed().as_secs_f64();
     if !(stats.policy_loss.is_finite() && stats.value_loss.is_finite()) {
@@ -377,7 +417,7 @@ fn rollout_settings(p: &PpoSection, step: usize, eos: u32) -> RolloutSettings {
     }
 }
 
-fn update_settings(p: &PpoSection, pad: u32) -> UpdateSettings {
+fn update_settings(p: &PpoSection, pad: u32, recompute_layers: usize, kernels: Kernels) -> UpdateSettings {
     UpdateSettings {
         clip: p.clip,
         value_clip: p.value_clip,
@@ -392,6 +432,8 @@ fn update_settings(p: &PpoSection, pad: u32) -> UpdateSettings {
         grad_clip: p.grad_clip,
         actor_lr: p.actor_lr,
         critic_lr: p.critic_lr,
+        recompute_layers,
+        kernels,
     }
 }
 
@@ -491,7 +533,7 @@ fn fingerprint(cfg: &PpoConfig, model: &ModelConfig, tokenizer: &str) -> String 
     // forward pass do not change what a step computes; the averaging groups do only under
     // veRL's averaging.
     let mut ppo = serde_json::to_value(&cfg.ppo).unwrap_or_default();
-    let mut ignored = vec!["steps", "eval_every", "save_every", "keep_checkpoints", "micro_batch"];
+    let mut ignored = vec!["steps", "eval_every", "save_every", "keep_checkpoints", "micro_batch", "recompute", "optimizer_state"];
     if cfg.ppo.loss_average == super::update::LossAverage::Tokens {
         ignored.extend(["actor_loss_group", "critic_loss_group"]);
     }

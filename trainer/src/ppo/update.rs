@@ -1,7 +1,9 @@
-//! One PPO update over a rollout batch, as veRL runs it: the actor steps once per actor
-//! mini-batch and the critic once per critic mini-batch (their sizes differ: veRL
-//! multiplies the actor's by the samples per prompt, not the critic's); the batch runs as
-//! packed micro-batches of `micro_batch` rows whose gradients accumulate (a memory knob).
+//! One PPO update over a rollout batch, as veRL runs it: the critic's epoch, then the
+//! actor's (as veRL's trainer orders them); the critic steps once per critic mini-batch and
+//! the actor once per actor mini-batch (their sizes differ: veRL multiplies the actor's by
+//! the samples per prompt, not the critic's); each mini-batch runs as packed micro-batches
+//! of `micro_batch` rows whose gradients add up in place (a memory knob), with the first
+//! `recompute_layers` decoder layers recomputed in the backward pass (`run::backward`).
 //! Each model's mini-batch loss is veRL's (the mean, over the mini-batch's groups of
 //! `actor_loss_group` / `critic_loss_group` responses, of each group's token mean: veRL's
 //! micro-batches) or a mean over all its tokens; either way it is a per-token weight, so
@@ -9,16 +11,22 @@
 //! the clipped policy loss minus the entropy bonus, the critic the clipped value loss;
 //! global gradient-norm clipping before every step.
 
-use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use std::cell::RefCell;
+use std::ops::Range;
+
+use burn::module::AutodiffModule;
+use burn::optim::Optimizer;
 use burn::prelude::*;
 use serde::Serialize;
 
 use super::batch::Packed;
 use super::critic::Critic;
-use super::loss::{entropy, policy_loss, token_logp, value_loss};
+use super::loss::{entropy_tokens, policy_loss_tokens, token_logp, value_loss_tokens};
 use super::rollout::Rollout;
 use crate::TrainBackend;
 use crate::model::Llama;
+use crate::ops::kernels::Kernels;
+use crate::run::backward::{GradientSums, backward_into, head_chunk_rows};
 use crate::run::clip::clip_global_norm;
 
 /// How a mini-batch's loss is averaged.
@@ -73,6 +81,10 @@ pub struct UpdateSettings {
     pub grad_clip: f64,
     pub actor_lr: f64,
     pub critic_lr: f64,
+    /// Decoder layers that recompute their activations in the backward pass (`ppo.recompute`).
+    pub recompute_layers: usize,
+    /// The kernel paths of the gradient clip's norms.
+    pub kernels: Kernels,
 }
 
 /// Token-weighted means over the update, for the metrics.
@@ -85,107 +97,176 @@ pub struct UpdateStats {
     pub value_clip_fraction: f64,
     pub actor_grad_norm: f64,
     pub critic_grad_norm: f64,
+    pub actor_steps: usize,
+    pub critic_steps: usize,
 }
 
-/// A stretch of the batch that ends where the actor or the critic (or both) step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stretch {
-    pub end: usize,
-    pub actor_steps: bool,
-    pub critic_steps: bool,
-}
-
-/// The stretches of a batch of `n` responses: cut at every multiple of the actor's and the
-/// critic's mini-batch and at the end, each saying which model steps there.
-pub fn stretches(n: usize, actor_mini: usize, critic_mini: usize) -> Vec<Stretch> {
-    let (a, c) = (actor_mini.max(1), critic_mini.max(1));
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < n {
-        let end = (at / a + 1).saturating_mul(a).min((at / c + 1).saturating_mul(c)).min(n);
-        out.push(Stretch { end, actor_steps: end % a == 0 || end == n, critic_steps: end % c == 0 || end == n });
-        at = end;
-    }
-    out
-}
-
-/// Runs one epoch of mini-batch updates over `rollouts`.
+/// Runs one epoch of mini-batch updates over `rollouts`: the critic's, then the actor's.
+/// Neither reads the other (the advantages and the old values were fixed by the rollout),
+/// so running them one after the other computes what running them side by side would,
+/// while only one model's gradients and graph exist at a time.
 pub fn update<B: TrainBackend, OA: Optimizer<Llama<B>, B>, OC: Optimizer<Critic<B>, B>>(
-    mut actor: Llama<B>,
-    mut critic: Critic<B>,
+    actor: Llama<B>,
+    critic: Critic<B>,
     actor_optim: &mut OA,
     critic_optim: &mut OC,
     rollouts: &[Rollout],
     s: &UpdateSettings,
 ) -> (Llama<B>, Critic<B>, UpdateStats) {
-    let device = actor.embed_tokens.weight.val().device();
-    let mut stats = UpdateStats::default();
-    // Token-weighted sums of policy loss, value loss, entropy, clip and value-clip fractions.
-    let mut sums: Option<Tensor<B::InnerBackend, 1>> = None;
-    let all_tokens: usize = rollouts.iter().map(|r| r.response.len()).sum();
-    let (a, c) = (s.actor_mini_batch.max(1), s.critic_mini_batch.max(1));
-    let plan = stretches(rollouts.len(), a, c);
-    let (actor_steps, critic_steps) = (plan.iter().filter(|x| x.actor_steps).count() as f64, plan.iter().filter(|x| x.critic_steps).count() as f64);
-    // Per-token weights, one per response for each model: a micro-batch's loss is its
-    // weighted mean (the weights as the mask) times its share of the mini-batch's weight.
     let lengths: Vec<usize> = rollouts.iter().map(|r| r.response.len()).collect();
-    let actor_w = loss_weights(&lengths, a, s.actor_loss_group, s.loss_average);
-    let critic_w = loss_weights(&lengths, c, s.critic_loss_group, s.loss_average);
-    let micro = s.micro_batch.max(1);
-    let (mut actor_grads, mut critic_grads) = (GradientsAccumulator::<Llama<B>>::new(), GradientsAccumulator::<Critic<B>>::new());
-    let mut start = 0;
-    for stretch in plan {
-        for (k, micro) in rollouts[start..stretch.end].chunks(micro).enumerate() {
-            let first = start + k * s.micro_batch.max(1);
-            let rows: Vec<(&[u32], &[u32])> = micro.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
-            let packed = Packed::<B>::new(&rows, s.pad, &device);
-            // The mask of a weighted mean (scaled to the micro-batch's token count, which the
-            // mean divides out) and the micro-batch's share of its mini-batch's weight.
-            let per_token = |w: &[f64]| -> (Vec<Vec<f64>>, f64) {
-                let share: f64 = micro.iter().enumerate().map(|(i, r)| w[first + i] * r.response.len() as f64).sum();
-                let scale = packed.tokens() as f64 / share.max(f64::MIN_POSITIVE);
-                let rows = micro.iter().enumerate().map(|(i, r)| vec![w[first + i] * scale; r.response.len()]).collect();
-                (rows, share)
-            };
-            let ((aw, actor_share), (cw, critic_share)) = (per_token(&actor_w), per_token(&critic_w));
-            let (actor_mask, critic_mask) = (packed.spread(|i| &aw[i]), packed.spread(|i| &cw[i]));
-            let logits = actor.forward_range(packed.ids.clone(), packed.start, packed.len);
-            let logp = token_logp(logits.clone(), packed.targets());
-            let (pl, cf) = policy_loss(logp, packed.spread(|i| &micro[i].old_logp), packed.spread(|i| &micro[i].advantages), actor_mask.clone(), s.clip);
-            let ent = entropy(logits, actor_mask);
-            let actor_loss = (pl.clone() - ent.clone().mul_scalar(s.entropy_coef)).mul_scalar(actor_share);
-            let values = critic.values(packed.ids.clone()).narrow(1, packed.start, packed.len);
-            let (vl, vcf) = value_loss(values, packed.spread(|i| &micro[i].values), packed.spread(|i| &micro[i].returns), critic_mask, s.value_clip);
-            let critic_loss = vl.clone().mul_scalar(critic_share);
-            // The statistics stay on the device until the update ends: reading each one here
-            // would wait for the GPU five times per micro-batch.
-            let share = packed.tokens() as f64 / all_tokens as f64;
-            let micro_stats = Tensor::cat(vec![pl.clone().inner(), vl.clone().inner(), ent.clone().inner(), cf.inner(), vcf.inner()], 0).mul_scalar(share);
-            sums = Some(match sums {
-                Some(acc) => acc + micro_stats,
-                None => micro_stats,
-            });
-            actor_grads.accumulate(&actor, GradientsParams::from_grads(actor_loss.backward(), &actor));
-            critic_grads.accumulate(&critic, GradientsParams::from_grads(critic_loss.backward(), &critic));
-        }
-        let kernels = actor.kernels();
-        if stretch.actor_steps {
-            let mut grads = actor_grads.grads();
-            stats.actor_grad_norm += clip_global_norm(&actor, &mut grads, s.grad_clip, kernels) / actor_steps;
-            actor = actor_optim.step(s.actor_lr, actor, grads);
-        }
-        if stretch.critic_steps {
-            let mut grads = critic_grads.grads();
-            stats.critic_grad_norm += clip_global_norm(&critic, &mut grads, s.grad_clip, kernels) / critic_steps;
-            critic = critic_optim.step(s.critic_lr, critic, grads);
-        }
-        start = stretch.end;
-    }
-    if let Some(sums) = sums {
-        let v = sums.into_data().convert::<f64>().to_vec::<f64>().expect("f64 statistics");
-        (stats.policy_loss, stats.value_loss, stats.entropy, stats.clip_fraction, stats.value_clip_fraction) = (v[0], v[1], v[2], v[3], v[4]);
-    }
+    // Each token's share of the update, for the token-weighted means of the metrics.
+    let unit = 1.0 / lengths.iter().sum::<usize>().max(1) as f64;
+    let (a, c) = (s.actor_mini_batch.max(1), s.critic_mini_batch.max(1));
+    let critic_epoch = Epoch { rollouts, mini: c, weights: loss_weights(&lengths, c, s.critic_loss_group, s.loss_average), unit, settings: s };
+    let (critic, critic_part) = critic_epoch.run(critic, critic_optim, s.critic_lr, |critic, micro, sums| critic_micro_batch(critic, micro, s, sums));
+    let actor_epoch = Epoch { rollouts, mini: a, weights: loss_weights(&lengths, a, s.actor_loss_group, s.loss_average), unit, settings: s };
+    let (actor, actor_part) = actor_epoch.run(actor, actor_optim, s.actor_lr, |actor, micro, sums| actor_micro_batch(actor, micro, s, sums));
+    // An empty batch has no statistics: zeros.
+    let (actor_sums, critic_sums) = (actor_part.sums.unwrap_or(vec![0.0; 3]), critic_part.sums.unwrap_or(vec![0.0; 2]));
+    let stats = UpdateStats {
+        policy_loss: actor_sums[0],
+        entropy: actor_sums[1],
+        clip_fraction: actor_sums[2],
+        value_loss: critic_sums[0],
+        value_clip_fraction: critic_sums[1],
+        actor_grad_norm: actor_part.grad_norm,
+        critic_grad_norm: critic_part.grad_norm,
+        actor_steps: actor_part.steps,
+        critic_steps: critic_part.steps,
+    };
     (actor, critic, stats)
+}
+
+/// One micro-batch as a model's loss reads it: the packed rows, and per window position
+/// the rollouts' values, the token's loss weight and its share of the metrics' means.
+struct MicroBatch<'a, B: Backend> {
+    packed: Packed<B>,
+    rollouts: &'a [Rollout],
+    /// `[rows, len]`: each response token's loss weight (`loss_weights`), 0 elsewhere.
+    weights: Tensor<B, 2>,
+    /// `[rows, len]`: each response token's share of the update's token means, 0 elsewhere.
+    unit: Tensor<B, 2>,
+}
+
+impl<B: Backend> MicroBatch<'_, B> {
+    /// `[rows, len]`: each rollout's per-token values `of(rollout)` at its response positions.
+    fn spread(&self, of: impl Fn(&Rollout) -> &[f64]) -> Tensor<B, 2> {
+        self.packed.spread(|i| of(&self.rollouts[i]))
+    }
+}
+
+/// Rows `rows` of a `[rows, len]` tensor (a head chunk's, `run::backward`).
+fn rows_of<B: Backend, K: burn::tensor::TensorKind<B> + burn::tensor::BasicOps<B>>(t: Tensor<B, 2, K>, rows: &Range<usize>) -> Tensor<B, 2, K> {
+    t.narrow(0, rows.start, rows.len())
+}
+
+/// The statistics of a head chunk, added to those of the chunks before it.
+fn add_stats<B: Backend>(total: &RefCell<Option<Tensor<B, 1>>>, part: Tensor<B, 1>) {
+    let mut total = total.borrow_mut();
+    *total = Some(match total.take() {
+        Some(sum) => sum + part,
+        None => part,
+    });
+}
+
+/// The actor's part of a micro-batch: the clipped policy loss minus the entropy bonus, each
+/// token weighted, its gradients added into `sums`; returns the token-weighted sums of the
+/// policy loss, the entropy and the clipped fraction. The LM head runs a few rows at a time
+/// (`run::backward::head_chunk_rows`).
+fn actor_micro_batch<B: TrainBackend>(actor: &Llama<B>, m: &MicroBatch<B>, s: &UpdateSettings, sums: &mut GradientSums) -> Tensor<B::InnerBackend, 1> {
+    let (old_logp, advantages, targets) = (m.spread(|r| &r.old_logp), m.spread(|r| &r.advantages), m.packed.targets());
+    let stats = RefCell::new(None);
+    let loss = |model: &Llama<B>, hidden: Tensor<B, 3>, rows: Range<usize>| {
+        let logits = model.head(hidden.narrow(1, m.packed.start, m.packed.len));
+        let logp = token_logp(logits.clone(), rows_of(targets.clone(), &rows));
+        let (policy, clipped) = policy_loss_tokens(logp, rows_of(old_logp.clone(), &rows), rows_of(advantages.clone(), &rows), s.clip);
+        let entropy = entropy_tokens(logits);
+        let unit = rows_of(m.unit.clone(), &rows);
+        let of = |t: Tensor<B, 2>| (t * unit.clone()).sum().inner();
+        add_stats(&stats, Tensor::cat(vec![of(policy.clone()), of(entropy.clone()), of(clipped)], 0));
+        ((policy - entropy.mul_scalar(s.entropy_coef)) * rows_of(m.weights.clone(), &rows)).sum()
+    };
+    let head_rows = head_chunk_rows(m.packed.len, actor.config.vocab_size);
+    backward_into(actor, actor, m.packed.ids.clone(), s.recompute_layers, head_rows, loss, sums);
+    stats.into_inner().expect("a micro-batch has rows")
+}
+
+/// The critic's part of a micro-batch: the clipped value loss, each token weighted, its
+/// gradients added into `sums`; returns the token-weighted sums of the value loss and the
+/// clipped fraction.
+fn critic_micro_batch<B: TrainBackend>(critic: &Critic<B>, m: &MicroBatch<B>, s: &UpdateSettings, sums: &mut GradientSums) -> Tensor<B::InnerBackend, 1> {
+    let (old_values, returns) = (m.spread(|r| &r.values), m.spread(|r| &r.returns));
+    let stats = RefCell::new(None);
+    let loss = |_: &Llama<B>, hidden: Tensor<B, 3>, rows: Range<usize>| {
+        let values = critic.value_head.forward(hidden.narrow(1, m.packed.start, m.packed.len)).squeeze_dim::<2>(2);
+        let (value, clipped) = value_loss_tokens(values, rows_of(old_values.clone(), &rows), rows_of(returns.clone(), &rows), s.value_clip);
+        let unit = rows_of(m.unit.clone(), &rows);
+        let of = |t: Tensor<B, 2>| (t * unit.clone()).sum().inner();
+        add_stats(&stats, Tensor::cat(vec![of(value.clone()), of(clipped)], 0));
+        (value * rows_of(m.weights.clone(), &rows)).sum()
+    };
+    let rows = m.packed.ids.dims()[0];
+    backward_into(&critic.body, critic, m.packed.ids.clone(), s.recompute_layers, rows, loss, sums);
+    stats.into_inner().expect("a micro-batch has rows")
+}
+
+/// One model's epoch over the batch: mini-batches of `mini` responses, each the sum of its
+/// micro-batches' gradients, clipped, then one optimizer step.
+struct Epoch<'a> {
+    rollouts: &'a [Rollout],
+    mini: usize,
+    /// Each response's per-token loss weight (`loss_weights`).
+    weights: Vec<f64>,
+    /// Each token's share of the update's token means.
+    unit: f64,
+    settings: &'a UpdateSettings,
+}
+
+/// What an epoch did: the token-weighted sums of its losses and fractions, the mean
+/// gradient norm before clipping, and the optimizer steps.
+struct EpochPart {
+    sums: Option<Vec<f64>>,
+    grad_norm: f64,
+    steps: usize,
+}
+
+impl Epoch<'_> {
+    fn run<B: TrainBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(
+        &self,
+        mut model: M,
+        optim: &mut O,
+        lr: f64,
+        micro_batch: impl Fn(&M, &MicroBatch<B>, &mut GradientSums) -> Tensor<B::InnerBackend, 1>,
+    ) -> (M, EpochPart) {
+        let s = self.settings;
+        let device = model.devices().into_iter().next().expect("a model has a device");
+        let mut stats: Option<Tensor<B::InnerBackend, 1>> = None;
+        let (mut grad_norm, mut steps) = (0.0, 0);
+        for (b, mini) in self.rollouts.chunks(self.mini).enumerate() {
+            let mut sums = GradientSums::default();
+            for (k, rows) in mini.chunks(s.micro_batch.max(1)).enumerate() {
+                let first = b * self.mini + k * s.micro_batch.max(1);
+                let pairs: Vec<(&[u32], &[u32])> = rows.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
+                let packed = Packed::<B>::new(&pairs, s.pad, &device);
+                let weights: Vec<Vec<f64>> = rows.iter().enumerate().map(|(i, r)| vec![self.weights[first + i]; r.response.len()]).collect();
+                let units: Vec<Vec<f64>> = rows.iter().map(|r| vec![self.unit; r.response.len()]).collect();
+                let (weights, unit) = (packed.spread(|i| &weights[i]), packed.spread(|i| &units[i]));
+                let part = micro_batch(&model, &MicroBatch { packed, rollouts: rows, weights, unit }, &mut sums);
+                // The statistics stay on the device until the epoch ends: reading them here
+                // would wait for the GPU at every micro-batch.
+                stats = Some(match stats {
+                    Some(acc) => acc + part,
+                    None => part,
+                });
+            }
+            let mut grads = sums.into_params();
+            grad_norm += clip_global_norm(&model, &mut grads, s.grad_clip, s.kernels);
+            model = optim.step(lr, model, grads);
+            steps += 1;
+        }
+        let sums = stats.map(|t| t.into_data().convert::<f64>().to_vec::<f64>().expect("f64 statistics"));
+        (model, EpochPart { sums, grad_norm: grad_norm / steps.max(1) as f64, steps })
+    }
 }
 
 #[cfg(test)]
@@ -207,17 +288,6 @@ mod tests {
         assert!((w[2] - 1.0 / 6.0).abs() < 1e-12, "a group of one response of 3 tokens, of two groups: {w:?}");
     }
 
-    #[test]
-    fn the_studys_batch_makes_two_actor_and_eight_critic_steps() {
-        // 256 prompts x 4 samples; the actor's mini-batch is 128 prompts x 4, the critic's 128 responses.
-        let plan = stretches(1024, 128 * 4, 128);
-        assert_eq!(plan.iter().filter(|s| s.actor_steps).count(), 2);
-        assert_eq!(plan.iter().filter(|s| s.critic_steps).count(), 8);
-        assert_eq!(plan.last().unwrap().end, 1024);
-        // Sizes that do not divide each other: every boundary of both, and the end.
-        let ends: Vec<(usize, bool, bool)> = stretches(10, 4, 3).iter().map(|s| (s.end, s.actor_steps, s.critic_steps)).collect();
-        assert_eq!(ends, vec![(3, false, true), (4, true, false), (6, false, true), (8, true, false), (9, false, true), (10, true, true)]);
-    }
     use crate::generate::Sampling;
     use crate::ppo::rollout::{Detokenize, RolloutSettings, rollout};
     use burn::module::AutodiffModule;
@@ -262,6 +332,8 @@ mod tests {
             grad_clip: 1.0,
             actor_lr: 3e-3,
             critic_lr: 3e-3,
+            recompute_layers: 0,
+            kernels: Kernels::default(),
         };
         let mut means = Vec::new();
         for iteration in 0..16 {
@@ -325,11 +397,14 @@ mod tests {
                 grad_clip: 1.0,
                 actor_lr: 1e-3,
                 critic_lr: 1e-3,
+                recompute_layers: 0,
+                kernels: Kernels::default(),
             };
             let (mut oa, mut oc) = (AdamWConfig::new().init::<AD, Llama<AD>>(), AdamWConfig::new().init::<AD, Critic<AD>>());
             update(actor.clone(), critic.clone(), &mut oa, &mut oc, &batch, &settings).2
         };
         let stats_with = |micro_batch: usize| stats_averaged(micro_batch, LossAverage::Tokens, 1);
+        assert_eq!((stats_with(2).actor_steps, stats_with(2).critic_steps), (1, 1), "one mini-batch each");
         let (whole, split) = (stats_with(batch.len()), stats_with(1));
         let pairs = [
             (whole.policy_loss, split.policy_loss),
@@ -355,5 +430,79 @@ mod tests {
         assert!(!close(per_response_whole.actor_grad_norm, whole.actor_grad_norm), "{per_response_whole:?} vs {whole:?}");
         assert!(close(per_response_whole.actor_grad_norm, per_response_split.actor_grad_norm), "{per_response_whole:?} vs {per_response_split:?}");
         assert!(close(per_response_whole.critic_grad_norm, per_response_split.critic_grad_norm), "{per_response_whole:?} vs {per_response_split:?}");
+    }
+
+    /// Recomputing every layer in the backward pass, or some, changes nothing the update
+    /// computes (statistics and the models after it); mini-batches of either model that do
+    /// not divide the batch step once more for the rest.
+    #[test]
+    fn recomputed_layers_give_the_same_update() {
+        let device = Default::default();
+        let actor = crate::weights::load_model::<AD>(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama"), &device).unwrap();
+        let critic = Critic::from_actor(&actor).with_random_value_head(0.02);
+        let prompts = vec![vec![5, 17, 99], vec![7, 8, 9, 10, 11]];
+        let r = RolloutSettings {
+            samples: 3,
+            sampling: Sampling { max_new_tokens: 5, temperature: 1.0, top_p: 1.0, seed: 11, eos: None },
+            micro_batch: 6,
+            kl_coef: 0.001,
+            gamma: 1.0,
+            lambda: 1.0,
+        };
+        let batch = rollout(&actor.valid(), &actor.valid(), &critic.valid(), &prompts, &Chars, |i, _: &str| i as f64, &r).unwrap().rollouts;
+        let layers = actor.layers.len();
+        let run = |recompute_layers: usize| {
+            let settings = UpdateSettings {
+                clip: 0.2,
+                value_clip: 0.5,
+                entropy_coef: 0.01,
+                actor_mini_batch: 4,
+                critic_mini_batch: 5,
+                loss_average: LossAverage::MicroBatch,
+                actor_loss_group: 2,
+                critic_loss_group: 1,
+                micro_batch: 2,
+                pad: 0,
+                grad_clip: 1.0,
+                actor_lr: 1e-3,
+                critic_lr: 1e-3,
+                recompute_layers,
+                kernels: Kernels::default(),
+            };
+            let (mut oa, mut oc) = (AdamWConfig::new().init::<AD, Llama<AD>>(), AdamWConfig::new().init::<AD, Critic<AD>>());
+            let (a, c, stats) = update(actor.clone(), critic.clone(), &mut oa, &mut oc, &batch, &settings);
+            let host = |t: Tensor<crate::Cpu, 2>| t.into_data().to_vec::<f32>().unwrap();
+            (
+                stats,
+                host(a.layers[0].mlp.up_proj.weight.val().inner()),
+                host(c.value_head.weight.val().inner()),
+                host(c.body.layers[0].self_attn.q_proj.weight.val().inner()),
+            )
+        };
+        let plain = run(0);
+        assert_eq!((plain.0.actor_steps, plain.0.critic_steps), (2, 2), "6 responses in mini-batches of 4 and of 5");
+        let moved = |x: &[f32]| x.iter().zip(&host_of(&actor)).any(|(a, b)| a != b);
+        assert!(moved(&plain.1), "the actor stepped");
+        for recomputed in [1, layers] {
+            let other = run(recomputed);
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-5 * a.abs().max(1e-3);
+            for (a, b) in [
+                (plain.0.policy_loss, other.0.policy_loss),
+                (plain.0.value_loss, other.0.value_loss),
+                (plain.0.entropy, other.0.entropy),
+                (plain.0.actor_grad_norm, other.0.actor_grad_norm),
+                (plain.0.critic_grad_norm, other.0.critic_grad_norm),
+            ] {
+                assert!(close(a, b), "{recomputed} layers recomputed: {:?} vs {:?}", plain.0, other.0);
+            }
+            for (x, y) in [(&plain.1, &other.1), (&plain.2, &other.2), (&plain.3, &other.3)] {
+                let gap = x.iter().zip(y).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(gap < 1e-6, "{recomputed} layers recomputed: parameters differ by {gap}");
+            }
+        }
+    }
+
+    fn host_of(actor: &Llama<AD>) -> Vec<f32> {
+        actor.layers[0].mlp.up_proj.weight.val().inner().into_data().to_vec::<f32>().unwrap()
     }
 }

@@ -113,12 +113,15 @@ pub trait RowLoss<B: TrainBackend>: Fn(&Llama<B>, Tensor<B, 3>, Range<usize>) ->
 impl<B: TrainBackend, F: Fn(&Llama<B>, Tensor<B, 3>, Range<usize>) -> Tensor<B, 1>> RowLoss<B> for F {}
 
 /// Runs `loss` on the final hidden states of the model on `ids` and adds its gradients
-/// into `sums`; returns the loss. The first `recomputed` layers recompute their
+/// into `sums`; returns the loss. `owner` is the module whose parameters the loss trains:
+/// the model, or one that holds it with parameters of its own that the loss reads (the
+/// critic's value head). The first `recomputed` layers recompute their
 /// activations in the backward pass; the LM head and the loss run `head_rows` rows at a
 /// time (`head_chunk_rows`), each chunk's backward pass at once, so that the logits of one
 /// chunk exist at a time.
-pub fn backward_into<B: TrainBackend>(
+pub fn backward_into<B: TrainBackend, M: AutodiffModule<B>>(
     model: &Llama<B>,
+    owner: &M,
     ids: Tensor<B, 2, Int>,
     recomputed: usize,
     head_rows: usize,
@@ -127,8 +130,8 @@ pub fn backward_into<B: TrainBackend>(
 ) -> Tensor<B::InnerBackend, 1> {
     let (recomputed, head_rows) = (recomputed.min(model.layers.len()), head_rows.max(1));
     if recomputed == 0 {
-        let (value, mut grads) = tail_backward(model, model.hidden(ids), head_rows, &loss, sums);
-        sums.add(model, &mut grads);
+        let (value, mut grads) = tail_backward(model, owner, model.hidden(ids), head_rows, &loss, sums);
+        sums.add(owner, &mut grads);
         return value;
     }
     let (device, t) = (ids.device(), ids.dims()[1]);
@@ -149,9 +152,9 @@ pub fn backward_into<B: TrainBackend>(
     for layer in &model.layers[recomputed..] {
         h = layer.forward(h, &at, None);
     }
-    let (value, mut grads) = tail_backward(model, apply_rms_norm(&model.norm, h), head_rows, &loss, sums);
+    let (value, mut grads) = tail_backward(model, owner, apply_rms_norm(&model.norm, h), head_rows, &loss, sums);
     let mut dy = input.grad_remove(&mut grads).expect("the tail's input takes part in the loss");
-    sums.add(model, &mut grads);
+    sums.add(owner, &mut grads);
     // The recomputed layers, last first.
     for (layer, x) in model.layers[..recomputed].iter().zip(inputs).rev() {
         let input = Tensor::<B, 3>::from_inner(x).require_grad();
@@ -170,8 +173,9 @@ pub fn backward_into<B: TrainBackend>(
 /// the loss and the gradients of the graph behind `hidden`. One chunk covering every row
 /// is one backward pass; more run the head chunk by chunk (`loss_by_rows`), then the
 /// graph behind `hidden` from their gradient.
-fn tail_backward<B: TrainBackend>(
+fn tail_backward<B: TrainBackend, M: AutodiffModule<B>>(
     model: &Llama<B>,
+    owner: &M,
     hidden: Tensor<B, 3>,
     head_rows: usize,
     loss: &impl RowLoss<B>,
@@ -182,15 +186,16 @@ fn tail_backward<B: TrainBackend>(
         let value = loss(model, hidden, 0..rows);
         return (value.clone().inner(), value.backward());
     }
-    let (value, dh) = loss_by_rows(model, &hidden, head_rows, loss, sums);
+    let (value, dh) = loss_by_rows(model, owner, &hidden, head_rows, loss, sums);
     (value, (hidden * Tensor::from_inner(dh)).sum().backward())
 }
 
 /// The loss on `hidden`'s rows, `head_rows` at a time, each chunk's backward pass run at
 /// once (its head's gradients added into `sums`); returns the loss and the gradient of
 /// `hidden`.
-fn loss_by_rows<B: TrainBackend>(
+fn loss_by_rows<B: TrainBackend, M: AutodiffModule<B>>(
     model: &Llama<B>,
+    owner: &M,
     hidden: &Tensor<B, 3>,
     head_rows: usize,
     loss: &impl RowLoss<B>,
@@ -205,7 +210,7 @@ fn loss_by_rows<B: TrainBackend>(
         let value = loss(model, part.clone(), range);
         let mut grads = value.backward();
         gradients.push(part.grad_remove(&mut grads).expect("the hidden states take part in the loss"));
-        sums.add(model, &mut grads);
+        sums.add(owner, &mut grads);
         total = Some(match total {
             Some(sum) => sum + value.inner(),
             None => value.inner(),
@@ -266,7 +271,7 @@ mod tests {
         let loss = |m: &Llama<B>, h: Tensor<B, 3>, rows: Range<usize>| {
             lm_loss_sum_of_hidden(m, h, labels.clone().narrow(0, rows.start, rows.len())).div_scalar(counted)
         };
-        backward_into(model, ids(&device), recomputed, head_rows, loss, sums).into_scalar()
+        backward_into(model, model, ids(&device), recomputed, head_rows, loss, sums).into_scalar()
     }
 
     /// The loss and gradient sums of two micro-batches.

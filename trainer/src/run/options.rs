@@ -10,6 +10,9 @@ pub struct RunOptions {
     pub fresh: bool,
     /// Stop after this many steps of this invocation (for tests and smoke runs).
     pub stop_after: Option<usize>,
+    /// Write no checkpoints (a benchmark or a smoke run: nothing to resume from; at the 3B
+    /// shape a PPO checkpoint is 77 GB).
+    pub no_save: bool,
     /// Stop cleanly once this much time has passed since the invocation started (loading and
     /// priming count): the step in progress finishes, then an evaluation and a checkpoint
     /// (for a job's time limit on a cluster).

@@ -108,7 +108,7 @@ pub fn pretrain<B: TrainBackend>(cfg: &PretrainConfig, device: &B::Device, opts:
             progress.note(format!("step {}  eval loss {loss:.4} on {} test sequences", state.step, inputs.test.len()));
             eval_loss = Some(loss);
         }
-        if (t.save_every > 0 && state.step % t.save_every == 0) || ends_run {
+        if ((t.save_every > 0 && state.step % t.save_every == 0) || ends_run) && !opts.no_save {
             checkpoint_dir = Some(checkpoint::save(&cfg.output.dir, &model, &optim, &state, t.keep_checkpoints)?);
         }
         if state.step == plan.total && cfg.output.export != "none" {
@@ -309,7 +309,7 @@ fn train_step<B: TrainBackend>(
             lm_loss_sum_of_hidden(m, hidden, labels.clone().narrow(0, rows.start, rows.len())).div_scalar(denominator)
         };
         let head_rows = head_chunk_rows(positions, model.config.vocab_size);
-        let loss = backward_into(&model, ids, recomputed, head_rows, loss, &mut sums);
+        let loss = backward_into(&model, &model, ids, recomputed, head_rows, loss, &mut sums);
         step_loss = Some(match step_loss {
             Some(sum) => sum + loss,
             None => loss,

@@ -8,6 +8,13 @@
 //! and under burn's fusion the composed operations, on CUDA without fusion one kernel that
 //! reads the parameter, its gradient and both moments once and writes the three results
 //! (`kernel`).
+//!
+//! The moments can live in host memory instead of the card's (`state_on_host`, PPO's
+//! `ppo.optimizer_state = "host"`): each parameter's are uploaded for its update and read
+//! back after it, so the card holds one parameter's moments at a time. The update is the
+//! same kernel on the same values, so the results are the same bits; the cost is 16 bytes
+//! a parameter over the bus at every step. Either way the record is burn's AdamW record,
+//! so a run can resume with its state in the other place.
 
 pub mod check;
 
@@ -18,7 +25,10 @@ use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamWState, AdaptiveMomentumState, LearningRate, SimpleOptimizer};
 use burn::prelude::*;
+use burn::record::{PrecisionSettings, Record};
 use burn::tensor::backend::AutodiffBackend;
+
+use crate::Cpu;
 
 /// One AdamW update: the optimizer's settings, the rate, the step count and the factor the
 /// gradient is multiplied by first (the clip's, 1 without); its constants as burn's `AdamW`
@@ -111,11 +121,67 @@ pub struct OnePassAdamW {
     /// The factor the next steps multiply every gradient by, inside the update (the
     /// gradient clip's, set through `scale_gradients`).
     pub grad_scale: GradScale,
+    /// Keep the moments in host memory between updates ([`Moments::Host`]).
+    pub state_on_host: bool,
 }
 
 impl Default for OnePassAdamW {
     fn default() -> Self {
-        Self { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-5, weight_decay: 1e-4, grad_scale: GradScale::default() }
+        Self { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-5, weight_decay: 1e-4, grad_scale: GradScale::default(), state_on_host: false }
+    }
+}
+
+/// A parameter's AdamW moments and step count, on the parameter's device or in host memory.
+#[derive(Clone)]
+pub enum Moments<B: Backend, const D: usize> {
+    Device(AdamWState<B, D>),
+    Host(Box<HostMoments>),
+}
+
+/// Moments in host memory and the step count.
+#[derive(Clone)]
+pub struct HostMoments {
+    time: usize,
+    moment_1: TensorData,
+    moment_2: TensorData,
+}
+
+impl HostMoments {
+    fn boxed(time: usize, moment_1: TensorData, moment_2: TensorData) -> Box<Self> {
+        Box::new(HostMoments { time, moment_1, moment_2 })
+    }
+}
+
+impl<B: Backend, const D: usize> Moments<B, D> {
+    /// The step count and both moments on `device` (uploaded when they are on the host).
+    fn on(self, device: &B::Device) -> (usize, Tensor<B, D>, Tensor<B, D>) {
+        match self {
+            Moments::Device(s) => (s.momentum.time, s.momentum.moment_1, s.momentum.moment_2),
+            Moments::Host(h) => (h.time, Tensor::from_data(h.moment_1, device), Tensor::from_data(h.moment_2, device)),
+        }
+    }
+}
+
+/// burn's AdamW record (its `AdamWState`'s item, which does not depend on the backend), so
+/// that checkpoints of either optimizer, and of either place, load into the other. A
+/// record read back comes to the host; the next update puts it where the optimizer keeps
+/// its state.
+impl<B: Backend, const D: usize> Record<B> for Moments<B, D> {
+    type Item<S: PrecisionSettings> = <AdamWState<Cpu, D> as Record<Cpu>>::Item<S>;
+
+    fn into_item<S: PrecisionSettings>(self) -> Self::Item<S> {
+        let (time, moment_1, moment_2) = match self {
+            Moments::Device(s) => (s.momentum.time, s.momentum.moment_1.into_data(), s.momentum.moment_2.into_data()),
+            Moments::Host(h) => (h.time, h.moment_1, h.moment_2),
+        };
+        let host = |data: TensorData| Tensor::<Cpu, D>::from_data(data, &Default::default());
+        AdamWState::new(AdaptiveMomentumState::new(time, host(moment_1), host(moment_2))).into_item()
+    }
+
+    fn from_item<S: PrecisionSettings>(item: Self::Item<S>, _device: &B::Device) -> Self {
+        let state = AdamWState::<Cpu, D>::from_item(item, &Default::default());
+        let m = state.momentum;
+        Moments::Host(HostMoments::boxed(m.time, m.moment_1.into_data(), m.moment_2.into_data()))
     }
 }
 
@@ -152,6 +218,11 @@ impl OnePassAdamW {
         Self { weight_decay, ..self }
     }
 
+    /// The same optimizer keeping its moments in host memory (`true`) or on the card.
+    pub fn with_state_on_host(self, state_on_host: bool) -> Self {
+        Self { state_on_host, ..self }
+    }
+
     /// The optimizer for module `M` (burn's adaptor: parameters one by one, state per
     /// parameter id).
     pub fn init<B: AutodiffBackend<InnerBackend: AdamWStep>, M: AutodiffModule<B>>(self) -> OptimizerAdaptor<Self, M, B> {
@@ -160,7 +231,7 @@ impl OnePassAdamW {
 }
 
 impl<B: AdamWStep> SimpleOptimizer<B> for OnePassAdamW {
-    type State<const D: usize> = AdamWState<B, D>;
+    type State<const D: usize> = Moments<B, D>;
 
     fn step<const D: usize>(
         &self,
@@ -169,18 +240,28 @@ impl<B: AdamWStep> SimpleOptimizer<B> for OnePassAdamW {
         grad: Tensor<B, D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
-        let (moment_1, moment_2, time) = match state {
-            Some(s) => (Some(s.momentum.moment_1), Some(s.momentum.moment_2), s.momentum.time + 1),
+        let (moment_1, moment_2, time) = match state.map(|s| s.on(&tensor.device())) {
+            Some((time, m1, m2)) => (Some(m1), Some(m2), time + 1),
             None => (None, None, 1),
         };
         let update = AdamWUpdate { settings: self.clone(), lr, time, grad_scale: self.grad_scale.get() };
         let (param, moment_1, moment_2) = B::adamw_step(tensor, grad, moment_1, moment_2, &update);
-        (param, Some(AdamWState::new(AdaptiveMomentumState::new(time, moment_1, moment_2))))
+        let state = if self.state_on_host {
+            Moments::Host(HostMoments::boxed(time, moment_1.into_data(), moment_2.into_data()))
+        } else {
+            Moments::Device(AdamWState::new(AdaptiveMomentumState::new(time, moment_1, moment_2)))
+        };
+        (param, Some(state))
     }
 
-    fn to_device<const D: usize>(mut state: Self::State<D>, device: &B::Device) -> Self::State<D> {
-        state.momentum = state.momentum.to_device(device);
-        state
+    fn to_device<const D: usize>(state: Self::State<D>, device: &B::Device) -> Self::State<D> {
+        match state {
+            Moments::Device(mut s) => {
+                s.momentum = s.momentum.to_device(device);
+                Moments::Device(s)
+            }
+            host => host,
+        }
     }
 }
 
@@ -279,5 +360,43 @@ mod tests {
         let gap = weights(&folded).iter().zip(weights(&scaled)).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(gap < 1e-6, "folded against scaled gradients: {gap}");
         assert!(gap.is_finite() && weights(&folded) != start, "the steps moved the weights");
+    }
+
+    /// Moments kept in host memory give the same bits as moments on the device, step after
+    /// step; the state really is on the host; a record written by either loads into the
+    /// other and the next steps agree.
+    #[test]
+    fn moments_on_the_host_give_the_same_steps_and_records() {
+        let device = Default::default();
+        CpuAutodiff::seed(&device, 9);
+        let start = LinearConfig::new(5, 3).init::<CpuAutodiff>(&device);
+        let _ = (weights(&start), start.bias.as_ref().map(|b| b.val()));
+        let x = Tensor::<CpuAutodiff, 2>::random([4, 5], burn::tensor::Distribution::Default, &device);
+        let settings = OnePassAdamW { beta_1: 0.9, beta_2: 0.95, epsilon: 1e-8, weight_decay: 0.1, ..Default::default() };
+        let (mut on_device, mut on_host) = (start.clone(), start.clone());
+        let mut device_optim = settings.clone().init::<CpuAutodiff, Linear<CpuAutodiff>>();
+        let mut host_optim = settings.clone().with_state_on_host(true).init::<CpuAutodiff, Linear<CpuAutodiff>>();
+        for step in 0..3 {
+            let lr = 1e-2 * (step + 1) as f64;
+            on_device = device_optim.step(lr, on_device.clone(), grads_of(&on_device, &x));
+            on_host = host_optim.step(lr, on_host.clone(), grads_of(&on_host, &x));
+            assert_eq!(weights(&on_device), weights(&on_host), "step {step}");
+        }
+        let weight_id = on_host.weight.id;
+        let is_on_host = |record: burn::optim::record::AdaptorRecord<OnePassAdamW, CpuAutodiff>| matches!(record.into_state::<2>(), Moments::Host(_));
+        assert!(is_on_host(host_optim.to_record().remove(&weight_id).unwrap()), "the host optimizer's moments are on the host");
+        assert!(!is_on_host(device_optim.to_record().remove(&weight_id).unwrap()), "the device optimizer's are not");
+        // Each record into the other kind of optimizer, then one more step on each side.
+        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+        let (device_bytes, host_bytes) = (recorder.record(device_optim.to_record(), ()).unwrap(), recorder.record(host_optim.to_record(), ()).unwrap());
+        assert_eq!(device_bytes, host_bytes, "the same record");
+        let mut host_from_device =
+            settings.clone().with_state_on_host(true).init::<CpuAutodiff, Linear<CpuAutodiff>>().load_record(recorder.load(device_bytes, &device).unwrap());
+        let mut device_from_host = settings.init::<CpuAutodiff, Linear<CpuAutodiff>>().load_record(recorder.load(host_bytes, &device).unwrap());
+        let a = host_from_device.step(1e-2, on_device.clone(), grads_of(&on_device, &x));
+        let b = device_from_host.step(1e-2, on_host.clone(), grads_of(&on_host, &x));
+        let c = device_optim.step(1e-2, on_device.clone(), grads_of(&on_device, &x));
+        assert_eq!(weights(&a), weights(&c));
+        assert_eq!(weights(&b), weights(&c));
     }
 }
