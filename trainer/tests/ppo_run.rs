@@ -48,7 +48,18 @@ fn steps(path: &Path) -> Vec<serde_json::Value> {
     lines(path, "train")
         .into_iter()
         .map(|mut v| {
-            for k in ["rollout_s", "generation_s", "actor_logp_s", "reference_logp_s", "values_s", "update_s", "step_s", "rollout_tokens_per_s"] {
+            for k in [
+                "rollout_s",
+                "generation_s",
+                "actor_logp_s",
+                "reference_logp_s",
+                "values_s",
+                "update_s",
+                "critic_update_s",
+                "actor_update_s",
+                "step_s",
+                "rollout_tokens_per_s",
+            ] {
                 v.as_object_mut().unwrap().remove(k);
             }
             v
@@ -83,8 +94,12 @@ fn a_primed_model_runs_ppo_and_resumes_exactly() {
         let scoring = t("actor_logp_s") + t("reference_logp_s") + t("values_s");
         assert!(t("generation_s") > 0.0 && scoring > 0.0, "{v}");
         assert!(t("generation_s") + scoring <= t("rollout_s") && t("rollout_s") + t("update_s") <= t("step_s"), "{v}");
+        assert!(t("critic_update_s") > 0.0 && t("actor_update_s") > 0.0 && t("critic_update_s") + t("actor_update_s") <= t("update_s"), "{v}");
     }
-    assert!(err.contains("(generation ") && err.contains(", scoring ") && err.contains(", update "), "the progress line splits the step: {err}");
+    assert!(
+        err.contains("(generation ") && err.contains(", scoring ") && err.contains("; update ") && err.contains(": critic "),
+        "the progress line splits the step: {err}"
+    );
     assert_eq!(lines(&metrics, "eval").iter().map(|v| v["step"].as_u64().unwrap()).collect::<Vec<_>>(), vec![0, 2, 3], "before PPO, every 2 steps, at the end");
     for v in lines(&metrics, "eval") {
         // Rows generated alone equal the same rows of the batch on the CPU.

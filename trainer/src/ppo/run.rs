@@ -386,15 +386,21 @@ fn ppo_step<B: TrainBackend>(mut run: Policy<B>, step: usize, cfg: &PpoConfig, i
         "value_loss": stats.value_loss, "clip_fraction": stats.clip_fraction, "value_clip_fraction": stats.value_clip_fraction,
         "actor_grad_norm": stats.actor_grad_norm, "critic_grad_norm": stats.critic_grad_norm, "responses": batch.len(),
         "rollout_tokens_per_s": response_tokens as f64 / times.generation_s, "rollout_s": rollout_s, "generation_s": times.generation_s,
-        "actor_logp_s": times.actor_logp_s, "reference_logp_s": times.reference_logp_s, "values_s": times.values_s, "update_s": update_s, "step_s": step_s,
+        "actor_logp_s": times.actor_logp_s, "reference_logp_s": times.reference_logp_s, "values_s": times.values_s, "update_s": update_s,
+        "critic_update_s": stats.critic_update_s, "actor_update_s": stats.actor_update_s, "step_s": step_s,
     }))?;
     eprintln!(
-        "step {step}/{}  reward {reward_mean:.3}  accuracy {accuracy:.3}  format {format_rate:.3}  kl {kl:.4}  entropy {:.3}  {:.1} tokens/response  {step_s:.1} s (generation {:.1}, scoring {:.1}, update {update_s:.1})",
+        "step {step}/{}  reward {reward_mean:.3}  accuracy {accuracy:.3}  format {format_rate:.3}  kl {kl:.4}  entropy {:.3}  {:.1} tokens/response  {step_s:.1} s (generation {:.1}, scoring {:.1}: actor {:.1}, reference {:.1}, values {:.1}; update {update_s:.1}: critic {:.1}, actor {:.1})",
         p.steps,
         stats.entropy,
         response_tokens as f64 / n,
         times.generation_s,
-        times.actor_logp_s + times.reference_logp_s + times.values_s
+        times.actor_logp_s + times.reference_logp_s + times.values_s,
+        times.actor_logp_s,
+        times.reference_logp_s,
+        times.values_s,
+        stats.critic_update_s,
+        stats.actor_update_s
     );
     Ok(run)
 }

@@ -99,6 +99,10 @@ pub struct UpdateStats {
     pub critic_grad_norm: f64,
     pub actor_steps: usize,
     pub critic_steps: usize,
+    /// Wall time of each model's epoch, up to its statistics on the host (which waits for
+    /// the device).
+    pub actor_update_s: f64,
+    pub critic_update_s: f64,
 }
 
 /// Runs one epoch of mini-batch updates over `rollouts`: the critic's, then the actor's.
@@ -133,6 +137,8 @@ pub fn update<B: TrainBackend, OA: Optimizer<Llama<B>, B>, OC: Optimizer<Critic<
         critic_grad_norm: critic_part.grad_norm,
         actor_steps: actor_part.steps,
         critic_steps: critic_part.steps,
+        actor_update_s: actor_part.seconds,
+        critic_update_s: critic_part.seconds,
     };
     (actor, critic, stats)
 }
@@ -223,11 +229,12 @@ struct Epoch<'a> {
 }
 
 /// What an epoch did: the token-weighted sums of its losses and fractions, the mean
-/// gradient norm before clipping, and the optimizer steps.
+/// gradient norm before clipping, the optimizer steps and its wall time.
 struct EpochPart {
     sums: Option<Vec<f64>>,
     grad_norm: f64,
     steps: usize,
+    seconds: f64,
 }
 
 impl Epoch<'_> {
@@ -238,7 +245,7 @@ impl Epoch<'_> {
         lr: f64,
         micro_batch: impl Fn(&M, &MicroBatch<B>, &mut GradientSums) -> Tensor<B::InnerBackend, 1>,
     ) -> (M, EpochPart) {
-        let s = self.settings;
+        let (s, started) = (self.settings, std::time::Instant::now());
         let device = model.devices().into_iter().next().expect("a model has a device");
         let mut stats: Option<Tensor<B::InnerBackend, 1>> = None;
         let (mut grad_norm, mut steps) = (0.0, 0);
@@ -265,7 +272,7 @@ impl Epoch<'_> {
             steps += 1;
         }
         let sums = stats.map(|t| t.into_data().convert::<f64>().to_vec::<f64>().expect("f64 statistics"));
-        (model, EpochPart { sums, grad_norm: grad_norm / steps.max(1) as f64, steps })
+        (model, EpochPart { sums, grad_norm: grad_norm / steps.max(1) as f64, steps, seconds: started.elapsed().as_secs_f64() })
     }
 }
 
