@@ -6,8 +6,9 @@
 # answers with all 1,024 tokens, the worst case), with generated Countdown tasks in place of
 # TinyZero's parquet file, one held-out task, no behavior tracking and no checkpoints
 # (`--no-save`: a 3B PPO checkpoint is 77 GB), for STEPS steps (default 1). The GPU's
-# memory in use is sampled every half second. Writes the log, the metrics and the memory
-# peak to $OUT.
+# memory in use is sampled every half second. PPO_KEYS sets `[ppo]` keys on top, e.g.
+# PPO_KEYS='optimizer_state = "host"; micro_batch = 1' (what an 80 GB card needs at 3B).
+# Writes the log, the metrics and the memory peak to $OUT.
 #   run (device tool; the 3B shape needs an H200: needs_h200) with carry
 #   [".device/trainer.xz", ".device/cache"], where .device/cache is a habits cache holding
 #   the Llama-3 tokenizer (tokenizers/llama3/tokenizer.json.gz and tokenizer_config.json).
@@ -28,6 +29,13 @@ config=configs/ppo-study-step.toml
 sed -e "s|^config = .*|config = \"$SHAPE\"|" -e '/^weights = /d' -e '/^parquet = /d' \
   -e 's/^eval_tasks = .*/eval_tasks = 1/' -e '/^\[track\]/,/^$/d' -e "s|^dir = .*|dir = \"$RUN\"|" \
   configs/ppo.toml > "$config"
+IFS=';' read -ra keys <<< "${PPO_KEYS:-}"
+for kv in "${keys[@]}"; do
+  kv=$(sed 's/^ *//; s/ *$//' <<< "$kv")
+  [ -z "$kv" ] && continue
+  key=${kv%% =*}
+  if grep -q "^$key = " "$config"; then sed -i "s|^$key = .*|$kv|" "$config"; else sed -i "s|^\[ppo\]$|[ppo]\n$kv|" "$config"; fi
+done
 cp "$config" "$OUT/"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 ( while true; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits; sleep 0.5; done ) > "$OUT/gpu-mem.txt" &
