@@ -4,7 +4,9 @@
 #      compare-backends` on $FIXTURES (fixture names, or model configs with random
 #      weights): op-by-op gaps at a rollout batch's shapes, the first layer stage by stage,
 #      logits and batched greedy generation, CPU against CUDA with and without burn's fusion;
-#   1. `trainer ppo --config $CONFIG` (default configs/ppo-gpu.toml, run folder $RUN) under
+#   1. `trainer ppo --config $CONFIG` (default configs/ppo-gpu.toml, run folder $RUN; with
+#      PPO_KEYS, e.g. 'reference_dtype = "bf16"; optimizer_state = "host"', a copy of it
+#      with those [ppo] keys set, scripts/gpu/ppo_keys.sh) under
 #      a time limit of $MINUTES (priming on solver traces, then PPO; held-out evaluations
 #      every 5 steps and at the end);
 #      (each evaluation also generates its first 4 rows alone: `rows_differing` in the
@@ -22,6 +24,7 @@
 set -euo pipefail
 OUT=${OUT:-/tmp/ppo-out}
 source "$(dirname "$0")/trainer_binary.sh"
+source "$(dirname "$0")/ppo_keys.sh"
 MINUTES=${MINUTES:-7}
 CONFIG=${CONFIG:-configs/ppo-gpu.toml}
 RUN=${RUN:-runs/ppo-gpu}
@@ -47,6 +50,11 @@ compare() {
 # rows up in batched generation; docs/PERF.md); HABITS_CUDA_FUSION=1 overrides.
 [ "${COMPARE:-no}" = before ] && compare
 
+if [ -n "${PPO_KEYS:-}" ]; then
+  # The copy lives in configs/ so that its paths resolve from the project root.
+  cp "$CONFIG" configs/ppo-run-keys.toml && CONFIG=configs/ppo-run-keys.toml && set_ppo_keys "$CONFIG"
+  cp "$CONFIG" "$OUT/"
+fi
 echo "== ppo (time limit $MINUTES min)"
 export HABITS_CACHE=${HABITS_CACHE:-$PWD/.device/cache}
 tok="$HABITS_CACHE/tokenizers/llama3/tokenizer.json"

@@ -15,6 +15,7 @@
 set -euo pipefail
 OUT=${OUT:-/tmp/ppo-study-step}
 source "$(dirname "$0")/trainer_binary.sh"
+source "$(dirname "$0")/ppo_keys.sh"
 mkdir -p "$OUT"
 # Compiled kernels and autotune results travel between machines (scripts/gpu/cubecl_cache.sh).
 source "$(dirname "$0")/cubecl_cache.sh"
@@ -29,13 +30,7 @@ config=configs/ppo-study-step.toml
 sed -e "s|^config = .*|config = \"$SHAPE\"|" -e '/^weights = /d' -e '/^parquet = /d' \
   -e 's/^eval_tasks = .*/eval_tasks = 1/' -e '/^\[track\]/,/^$/d' -e "s|^dir = .*|dir = \"$RUN\"|" \
   configs/ppo.toml > "$config"
-IFS=';' read -ra keys <<< "${PPO_KEYS:-}"
-for kv in "${keys[@]}"; do
-  kv=$(sed 's/^ *//; s/ *$//' <<< "$kv")
-  [ -z "$kv" ] && continue
-  key=${kv%% =*}
-  if grep -q "^$key = " "$config"; then sed -i "s|^$key = .*|$kv|" "$config"; else sed -i "s|^\[ppo\]$|[ppo]\n$kv|" "$config"; fi
-done
+set_ppo_keys "$config"
 cp "$config" "$OUT/"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 ( while true; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits; sleep 0.5; done ) > "$OUT/gpu-mem.txt" &
