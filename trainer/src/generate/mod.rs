@@ -104,6 +104,9 @@ const CACHE_SHARE: f64 = 0.6;
 /// memory, at most `rows` (all of them where the device does not say: the CPU).
 pub fn slots_that_fit<B: ModelBackend>(model: &Llama<B>, rows: usize, capacity: usize) -> usize {
     let device = model.embed_tokens.weight.val().device();
+    // The memory pool keeps the pages of earlier passes (a PPO update's graphs and
+    // gradients) that no tensor uses; the driver counts them as taken until they go back.
+    B::memory_cleanup(&device);
     let Some((free, _)) = crate::run::memory_plan::card_memory(&device) else { return rows };
     let c = &model.config;
     let bytes = model.compute().map_or(4, |d| burn::tensor::DType::from(d).size());
