@@ -8,7 +8,8 @@ use std::path::Path;
 
 use burn::prelude::*;
 use trainer::Cpu;
-use trainer::generate::{Sampling, generate, generate_in_slots};
+use trainer::generate::blocks::CacheSize;
+use trainer::generate::{Sampling, generate, generate_with, longest_row};
 use trainer::weights::load_model;
 
 fn greedy(n: usize) -> Sampling {
@@ -113,15 +114,18 @@ fn a_stop_token_mid_way_ends_the_row_there() {
     assert!(stopped[0].len() > 1, "row 0 stops after a decoding step, not at its prefill");
 }
 
-/// Fewer slots than prompts: prompts wait and take the slots of rows that finished, and
-/// every row gets the tokens (and, kept, the logits) it gets with all rows at once, greedy
-/// or sampled on the device or the host, with rows stopping early or not.
+/// Fewer slots than prompts, in a contiguous cache and in a paged one with too few blocks
+/// for every row at full length: prompts wait and take the slots of rows that finished,
+/// rows that outgrow the free blocks wait and come back, and every row gets the tokens
+/// (and, kept, the logits) it gets with all rows at once, greedy or sampled on the device
+/// or the host, with rows stopping early or not.
 #[test]
-fn rows_in_fewer_slots_get_what_they_get_all_at_once() {
+fn rows_in_fewer_slots_and_blocks_get_what_they_get_all_at_once() {
     let model = load_model::<Cpu>(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama"), &Default::default()).unwrap();
     let prompts: Vec<Vec<u32>> = (0..7u32).map(|r| (0..1 + (r * 5) % 19).map(|i| (r * 29 + i * 11 + 3) % 120).collect()).collect();
     let free = generate(&model, &prompts, &greedy(9), false).unwrap().tokens;
     let sampled = Sampling { max_new_tokens: 9, temperature: 1.0, top_p: 1.0, seed: 5, eos: None };
+    let mut sent_back = 0;
     for s in [
         greedy(9),
         Sampling { eos: Some(free[2][1]), ..greedy(9) },
@@ -131,15 +135,23 @@ fn rows_in_fewer_slots_get_what_they_get_all_at_once() {
     ] {
         let keep = s.top_p < 1.0;
         let all = generate(&model, &prompts, &s, keep).unwrap();
+        assert_eq!(all.sent_back, 0, "the CPU holds every row at full length");
+        let longest = longest_row(&prompts, &s);
         for slots in [1, 2, 3] {
-            let some = generate_in_slots(&model, &prompts, &s, keep, slots).unwrap();
-            assert_eq!(some.tokens, all.tokens, "{slots} slots, {s:?}");
-            for (a, b) in some.logits.iter().flatten().zip(all.logits.iter().flatten()) {
-                let gap = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-                assert!(gap < 1e-5, "{slots} slots: kept logits differ by {gap}");
+            // Blocks of 4 positions: one row at full length and a few blocks more.
+            let paged = CacheSize { slots: 2 * slots, blocks: 1 + longest / 4 + 3 * slots, block: 4 };
+            for size in [CacheSize::contiguous(slots, longest), paged] {
+                let some = generate_with(&model, &prompts, &s, keep, size).unwrap();
+                assert_eq!(some.tokens, all.tokens, "{size:?}, {s:?}");
+                for (a, b) in some.logits.iter().flatten().zip(all.logits.iter().flatten()) {
+                    let gap = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                    assert!(gap < 1e-5, "{size:?}: kept logits differ by {gap}");
+                }
+                sent_back += some.sent_back;
             }
         }
     }
+    assert!(sent_back > 0, "no row outgrew the free blocks: the paged sizes test nothing");
 }
 
 #[test]

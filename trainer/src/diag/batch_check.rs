@@ -129,9 +129,14 @@ mod tests {
     #[test]
     fn a_row_taken_from_another_is_named() {
         // A batch whose row 1 computed row 0's logits (and tokens) from step 1 on.
-        let row = |first: f32, token: u32| Generated { tokens: vec![vec![token, token]], logits: vec![vec![vec![first, 1.0, 0.0], vec![first, 0.0, 1.0]]] };
+        let row = |first: f32, token: u32| Generated {
+            tokens: vec![vec![token, token]],
+            logits: vec![vec![vec![first, 1.0, 0.0], vec![first, 0.0, 1.0]]],
+            sent_back: 0,
+        };
         let single = vec![row(5.0, 0), row(-5.0, 2)];
-        let mut batch = Generated { tokens: vec![vec![0, 0], vec![2, 0]], logits: vec![single[0].logits[0].clone(), single[1].logits[0].clone()] };
+        let mut batch =
+            Generated { tokens: vec![vec![0, 0], vec![2, 0]], logits: vec![single[0].logits[0].clone(), single[1].logits[0].clone()], sent_back: 0 };
         batch.logits[1][1] = single[0].logits[0][1].clone();
         let checks = compare_rows(&batch, &single);
         assert!(checks[0].first_bad.is_none() && checks[0].tokens_equal);

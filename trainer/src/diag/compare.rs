@@ -245,14 +245,18 @@ fn run_cached_attention<B: ModelBackend>(case: &AttentionCase, (k, v): (&[f32], 
 
 fn run_cache_update<B: ModelBackend>(cache: &[f32], new: &[f32], s: OpShapes, device: &B::Device) -> Vec<f32> {
     let OpShapes { batch: b, kv_heads: kv, head_dim: d, prompt, capacity, .. } = s;
-    // The cache holds the prompt; every row's new token goes at its own position (row r at
-    // `prompt - r % 8`), and the view shows one position more.
-    let mut layer = KvCache::<B>::new(b, capacity);
+    // The cache holds the prompt in blocks of 16, row r's blocks interleaved with the
+    // others' (r, r + b, r + 2b, ...); every row's new token goes at its own position (row
+    // r at `prompt - r % 8`), and reading the rows back shows one position more.
+    const BLOCK: usize = 16;
+    let per_row = capacity.div_ceil(BLOCK);
+    let tables = |rows: &mut dyn Iterator<Item = usize>| -> Vec<Vec<usize>> { rows.map(|r| (0..per_row).map(|j| r + b * j).collect()).collect() };
+    let mut layer = KvCache::<B>::new(b * per_row, BLOCK);
     let filled = || tensor::<B, 4>(cache, [b, kv, capacity, d], device).narrow(2, 0, prompt);
-    layer.write(filled(), filled(), &Placement::new((0..b).collect(), vec![0; b], device));
+    layer.write(filled(), filled(), &Placement::new(tables(&mut (0..b)), vec![0; b], device));
     let new = tensor::<B, 4>(new, [b, kv, 1, d], device);
-    layer.write(new.clone(), new, &Placement::new((0..b).rev().collect(), (0..b).map(|r| prompt - (b - 1 - r) % 8).collect(), device));
-    host(layer.view(prompt + 2).0)
+    layer.write(new.clone(), new, &Placement::new(tables(&mut (0..b).rev()), (0..b).map(|r| prompt - (b - 1 - r) % 8).collect(), device));
+    host(layer.rows(&Placement::new(tables(&mut (0..b)), vec![0; b], device), prompt + 2).0)
 }
 
 fn run_last_argmax<B: Backend>(hidden: &[f32], head: &[f32], s: OpShapes, device: &B::Device) -> Vec<f32> {

@@ -95,14 +95,19 @@ fn check_training_ops(kernels: Kernels) {
     // A vocabulary that is not a multiple of the 256 units a cube walks a row with.
     print(ops::cross_entropy::check::check_cross_entropy::<Cpu, CudaPlain>([37, 50_021], cpu, gpu), "two kernels");
     print(ops::pick_tokens::check::check_pick_tokens::<Cpu, CudaPlain>([37, 50_021], cpu, gpu), "one kernel");
-    // A decoding step's write (one position a row) and a prefill's (a block a row).
-    print(ops::kv_write::check::check_kv_write::<Cpu, CudaPlain>([37, 3, 77, 64], [29, 1], cpu, gpu), "one kernel");
-    print(ops::kv_write::check::check_kv_write::<Cpu, CudaPlain>([37, 3, 77, 64], [5, 40], cpu, gpu), "one kernel");
+    // A decoding step's write (one position a row) and a prefill's (a run of positions a
+    // row), in a paged cache (scattered blocks of 16) and a contiguous one (a block a row).
+    print(ops::kv_write::check::check_kv_write::<Cpu, CudaPlain>([400, 3, 16, 64], [29, 1, 5], cpu, gpu), "one kernel");
+    print(ops::kv_write::check::check_kv_write::<Cpu, CudaPlain>([400, 3, 16, 64], [5, 40, 5], cpu, gpu), "one kernel");
+    print(ops::kv_write::check::check_kv_write::<Cpu, CudaPlain>([37, 3, 77, 64], [5, 40, 1], cpu, gpu), "one kernel");
     // A decoding step's attention: the 1B's heads (32 of 64 over 8) and the 3B's (24 of 128
-    // over 8), f32 and bf16, rows in scattered slots of a longer cache.
+    // over 8), f32 and bf16, rows in scattered blocks of a paged cache and in scattered
+    // slots of a contiguous one.
     for dtype in [burn::tensor::DType::F32, burn::tensor::DType::BF16] {
-        print(ops::decode_attention::check::check_decode_attention::<Cpu, CudaPlain>([29, 32, 8, 37, 300, 64], dtype, cpu, gpu), "one kernel");
-        print(ops::decode_attention::check::check_decode_attention::<Cpu, CudaPlain>([29, 24, 8, 37, 300, 128], dtype, cpu, gpu), "one kernel");
+        for heads in [[29, 32, 8, 64], [29, 24, 8, 128]] {
+            print(ops::decode_attention::check::check_decode_attention::<Cpu, CudaPlain>(heads, [600, 16, 19], dtype, cpu, gpu), "one kernel");
+            print(ops::decode_attention::check::check_decode_attention::<Cpu, CudaPlain>(heads, [37, 300, 1], dtype, cpu, gpu), "one kernel");
+        }
     }
 }
 

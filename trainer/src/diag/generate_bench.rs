@@ -5,7 +5,8 @@
 //! timed call of the prefill alone (one new token), which gives the mean decoding step;
 //! with a GPU profile, one more call records every kernel (launches and time per step).
 //! `bytes_per_step` is what a mean decoding step must read (weights and cache): divided by
-//! the card's memory bandwidth, the step's lower bound.
+//! the card's memory bandwidth, the step's lower bound; `rows_sent_back`, how often a row
+//! of the last timed call gave its cache blocks back and was prefilled again (`generate`).
 //! The PyTorch side of the comparison is `scripts/gpu/bench_torch_generate.py`.
 
 use std::time::Instant;
@@ -49,7 +50,7 @@ pub fn bench_generate<B: ModelBackend>(config: &ModelConfig, b: &GenerateBench, 
     generate(&model, &prompts, &sampling(0, b.new_tokens), false)?;
     let first_s = started.elapsed().as_secs_f64();
     // Each repeat: the prefill alone (one token), then the whole call.
-    let (mut prefills, mut times) = (Vec::new(), Vec::new());
+    let (mut prefills, mut times, mut sent_back) = (Vec::new(), Vec::new(), 0);
     for repeat in 0..b.repeats.max(1) {
         let started = Instant::now();
         generate(&model, &prompts, &sampling(repeat as u64 + 1, 1), false)?;
@@ -58,6 +59,7 @@ pub fn bench_generate<B: ModelBackend>(config: &ModelConfig, b: &GenerateBench, 
         let out = generate(&model, &prompts, &sampling(repeat as u64 + 1, b.new_tokens), false)?;
         times.push(started.elapsed().as_secs_f64());
         anyhow::ensure!(out.tokens.iter().all(|t| t.len() == b.new_tokens), "every row must run to {} tokens", b.new_tokens);
+        sent_back = out.sent_back;
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (seconds, prefill_s) = (mean(&times), mean(&prefills));
@@ -74,7 +76,7 @@ pub fn bench_generate<B: ModelBackend>(config: &ModelConfig, b: &GenerateBench, 
         "side": "ours", "batch": b.batch, "prompt_tokens": b.prompt_tokens, "new_tokens": b.new_tokens, "parameters": config.num_parameters(),
         "compute_dtype": compute_name(b.compute), "first_call_s": first_s, "seconds": seconds, "tokens_per_s": (b.batch * b.new_tokens) as f64 / seconds,
         "prefill_s": prefill_s, "step_ms": (seconds - prefill_s) * 1e3 / b.new_tokens.saturating_sub(1).max(1) as f64,
-        "bytes_per_step": bytes_per_step(config, b),
+        "bytes_per_step": bytes_per_step(config, b), "rows_sent_back": sent_back,
     }))
 }
 
@@ -83,7 +85,7 @@ pub fn bench_generate<B: ModelBackend>(config: &ModelConfig, b: &GenerateBench, 
 /// a lookup of a few rows, but a tied LM head reads it whole), and each row's cached keys
 /// and values at the mean length (the prompt and half the new tokens).
 fn bytes_per_step(config: &ModelConfig, b: &GenerateBench) -> f64 {
-    let size = b.compute.map_or(4, |dtype| burn::tensor::DType::from(dtype).size()) as f64;
+    let size = crate::model::precision::compute_bytes(b.compute) as f64;
     let embedding = if config.tie_word_embeddings { 0 } else { config.vocab_size * config.hidden_size };
     let weights = (config.num_parameters() - embedding) as f64 * size;
     let per_position = (2 * config.num_layers * config.num_kv_heads * config.head_dim) as f64 * size;

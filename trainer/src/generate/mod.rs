@@ -1,22 +1,29 @@
-//! Batched generation with a key/value cache of `slots` rows: prompts wait in order and
-//! take free slots, a prefill pass for the prompts admitted together (left-padded to one
-//! length, a multiple of `PROMPT_BUCKET`), then one decoding step at a time for every slot;
-//! a row that finishes frees its slot for the next prompt (continuous batching). Each row
-//! has its own positions (padding does not count) and its own length in the cache, and
-//! never attends to its padding or to other rows. The cache is written in place at each
-//! row's position, and a decoding step's attention reads each row's own positions only
-//! (`ops::decode_attention`). The weights are held in the compute dtype for the whole call (`Llama::for_generation`). Once every prompt is
-//! admitted, free slots leave the cache when they are a quarter of it, so they stop
-//! costing every remaining step. Greedy picks, and sampling without a top-p cut (PPO's
-//! rollouts), happen on the device (`sample`): only the chosen ids come back, not `[rows,
-//! vocab]` logits each step, and a row's draws come from its own key (the seed and its
-//! index in `prompts`) and its step, whatever other rows share its batch and whatever slot
-//! it has. Then a step is issued before the previous step's picks reach the host: it
-//! feeds them as they lie on the device, and the host records them (finished rows, new
-//! prompts) while the GPU runs the next step; a row that finished at the previous step
-//! costs the step in flight one wasted position, and its extra token is dropped.
+//! Batched generation over a paged key/value cache (`blocks`): prompts wait in order and
+//! take free slots of the decoding batch, a prefill pass for the prompts admitted together
+//! (left-padded to one length, a multiple of `PROMPT_BUCKET`), then one decoding step at a
+//! time for every slot; a row that finishes frees its slot and its blocks for the next
+//! prompt (continuous batching). A row holds the blocks its positions need, one more each
+//! time it fills one; when none is free, the rows admitted last give theirs back and wait
+//! at the head of the queue, to be prefilled again with the tokens they have (vLLM's
+//! preemption by recomputation). Each row has its own positions (padding does not count)
+//! and its own length, and never attends to its padding or to other rows. The cache is
+//! written in place at each row's position, and a decoding step's attention reads each
+//! row's own positions only (`ops::decode_attention`). The weights are held in the compute
+//! dtype for the whole call (`Llama::for_generation`). Once every prompt is admitted, free
+//! slots leave the batch when they are a quarter of it, so they stop costing every
+//! remaining step. Greedy picks, and sampling without a top-p cut (PPO's rollouts), happen
+//! on the device (`sample`): only the chosen ids come back, not `[rows, vocab]` logits each
+//! step, and a row's draws come from its own key (the seed and its index in `prompts`) and
+//! its step, whatever other rows share its batch, whatever slot it has and however often it
+//! waited. Then a step is issued before the previous step's picks reach the host: it feeds
+//! them as they lie on the device, and the host records them (finished rows, new prompts)
+//! while the GPU runs the next step; a row that finished at the previous step costs the
+//! step in flight one wasted position, and its extra token is dropped.
 
+pub mod blocks;
 mod sample;
+
+use std::collections::VecDeque;
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
@@ -27,13 +34,20 @@ use crate::model::kv_cache::{Attend, CacheStep, KvCache};
 use crate::ops::kv_write::Placement;
 use crate::ops::pick_tokens::{PendingPicks, PicksReader, pick_tokens, row_key, step_hash};
 
+use self::blocks::{CacheSize, FreeBlocks, cache_size};
 use self::sample::pick_rows;
 
-/// Prompts are left-padded to a multiple of this, and the cache's capacity is rounded up to
-/// a multiple of `CACHE_BUCKET`: a few shapes for all batches, so GPU kernels compiled for
-/// one batch serve the next.
+/// Prompts are left-padded to a multiple of this: a few shapes for all batches, so GPU
+/// kernels compiled for one batch serve the next.
 pub const PROMPT_BUCKET: usize = 16;
-const CACHE_BUCKET: usize = 64;
+
+/// A prefill pass takes at most this many positions (rows x padded length), and at most
+/// `PREFILL_SCORES` query-key pairs (rows x length²: its attention's scores are a
+/// `[rows, heads, length, length]` tensor): rows that come back with hundreds of tokens are
+/// prefilled a few at a time (at the 3B shape, 1,024 positions: 16 rows, 1.6 GB of f32
+/// scores), new prompts of 80 positions 409 at a time.
+const PREFILL_POSITIONS: usize = 32_768;
+const PREFILL_SCORES: usize = 1 << 24;
 
 /// How to pick tokens.
 #[derive(Clone, Debug)]
@@ -54,6 +68,8 @@ pub struct Generated {
     pub tokens: Vec<Vec<u32>>,
     /// With `keep_logits`: the logits each new token was chosen from, per row and step.
     pub logits: Vec<Vec<Vec<f32>>>,
+    /// Times a row gave its blocks back and waited to be prefilled again.
+    pub sent_back: usize,
 }
 
 /// `n` rounded up to a multiple of `m`.
@@ -61,10 +77,14 @@ pub fn round_up(n: usize, m: usize) -> usize {
     n.div_ceil(m) * m
 }
 
-/// A row being generated in a slot of the cache.
+/// A row being generated in a slot of the batch.
 struct Slot {
     /// The row's index in the caller's prompts.
     row: usize,
+    /// When it was admitted (the last admitted wait first when blocks run out).
+    admitted: usize,
+    /// Its blocks of the cache, in position order.
+    blocks: Vec<usize>,
     /// The first cache position of the row's prompt (its left padding before).
     start: usize,
     /// Cache positions written (padding, prompt, fed tokens).
@@ -82,85 +102,105 @@ struct Slot {
     key: u32,
 }
 
+/// A row waiting for a slot: new, or back from the batch with the tokens it has (its
+/// streams and counts kept).
+enum Waiting {
+    New(usize),
+    Back(Box<Slot>),
+}
+
+impl Waiting {
+    fn row(&self) -> usize {
+        match self {
+            Waiting::New(row) => *row,
+            Waiting::Back(slot) => slot.row,
+        }
+    }
+}
+
 /// Generates continuations of `prompts` (token ids, each non-empty): all rows at once, or
-/// as many at a time as the card's free memory holds the caches of (`slots_that_fit`).
+/// as many at a time as the card's free memory holds the caches of (`blocks::cache_size`).
 pub fn generate<B: ModelBackend>(model: &Llama<B>, prompts: &[Vec<u32>], s: &Sampling, keep_logits: bool) -> Result<Generated> {
-    let slots = slots_that_fit(model, prompts.len(), cache_capacity(prompts, s));
-    generate_in_slots(model, prompts, s, keep_logits, slots)
+    let longest_prompt = round_up(prompts.iter().map(Vec::len).max().unwrap_or(0), PROMPT_BUCKET);
+    let size = cache_size(model, prompts.len(), longest_row(prompts, s), longest_prompt);
+    generate_with(model, prompts, s, keep_logits, size)
 }
 
-/// Positions a slot holds: the longest prompt (padded to `PROMPT_BUCKET`) and every new
-/// token, rounded up to `CACHE_BUCKET`.
-fn cache_capacity(prompts: &[Vec<u32>], s: &Sampling) -> usize {
-    let longest = round_up(prompts.iter().map(Vec::len).max().unwrap_or(0), PROMPT_BUCKET);
-    round_up(longest + s.max_new_tokens, CACHE_BUCKET)
+/// Positions a row can take: the longest prompt with the padding of a prefill and every new
+/// token (a row prefilled again with its tokens is padded again).
+pub fn longest_row(prompts: &[Vec<u32>], s: &Sampling) -> usize {
+    round_up(prompts.iter().map(Vec::len).max().unwrap_or(0) + s.max_new_tokens, PROMPT_BUCKET) + PROMPT_BUCKET
 }
 
-/// Share of the card's free memory the caches may take; the rest is for the weights' copy
-/// in the compute dtype and the passes' activations and logits.
-const CACHE_SHARE: f64 = 0.6;
-
-/// How many rows' caches of `capacity` positions fit in `CACHE_SHARE` of the card's free
-/// memory, at most `rows` (all of them where the device does not say: the CPU).
-pub fn slots_that_fit<B: ModelBackend>(model: &Llama<B>, rows: usize, capacity: usize) -> usize {
-    let device = model.embed_tokens.weight.val().device();
-    // The memory pool keeps the pages of earlier passes (a PPO update's graphs and
-    // gradients) that no tensor uses; the driver counts them as taken until they go back.
-    B::memory_cleanup(&device);
-    let Some((free, _)) = crate::run::memory_plan::card_memory(&device) else { return rows };
-    let c = &model.config;
-    let bytes = model.compute().map_or(4, |d| burn::tensor::DType::from(d).size());
-    let per_slot = 2 * c.num_layers * c.num_kv_heads * c.head_dim * capacity * bytes;
-    ((free as f64 * CACHE_SHARE) as usize / per_slot.max(1)).clamp(1, rows)
-}
-
-/// Generates continuations of `prompts` with at most `slots` rows at a time: the prompts
-/// wait in order, and new ones take the slots of rows that finished (continuous batching).
-/// Each row's tokens are the ones it would get with every row at once (its draws come from
-/// its own key).
-pub fn generate_in_slots<B: ModelBackend>(model: &Llama<B>, prompts: &[Vec<u32>], s: &Sampling, keep_logits: bool, slots: usize) -> Result<Generated> {
+/// Generates continuations of `prompts` with the caches `size`: at most `size.slots` rows
+/// at a time, the prompts waiting in order and new ones taking the slots of rows that
+/// finished (continuous batching), rows holding blocks as they grow. Each row's tokens are
+/// the ones it would get with every row at once (its draws come from its own key).
+pub fn generate_with<B: ModelBackend>(model: &Llama<B>, prompts: &[Vec<u32>], s: &Sampling, keep_logits: bool, size: CacheSize) -> Result<Generated> {
     if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
         bail!("generation needs at least one prompt, and no empty prompt");
     }
     if s.max_new_tokens == 0 {
-        return Ok(Generated { tokens: vec![Vec::new(); prompts.len()], logits: vec![Vec::new(); prompts.len()] });
+        return Ok(Generated { tokens: vec![Vec::new(); prompts.len()], logits: vec![Vec::new(); prompts.len()], sent_back: 0 });
     }
+    size.check(longest_row(prompts, s))?;
     let model = model.for_generation();
-    let (capacity, slots) = (cache_capacity(prompts, s), slots.clamp(1, prompts.len()));
+    let slots = size.slots.clamp(1, prompts.len());
     let reader = B::picks_reader(&model.embed_tokens.weight.val().device());
     let mut engine = Engine {
         model: &model,
         s,
         keep_logits,
         reader: reader.as_ref(),
-        caches: model.new_caches(slots, capacity),
+        caches: model.new_caches(size.blocks, size.block),
+        size,
+        free_blocks: FreeBlocks::new(size.blocks),
+        admissions: 0,
         slots: (0..slots).map(|_| None).collect(),
         in_flight: None,
-        out: Generated { tokens: vec![Vec::new(); prompts.len()], logits: vec![Vec::new(); prompts.len()] },
+        out: Generated { tokens: vec![Vec::new(); prompts.len()], logits: vec![Vec::new(); prompts.len()], sent_back: 0 },
     };
-    let mut waiting = prompts.iter().enumerate().peekable();
+    let mut waiting: VecDeque<Waiting> = (0..prompts.len()).map(Waiting::New).collect();
     loop {
         // What the host knows: a step in flight may have finished rows it has not seen yet.
         let free: Vec<usize> = (0..engine.slots.len()).filter(|&i| engine.slots[i].is_none()).collect();
         let live = engine.slots.len() - free.len();
         // New prompts take the free slots once an eighth of them are free (each admission
-        // is a prefill pass), or when nothing is generating.
-        let admit = waiting.peek().is_some() && !free.is_empty() && (free.len() * 8 >= engine.slots.len() || live == 0);
+        // is a prefill pass), or when nothing is generating; as many as the free blocks take.
+        let admitting = if !waiting.is_empty() && !free.is_empty() && (free.len() * 8 >= engine.slots.len() || live == 0) {
+            engine.admissible(&waiting, free.len(), prompts)
+        } else {
+            0
+        };
         // Free slots leave once the prompts are all admitted and a quarter of the slots are free.
-        let compact = !admit && live > 0 && waiting.peek().is_none() && free.len() * 4 >= engine.slots.len();
+        let compact = admitting == 0 && live > 0 && waiting.is_empty() && free.len() * 4 >= engine.slots.len();
         let continuing = engine.slots.iter().flatten().any(|row| row.issued < s.max_new_tokens);
         // Admissions and compactions change the slots: the step in flight lands first.
-        if engine.in_flight.is_some() && (admit || compact || !continuing) {
+        if engine.in_flight.is_some() && (admitting > 0 || compact || !continuing) {
             engine.land()?;
             continue;
         }
-        if admit {
-            let admitted: Vec<(usize, usize)> = free.iter().zip(waiting.by_ref()).map(|(&slot, (row, _))| (slot, row)).collect();
-            engine.prefill(&admitted, prompts)?;
+        if admitting > 0 {
+            let admitted: Vec<(usize, Waiting)> = free.iter().copied().zip(waiting.drain(..admitting)).collect();
+            engine.prefill(admitted, prompts)?;
             continue;
         }
         if live == 0 {
+            // The cache holds one row at full length (`CacheSize::check`), so an idle
+            // engine admits the first waiting row.
+            anyhow::ensure!(waiting.is_empty(), "generation stalled with {} rows waiting and none in the batch", waiting.len());
             break;
+        }
+        // Every row needs room for its next position. When blocks run short, the step in
+        // flight lands (rows that finished give theirs back); then the row admitted last
+        // gives its blocks back and waits first (its prefill is redone, never its picks).
+        if !engine.grow() {
+            if engine.in_flight.is_some() {
+                engine.land()?;
+            } else {
+                engine.send_back_last(&mut waiting);
+            }
+            continue;
         }
         if compact {
             engine.compact();
@@ -178,14 +218,18 @@ struct InFlight<'a, B: ModelBackend> {
     rows: Vec<Option<usize>>,
 }
 
-/// Generation's state: the model, the caches and their slots, the step in flight, what
-/// came out.
+/// Generation's state: the model, the caches, their free blocks and the batch's slots, the
+/// step in flight, what came out.
 struct Engine<'a, B: ModelBackend> {
     model: &'a Llama<B>,
     s: &'a Sampling,
     keep_logits: bool,
     reader: &'a dyn PicksReader<B>,
     caches: Vec<KvCache<B>>,
+    size: CacheSize,
+    free_blocks: FreeBlocks,
+    /// Admissions so far (a row's `admitted` is the count when it came in).
+    admissions: usize,
     slots: Vec<Option<Slot>>,
     in_flight: Option<InFlight<'a, B>>,
     out: Generated,
@@ -203,15 +247,62 @@ impl<'a, B: ModelBackend> Engine<'a, B> {
         !self.keep_logits && (self.s.temperature <= 0.0 || self.s.top_p >= 1.0)
     }
 
-    /// Prefills the prompts of `admitted` (`(slot, row)`) into their slots, each left-padded
-    /// to the longest of them (rounded up to `PROMPT_BUCKET`), and picks their first tokens.
-    fn prefill(&mut self, admitted: &[(usize, usize)], prompts: &[Vec<u32>]) -> Result<()> {
+    /// The tokens a waiting row is prefilled with: its prompt, and the tokens it has when
+    /// it comes back.
+    fn prefill_ids(&self, waiting: &Waiting, prompts: &[Vec<u32>]) -> Vec<u32> {
+        let row = waiting.row();
+        let mut ids = prompts[row].clone();
+        if let Waiting::Back(_) = waiting {
+            ids.extend(&self.out.tokens[row]);
+        }
+        ids
+    }
+
+    /// The length of `prefill_ids`.
+    fn prefill_len(&self, waiting: &Waiting, prompts: &[Vec<u32>]) -> usize {
+        match waiting {
+            Waiting::New(row) => prompts[*row].len(),
+            Waiting::Back(slot) => prompts[slot.row].len() + self.out.tokens[slot.row].len(),
+        }
+    }
+
+    /// How many of the first waiting rows (at most `slots`, and the prefill's limits
+    /// `PREFILL_POSITIONS` and `PREFILL_SCORES`) one prefill takes: rows no longer than
+    /// the first once padded (a row back with its tokens is not prefilled
+    /// beside short prompts, nor they padded to its length), as many as the free blocks
+    /// hold with a block more for each row of the batch after them that has not all it
+    /// can need (so that no row waits again at once).
+    fn admissible(&self, waiting: &VecDeque<Waiting>, slots: usize, prompts: &[Vec<u32>]) -> usize {
+        let growing = |len: usize, remaining: usize, held: usize| usize::from(self.size.blocks_for(len + remaining) > held);
+        let mut headroom: usize = self.slots.iter().flatten().map(|r| growing(r.len, self.s.max_new_tokens - r.picked, r.blocks.len())).sum();
+        let Some(first) = waiting.front() else { return 0 };
+        let padded = round_up(self.prefill_len(first, prompts), PROMPT_BUCKET);
+        let held = self.size.blocks_for(padded);
+        let most = (PREFILL_POSITIONS / padded).min(PREFILL_SCORES / (padded * padded)).max(1);
+        let mut admitted = 0;
+        for w in waiting.iter().take(slots.min(most)) {
+            if self.prefill_len(w, prompts) > padded {
+                break;
+            }
+            let extra = growing(padded, self.s.max_new_tokens - self.out.tokens[w.row()].len(), held);
+            if (admitted + 1) * held + headroom + extra > self.free_blocks.count() {
+                break;
+            }
+            (admitted, headroom) = (admitted + 1, headroom + extra);
+        }
+        admitted
+    }
+
+    /// Prefills the rows of `admitted` (`(slot, row)`) into their slots, each left-padded
+    /// to the longest of them (rounded up to `PROMPT_BUCKET`) and given the blocks that
+    /// holds, and picks their next tokens.
+    fn prefill(&mut self, admitted: Vec<(usize, Waiting)>, prompts: &[Vec<u32>]) -> Result<()> {
         let device = self.device();
-        let longest = round_up(admitted.iter().map(|&(_, row)| prompts[row].len()).max().unwrap_or(0), PROMPT_BUCKET);
+        let all_ids: Vec<Vec<u32>> = admitted.iter().map(|(_, w)| self.prefill_ids(w, prompts)).collect();
+        let longest = round_up(all_ids.iter().map(Vec::len).max().unwrap_or(0), PROMPT_BUCKET);
         let pad = self.s.eos.unwrap_or(0);
-        let pads: Vec<usize> = admitted.iter().map(|&(_, row)| longest - prompts[row].len()).collect();
-        let ids: Vec<i64> =
-            admitted.iter().zip(&pads).flat_map(|(&(_, row), &n)| std::iter::repeat_n(pad as i64, n).chain(prompts[row].iter().map(|&t| t as i64))).collect();
+        let pads: Vec<usize> = all_ids.iter().map(|ids| longest - ids.len()).collect();
+        let ids: Vec<i64> = all_ids.iter().zip(&pads).flat_map(|(ids, &n)| std::iter::repeat_n(pad as i64, n).chain(ids.iter().map(|&t| t as i64))).collect();
         let positions: Vec<Vec<usize>> = pads.iter().map(|&n| (0..longest).map(|j| j.saturating_sub(n)).collect()).collect();
         // Causal over the prompt, padding hidden; a padding query sees only itself (its
         // output is never used).
@@ -223,15 +314,35 @@ impl<'a, B: ModelBackend> Engine<'a, B> {
         }
         let bias = Tensor::<B, 4>::from_data(TensorData::new(bias, [admitted.len(), 1, longest, longest]), &device);
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [admitted.len(), longest]), &device);
-        let step =
-            CacheStep { at: Placement::new(admitted.iter().map(|&(slot, _)| slot).collect(), vec![0; admitted.len()], &device), attend: Attend::NewKeys };
+        let held = self.size.blocks_for(longest);
+        let tables: Vec<Vec<usize>> = admitted.iter().map(|_| self.free_blocks.take(held).expect("admission counted the free blocks")).collect();
+        let step = CacheStep { at: Placement::new(tables.clone(), vec![0; admitted.len()], &device), attend: Attend::NewKeys };
         let logits = self.model.forward_cached(ids, &positions, Some(bias), &mut self.caches, &step);
-        for (&(slot, row), &n) in admitted.iter().zip(&pads) {
-            let rng = fastrand::Rng::with_seed(self.s.seed ^ (row as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            self.slots[slot] =
-                Some(Slot { row, start: n, len: longest, next_pos: prompts[row].len(), picked: 0, last: 0, issued: 0, rng, key: row_key(self.s.seed, row) });
-        }
         let order: Vec<usize> = admitted.iter().map(|&(slot, _)| slot).collect();
+        for (((slot, waiting), blocks), (n, ids)) in admitted.into_iter().zip(tables).zip(pads.into_iter().zip(&all_ids)) {
+            let mut row = match waiting {
+                Waiting::Back(row) => *row,
+                Waiting::New(row) => {
+                    let rng = fastrand::Rng::with_seed(self.s.seed ^ (row as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                    Slot {
+                        row,
+                        admitted: 0,
+                        blocks: Vec::new(),
+                        start: 0,
+                        len: 0,
+                        next_pos: 0,
+                        picked: 0,
+                        last: 0,
+                        issued: 0,
+                        rng,
+                        key: row_key(self.s.seed, row),
+                    }
+                }
+            };
+            (row.admitted, row.blocks, row.start, row.len, row.next_pos) = (self.admissions, blocks, n, longest, ids.len());
+            self.admissions += 1;
+            self.slots[slot] = Some(row);
+        }
         let tokens = if self.picks_on_device() {
             let picks = self.pick_on_device(logits, &order);
             (self.reader.start(picks))()?
@@ -241,6 +352,31 @@ impl<'a, B: ModelBackend> Engine<'a, B> {
         let rows = self.rows_of(&order);
         self.record(&order, &rows, tokens);
         Ok(())
+    }
+
+    /// Gives every live row whose next position starts a block a free block; false when
+    /// the free blocks ran out first.
+    fn grow(&mut self) -> bool {
+        let block = self.size.block;
+        for row in self.slots.iter_mut().flatten() {
+            if row.len == row.blocks.len() * block {
+                match self.free_blocks.take(1) {
+                    Some(b) => row.blocks.extend(b),
+                    None => return false,
+                }
+            }
+        }
+        true
+    }
+
+    /// The row admitted last leaves the batch: its blocks go back, and it waits at the head
+    /// of the queue with the tokens it has (nothing is in flight).
+    fn send_back_last(&mut self, waiting: &mut VecDeque<Waiting>) {
+        let last = (0..self.slots.len()).filter(|&i| self.slots[i].is_some()).max_by_key(|&i| self.slots[i].as_ref().map(|r| r.admitted));
+        let mut row = self.slots[last.expect("a row is live")].take().expect("a live slot");
+        self.free_blocks.give(std::mem::take(&mut row.blocks));
+        self.out.sent_back += 1;
+        waiting.push_front(Waiting::Back(Box::new(row)));
     }
 
     /// One decoding step of every slot: each live row's last token is fed at its own
@@ -259,10 +395,11 @@ impl<'a, B: ModelBackend> Engine<'a, B> {
             }
         };
         let positions: Vec<Vec<usize>> = self.slots.iter().map(|slot| vec![slot.as_ref().map_or(0, |r| r.next_pos)]).collect();
-        // Each row sees its slot from its first prompt position to its new key; a free
-        // slot feeds padding at its position 0 and sees only it.
+        // Each row sees its positions from its first prompt position to its new key; a free
+        // slot feeds padding at position 0 of block 0, which no row holds, and sees only it.
+        let tables = self.slots.iter().map(|slot| slot.as_ref().map_or_else(|| vec![0], |r| r.blocks.clone())).collect();
         let (starts, firsts) = self.slots.iter().map(|slot| slot.as_ref().map_or((0, 0), |r| (r.len, r.start))).unzip();
-        let step = CacheStep { at: Placement::seeing((0..rows).collect(), starts, firsts, &device), attend: Attend::Cache };
+        let step = CacheStep { at: Placement::seeing(tables, starts, firsts, &device), attend: Attend::Cache };
         let logits = self.model.forward_cached(ids, &positions, None, &mut self.caches, &step);
         for slot in self.slots.iter_mut().flatten() {
             slot.len += 1;
@@ -346,7 +483,8 @@ impl<'a, B: ModelBackend> Engine<'a, B> {
 
     /// Records `tokens[i]` for the row in slot `order[i]` if it is still the row `rows[i]`
     /// the pick was issued for (a row that finished meanwhile drops its extra token), and
-    /// frees the slots of rows that finished.
+    /// frees the slots and blocks of rows that finished (a step in flight that still writes
+    /// there runs before any pass that gives them to another row).
     fn record(&mut self, order: &[usize], rows: &[Option<usize>], tokens: Vec<u32>) {
         let s = self.s;
         for ((&slot, &issued_for), token) in order.iter().zip(rows).zip(tokens) {
@@ -358,16 +496,14 @@ impl<'a, B: ModelBackend> Engine<'a, B> {
             row.picked += 1;
             row.last = token;
             if s.eos == Some(token) || row.picked == s.max_new_tokens {
-                self.slots[slot] = None;
+                let finished = self.slots[slot].take().expect("a live slot");
+                self.free_blocks.give(finished.blocks);
             }
         }
     }
 
-    /// Drops the free slots from the caches (copying the live rows' caches).
+    /// Drops the free slots from the batch (the rows keep their blocks: nothing moves).
     fn compact(&mut self) {
-        let kept: Vec<usize> = (0..self.slots.len()).filter(|&i| self.slots[i].is_some()).collect();
-        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(kept.iter().map(|&i| i as i64).collect::<Vec<_>>(), [kept.len()]), &self.device());
-        self.caches.iter_mut().for_each(|cache| cache.keep_slots(index.clone()));
-        self.slots = kept.into_iter().map(|i| self.slots[i].take()).collect();
+        self.slots.retain(Option::is_some);
     }
 }

@@ -193,7 +193,7 @@ impl<B: ModelBackend> Llama<B> {
     /// `[batch, seq]` at `positions[row][i]`; their keys and values are written into the
     /// caches where `step` says, and the queries attend, under `bias` (`[batch, 1, seq,
     /// keys]`, 0 seen and -inf hidden), to the pass's own keys (a prefill), or to each
-    /// row's slot from its first position (a decoding step, no bias: `step.at.firsts`).
+    /// row's positions from its first (a decoding step, no bias: `step.at.firsts`).
     /// The LM head runs on the last position only (a prefill of 256 prompts of 96 tokens
     /// would otherwise make 3 billion logits over a 128k vocabulary).
     pub fn forward_cached(
@@ -219,9 +219,9 @@ impl<B: ModelBackend> Llama<B> {
         self.head_computed(add_then_norm(&self.norm, last(x), pending.map(last), self.compute).1)
     }
 
-    /// Empty caches of `slots` rows of up to `capacity` positions, one per layer.
-    pub fn new_caches(&self, slots: usize, capacity: usize) -> Vec<KvCache<B>> {
-        (0..self.layers.len()).map(|_| KvCache::new(slots, capacity)).collect()
+    /// Empty caches of `blocks` blocks of `block` positions, one per layer.
+    pub fn new_caches(&self, blocks: usize, block: usize) -> Vec<KvCache<B>> {
+        (0..self.layers.len()).map(|_| KvCache::new(blocks, block)).collect()
     }
 
     /// The LM head: logits `[batch, seq, vocab]` of final hidden states (in either dtype),

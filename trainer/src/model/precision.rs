@@ -36,6 +36,11 @@ pub fn compute_name(compute: Compute) -> String {
     compute.map_or("f32".to_string(), |d| format!("{d:?}").to_lowercase())
 }
 
+/// Bytes of one value in the compute dtype (4 for none: the parameters' f32).
+pub fn compute_bytes(compute: Compute) -> usize {
+    compute.map_or(4, |d| burn::tensor::DType::from(d).size())
+}
+
 /// `x` in `dtype`, unchanged when it is there already (under autodiff a cast to the same
 /// dtype is still an operation, forward and backward).
 pub fn cast_to<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: FloatDType) -> Tensor<B, D> {

@@ -7,8 +7,8 @@
 //! and one parameter's on the card while it is updated; the critic's value head is a
 //! rounding error) and the frozen reference (in `ppo.reference_dtype`). Then two phases, one at a time:
 //! - **rollouts**: the generation engine's copy of the actor's weights in the compute
-//!   dtype and its key/value cache, which takes what is free (`generate::slots_that_fit`);
-//!   counted here at one slot, the least it runs with;
+//!   dtype and its key/value cache, whose blocks take what is free (`generate::blocks::cache_size`);
+//!   counted here at one row, the least it runs with;
 //! - **the update**: the critic's epoch, then the actor's (`ppo::update`), so one model's
 //!   gradients at a time: its gradient sums and one backward segment's beside them, and
 //!   for a micro-batch of `micro_batch` rows of prompt + response its graph (the weight
@@ -55,7 +55,7 @@ pub struct PpoMemoryPlan {
     /// AdamW's moments of actor and critic in host memory (0 when they are on the card).
     pub host_state: u64,
     pub reference: u64,
-    /// The engine's weights in the compute dtype and one slot of cache.
+    /// The engine's weights in the compute dtype and one row of cache.
     pub rollout: u64,
     /// One model's gradient sums and a backward segment's beside them.
     pub gradients: u64,
@@ -101,7 +101,7 @@ impl PpoMemoryPlan {
     /// One line: every part, the total, and the card's `(free, total)` where known.
     pub fn describe(&self, card: Option<(u64, u64)>) -> String {
         let line = format!(
-            "memory plan: actor and critic with AdamW {}, reference {}; rollouts {} (weights in the compute dtype, one slot of cache; the cache takes what is free); update, one model at a time: gradients {}, graph {}, logits {}: {} with the reserve",
+            "memory plan: actor and critic with AdamW {}, reference {}; rollouts {} (weights in the compute dtype, one row of cache; the cache takes what is free); update, one model at a time: gradients {}, graph {}, logits {}: {} with the reserve",
             gb(self.models),
             gb(self.reference),
             gb(self.rollout),

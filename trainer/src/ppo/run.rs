@@ -26,7 +26,7 @@ use crate::countdown::task::{Task, prompt};
 use crate::generate::{Sampling, generate};
 use crate::model::Llama;
 use crate::model::config::ModelConfig;
-use crate::model::precision::parse_compute;
+use crate::model::precision::{compute_bytes, parse_compute};
 use crate::ops::adamw::OnePassAdamW;
 use crate::ops::backend::BackendKind;
 use crate::ops::kernels::Kernels;
@@ -212,7 +212,7 @@ pub fn ppo<B: TrainBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOptio
 /// training tasks').
 fn plan_memory<D: 'static>(cfg: &PpoConfig, model: &ModelConfig, prompt: usize, device: &D) -> Result<()> {
     let p = &cfg.ppo;
-    let bytes = |dtype: &str| -> Result<usize> { Ok(parse_compute(dtype)?.map_or(4, |d| burn::tensor::DType::from(d).size())) };
+    let bytes = |dtype: &str| -> Result<usize> { Ok(compute_bytes(parse_compute(dtype)?)) };
     let settings = PpoSettings {
         micro_batch: p.micro_batch,
         prompt,
@@ -363,6 +363,11 @@ fn ppo_step<B: TrainBackend>(mut run: Policy<B>, step: usize, cfg: &PpoConfig, i
         write_rollouts(&cfg.output.dir, step, &kept)?;
     }
     let update_started = Instant::now();
+    // The rollout's cache blocks and the scoring passes' activations are free but their
+    // pages stay in the memory pool, in sizes the update's gradients and graphs do not
+    // take: they go back to the driver first (at the 3B shape on an 80 GB card the update
+    // ran out of memory without this).
+    B::memory_cleanup(&run.actor.embed_tokens.weight.val().device());
     let recomputed = p.recompute.layers(inputs.model.num_layers, "ppo.recompute")?;
     let settings = update_settings(p, inputs.eos, recomputed, run.actor.kernels());
     let (actor, critic, stats) = update(run.actor, run.critic, &mut run.actor_optim, &mut run.critic_optim, &batch, &settings);

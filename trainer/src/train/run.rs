@@ -18,7 +18,7 @@ use crate::data::set::{Sequence, read_split};
 use crate::loss::{lm_loss, lm_loss_sum_of_hidden};
 use crate::model::Llama;
 use crate::model::config::ModelConfig;
-use crate::model::precision::parse_compute;
+use crate::model::precision::{compute_bytes, parse_compute};
 use crate::ops::adamw::OnePassAdamW;
 use crate::ops::backend::BackendKind;
 use crate::run::backward::{GradientSums, backward_into, head_chunk_rows};
@@ -213,7 +213,7 @@ impl Plan {
 /// loaded, a run that cannot fit.
 fn plan_memory<D: 'static>(cfg: &PretrainConfig, model: &ModelConfig, device: &D) -> Result<()> {
     let t = &cfg.train;
-    let compute_bytes = parse_compute(&t.compute_dtype)?.map_or(4, |d| burn::tensor::DType::from(d).size());
+    let compute_bytes = compute_bytes(parse_compute(&t.compute_dtype)?);
     let recomputed = t.recompute.layers(model.num_layers, "train.recompute")?;
     let settings = Settings { batch: t.batch_size, seq_len: cfg.data.seq_len, grad_accum: t.grad_accum, recomputed, compute_bytes };
     let card = card_memory(device);

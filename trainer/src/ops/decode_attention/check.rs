@@ -9,23 +9,27 @@ use crate::ops::check::{BF16_TOLERANCE, OpGap, TOLERANCE, host, named_gaps, tens
 use crate::ops::kernels::Kernels;
 use crate::ops::kv_write::Placement;
 
-/// `decode_attention` on both backends for `rows` rows in scattered slots of random caches
-/// `[slots, kv_heads, capacity, d]`, at scattered lengths (one row at the last position,
-/// one seeing only its new key, one seeing its whole slot): the output and both caches
-/// after the step. The tested backend runs in `dtype` (the reference in f32, on the same
-/// values rounded to `dtype`).
+/// `decode_attention` on both backends for `rows` rows of queries over random caches
+/// `[blocks, kv_heads, block, d]`, each row holding `per_row` scattered blocks, at
+/// scattered lengths (one row at its last position, one seeing only its new key, one
+/// seeing all its positions): the output and both caches after the step. The tested
+/// backend runs in `dtype` (the reference in f32, on the same values rounded to `dtype`).
 pub fn check_decode_attention<R: DecodeAttention, T: DecodeAttention>(
-    [rows, heads, kv_heads, slots, capacity, d]: [usize; 6],
+    [rows, heads, kv_heads, d]: [usize; 4],
+    [blocks, block, per_row]: [usize; 3],
     dtype: DType,
     reference: &R::Device,
     tested: &T::Device,
 ) -> Vec<OpGap> {
+    assert!(rows * per_row <= blocks, "{rows} rows of {per_row} blocks do not fit {blocks} blocks");
     let mut rng = fastrand::Rng::with_seed(47);
     let mut floats = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.f32() * 4.0 - 2.0).collect() };
     let (q, new_k, new_v) = (floats(rows * heads * d), floats(rows * kv_heads * d), floats(rows * kv_heads * d));
-    let (k_cache, v_cache) = (floats(slots * kv_heads * capacity * d), floats(slots * kv_heads * capacity * d));
-    let mut order: Vec<usize> = (0..slots).collect();
+    let (k_cache, v_cache) = (floats(blocks * kv_heads * block * d), floats(blocks * kv_heads * block * d));
+    let mut order: Vec<usize> = (0..blocks).collect();
     rng.shuffle(&mut order);
+    let tables: Vec<Vec<usize>> = order.chunks(per_row).take(rows).map(<[usize]>::to_vec).collect();
+    let capacity = per_row * block;
     let starts: Vec<usize> = (0..rows).map(|i| if i == 0 { capacity - 1 } else { rng.usize(0..capacity) }).collect();
     let firsts: Vec<usize> = starts
         .iter()
@@ -40,13 +44,13 @@ pub fn check_decode_attention<R: DecodeAttention, T: DecodeAttention>(
             }
         })
         .collect();
-    let placement = (order[..rows].to_vec(), starts, firsts);
-    let shapes = [[rows, heads, 1, d], [rows, kv_heads, 1, d], [slots, kv_heads, capacity, d]];
+    let placement = (tables, starts, firsts);
+    let shapes = [[rows, heads, 1, d], [rows, kv_heads, 1, d], [blocks, kv_heads, block, d]];
     let inputs = [q, new_k, new_v, k_cache, v_cache];
     fn run<B: DecodeAttention>(
         inputs: &[Vec<f32>; 5],
         shapes: [[usize; 4]; 3],
-        at: &(Vec<usize>, Vec<usize>, Vec<usize>),
+        at: &(Vec<Vec<usize>>, Vec<usize>, Vec<usize>),
         dtype: DType,
         device: &B::Device,
     ) -> [Vec<f32>; 3] {
@@ -69,7 +73,7 @@ pub fn check_decode_attention<R: DecodeAttention, T: DecodeAttention>(
     let expected = run::<R>(&rounded, shapes, &placement, DType::F32, reference);
     let actual = run::<T>(&inputs, shapes, &placement, dtype, tested);
     let tolerance = if dtype == DType::F32 { TOLERANCE } else { BF16_TOLERANCE };
-    let what = format!("decode attention [{rows}, {heads} ({kv_heads} kv), {d}] over [{slots}, {capacity}] {dtype:?}");
+    let what = format!("decode attention [{rows}, {heads} ({kv_heads} kv), {d}] over {per_row} of [{blocks}, {block}] {dtype:?}");
     named_gaps(&what, &["output", "keys' cache", "values' cache"], &expected, &actual).into_iter().map(|g| OpGap { tolerance, ..g }).collect()
 }
 

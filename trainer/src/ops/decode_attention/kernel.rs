@@ -1,9 +1,10 @@
 //! A decoding step's attention (`decode_attention`) as one CUDA kernel for burn's CUDA
 //! backend without fusion. A cube takes one row and one key/value head, 4 planes of 32
-//! lanes. The row's new key and value are written into its slot first; the cube's query
+//! lanes; a row's position is found through its table of blocks (`ops::kv_write`). The
+//! row's new key and value are written into the cache first; the cube's query
 //! heads (the group that shares the key/value head) wait in shared memory, scaled, in f32.
-//! The planes then take tiles of 32 positions of the slot in turn, from the row's first to
-//! its new key:
+//! The planes then take tiles of 32 of the row's positions in turn, from its first to its
+//! new key:
 //! - scores: a quad of 4 lanes reads one position's key (16-byte loads, 64 contiguous
 //!   bytes a quad at once) and takes its dot products with every query of the group;
 //! - the online softmax: per query head, the tile's maximum and sum across the plane's
@@ -37,11 +38,21 @@ const MOST_GROUP: usize = 8;
 /// Keys are read 8 values (16 bytes in bf16) at a time.
 type Wide = Const<8>;
 
-/// For the cube's row `r` and key/value head `h`: `cache[slot, h, start] = new[r, h]` (keys
-/// and values) and, for each query head `j` of the group, `out[r, j] = softmax(q[r, j] ·
-/// kᵀ · scale) v` over the slot's positions `first..=start`; `placement` holds each row's
-/// slot, start and first, one after the other. Keys in vectors of 8 values, queries, values
-/// and the output in vectors of `per_lane` (32 a head).
+/// The index of the row's position `p` of key/value head `head` in a cache `[blocks,
+/// kv_heads, block, head_dim]` counted in `head_dim`-long rows: the row's table (from
+/// `row_at` in `placement`, after its start and first) names the block.
+#[cube]
+fn cache_position<I: Int>(placement: &Tensor<I>, row_at: usize, p: u32, head: usize, kv_heads: usize, block: u32) -> usize {
+    let b = u32::cast_from(placement[row_at + 2 + (p / block) as usize]) as usize;
+    (b * kv_heads + head) * block as usize + (p % block) as usize
+}
+
+/// For the cube's row `r` and key/value head `h`: the row's position `start` of head `h`
+/// takes `new[r, h]` (keys and values) and, for each query head `j` of the group, `out[r,
+/// j] = softmax(q[r, j] · kᵀ · scale) v` over the row's positions `first..=start`;
+/// `placement` holds each row's start, first and blocks, `stride` numbers a row. Keys in
+/// vectors of 8 values, queries, values and the output in vectors of `per_lane` (32 a
+/// head).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn decode_attention_kernel<E: Float, I: Int, N: Size>(
@@ -52,7 +63,8 @@ fn decode_attention_kernel<E: Float, I: Int, N: Size>(
     v_cache: &mut Tensor<Vector<E, N>>,
     out: &mut Tensor<Vector<E, N>>,
     placement: &Tensor<I>,
-    capacity: u32,
+    block: u32,
+    stride: u32,
     scale: f32,
     #[comptime] group: usize,
     #[comptime] per_lane: usize,
@@ -66,18 +78,17 @@ fn decode_attention_kernel<E: Float, I: Int, N: Size>(
     let lanes = PLANE as usize;
     let d = comptime!(PLANE as usize * per_lane);
     let wide = comptime!(PLANE as usize * per_lane / 8);
-    let slot = u32::cast_from(placement[3 * row]) as usize;
-    let start = u32::cast_from(placement[3 * row + 1]);
-    let first = u32::cast_from(placement[3 * row + 2]);
-    // The slot's positions for this head.
-    let base = (slot * kv_heads + head) * capacity as usize;
+    let row_at = row * stride as usize;
+    let start = u32::cast_from(placement[row_at]);
+    let first = u32::cast_from(placement[row_at + 1]);
     // The new key and value go into the cache before anything reads it.
     if plane == 0 {
         let new_at = row * kv_heads + head;
+        let at = cache_position(placement, row_at, start, head, kv_heads, block);
         if lane < wide {
-            k_cache[(base + start as usize) * wide + lane] = new_k[new_at * wide + lane];
+            k_cache[at * wide + lane] = new_k[new_at * wide + lane];
         }
-        v_cache[(base + start as usize) * lanes + lane] = new_v[new_at * lanes + lane];
+        v_cache[at * lanes + lane] = new_v[new_at * lanes + lane];
     }
     // The group's queries, scaled, in f32: query head g's value x at g * d + x.
     let mut queries = SharedMemory::<f32>::new(comptime!(group * PLANE as usize * per_lane));
@@ -116,7 +127,7 @@ fn decode_attention_kernel<E: Float, I: Int, N: Size>(
             // Past the new key, the quad reads the new key again (no branch keeps the loads
             // of the rounds apart) and its score is dropped.
             let p = tile + quad + comptime!(8 * r as u32);
-            let at = (base + min(p, start) as usize) * wide;
+            let at = cache_position(placement, row_at, min(p, start), head, kv_heads, block) * wide;
             #[unroll]
             for g in 0..group {
                 scores[r * group + g] = f32::new(0.0);
@@ -167,7 +178,7 @@ fn decode_attention_kernel<E: Float, I: Int, N: Size>(
         // are in flight together).
         #[unroll]
         for j in 0..32u32 {
-            let vv = v_cache[(base + min(tile + j, start) as usize) * lanes + lane];
+            let vv = v_cache[cache_position(placement, row_at, min(tile + j, start), head, kv_heads, block) * lanes + lane];
             #[unroll]
             for g in 0..group {
                 let weight = plane_broadcast(scores[comptime!((j / 8) as usize * group) + g], comptime!((j % 8) * 4));
@@ -260,7 +271,7 @@ impl DecodeAttention for CudaPlain {
         let [k_cache, v_cache] = caches.map(owned);
         let [new_k, new_v] = new;
         let [rows, _, _, _] = q.meta.shape[..] else { unreachable!("decode_attention checked a 4-d query") };
-        let [_, kv_heads, capacity, _] = k_cache.meta.shape[..] else { unreachable!("decode_attention checked a 4-d cache") };
+        let [_, kv_heads, block, _] = k_cache.meta.shape[..] else { unreachable!("decode_attention checked a 4-d cache") };
         let out = empty_like(&q, q.meta.shape.to_vec(), q.dtype);
         let placement = into_contiguous(at.table.clone().into_primitive());
         let dtypes = [q.dtype.into(), placement.dtype.into()];
@@ -276,7 +287,8 @@ impl DecodeAttention for CudaPlain {
             v_cache.clone().into_tensor_arg(),
             out.clone().into_tensor_arg(),
             placement.into_tensor_arg(),
-            capacity as u32,
+            block as u32,
+            (2 + at.width) as u32,
             scale as f32,
             group,
             per_lane,

@@ -5,35 +5,40 @@
 use super::{KvWrite, Placement, kv_write};
 use crate::ops::check::{OpGap, host, named_gaps, tensor};
 
-/// `kv_write` on both backends: `rows` blocks of `t` positions into random key and value
-/// caches of `[slots, heads, capacity, d]`, at scattered slots and positions (one block
-/// ending at the capacity); the whole caches after the write must be equal.
+/// `kv_write` on both backends: `rows` runs of `t` positions into random key and value
+/// caches of `[blocks, heads, block, d]`, each row holding `per_row` scattered blocks and
+/// writing from a scattered position (one run ending at its row's last position); the whole
+/// caches after the write must be equal.
 pub fn check_kv_write<R: KvWrite, T: KvWrite>(
-    [slots, heads, capacity, d]: [usize; 4],
-    [rows, t]: [usize; 2],
+    [blocks, heads, block, d]: [usize; 4],
+    [rows, t, per_row]: [usize; 3],
     reference: &R::Device,
     tested: &T::Device,
 ) -> Vec<OpGap> {
+    assert!(rows * per_row <= blocks && t <= per_row * block, "{rows} rows of {per_row} blocks cannot take {t} positions each in {blocks} blocks");
     let mut rng = fastrand::Rng::with_seed(43);
-    let cache: Vec<f32> = (0..slots * heads * capacity * d).map(|_| rng.f32() - 0.5).collect();
+    let cache: Vec<f32> = (0..blocks * heads * block * d).map(|_| rng.f32() - 0.5).collect();
     let values: Vec<f32> = (0..rows * heads * t * d).map(|_| rng.f32() + 1.0).collect();
-    let mut order: Vec<usize> = (0..slots).collect();
+    let mut order: Vec<usize> = (0..blocks).collect();
     rng.shuffle(&mut order);
-    let starts: Vec<usize> = (0..rows).map(|i| if i == 0 { capacity - t } else { rng.usize(0..=capacity - t) }).collect();
-    let at = (order[..rows].to_vec(), starts);
+    let tables: Vec<Vec<usize>> = order.chunks(per_row).take(rows).map(<[usize]>::to_vec).collect();
+    let last = per_row * block - t;
+    let starts: Vec<usize> = (0..rows).map(|i| if i == 0 { last } else { rng.usize(0..=last) }).collect();
+    let at = (tables, starts);
     fn run<B: KvWrite>(
         cache: &[f32],
         values: &[f32],
         shapes: ([usize; 4], [usize; 4]),
-        (slots, starts): &(Vec<usize>, Vec<usize>),
+        (tables, starts): &(Vec<Vec<usize>>, Vec<usize>),
         device: &B::Device,
     ) -> Vec<Vec<f32>> {
-        let at = Placement::new(slots.clone(), starts.clone(), device);
+        let at = Placement::new(tables.clone(), starts.clone(), device);
         let (cache, values) = (tensor::<B, 4>(cache, shapes.0, device), tensor::<B, 4>(values, shapes.1, device));
         kv_write([cache.clone(), -cache], [values.clone(), values * 2.0], &at).map(host).to_vec()
     }
-    let shapes = ([slots, heads, capacity, d], [rows, heads, t, d]);
+    let shapes = ([blocks, heads, block, d], [rows, heads, t, d]);
     let expected = run::<R>(&cache, &values, shapes, &at, reference);
     let actual = run::<T>(&cache, &values, shapes, &at, tested);
-    named_gaps(&format!("cache write [{slots}, {heads}, {capacity}, {d}] <- [{rows}, {heads}, {t}, {d}]"), &["keys", "values"], &expected, &actual)
+    let what = format!("cache write [{blocks}, {heads}, {block}, {d}] <- [{rows}, {heads}, {t}, {d}], {per_row} blocks a row");
+    named_gaps(&what, &["keys", "values"], &expected, &actual)
 }

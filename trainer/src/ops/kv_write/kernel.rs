@@ -1,7 +1,7 @@
 //! The cache write (`kv_write`) as one CUDA kernel for burn's CUDA backend without fusion:
-//! one unit per written key and its value, its row's slot and first position read from a
-//! small table, written into the caches in place (a copy first only when a cache's buffer
-//! is shared).
+//! one unit per written key and its value, its row's first position and block read from
+//! the placement's table, written into the caches in place (a copy first only when a
+//! cache's buffer is shared).
 
 use burn::tensor::DType;
 use burn::tensor::ops::FloatTensor;
@@ -14,8 +14,9 @@ use crate::CudaPlain;
 use crate::ops::cuda::plane_rows::one_unit_each;
 use crate::ops::kv_write::{KvWrite, Placement, slice_by_slice};
 
-/// `cache[slot[r], h, start[r] + p, x] = values[r, h, p, x]` for the keys and the values;
-/// `placement` holds each row's slot, start and first visible position, one after the other.
+/// `cache[b, h, q % block, x] = values[r, h, p, x]` for the keys and the values, where `q =
+/// start[r] + p` and `b` is row `r`'s block `q / block`; `placement` holds each row's start,
+/// first visible position and blocks, `stride` numbers a row.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn kv_write_kernel<E: Float, I: Int>(
@@ -26,8 +27,9 @@ fn kv_write_kernel<E: Float, I: Int>(
     placement: &Tensor<I>,
     heads: u32,
     t: u32,
-    capacity: u32,
+    block: u32,
     d: u32,
+    stride: u32,
     #[define(E, I)] _dtypes: [StorageType; 2],
 ) {
     let i = ABSOLUTE_POS;
@@ -38,9 +40,10 @@ fn kv_write_kernel<E: Float, I: Int>(
     let p = (i / d as usize) % t as usize;
     let h = (i / (d as usize * t as usize)) % heads as usize;
     let r = i / (d as usize * t as usize * heads as usize);
-    let slot = u32::cast_from(placement[3 * r]) as usize;
-    let start = u32::cast_from(placement[3 * r + 1]) as usize;
-    let at = ((slot * heads as usize + h) * capacity as usize + start + p) * d as usize + x;
+    let row_at = r * stride as usize;
+    let q = u32::cast_from(placement[row_at]) as usize + p;
+    let b = u32::cast_from(placement[row_at + 2 + q / block as usize]) as usize;
+    let at = ((b * heads as usize + h) * block as usize + q % block as usize) * d as usize + x;
     k_cache[at] = k[i];
     v_cache[at] = v[i];
 }
@@ -48,7 +51,7 @@ fn kv_write_kernel<E: Float, I: Int>(
 impl KvWrite for CudaPlain {
     fn kv_write(caches: [FloatTensor<Self>; 2], values: [FloatTensor<Self>; 2], at: &Placement<Self>) -> [FloatTensor<Self>; 2] {
         let ([k_cache, v_cache], [k, v]) = (caches.map(into_contiguous), values.map(into_contiguous));
-        let [_, heads, capacity, d] = k_cache.meta.shape[..] else { unreachable!("kv_write checked a 4-d cache") };
+        let [_, heads, block, d] = k_cache.meta.shape[..] else { unreachable!("kv_write checked a 4-d cache") };
         let t = k.meta.shape[2];
         let dtype = k_cache.dtype;
         let fits = matches!(dtype, DType::F32 | DType::BF16 | DType::F16)
@@ -74,8 +77,9 @@ impl KvWrite for CudaPlain {
             placement.into_tensor_arg(),
             heads as u32,
             t as u32,
-            capacity as u32,
+            block as u32,
             d as u32,
+            (2 + at.width) as u32,
             dtypes,
         );
         [k_cache, v_cache]
