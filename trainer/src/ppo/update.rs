@@ -123,6 +123,8 @@ pub fn update<B: TrainBackend, OA: Optimizer<Llama<B>, B>, OC: Optimizer<Critic<
     let (a, c) = (s.actor_mini_batch.max(1), s.critic_mini_batch.max(1));
     let critic_epoch = Epoch { rollouts, mini: c, weights: loss_weights(&lengths, c, s.critic_loss_group, s.loss_average), unit, settings: s };
     let (critic, critic_part) = critic_epoch.run(critic, critic_optim, s.critic_lr, |critic, micro, sums| critic_micro_batch(critic, micro, s, sums));
+    // At the study's 3B shape each epoch takes minutes: say where the update is.
+    eprintln!("  critic updated in {:.1} s ({} optimizer steps); updating the actor", critic_part.seconds, critic_part.steps);
     let actor_epoch = Epoch { rollouts, mini: a, weights: loss_weights(&lengths, a, s.actor_loss_group, s.loss_average), unit, settings: s };
     let (actor, actor_part) = actor_epoch.run(actor, actor_optim, s.actor_lr, |actor, micro, sums| actor_micro_batch(actor, micro, s, sums));
     // An empty batch has no statistics: zeros.
