@@ -95,11 +95,13 @@ fn a_primed_model_runs_ppo_and_resumes_exactly() {
         assert!(t("generation_s") > 0.0 && scoring > 0.0, "{v}");
         assert!(t("generation_s") + scoring <= t("rollout_s") && t("rollout_s") + t("update_s") <= t("step_s"), "{v}");
         assert!(t("critic_update_s") > 0.0 && t("actor_update_s") > 0.0 && t("critic_update_s") + t("actor_update_s") <= t("update_s"), "{v}");
+        assert_eq!(v["rows_sent_back"], 0, "the CPU's cache holds every row at full length: {v}");
     }
     assert!(
         err.contains("(generation ") && err.contains(", scoring ") && err.contains("; update ") && err.contains(": critic "),
         "the progress line splits the step: {err}"
     );
+    assert!(err.contains("responses rolled out in ") && err.contains("critic updated in "), "lines within a step say where it is: {err}");
     assert_eq!(lines(&metrics, "eval").iter().map(|v| v["step"].as_u64().unwrap()).collect::<Vec<_>>(), vec![0, 2, 3], "before PPO, every 2 steps, at the end");
     for v in lines(&metrics, "eval") {
         // Rows generated alone equal the same rows of the batch on the CPU.

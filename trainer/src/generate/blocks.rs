@@ -49,22 +49,28 @@ impl CacheSize {
 }
 
 /// The paged cache for `rows` rows of up to `longest` positions, whose prompts are up to
-/// `prompt` positions: every row at full length where the card's free memory holds that (all
-/// rows where the device does not say: the CPU), else as many blocks as fit in
-/// `CACHE_SHARE` of it and as many rows at once as those blocks hold at half their new
-/// tokens (rows that outgrow the blocks wait, `generate`).
+/// `prompt` positions, sized from the card's free memory (`sized`).
 pub fn cache_size<B: ModelBackend>(model: &Llama<B>, rows: usize, longest: usize, prompt: usize) -> CacheSize {
-    let per_row = longest.div_ceil(BLOCK);
-    let all = rows * per_row + 1;
     let device = model.embed_tokens.weight.val().device();
     // The memory pool keeps the pages of earlier passes (a PPO update's graphs and
     // gradients) that no tensor uses; the driver counts them as taken until they go back.
     B::memory_cleanup(&device);
-    let blocks = match crate::run::memory_plan::card_memory(&device) {
-        Some((free, _)) => ((free as f64 * CACHE_SHARE) as usize / block_bytes(model).max(1)).clamp(per_row + 1, all),
+    let free = crate::run::memory_plan::card_memory(&device).map(|(free, _)| free as usize);
+    sized(free, block_bytes(model), rows, longest, prompt)
+}
+
+/// Every row at full length where `free` bytes hold that (all rows where the device does
+/// not say, `None`: the CPU), else as many blocks of `block_bytes` as fit in `CACHE_SHARE`
+/// of it (at least one row's at full length) and as many rows at once as those blocks hold
+/// at their prompt and half their new tokens (rows that outgrow the blocks wait, `generate`).
+pub fn sized(free: Option<usize>, block_bytes: usize, rows: usize, longest: usize, prompt: usize) -> CacheSize {
+    let per_row = longest.div_ceil(BLOCK);
+    let all = rows * per_row + 1;
+    let blocks = match free {
+        Some(free) => ((free as f64 * CACHE_SHARE) as usize / block_bytes.max(1)).clamp(per_row + 1, all),
         None => all,
     };
-    let typical = (prompt + (longest - prompt) / 2).div_ceil(BLOCK).max(1);
+    let typical = (prompt + longest.saturating_sub(prompt) / 2).div_ceil(BLOCK).max(1);
     CacheSize { slots: ((blocks - 1) / typical).clamp(1, rows.max(1)), blocks, block: BLOCK }
 }
 
@@ -113,6 +119,23 @@ mod tests {
         assert_eq!(all, vec![1, 2, 3, 4]);
         free.give(a);
         assert_eq!(free.count(), 3);
+    }
+
+    /// Every row at full length when memory allows; else the blocks in 60% of it and the
+    /// rows they hold at half length; never less than one row at full length.
+    #[test]
+    fn the_cache_is_sized_from_free_memory() {
+        // 1,024 rows of 64-token prompts and 1,024 new tokens (1,120 positions: 35 blocks).
+        let (rows, longest, prompt) = (1024, 1120, 64);
+        let all = CacheSize { slots: 1024, blocks: 1024 * 35 + 1, block: BLOCK };
+        assert_eq!(sized(None, 1 << 20, rows, longest, prompt), all, "the CPU: every row");
+        assert_eq!(sized(Some(1 << 40), 1 << 20, rows, longest, prompt), all, "more than enough memory");
+        // 10,001 MB free, blocks of 1 MB: 6,000 blocks; 19 blocks a row at 64 + 528 positions.
+        let some = sized(Some(10_001 << 20), 1 << 20, rows, longest, prompt);
+        assert_eq!(some, CacheSize { slots: 5999 / 19, blocks: 6000, block: BLOCK });
+        let none = sized(Some(1 << 20), 1 << 20, rows, longest, prompt);
+        assert_eq!(none, CacheSize { slots: 1, blocks: 36, block: BLOCK }, "one row at full length at the least");
+        assert!(none.check(longest).is_ok());
     }
 
     #[test]

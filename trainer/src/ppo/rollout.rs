@@ -60,11 +60,13 @@ pub struct RolloutTimes {
     pub values_s: f64,
 }
 
-/// A scored batch and its times.
+/// A scored batch, its times, and how often a row waited for cache blocks while generating
+/// (`generate::Generated::sent_back`).
 #[derive(Clone, Debug)]
 pub struct RolloutBatch {
     pub rollouts: Vec<Rollout>,
     pub times: RolloutTimes,
+    pub rows_sent_back: usize,
 }
 
 /// Samples and scores a batch; `score(prompt_index, text)` rates the decoded prompt + response.
@@ -83,6 +85,7 @@ pub fn rollout<B: ModelBackend, D: Detokenize>(
     let batch: Vec<Vec<u32>> = expanded.iter().map(|(_, p)| p.clone()).collect();
     let generated = generate(actor, &batch, &s.sampling, false)?;
     times.generation_s = started.elapsed().as_secs_f64();
+    let rows_sent_back = generated.sent_back;
     let kept: Vec<(usize, Vec<u32>, Vec<u32>)> =
         expanded.into_iter().zip(generated.tokens).filter(|(_, response)| !response.is_empty()).map(|((i, p), r)| (i, p, r)).collect();
     let pad = s.sampling.eos.unwrap_or(0);
@@ -103,7 +106,7 @@ pub fn rollout<B: ModelBackend, D: Detokenize>(
     for (r, a) in out.iter_mut().zip(advantages) {
         r.advantages = a;
     }
-    Ok(RolloutBatch { rollouts: out, times })
+    Ok(RolloutBatch { rollouts: out, times, rows_sent_back })
 }
 
 /// Per row and response token: the actor's and the reference's log-probability of the

@@ -341,7 +341,7 @@ fn ppo_step<B: TrainBackend>(mut run: Policy<B>, step: usize, cfg: &PpoConfig, i
     let settings = rollout_settings(p, step, inputs.eos);
     let rolled = rollout(&run.actor.valid(), &run.reference, &run.critic.valid(), &prompts, &inputs.tok, |i, text| judge(text, &drawn[i]).score(), &settings)?;
     let rollout_s = started.elapsed().as_secs_f64();
-    let (batch, times) = (rolled.rollouts, rolled.times);
+    let (batch, times, rows_sent_back) = (rolled.rollouts, rolled.times, rolled.rows_sent_back);
     // A study step's rollout and update take minutes each at the 3B shape: say where it is.
     eprintln!(
         "step {step}: {} responses rolled out in {rollout_s:.1} s (generation {:.1}, scoring {:.1}); updating",
@@ -391,6 +391,7 @@ fn ppo_step<B: TrainBackend>(mut run: Policy<B>, step: usize, cfg: &PpoConfig, i
         "value_loss": stats.value_loss, "clip_fraction": stats.clip_fraction, "value_clip_fraction": stats.value_clip_fraction,
         "actor_grad_norm": stats.actor_grad_norm, "critic_grad_norm": stats.critic_grad_norm, "responses": batch.len(),
         "rollout_tokens_per_s": response_tokens as f64 / times.generation_s, "rollout_s": rollout_s, "generation_s": times.generation_s,
+        "rows_sent_back": rows_sent_back,
         "actor_logp_s": times.actor_logp_s, "reference_logp_s": times.reference_logp_s, "values_s": times.values_s, "update_s": update_s,
         "critic_update_s": stats.critic_update_s, "actor_update_s": stats.actor_update_s, "step_s": step_s,
     }))?;
