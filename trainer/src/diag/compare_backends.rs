@@ -64,6 +64,11 @@ fn check_training_ops(kernels: Kernels) {
     }
     // Odd sizes, so that the kernel's last block is partly outside the tensor.
     print(ops::adamw::check::check_adamw::<Cpu, CudaPlain>([1001, 777], cpu, gpu), "one kernel");
+    print(ops::adamw::check::check_adamw_on_host::<Cpu, CudaPlain>([1001, 777], cpu, gpu), "page-locked moments");
+    // Moments on the card against in page-locked memory, both on CUDA: the same bits.
+    for g in ops::adamw::check::check_adamw_on_host::<CudaPlain, CudaPlain>([1001, 777], gpu, gpu) {
+        println!("op {g} (CUDA, on the card against on the host){}", if g.gap == 0.0 { "" } else { "  NOT THE SAME BITS" });
+    }
     print(ops::matmul::check::check_matmul::<Cpu, CudaPlain>([333, 517, 129], kernels, cpu, gpu), "cuBLAS unless HABITS_CUBLAS=0");
     print(ops::matmul::check::check_matmul_gradients::<Cpu, CudaPlain>([333, 517, 129], kernels, cpu, gpu), "cuBLAS unless HABITS_CUBLAS=0");
     // Grouped heads (3 and 2 query heads per key/value head), one sequence and two; the

@@ -79,8 +79,9 @@ mod tests {
     #[test]
     fn every_op_agrees_with_itself() {
         let (cpu, k) = (&Default::default(), Kernels::default());
-        let checks: [(Vec<OpGap>, usize); 18] = [
+        let checks: [(Vec<OpGap>, usize); 19] = [
             (adamw::check::check_adamw::<Cpu, Cpu>([7, 5], cpu, cpu), 3),
+            (adamw::check::check_adamw_on_host::<Cpu, Cpu>([7, 5], cpu, cpu), 3),
             (attention::check::check_attention::<Cpu, Cpu>([1, 3, 3, 9, 4], DType::F32, k, cpu, cpu), 4),
             (attention::check::check_attention::<Cpu, Cpu>([2, 4, 2, 9, 4], DType::F32, k, cpu, cpu), 4),
             (cross_entropy::check::check_cross_entropy::<Cpu, Cpu>([5, 13], cpu, cpu), 2),

@@ -10,6 +10,7 @@
 //! | `flash_attention` | `HABITS_FLASH_ATTENTION` (1/0) | true | the flash kernels where they take the inputs, else the staircase |
 //! | `attention_chunk` | `HABITS_ATTENTION_CHUNK` | 256 | query positions per chunk of the staircase |
 //! | `cublas` | `HABITS_CUBLAS` (1/0) | true | cuBLAS for products, else cubecl's matmul |
+//! | `pinned_moments` | `HABITS_PINNED_MOMENTS` (1/0) | false | AdamW's moments kept on the host (`ppo.optimizer_state = "host"`) in page-locked memory, copied on the kernels' stream (not yet run on a GPU since a fix: off until it has) |
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -29,17 +30,20 @@ pub struct Kernels {
     pub attention_chunk: usize,
     /// Products on cuBLAS (else cubecl's matmul kernels).
     pub cublas: bool,
+    /// AdamW's moments, when kept on the host, in page-locked memory with their copies
+    /// queued on the kernels' stream (else read back and uploaded through burn).
+    pub pinned_moments: bool,
 }
 
 impl Default for Kernels {
     fn default() -> Self {
-        Kernels { fusion: None, flash_attention: true, attention_chunk: DEFAULT_ATTENTION_CHUNK, cublas: true }
+        Kernels { fusion: None, flash_attention: true, attention_chunk: DEFAULT_ATTENTION_CHUNK, cublas: true, pinned_moments: false }
     }
 }
 
 impl Kernels {
     /// These settings with the environment's overrides (`HABITS_CUDA_FUSION`,
-    /// `HABITS_FLASH_ATTENTION`, `HABITS_CUBLAS`: `1` or `0`; `HABITS_ATTENTION_CHUNK`: a
+    /// `HABITS_FLASH_ATTENTION`, `HABITS_CUBLAS`, `HABITS_PINNED_MOMENTS`: `1` or `0`; `HABITS_ATTENTION_CHUNK`: a
     /// positive whole number), checked; one error names a bad variable or key.
     pub fn with_env_overrides(self) -> Result<Self> {
         self.with_overrides(|name| std::env::var(name).ok())
@@ -63,6 +67,9 @@ impl Kernels {
         if let Some(on) = switch("HABITS_CUBLAS")? {
             self.cublas = on;
         }
+        if let Some(on) = switch("HABITS_PINNED_MOMENTS")? {
+            self.pinned_moments = on;
+        }
         if let Some(v) = var("HABITS_ATTENTION_CHUNK") {
             self.attention_chunk = v.trim().parse().with_context(|| format!("HABITS_ATTENTION_CHUNK={v:?}: give a positive whole number of positions"))?;
         }
@@ -76,11 +83,12 @@ impl Kernels {
     pub fn describe(&self) -> String {
         let on = |b: bool| if b { "on" } else { "off" };
         format!(
-            "kernels: fusion {}, flash attention {}, attention chunk {}, cuBLAS {}",
+            "kernels: fusion {}, flash attention {}, attention chunk {}, cuBLAS {}, page-locked moments {}",
             self.fusion.map_or("by command", on),
             on(self.flash_attention),
             self.attention_chunk,
-            on(self.cublas)
+            on(self.cublas),
+            on(self.pinned_moments)
         )
     }
 }
@@ -97,8 +105,9 @@ mod tests {
     #[test]
     fn the_environment_overrides_the_config_and_bad_values_are_one_clear_error() {
         let from_config = Kernels { flash_attention: false, ..Default::default() };
-        let k = from_config.with_overrides(env(&[("HABITS_FLASH_ATTENTION", "1"), ("HABITS_ATTENTION_CHUNK", "77"), ("HABITS_CUDA_FUSION", "0")])).unwrap();
-        assert_eq!(k, Kernels { fusion: Some(false), flash_attention: true, attention_chunk: 77, cublas: true });
+        let overrides = [("HABITS_FLASH_ATTENTION", "1"), ("HABITS_ATTENTION_CHUNK", "77"), ("HABITS_CUDA_FUSION", "0"), ("HABITS_PINNED_MOMENTS", "1")];
+        let k = from_config.with_overrides(env(&overrides)).unwrap();
+        assert_eq!(k, Kernels { fusion: Some(false), flash_attention: true, attention_chunk: 77, cublas: true, pinned_moments: true });
         assert_eq!(from_config.with_overrides(env(&[])).unwrap(), from_config, "nothing set: the config's");
         let err = Kernels::default().with_overrides(env(&[("HABITS_CUBLAS", "yes")])).unwrap_err().to_string();
         assert!(err.contains("HABITS_CUBLAS=\"yes\": use 1 (on) or 0 (off)"), "{err}");
@@ -110,8 +119,8 @@ mod tests {
 
     #[test]
     fn a_config_table_reads_into_the_settings() {
-        let k: Kernels = toml::from_str("flash_attention = false\nattention_chunk = 512").unwrap();
-        assert_eq!(k, Kernels { flash_attention: false, attention_chunk: 512, ..Default::default() });
+        let k: Kernels = toml::from_str("flash_attention = false\nattention_chunk = 512\npinned_moments = true").unwrap();
+        assert_eq!(k, Kernels { flash_attention: false, attention_chunk: 512, pinned_moments: true, ..Default::default() });
         assert!(toml::from_str::<Kernels>("flash = true").is_err(), "unknown keys are refused");
     }
 }

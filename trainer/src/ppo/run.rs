@@ -256,7 +256,8 @@ fn start<B: TrainBackend>(cfg: &PpoConfig, inputs: &Inputs, device: &B::Device, 
         .with_kernels(cfg.kernels))
     };
     let on_host = p.optimizer_state == OptimizerState::Host;
-    let optimizer = || OnePassAdamW::with_settings(p.beta1, p.beta2, p.eps, p.weight_decay).with_state_on_host(on_host);
+    let optimizer =
+        || OnePassAdamW::with_settings(p.beta1, p.beta2, p.eps, p.weight_decay).with_state_on_host(on_host).with_pinned_moments(cfg.kernels.pinned_moments);
     let (actor_optim, critic_optim) = (optimizer().init::<B, Llama<B>>(), optimizer().init::<B, Critic<B>>());
     let Some(dir) = checkpoint::latest(out) else {
         let mut metrics = Metrics::open(&out.join("metrics.jsonl"), 0)?;

@@ -20,7 +20,7 @@ use cubecl::prelude::*;
 use cubecl::std::tensor::layout::linear::LinearView;
 
 use crate::CudaPlain;
-use crate::ops::adamw::{AdamWStep, AdamWUpdate, composed_adamw_step};
+use crate::ops::adamw::{AdamWStep, AdamWUpdate, HostTensor, composed_adamw_step};
 use crate::ops::cuda::plane_rows::one_unit_each;
 
 #[cube(launch_unchecked, address_type = "dynamic")]
@@ -127,5 +127,13 @@ impl AdamWStep for CudaPlain {
             );
         }
         (tensor(param_out), tensor(moment_1_out), tensor(moment_2_out))
+    }
+
+    fn to_host<const D: usize>(t: Tensor<Self, D>, reuse: Option<HostTensor>, pinned: bool) -> HostTensor {
+        if pinned { super::pinned_moments::to_host(t, reuse) } else { HostTensor::Data(t.into_data()) }
+    }
+
+    fn from_host<const D: usize>(h: HostTensor, device: &Self::Device) -> (Tensor<Self, D>, Option<HostTensor>) {
+        super::pinned_moments::from_host(h, device)
     }
 }

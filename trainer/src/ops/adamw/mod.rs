@@ -13,13 +13,19 @@
 //! `ppo.optimizer_state = "host"`): each parameter's are uploaded for its update and read
 //! back after it, so the card holds one parameter's moments at a time. The update is the
 //! same kernel on the same values, so the results are the same bits; the cost is 16 bytes
-//! a parameter over the bus at every step. Either way the record is burn's AdamW record,
-//! so a run can resume with its state in the other place.
+//! a parameter over the bus at every step. On CUDA without fusion, with
+//! `kernels.pinned_moments`, the moments live in page-locked memory and both copies are
+//! only enqueued on the kernels' stream (`pinned_moments`); otherwise they are burn's
+//! tensor data, read back at once. Either
+//! way the record is burn's AdamW record, so a run can resume with its state in the other
+//! place.
 
 pub mod check;
 
 #[cfg(feature = "cuda")]
 mod kernel;
+#[cfg(feature = "cuda")]
+mod pinned_moments;
 
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
@@ -78,6 +84,19 @@ pub trait AdamWStep: Backend {
     ) -> (Tensor<Self, D>, Tensor<Self, D>, Tensor<Self, D>) {
         composed_adamw_step(param, grad, moment_1, moment_2, update)
     }
+
+    /// A tensor handed to host memory (default: read back now as burn's tensor data).
+    /// `reuse` is what the same tensor was handed back as before, whose buffer a backend
+    /// may fill again; `pinned` asks for page-locked memory where the backend has it.
+    fn to_host<const D: usize>(t: Tensor<Self, D>, _reuse: Option<HostTensor>, _pinned: bool) -> HostTensor {
+        HostTensor::Data(t.into_data())
+    }
+
+    /// A tensor from host memory on `device`, and the host copy when the backend may fill
+    /// it again at the next [`AdamWStep::to_host`].
+    fn from_host<const D: usize>(h: HostTensor, device: &Self::Device) -> (Tensor<Self, D>, Option<HostTensor>) {
+        (Tensor::from_data(h.into_data(), device), None)
+    }
 }
 
 impl AdamWStep for crate::Cpu {}
@@ -123,11 +142,13 @@ pub struct OnePassAdamW {
     pub grad_scale: GradScale,
     /// Keep the moments in host memory between updates ([`Moments::Host`]).
     pub state_on_host: bool,
+    /// There, in page-locked memory where the backend has it (`kernels.pinned_moments`).
+    pub pinned_moments: bool,
 }
 
 impl Default for OnePassAdamW {
     fn default() -> Self {
-        Self { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-5, weight_decay: 1e-4, grad_scale: GradScale::default(), state_on_host: false }
+        Self { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-5, weight_decay: 1e-4, grad_scale: GradScale::default(), state_on_host: false, pinned_moments: false }
     }
 }
 
@@ -142,22 +163,54 @@ pub enum Moments<B: Backend, const D: usize> {
 #[derive(Clone)]
 pub struct HostMoments {
     time: usize,
-    moment_1: TensorData,
-    moment_2: TensorData,
+    moment_1: HostTensor,
+    moment_2: HostTensor,
 }
 
 impl HostMoments {
-    fn boxed(time: usize, moment_1: TensorData, moment_2: TensorData) -> Box<Self> {
+    fn boxed(time: usize, moment_1: HostTensor, moment_2: HostTensor) -> Box<Self> {
         Box::new(HostMoments { time, moment_1, moment_2 })
     }
 }
 
-impl<B: Backend, const D: usize> Moments<B, D> {
-    /// The step count and both moments on `device` (uploaded when they are on the host).
-    fn on(self, device: &B::Device) -> (usize, Tensor<B, D>, Tensor<B, D>) {
+/// A tensor in host memory: burn's tensor data, or (CUDA without fusion) page-locked
+/// memory that copies to and from the card are enqueued on.
+#[derive(Clone)]
+pub enum HostTensor {
+    Data(TensorData),
+    #[cfg(feature = "cuda")]
+    Pinned(std::sync::Arc<crate::ops::cuda::pinned::PinnedTensor>),
+}
+
+impl HostTensor {
+    /// Its values as burn's tensor data (for page-locked memory, once its copies landed).
+    pub fn into_data(self) -> TensorData {
         match self {
-            Moments::Device(s) => (s.momentum.time, s.momentum.moment_1, s.momentum.moment_2),
-            Moments::Host(h) => (h.time, Tensor::from_data(h.moment_1, device), Tensor::from_data(h.moment_2, device)),
+            HostTensor::Data(data) => data,
+            #[cfg(feature = "cuda")]
+            HostTensor::Pinned(pinned) => pinned.to_data(),
+        }
+    }
+}
+
+/// A step's moments on the device, its step count, and the host copies to fill again.
+struct Taken<B: Backend, const D: usize> {
+    time: usize,
+    moment_1: Tensor<B, D>,
+    moment_2: Tensor<B, D>,
+    reuse: [Option<HostTensor>; 2],
+}
+
+impl<B: AdamWStep, const D: usize> Moments<B, D> {
+    /// The step count and both moments on `device` (uploaded when they are on the host).
+    fn on(self, device: &B::Device) -> Taken<B, D> {
+        match self {
+            Moments::Device(s) => Taken { time: s.momentum.time, moment_1: s.momentum.moment_1, moment_2: s.momentum.moment_2, reuse: [None, None] },
+            Moments::Host(h) => {
+                let (moment_1, reuse_1) = B::from_host(h.moment_1, device);
+                let (moment_2, reuse_2) = B::from_host(h.moment_2, device);
+                Taken { time: h.time, moment_1, moment_2, reuse: [reuse_1, reuse_2] }
+            }
         }
     }
 }
@@ -172,7 +225,7 @@ impl<B: Backend, const D: usize> Record<B> for Moments<B, D> {
     fn into_item<S: PrecisionSettings>(self) -> Self::Item<S> {
         let (time, moment_1, moment_2) = match self {
             Moments::Device(s) => (s.momentum.time, s.momentum.moment_1.into_data(), s.momentum.moment_2.into_data()),
-            Moments::Host(h) => (h.time, h.moment_1, h.moment_2),
+            Moments::Host(h) => (h.time, h.moment_1.into_data(), h.moment_2.into_data()),
         };
         let host = |data: TensorData| Tensor::<Cpu, D>::from_data(data, &Default::default());
         AdamWState::new(AdaptiveMomentumState::new(time, host(moment_1), host(moment_2))).into_item()
@@ -181,7 +234,7 @@ impl<B: Backend, const D: usize> Record<B> for Moments<B, D> {
     fn from_item<S: PrecisionSettings>(item: Self::Item<S>, _device: &B::Device) -> Self {
         let state = AdamWState::<Cpu, D>::from_item(item, &Default::default());
         let m = state.momentum;
-        Moments::Host(HostMoments::boxed(m.time, m.moment_1.into_data(), m.moment_2.into_data()))
+        Moments::Host(HostMoments::boxed(m.time, HostTensor::Data(m.moment_1.into_data()), HostTensor::Data(m.moment_2.into_data())))
     }
 }
 
@@ -223,6 +276,11 @@ impl OnePassAdamW {
         Self { state_on_host, ..self }
     }
 
+    /// The moments kept on the host in page-locked memory (`true`) where the backend has it.
+    pub fn with_pinned_moments(self, pinned_moments: bool) -> Self {
+        Self { pinned_moments, ..self }
+    }
+
     /// The optimizer for module `M` (burn's adaptor: parameters one by one, state per
     /// parameter id).
     pub fn init<B: AutodiffBackend<InnerBackend: AdamWStep>, M: AutodiffModule<B>>(self) -> OptimizerAdaptor<Self, M, B> {
@@ -240,14 +298,14 @@ impl<B: AdamWStep> SimpleOptimizer<B> for OnePassAdamW {
         grad: Tensor<B, D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
-        let (moment_1, moment_2, time) = match state.map(|s| s.on(&tensor.device())) {
-            Some((time, m1, m2)) => (Some(m1), Some(m2), time + 1),
-            None => (None, None, 1),
+        let (moment_1, moment_2, time, [reuse_1, reuse_2]) = match state.map(|s| s.on(&tensor.device())) {
+            Some(Taken { time, moment_1, moment_2, reuse }) => (Some(moment_1), Some(moment_2), time + 1, reuse),
+            None => (None, None, 1, [None, None]),
         };
         let update = AdamWUpdate { settings: self.clone(), lr, time, grad_scale: self.grad_scale.get() };
         let (param, moment_1, moment_2) = B::adamw_step(tensor, grad, moment_1, moment_2, &update);
         let state = if self.state_on_host {
-            Moments::Host(HostMoments::boxed(time, moment_1.into_data(), moment_2.into_data()))
+            Moments::Host(HostMoments::boxed(time, B::to_host(moment_1, reuse_1, self.pinned_moments), B::to_host(moment_2, reuse_2, self.pinned_moments)))
         } else {
             Moments::Device(AdamWState::new(AdaptiveMomentumState::new(time, moment_1, moment_2)))
         };

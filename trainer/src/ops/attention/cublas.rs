@@ -30,9 +30,10 @@ use crate::ops::attention::staircase::{BlockProduct, Buffer, Operand, Staircase}
 use crate::ops::attention::{
     CausalAttention, Kept, composed_causal_softmax, composed_causal_softmax_backward, forward_keeping_probabilities, gradients, repeat_kv,
 };
+use crate::ops::cuda::stream::with_addresses;
 use crate::ops::kernels::Kernels;
 use crate::ops::matmul::Layout;
-use crate::ops::matmul::cublas::{Cublas, Placed, RawProduct, cublas_for, cublas_usable, data_type, raw_gemm, with_addresses};
+use crate::ops::matmul::cublas::{Cublas, Placed, RawProduct, cublas_for, cublas_usable, data_type, raw_gemm};
 
 /// The attention's inputs as the staircase reads them: contiguous, keys and values repeated
 /// to the query heads, one dtype.

@@ -33,7 +33,7 @@ use cudarc::cublas::sys::{self as cublas, cublasComputeType_t, cublasGemmAlgo_t,
 use cudarc::driver::{result as driver, sys as cuda};
 
 use crate::CudaPlain;
-use crate::ops::cuda::stream::cubecl_stream;
+use crate::ops::cuda::stream::{OnStream, on_stream, with_addresses};
 use crate::ops::kernels::Kernels;
 use crate::ops::matmul::{BatchLayout, Layout, Matmul, burns_scaled_matmul};
 
@@ -105,11 +105,7 @@ pub(crate) fn cublas_for(client: &ComputeClient<CudaRuntime>, device: i32) -> Op
 /// A cuBLAS handle on the stream cubecl runs this thread's work on `device` on, in the
 /// device's primary context (the one cubecl runs in).
 fn new_handle(client: &ComputeClient<CudaRuntime>, device: i32) -> Result<Cublas, ()> {
-    // SAFETY: retaining the primary context of a device cubecl already runs on.
-    let context = unsafe { driver::primary_ctx::retain(driver::device::get(device).expect("a CUDA device")) }.expect("the primary CUDA context");
-    // SAFETY: the context was just retained.
-    unsafe { driver::ctx::set_current(context) }.expect("the CUDA context made current");
-    let stream = cubecl_stream(client).map_err(|reason| say_why_not(&format!("cubecl's CUDA stream was not found ({reason})")))?;
+    let OnStream { context, stream } = on_stream(client, device).map_err(|reason| say_why_not(&format!("cubecl's CUDA stream was not found ({reason})")))?;
     let handle = cudarc::cublas::result::create_handle().expect("a cuBLAS handle");
     // SAFETY: a new handle and the live stream cubecl runs this thread's work on.
     unsafe { cudarc::cublas::result::set_stream(handle, stream as cublas::cudaStream_t) }.expect("cuBLAS bound to cubecl's stream");
@@ -175,29 +171,6 @@ impl Matmul for CudaPlain {
             None => products.into_iter().map(|(a, b, alpha)| burns_scaled_matmul::<Self>(a, b, alpha)).collect(),
         }
     }
-}
-
-/// Stops with what a failed address request means: the GPU work queued before it failed,
-/// most often for want of device memory (cubecl's own message comes first on stderr).
-fn device_failed(e: impl std::fmt::Debug) -> ! {
-    panic!(
-        "the GPU's work before this product failed ({e:?}; cubecl's message is above): most often the device ran out of memory, so lower train.batch_size or data.seq_len"
-    )
-}
-
-/// The device addresses of `tensors`' buffers, fetched in one request to cubecl's device
-/// thread (each `get_resource` alone is a round trip the host waits for; one request instead
-/// of three a product cut the host's CPU time of a step by a third, docs/PERF.md), handed
-/// to `issue` while the buffers are held.
-pub(crate) fn with_addresses<R>(client: &ComputeClient<CudaRuntime>, tensors: &[&CubeTensor<CudaRuntime>], issue: impl FnOnce(&[u64]) -> R) -> R {
-    let handles: Vec<_> = tensors.iter().map(|t| t.handle.clone()).collect();
-    let device_thread = client.clone();
-    // On cubecl's device thread, `get_resource` runs at once (no further round trip).
-    let resources =
-        client.exclusive(move || handles.into_iter().map(|h| device_thread.get_resource(h)).collect::<Vec<_>>()).unwrap_or_else(|e| device_failed(e));
-    let resources: Vec<_> = resources.into_iter().map(|r| r.unwrap_or_else(|e| device_failed(e))).collect();
-    let addresses: Vec<u64> = resources.iter().map(|r| r.resource().ptr).collect();
-    issue(&addresses)
 }
 
 /// One product for cuBLAS: its operands with their layouts, the output and `[m, k, n]`.

@@ -14,8 +14,9 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use cudarc::cublas::sys::{self as cublas, cublasPointerMode_t, cudaDataType};
 
 use crate::CudaPlain;
+use crate::ops::cuda::stream::with_addresses;
 use crate::ops::kernels::Kernels;
-use crate::ops::matmul::cublas::{cublas_for, cublas_usable, with_addresses};
+use crate::ops::matmul::cublas::{cublas_for, cublas_usable};
 use crate::ops::squared_norms::{SquaredNorms, composed_squared_norms};
 
 impl SquaredNorms for CudaPlain {
