@@ -47,7 +47,7 @@ impl PinnedTensor {
         // whose drop then frees it.)
         let pinned = match reuse {
             Some(mut same) if same.bytes == bytes => {
-                (same.shape, same.dtype) = (t.meta.shape().to_vec(), t.dtype);
+                (same.shape, same.dtype, same.place) = (t.meta.shape().to_vec(), t.dtype, place);
                 same
             }
             _ => PinnedTensor::new(bytes, t.meta.shape().to_vec(), t.dtype, place)?,
