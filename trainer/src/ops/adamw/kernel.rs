@@ -130,7 +130,7 @@ impl AdamWStep for CudaPlain {
     }
 
     fn to_host<const D: usize>(t: Tensor<Self, D>, reuse: Option<HostTensor>, pinned: bool) -> HostTensor {
-        if pinned { super::pinned_moments::to_host(t, reuse) } else { HostTensor::Data(t.into_data()) }
+        super::pinned_moments::to_host(t, reuse, pinned)
     }
 
     fn from_host<const D: usize>(h: HostTensor, device: &Self::Device) -> (Tensor<Self, D>, Option<HostTensor>) {

@@ -16,9 +16,12 @@ use crate::CudaPlain;
 use crate::ops::adamw::HostTensor;
 use crate::ops::cuda::pinned::PinnedTensor;
 
-/// `t` handed to page-locked memory (into `reuse`'s buffer when that is one of the same
-/// size no one else holds), or read back as tensor data when it cannot be.
-pub(super) fn to_host<const D: usize>(t: Tensor<CudaPlain, D>, reuse: Option<HostTensor>) -> HostTensor {
+/// `t` handed to page-locked memory when `pinned` (into `reuse`'s buffer when that is one
+/// of the same size no one else holds), else, or when it cannot be, read back as tensor data.
+pub(super) fn to_host<const D: usize>(t: Tensor<CudaPlain, D>, reuse: Option<HostTensor>, pinned: bool) -> HostTensor {
+    if !pinned {
+        return HostTensor::Data(t.into_data());
+    }
     let reuse = match reuse {
         Some(HostTensor::Pinned(shared)) => Arc::try_unwrap(shared).ok(),
         _ => None,

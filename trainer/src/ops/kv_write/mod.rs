@@ -171,12 +171,18 @@ mod tests {
         assert_eq!(host(v), want.iter().map(|x| -x).collect::<Vec<_>>());
     }
 
+    /// Writes one row of 2 positions (one head of width 2) at `start` into the blocks
+    /// `table` of a zero cache of `blocks` blocks of 4 positions.
+    fn write_one_row(blocks: usize, table: Vec<usize>, start: usize) {
+        let device = Default::default();
+        let (cache, values) = (Tensor::<Cpu, 4>::zeros([blocks, 1, 4, 2], &device), Tensor::<Cpu, 4>::zeros([1, 1, 2, 2], &device));
+        kv_write([cache.clone(), cache], [values.clone(), values], &Placement::new(vec![table], vec![start], &device));
+    }
+
     #[test]
     #[should_panic(expected = "does not fit")]
     fn a_block_past_the_capacity_is_refused() {
-        let device = Default::default();
-        let (cache, values) = (Tensor::<Cpu, 4>::zeros([1, 1, 4, 2], &device), Tensor::<Cpu, 4>::zeros([1, 1, 2, 2], &device));
-        kv_write([cache.clone(), cache], [values.clone(), values], &Placement::new(vec![vec![0]], vec![3], &device));
+        write_one_row(1, vec![0], 3);
     }
 
     /// Rows whose positions cross blocks land in their tables' blocks, and `gather_rows`
@@ -199,8 +205,6 @@ mod tests {
     #[test]
     #[should_panic(expected = "not all in a cache")]
     fn a_block_past_the_cache_is_refused() {
-        let device = Default::default();
-        let (cache, values) = (Tensor::<Cpu, 4>::zeros([2, 1, 4, 2], &device), Tensor::<Cpu, 4>::zeros([1, 1, 2, 2], &device));
-        kv_write([cache.clone(), cache], [values.clone(), values], &Placement::new(vec![vec![2]], vec![0], &device));
+        write_one_row(2, vec![2], 0);
     }
 }
