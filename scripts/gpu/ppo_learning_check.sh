@@ -11,8 +11,8 @@
 # (adamw-check.txt) and a summary (the GPU, the held-out evaluations, each log's tail) to
 # $OUT; the curves are drawn back home with
 #   python3 scripts/plot_ppo_curves.py OUT/metrics-*.jsonl docs/ppo-options.png
-# HABITS_PINNED_MOMENTS=1 keeps the options' host moments in page-locked memory
-# (`kernels.pinned_moments`).
+# HABITS_PINNED_MOMENTS=0 keeps the options' host moments in pageable memory (read back and
+# uploaded through burn; `kernels.pinned_moments` is on by default).
 #   run (device tool) with carry [".device/trainer.xz", ".device/cache", ".device/cubecl-cache.tar.xz"]
 set -euo pipefail
 OUT=${OUT:-/tmp/ppo-learning-check}

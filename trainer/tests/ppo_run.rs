@@ -134,8 +134,8 @@ fn a_primed_model_runs_ppo_and_resumes_exactly() {
 
 /// The memory options: a reference held in another dtype (f64 standing in for bf16, which
 /// the CPU backend lacks), every layer recomputed in the update, and AdamW's moments in host
-/// memory. A run whose first step keeps its moments on the host, stopped after it and
-/// resumed with them on the device (the reference read back from its f32 file and held
+/// memory. A run whose first step keeps its moments on the host (and cuts micro-batches by
+/// positions), stopped after it and resumed with them on the device (the reference read back from its f32 file and held
 /// again), logs the steps of a run that kept them on the device throughout.
 #[test]
 fn the_memory_options_resume_exactly() {
@@ -148,7 +148,8 @@ fn the_memory_options_resume_exactly() {
     assert!(err.contains("ppo: 2 of 2 steps done"), "{err}");
     let stopped = tmp.path().join("held-stopped.toml");
     let text = std::fs::read_to_string(&straight).unwrap().replace("/held\"", "/held-stopped\"");
-    std::fs::write(&stopped, text.replace("recompute = ", "optimizer_state = \"host\"\nrecompute = ")).unwrap();
+    // Micro-batches by positions (the same single pass of 4 rows here) may change on resume too.
+    std::fs::write(&stopped, text.replace("recompute = ", "optimizer_state = \"host\"\nmicro_batch_by_positions = true\nrecompute = ")).unwrap();
     let out = run(trainer().arg("ppo").arg("--stop-after").arg("1").arg("--config").arg(&stopped), true);
     assert!(String::from_utf8_lossy(&out.stderr).contains("moments in host memory"), "the plan counts them");
     std::fs::write(&stopped, text).unwrap();

@@ -10,7 +10,7 @@
 //! | `flash_attention` | `HABITS_FLASH_ATTENTION` (1/0) | true | the flash kernels where they take the inputs, else the staircase |
 //! | `attention_chunk` | `HABITS_ATTENTION_CHUNK` | 256 | query positions per chunk of the staircase |
 //! | `cublas` | `HABITS_CUBLAS` (1/0) | true | cuBLAS for products, else cubecl's matmul |
-//! | `pinned_moments` | `HABITS_PINNED_MOMENTS` (1/0) | false | AdamW's moments kept on the host (`ppo.optimizer_state = "host"`) in page-locked memory, copied on the kernels' stream (not yet run on a GPU since a fix: off until it has) |
+//! | `pinned_moments` | `HABITS_PINNED_MOMENTS` (1/0) | true | AdamW's moments kept on the host (`ppo.optimizer_state = "host"`) in page-locked memory, copied on the kernels' stream |
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -37,7 +37,7 @@ pub struct Kernels {
 
 impl Default for Kernels {
     fn default() -> Self {
-        Kernels { fusion: None, flash_attention: true, attention_chunk: DEFAULT_ATTENTION_CHUNK, cublas: true, pinned_moments: false }
+        Kernels { fusion: None, flash_attention: true, attention_chunk: DEFAULT_ATTENTION_CHUNK, cublas: true, pinned_moments: true }
     }
 }
 
@@ -105,9 +105,9 @@ mod tests {
     #[test]
     fn the_environment_overrides_the_config_and_bad_values_are_one_clear_error() {
         let from_config = Kernels { flash_attention: false, ..Default::default() };
-        let overrides = [("HABITS_FLASH_ATTENTION", "1"), ("HABITS_ATTENTION_CHUNK", "77"), ("HABITS_CUDA_FUSION", "0"), ("HABITS_PINNED_MOMENTS", "1")];
+        let overrides = [("HABITS_FLASH_ATTENTION", "1"), ("HABITS_ATTENTION_CHUNK", "77"), ("HABITS_CUDA_FUSION", "0"), ("HABITS_PINNED_MOMENTS", "0")];
         let k = from_config.with_overrides(env(&overrides)).unwrap();
-        assert_eq!(k, Kernels { fusion: Some(false), flash_attention: true, attention_chunk: 77, cublas: true, pinned_moments: true });
+        assert_eq!(k, Kernels { fusion: Some(false), flash_attention: true, attention_chunk: 77, cublas: true, pinned_moments: false });
         assert_eq!(from_config.with_overrides(env(&[])).unwrap(), from_config, "nothing set: the config's");
         let err = Kernels::default().with_overrides(env(&[("HABITS_CUBLAS", "yes")])).unwrap_err().to_string();
         assert!(err.contains("HABITS_CUBLAS=\"yes\": use 1 (on) or 0 (off)"), "{err}");
@@ -119,8 +119,8 @@ mod tests {
 
     #[test]
     fn a_config_table_reads_into_the_settings() {
-        let k: Kernels = toml::from_str("flash_attention = false\nattention_chunk = 512\npinned_moments = true").unwrap();
-        assert_eq!(k, Kernels { flash_attention: false, attention_chunk: 512, pinned_moments: true, ..Default::default() });
+        let k: Kernels = toml::from_str("flash_attention = false\nattention_chunk = 512\npinned_moments = false").unwrap();
+        assert_eq!(k, Kernels { flash_attention: false, attention_chunk: 512, pinned_moments: false, ..Default::default() });
         assert!(toml::from_str::<Kernels>("flash = true").is_err(), "unknown keys are refused");
     }
 }

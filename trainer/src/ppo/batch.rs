@@ -8,12 +8,53 @@
 //! `prompt_i - 1 ..`. Per-token values of a row (log-probs, advantages, ...) are placed at
 //! their offset in the window by [`Packed::spread`] and read back by [`Packed::gather`].
 
+use std::ops::Range;
+
 use burn::prelude::*;
 
 use crate::generate::round_up;
 
 /// Row widths and the window's start are multiples of this.
 pub const WIDTH_BUCKET: usize = 32;
+
+/// How a batch's rows are cut into micro-batches, the rows packed into one pass (a forward
+/// pass in scoring, a forward and backward pass in the update). Memory only: every row's
+/// results are the same however the rows are cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MicroBatching {
+    /// Rows per micro-batch (`ppo.micro_batch`), the memory plan's at the longest rows.
+    pub rows: usize,
+    /// `ppo.micro_batch_by_positions`: a micro-batch of shorter rows takes more of them, as
+    /// many as pad to no more positions than `rows` of the longest rows would (veRL's
+    /// dynamic batch size), so short responses run in fuller passes within the plan's memory.
+    pub by_positions: bool,
+}
+
+impl MicroBatching {
+    /// Consecutive ranges of rows, in order, for rows of `widths` positions (prompt +
+    /// response) when a row can be `longest` positions at most; every range holds one row
+    /// at least.
+    pub fn cut(&self, widths: &[usize], longest: usize) -> Vec<Range<usize>> {
+        let rows = self.rows.max(1);
+        if !self.by_positions {
+            return (0..widths.len()).step_by(rows).map(|start| start..(start + rows).min(widths.len())).collect();
+        }
+        let budget = rows * round_up(longest.max(1), WIDTH_BUCKET);
+        let (mut out, mut start, mut widest) = (Vec::new(), 0, 0);
+        for (i, &width) in widths.iter().enumerate() {
+            let width = round_up(width.max(1), WIDTH_BUCKET);
+            if i > start && (i - start + 1) * widest.max(width) > budget {
+                out.push(start..i);
+                (start, widest) = (i, 0);
+            }
+            widest = widest.max(width);
+        }
+        if start < widths.len() {
+            out.push(start..widths.len());
+        }
+        out
+    }
+}
 
 /// A right-padded batch and where each row's response sits in the window.
 pub struct Packed<B: Backend> {
@@ -89,6 +130,21 @@ mod tests {
     use super::*;
 
     type B = crate::Cpu;
+
+    #[test]
+    fn micro_batches_take_rows_by_count_or_by_positions() {
+        let by_rows = MicroBatching { rows: 3, by_positions: false };
+        assert_eq!(by_rows.cut(&[10; 7], 100), vec![0..3, 3..6, 6..7]);
+        assert_eq!(by_rows.cut(&[], 100), Vec::<Range<usize>>::new());
+        // 2 rows of the longest (100 -> 128 positions) is a budget of 256 positions.
+        let by_positions = MicroBatching { rows: 2, by_positions: true };
+        assert_eq!(by_positions.cut(&[100, 100, 100], 100), vec![0..2, 2..3], "the longest rows: 2 a pass, as by count");
+        // Rows of 20 pad to 32: 8 fit in 256; a row of 90 pads the next pass to 96 a row.
+        let widths = [20, 20, 20, 20, 20, 20, 20, 20, 20, 90, 20, 20];
+        assert_eq!(by_positions.cut(&widths, 100), vec![0..8, 8..10, 10..12]);
+        // A row longer than `longest` (not expected) still gets a pass of its own.
+        assert_eq!(by_positions.cut(&[20, 500, 20], 100), vec![0..1, 1..2, 2..3]);
+    }
 
     #[test]
     fn rows_are_right_padded_and_their_responses_found_again() {

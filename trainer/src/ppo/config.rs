@@ -210,6 +210,11 @@ pub struct PpoSection {
     /// run may resume with another value (after running out of device memory, say).
     #[serde(default = "default_micro_batch")]
     pub micro_batch: usize,
+    /// Micro-batches of shorter rows take more of them: as many as pad to the positions of
+    /// `micro_batch` rows of the longest prompt + `max_response_tokens` (veRL's dynamic batch
+    /// size). Memory only, like `micro_batch`, and within the memory plan's.
+    #[serde(default)]
+    pub micro_batch_by_positions: bool,
     #[serde(default = "default_one")]
     pub grad_clip: f64,
     #[serde(default = "default_actor_lr")]

@@ -11,7 +11,8 @@
 //!   counted here at one row, the least it runs with;
 //! - **the update**: the critic's epoch, then the actor's (`ppo::update`), so one model's
 //!   gradients at a time: its gradient sums and one backward segment's beside them, and
-//!   for a micro-batch of `micro_batch` rows of prompt + response its graph (the weight
+//!   for a micro-batch of `micro_batch` rows of prompt + response (micro-batches cut by
+//!   positions, `ppo.micro_batch_by_positions`, hold no more positions) its graph (the weight
 //!   copies and per-token activations of `run::memory_plan`, with `ppo.recompute`'s layers
 //!   recomputed), plus one head chunk of the actor's logits over the responses: in the
 //!   compute dtype, in f32, their log-softmax and the softmax of the entropy bonus, and

@@ -1,8 +1,9 @@
 //! One PPO rollout batch: for each prompt, `samples` responses from the actor (KV-cache
-//! generation, temperature 1 by default); then, over prompt + response (`micro_batch` rows
-//! per forward pass), the actor's and the reference's log-probabilities of the response
-//! tokens, the critic's values, the task's score of the decoded text (on the last response
-//! token), KL-shaped token rewards, and whitened GAE advantages with their returns.
+//! generation, temperature 1 by default); then, over prompt + response (micro-batches of
+//! rows per forward pass, `batch::MicroBatching`), the actor's and the reference's
+//! log-probabilities of the response tokens, the critic's values, the task's score of the
+//! decoded text (on the last response token), KL-shaped token rewards, and whitened GAE
+//! advantages with their returns.
 //! Everything the PPO update needs, and how long each part took (each part ends reading
 //! its results on the host, so the times are the device's too).
 
@@ -10,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use super::batch::Packed;
+use super::batch::{MicroBatching, Packed};
 use super::critic::Critic;
 use super::gae::{gae, shaped_rewards, whiten};
 use super::loss::token_logp;
@@ -28,8 +29,8 @@ pub trait Detokenize {
 pub struct RolloutSettings {
     pub samples: usize,
     pub sampling: Sampling,
-    /// Rows per scoring pass.
-    pub micro_batch: usize,
+    /// The rows of each scoring pass.
+    pub micro_batching: MicroBatching,
     pub kl_coef: f64,
     pub gamma: f64,
     pub lambda: f64,
@@ -90,7 +91,10 @@ pub fn rollout<B: ModelBackend, D: Detokenize>(
         expanded.into_iter().zip(generated.tokens).filter(|(_, response)| !response.is_empty()).map(|((i, p), r)| (i, p, r)).collect();
     let pad = s.sampling.eos.unwrap_or(0);
     let mut out = Vec::with_capacity(kept.len());
-    for chunk in kept.chunks(s.micro_batch.max(1)) {
+    let widths: Vec<usize> = kept.iter().map(|(_, p, r)| p.len() + r.len()).collect();
+    let longest = kept.iter().map(|(_, p, _)| p.len()).max().unwrap_or(0) + s.sampling.max_new_tokens;
+    for range in s.micro_batching.cut(&widths, longest) {
+        let chunk = &kept[range];
         let rows: Vec<(&[u32], &[u32])> = chunk.iter().map(|(_, p, r)| (p.as_slice(), r.as_slice())).collect();
         let scored = score_tokens(actor, reference, critic, &Packed::new(&rows, pad, &actor.embed_tokens.weight.val().device()), &mut times);
         for ((index, prompt, response), (logp, ref_logp, values)) in chunk.iter().cloned().zip(scored) {
@@ -156,7 +160,7 @@ mod tests {
         let settings = RolloutSettings {
             samples: 3,
             sampling: Sampling { max_new_tokens: 6, temperature: 1.0, top_p: 1.0, seed: 9, eos: None },
-            micro_batch: 4,
+            micro_batching: MicroBatching { rows: 4, by_positions: false },
             kl_coef: 0.001,
             gamma: 1.0,
             lambda: 1.0,

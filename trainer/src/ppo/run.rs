@@ -13,6 +13,7 @@ use burn::module::AutodiffModule;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::batch::MicroBatching;
 use super::config::{OptimizerState, PpoConfig, PpoSection};
 use super::critic::Critic;
 use super::memory_plan::{PpoMemoryPlan, PpoSettings, check_host_fits, check_ppo_fits};
@@ -423,11 +424,15 @@ fn rollout_settings(p: &PpoSection, step: usize, eos: u32) -> RolloutSettings {
             seed: p.seed ^ (step as u64).wrapping_mul(0x2545_f491_4f6c_dd1d),
             eos: Some(eos),
         },
-        micro_batch: p.micro_batch,
+        micro_batching: micro_batching(p),
         kl_coef: p.kl_coef,
         gamma: p.gamma,
         lambda: p.lambda,
     }
+}
+
+fn micro_batching(p: &PpoSection) -> MicroBatching {
+    MicroBatching { rows: p.micro_batch, by_positions: p.micro_batch_by_positions }
 }
 
 fn update_settings(p: &PpoSection, pad: u32, recompute_layers: usize, kernels: Kernels) -> UpdateSettings {
@@ -437,7 +442,8 @@ fn update_settings(p: &PpoSection, pad: u32, recompute_layers: usize, kernels: K
         entropy_coef: p.entropy_coef,
         actor_mini_batch: p.actor_mini_batch_prompts * p.samples,
         critic_mini_batch: p.critic_mini_batch,
-        micro_batch: p.micro_batch,
+        micro_batching: micro_batching(p),
+        max_response: p.max_response_tokens,
         loss_average: p.loss_average,
         actor_loss_group: p.actor_loss_group,
         critic_loss_group: p.critic_loss_group,
@@ -546,7 +552,7 @@ fn fingerprint(cfg: &PpoConfig, model: &ModelConfig, tokenizer: &str) -> String 
     // forward pass do not change what a step computes; the averaging groups do only under
     // veRL's averaging.
     let mut ppo = serde_json::to_value(&cfg.ppo).unwrap_or_default();
-    let mut ignored = vec!["steps", "eval_every", "save_every", "keep_checkpoints", "micro_batch", "recompute", "optimizer_state"];
+    let mut ignored = vec!["steps", "eval_every", "save_every", "keep_checkpoints", "micro_batch", "micro_batch_by_positions", "recompute", "optimizer_state"];
     if cfg.ppo.loss_average == super::update::LossAverage::Tokens {
         ignored.extend(["actor_loss_group", "critic_loss_group"]);
     }

@@ -2,7 +2,7 @@
 //! actor's (as veRL's trainer orders them); the critic steps once per critic mini-batch and
 //! the actor once per actor mini-batch (their sizes differ: veRL multiplies the actor's by
 //! the samples per prompt, not the critic's); each mini-batch runs as packed micro-batches
-//! of `micro_batch` rows whose gradients add up in place (a memory knob), with the first
+//! (`batch::MicroBatching`) whose gradients add up in place (a memory knob), with the first
 //! `recompute_layers` decoder layers recomputed in the backward pass (`run::backward`).
 //! Each model's mini-batch loss is veRL's (the mean, over the mini-batch's groups of
 //! `actor_loss_group` / `critic_loss_group` responses, of each group's token mean: veRL's
@@ -19,7 +19,7 @@ use burn::optim::Optimizer;
 use burn::prelude::*;
 use serde::Serialize;
 
-use super::batch::Packed;
+use super::batch::{MicroBatching, Packed};
 use super::critic::Critic;
 use super::loss::{entropy_tokens, policy_loss_tokens, token_logp, value_loss_tokens};
 use super::rollout::Rollout;
@@ -70,8 +70,11 @@ pub struct UpdateSettings {
     pub actor_mini_batch: usize,
     /// Responses per critic optimizer step.
     pub critic_mini_batch: usize,
-    /// Rows per forward/backward pass (gradients accumulate over a mini-batch).
-    pub micro_batch: usize,
+    /// The rows of each forward/backward pass (gradients accumulate over a mini-batch).
+    pub micro_batching: MicroBatching,
+    /// The longest a response can be (`ppo.max_response_tokens`), which sizes micro-batches
+    /// cut by positions.
+    pub max_response: usize,
     pub loss_average: LossAverage,
     /// Responses per veRL micro-batch of the actor and of the critic (`MicroBatch` averaging).
     pub actor_loss_group: usize,
@@ -251,10 +254,13 @@ impl Epoch<'_> {
         let device = model.devices().into_iter().next().expect("a model has a device");
         let mut stats: Option<Tensor<B::InnerBackend, 1>> = None;
         let (mut grad_norm, mut steps) = (0.0, 0);
+        let longest = self.rollouts.iter().map(|r| r.prompt.len()).max().unwrap_or(0) + s.max_response;
         for (b, mini) in self.rollouts.chunks(self.mini).enumerate() {
             let mut sums = GradientSums::default();
-            for (k, rows) in mini.chunks(s.micro_batch.max(1)).enumerate() {
-                let first = b * self.mini + k * s.micro_batch.max(1);
+            let widths: Vec<usize> = mini.iter().map(|r| r.prompt.len() + r.response.len()).collect();
+            for range in s.micro_batching.cut(&widths, longest) {
+                let first = b * self.mini + range.start;
+                let rows = &mini[range];
                 let pairs: Vec<(&[u32], &[u32])> = rows.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
                 let packed = Packed::<B>::new(&pairs, s.pad, &device);
                 let weights: Vec<Vec<f64>> = rows.iter().enumerate().map(|(i, r)| vec![self.weights[first + i]; r.response.len()]).collect();
@@ -336,7 +342,8 @@ mod tests {
             loss_average: LossAverage::Tokens,
             actor_loss_group: 4,
             critic_loss_group: 1,
-            micro_batch: 3,
+            micro_batching: MicroBatching { rows: 3, by_positions: false },
+            max_response: 6,
             pad: 0,
             grad_clip: 1.0,
             actor_lr: 3e-3,
@@ -349,7 +356,7 @@ mod tests {
             let r = RolloutSettings {
                 samples: 8,
                 sampling: Sampling { max_new_tokens: 6, temperature: 1.0, top_p: 1.0, seed: iteration, eos: None },
-                micro_batch: 5,
+                micro_batching: MicroBatching { rows: 5, by_positions: false },
                 kl_coef: 0.001,
                 gamma: 1.0,
                 lambda: 1.0,
@@ -376,7 +383,7 @@ mod tests {
         let r = RolloutSettings {
             samples: 3,
             sampling: Sampling { max_new_tokens: 5, temperature: 1.0, top_p: 1.0, seed: 7, eos: Some(40) },
-            micro_batch: 6,
+            micro_batching: MicroBatching { rows: 6, by_positions: false },
             kl_coef: 0.001,
             gamma: 1.0,
             lambda: 1.0,
@@ -391,7 +398,7 @@ mod tests {
             }
             r.response.truncate(keep);
         }
-        let stats_averaged = |micro_batch: usize, loss_average: LossAverage, group: usize| {
+        let stats_averaged = |micro_batching: MicroBatching, loss_average: LossAverage, group: usize| {
             let settings = UpdateSettings {
                 clip: 0.2,
                 value_clip: 0.5,
@@ -401,7 +408,9 @@ mod tests {
                 loss_average,
                 actor_loss_group: group,
                 critic_loss_group: group,
-                micro_batch,
+                micro_batching,
+                // Longer than these responses, so that micro-batches by positions take more rows.
+                max_response: 60,
                 pad: 0,
                 grad_clip: 1.0,
                 actor_lr: 1e-3,
@@ -412,20 +421,31 @@ mod tests {
             let (mut oa, mut oc) = (AdamWConfig::new().init::<AD, Llama<AD>>(), AdamWConfig::new().init::<AD, Critic<AD>>());
             update(actor.clone(), critic.clone(), &mut oa, &mut oc, &batch, &settings).2
         };
-        let stats_with = |micro_batch: usize| stats_averaged(micro_batch, LossAverage::Tokens, 1);
-        assert_eq!((stats_with(2).actor_steps, stats_with(2).critic_steps), (1, 1), "one mini-batch each");
-        let (whole, split) = (stats_with(batch.len()), stats_with(1));
-        let pairs = [
-            (whole.policy_loss, split.policy_loss),
-            (whole.value_loss, split.value_loss),
-            (whole.entropy, split.entropy),
-            (whole.clip_fraction, split.clip_fraction),
-            (whole.value_clip_fraction, split.value_clip_fraction),
-            (whole.actor_grad_norm, split.actor_grad_norm),
-        ];
+        let rows = |n: usize| MicroBatching { rows: n, by_positions: false };
+        let stats_with = |micro_batching: MicroBatching| stats_averaged(micro_batching, LossAverage::Tokens, 1);
+        assert_eq!((stats_with(rows(2)).actor_steps, stats_with(rows(2)).critic_steps), (1, 1), "one mini-batch each");
+        let (whole, split) = (stats_with(rows(batch.len())), stats_with(rows(1)));
+        // By positions, a row at the longest (4 prompt + 60 response tokens) pads to 64
+        // positions; these rows (at most 9 tokens) pad to 32, so one row's budget takes two
+        // of them a pass and two rows' budget four.
+        let widths: Vec<usize> = batch.iter().map(|r| r.prompt.len() + r.response.len()).collect();
+        assert_eq!(MicroBatching { rows: 1, by_positions: true }.cut(&widths, 64), vec![0..2, 2..4, 4..6]);
+        assert_eq!(MicroBatching { rows: 2, by_positions: true }.cut(&widths, 64), vec![0..4, 4..6]);
+        let by_positions = [stats_with(MicroBatching { rows: 1, by_positions: true }), stats_with(MicroBatching { rows: 2, by_positions: true })];
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * a.abs().max(1e-3);
-        for (a, b) in pairs {
-            assert!(close(a, b), "{whole:?} vs {split:?}");
+        for other in [&split, &by_positions[0], &by_positions[1]] {
+            let pairs = [
+                (whole.policy_loss, other.policy_loss),
+                (whole.value_loss, other.value_loss),
+                (whole.entropy, other.entropy),
+                (whole.clip_fraction, other.clip_fraction),
+                (whole.value_clip_fraction, other.value_clip_fraction),
+                (whole.actor_grad_norm, other.actor_grad_norm),
+                (whole.critic_grad_norm, other.critic_grad_norm),
+            ];
+            for (a, b) in pairs {
+                assert!(close(a, b), "{whole:?} vs {other:?}");
+            }
         }
         assert!(whole.entropy > 0.0 && whole.value_loss > 0.0, "{whole:?}");
         // veRL's averaging: one group of the whole mini-batch is the token mean; groups of one
@@ -433,9 +453,10 @@ mod tests {
         // and the memory micro-batch still changes nothing.
         let lengths: std::collections::BTreeSet<usize> = batch.iter().map(|r| r.response.len()).collect();
         assert!(lengths.len() > 1, "the batch has responses of several lengths: {lengths:?}");
-        let one_group = stats_averaged(1, LossAverage::MicroBatch, batch.len());
+        let one_group = stats_averaged(rows(1), LossAverage::MicroBatch, batch.len());
         assert!(close(one_group.actor_grad_norm, whole.actor_grad_norm), "{one_group:?} vs {whole:?}");
-        let (per_response_whole, per_response_split) = (stats_averaged(batch.len(), LossAverage::MicroBatch, 1), stats_averaged(1, LossAverage::MicroBatch, 1));
+        let (per_response_whole, per_response_split) =
+            (stats_averaged(rows(batch.len()), LossAverage::MicroBatch, 1), stats_averaged(rows(1), LossAverage::MicroBatch, 1));
         assert!(!close(per_response_whole.actor_grad_norm, whole.actor_grad_norm), "{per_response_whole:?} vs {whole:?}");
         assert!(close(per_response_whole.actor_grad_norm, per_response_split.actor_grad_norm), "{per_response_whole:?} vs {per_response_split:?}");
         assert!(close(per_response_whole.critic_grad_norm, per_response_split.critic_grad_norm), "{per_response_whole:?} vs {per_response_split:?}");
@@ -453,7 +474,7 @@ mod tests {
         let r = RolloutSettings {
             samples: 3,
             sampling: Sampling { max_new_tokens: 5, temperature: 1.0, top_p: 1.0, seed: 11, eos: None },
-            micro_batch: 6,
+            micro_batching: MicroBatching { rows: 6, by_positions: false },
             kl_coef: 0.001,
             gamma: 1.0,
             lambda: 1.0,
@@ -470,7 +491,8 @@ mod tests {
                 loss_average: LossAverage::MicroBatch,
                 actor_loss_group: 2,
                 critic_loss_group: 1,
-                micro_batch: 2,
+                micro_batching: MicroBatching { rows: 2, by_positions: false },
+                max_response: 5,
                 pad: 0,
                 grad_clip: 1.0,
                 actor_lr: 1e-3,
