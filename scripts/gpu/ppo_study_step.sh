@@ -8,6 +8,8 @@
 # (`--no-save`: a 3B PPO checkpoint is 77 GB), for STEPS steps (default 1). The GPU's
 # memory in use is sampled every half second. PPO_KEYS sets `[ppo]` keys on top, e.g.
 # PPO_KEYS='optimizer_state = "host"; micro_batch = 1' (what an 80 GB card needs at 3B).
+# GPU_PROFILE=1 records every kernel of the first step (`--gpu-profile`), by part, summarised
+# in $OUT/gpu-profile.txt (scripts/gpu_profile.py --parts --families).
 # Writes the log, the metrics and the memory peak to $OUT.
 #   run (device tool; the 3B shape needs an H200: needs_h200) with carry
 #   [".device/trainer.xz", ".device/cache"], where .device/cache is a habits cache holding
@@ -36,8 +38,14 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 ( while true; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits; sleep 0.5; done ) > "$OUT/gpu-mem.txt" &
 SAMPLER=$!
 status=0
-timeout "${PPO_TIMEOUT:-540}" "$BIN" ppo --config "$config" --fresh --no-save --stop-after "${STEPS:-1}" > "$OUT/ppo.log" 2>&1 || status=$?
+profile=()
+[ "${GPU_PROFILE:-0}" = 1 ] && profile=(--gpu-profile "$OUT/gpu-profile.jsonl")
+timeout "${PPO_TIMEOUT:-540}" "$BIN" ppo --config "$config" --fresh --no-save --stop-after "${STEPS:-1}" "${profile[@]}" > "$OUT/ppo.log" 2>&1 || status=$?
 kill $SAMPLER || true
+if [ -f "$OUT/gpu-profile.jsonl" ]; then
+  python3 scripts/gpu_profile.py "$OUT/gpu-profile.jsonl" --parts --families --top 12 > "$OUT/gpu-profile.txt"
+  head -80 "$OUT/gpu-profile.txt"
+fi
 echo "exit $status; peak GPU memory in use $(sort -n "$OUT/gpu-mem.txt" | tail -1) MiB" | tee "$OUT/summary.txt"
 grep -E "memory plan|^ppo|^step|^eval|warning|error" "$OUT/ppo.log" | tee -a "$OUT/summary.txt" || true
 cp "$RUN/metrics.jsonl" "$OUT/" 2>/dev/null || true

@@ -220,9 +220,10 @@ struct RunArgs {
     /// summarise with scripts/host_profile.py). Needs the `host-profile` cargo feature.
     #[arg(long)]
     host_profile: Option<PathBuf>,
-    /// Record every GPU kernel over the steps after the third and write where the GPU's
-    /// time went (JSON lines: the window, then each kernel most time first). Needs a CUDA
-    /// build and libcupti.
+    /// Record every GPU kernel and write where the GPU's time went (JSON lines: the window,
+    /// then each kernel most time first): pretraining, over the steps after the third; PPO,
+    /// over the invocation's first step, also by part (generation, scoring, each model's
+    /// update). Needs a CUDA build and libcupti.
     #[arg(long)]
     gpu_profile: Option<PathBuf>,
 }
@@ -258,8 +259,8 @@ fn run(cli: Cli) -> Result<()> {
             on_backend(BackendKind::parse(&cfg.train.backend, "train.backend")?, cfg.kernels, fusion, Work::Pretrain(&cfg, args.options()))
         }
         Command::Ppo(args) => {
-            if args.host_profile.is_some() || args.gpu_profile.is_some() {
-                bail!("--host-profile and --gpu-profile profile pretraining steps; `trainer ppo` does not take them");
+            if args.host_profile.is_some() {
+                bail!("--host-profile profiles pretraining steps; `trainer ppo` does not take it (--gpu-profile profiles a PPO step)");
             }
             let mut cfg = PpoConfig::load(&args.config)?;
             cfg.kernels = cfg.kernels.with_env_overrides()?;

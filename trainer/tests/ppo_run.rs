@@ -186,4 +186,15 @@ fn bad_configs_get_one_clear_error() {
     std::fs::write(&cfg, text).unwrap();
     let out = run(trainer().arg("ppo").arg("--config").arg(&cfg), false);
     assert!(String::from_utf8_lossy(&out.stderr).contains("use the model's own tokenizer"), "{}", String::from_utf8_lossy(&out.stderr));
+    // Profiles: the host's is pretraining's only; the GPU's needs a CUDA build, said before
+    // any priming or output (these tests run the CPU build).
+    let cfg = config(tmp.path(), "profiled", "");
+    let out = run(trainer().arg("ppo").arg("--config").arg(&cfg).arg("--host-profile").arg(tmp.path().join("host.folded")), false);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--gpu-profile profiles a PPO step"), "{}", String::from_utf8_lossy(&out.stderr));
+    if !cfg!(feature = "cuda") {
+        let out = run(trainer().arg("ppo").arg("--config").arg(&cfg).arg("--gpu-profile").arg(tmp.path().join("gpu.jsonl")), false);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("needs a CUDA build") && err.contains("--features cuda"), "{err}");
+        assert!(!tmp.path().join("profiled").exists() && !tmp.path().join("gpu.jsonl").exists(), "nothing written");
+    }
 }

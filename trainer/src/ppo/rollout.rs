@@ -16,6 +16,7 @@ use super::critic::Critic;
 use super::gae::{gae, shaped_rewards, whiten};
 use super::loss::token_logp;
 use crate::ModelBackend;
+use crate::diag::gpu_profile;
 use crate::generate::{Sampling, generate};
 use crate::model::Llama;
 
@@ -82,6 +83,7 @@ pub fn rollout<B: ModelBackend, D: Detokenize>(
 ) -> Result<RolloutBatch> {
     let mut times = RolloutTimes::default();
     let started = Instant::now();
+    gpu_profile::mark("generation");
     let expanded: Vec<(usize, Vec<u32>)> = prompts.iter().enumerate().flat_map(|(i, p)| std::iter::repeat_n((i, p.clone()), s.samples)).collect();
     let batch: Vec<Vec<u32>> = expanded.iter().map(|(_, p)| p.clone()).collect();
     let generated = generate(actor, &batch, &s.sampling, false)?;
@@ -123,16 +125,18 @@ fn score_tokens<B: ModelBackend>(
     packed: &Packed<B>,
     times: &mut RolloutTimes,
 ) -> Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> {
-    let timed = |seconds: &mut f64, part: &dyn Fn() -> Vec<Vec<f64>>| {
+    // Each part ends reading its results on the host: the device has finished it.
+    let timed = |seconds: &mut f64, name: &str, part: &dyn Fn() -> Vec<Vec<f64>>| {
+        gpu_profile::mark(name);
         let started = Instant::now();
         let out = part();
         *seconds += started.elapsed().as_secs_f64();
         out
     };
     let logp_of = |m: &Llama<B>| packed.gather(token_logp(m.forward_range(packed.ids.clone(), packed.start, packed.len), packed.targets()));
-    let actor_logp = timed(&mut times.actor_logp_s, &|| logp_of(actor));
-    let reference_logp = timed(&mut times.reference_logp_s, &|| logp_of(reference));
-    let values = timed(&mut times.values_s, &|| packed.gather(critic.values(packed.ids.clone()).narrow(1, packed.start, packed.len)));
+    let actor_logp = timed(&mut times.actor_logp_s, "scoring: actor", &|| logp_of(actor));
+    let reference_logp = timed(&mut times.reference_logp_s, "scoring: reference", &|| logp_of(reference));
+    let values = timed(&mut times.values_s, "scoring: critic", &|| packed.gather(critic.values(packed.ids.clone()).narrow(1, packed.start, packed.len)));
     actor_logp.into_iter().zip(reference_logp).zip(values).map(|((a, r), v)| (a, r, v)).collect()
 }
 

@@ -24,6 +24,7 @@ use super::track::{TrackSection, TrackedRollout, draw_tasks, write_rollouts};
 use super::update::{UpdateSettings, update};
 use crate::countdown::reward::{CORRECT_SCORE, judge};
 use crate::countdown::task::{Task, prompt};
+use crate::diag::gpu_profile::GpuProfile;
 use crate::generate::{Sampling, generate};
 use crate::model::Llama;
 use crate::model::config::ModelConfig;
@@ -35,6 +36,7 @@ use crate::run::checkpoint::{self, TrainState};
 use crate::run::memory_plan::{card_memory, host_memory_available};
 use crate::run::metrics::Metrics;
 use crate::run::options::RunOptions;
+use crate::run::profiles::sync;
 use crate::tokenizer::TextTokenizer;
 use crate::train::config::check_compute_dtype;
 use crate::weights::load_weights;
@@ -147,6 +149,9 @@ struct Policy<B: TrainBackend> {
 /// Runs (or resumes) a PPO run.
 pub fn ppo<B: TrainBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOptions) -> Result<PpoSummary> {
     let run_started = Instant::now();
+    if let Some(path) = &opts.gpu_profile {
+        GpuProfile::can_record(path)?;
+    }
     let inputs = Inputs::read(cfg)?;
     let p = &cfg.ppo;
     let out = &cfg.output.dir;
@@ -190,7 +195,20 @@ pub fn ppo<B: TrainBackend>(cfg: &PpoConfig, device: &B::Device, opts: &RunOptio
     let mut ran = 0usize;
     while opts.another_step(run.state.step, p.steps, ran, run_started) {
         let step = run.state.step + 1;
+        // `--gpu-profile`: the invocation's first step, by part (`gpu_profile::mark`).
+        let profile = match &opts.gpu_profile {
+            Some(path) if ran == 0 => {
+                sync::<B>(device)?;
+                Some(GpuProfile::start(path)?)
+            }
+            _ => None,
+        };
         run = ppo_step(run, step, cfg, &inputs)?;
+        if let Some(profile) = profile {
+            sync::<B>(device)?;
+            let window = profile.finish(1)?;
+            eprintln!("GPU profile of step {step}: {window} in {}", opts.gpu_profile.as_ref().expect("a path").display());
+        }
         ran += 1;
         let ends_run = opts.ends_run(step, p.steps, run_started);
         if step % p.eval_every.max(1) == 0 || ends_run {

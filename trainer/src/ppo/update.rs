@@ -24,6 +24,7 @@ use super::critic::Critic;
 use super::loss::{entropy_tokens, policy_loss_tokens, token_logp, value_loss_tokens};
 use super::rollout::Rollout;
 use crate::TrainBackend;
+use crate::diag::gpu_profile;
 use crate::model::Llama;
 use crate::ops::kernels::Kernels;
 use crate::run::backward::{GradientSums, backward_into, head_chunk_rows};
@@ -124,10 +125,12 @@ pub fn update<B: TrainBackend, OA: Optimizer<Llama<B>, B>, OC: Optimizer<Critic<
     // Each token's share of the update, for the token-weighted means of the metrics.
     let unit = 1.0 / lengths.iter().sum::<usize>().max(1) as f64;
     let (a, c) = (s.actor_mini_batch.max(1), s.critic_mini_batch.max(1));
+    gpu_profile::mark("critic update");
     let critic_epoch = Epoch { rollouts, mini: c, weights: loss_weights(&lengths, c, s.critic_loss_group, s.loss_average), unit, settings: s };
     let (critic, critic_part) = critic_epoch.run(critic, critic_optim, s.critic_lr, |critic, micro, sums| critic_micro_batch(critic, micro, s, sums));
     // At the study's 3B shape each epoch takes minutes: say where the update is.
     eprintln!("  critic updated in {:.1} s ({} optimizer steps); updating the actor", critic_part.seconds, critic_part.steps);
+    gpu_profile::mark("actor update");
     let actor_epoch = Epoch { rollouts, mini: a, weights: loss_weights(&lengths, a, s.actor_loss_group, s.loss_average), unit, settings: s };
     let (actor, actor_part) = actor_epoch.run(actor, actor_optim, s.actor_lr, |actor, micro, sums| actor_micro_batch(actor, micro, s, sums));
     // An empty batch has no statistics: zeros.

@@ -20,8 +20,9 @@ pub struct RunOptions {
     /// Write a sampling profile of the host over the steps after the third to this file
     /// (`host_profile`; needs the `host-profile` feature).
     pub host_profile: Option<std::path::PathBuf>,
-    /// Record every GPU kernel over the steps after the third and write where the GPU's
-    /// time went to this file (`gpu_profile`; needs a CUDA build).
+    /// Record every GPU kernel and write where the GPU's time went to this file
+    /// (`gpu_profile`; needs a CUDA build): pretraining's steps after the third, PPO's
+    /// first step of the invocation.
     pub gpu_profile: Option<std::path::PathBuf>,
 }
 

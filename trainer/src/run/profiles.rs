@@ -59,6 +59,7 @@ impl<'a> Profiles<'a> {
     }
 }
 
-fn sync<B: Backend>(device: &B::Device) -> Result<()> {
+/// Waits for the device to finish what it was asked (before a GPU profile starts or ends).
+pub(crate) fn sync<B: Backend>(device: &B::Device) -> Result<()> {
     B::sync(device).map_err(|e| anyhow::anyhow!("the device failed: {e:?}"))
 }
