@@ -7,7 +7,7 @@
 # side only. The 90M step leaves the card mostly idle, so the runs share it; each is slower
 # than alone, all by about the same (the curves are compared by step, not by time).
 # Beside them, compare-backends' AdamW checks (moments in page-locked host memory against
-# on the card). Writes each run's metrics (metrics-<variant>-<seed>.jsonl), the checks
+# on the card) and its entropy kernels' check (`kernels.fused_entropy`). Writes each run's metrics (metrics-<variant>-<seed>.jsonl), the checks
 # (adamw-check.txt) and a summary (the GPU, the held-out evaluations, each log's tail) to
 # $OUT; the curves are drawn back home with
 #   python3 scripts/plot_ppo_curves.py OUT/metrics-*.jsonl docs/ppo-options.png
@@ -30,9 +30,10 @@ tok="$HABITS_CACHE/tokenizers/llama3/tokenizer.json"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/summary.txt"
 echo "options: $OPTION_KEYS; seeds: $SEEDS; $MINUTES minutes each" | tee -a "$OUT/summary.txt"
 
-# Beside the runs: AdamW's moments in page-locked host memory against on the card, the op
-# checks of compare-backends (its model comparisons are cut by the time limit).
-( timeout 200 "$BIN" compare-backends --config configs/models/countdown-90m.json 2>&1 | grep -E "AdamW|NOT THE SAME|DIFFERS" > "$OUT/adamw-check.txt" || true ) &
+# Beside the runs: AdamW's moments in page-locked host memory against on the card and the
+# entropy op, the op checks of compare-backends (its model comparisons are cut by the time
+# limit).
+( timeout 200 "$BIN" compare-backends --config configs/models/countdown-90m.json 2>&1 | grep -E "AdamW|entropy|NOT THE SAME|DIFFERS" > "$OUT/adamw-check.txt" || true ) &
 CHECK=$!
 pids=()
 names=()

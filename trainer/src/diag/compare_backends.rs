@@ -99,6 +99,7 @@ fn check_training_ops(kernels: Kernels) {
     }
     // A vocabulary that is not a multiple of the 256 units a cube walks a row with.
     print(ops::cross_entropy::check::check_cross_entropy::<Cpu, CudaPlain>([37, 50_021], cpu, gpu), "two kernels");
+    print(ops::entropy::check::check_entropy::<Cpu, CudaPlain>([37, 50_021], cpu, gpu), "two kernels");
     print(ops::pick_tokens::check::check_pick_tokens::<Cpu, CudaPlain>([37, 50_021], cpu, gpu), "one kernel");
     // A decoding step's write (one position a row) and a prefill's (a run of positions a
     // row), in a paged cache (scattered blocks of 16) and a contiguous one (a block a row).

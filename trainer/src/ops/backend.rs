@@ -17,7 +17,7 @@ pub type CudaFused = burn::backend::Cuda<f32, i32>;
 pub type CudaPlain = burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
 
 /// A backend the model runs on: burn's, plus the attention op, the projections' matmul,
-/// RMSNorm, RoPE on the heads, the MLP's gate and the loss's cross-entropy, each with its
+/// RMSNorm, RoPE on the heads, the MLP's gate, the loss's cross-entropy and PPO's entropy, each with its
 /// own backward, and generation's attention over a cache, its writes, a decoding step's
 /// attention and its token pick.
 pub trait ModelBackend:
@@ -29,6 +29,7 @@ pub trait ModelBackend:
     + ops::rotary_heads::RotaryHeads
     + ops::swiglu::Swiglu
     + ops::cross_entropy::CrossEntropy
+    + ops::entropy::Entropy
     + ops::pick_tokens::PickTokens
     + ops::kv_write::KvWrite
 {
@@ -42,6 +43,7 @@ impl<
         + ops::rotary_heads::RotaryHeads
         + ops::swiglu::Swiglu
         + ops::cross_entropy::CrossEntropy
+        + ops::entropy::Entropy
         + ops::pick_tokens::PickTokens
         + ops::kv_write::KvWrite,
 > ModelBackend for T

@@ -68,7 +68,9 @@ mod tests {
     use crate::Cpu;
     use crate::ops::kernels::Kernels;
     use crate::ops::squared_norms::SquaredNorms;
-    use crate::ops::{adamw, attention, cross_entropy, decode_attention, kv_write, matmul, pick_tokens, rms_norm, rotary_heads, squared_norms, swiglu};
+    use crate::ops::{
+        adamw, attention, cross_entropy, decode_attention, entropy, kv_write, matmul, pick_tokens, rms_norm, rotary_heads, squared_norms, swiglu,
+    };
 
     fn assert_identical(gaps: &[OpGap], count: usize) {
         assert_eq!(gaps.len(), count, "{gaps:?}");
@@ -79,12 +81,13 @@ mod tests {
     #[test]
     fn every_op_agrees_with_itself() {
         let (cpu, k) = (&Default::default(), Kernels::default());
-        let checks: [(Vec<OpGap>, usize); 19] = [
+        let checks: [(Vec<OpGap>, usize); 20] = [
             (adamw::check::check_adamw::<Cpu, Cpu>([7, 5], cpu, cpu), 3),
             (adamw::check::check_adamw_on_host::<Cpu, Cpu>([7, 5], cpu, cpu), 3),
             (attention::check::check_attention::<Cpu, Cpu>([1, 3, 3, 9, 4], DType::F32, k, cpu, cpu), 4),
             (attention::check::check_attention::<Cpu, Cpu>([2, 4, 2, 9, 4], DType::F32, k, cpu, cpu), 4),
             (cross_entropy::check::check_cross_entropy::<Cpu, Cpu>([5, 13], cpu, cpu), 2),
+            (entropy::check::check_entropy::<Cpu, Cpu>([4, 13], cpu, cpu), 2),
             (matmul::check::check_matmul::<Cpu, Cpu>([6, 4, 3], k, cpu, cpu), 4),
             (matmul::check::check_matmul_gradients::<Cpu, Cpu>([6, 4, 3], k, cpu, cpu), 4),
             (kv_write::check::check_kv_write::<Cpu, Cpu>([7, 2, 3, 3], [3, 4, 2], cpu, cpu), 2),

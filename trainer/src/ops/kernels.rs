@@ -11,6 +11,7 @@
 //! | `attention_chunk` | `HABITS_ATTENTION_CHUNK` | 256 | query positions per chunk of the staircase |
 //! | `cublas` | `HABITS_CUBLAS` (1/0) | true | cuBLAS for products, else cubecl's matmul |
 //! | `pinned_moments` | `HABITS_PINNED_MOMENTS` (1/0) | true | AdamW's moments kept on the host (`ppo.optimizer_state = "host"`) in page-locked memory, copied on the kernels' stream |
+//! | `fused_entropy` | `HABITS_FUSED_ENTROPY` (1/0) | false | PPO's entropy bonus by the entropy op's own kernels (`ops::entropy`), else burn's softmaxes (off until compare-backends has checked the kernels on a GPU) |
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -33,17 +34,19 @@ pub struct Kernels {
     /// AdamW's moments, when kept on the host, in page-locked memory with their copies
     /// queued on the kernels' stream (else read back and uploaded through burn).
     pub pinned_moments: bool,
+    /// PPO's entropy bonus by the entropy op's own kernels (else burn's softmaxes).
+    pub fused_entropy: bool,
 }
 
 impl Default for Kernels {
     fn default() -> Self {
-        Kernels { fusion: None, flash_attention: true, attention_chunk: DEFAULT_ATTENTION_CHUNK, cublas: true, pinned_moments: true }
+        Kernels { fusion: None, flash_attention: true, attention_chunk: DEFAULT_ATTENTION_CHUNK, cublas: true, pinned_moments: true, fused_entropy: false }
     }
 }
 
 impl Kernels {
     /// These settings with the environment's overrides (`HABITS_CUDA_FUSION`,
-    /// `HABITS_FLASH_ATTENTION`, `HABITS_CUBLAS`, `HABITS_PINNED_MOMENTS`: `1` or `0`; `HABITS_ATTENTION_CHUNK`: a
+    /// `HABITS_FLASH_ATTENTION`, `HABITS_CUBLAS`, `HABITS_PINNED_MOMENTS`, `HABITS_FUSED_ENTROPY`: `1` or `0`; `HABITS_ATTENTION_CHUNK`: a
     /// positive whole number), checked; one error names a bad variable or key.
     pub fn with_env_overrides(self) -> Result<Self> {
         self.with_overrides(|name| std::env::var(name).ok())
@@ -70,6 +73,9 @@ impl Kernels {
         if let Some(on) = switch("HABITS_PINNED_MOMENTS")? {
             self.pinned_moments = on;
         }
+        if let Some(on) = switch("HABITS_FUSED_ENTROPY")? {
+            self.fused_entropy = on;
+        }
         if let Some(v) = var("HABITS_ATTENTION_CHUNK") {
             self.attention_chunk = v.trim().parse().with_context(|| format!("HABITS_ATTENTION_CHUNK={v:?}: give a positive whole number of positions"))?;
         }
@@ -83,12 +89,13 @@ impl Kernels {
     pub fn describe(&self) -> String {
         let on = |b: bool| if b { "on" } else { "off" };
         format!(
-            "kernels: fusion {}, flash attention {}, attention chunk {}, cuBLAS {}, page-locked moments {}",
+            "kernels: fusion {}, flash attention {}, attention chunk {}, cuBLAS {}, page-locked moments {}, fused entropy {}",
             self.fusion.map_or("by command", on),
             on(self.flash_attention),
             self.attention_chunk,
             on(self.cublas),
-            on(self.pinned_moments)
+            on(self.pinned_moments),
+            on(self.fused_entropy)
         )
     }
 }
@@ -105,9 +112,15 @@ mod tests {
     #[test]
     fn the_environment_overrides_the_config_and_bad_values_are_one_clear_error() {
         let from_config = Kernels { flash_attention: false, ..Default::default() };
-        let overrides = [("HABITS_FLASH_ATTENTION", "1"), ("HABITS_ATTENTION_CHUNK", "77"), ("HABITS_CUDA_FUSION", "0"), ("HABITS_PINNED_MOMENTS", "0")];
+        let overrides = [
+            ("HABITS_FLASH_ATTENTION", "1"),
+            ("HABITS_ATTENTION_CHUNK", "77"),
+            ("HABITS_CUDA_FUSION", "0"),
+            ("HABITS_PINNED_MOMENTS", "0"),
+            ("HABITS_FUSED_ENTROPY", "1"),
+        ];
         let k = from_config.with_overrides(env(&overrides)).unwrap();
-        assert_eq!(k, Kernels { fusion: Some(false), flash_attention: true, attention_chunk: 77, cublas: true, pinned_moments: false });
+        assert_eq!(k, Kernels { fusion: Some(false), flash_attention: true, attention_chunk: 77, cublas: true, pinned_moments: false, fused_entropy: true });
         assert_eq!(from_config.with_overrides(env(&[])).unwrap(), from_config, "nothing set: the config's");
         let err = Kernels::default().with_overrides(env(&[("HABITS_CUBLAS", "yes")])).unwrap_err().to_string();
         assert!(err.contains("HABITS_CUBLAS=\"yes\": use 1 (on) or 0 (off)"), "{err}");

@@ -14,6 +14,7 @@ pub mod cross_entropy;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
 pub mod decode_attention;
+pub mod entropy;
 pub mod kernels;
 pub mod kv_write;
 pub mod matmul;

@@ -4,9 +4,9 @@
 //! metrics.
 
 use burn::prelude::*;
-use burn::tensor::activation::{log_softmax, softmax};
 
 use crate::ops::cross_entropy::{CrossEntropy, token_cross_entropy};
+use crate::ops::entropy::{Entropy, row_entropy};
 
 /// Mean of `x` over the tokens where `mask` is 1.
 pub fn masked_mean<B: Backend, const D: usize>(x: Tensor<B, D>, mask: Tensor<B, D>) -> Tensor<B, 1> {
@@ -63,15 +63,16 @@ pub fn value_loss<B: Backend>(
     (masked_mean(loss, mask.clone()), masked_mean(clipped, mask))
 }
 
-/// The entropy of each next-token distribution (`logits` `[batch, seq, vocab]`): `[batch, seq]`.
-pub fn entropy_tokens<B: Backend>(logits: Tensor<B, 3>) -> Tensor<B, 2> {
-    let logp = log_softmax(logits.clone(), 2);
-    (softmax(logits, 2) * logp).sum_dim(2).squeeze_dim::<2>(2).neg()
+/// The entropy of each next-token distribution (`logits` `[batch, seq, vocab]`): `[batch,
+/// seq]`; `fused` (`kernels.fused_entropy`) takes the backend's entropy op where it has one.
+pub fn entropy_tokens<B: Entropy>(logits: Tensor<B, 3>, fused: bool) -> Tensor<B, 2> {
+    let [b, t, vocab] = logits.dims();
+    row_entropy(logits.reshape([b * t, vocab]), fused).reshape([b, t])
 }
 
 /// Mean entropy of the policy's next-token distributions over the masked tokens.
-pub fn entropy<B: Backend>(logits: Tensor<B, 3>, mask: Tensor<B, 2>) -> Tensor<B, 1> {
-    masked_mean(entropy_tokens(logits), mask)
+pub fn entropy<B: Entropy>(logits: Tensor<B, 3>, mask: Tensor<B, 2>) -> Tensor<B, 1> {
+    masked_mean(entropy_tokens(logits, false), mask)
 }
 
 /// Log-probabilities of the chosen tokens: `logits` `[batch, seq, vocab]`, `tokens` `[batch, seq]`
@@ -86,6 +87,7 @@ mod tests {
     use super::*;
     use burn::module::Param;
     use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+    use burn::tensor::activation::softmax;
 
     type B = crate::Cpu;
     type AD = crate::CpuAutodiff;

@@ -194,7 +194,7 @@ fn actor_micro_batch<B: TrainBackend>(actor: &Llama<B>, m: &MicroBatch<B>, s: &U
         let logits = model.head(hidden.narrow(1, m.packed.start, m.packed.len));
         let logp = token_logp(logits.clone(), rows_of(targets.clone(), &rows));
         let (policy, clipped) = policy_loss_tokens(logp, rows_of(old_logp.clone(), &rows), rows_of(advantages.clone(), &rows), s.clip);
-        let entropy = entropy_tokens(logits);
+        let entropy = entropy_tokens(logits, s.kernels.fused_entropy);
         let unit = rows_of(m.unit.clone(), &rows);
         let of = |t: Tensor<B, 2>| (t * unit.clone()).sum().inner();
         add_stats(&stats, Tensor::cat(vec![of(policy.clone()), of(entropy.clone()), of(clipped)], 0));

@@ -17,7 +17,7 @@ use cubecl::prelude::*;
 
 use crate::CudaPlain;
 use crate::ops::cross_entropy::{CrossEntropy, composed_cross_entropy_backward, composed_cross_entropy_rows};
-use crate::ops::cuda::plane_rows::{PLANE, empty_like, has_planes};
+use crate::ops::cuda::plane_rows::{PLANE, empty_like, largest, logits_rows};
 
 /// Planes per cube of the forward kernel (one cube per row).
 const PLANES: u32 = 8;
@@ -58,13 +58,7 @@ fn cross_entropy_kernel<E: Float, I: Int>(
     }
     sync_cube();
     if unit == 0 {
-        let mut top = maxes[0];
-        for i in 1..CUBE_DIM_Y {
-            let m = maxes[i as usize];
-            if m > top {
-                top = m;
-            }
-        }
+        let top = largest(&maxes, CUBE_DIM_Y);
         let mut total = f32::new(0.0);
         for i in 0..CUBE_DIM_Y {
             total += sums[i as usize] * (maxes[i as usize] - top).exp();
@@ -101,18 +95,6 @@ fn cross_entropy_backward_kernel<E: Float, I: Int>(
     grad[at] = E::cast_from(g * dloss[row]);
 }
 
-/// `[rows, vocab]` of contiguous logits the kernels take, or `None` when they do not
-/// (another dtype or rank, no plane operations, more rows or a longer row than one launch
-/// covers).
-fn kernel_shape(logits: &CubeTensor<CudaRuntime>) -> Option<[u32; 2]> {
-    let [rows, vocab] = logits.meta.shape[..] else { return None };
-    let dtype = matches!(logits.dtype, DType::F32 | DType::BF16 | DType::F16);
-    let planes = has_planes(logits);
-    // The backward grid has a cube row per `UNITS` logits of a row, at most 65,535.
-    let fits = rows > 0 && vocab > 0 && rows < i32::MAX as usize && vocab.div_ceil(UNITS as usize) <= 65_535;
-    (dtype && planes && fits).then_some([rows as u32, vocab as u32])
-}
-
 fn f32_rows(like: &CubeTensor<CudaRuntime>, rows: u32) -> CubeTensor<CudaRuntime> {
     empty_like(like, vec![rows as usize], DType::F32)
 }
@@ -122,7 +104,7 @@ impl CrossEntropy for CudaPlain {
 
     fn cross_entropy_rows(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let (logits, targets) = (into_contiguous(logits), into_contiguous(targets));
-        let Some([rows, vocab]) = kernel_shape(&logits) else {
+        let Some([rows, vocab]) = logits_rows(&logits, UNITS) else {
             return composed_cross_entropy_rows::<Self>(logits, targets);
         };
         let (losses, lse) = (f32_rows(&logits, rows), f32_rows(&logits, rows));
@@ -144,7 +126,7 @@ impl CrossEntropy for CudaPlain {
     fn cross_entropy_backward(logits: FloatTensor<Self>, targets: IntTensor<Self>, lse: FloatTensor<Self>, dloss: FloatTensor<Self>) -> FloatTensor<Self> {
         let [logits, targets, lse, dloss] = [logits, targets, lse, dloss].map(into_contiguous);
         let is_f32_vector = |t: &CubeTensor<CudaRuntime>| t.dtype == DType::F32 && t.meta.shape.len() == 1;
-        let Some([rows, vocab]) = kernel_shape(&logits).filter(|_| is_f32_vector(&lse) && is_f32_vector(&dloss)) else {
+        let Some([rows, vocab]) = logits_rows(&logits, UNITS).filter(|_| is_f32_vector(&lse) && is_f32_vector(&dloss)) else {
             return composed_cross_entropy_backward::<Self>(logits, targets, lse, dloss);
         };
         let grad = empty_like(&logits, logits.meta.shape.to_vec(), logits.dtype);

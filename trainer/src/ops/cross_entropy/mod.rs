@@ -72,7 +72,8 @@ fn cross_entropy_op<B: CrossEntropy>(logits: Tensor<B, 2>, targets: Tensor<B, 1,
     Tensor::from_primitive(TensorPrimitive::Float(B::cross_entropy(logits.into_primitive().tensor(), targets.into_primitive())))
 }
 
-fn float<B: Backend, const D: usize>(raw: FloatTensor<B>) -> Tensor<B, D> {
+/// A raw float tensor as a tensor of rank `D`.
+pub(crate) fn float<B: Backend, const D: usize>(raw: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(raw))
 }
 

@@ -41,3 +41,28 @@ pub(crate) fn vector_size(dtype: burn::tensor::DType, lengths: &[usize]) -> usiz
 pub(crate) fn empty_like(like: &CubeTensor<CudaRuntime>, shape: Vec<usize>, dtype: burn::tensor::DType) -> CubeTensor<CudaRuntime> {
     empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape.into(), dtype)
 }
+
+/// `[rows, vocab]` of contiguous logits that the logits' row kernels take (cross-entropy,
+/// entropy: one cube a row forward, cubes of `units` logits along a row backward), or
+/// `None` when they do not (another dtype or rank, no plane operations, more rows or a
+/// longer row than one launch covers).
+pub(crate) fn logits_rows(logits: &CubeTensor<CudaRuntime>, units: u32) -> Option<[u32; 2]> {
+    let [rows, vocab] = logits.meta.shape[..] else { return None };
+    let dtype = matches!(logits.dtype, burn::tensor::DType::F32 | burn::tensor::DType::BF16 | burn::tensor::DType::F16);
+    // The backward grid has a cube row per `units` logits of a row, at most 65,535.
+    let fits = rows > 0 && vocab > 0 && rows < i32::MAX as usize && vocab.div_ceil(units as usize) <= 65_535;
+    (dtype && has_planes(logits) && fits).then_some([rows as u32, vocab as u32])
+}
+
+/// The largest of `values[0..count]` (the maxima of a cube's planes, in shared memory).
+#[cube]
+pub(crate) fn largest(values: &SharedMemory<f32>, count: u32) -> f32 {
+    let mut top = values[0];
+    for i in 1..count {
+        let m = values[i as usize];
+        if m > top {
+            top = m;
+        }
+    }
+    top
+}
