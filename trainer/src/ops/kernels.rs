@@ -46,8 +46,9 @@ impl Default for Kernels {
 
 impl Kernels {
     /// These settings with the environment's overrides (`HABITS_CUDA_FUSION`,
-    /// `HABITS_FLASH_ATTENTION`, `HABITS_CUBLAS`, `HABITS_PINNED_MOMENTS`, `HABITS_FUSED_ENTROPY`: `1` or `0`; `HABITS_ATTENTION_CHUNK`: a
-    /// positive whole number), checked; one error names a bad variable or key.
+    /// `HABITS_FLASH_ATTENTION`, `HABITS_CUBLAS`, `HABITS_PINNED_MOMENTS`,
+    /// `HABITS_FUSED_ENTROPY`: `1` or `0`; `HABITS_ATTENTION_CHUNK`: a positive whole
+    /// number), checked; one error names a bad variable or key.
     pub fn with_env_overrides(self) -> Result<Self> {
         self.with_overrides(|name| std::env::var(name).ok())
     }
