@@ -97,10 +97,6 @@ impl<B: ModelBackend> Llama<B> {
     /// transposed). Without a compute dtype the weights keep theirs.
     pub fn for_generation(&self) -> Self {
         let compute = self.compute;
-        let in_compute = |lin: &Linear<B>| Linear {
-            weight: lin.weight.clone().map(|w| to_compute(w, compute)),
-            bias: lin.bias.clone().map(|b| b.map(|b| to_compute(b, compute))),
-        };
         // Outputs side by side in the order of `parts`; biases too where every part has one.
         let side_by_side = |parts: &[&Linear<B>]| {
             let weight = Tensor::cat(parts.iter().map(|l| to_compute(l.weight.val(), compute)).collect(), 1);
@@ -112,13 +108,50 @@ impl<B: ModelBackend> Llama<B> {
             let (attn, mlp) = (&mut layer.self_attn, &mut layer.mlp);
             attn.qkv = Some(side_by_side(&[&attn.q_proj, &attn.k_proj, &attn.v_proj]));
             mlp.gate_up = Some(side_by_side(&[&mlp.gate_proj, &mlp.up_proj]));
-            (attn.o_proj, mlp.down_proj) = (in_compute(&attn.o_proj), in_compute(&mlp.down_proj));
+            (attn.o_proj, mlp.down_proj) = (self.in_compute(&attn.o_proj), self.in_compute(&mlp.down_proj));
         }
-        model.lm_head = Some(match &self.lm_head {
-            Some(head) => in_compute(head),
-            None => Linear { weight: Param::from_tensor(to_compute(self.embed_tokens.weight.val(), compute).transpose()), bias: None },
-        });
+        model.lm_head = Some(self.head_in_compute());
         model
+    }
+
+    /// The model as a scoring pass runs it (PPO's log-probabilities of rollouts, many passes
+    /// with the same weights): a copy of every projection's weight and bias and of the LM
+    /// head in the compute dtype, cast once for all the passes instead of once each; the
+    /// products are the ones the training forward runs, so the values are the same. The
+    /// embedding and the norms keep their dtype. Without a compute dtype (or with the
+    /// weights held in it already, `held_in`) nothing is copied.
+    pub fn for_scoring(&self) -> Self {
+        let mut model = self.with_projections_in_compute();
+        model.lm_head = Some(self.head_in_compute());
+        model
+    }
+
+    /// The model with a copy of every projection's weight and bias in the compute dtype
+    /// (see `for_scoring`; the LM head as it is, for a model that does not read it).
+    pub fn with_projections_in_compute(&self) -> Self {
+        let mut model = self.clone();
+        for layer in &mut model.layers {
+            let (attn, mlp) = (&mut layer.self_attn, &mut layer.mlp);
+            for lin in [&mut attn.q_proj, &mut attn.k_proj, &mut attn.v_proj, &mut attn.o_proj, &mut mlp.gate_proj, &mut mlp.up_proj, &mut mlp.down_proj] {
+                *lin = self.in_compute(lin);
+            }
+        }
+        model
+    }
+
+    /// A projection with its weight and bias in the compute dtype.
+    fn in_compute(&self, lin: &Linear<B>) -> Linear<B> {
+        let compute = self.compute;
+        Linear { weight: lin.weight.clone().map(|w| to_compute(w, compute)), bias: lin.bias.clone().map(|b| b.map(|b| to_compute(b, compute))) }
+    }
+
+    /// The LM head with its weight in the compute dtype (a tied one: the embedding cast once,
+    /// read transposed).
+    fn head_in_compute(&self) -> Linear<B> {
+        match &self.lm_head {
+            Some(head) => self.in_compute(head),
+            None => Linear { weight: Param::from_tensor(to_compute(self.embed_tokens.weight.val(), self.compute).transpose()), bias: None },
+        }
     }
 
     /// The model held in `dtype`, for a model that is only read (PPO's frozen reference):

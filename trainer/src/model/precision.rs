@@ -155,6 +155,23 @@ mod tests {
         assert!(max_rel_gap(&p, &h) < 1e-5, "gap {}", max_rel_gap(&p, &h));
     }
 
+    /// A scoring copy (f64 standing in for bf16): the projections and the LM head held in
+    /// the compute dtype, the embedding and the norms as they were, and the very logits the
+    /// model gives casting its weights at every pass.
+    #[test]
+    fn a_scoring_copy_casts_once_and_gives_the_same_logits() {
+        let device = Default::default();
+        let model = Llama::<Cpu>::random(&tiny_config(), &device).with_compute(Some(FloatDType::F64));
+        let scoring = model.for_scoring();
+        assert_eq!(scoring.layers[1].self_attn.v_proj.weight.val().dtype(), DType::F64);
+        assert_eq!(scoring.layers[1].mlp.up_proj.weight.val().dtype(), DType::F64);
+        assert_eq!(scoring.lm_head.as_ref().map(|h| h.weight.val().dtype()), Some(DType::F64));
+        assert_eq!(scoring.embed_tokens.weight.val().dtype(), DType::F32);
+        assert_eq!(scoring.norm.gamma.val().dtype(), DType::F32);
+        assert_eq!(model.layers[1].self_attn.v_proj.weight.val().dtype(), DType::F32, "the model itself is unchanged");
+        assert_eq!(scoring.forward(ids(&device)).into_data(), model.forward(ids(&device)).into_data());
+    }
+
     /// Batched generation (left padding, key/value cache, masked attention) under a compute
     /// dtype: the same greedy tokens as at f32.
     #[test]

@@ -8,6 +8,8 @@ use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
+use crate::ops::matmul::{Matmul, row_major};
+
 /// A source of named tensors (values in f32, shapes as the checkpoint stores them).
 pub trait ParamSource<B: Backend> {
     /// The tensor `name` of `shape`; an error names the tensor and what is wrong with it.
@@ -41,9 +43,11 @@ impl<B: Backend> ParamSource<B> for RandomInit {
     }
 }
 
-/// A linear layer from a `[out, in]` weight (and `[out]` bias): burn stores `[in, out]`.
-pub fn linear<B: Backend, S: ParamSource<B>>(src: &mut S, prefix: &str, d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Result<Linear<B>> {
-    let weight = src.tensor(&format!("{prefix}.weight"), [d_out, d_in], ParamKind::Matrix, device)?.transpose();
+/// A linear layer from a `[out, in]` weight (and `[out]` bias): burn stores `[in, out]`,
+/// laid out row-major as an optimizer step or a loaded burn record leaves it (the first
+/// pass's casts then read it in order as the later ones do).
+pub fn linear<B: Matmul, S: ParamSource<B>>(src: &mut S, prefix: &str, d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Result<Linear<B>> {
+    let weight = row_major(src.tensor(&format!("{prefix}.weight"), [d_out, d_in], ParamKind::Matrix, device)?.transpose());
     let bias = if bias { Some(Param::from_tensor(src.tensor(&format!("{prefix}.bias"), [d_out], ParamKind::Bias, device)?)) } else { None };
     Ok(Linear { weight: Param::from_tensor(weight), bias })
 }

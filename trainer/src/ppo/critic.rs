@@ -50,6 +50,12 @@ impl<B: ModelBackend> Critic<B> {
         self
     }
 
+    /// The critic as a scoring pass runs it: its body's projections in the compute dtype, a
+    /// copy cast once for many passes (`Llama::for_scoring`; the body's LM head is not read).
+    pub fn for_scoring(&self) -> Self {
+        Critic { body: self.body.with_projections_in_compute(), value_head: self.value_head.clone() }
+    }
+
     /// Values `[batch, seq]`: the value of the state after each token.
     pub fn values(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 2> {
         self.value_head.forward(self.body.hidden(ids)).squeeze_dim::<2>(2)

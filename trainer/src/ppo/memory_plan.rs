@@ -8,7 +8,10 @@
 //! rounding error) and the frozen reference (in `ppo.reference_dtype`). Then two phases, one at a time:
 //! - **rollouts**: the generation engine's copy of the actor's weights in the compute
 //!   dtype and its key/value cache, whose blocks take what is free (`generate::blocks::cache_size`);
-//!   counted here at one row, the least it runs with;
+//!   counted here at one row, the least it runs with; then scoring, one model at a time
+//!   from a copy of its projections in the compute dtype (`Llama::for_scoring`) and one
+//!   micro-batch's forward without a graph: less than the update's f32 gradients and graph,
+//!   so not counted apart;
 //! - **the update**: the critic's epoch, then the actor's (`ppo::update`), so one model's
 //!   gradients at a time: its gradient sums and one backward segment's beside them, and
 //!   for a micro-batch of `micro_batch` rows of prompt + response (micro-batches cut by

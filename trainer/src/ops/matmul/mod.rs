@@ -24,6 +24,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 
 use crate::ops::kernels::Kernels;
@@ -60,6 +61,14 @@ pub trait Matmul: Backend {
     fn is_transposed_view(_b: &FloatTensor<Self>) -> bool {
         false
     }
+
+    /// `t` laid out row-major in memory (a copy where it is a view in another layout), as
+    /// a new untracked tensor: for a weight as it is built, so that the casts to the compute
+    /// dtype that read it at every pass read it in order (a cast of a transposed view reads
+    /// it one column at a time). Unchanged by default.
+    fn row_major(t: FloatTensor<Self>) -> FloatTensor<Self> {
+        t
+    }
 }
 
 /// `alpha · a · b` with burn's `matmul` (the product first, as cuBLAS scales it).
@@ -72,6 +81,11 @@ pub(crate) fn burns_scaled_matmul<B: Backend>(a: FloatTensor<B>, b: FloatTensor<
 pub fn matmul_2d<B: Matmul>(a: Tensor<B, 2>, b: Tensor<B, 2>, kernels: Kernels) -> Tensor<B, 2> {
     let raw = |t: Tensor<B, 2>| t.into_primitive().tensor();
     Tensor::from_primitive(TensorPrimitive::Float(B::matmul_2d(raw(a), raw(b), kernels)))
+}
+
+/// [`Matmul::row_major`] on tensors.
+pub fn row_major<B: Matmul, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::row_major(t.into_primitive().tensor())))
 }
 
 /// [`Matmul::batched_matmul`] on tensors: `alpha · a · b` over the leading dimensions,
@@ -190,6 +204,10 @@ impl<B: Matmul, C: CheckpointStrategy> Matmul for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(B::matmul_2d(a.primitive, b.primitive, kernels)),
         }
     }
+
+    fn row_major(t: FloatTensor<Self>) -> FloatTensor<Self> {
+        <Self as AutodiffBackend>::from_inner(B::row_major(<Self as AutodiffBackend>::inner(t)))
+    }
 }
 
 #[cfg(test)]
@@ -232,6 +250,22 @@ mod tests {
             assert!(max_gap(ours.1, theirs.1) < 1e-5, "da, {case}");
             assert!(max_gap(ours.2, theirs.2) < 1e-5, "db, {case}");
         }
+    }
+
+    /// A weight laid out row-major keeps its values, and as a parameter of an autodiff
+    /// model it is a fresh leaf that gets its gradient.
+    #[test]
+    fn a_row_major_weight_keeps_its_values_and_learns() {
+        let stored = random([3, 5], 8).require_grad();
+        let view = stored.clone().transpose();
+        let laid = row_major(view.clone());
+        assert_eq!(laid.clone().into_data(), view.clone().into_data());
+        let weight = laid.require_grad();
+        let x = random([2, 5], 9);
+        let grads = matmul_2d(x.clone(), weight.clone(), Kernels::default()).sum().backward();
+        let want = x.inner().transpose().matmul(Tensor::<Cpu, 2>::ones([2, 3], &Default::default()));
+        assert!(max_gap(weight.grad(&grads).expect("the weight's gradient"), want) < 1e-6);
+        assert!(stored.grad(&grads).is_none(), "the matrix it was laid out from is not its parent");
     }
 
     #[test]
