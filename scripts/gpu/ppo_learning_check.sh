@@ -7,9 +7,10 @@
 # side only. The 90M step leaves the card mostly idle, so the runs share it; each is slower
 # than alone, all by about the same (the curves are compared by step, not by time).
 # Beside them, compare-backends' AdamW checks (moments in page-locked host memory against
-# on the card) and its entropy kernels' check (`kernels.fused_entropy`). Writes each run's metrics (metrics-<variant>-<seed>.jsonl), the checks
-# (adamw-check.txt) and a summary (the GPU, the held-out evaluations, each log's tail) to
-# $OUT; the curves are drawn back home with
+# on the card) and its entropy kernels' check (`kernels.fused_entropy`). Writes each run's
+# metrics (metrics-<variant>-<seed>.jsonl), the checks (adamw-check.txt), each run's log
+# (log-<variant>-<seed>.txt) and a summary (the GPU, the held-out evaluations, each log's
+# tail) to $OUT; the curves are drawn back home with
 #   python3 scripts/plot_ppo_curves.py OUT/metrics-*.jsonl docs/ppo-options.png
 # HABITS_PINNED_MOMENTS=0 keeps the options' host moments in pageable memory (read back and
 # uploaded through burn; `kernels.pinned_moments` is on by default).
@@ -33,7 +34,7 @@ echo "options: $OPTION_KEYS; seeds: $SEEDS; $MINUTES minutes each" | tee -a "$OU
 # Beside the runs: AdamW's moments in page-locked host memory against on the card and the
 # entropy op, the op checks of compare-backends (its model comparisons are cut by the time
 # limit).
-( timeout 200 "$BIN" compare-backends --config configs/models/countdown-90m.json 2>&1 | grep -E "AdamW|entropy|NOT THE SAME|DIFFERS" > "$OUT/adamw-check.txt" || true ) &
+( timeout 200 "$BIN" compare-backends --config configs/models/countdown-90m.json 2>&1 | grep -E "AdamW|entropy|weights as built|NOT THE SAME|DIFFERS" > "$OUT/adamw-check.txt" || true ) &
 CHECK=$!
 pids=()
 names=()
@@ -60,6 +61,8 @@ wait $CHECK || true
 cat "$OUT/adamw-check.txt" >> "$OUT/summary.txt"
 for name in "${names[@]}"; do
   cp "runs/ppo-check-$name/metrics.jsonl" "$OUT/metrics-$name.jsonl" 2>/dev/null || true
+  # The whole log: a run that fails says why before its last lines.
+  cp "runs-$name.log" "$OUT/log-$name.txt" 2>/dev/null || true
   { echo "== $name"; grep -E '"kind":"eval"' "runs/ppo-check-$name/metrics.jsonl" 2>/dev/null \
       | python3 -c 'import json,sys
 for l in sys.stdin:

@@ -1,7 +1,8 @@
 //! `trainer compare-backends`: the CPU (NdArray) against CUDA with and without fusion, in
 //! this order: the attention op by the flash kernels and by the staircase in bf16, the
 //! inference ops at a rollout batch's shapes (`compare::check_ops`), every training op's
-//! own check (`ops/<op>/check.rs`: on CUDA without fusion its kernel or cuBLAS), then the
+//! own check (`ops/<op>/check.rs`: on CUDA without fusion its kernel or cuBLAS), how a
+//! built weight lies in memory, then the
 //! first layer stage by stage and the whole model (logits and batched greedy generation).
 //! Fails when the configured CUDA backend (`HABITS_CUDA_FUSION`) disagrees.
 
@@ -29,6 +30,14 @@ pub fn compare_backends(source: &ModelSource, kernels: Kernels) -> Result<()> {
     if kernels.fusion.unwrap_or(true) { fused } else { plain }
 }
 
+/// How a built projection's weight lies: `row-major`, or `a transposed view  NOT ROW-MAJOR`.
+#[cfg(feature = "cuda")]
+fn weight_layout(built: Result<burn::nn::Linear<crate::CudaPlain>>) -> &'static str {
+    use crate::ops::matmul::Matmul;
+    let weight = built.expect("a random weight").weight.val().into_primitive().tensor();
+    if crate::CudaPlain::is_transposed_view(&weight) { "a transposed view  NOT ROW-MAJOR" } else { "row-major" }
+}
+
 #[cfg(not(feature = "cuda"))]
 pub fn compare_backends(_: &ModelSource, _: Kernels) -> Result<()> {
     Err(crate::ops::backend::without_cuda())
@@ -39,8 +48,11 @@ pub fn compare_backends(_: &ModelSource, _: Kernels) -> Result<()> {
 #[cfg(feature = "cuda")]
 fn check_training_ops(kernels: Kernels) {
     use crate::diag::compare::{OpShapes, check_ops};
+    use crate::model::source::RandomInit;
     use crate::ops;
     use crate::{Cpu, CudaFused, CudaPlain};
+    use burn::backend::Autodiff;
+    use burn::module::AutodiffModule;
     let (cpu, gpu) = (&Default::default(), &Default::default());
     let print = |gaps: Vec<ops::check::OpGap>, how: &str| gaps.iter().for_each(|g| println!("op {g} (CUDA without fusion: {how})"));
     // Flash attention in bf16 (heads of 64 and of 128, whole 64-position blocks; grouped
@@ -71,6 +83,12 @@ fn check_training_ops(kernels: Kernels) {
     }
     print(ops::matmul::check::check_matmul::<Cpu, CudaPlain>([333, 517, 129], kernels, cpu, gpu), "cuBLAS unless HABITS_CUBLAS=0");
     print(ops::matmul::check::check_matmul_gradients::<Cpu, CudaPlain>([333, 517, 129], kernels, cpu, gpu), "cuBLAS unless HABITS_CUBLAS=0");
+    // A projection's weight as a model builds it, for inference and for training: laid
+    // out row-major (`Matmul::row_major`), so that its casts read it in order.
+    let plain = weight_layout(crate::model::source::linear::<CudaPlain, _>(&mut RandomInit { std: 0.02 }, "w", 96, 64, false, gpu));
+    let trained =
+        weight_layout(crate::model::source::linear::<Autodiff<CudaPlain>, _>(&mut RandomInit { std: 0.02 }, "w", 96, 64, false, gpu).map(|l| l.valid()));
+    println!("weights as built: {plain} (CUDA without fusion), {trained} (the same under autodiff)");
     // Grouped heads (3 and 2 query heads per key/value head), one sequence and two; the
     // scores in chunks of 16 queries (the last of 13), in one chunk, and one chunk a query;
     // 64 positions for the kernels' vectors of 4 values (f32).

@@ -11,7 +11,7 @@
 //! | `attention_chunk` | `HABITS_ATTENTION_CHUNK` | 256 | query positions per chunk of the staircase |
 //! | `cublas` | `HABITS_CUBLAS` (1/0) | true | cuBLAS for products, else cubecl's matmul |
 //! | `pinned_moments` | `HABITS_PINNED_MOMENTS` (1/0) | true | AdamW's moments kept on the host (`ppo.optimizer_state = "host"`) in page-locked memory, copied on the kernels' stream |
-//! | `fused_entropy` | `HABITS_FUSED_ENTROPY` (1/0) | false | PPO's entropy bonus by the entropy op's own kernels (`ops::entropy`), else burn's softmaxes (off until compare-backends has checked the kernels on a GPU) |
+//! | `fused_entropy` | `HABITS_FUSED_ENTROPY` (1/0) | true | PPO's entropy bonus by the entropy op's own kernels (`ops::entropy`), else burn's softmaxes |
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -40,7 +40,7 @@ pub struct Kernels {
 
 impl Default for Kernels {
     fn default() -> Self {
-        Kernels { fusion: None, flash_attention: true, attention_chunk: DEFAULT_ATTENTION_CHUNK, cublas: true, pinned_moments: true, fused_entropy: false }
+        Kernels { fusion: None, flash_attention: true, attention_chunk: DEFAULT_ATTENTION_CHUNK, cublas: true, pinned_moments: true, fused_entropy: true }
     }
 }
 
@@ -118,10 +118,10 @@ mod tests {
             ("HABITS_ATTENTION_CHUNK", "77"),
             ("HABITS_CUDA_FUSION", "0"),
             ("HABITS_PINNED_MOMENTS", "0"),
-            ("HABITS_FUSED_ENTROPY", "1"),
+            ("HABITS_FUSED_ENTROPY", "0"),
         ];
         let k = from_config.with_overrides(env(&overrides)).unwrap();
-        assert_eq!(k, Kernels { fusion: Some(false), flash_attention: true, attention_chunk: 77, cublas: true, pinned_moments: false, fused_entropy: true });
+        assert_eq!(k, Kernels { fusion: Some(false), flash_attention: true, attention_chunk: 77, cublas: true, pinned_moments: false, fused_entropy: false });
         assert_eq!(from_config.with_overrides(env(&[])).unwrap(), from_config, "nothing set: the config's");
         let err = Kernels::default().with_overrides(env(&[("HABITS_CUBLAS", "yes")])).unwrap_err().to_string();
         assert!(err.contains("HABITS_CUBLAS=\"yes\": use 1 (on) or 0 (off)"), "{err}");

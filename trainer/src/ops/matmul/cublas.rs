@@ -158,6 +158,10 @@ impl Matmul for CudaPlain {
         shape.len() == 2 && shape[0] > 1 && shape[1] > 1 && matches!(Layout::of([shape[0], shape[1]], [strides[0], strides[1]]), Some(Layout::ColMajor { .. }))
     }
 
+    fn row_major(t: FloatTensor<Self>) -> FloatTensor<Self> {
+        into_contiguous(t)
+    }
+
     fn batched_matmuls(products: Vec<(FloatTensor<Self>, FloatTensor<Self>, f64)>, kernels: Kernels) -> Vec<FloatTensor<Self>> {
         let shapes: Vec<[usize; 3]> = products.iter().map(|(a, b, _)| product_shape(a, b)).collect();
         let usable = |(a, b, _): &(FloatTensor<Self>, FloatTensor<Self>, f64), [_, _, n]: [usize; 3]| {
