@@ -108,7 +108,7 @@ impl<B: ModelBackend> Llama<B> {
             let (attn, mlp) = (&mut layer.self_attn, &mut layer.mlp);
             attn.qkv = Some(side_by_side(&[&attn.q_proj, &attn.k_proj, &attn.v_proj]));
             mlp.gate_up = Some(side_by_side(&[&mlp.gate_proj, &mlp.up_proj]));
-            (attn.o_proj, mlp.down_proj) = (self.in_compute(&attn.o_proj), self.in_compute(&mlp.down_proj));
+            (attn.o_proj, mlp.down_proj) = (in_compute(&attn.o_proj, compute), in_compute(&mlp.down_proj, compute));
         }
         model.lm_head = Some(self.head_in_compute());
         model
@@ -130,26 +130,25 @@ impl<B: ModelBackend> Llama<B> {
     /// (see `for_scoring`; the LM head as it is, for a model that does not read it).
     pub fn with_projections_in_compute(&self) -> Self {
         let mut model = self.clone();
-        for layer in &mut model.layers {
-            let (attn, mlp) = (&mut layer.self_attn, &mut layer.mlp);
-            for lin in [&mut attn.q_proj, &mut attn.k_proj, &mut attn.v_proj, &mut attn.o_proj, &mut mlp.gate_proj, &mut mlp.up_proj, &mut mlp.down_proj] {
-                *lin = self.in_compute(lin);
-            }
+        for lin in model.projections_mut() {
+            *lin = in_compute(lin, self.compute);
         }
         model
     }
 
-    /// A projection with its weight and bias in the compute dtype.
-    fn in_compute(&self, lin: &Linear<B>) -> Linear<B> {
-        let compute = self.compute;
-        Linear { weight: lin.weight.clone().map(|w| to_compute(w, compute)), bias: lin.bias.clone().map(|b| b.map(|b| to_compute(b, compute))) }
+    /// Every layer's projections (queries, keys, values, output; the MLP's gate, up, down).
+    fn projections_mut(&mut self) -> impl Iterator<Item = &mut Linear<B>> {
+        self.layers.iter_mut().flat_map(|layer| {
+            let (attn, mlp) = (&mut layer.self_attn, &mut layer.mlp);
+            [&mut attn.q_proj, &mut attn.k_proj, &mut attn.v_proj, &mut attn.o_proj, &mut mlp.gate_proj, &mut mlp.up_proj, &mut mlp.down_proj]
+        })
     }
 
     /// The LM head with its weight in the compute dtype (a tied one: the embedding cast once,
     /// read transposed).
     fn head_in_compute(&self) -> Linear<B> {
         match &self.lm_head {
-            Some(head) => self.in_compute(head),
+            Some(head) => in_compute(head, self.compute),
             None => Linear { weight: Param::from_tensor(to_compute(self.embed_tokens.weight.val(), self.compute).transpose()), bias: None },
         }
     }
@@ -161,18 +160,11 @@ impl<B: ModelBackend> Llama<B> {
     /// shape).
     pub fn held_in(self, dtype: FloatDType) -> Self {
         let mut model = self.with_compute(Some(dtype));
-        let cast = |lin: &mut Linear<B>| {
-            lin.weight = lin.weight.clone().map(|w| cast_to(w, dtype));
-            lin.bias = lin.bias.clone().map(|b| b.map(|b| cast_to(b, dtype)));
-        };
-        for layer in &mut model.layers {
-            let (attn, mlp) = (&mut layer.self_attn, &mut layer.mlp);
-            for lin in [&mut attn.q_proj, &mut attn.k_proj, &mut attn.v_proj, &mut attn.o_proj, &mut mlp.gate_proj, &mut mlp.up_proj, &mut mlp.down_proj] {
-                cast(lin);
-            }
+        for lin in model.projections_mut() {
+            *lin = in_compute(lin, Some(dtype));
         }
         if let Some(head) = &mut model.lm_head {
-            cast(head);
+            *head = in_compute(head, Some(dtype));
         }
         model.embed_tokens.weight = model.embed_tokens.weight.clone().map(|w| cast_to(w, dtype));
         model
@@ -273,6 +265,12 @@ impl<B: ModelBackend> Llama<B> {
             None => linear_computed(x, to_compute(self.embed_tokens.weight.val(), self.compute).transpose(), None, self.compute, self.kernels),
         }
     }
+}
+
+/// A projection with its weight and bias in `compute` (unchanged where there is none or
+/// they are in it already).
+fn in_compute<B: Backend>(lin: &Linear<B>, compute: Compute) -> Linear<B> {
+    Linear { weight: lin.weight.clone().map(|w| to_compute(w, compute)), bias: lin.bias.clone().map(|b| b.map(|b| to_compute(b, compute))) }
 }
 
 #[cfg(test)]
